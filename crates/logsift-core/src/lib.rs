@@ -1,0 +1,14 @@
+//! The record model every other logsift crate speaks.
+//!
+//! A [`Record`] borrows from the bytes it was parsed from: parsers hand out slices of the
+//! receive buffer and only allocate when a value has to be rewritten (a JSON string with escapes,
+//! an RFC 5424 SD value with `\"`). Nothing here does I/O.
+
+mod index;
+mod record;
+mod severity;
+pub mod time;
+
+pub use index::{IndexName, IndexNameError, DEFAULT_INDEX};
+pub use record::{FieldValue, Format, Record};
+pub use severity::{Facility, Severity};
