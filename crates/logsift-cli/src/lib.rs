@@ -1,1 +1,42 @@
+//! The `logsift` command: flags and configuration, then wiring of the library crates.
 
+mod config;
+mod search;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "logsift", version, about = "Log ingestion and search: syslog and JSON in, fast search out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: listeners, WAL, indexer and HTTP API.
+    Serve(serve::ServeArgs),
+    /// Search a running server and print matching records, newest first.
+    Search(search::SearchArgs),
+}
+
+/// Runs the command line; the binary's `main` is only this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Search(args) => search::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("logsift: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

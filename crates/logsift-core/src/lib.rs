@@ -4,6 +4,7 @@
 //! receive buffer and only allocate when a value has to be rewritten (a JSON string with escapes,
 //! an RFC 5424 SD value with `\"`). Nothing here does I/O.
 
+pub mod entry;
 mod index;
 mod record;
 mod severity;

@@ -36,3 +36,71 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }
+
+/// Parses a time as users write it on the command line and in query strings: RFC 3339,
+/// `now`, `now-15m` / `now+1h` (units s, m, h, d, w), or epoch seconds / milliseconds /
+/// nanoseconds told apart by magnitude.
+pub fn parse_time_expr(s: &str, now_ns: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix("now") {
+        if rest.is_empty() {
+            return Ok(now_ns);
+        }
+        let (sign, amount) = match rest.as_bytes()[0] {
+            b'-' => (-1i64, &rest[1..]),
+            b'+' => (1i64, &rest[1..]),
+            _ => return Err(format!("expected '-' or '+' after 'now' in {s:?}")),
+        };
+        let unit_at = amount
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("missing unit (s, m, h, d, w) in {s:?}"))?;
+        let n: i64 = amount[..unit_at]
+            .parse()
+            .map_err(|_| format!("expected a number after 'now{}' in {s:?}", &rest[..1]))?;
+        let unit = match &amount[unit_at..] {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            other => return Err(format!("unknown time unit {other:?} in {s:?}; use s, m, h, d or w")),
+        };
+        return n
+            .checked_mul(unit * NANOS_PER_SEC)
+            .and_then(|d| now_ns.checked_add(sign * d))
+            .ok_or_else(|| format!("time {s:?} is out of range"));
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        // Seconds until the year 2286, then milliseconds, microseconds, nanoseconds.
+        let abs = n.unsigned_abs();
+        return Ok(if abs < 10_000_000_000 {
+            n.saturating_mul(NANOS_PER_SEC)
+        } else if abs < 10_000_000_000_000 {
+            n.saturating_mul(1_000_000)
+        } else if abs < 10_000_000_000_000_000 {
+            n.saturating_mul(1_000)
+        } else {
+            n
+        });
+    }
+    parse_rfc3339(s).ok_or_else(|| {
+        format!("cannot read time {s:?}: use RFC 3339 (2024-05-01T12:00:00Z), epoch seconds, or now-15m")
+    })
+}
+
+#[cfg(test)]
+mod expr_tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_absolute() {
+        let now = 1_000_000 * NANOS_PER_SEC;
+        assert_eq!(parse_time_expr("now", now), Ok(now));
+        assert_eq!(parse_time_expr("now-15m", now), Ok(now - 900 * NANOS_PER_SEC));
+        assert_eq!(parse_time_expr("now+1h", now), Ok(now + 3600 * NANOS_PER_SEC));
+        assert_eq!(parse_time_expr("1700000000", now), Ok(1_700_000_000 * NANOS_PER_SEC));
+        assert_eq!(parse_time_expr("1700000000000", now), Ok(1_700_000_000 * NANOS_PER_SEC));
+        assert!(parse_time_expr("now-15x", now).unwrap_err().contains("unknown time unit"));
+        assert!(parse_time_expr("yesterday", now).is_err());
+    }
+}

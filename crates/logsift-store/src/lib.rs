@@ -1,1 +1,14 @@
+//! Storage of records in per-index tantivy indexes under `<data>/indexes/<name>/`.
+//!
+//! The store turns WAL entries into tantivy documents, commits them with the WAL position they
+//! cover (so replay after a crash neither loses nor duplicates a record), and reads hits back.
+//! It keeps the raw bytes once (zstd doc store) and derives everything displayed from them by
+//! parsing again; keyword fields are fast fields for sorting and aggregations.
 
+mod document;
+mod schema;
+mod store;
+
+pub use document::hit_json;
+pub use schema::{LogSchema, KEYWORD_TOKENIZER};
+pub use store::{Applied, IndexHandle, Indexer, Store, StoreConfig, StoreError};

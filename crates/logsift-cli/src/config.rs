@@ -1,0 +1,184 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The embedded default configuration: `config/logsift.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/logsift.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub syslog: SyslogConfig,
+    pub json: JsonConfig,
+    pub ingest: IngestConfig,
+    pub wal: WalConfig,
+    pub index: IndexConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    pub tcp: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+    pub index: String,
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonConfig {
+    pub tcp: Option<SocketAddr>,
+    pub index: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_line_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    pub fsync: String,
+    pub group_commit_interval_ms: u64,
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    pub commit_interval_ms: u64,
+    pub writer_memory_bytes: usize,
+    pub docstore_block_bytes: usize,
+}
+
+/// Overlays `over` onto `base`, table by table, so a user file only names what it changes.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl Config {
+    /// The embedded defaults, overlaid with `file` if given, validated.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut value: toml::Value = toml::from_str(DEFAULT_CONFIG).context("embedded default config")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            let over: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+            merge(&mut value, over);
+        }
+        let cfg: Config = value
+            .try_into()
+            .with_context(|| format!("invalid config{}", file.map(|p| format!(" {}", p.display())).unwrap_or_default()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        const MIN_WRITER_MEMORY: usize = 15_000_000;
+        if self.index.writer_memory_bytes < MIN_WRITER_MEMORY {
+            bail!("index.writer_memory_bytes is {}; the minimum is {MIN_WRITER_MEMORY}", self.index.writer_memory_bytes);
+        }
+        if self.index.commit_interval_ms == 0 || self.index.commit_interval_ms > 60_000 {
+            bail!("index.commit_interval_ms must be between 1 and 60000, not {}", self.index.commit_interval_ms);
+        }
+        if self.ingest.max_line_bytes < 64 || self.ingest.max_line_bytes > 16 << 20 {
+            bail!("ingest.max_line_bytes must be between 64 and 16777216, not {}", self.ingest.max_line_bytes);
+        }
+        if self.http.max_body_bytes < self.ingest.max_line_bytes {
+            bail!("http.max_body_bytes ({}) must be at least ingest.max_line_bytes ({})", self.http.max_body_bytes, self.ingest.max_line_bytes);
+        }
+        self.fsync_policy()?;
+        self.timezone_offset_secs()?;
+        logsift_core::IndexName::new(&self.syslog.index).context("syslog.index")?;
+        logsift_core::IndexName::new(&self.json.index).context("json.index")?;
+        Ok(())
+    }
+
+    pub fn fsync_policy(&self) -> anyhow::Result<logsift_ingest::FsyncPolicy> {
+        use logsift_ingest::FsyncPolicy::*;
+        Ok(match self.wal.fsync.as_str() {
+            "batch" => Batch,
+            "always" => Always,
+            "never" => Never,
+            other => bail!("wal.fsync must be batch, always or never, not {other:?}"),
+        })
+    }
+
+    /// `syslog.timezone` as seconds east of UTC.
+    pub fn timezone_offset_secs(&self) -> anyhow::Result<i32> {
+        let tz = self.syslog.timezone.trim();
+        if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
+            return Ok(0);
+        }
+        let bad = || anyhow::anyhow!("syslog.timezone must be UTC or an offset like +02:00, not {tz:?}");
+        let (sign, rest) = match tz.as_bytes().first() {
+            Some(b'+') => (1, &tz[1..]),
+            Some(b'-') => (-1, &tz[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+        let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        Ok(sign * (h * 3600 + m * 60))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:9480");
+        assert_eq!(cfg.timezone_offset_secs().unwrap(), 0);
+    }
+
+    #[test]
+    fn user_file_overrides_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[syslog]\ntimezone = \"-05:30\"\n").unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.timezone_offset_secs().unwrap(), -(5 * 3600 + 30 * 60));
+        assert_eq!(cfg.syslog.index, "logs");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[wal]\nfsync = \"sometimes\"\n").unwrap();
+        assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("wal.fsync"));
+        std::fs::write(&path, "[http]\nlisten = \"nowhere\"\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+        std::fs::write(&path, "typo_key = 1\n").unwrap();
+        assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("typo_key"));
+    }
+}

@@ -1,0 +1,172 @@
+//! Syslog TCP/UDP and JSON lines TCP listeners. Each turns received bytes into WAL entries;
+//! they never parse (the indexer does, once), so a listener's cost is framing and copying.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use logsift_core::entry::Entry;
+use logsift_core::time::now_ns;
+use logsift_core::{Format, IndexName};
+use logsift_parse::framing::{Framer, Step};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+use crate::{Metrics, PipelineHandle};
+
+/// What a stream listener receives and where it sends it.
+#[derive(Debug, Clone)]
+pub struct StreamListenerConfig {
+    /// `syslog-tcp` or `json-tcp`: names the listener in `source` and logs.
+    pub name: &'static str,
+    pub format: Format,
+    pub index: IndexName,
+    pub max_line_bytes: usize,
+}
+
+/// Binds a TCP listener and serves it until the returned task is aborted.
+pub async fn spawn_tcp(
+    addr: SocketAddr,
+    cfg: StreamListenerConfig,
+    pipeline: PipelineHandle,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(listener = cfg.name, addr = %local, "listening");
+    let cfg = Arc::new(cfg);
+    let task = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    Metrics::add(&pipeline.metrics().tcp_connections, 1);
+                    let cfg = cfg.clone();
+                    let pipeline = pipeline.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_stream(stream, peer, &cfg, &pipeline).await {
+                            tracing::debug!(listener = cfg.name, %peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(listener = cfg.name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok((local, task))
+}
+
+fn counters<'m>(metrics: &'m Metrics, name: &str) -> (&'m AtomicU64, &'m AtomicU64) {
+    if name == "json-tcp" {
+        (&metrics.json_tcp_lines, &metrics.json_tcp_bytes)
+    } else {
+        (&metrics.syslog_tcp_lines, &metrics.syslog_tcp_bytes)
+    }
+}
+
+async fn serve_stream(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &StreamListenerConfig,
+    pipeline: &PipelineHandle,
+) -> std::io::Result<()> {
+    let metrics = pipeline.metrics().clone();
+    let (lines_counter, bytes_counter) = counters(&metrics, cfg.name);
+    let source = format!("{} {}", cfg.name, peer);
+    let mut framer = Framer::new(cfg.max_line_bytes);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let n = stream.read_buf(&mut buf).await?;
+        let eof = n == 0;
+        Metrics::add(bytes_counter, n as u64);
+        let received_at = now_ns();
+        let mut entries = Vec::new();
+        loop {
+            match framer.next(&buf) {
+                Step::Frame { start, end, consumed } => {
+                    entries.push(encode(cfg, &source, received_at, &buf[start..end]));
+                    buf.advance(consumed);
+                }
+                Step::Error { error, consumed } => {
+                    Metrics::add(&metrics.frame_errors, 1);
+                    tracing::warn!(listener = cfg.name, %peer, %error, "bad frame");
+                    buf.advance(consumed);
+                }
+                Step::NeedMore { consumed } => {
+                    buf.advance(consumed);
+                    break;
+                }
+            }
+        }
+        if eof {
+            if let Some(range) = framer.finish(&buf) {
+                entries.push(encode(cfg, &source, received_at, &buf[range]));
+            }
+        }
+        Metrics::add(lines_counter, entries.len() as u64);
+        // Waiting here is the backpressure: while the pipeline is full we stop reading, the
+        // kernel's buffers fill, and TCP slows the sender down.
+        if pipeline.append(entries, false).await.is_err() {
+            return Ok(());
+        }
+        if eof {
+            return Ok(());
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+    }
+}
+
+fn encode(cfg: &StreamListenerConfig, source: &str, received_at: i64, raw: &[u8]) -> Vec<u8> {
+    Entry { format: cfg.format, received_at, index: cfg.index.as_str(), source, raw }.encode()
+}
+
+/// Binds a UDP socket: one datagram is one message.
+pub async fn spawn_udp(
+    addr: SocketAddr,
+    index: IndexName,
+    max_line_bytes: usize,
+    pipeline: PipelineHandle,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let socket = UdpSocket::bind(addr).await?;
+    let local = socket.local_addr()?;
+    tracing::info!(listener = "syslog-udp", addr = %local, "listening");
+    let task = tokio::spawn(async move {
+        let metrics = pipeline.metrics().clone();
+        // The largest UDP payload; anything above max_line_bytes is counted and dropped.
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, peer) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "UDP receive failed");
+                    continue;
+                }
+            };
+            Metrics::add(&metrics.syslog_udp_bytes, n as u64);
+            let mut datagram = &buf[..n];
+            while let [rest @ .., b'\n' | b'\r' | 0] = datagram {
+                datagram = rest;
+            }
+            if datagram.is_empty() {
+                continue;
+            }
+            if datagram.len() > max_line_bytes {
+                Metrics::add(&metrics.frame_errors, 1);
+                continue;
+            }
+            Metrics::add(&metrics.syslog_udp_lines, 1);
+            let source = format!("syslog-udp {peer}");
+            let entry = Entry { format: Format::Syslog, received_at: now_ns(), index: index.as_str(), source: &source, raw: datagram }.encode();
+            if pipeline.try_append(vec![entry]).is_err() {
+                Metrics::add(&metrics.syslog_udp_dropped, 1);
+            }
+        }
+    });
+    Ok((local, task))
+}

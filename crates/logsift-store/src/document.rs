@@ -1,0 +1,127 @@
+use std::collections::BTreeMap;
+
+use logsift_core::entry::Entry;
+use logsift_core::time::format_rfc3339;
+use logsift_core::{FieldValue, Format, Record};
+use serde_json::{json, Map, Value};
+use tantivy::schema::{OwnedValue, Value as _};
+use tantivy::TantivyDocument;
+
+use crate::LogSchema;
+
+/// Builds the tantivy document of one record. `record` was parsed from `entry.raw`.
+pub(crate) fn build_document(schema: &LogSchema, lsn: u64, entry: &Entry<'_>, record: &Record<'_>) -> TantivyDocument {
+    let mut doc = TantivyDocument::new();
+    doc.add_i64(schema.timestamp, record.timestamp.unwrap_or(entry.received_at));
+    doc.add_i64(schema.received_at, entry.received_at);
+    doc.add_u64(schema.id, lsn);
+    if let Some(sev) = record.severity {
+        doc.add_text(schema.severity, sev.name());
+        doc.add_u64(schema.severity_code, sev.code() as u64);
+    }
+    if let Some(fac) = record.facility {
+        doc.add_text(schema.facility, fac.name());
+    }
+    for (field, value) in [
+        (schema.host, &record.host),
+        (schema.app, &record.app),
+        (schema.procid, &record.procid),
+        (schema.msgid, &record.msgid),
+    ] {
+        if let Some(v) = value {
+            doc.add_text(field, v);
+        }
+    }
+    doc.add_text(schema.message, &record.message);
+    if !record.fields.is_empty() {
+        let mut object = BTreeMap::new();
+        for (key, value) in &record.fields {
+            if let Some(v) = owned_value(value) {
+                object.insert(key.to_string(), v);
+            }
+        }
+        doc.add_object(schema.fields, object);
+    }
+    doc.add_text(schema.source, entry.source);
+    if let Some(err) = &record.parse_error {
+        doc.add_text(schema.parse_error, err);
+    }
+    doc.add_u64(schema.format, entry.format.code() as u64);
+    doc.add_bytes(schema.raw, entry.raw);
+    doc
+}
+
+fn owned_value(value: &FieldValue<'_>) -> Option<OwnedValue> {
+    Some(match value {
+        FieldValue::Str(s) => OwnedValue::Str(s.to_string()),
+        FieldValue::Number(n) => {
+            if let Ok(i) = n.parse::<i64>() {
+                OwnedValue::I64(i)
+            } else if let Ok(u) = n.parse::<u64>() {
+                OwnedValue::U64(u)
+            } else {
+                OwnedValue::F64(n.parse::<f64>().ok()?)
+            }
+        }
+        FieldValue::Bool(b) => OwnedValue::Bool(*b),
+        FieldValue::Null => return None,
+        FieldValue::Json(text) => OwnedValue::Str(text.to_string()),
+    })
+}
+
+fn field_json(value: &FieldValue<'_>) -> Value {
+    match value {
+        FieldValue::Str(s) => Value::String(s.to_string()),
+        FieldValue::Number(n) | FieldValue::Json(n) => {
+            serde_json::from_str(n).unwrap_or_else(|_| Value::String(n.to_string()))
+        }
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::Null => Value::Null,
+    }
+}
+
+/// The JSON hit of one stored document, as `GET /api/v1/search` answers it. Everything but the
+/// id and timestamp is derived by parsing the stored raw bytes again.
+pub fn hit_json(
+    schema: &LogSchema,
+    index: &str,
+    id: u64,
+    timestamp: i64,
+    doc: &TantivyDocument,
+    default_offset_secs: i32,
+) -> Value {
+    let raw: &[u8] = doc.get_first(schema.raw).and_then(|v| v.as_bytes()).unwrap_or_default();
+    let received_at = doc.get_first(schema.received_at).and_then(|v| v.as_i64()).unwrap_or(timestamp);
+    let source = doc.get_first(schema.source).and_then(|v| v.as_str()).unwrap_or_default();
+    let format = doc
+        .get_first(schema.format)
+        .and_then(|v| v.as_u64())
+        .and_then(|c| Format::from_code(c as u8))
+        .unwrap_or_default();
+    let opts = logsift_parse::ParseOptions { received_at_ns: received_at, default_offset_secs };
+    let record = logsift_parse::parse(format, raw, &opts);
+    let mut fields = Map::new();
+    for (key, value) in &record.fields {
+        fields.insert(key.to_string(), field_json(value));
+    }
+    let mut hit = json!({
+        "id": id.to_string(),
+        "timestamp": format_rfc3339(timestamp),
+        "received_at": format_rfc3339(received_at),
+        "index": index,
+        "severity": record.severity.map(|s| s.name()),
+        "facility": record.facility.map(|f| f.name()),
+        "host": record.host,
+        "app": record.app,
+        "procid": record.procid,
+        "msgid": record.msgid,
+        "message": record.message,
+        "source": source,
+        "fields": fields,
+        "raw": String::from_utf8_lossy(raw),
+    });
+    if let Some(err) = record.parse_error {
+        hit["parse_error"] = Value::String(err.into_owned());
+    }
+    hit
+}

@@ -1,0 +1,287 @@
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use logsift_core::entry::{Entry, EntryError};
+use logsift_core::{IndexName, IndexNameError};
+use tantivy::directory::MmapDirectory;
+use tantivy::indexer::LogMergePolicy;
+use tantivy::store::{Compressor, ZstdCompressor};
+use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
+
+use crate::document::build_document;
+use crate::LogSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("index {index}: {source}")]
+    Tantivy { index: String, source: tantivy::TantivyError },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    IndexName(#[from] IndexNameError),
+    #[error("undecodable WAL entry {lsn}: {source}")]
+    Entry { lsn: u64, source: EntryError },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `<data>/indexes`: one sub-directory per index.
+    pub dir: PathBuf,
+    /// tantivy's indexing memory budget per index, before it flushes a segment.
+    pub writer_memory_bytes: usize,
+    /// Zone east of UTC for timestamps that carry none (RFC 3164).
+    pub default_offset_secs: i32,
+    /// Doc store block size: larger compresses better, costs more per fetched hit.
+    pub docstore_block_bytes: usize,
+}
+
+/// One named index: its tantivy index, a reader, and the writer the indexer uses.
+pub struct IndexHandle {
+    name: IndexName,
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    /// Every record of this index with an id ≤ this is committed.
+    committed_lsn: AtomicU64,
+    /// Documents added since the last commit.
+    uncommitted: AtomicU64,
+}
+
+const PAYLOAD_PREFIX: &str = "lsn=";
+
+impl IndexHandle {
+    fn open_or_create(dir: &Path, name: IndexName, schema: &LogSchema, cfg: &StoreConfig) -> Result<Self, StoreError> {
+        let tantivy_err = |source| StoreError::Tantivy { index: name.to_string(), source };
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        let directory = MmapDirectory::open(dir).map_err(|e| tantivy_err(e.into()))?;
+        let settings = IndexSettings {
+            docstore_compression: Compressor::Zstd(ZstdCompressor { compression_level: Some(3) }),
+            docstore_blocksize: cfg.docstore_block_bytes,
+            ..IndexSettings::default()
+        };
+        let index = Index::builder()
+            .schema(schema.schema.clone())
+            .settings(settings)
+            .open_or_create(directory)
+            .map_err(tantivy_err)?;
+        LogSchema::register_tokenizers(index.tokenizers());
+        let committed = index
+            .load_metas()
+            .map_err(tantivy_err)?
+            .payload
+            .as_deref()
+            .and_then(|p| p.strip_prefix(PAYLOAD_PREFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let writer: IndexWriter = index
+            .writer_with_num_threads(1, cfg.writer_memory_bytes)
+            .map_err(tantivy_err)?;
+        writer.set_merge_policy(Box::new(LogMergePolicy::default()));
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tantivy_err)?;
+        Ok(IndexHandle {
+            name,
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            committed_lsn: AtomicU64::new(committed),
+            uncommitted: AtomicU64::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &IndexName {
+        &self.name
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    pub fn committed_lsn(&self) -> u64 {
+        self.committed_lsn.load(Ordering::Acquire)
+    }
+
+    fn tantivy_err(&self, source: tantivy::TantivyError) -> StoreError {
+        StoreError::Tantivy { index: self.name.to_string(), source }
+    }
+
+    /// Commits everything added so far, recording that all of this index's records with
+    /// id ≤ `through_lsn` are in it, then makes them visible to searches.
+    fn commit(&self, through_lsn: u64) -> Result<(), StoreError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut prepared = writer.prepare_commit().map_err(|e| self.tantivy_err(e))?;
+        prepared.set_payload(&format!("{PAYLOAD_PREFIX}{through_lsn}"));
+        prepared.commit().map_err(|e| self.tantivy_err(e))?;
+        drop(writer);
+        self.committed_lsn.store(through_lsn, Ordering::Release);
+        self.uncommitted.store(0, Ordering::Release);
+        self.reader.reload().map_err(|e| self.tantivy_err(e))
+    }
+}
+
+/// All indexes under the data directory.
+pub struct Store {
+    cfg: StoreConfig,
+    schema: LogSchema,
+    indexes: RwLock<BTreeMap<IndexName, Arc<IndexHandle>>>,
+}
+
+impl Store {
+    /// Opens every index found under `cfg.dir`.
+    pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        let schema = LogSchema::new();
+        let mut indexes = BTreeMap::new();
+        for entry in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
+            let entry = entry.map_err(io(&cfg.dir))?;
+            let Some(name) = entry.file_name().to_str().and_then(|n| IndexName::new_builtin(n).ok()) else {
+                tracing::warn!(path = %entry.path().display(), "ignoring a directory that is not a valid index name");
+                continue;
+            };
+            let handle = IndexHandle::open_or_create(&entry.path(), name.clone(), &schema, &cfg)?;
+            tracing::info!(index = %name, committed_lsn = handle.committed_lsn(), docs = handle.searcher().num_docs(), "opened index");
+            indexes.insert(name, Arc::new(handle));
+        }
+        Ok(Store { cfg, schema, indexes: RwLock::new(indexes) })
+    }
+
+    pub fn schema(&self) -> &LogSchema {
+        &self.schema
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<IndexHandle>> {
+        let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        indexes.iter().find(|(n, _)| n.as_str() == name).map(|(_, h)| h.clone())
+    }
+
+    pub fn get_or_create(&self, name: &IndexName) -> Result<Arc<IndexHandle>, StoreError> {
+        if let Some(h) = self.get(name.as_str()) {
+            return Ok(h);
+        }
+        let mut indexes = self.indexes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = indexes.get(name) {
+            return Ok(h.clone());
+        }
+        let handle = Arc::new(IndexHandle::open_or_create(
+            &self.cfg.dir.join(name.as_str()),
+            name.clone(),
+            &self.schema,
+            &self.cfg,
+        )?);
+        tracing::info!(index = %name, "created index");
+        indexes.insert(name.clone(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Every index, in name order.
+    pub fn list(&self) -> Vec<Arc<IndexHandle>> {
+        let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        indexes.values().cloned().collect()
+    }
+
+    /// The highest LSN any index has committed: new LSNs must start above it.
+    pub fn max_committed_lsn(&self) -> u64 {
+        self.list().iter().map(|h| h.committed_lsn()).max().unwrap_or(0)
+    }
+
+    /// The lowest LSN any index has committed: WAL entries above it may still be needed.
+    pub fn min_committed_lsn(&self) -> u64 {
+        self.list().iter().map(|h| h.committed_lsn()).min().unwrap_or(0)
+    }
+}
+
+/// Applies WAL entries to the store, in LSN order, and commits them. Single-threaded by design:
+/// one indexer owns all writers, so commit payloads always describe a prefix of the WAL.
+pub struct Indexer {
+    store: Arc<Store>,
+    /// The highest LSN applied (or skipped as already committed).
+    applied_lsn: u64,
+    dirty: BTreeMap<IndexName, Arc<IndexHandle>>,
+}
+
+/// What one [`Indexer::apply`] did with its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Indexed,
+    /// The index already had it committed before a restart (WAL replay).
+    AlreadyCommitted,
+}
+
+impl Indexer {
+    pub fn new(store: Arc<Store>) -> Self {
+        Indexer { store, applied_lsn: 0, dirty: BTreeMap::new() }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Parses and indexes one WAL entry. Entries must come in increasing LSN order.
+    pub fn apply(&mut self, lsn: u64, payload: &[u8]) -> Result<Applied, StoreError> {
+        debug_assert!(lsn > self.applied_lsn, "entries must arrive in LSN order");
+        self.applied_lsn = lsn;
+        let entry = Entry::decode(payload).map_err(|source| StoreError::Entry { lsn, source })?;
+        let name = IndexName::new_builtin(entry.index)?;
+        let handle = self.store.get_or_create(&name)?;
+        if lsn <= handle.committed_lsn() {
+            return Ok(Applied::AlreadyCommitted);
+        }
+        let opts = logsift_parse::ParseOptions {
+            received_at_ns: entry.received_at,
+            default_offset_secs: self.store.cfg.default_offset_secs,
+        };
+        let record = logsift_parse::parse(entry.format, entry.raw, &opts);
+        let doc = build_document(&self.store.schema, lsn, &entry, &record);
+        {
+            let writer = handle.writer.lock().unwrap_or_else(|p| p.into_inner());
+            writer.add_document(doc).map_err(|e| handle.tantivy_err(e))?;
+        }
+        handle.uncommitted.fetch_add(1, Ordering::Relaxed);
+        self.dirty.entry(name).or_insert(handle);
+        Ok(Applied::Indexed)
+    }
+
+    /// Records an LSN the indexer saw but could not apply (an undecodable entry), so that
+    /// commits still cover it and the WAL can be truncated past it.
+    pub fn skip(&mut self, lsn: u64) {
+        self.applied_lsn = self.applied_lsn.max(lsn);
+    }
+
+    pub fn has_uncommitted(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Commits every index with new documents. Returns the LSN through which everything is
+    /// committed, i.e. what the WAL may drop.
+    pub fn commit(&mut self) -> Result<u64, StoreError> {
+        while let Some((name, handle)) = self.dirty.pop_first() {
+            if let Err(e) = handle.commit(self.applied_lsn) {
+                self.dirty.insert(name, handle);
+                return Err(e);
+            }
+        }
+        Ok(self.applied_lsn)
+    }
+
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied_lsn
+    }
+}
