@@ -1,7 +1,10 @@
 use std::io::Read;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use logsift_core::entry::Entry;
@@ -124,6 +127,7 @@ fn prepare(body: &[u8], index: &str, format: Format, max_line_bytes: usize, sour
 
 pub async fn ingest(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(index): Path<String>,
     params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -133,7 +137,10 @@ pub async fn ingest(
     let index = IndexName::new(&index).map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
     let format = pick_format(&params, &headers)?;
     let cfg = state.cfg.clone();
-    let source = "http".to_string();
+    let source = match peer {
+        Some(Extension(ConnectInfo(addr))) => format!("http {addr}"),
+        None => "http".to_string(),
+    };
     let prepared = tokio::task::spawn_blocking(move || {
         let body = decompress(&headers, body, cfg.max_body_bytes)?;
         Ok::<_, ApiError>(prepare(&body, index.as_str(), format, cfg.max_line_bytes, &source))

@@ -1,0 +1,236 @@
+//! Starts the real `logsift` binary on loopback ports in a temporary data directory and talks
+//! to it the way users do: sockets, HTTP, `logger`, `nc`, the `logsift` CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_logsift");
+
+/// Small budgets so that many servers can run side by side in one test run.
+const TEST_CONFIG: &str = r#"
+[index]
+commit_interval_ms = 200
+writer_memory_bytes = 15000000
+"#;
+
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub http: String,
+    pub syslog_tcp: SocketAddr,
+    pub syslog_udp: SocketAddr,
+    pub json_tcp: SocketAddr,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server in a fresh temporary directory.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut s = Server::start_in(tmp.path(), "");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on `dir` (kept after the server stops, to restart on it), with `extra_config`
+    /// overlaid on the test configuration.
+    pub fn start_in(dir: &Path, extra_config: &str) -> Server {
+        let config = dir.join("test-config.toml");
+        let mut merged: toml::Table = TEST_CONFIG.parse().expect("test config");
+        let extra: toml::Table = extra_config.parse().expect("extra config");
+        for (section, table) in extra {
+            match (merged.get_mut(&section), table) {
+                (Some(toml::Value::Table(base)), toml::Value::Table(over)) => base.extend(over),
+                (_, value) => {
+                    merged.insert(section, value);
+                }
+            }
+        }
+        std::fs::write(&config, merged.to_string()).expect("write config");
+        let data_dir = dir.join("data");
+        let log = dir.join(format!("server-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--http", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0", "--syslog-udp", "127.0.0.1:0", "--json-tcp", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,tantivy=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start logsift");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("logsift ready ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("logsift did not become ready; its log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let addr = |key: &str| -> String {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} missing from {ready:?}"))
+                .to_string()
+        };
+        Server {
+            http: format!("http://{}", addr("http")),
+            syslog_tcp: addr("syslog-tcp").parse().unwrap(),
+            syslog_udp: addr("syslog-udp").parse().unwrap(),
+            json_tcp: addr("json-tcp").parse().unwrap(),
+            child: Some(child),
+            data_dir,
+            log,
+            _tmp: None,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let resp = client().get(format!("{}{}", self.http, path_and_query)).send().expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// `GET /api/v1/search` with `q` and extra `(key, value)` parameters.
+    pub fn search(&self, q: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let mut query = vec![("q", q)];
+        query.extend_from_slice(params);
+        let resp = client().get(format!("{}/api/v1/search", self.http)).query(&query).send().expect("search");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// Polls until `q` has exactly `total` matches (records are searchable within a commit
+    /// interval, not instantly) and returns that answer; panics with the last answer.
+    pub fn wait_total(&self, q: &str, params: &[(&str, &str)], total: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.search(q, params);
+            if status == 200 && body["total"].as_u64() == Some(total) {
+                return body;
+            }
+            if Instant::now() > deadline {
+                panic!("query {q:?} {params:?}: wanted total {total}, last answer {status} {body}\nserver log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn ingest(&self, index: &str, body: impl Into<reqwest::blocking::Body>, content_type: &str) -> (u16, Value) {
+        let resp = client()
+            .post(format!("{}/api/v1/{index}/ingest", self.http))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("ingest");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, "TERM");
+        wait_timeout(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("logsift did not exit within 30 s of SIGTERM; log:\n{}", self.log())
+        })
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+}
+
+/// Writes `bytes` to a new TCP connection and closes it.
+pub fn send_tcp(addr: SocketAddr, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(bytes).expect("write");
+    s.shutdown(std::net::Shutdown::Write).ok();
+    // Wait for the server to close its side, so that everything was read before we go on.
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+}
+
+pub fn send_udp(addr: SocketAddr, datagram: &[u8]) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.send_to(datagram, addr).expect("send");
+}
+
+/// Runs a command that the test needs from the system, failing with a clear message when the
+/// tool is missing (`.ci/run` installs it).
+pub fn run_tool(program: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); `.ci/run` installs it (apt-get install bsdutils netcat-openbsd)"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The messages of a search answer's hits, in answer order.
+pub fn messages(body: &Value) -> Vec<String> {
+    body["hits"].as_array().expect("hits").iter().map(|h| h["message"].as_str().unwrap_or("").to_string()).collect()
+}
