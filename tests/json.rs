@@ -21,23 +21,41 @@ fn ndjson_over_http_is_durable_on_ack_and_reports_bad_lines() {
     assert_eq!(answer["accepted"], 4);
     assert_eq!(answer["rejected"], 0);
     let errors = answer["errors"].as_array().unwrap();
-    assert_eq!(errors.iter().map(|e| e["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(
+        errors
+            .iter()
+            .map(|e| e["line"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
     assert!(errors.iter().all(|e| e["stored"] == true));
 
     let body = s.wait_total("*", &[], 4);
-    let hit = body["hits"].as_array().unwrap().iter().find(|h| h["message"] == "payment failed").unwrap().clone();
+    let hit = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["message"] == "payment failed")
+        .unwrap()
+        .clone();
     assert_eq!(hit["timestamp"], "2024-05-01T10:00:00.000000000Z");
     assert_eq!(hit["severity"], "error");
     assert_eq!(hit["host"], "web-01");
     assert_eq!(hit["app"], "checkout");
     assert_eq!(hit["fields"]["user.id"], 42);
     assert_eq!(hit["fields"]["tags"], serde_json::json!(["a", "b"]));
-    assert!(hit["source"].as_str().unwrap().starts_with("http 127.0.0.1:"));
+    assert!(hit["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("http 127.0.0.1:"));
 
     let body = s.wait_total("fields.user.plan:pro", &[], 1);
     assert_eq!(messages(&body), vec!["payment failed"]);
     let body = s.wait_total("slow AND host:db-01 AND severity:warning", &[], 1);
-    assert_eq!(body["hits"][0]["timestamp"], "2024-05-01T10:00:01.500000000Z");
+    assert_eq!(
+        body["hits"][0]["timestamp"],
+        "2024-05-01T10:00:01.500000000Z"
+    );
     s.wait_total("parse_error:*", &[], 2);
 }
 
@@ -46,7 +64,11 @@ fn gzip_bodies_other_indexes_and_bad_requests() {
     let s = Server::start();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     for i in 0..500 {
-        writeln!(gz, "{{\"msg\":\"compressed line {i}\",\"host\":\"gz-host\"}}").unwrap();
+        writeln!(
+            gz,
+            "{{\"msg\":\"compressed line {i}\",\"host\":\"gz-host\"}}"
+        )
+        .unwrap();
     }
     let compressed = gz.finish().unwrap();
     let resp = common::client()

@@ -8,11 +8,17 @@ use common::{send_tcp, Server};
 fn everything_is_still_there_after_sigterm_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_in(dir.path(), "");
-    let (status, _) = s.ingest("logs", "{\"msg\":\"over http before restart\"}\n", "application/x-ndjson");
+    let (status, _) = s.ingest(
+        "logs",
+        "{\"msg\":\"over http before restart\"}\n",
+        "application/x-ndjson",
+    );
     assert_eq!(status, 200);
     let mut lines = String::new();
     for i in 0..1000 {
-        lines.push_str(&format!("<14>Nov 27 07:17:19 web-01 app[1]: tcp line {i} before restart\n"));
+        lines.push_str(&format!(
+            "<14>Nov 27 07:17:19 web-01 app[1]: tcp line {i} before restart\n"
+        ));
     }
     send_tcp(s.syslog_tcp, lines.as_bytes());
     // No waiting for searchability: SIGTERM must drain and commit whatever was received.
@@ -37,7 +43,9 @@ fn acknowledged_http_records_survive_kill_9_exactly_once() {
     let s = Server::start_in(dir.path(), "[index]\ncommit_interval_ms = 60000\n");
     let mut acked = 0;
     for batch in 0..20 {
-        let body: String = (0..50).map(|i| format!("{{\"msg\":\"durable batch{batch} rec{i}\"}}\n")).collect();
+        let body: String = (0..50)
+            .map(|i| format!("{{\"msg\":\"durable batch{batch} rec{i}\"}}\n"))
+            .collect();
         let (status, answer) = s.ingest("logs", body, "application/x-ndjson");
         assert_eq!(status, 200, "{answer}");
         acked += answer["accepted"].as_u64().unwrap();
@@ -47,7 +55,11 @@ fn acknowledged_http_records_survive_kill_9_exactly_once() {
 
     let s = Server::start_in(dir.path(), "");
     s.wait_total("durable", &[], acked);
-    assert!(s.log().contains(&format!("replayed={acked}")), "the records came back through WAL replay:\n{}", s.log());
+    assert!(
+        s.log().contains(&format!("replayed={acked}")),
+        "the records came back through WAL replay:\n{}",
+        s.log()
+    );
     s.kill9();
     // Replayed records were committed with their WAL position: no duplicates on the next start.
     let s = Server::start_in(dir.path(), "");

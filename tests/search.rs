@@ -28,7 +28,12 @@ fn dataset() -> Vec<Rec> {
                 3 => format!("disk quota exceeded for user{i}"),
                 _ => format!("cache miss key{i}"),
             };
-            Rec { minute: i, host, level, message }
+            Rec {
+                minute: i,
+                host,
+                level,
+                message,
+            }
         })
         .collect()
 }
@@ -85,17 +90,51 @@ fn all_pages(s: &Server, q: &str, params: &[(&str, &str)], page: usize) -> (u64,
 #[test]
 fn words_phrases_fields_and_time_ranges_match_the_model() {
     let (s, data) = seeded();
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<String>)> = vec![
-        ("disk", vec![], expect(&data, |r| r.message.contains("disk"))),
-        ("\"disk full\"", vec![], expect(&data, |r| r.message.starts_with("disk full"))),
-        ("disk AND host:web-01", vec![], expect(&data, |r| r.message.contains("disk") && r.host == "web-01")),
-        ("disk -quota", vec![], expect(&data, |r| r.message.starts_with("disk full"))),
-        ("severity:error", vec![], expect(&data, |r| r.level == "error")),
-        ("host:db-01 OR host:web-02", vec![], expect(&data, |r| r.host != "web-01")),
-        ("(reset OR cache) AND severity:warning", vec![], expect(&data, |r| (r.message.contains("reset") || r.message.contains("cache")) && r.level == "warning")),
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            "disk",
+            vec![],
+            expect(&data, |r| r.message.contains("disk")),
+        ),
+        (
+            "\"disk full\"",
+            vec![],
+            expect(&data, |r| r.message.starts_with("disk full")),
+        ),
+        (
+            "disk AND host:web-01",
+            vec![],
+            expect(&data, |r| r.message.contains("disk") && r.host == "web-01"),
+        ),
+        (
+            "disk -quota",
+            vec![],
+            expect(&data, |r| r.message.starts_with("disk full")),
+        ),
+        (
+            "severity:error",
+            vec![],
+            expect(&data, |r| r.level == "error"),
+        ),
+        (
+            "host:db-01 OR host:web-02",
+            vec![],
+            expect(&data, |r| r.host != "web-01"),
+        ),
+        (
+            "(reset OR cache) AND severity:warning",
+            vec![],
+            expect(&data, |r| {
+                (r.message.contains("reset") || r.message.contains("cache")) && r.level == "warning"
+            }),
+        ),
         (
             "*",
-            vec![("start", "2024-05-01T09:00:00Z"), ("end", "2024-05-01T09:30:00Z")],
+            vec![
+                ("start", "2024-05-01T09:00:00Z"),
+                ("end", "2024-05-01T09:30:00Z"),
+            ],
             expect(&data, |r| (60..90).contains(&r.minute)),
         ),
         (
@@ -108,7 +147,11 @@ fn words_phrases_fields_and_time_ranges_match_the_model() {
     for (q, params, want) in cases {
         let (status, body) = s.search(q, &[params.as_slice(), &[("limit", "1000")]].concat());
         assert_eq!(status, 200, "{q}: {body}");
-        assert_eq!(body["total"].as_u64().unwrap() as usize, want.len(), "total of {q} {params:?}");
+        assert_eq!(
+            body["total"].as_u64().unwrap() as usize,
+            want.len(),
+            "total of {q} {params:?}"
+        );
         assert_eq!(messages(&body), want, "hits of {q} {params:?}");
     }
 }
@@ -130,7 +173,11 @@ fn limits_sorting_and_cursor_pages_are_exact() {
 
     let (total, paged) = all_pages(&s, "*", &[], 7);
     assert_eq!(total as usize, data.len());
-    assert_eq!(paged, expect(&data, |_| true), "pages concatenate to the full answer, no gaps or repeats");
+    assert_eq!(
+        paged,
+        expect(&data, |_| true),
+        "pages concatenate to the full answer, no gaps or repeats"
+    );
     let (_, paged) = all_pages(&s, "severity:info", &[("sort", "asc")], 11);
     let mut want = expect(&data, |r| r.level == "info");
     want.reverse();
@@ -151,7 +198,12 @@ fn bad_queries_and_parameters_answer_400_with_a_message() {
         let (q, rest) = (params[0].1, &params[1..]);
         let (status, body) = s.search(q, rest);
         assert_eq!(status, 400, "{params:?}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
     }
 }
 
@@ -159,28 +211,61 @@ fn bad_queries_and_parameters_answer_400_with_a_message() {
 fn cli_search_prints_readable_lines_and_json() {
     let (s, data) = seeded();
     let out = std::process::Command::new(BIN)
-        .args(["search", "disk AND host:web-01", "--server", &s.http, "--start", "2024-05-01T00:00:00Z", "--limit", "1000"])
+        .args([
+            "search",
+            "disk AND host:web-01",
+            "--server",
+            &s.http,
+            "--start",
+            "2024-05-01T00:00:00Z",
+            "--limit",
+            "1000",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let want = expect(&data, |r| r.message.contains("disk") && r.host == "web-01");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), want.len());
     for (line, msg) in lines.iter().zip(&want) {
-        assert!(line.contains(" web-01 ") && line.ends_with(msg.as_str()), "{line:?} vs {msg:?}");
+        assert!(
+            line.contains(" web-01 ") && line.ends_with(msg.as_str()),
+            "{line:?} vs {msg:?}"
+        );
     }
 
     let out = std::process::Command::new(BIN)
-        .args(["search", "severity:error", "--server", &s.http, "--json", "--limit", "2"])
+        .args([
+            "search",
+            "severity:error",
+            "--server",
+            &s.http,
+            "--json",
+            "--limit",
+            "2",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let hits: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let hits: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(hits.len(), 2);
-    assert!(hits.iter().all(|h| h["severity"] == "error" && h["id"].is_string() && h["raw"].is_string()));
+    assert!(hits
+        .iter()
+        .all(|h| h["severity"] == "error" && h["id"].is_string() && h["raw"].is_string()));
 
-    let out = std::process::Command::new(BIN).args(["search", "disk(", "--server", &s.http]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["search", "disk(", "--server", &s.http])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("400"));
 }

@@ -56,13 +56,28 @@ impl Server {
         }
         std::fs::write(&config, merged.to_string()).expect("write config");
         let data_dir = dir.join("data");
-        let log = dir.join(format!("server-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = dir.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--http", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0", "--syslog-udp", "127.0.0.1:0", "--json-tcp", "127.0.0.1:0"])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--syslog-tcp",
+                "127.0.0.1:0",
+                "--syslog-udp",
+                "127.0.0.1:0",
+                "--json-tcp",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "info,tantivy=warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -82,7 +97,10 @@ impl Server {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                panic!("logsift did not become ready; its log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "logsift did not become ready; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         };
         let addr = |key: &str| -> String {
@@ -109,7 +127,10 @@ impl Server {
     }
 
     pub fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let resp = client().get(format!("{}{}", self.http, path_and_query)).send().expect("GET");
+        let resp = client()
+            .get(format!("{}{}", self.http, path_and_query))
+            .send()
+            .expect("GET");
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
@@ -118,7 +139,11 @@ impl Server {
     pub fn search(&self, q: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let mut query = vec![("q", q)];
         query.extend_from_slice(params);
-        let resp = client().get(format!("{}/api/v1/search", self.http)).query(&query).send().expect("search");
+        let resp = client()
+            .get(format!("{}/api/v1/search", self.http))
+            .query(&query)
+            .send()
+            .expect("search");
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
@@ -139,7 +164,12 @@ impl Server {
         }
     }
 
-    pub fn ingest(&self, index: &str, body: impl Into<reqwest::blocking::Body>, content_type: &str) -> (u16, Value) {
+    pub fn ingest(
+        &self,
+        index: &str,
+        body: impl Into<reqwest::blocking::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
         let resp = client()
             .post(format!("{}/api/v1/{index}/ingest", self.http))
             .header("content-type", content_type)
@@ -156,7 +186,10 @@ impl Server {
         signal(&child, "TERM");
         wait_timeout(&mut child, Duration::from_secs(30)).unwrap_or_else(|| {
             let _ = child.kill();
-            panic!("logsift did not exit within 30 s of SIGTERM; log:\n{}", self.log())
+            panic!(
+                "logsift did not exit within 30 s of SIGTERM; log:\n{}",
+                self.log()
+            )
         })
     }
 
@@ -178,7 +211,11 @@ impl Drop for Server {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -194,7 +231,10 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
 }
 
 /// Writes `bytes` to a new TCP connection and closes it.
@@ -226,11 +266,20 @@ pub fn run_tool(program: &str, args: &[&str], stdin: Option<&[u8]>) -> std::proc
         child.stdin.take().unwrap().write_all(input).unwrap();
     }
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 /// The messages of a search answer's hits, in answer order.
 pub fn messages(body: &Value) -> Vec<String> {
-    body["hits"].as_array().expect("hits").iter().map(|h| h["message"].as_str().unwrap_or("").to_string()).collect()
+    body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["message"].as_str().unwrap_or("").to_string())
+        .collect()
 }

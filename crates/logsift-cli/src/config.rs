@@ -84,15 +84,22 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 impl Config {
     /// The embedded defaults, overlaid with `file` if given, validated.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let mut value: toml::Value = toml::from_str(DEFAULT_CONFIG).context("embedded default config")?;
+        let mut value: toml::Value =
+            toml::from_str(DEFAULT_CONFIG).context("embedded default config")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-            let over: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            let over: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("parsing config {}", path.display()))?;
             merge(&mut value, over);
         }
-        let cfg: Config = value
-            .try_into()
-            .with_context(|| format!("invalid config{}", file.map(|p| format!(" {}", p.display())).unwrap_or_default()))?;
+        let cfg: Config = value.try_into().with_context(|| {
+            format!(
+                "invalid config{}",
+                file.map(|p| format!(" {}", p.display()))
+                    .unwrap_or_default()
+            )
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -100,16 +107,29 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         const MIN_WRITER_MEMORY: usize = 15_000_000;
         if self.index.writer_memory_bytes < MIN_WRITER_MEMORY {
-            bail!("index.writer_memory_bytes is {}; the minimum is {MIN_WRITER_MEMORY}", self.index.writer_memory_bytes);
+            bail!(
+                "index.writer_memory_bytes is {}; the minimum is {MIN_WRITER_MEMORY}",
+                self.index.writer_memory_bytes
+            );
         }
         if self.index.commit_interval_ms == 0 || self.index.commit_interval_ms > 60_000 {
-            bail!("index.commit_interval_ms must be between 1 and 60000, not {}", self.index.commit_interval_ms);
+            bail!(
+                "index.commit_interval_ms must be between 1 and 60000, not {}",
+                self.index.commit_interval_ms
+            );
         }
         if self.ingest.max_line_bytes < 64 || self.ingest.max_line_bytes > 16 << 20 {
-            bail!("ingest.max_line_bytes must be between 64 and 16777216, not {}", self.ingest.max_line_bytes);
+            bail!(
+                "ingest.max_line_bytes must be between 64 and 16777216, not {}",
+                self.ingest.max_line_bytes
+            );
         }
         if self.http.max_body_bytes < self.ingest.max_line_bytes {
-            bail!("http.max_body_bytes ({}) must be at least ingest.max_line_bytes ({})", self.http.max_body_bytes, self.ingest.max_line_bytes);
+            bail!(
+                "http.max_body_bytes ({}) must be at least ingest.max_line_bytes ({})",
+                self.http.max_body_bytes,
+                self.ingest.max_line_bytes
+            );
         }
         self.fsync_policy()?;
         self.timezone_offset_secs()?;
@@ -134,7 +154,8 @@ impl Config {
         if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
             return Ok(0);
         }
-        let bad = || anyhow::anyhow!("syslog.timezone must be UTC or an offset like +02:00, not {tz:?}");
+        let bad =
+            || anyhow::anyhow!("syslog.timezone must be UTC or an offset like +02:00, not {tz:?}");
         let (sign, rest) = match tz.as_bytes().first() {
             Some(b'+') => (1, &tz[1..]),
             Some(b'-') => (-1, &tz[1..]),

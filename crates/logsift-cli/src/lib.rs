@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 pub use config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "logsift", version, about = "Log ingestion and search: syslog and JSON in, fast search out")]
+#[command(
+    name = "logsift",
+    version,
+    about = "Log ingestion and search: syslog and JSON in, fast search out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -60,7 +60,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .send()
         .with_context(|| format!("cannot reach {url}; is `logsift serve` running?"))?;
     let status = response.status();
-    let body: Value = response.json().with_context(|| format!("reading the answer of {url}"))?;
+    let body: Value = response
+        .json()
+        .with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
         let message = body["error"]["message"].as_str().unwrap_or("no message");
         bail!("search failed ({status}): {message}");
@@ -87,7 +89,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     if !args.json {
         let total = body["total"].as_u64().unwrap_or(0);
         if total as usize > hits.len() {
-            eprintln!("{} of {total} matches shown (use --limit for more)", hits.len());
+            eprintln!(
+                "{} of {total} matches shown (use --limit for more)",
+                hits.len()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -101,5 +106,12 @@ fn readable(hit: &Value) -> String {
         None => s("app").to_string(),
     };
     let message = s("message").replace('\n', "\\n");
-    format!("{} {:<7} {} {}: {}", s("timestamp"), s("severity"), s("host"), app, message)
+    format!(
+        "{} {:<7} {} {}: {}",
+        s("timestamp"),
+        s("severity"),
+        s("host"),
+        app,
+        message
+    )
 }

@@ -97,7 +97,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(cfg: &Config, store: Arc<Store>, metrics: Arc<Metrics>, pipeline: &Pipeline) -> anyhow::Result<()> {
+async fn serve(
+    cfg: &Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    pipeline: &Pipeline,
+) -> anyhow::Result<()> {
     let max_line = cfg.ingest.max_line_bytes;
     let mut tasks = Vec::new();
     let mut ready = Vec::new();
@@ -113,14 +118,21 @@ async fn serve(cfg: &Config, store: Arc<Store>, metrics: Arc<Metrics>, pipeline:
             index: IndexName::new(&cfg.syslog.index)?,
             max_line_bytes: max_line,
         };
-        let (local, task) = spawn_tcp(addr, lc, pipeline.handle()).await.with_context(|| format!("binding syslog TCP on {addr}"))?;
+        let (local, task) = spawn_tcp(addr, lc, pipeline.handle())
+            .await
+            .with_context(|| format!("binding syslog TCP on {addr}"))?;
         ready.push(format!("syslog-tcp={local}"));
         tasks.push(task);
     }
     if let Some(addr) = cfg.syslog.udp {
-        let (local, task) = spawn_udp(addr, IndexName::new(&cfg.syslog.index)?, max_line, pipeline.handle())
-            .await
-            .with_context(|| format!("binding syslog UDP on {addr}"))?;
+        let (local, task) = spawn_udp(
+            addr,
+            IndexName::new(&cfg.syslog.index)?,
+            max_line,
+            pipeline.handle(),
+        )
+        .await
+        .with_context(|| format!("binding syslog UDP on {addr}"))?;
         ready.push(format!("syslog-udp={local}"));
         tasks.push(task);
     }
@@ -131,7 +143,9 @@ async fn serve(cfg: &Config, store: Arc<Store>, metrics: Arc<Metrics>, pipeline:
             index: IndexName::new(&cfg.json.index)?,
             max_line_bytes: max_line,
         };
-        let (local, task) = spawn_tcp(addr, lc, pipeline.handle()).await.with_context(|| format!("binding JSON TCP on {addr}"))?;
+        let (local, task) = spawn_tcp(addr, lc, pipeline.handle())
+            .await
+            .with_context(|| format!("binding JSON TCP on {addr}"))?;
         ready.push(format!("json-tcp={local}"));
         tasks.push(task);
     }
@@ -140,17 +154,23 @@ async fn serve(cfg: &Config, store: Arc<Store>, metrics: Arc<Metrics>, pipeline:
         store,
         pipeline: pipeline.handle(),
         metrics,
-        cfg: Arc::new(ServerConfig { max_body_bytes: cfg.http.max_body_bytes, max_line_bytes: max_line }),
+        cfg: Arc::new(ServerConfig {
+            max_body_bytes: cfg.http.max_body_bytes,
+            max_line_bytes: max_line,
+        }),
     };
     let app = logsift_server::router(state);
     // One machine-readable line on stdout, so scripts and tests can find ports chosen with :0.
     println!("logsift ready {}", ready.join(" "));
     tracing::info!(data_dir = %cfg.data_dir.display(), "{}", ready.join(" "));
 
-    axum::serve(http, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        http,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server")?;
     for task in tasks {
         task.abort();
     }
@@ -173,13 +193,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

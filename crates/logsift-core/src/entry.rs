@@ -65,7 +65,8 @@ impl<'a> Entry<'a> {
             return Err(EntryError::Version(bytes[0]));
         }
         let format = Format::from_code(bytes[1]).ok_or(EntryError::Format(bytes[1]))?;
-        let received_at = i64::from_le_bytes(bytes[2..10].try_into().map_err(|_| EntryError::Truncated)?);
+        let received_at =
+            i64::from_le_bytes(bytes[2..10].try_into().map_err(|_| EntryError::Truncated)?);
         let index_len = bytes[10] as usize;
         let rest = &bytes[11..];
         let (index, rest) = split(rest, index_len)?;

@@ -74,16 +74,31 @@ mod tests {
 
     #[test]
     fn accepts_plain_names() {
-        assert_eq!(IndexName::new("web-01_logs").unwrap().as_str(), "web-01_logs");
+        assert_eq!(
+            IndexName::new("web-01_logs").unwrap().as_str(),
+            "web-01_logs"
+        );
     }
 
     #[test]
     fn rejects_traversal_and_reserved() {
-        assert!(matches!(IndexName::new("../etc"), Err(IndexNameError::BadChar(_))));
-        assert!(matches!(IndexName::new("Logs"), Err(IndexNameError::BadChar(_))));
-        assert!(matches!(IndexName::new("_audit"), Err(IndexNameError::Reserved(_))));
+        assert!(matches!(
+            IndexName::new("../etc"),
+            Err(IndexNameError::BadChar(_))
+        ));
+        assert!(matches!(
+            IndexName::new("Logs"),
+            Err(IndexNameError::BadChar(_))
+        ));
+        assert!(matches!(
+            IndexName::new("_audit"),
+            Err(IndexNameError::Reserved(_))
+        ));
         assert!(IndexName::new_builtin("_audit").is_ok());
         assert_eq!(IndexName::new(""), Err(IndexNameError::Empty));
-        assert!(matches!(IndexName::new(&"a".repeat(65)), Err(IndexNameError::TooLong(65))));
+        assert!(matches!(
+            IndexName::new(&"a".repeat(65)),
+            Err(IndexNameError::TooLong(65))
+        ));
     }
 }

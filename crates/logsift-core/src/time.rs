@@ -32,7 +32,10 @@ mod tests {
     fn rfc3339_round_trip() {
         let ns = parse_rfc3339("2003-10-11T22:14:15.003Z").unwrap();
         assert_eq!(format_rfc3339(ns), "2003-10-11T22:14:15.003000000Z");
-        assert_eq!(parse_rfc3339("2003-08-24T05:14:15.000003-07:00").unwrap() % NANOS_PER_SEC, 3_000);
+        assert_eq!(
+            parse_rfc3339("2003-08-24T05:14:15.000003-07:00").unwrap() % NANOS_PER_SEC,
+            3_000
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }
@@ -63,7 +66,11 @@ pub fn parse_time_expr(s: &str, now_ns: i64) -> Result<i64, String> {
             "h" => 3600,
             "d" => 86_400,
             "w" => 7 * 86_400,
-            other => return Err(format!("unknown time unit {other:?} in {s:?}; use s, m, h, d or w")),
+            other => {
+                return Err(format!(
+                    "unknown time unit {other:?} in {s:?}; use s, m, h, d or w"
+                ))
+            }
         };
         return n
             .checked_mul(unit * NANOS_PER_SEC)
@@ -96,11 +103,25 @@ mod expr_tests {
     fn relative_and_absolute() {
         let now = 1_000_000 * NANOS_PER_SEC;
         assert_eq!(parse_time_expr("now", now), Ok(now));
-        assert_eq!(parse_time_expr("now-15m", now), Ok(now - 900 * NANOS_PER_SEC));
-        assert_eq!(parse_time_expr("now+1h", now), Ok(now + 3600 * NANOS_PER_SEC));
-        assert_eq!(parse_time_expr("1700000000", now), Ok(1_700_000_000 * NANOS_PER_SEC));
-        assert_eq!(parse_time_expr("1700000000000", now), Ok(1_700_000_000 * NANOS_PER_SEC));
-        assert!(parse_time_expr("now-15x", now).unwrap_err().contains("unknown time unit"));
+        assert_eq!(
+            parse_time_expr("now-15m", now),
+            Ok(now - 900 * NANOS_PER_SEC)
+        );
+        assert_eq!(
+            parse_time_expr("now+1h", now),
+            Ok(now + 3600 * NANOS_PER_SEC)
+        );
+        assert_eq!(
+            parse_time_expr("1700000000", now),
+            Ok(1_700_000_000 * NANOS_PER_SEC)
+        );
+        assert_eq!(
+            parse_time_expr("1700000000000", now),
+            Ok(1_700_000_000 * NANOS_PER_SEC)
+        );
+        assert!(parse_time_expr("now-15x", now)
+            .unwrap_err()
+            .contains("unknown time unit"));
         assert!(parse_time_expr("yesterday", now).is_err());
     }
 }

@@ -87,7 +87,11 @@ async fn serve_stream(
         let mut entries = Vec::new();
         loop {
             match framer.next(&buf) {
-                Step::Frame { start, end, consumed } => {
+                Step::Frame {
+                    start,
+                    end,
+                    consumed,
+                } => {
                     entries.push(encode(cfg, &source, received_at, &buf[start..end]));
                     buf.advance(consumed);
                 }
@@ -123,7 +127,14 @@ async fn serve_stream(
 }
 
 fn encode(cfg: &StreamListenerConfig, source: &str, received_at: i64, raw: &[u8]) -> Vec<u8> {
-    Entry { format: cfg.format, received_at, index: cfg.index.as_str(), source, raw }.encode()
+    Entry {
+        format: cfg.format,
+        received_at,
+        index: cfg.index.as_str(),
+        source,
+        raw,
+    }
+    .encode()
 }
 
 /// Binds a UDP socket: one datagram is one message.
@@ -162,7 +173,14 @@ pub async fn spawn_udp(
             }
             Metrics::add(&metrics.syslog_udp_lines, 1);
             let source = format!("syslog-udp {peer}");
-            let entry = Entry { format: Format::Syslog, received_at: now_ns(), index: index.as_str(), source: &source, raw: datagram }.encode();
+            let entry = Entry {
+                format: Format::Syslog,
+                received_at: now_ns(),
+                index: index.as_str(),
+                source: &source,
+                raw: datagram,
+            }
+            .encode();
             if pipeline.try_append(vec![entry]).is_err() {
                 Metrics::add(&metrics.syslog_udp_dropped, 1);
             }

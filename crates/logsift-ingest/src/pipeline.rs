@@ -72,19 +72,35 @@ impl PipelineHandle {
             return Ok(());
         }
         if !durable {
-            let msg = Message::Append(Request { entries, reply: None });
-            return self.tx.send_async(msg).await.map_err(|_| AppendError::Closed);
+            let msg = Message::Append(Request {
+                entries,
+                reply: None,
+            });
+            return self
+                .tx
+                .send_async(msg)
+                .await
+                .map_err(|_| AppendError::Closed);
         }
         let (reply, done) = oneshot::channel();
-        let msg = Message::Append(Request { entries, reply: Some(reply) });
-        self.tx.send_async(msg).await.map_err(|_| AppendError::Closed)?;
+        let msg = Message::Append(Request {
+            entries,
+            reply: Some(reply),
+        });
+        self.tx
+            .send_async(msg)
+            .await
+            .map_err(|_| AppendError::Closed)?;
         done.await.map_err(|_| AppendError::Closed)?
     }
 
     /// Queues entries without waiting; refuses when the queue is full (UDP has no way to push
     /// back on its sender, so it drops and counts instead).
     pub fn try_append(&self, entries: Vec<Vec<u8>>) -> Result<(), AppendError> {
-        match self.tx.try_send(Message::Append(Request { entries, reply: None })) {
+        match self.tx.try_send(Message::Append(Request {
+            entries,
+            reply: None,
+        })) {
             Ok(()) => Ok(()),
             Err(flume::TrySendError::Full(_)) => Err(AppendError::Full),
             Err(flume::TrySendError::Disconnected(_)) => Err(AppendError::Closed),
@@ -115,27 +131,35 @@ pub enum PipelineError {
 impl Pipeline {
     /// Replays the WAL into the store (records already committed are skipped, so nothing is
     /// indexed twice), commits, and starts the WAL writer and indexer threads.
-    pub fn start(cfg: PipelineConfig, store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Pipeline, PipelineError> {
+    pub fn start(
+        cfg: PipelineConfig,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Pipeline, PipelineError> {
         let mut indexer = Indexer::new(store.clone());
         let mut replay_error = None;
         let mut replayed = 0u64;
-        let wal_opts = WalOptions { dir: cfg.wal_dir.clone(), max_file_bytes: cfg.wal_max_file_bytes };
-        let (mut wal, report) = Wal::open(&wal_opts, store.max_committed_lsn() + 1, |lsn, payload| {
-            if lsn <= indexer.applied_lsn() {
-                return;
-            }
-            match indexer.apply(lsn, payload) {
-                Ok(logsift_store::Applied::Indexed) => replayed += 1,
-                Ok(logsift_store::Applied::AlreadyCommitted) => {}
-                Err(e) => {
-                    tracing::error!(lsn, error = %e, "cannot replay WAL entry; skipping it");
-                    indexer.skip(lsn);
-                    if replay_error.is_none() {
-                        replay_error = Some(e);
+        let wal_opts = WalOptions {
+            dir: cfg.wal_dir.clone(),
+            max_file_bytes: cfg.wal_max_file_bytes,
+        };
+        let (mut wal, report) =
+            Wal::open(&wal_opts, store.max_committed_lsn() + 1, |lsn, payload| {
+                if lsn <= indexer.applied_lsn() {
+                    return;
+                }
+                match indexer.apply(lsn, payload) {
+                    Ok(logsift_store::Applied::Indexed) => replayed += 1,
+                    Ok(logsift_store::Applied::AlreadyCommitted) => {}
+                    Err(e) => {
+                        tracing::error!(lsn, error = %e, "cannot replay WAL entry; skipping it");
+                        indexer.skip(lsn);
+                        if replay_error.is_none() {
+                            replay_error = Some(e);
+                        }
                     }
                 }
-            }
-        })?;
+            })?;
         let through = indexer.commit()?;
         wal.truncate_through(through)?;
         tracing::info!(
@@ -220,7 +244,9 @@ fn wal_loop(
                 round_bytes += req.entries.iter().map(Vec::len).sum::<usize>();
                 round.push(req);
             }
-            Ok(Message::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => shutting_down = true,
+            Ok(Message::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => {
+                shutting_down = true
+            }
             Err(flume::RecvTimeoutError::Timeout) => {}
         }
         // Group commit: take whatever else is already waiting, up to a bound.
@@ -259,7 +285,9 @@ fn wal_loop(
         let sync_due = match cfg.fsync {
             FsyncPolicy::Never => false,
             FsyncPolicy::Always => dirty,
-            FsyncPolicy::Batch => dirty && (someone_waits || shutting_down || last_sync.elapsed() >= interval),
+            FsyncPolicy::Batch => {
+                dirty && (someone_waits || shutting_down || last_sync.elapsed() >= interval)
+            }
         };
         let result = if failure.is_some() {
             Err(failure.take().unwrap_or_default())

@@ -79,7 +79,11 @@ impl Collector for TopByTime {
     type Fruit = Fruit;
     type Child = SegmentTop;
 
-    fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentTop> {
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentTop> {
         let fast = reader.fast_fields();
         Ok(SegmentTop {
             segment,
@@ -109,7 +113,11 @@ impl Collector for TopByTime {
         }
         sort_keys(&mut top, self.order, |t| t.0);
         top.truncate(self.limit);
-        Ok(Fruit { total, after_cursor, top })
+        Ok(Fruit {
+            total,
+            after_cursor,
+            top,
+        })
     }
 }
 
@@ -135,7 +143,11 @@ impl SegmentCollector for SegmentTop {
         if self.limit == 0 {
             return;
         }
-        let ranked = Ranked { key, doc, order: self.order };
+        let ranked = Ranked {
+            key,
+            doc,
+            order: self.order,
+        };
         if self.heap.len() < self.limit {
             self.heap.push(ranked);
         } else if let Some(mut worst) = self.heap.peek_mut() {
@@ -154,6 +166,10 @@ impl SegmentCollector for SegmentTop {
             .map(|r| (r.key, DocAddress::new(segment, r.doc)))
             .collect();
         sort_keys(&mut top, self.order, |t| t.0);
-        Fruit { total: self.total, after_cursor: self.after_cursor, top }
+        Fruit {
+            total: self.total,
+            after_cursor: self.after_cursor,
+            top,
+        }
     }
 }

@@ -33,7 +33,9 @@ impl SortOrder {
         match s {
             "desc" => Ok(SortOrder::Desc),
             "asc" => Ok(SortOrder::Asc),
-            other => Err(QueryError::BadRequest(format!("sort must be 'desc' or 'asc', not {other:?}"))),
+            other => Err(QueryError::BadRequest(format!(
+                "sort must be 'desc' or 'asc', not {other:?}"
+            ))),
         }
     }
 }
@@ -71,7 +73,10 @@ pub enum QueryError {
     #[error("index {0:?} does not exist")]
     UnknownIndex(String),
     #[error("search failed in index {index}: {source}")]
-    Search { index: String, source: tantivy::TantivyError },
+    Search {
+        index: String,
+        source: tantivy::TantivyError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,7 +86,10 @@ pub enum QueryError {
 fn parse_cursor(s: &str) -> Result<SortKey, QueryError> {
     let bad = || QueryError::BadRequest(format!("cursor {s:?} is not one this server returned"));
     let (ts, id) = s.split_once('_').ok_or_else(bad)?;
-    Ok(SortKey { timestamp: ts.parse().map_err(|_| bad())?, id: id.parse().map_err(|_| bad())? })
+    Ok(SortKey {
+        timestamp: ts.parse().map_err(|_| bad())?,
+        id: id.parse().map_err(|_| bad())?,
+    })
 }
 
 fn format_cursor(key: SortKey) -> String {
@@ -91,32 +99,53 @@ fn format_cursor(key: SortKey) -> String {
 /// The indexes a request reads, resolved against the store.
 fn resolve_indexes(store: &Store, names: &[String]) -> Result<Vec<Arc<IndexHandle>>, QueryError> {
     if names.is_empty() {
-        return Ok(store.list().into_iter().filter(|h| !h.name().is_builtin()).collect());
+        return Ok(store
+            .list()
+            .into_iter()
+            .filter(|h| !h.name().is_builtin())
+            .collect());
     }
     names
         .iter()
-        .map(|n| store.get(n).ok_or_else(|| QueryError::UnknownIndex(n.clone())))
+        .map(|n| {
+            store
+                .get(n)
+                .ok_or_else(|| QueryError::UnknownIndex(n.clone()))
+        })
         .collect()
 }
 
-fn compile(store: &Store, handle: &IndexHandle, req: &SearchRequest) -> Result<Box<dyn Query>, QueryError> {
+fn compile(
+    store: &Store,
+    handle: &IndexHandle,
+    req: &SearchRequest,
+) -> Result<Box<dyn Query>, QueryError> {
     let schema = store.schema();
     let text = req.query.trim();
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     if !text.is_empty() && text != "*" {
         let mut parser = QueryParser::for_index(handle.index(), vec![schema.message]);
         parser.set_conjunction_by_default();
-        let q = parser.parse_query(text).map_err(|e| QueryError::BadQuery(e.to_string()))?;
+        let q = parser
+            .parse_query(text)
+            .map_err(|e| QueryError::BadQuery(e.to_string()))?;
         clauses.push((Occur::Must, q));
     }
     if req.start.is_some() || req.end.is_some() {
-        let lower = req.start.map_or(Bound::Unbounded, |s| Bound::Included(Term::from_field_i64(schema.timestamp, s)));
-        let upper = req.end.map_or(Bound::Unbounded, |e| Bound::Excluded(Term::from_field_i64(schema.timestamp, e)));
+        let lower = req.start.map_or(Bound::Unbounded, |s| {
+            Bound::Included(Term::from_field_i64(schema.timestamp, s))
+        });
+        let upper = req.end.map_or(Bound::Unbounded, |e| {
+            Bound::Excluded(Term::from_field_i64(schema.timestamp, e))
+        });
         clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
     }
     Ok(match clauses.len() {
         0 => Box::new(AllQuery),
-        1 => clauses.pop().map(|(_, q)| q).unwrap_or_else(|| Box::new(AllQuery)),
+        1 => clauses
+            .pop()
+            .map(|(_, q)| q)
+            .unwrap_or_else(|| Box::new(AllQuery)),
         _ => Box::new(BooleanQuery::new(clauses)),
     })
 }
@@ -125,7 +154,10 @@ fn compile(store: &Store, handle: &IndexHandle, req: &SearchRequest) -> Result<B
 pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, QueryError> {
     let started = Instant::now();
     if req.limit > MAX_LIMIT {
-        return Err(QueryError::BadRequest(format!("limit {} exceeds the maximum of {MAX_LIMIT}", req.limit)));
+        return Err(QueryError::BadRequest(format!(
+            "limit {} exceeds the maximum of {MAX_LIMIT}",
+            req.limit
+        )));
     }
     if let (Some(s), Some(e)) = (req.start, req.end) {
         if s >= e {
@@ -134,7 +166,11 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     }
     let after = req.cursor.as_deref().map(parse_cursor).transpose()?;
     let handles = resolve_indexes(store, &req.indexes)?;
-    let collector = TopByTime { limit: req.limit, order: req.order, after };
+    let collector = TopByTime {
+        limit: req.limit,
+        order: req.order,
+        after,
+    };
 
     let mut total = 0u64;
     let mut remaining = 0u64;
@@ -146,7 +182,10 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         let searcher = handle.searcher();
         let fruit = searcher
             .search(&*query, &collector)
-            .map_err(|source| QueryError::Search { index: handle.name().to_string(), source })?;
+            .map_err(|source| QueryError::Search {
+                index: handle.name().to_string(),
+                source,
+            })?;
         total += fruit.total;
         remaining += fruit.after_cursor;
         candidates.extend(fruit.top.into_iter().map(|(key, addr)| (key, pos, addr)));
@@ -159,15 +198,31 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     let offset = store.config().default_offset_secs;
     let mut hits = Vec::with_capacity(candidates.len());
     for (key, pos, addr) in &candidates {
-        let doc: TantivyDocument = searchers[*pos]
-            .doc(*addr)
-            .map_err(|source| QueryError::Search { index: handles[*pos].name().to_string(), source })?;
-        hits.push(hit_json(schema, handles[*pos].name().as_str(), key.id, key.timestamp, &doc, offset));
+        let doc: TantivyDocument =
+            searchers[*pos]
+                .doc(*addr)
+                .map_err(|source| QueryError::Search {
+                    index: handles[*pos].name().to_string(),
+                    source,
+                })?;
+        hits.push(hit_json(
+            schema,
+            handles[*pos].name().as_str(),
+            key.id,
+            key.timestamp,
+            &doc,
+            offset,
+        ));
     }
     let next_cursor = if remaining > candidates.len() as u64 {
         candidates.last().map(|(key, _, _)| format_cursor(*key))
     } else {
         None
     };
-    Ok(SearchResponse { hits, total, next_cursor, took_ms: started.elapsed().as_millis() as u64 })
+    Ok(SearchResponse {
+        hits,
+        total,
+        next_cursor,
+        took_ms: started.elapsed().as_millis() as u64,
+    })
 }

@@ -4,8 +4,8 @@ use axum::body::Bytes;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
@@ -47,24 +47,43 @@ fn pick_format(params: &IngestParams, headers: &HeaderMap) -> Result<Format, Api
             "json" | "ndjson" => Ok(Format::Json),
             "syslog" => Ok(Format::Syslog),
             "auto" => Ok(Format::Auto),
-            other => Err(ApiError::bad_request("bad_format", format!("format must be json, syslog or auto, not {other:?}"))),
+            other => Err(ApiError::bad_request(
+                "bad_format",
+                format!("format must be json, syslog or auto, not {other:?}"),
+            )),
         };
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    Ok(if content_type.contains("json") { Format::Json } else { Format::Auto })
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Ok(if content_type.contains("json") {
+        Format::Json
+    } else {
+        Format::Auto
+    })
 }
 
 fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("decompressed body exceeds {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("decompressed body exceeds {limit} bytes"),
+        )
     };
     let mut out = Vec::new();
     // Reading one byte past the limit tells "exactly at the limit" from "over it" without
     // ever holding more than limit + 1 bytes of a decompression bomb.
     let read = match encoding.trim() {
         "identity" | "" => return Ok(body.to_vec()),
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1).read_to_end(&mut out),
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out),
         "zstd" => zstd::stream::read::Decoder::new(&body[..])
             .and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
         other => {
@@ -75,7 +94,12 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>,
             ))
         }
     };
-    read.map_err(|e| ApiError::bad_request("bad_body", format!("cannot decompress {encoding} body: {e}")))?;
+    read.map_err(|e| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("cannot decompress {encoding} body: {e}"),
+        )
+    })?;
     if out.len() > limit {
         return Err(too_large());
     }
@@ -92,13 +116,32 @@ struct Prepared {
 
 /// Splits a body into lines and encodes the accepted ones. Lines are parsed once here only to
 /// tell the sender which ones did not parse; the indexer parses them again from the WAL.
-fn prepare(body: &[u8], index: &str, format: Format, max_line_bytes: usize, source: &str) -> Prepared {
+fn prepare(
+    body: &[u8],
+    index: &str,
+    format: Format,
+    max_line_bytes: usize,
+    source: &str,
+) -> Prepared {
     let received_at = now_ns();
-    let opts = ParseOptions { received_at_ns: received_at, default_offset_secs: 0 };
-    let mut out = Prepared { entries: Vec::new(), rejected: 0, errors: Vec::new(), parse_errors: 0, bytes: body.len() as u64 };
+    let opts = ParseOptions {
+        received_at_ns: received_at,
+        default_offset_secs: 0,
+    };
+    let mut out = Prepared {
+        entries: Vec::new(),
+        rejected: 0,
+        errors: Vec::new(),
+        parse_errors: 0,
+        bytes: body.len() as u64,
+    };
     let report = |errors: &mut Vec<LineError>, line, error: String, stored| {
         if errors.len() < MAX_REPORTED_ERRORS {
-            errors.push(LineError { line, error, stored });
+            errors.push(LineError {
+                line,
+                error,
+                stored,
+            });
         }
     };
     for (i, mut line) in body.split(|&b| b == b'\n').enumerate() {
@@ -110,17 +153,35 @@ fn prepare(body: &[u8], index: &str, format: Format, max_line_bytes: usize, sour
         }
         if line.len() > max_line_bytes {
             out.rejected += 1;
-            report(&mut out.errors, i + 1, format!("line of {} bytes exceeds max_line_bytes {max_line_bytes}", line.len()), false);
+            report(
+                &mut out.errors,
+                i + 1,
+                format!(
+                    "line of {} bytes exceeds max_line_bytes {max_line_bytes}",
+                    line.len()
+                ),
+                false,
+            );
             continue;
         }
-        let is_json = format == Format::Json || (format == Format::Auto && line.trim_ascii_start().first() == Some(&b'{'));
+        let is_json = format == Format::Json
+            || (format == Format::Auto && line.trim_ascii_start().first() == Some(&b'{'));
         if is_json {
             if let Some(err) = logsift_parse::parse_json(line, &opts).parse_error {
                 out.parse_errors += 1;
                 report(&mut out.errors, i + 1, err.into_owned(), true);
             }
         }
-        out.entries.push(Entry { format, received_at, index, source, raw: line }.encode());
+        out.entries.push(
+            Entry {
+                format,
+                received_at,
+                index,
+                source,
+                raw: line,
+            }
+            .encode(),
+        );
     }
     out
 }
@@ -133,8 +194,10 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
-    let index = IndexName::new(&index).map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
+    let index =
+        IndexName::new(&index).map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
     let format = pick_format(&params, &headers)?;
     let cfg = state.cfg.clone();
     let source = match peer {
@@ -143,7 +206,13 @@ pub async fn ingest(
     };
     let prepared = tokio::task::spawn_blocking(move || {
         let body = decompress(&headers, body, cfg.max_body_bytes)?;
-        Ok::<_, ApiError>(prepare(&body, index.as_str(), format, cfg.max_line_bytes, &source))
+        Ok::<_, ApiError>(prepare(
+            &body,
+            index.as_str(),
+            format,
+            cfg.max_line_bytes,
+            &source,
+        ))
     })
     .await
     .map_err(|e| ApiError::internal(format!("ingest task failed: {e}")))??;
@@ -153,12 +222,37 @@ pub async fn ingest(
     Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
     Metrics::add(&metrics.parse_errors, prepared.parse_errors);
     let accepted = prepared.entries.len();
-    state.pipeline.append(prepared.entries, true).await.map_err(|e| match e {
-        AppendError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
-        AppendError::Full => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string()),
-        AppendError::Wal(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "not_durable", e.to_string()),
-    })?;
+    state
+        .pipeline
+        .append(prepared.entries, true)
+        .await
+        .map_err(|e| match e {
+            AppendError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            AppendError::Full => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
+            }
+            AppendError::Wal(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "not_durable",
+                e.to_string(),
+            ),
+        })?;
     Metrics::add(&metrics.http_lines, accepted as u64);
-    let status = if accepted == 0 && prepared.rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    Ok((status, Json(IngestResponse { accepted, rejected: prepared.rejected, errors: prepared.errors })))
+    let status = if accepted == 0 && prepared.rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(IngestResponse {
+            accepted,
+            rejected: prepared.rejected,
+            errors: prepared.errors,
+        }),
+    ))
 }

@@ -41,17 +41,27 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
         .route("/api/v1/search", get(search::search))
         .route("/api/v1/indexes", get(indexes))
-        .route("/health/live", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest") })
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     // The HTTP listener starts only after WAL replay, so answering at all means ready.
-    let indexes: Vec<_> = state.store.list().iter().map(|h| h.name().to_string()).collect();
+    let indexes: Vec<_> = state
+        .store
+        .list()
+        .iter()
+        .map(|h| h.name().to_string())
+        .collect();
     Json(json!({"status": "ready", "indexes": indexes}))
 }
 

@@ -25,7 +25,10 @@ pub struct SearchParams {
 fn time_param(name: &str, value: Option<&str>, now: i64) -> Result<Option<i64>, ApiError> {
     value
         .filter(|v| !v.is_empty())
-        .map(|v| parse_time_expr(v, now).map_err(|e| ApiError::bad_request("bad_time", format!("{name}: {e}"))))
+        .map(|v| {
+            parse_time_expr(v, now)
+                .map_err(|e| ApiError::bad_request("bad_time", format!("{name}: {e}")))
+        })
         .transpose()
 }
 
@@ -39,12 +42,24 @@ pub async fn search(
         query: p.q.unwrap_or_default(),
         indexes: p
             .index
-            .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT),
-        order: p.sort.as_deref().map(SortOrder::parse).transpose().map_err(query_error)?.unwrap_or_default(),
+        order: p
+            .sort
+            .as_deref()
+            .map(SortOrder::parse)
+            .transpose()
+            .map_err(query_error)?
+            .unwrap_or_default(),
         cursor: p.cursor.filter(|c| !c.is_empty()),
     };
     let store = state.store.clone();
@@ -59,7 +74,9 @@ fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::BadQuery(_) => ApiError::bad_request("bad_query", e.to_string()),
         QueryError::BadRequest(_) => ApiError::bad_request("bad_parameter", e.to_string()),
-        QueryError::UnknownIndex(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_index", e.to_string()),
+        QueryError::UnknownIndex(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_index", e.to_string())
+        }
         QueryError::Search { .. } | QueryError::Store(_) => ApiError::internal(e.to_string()),
     }
 }

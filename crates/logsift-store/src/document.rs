@@ -10,9 +10,17 @@ use tantivy::TantivyDocument;
 use crate::LogSchema;
 
 /// Builds the tantivy document of one record. `record` was parsed from `entry.raw`.
-pub(crate) fn build_document(schema: &LogSchema, lsn: u64, entry: &Entry<'_>, record: &Record<'_>) -> TantivyDocument {
+pub(crate) fn build_document(
+    schema: &LogSchema,
+    lsn: u64,
+    entry: &Entry<'_>,
+    record: &Record<'_>,
+) -> TantivyDocument {
     let mut doc = TantivyDocument::new();
-    doc.add_i64(schema.timestamp, record.timestamp.unwrap_or(entry.received_at));
+    doc.add_i64(
+        schema.timestamp,
+        record.timestamp.unwrap_or(entry.received_at),
+    );
     doc.add_i64(schema.received_at, entry.received_at);
     doc.add_u64(schema.id, lsn);
     if let Some(sev) = record.severity {
@@ -90,15 +98,27 @@ pub fn hit_json(
     doc: &TantivyDocument,
     default_offset_secs: i32,
 ) -> Value {
-    let raw: &[u8] = doc.get_first(schema.raw).and_then(|v| v.as_bytes()).unwrap_or_default();
-    let received_at = doc.get_first(schema.received_at).and_then(|v| v.as_i64()).unwrap_or(timestamp);
-    let source = doc.get_first(schema.source).and_then(|v| v.as_str()).unwrap_or_default();
+    let raw: &[u8] = doc
+        .get_first(schema.raw)
+        .and_then(|v| v.as_bytes())
+        .unwrap_or_default();
+    let received_at = doc
+        .get_first(schema.received_at)
+        .and_then(|v| v.as_i64())
+        .unwrap_or(timestamp);
+    let source = doc
+        .get_first(schema.source)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
     let format = doc
         .get_first(schema.format)
         .and_then(|v| v.as_u64())
         .and_then(|c| Format::from_code(c as u8))
         .unwrap_or_default();
-    let opts = logsift_parse::ParseOptions { received_at_ns: received_at, default_offset_secs };
+    let opts = logsift_parse::ParseOptions {
+        received_at_ns: received_at,
+        default_offset_secs,
+    };
     let record = logsift_parse::parse(format, raw, &opts);
     let mut fields = Map::new();
     for (key, value) in &record.fields {

@@ -36,7 +36,10 @@ impl LogSchema {
         let mut b = Schema::builder();
         let ts_opts = NumericOptions::default().set_indexed().set_fast();
         let timestamp = b.add_i64_field("timestamp", ts_opts.clone());
-        let received_at = b.add_i64_field("received_at", NumericOptions::default().set_fast().set_stored());
+        let received_at = b.add_i64_field(
+            "received_at",
+            NumericOptions::default().set_fast().set_stored(),
+        );
         let id = b.add_u64_field("id", INDEXED | FAST);
         let keyword = TextOptions::default()
             .set_indexing_options(
@@ -62,11 +65,13 @@ impl LogSchema {
         );
         let fields = b.add_json_field(
             "fields",
-            JsonObjectOptions::default().set_expand_dots_enabled().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer("default")
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            ),
+            JsonObjectOptions::default()
+                .set_expand_dots_enabled()
+                .set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer("default")
+                        .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                ),
         );
         let source = b.add_text_field("source", STRING | STORED);
         let parse_error = b.add_text_field("parse_error", keyword);
@@ -97,7 +102,9 @@ impl LogSchema {
     pub fn register_tokenizers(tokenizers: &TokenizerManager) {
         tokenizers.register(
             KEYWORD_TOKENIZER,
-            TextAnalyzer::builder(RawTokenizer::default()).filter(LowerCaser).build(),
+            TextAnalyzer::builder(RawTokenizer::default())
+                .filter(LowerCaser)
+                .build(),
         );
     }
 }

@@ -17,9 +17,15 @@ use crate::LogSchema;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("index {index}: {source}")]
-    Tantivy { index: String, source: tantivy::TantivyError },
+    Tantivy {
+        index: String,
+        source: tantivy::TantivyError,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     IndexName(#[from] IndexNameError),
     #[error("undecodable WAL entry {lsn}: {source}")]
@@ -53,12 +59,25 @@ pub struct IndexHandle {
 const PAYLOAD_PREFIX: &str = "lsn=";
 
 impl IndexHandle {
-    fn open_or_create(dir: &Path, name: IndexName, schema: &LogSchema, cfg: &StoreConfig) -> Result<Self, StoreError> {
-        let tantivy_err = |source| StoreError::Tantivy { index: name.to_string(), source };
-        fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+    fn open_or_create(
+        dir: &Path,
+        name: IndexName,
+        schema: &LogSchema,
+        cfg: &StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let tantivy_err = |source| StoreError::Tantivy {
+            index: name.to_string(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let directory = MmapDirectory::open(dir).map_err(|e| tantivy_err(e.into()))?;
         let settings = IndexSettings {
-            docstore_compression: Compressor::Zstd(ZstdCompressor { compression_level: Some(3) }),
+            docstore_compression: Compressor::Zstd(ZstdCompressor {
+                compression_level: Some(3),
+            }),
             docstore_blocksize: cfg.docstore_block_bytes,
             ..IndexSettings::default()
         };
@@ -112,7 +131,10 @@ impl IndexHandle {
     }
 
     fn tantivy_err(&self, source: tantivy::TantivyError) -> StoreError {
-        StoreError::Tantivy { index: self.name.to_string(), source }
+        StoreError::Tantivy {
+            index: self.name.to_string(),
+            source,
+        }
     }
 
     /// Commits everything added so far, recording that all of this index's records with
@@ -148,7 +170,11 @@ impl Store {
         let mut indexes = BTreeMap::new();
         for entry in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
             let entry = entry.map_err(io(&cfg.dir))?;
-            let Some(name) = entry.file_name().to_str().and_then(|n| IndexName::new_builtin(n).ok()) else {
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| IndexName::new_builtin(n).ok())
+            else {
                 tracing::warn!(path = %entry.path().display(), "ignoring a directory that is not a valid index name");
                 continue;
             };
@@ -156,7 +182,11 @@ impl Store {
             tracing::info!(index = %name, committed_lsn = handle.committed_lsn(), docs = handle.searcher().num_docs(), "opened index");
             indexes.insert(name, Arc::new(handle));
         }
-        Ok(Store { cfg, schema, indexes: RwLock::new(indexes) })
+        Ok(Store {
+            cfg,
+            schema,
+            indexes: RwLock::new(indexes),
+        })
     }
 
     pub fn schema(&self) -> &LogSchema {
@@ -169,7 +199,10 @@ impl Store {
 
     pub fn get(&self, name: &str) -> Option<Arc<IndexHandle>> {
         let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
-        indexes.iter().find(|(n, _)| n.as_str() == name).map(|(_, h)| h.clone())
+        indexes
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, h)| h.clone())
     }
 
     pub fn get_or_create(&self, name: &IndexName) -> Result<Arc<IndexHandle>, StoreError> {
@@ -199,12 +232,20 @@ impl Store {
 
     /// The highest LSN any index has committed: new LSNs must start above it.
     pub fn max_committed_lsn(&self) -> u64 {
-        self.list().iter().map(|h| h.committed_lsn()).max().unwrap_or(0)
+        self.list()
+            .iter()
+            .map(|h| h.committed_lsn())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The lowest LSN any index has committed: WAL entries above it may still be needed.
     pub fn min_committed_lsn(&self) -> u64 {
-        self.list().iter().map(|h| h.committed_lsn()).min().unwrap_or(0)
+        self.list()
+            .iter()
+            .map(|h| h.committed_lsn())
+            .min()
+            .unwrap_or(0)
     }
 }
 
@@ -227,7 +268,11 @@ pub enum Applied {
 
 impl Indexer {
     pub fn new(store: Arc<Store>) -> Self {
-        Indexer { store, applied_lsn: 0, dirty: BTreeMap::new() }
+        Indexer {
+            store,
+            applied_lsn: 0,
+            dirty: BTreeMap::new(),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -252,7 +297,9 @@ impl Indexer {
         let doc = build_document(&self.store.schema, lsn, &entry, &record);
         {
             let writer = handle.writer.lock().unwrap_or_else(|p| p.into_inner());
-            writer.add_document(doc).map_err(|e| handle.tantivy_err(e))?;
+            writer
+                .add_document(doc)
+                .map_err(|e| handle.tantivy_err(e))?;
         }
         handle.uncommitted.fetch_add(1, Ordering::Relaxed);
         self.dirty.entry(name).or_insert(handle);

@@ -35,7 +35,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +91,10 @@ impl Wal {
         fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir))?;
         let mut files = list_files(&opts.dir)?;
         files.sort_by_key(|f| f.first_lsn);
-        let mut report = ReplayReport { files: files.len(), ..Default::default() };
+        let mut report = ReplayReport {
+            files: files.len(),
+            ..Default::default()
+        };
         let mut next_lsn = min_next_lsn.max(1);
         let count = files.len();
         for (i, file) in files.iter_mut().enumerate() {
@@ -111,7 +117,10 @@ impl Wal {
                     report.damaged_files.push(file.path.clone());
                 }
                 report.torn_bytes += torn;
-                let f = OpenOptions::new().write(true).open(&file.path).map_err(io_err(&file.path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&file.path)
+                    .map_err(io_err(&file.path))?;
                 f.set_len(outcome.valid_len).map_err(io_err(&file.path))?;
                 f.sync_all().map_err(io_err(&file.path))?;
             }
@@ -239,7 +248,11 @@ fn list_files(dir: &Path) -> Result<Vec<WalFile>, WalError> {
         else {
             continue;
         };
-        files.push(WalFile { first_lsn, last_lsn: None, path: entry.path() });
+        files.push(WalFile {
+            first_lsn,
+            last_lsn: None,
+            path: entry.path(),
+        });
     }
     Ok(files)
 }
@@ -259,7 +272,14 @@ fn create_file(dir: &Path, first_lsn: u64) -> Result<(WalFile, BufWriter<File>),
     file.sync_all().map_err(io_err(&path))?;
     sync_dir(dir)?;
     let writer = BufWriter::with_capacity(1 << 20, file);
-    Ok((WalFile { first_lsn, last_lsn: None, path }, writer))
+    Ok((
+        WalFile {
+            first_lsn,
+            last_lsn: None,
+            path,
+        },
+        writer,
+    ))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -281,14 +301,22 @@ fn replay_file(path: &Path, on_entry: &mut dyn FnMut(u64, &[u8])) -> Result<File
     let mut header = [0u8; FILE_HEADER_BYTES as usize];
     if file_len < FILE_HEADER_BYTES {
         // A crash between create and the header's fsync: nothing in it was ever acknowledged.
-        return Ok(FileReplay { last_lsn: None, valid_len: 0, file_len });
+        return Ok(FileReplay {
+            last_lsn: None,
+            valid_len: 0,
+            file_len,
+        });
     }
     file.read_exact(&mut header).map_err(io_err(path))?;
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if &header[0..8] != MAGIC || version != VERSION {
-        return Err(WalError::BadHeader { path: path.to_path_buf(), version });
+        return Err(WalError::BadHeader {
+            path: path.to_path_buf(),
+            version,
+        });
     }
-    file.seek(SeekFrom::Start(FILE_HEADER_BYTES)).map_err(io_err(path))?;
+    file.seek(SeekFrom::Start(FILE_HEADER_BYTES))
+        .map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut offset = FILE_HEADER_BYTES;
     let mut last_lsn = None;
@@ -318,7 +346,11 @@ fn replay_file(path: &Path, on_entry: &mut dyn FnMut(u64, &[u8])) -> Result<File
         last_lsn = Some(lsn);
         offset += (ENTRY_HEADER_BYTES + len) as u64;
     }
-    Ok(FileReplay { last_lsn, valid_len: offset, file_len })
+    Ok(FileReplay {
+        last_lsn,
+        valid_len: offset,
+        file_len,
+    })
 }
 
 /// Reads exactly `buf.len()` bytes; `Ok(false)` on a clean or partial EOF.
@@ -340,12 +372,16 @@ mod tests {
     use super::*;
 
     fn opts(dir: &Path, max: u64) -> WalOptions {
-        WalOptions { dir: dir.to_path_buf(), max_file_bytes: max }
+        WalOptions {
+            dir: dir.to_path_buf(),
+            max_file_bytes: max,
+        }
     }
 
     fn reopen(dir: &Path, max: u64) -> (Wal, ReplayReport, Vec<(u64, Vec<u8>)>) {
         let mut seen = Vec::new();
-        let (wal, report) = Wal::open(&opts(dir, max), 1, |lsn, p| seen.push((lsn, p.to_vec()))).unwrap();
+        let (wal, report) =
+            Wal::open(&opts(dir, max), 1, |lsn, p| seen.push((lsn, p.to_vec()))).unwrap();
         (wal, report, seen)
     }
 
@@ -362,7 +398,10 @@ mod tests {
         let (wal, report, seen) = reopen(dir.path(), 1 << 20);
         assert_eq!(report.entries, 100);
         assert_eq!(seen.len(), 100);
-        assert!(seen.iter().enumerate().all(|(i, (lsn, p))| *lsn == i as u64 + 1 && p == &(i as u32).to_le_bytes()));
+        assert!(seen
+            .iter()
+            .enumerate()
+            .all(|(i, (lsn, p))| *lsn == i as u64 + 1 && p == &(i as u32).to_le_bytes()));
         assert_eq!(wal.next_lsn(), 101);
     }
 
@@ -378,7 +417,12 @@ mod tests {
         drop(wal);
         // Tear the last entry in half, as a crash mid-write would.
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 50).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 50)
+            .unwrap();
         let (mut wal, report, seen) = reopen(dir.path(), 1 << 20);
         assert_eq!(seen.len(), 9);
         assert_eq!(report.torn_bytes, 66);
@@ -398,7 +442,8 @@ mod tests {
         let path = wal.current.path.clone();
         drop(wal);
         let mut bytes = fs::read(&path).unwrap();
-        let fifth_payload = FILE_HEADER_BYTES as usize + 4 * (ENTRY_HEADER_BYTES + 100) + ENTRY_HEADER_BYTES + 7;
+        let fifth_payload =
+            FILE_HEADER_BYTES as usize + 4 * (ENTRY_HEADER_BYTES + 100) + ENTRY_HEADER_BYTES + 7;
         bytes[fifth_payload] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
         let (_, _, seen) = reopen(dir.path(), 1 << 20);
@@ -420,7 +465,10 @@ mod tests {
         assert!(removed >= 1);
         drop(wal);
         let (_, _, seen) = reopen(dir.path(), 200);
-        assert!(seen.iter().all(|(lsn, _)| *lsn > 8), "entries above the truncation point remain");
+        assert!(
+            seen.iter().all(|(lsn, _)| *lsn > 8),
+            "entries above the truncation point remain"
+        );
         assert!(seen.iter().any(|(lsn, _)| *lsn == 11));
         assert_eq!(seen.last().unwrap().0, 20);
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of logsift, after installing the system tools the end-to-end tests drive:
+# `logger` (bsdutils) and `nc` (netcat-openbsd). Safe to run again: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v logger >/dev/null 2>&1 || need+=(bsdutils)
+command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing ${need[*]} for the end-to-end tests"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -d ../shared/corpus ]; then
+  echo "note: ../shared/corpus is absent; corpus tests will skip" >&2
+fi
+
+cargo test --workspace "$@"
