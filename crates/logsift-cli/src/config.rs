@@ -11,6 +11,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../config/logsift.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
+    pub shutdown_timeout_ms: u64,
     pub http: HttpConfig,
     pub syslog: SyslogConfig,
     pub json: JsonConfig,
@@ -46,6 +47,8 @@ pub struct JsonConfig {
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub max_line_bytes: usize,
+    pub inflight_bytes: usize,
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +109,16 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         const MIN_WRITER_MEMORY: usize = 15_000_000;
+        if self.ingest.inflight_bytes < self.ingest.max_line_bytes {
+            bail!(
+                "ingest.inflight_bytes ({}) must be at least ingest.max_line_bytes ({})",
+                self.ingest.inflight_bytes,
+                self.ingest.max_line_bytes
+            );
+        }
+        if self.shutdown_timeout_ms == 0 {
+            bail!("shutdown_timeout_ms must be positive");
+        }
         if self.index.writer_memory_bytes < MIN_WRITER_MEMORY {
             bail!(
                 "index.writer_memory_bytes is {}; the minimum is {MIN_WRITER_MEMORY}",

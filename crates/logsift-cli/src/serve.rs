@@ -1,13 +1,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use logsift_core::{Format, IndexName};
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
-use logsift_ingest::{Metrics, Pipeline, PipelineConfig};
+use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
 use logsift_server::{AppState, ServerConfig};
 use logsift_store::{Store, StoreConfig};
 
@@ -69,15 +70,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         docstore_block_bytes: cfg.index.docstore_block_bytes,
     })?);
     let metrics = Arc::new(Metrics::default());
-    let pipeline = Pipeline::start(
+    let (pipeline, start_report) = Pipeline::start(
         PipelineConfig {
             wal_dir: cfg.data_dir.join("wal"),
             wal_max_file_bytes: cfg.wal.max_file_bytes,
             fsync: cfg.fsync_policy()?,
             group_commit_interval_ms: cfg.wal.group_commit_interval_ms,
             commit_interval_ms: cfg.index.commit_interval_ms,
-            wal_queue_requests: 1024,
-            index_queue_batches: 64,
+            inflight_bytes: cfg.ingest.inflight_bytes,
+            min_free_bytes: cfg.ingest.min_free_bytes,
         },
         store.clone(),
         metrics.clone(),
@@ -88,13 +89,55 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .thread_name("logsift-io")
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(&cfg, store, metrics, &pipeline));
-    // Drain only after the listeners are gone, so nothing new arrives while we flush.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-    pipeline.shutdown();
-    served?;
-    tracing::info!("stopped cleanly");
-    Ok(ExitCode::SUCCESS)
+    let life = Lifecycle::default();
+    let signalled = Arc::new(OnceLock::new());
+    let served = runtime.block_on(serve(
+        &cfg,
+        store,
+        metrics,
+        &pipeline,
+        Arc::new(start_report),
+        &life,
+        &signalled,
+    ));
+    if let Err(e) = served {
+        life.shutdown.cancel();
+        drop(runtime);
+        pipeline.shutdown();
+        return Err(e);
+    }
+
+    // Stop order: HTTP is done (serve returned), listeners drain what their peers already
+    // sent, then the pipeline fsyncs and commits everything queued. All within the deadline.
+    let deadline =
+        *signalled.get_or_init(Instant::now) + Duration::from_millis(cfg.shutdown_timeout_ms);
+    life.tasks.close();
+    let drained = runtime.block_on(async {
+        tokio::time::timeout_at(deadline.into(), life.tasks.wait())
+            .await
+            .is_ok()
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pipeline.shutdown();
+        let _ = done_tx.send(());
+    });
+    let flushed = done_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok();
+    if drained && flushed {
+        tracing::info!("stopped cleanly");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        tracing::error!(
+            timeout_ms = cfg.shutdown_timeout_ms,
+            listeners_drained = drained,
+            pipeline_flushed = flushed,
+            "shutdown deadline passed; exiting with work unfinished (acknowledged records are in the WAL)"
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 async fn serve(
@@ -102,9 +145,11 @@ async fn serve(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     pipeline: &Pipeline,
+    start: Arc<StartReport>,
+    life: &Lifecycle,
+    signalled: &Arc<OnceLock<Instant>>,
 ) -> anyhow::Result<()> {
     let max_line = cfg.ingest.max_line_bytes;
-    let mut tasks = Vec::new();
     let mut ready = Vec::new();
 
     let http = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -118,23 +163,22 @@ async fn serve(
             index: IndexName::new(&cfg.syslog.index)?,
             max_line_bytes: max_line,
         };
-        let (local, task) = spawn_tcp(addr, lc, pipeline.handle())
+        let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
             .await
             .with_context(|| format!("binding syslog TCP on {addr}"))?;
         ready.push(format!("syslog-tcp={local}"));
-        tasks.push(task);
     }
     if let Some(addr) = cfg.syslog.udp {
-        let (local, task) = spawn_udp(
+        let local = spawn_udp(
             addr,
             IndexName::new(&cfg.syslog.index)?,
             max_line,
             pipeline.handle(),
+            life.clone(),
         )
         .await
         .with_context(|| format!("binding syslog UDP on {addr}"))?;
         ready.push(format!("syslog-udp={local}"));
-        tasks.push(task);
     }
     if let Some(addr) = cfg.json.tcp {
         let lc = StreamListenerConfig {
@@ -143,11 +187,10 @@ async fn serve(
             index: IndexName::new(&cfg.json.index)?,
             max_line_bytes: max_line,
         };
-        let (local, task) = spawn_tcp(addr, lc, pipeline.handle())
+        let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
             .await
             .with_context(|| format!("binding JSON TCP on {addr}"))?;
         ready.push(format!("json-tcp={local}"));
-        tasks.push(task);
     }
 
     let state = AppState {
@@ -158,35 +201,33 @@ async fn serve(
             max_body_bytes: cfg.http.max_body_bytes,
             max_line_bytes: max_line,
         }),
+        start,
     };
     let app = logsift_server::router(state);
     // One machine-readable line on stdout, so scripts and tests can find ports chosen with :0.
     println!("logsift ready {}", ready.join(" "));
     tracing::info!(data_dir = %cfg.data_dir.display(), "{}", ready.join(" "));
 
+    let shutdown = life.shutdown.clone();
+    let signalled = signalled.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signalled.get_or_init(Instant::now);
+        tracing::info!("shutting down: draining connections, fsyncing and committing (signal again to exit at once)");
+        shutdown.cancel();
+        wait_for_signal().await;
+        tracing::warn!(
+            "second signal: exiting without draining; acknowledged records are in the WAL"
+        );
+        std::process::exit(130);
+    });
     axum::serve(
         http,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(life.shutdown.clone().cancelled_owned())
     .await
-    .context("HTTP server")?;
-    for task in tasks {
-        task.abort();
-    }
-    Ok(())
-}
-
-/// Resolves on the first SIGINT or SIGTERM; a second one exits at once (the WAL still holds
-/// everything that was acknowledged).
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("shutting down: draining queues and committing (signal again to exit at once)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting without draining");
-        std::process::exit(130);
-    });
+    .context("HTTP server")
 }
 
 async fn wait_for_signal() {

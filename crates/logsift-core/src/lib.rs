@@ -11,5 +11,5 @@ mod severity;
 pub mod time;
 
 pub use index::{IndexName, IndexNameError, DEFAULT_INDEX};
-pub use record::{FieldValue, Format, Record};
+pub use record::{FieldValue, Fields, FieldsIter, Format, Record};
 pub use severity::{Facility, Severity};

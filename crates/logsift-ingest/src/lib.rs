@@ -12,5 +12,9 @@ pub mod listeners;
 pub mod metrics;
 mod pipeline;
 
+pub use listeners::Lifecycle;
 pub use metrics::Metrics;
-pub use pipeline::{AppendError, FsyncPolicy, Pipeline, PipelineConfig, PipelineHandle};
+pub use pipeline::{
+    Ack, Admission, AppendError, FsyncPolicy, Pipeline, PipelineConfig, PipelineHandle,
+    StartReport, RETRY_AFTER_SECS,
+};

@@ -12,9 +12,23 @@ use logsift_core::{Format, IndexName};
 use logsift_parse::framing::{Framer, Step};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::{Metrics, PipelineHandle};
+use crate::{Ack, Admission, Metrics, PipelineHandle};
+
+/// After shutdown starts, a connection keeps reading only while data keeps coming this fast:
+/// what a sender wrote before the signal is in the socket buffer and is read and stored; an
+/// idle or trickling connection does not hold shutdown up.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How listeners stop: `shutdown` is cancelled to stop accepting and drain, and `tasks`
+/// tracks every listener and connection task so the caller can wait for all of them.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
 
 /// What a stream listener receives and where it sends it.
 #[derive(Debug, Clone)]
@@ -26,25 +40,33 @@ pub struct StreamListenerConfig {
     pub max_line_bytes: usize,
 }
 
-/// Binds a TCP listener and serves it until the returned task is aborted.
+/// Binds a TCP listener and serves it until `life.shutdown` is cancelled; then every
+/// connection drains what its peer already sent and ends.
 pub async fn spawn_tcp(
     addr: SocketAddr,
     cfg: StreamListenerConfig,
     pipeline: PipelineHandle,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    life: Lifecycle,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(listener = cfg.name, addr = %local, "listening");
     let cfg = Arc::new(cfg);
-    let task = tokio::spawn(async move {
+    let tasks = life.tasks.clone();
+    tasks.spawn(async move {
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = life.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
                 Ok((stream, peer)) => {
                     Metrics::add(&pipeline.metrics().tcp_connections, 1);
                     let cfg = cfg.clone();
                     let pipeline = pipeline.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_stream(stream, peer, &cfg, &pipeline).await {
+                    let shutdown = life.shutdown.clone();
+                    life.tasks.spawn(async move {
+                        if let Err(e) = serve_stream(stream, peer, &cfg, &pipeline, &shutdown).await {
                             tracing::debug!(listener = cfg.name, %peer, error = %e, "connection ended with an error");
                         }
                     });
@@ -57,7 +79,25 @@ pub async fn spawn_tcp(
             }
         }
     });
-    Ok((local, task))
+    Ok(local)
+}
+
+/// Reads more bytes; `Ok(None)` when the connection should end (draining and idle).
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    shutdown: &CancellationToken,
+) -> std::io::Result<Option<usize>> {
+    if !shutdown.is_cancelled() {
+        tokio::select! {
+            read = stream.read_buf(buf) => return read.map(Some),
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    match tokio::time::timeout(DRAIN_IDLE, stream.read_buf(buf)).await {
+        Ok(read) => read.map(Some),
+        Err(_) => Ok(None),
+    }
 }
 
 fn counters<'m>(metrics: &'m Metrics, name: &str) -> (&'m AtomicU64, &'m AtomicU64) {
@@ -73,6 +113,7 @@ async fn serve_stream(
     peer: SocketAddr,
     cfg: &StreamListenerConfig,
     pipeline: &PipelineHandle,
+    shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     let metrics = pipeline.metrics().clone();
     let (lines_counter, bytes_counter) = counters(&metrics, cfg.name);
@@ -80,7 +121,9 @@ async fn serve_stream(
     let mut framer = Framer::new(cfg.max_line_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
-        let n = stream.read_buf(&mut buf).await?;
+        let n = read_more(&mut stream, &mut buf, shutdown)
+            .await?
+            .unwrap_or(0);
         let eof = n == 0;
         Metrics::add(bytes_counter, n as u64);
         let received_at = now_ns();
@@ -111,11 +154,18 @@ async fn serve_stream(
                 entries.push(encode(cfg, &source, received_at, &buf[range]));
             }
         }
-        Metrics::add(lines_counter, entries.len() as u64);
+        let lines = entries.len() as u64;
+        Metrics::add(lines_counter, lines);
         // Waiting here is the backpressure: while the pipeline is full we stop reading, the
         // kernel's buffers fill, and TCP slows the sender down.
-        if pipeline.append(entries, false).await.is_err() {
-            return Ok(());
+        match pipeline
+            .append(entries, Ack::Received, Admission::Wait)
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::AppendError::Closed) => return Ok(()),
+            // Counted by the WAL writer; the connection stays up and ingest resumes by itself.
+            Err(_) => {}
         }
         if eof {
             return Ok(());
@@ -143,16 +193,21 @@ pub async fn spawn_udp(
     index: IndexName,
     max_line_bytes: usize,
     pipeline: PipelineHandle,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    life: Lifecycle,
+) -> std::io::Result<SocketAddr> {
     let socket = UdpSocket::bind(addr).await?;
     let local = socket.local_addr()?;
     tracing::info!(listener = "syslog-udp", addr = %local, "listening");
-    let task = tokio::spawn(async move {
+    life.tasks.spawn(async move {
         let metrics = pipeline.metrics().clone();
         // The largest UDP payload; anything above max_line_bytes is counted and dropped.
         let mut buf = vec![0u8; 65_536];
         loop {
-            let (n, peer) = match socket.recv_from(&mut buf).await {
+            let received = tokio::select! {
+                _ = life.shutdown.cancelled() => return,
+                r = socket.recv_from(&mut buf) => r,
+            };
+            let (n, peer) = match received {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "UDP receive failed");
@@ -181,10 +236,16 @@ pub async fn spawn_udp(
                 raw: datagram,
             }
             .encode();
-            if pipeline.try_append(vec![entry]).is_err() {
+            // UDP cannot push back on its sender: over budget or refusing, drop and count.
+            if pipeline.is_refusing()
+                || pipeline
+                    .append(vec![entry], Ack::Received, Admission::Try)
+                    .await
+                    .is_err()
+            {
                 Metrics::add(&metrics.syslog_udp_dropped, 1);
             }
         }
     });
-    Ok((local, task))
+    Ok(local)
 }

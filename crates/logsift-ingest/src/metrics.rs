@@ -1,55 +1,143 @@
-//! Counters exported at `/metrics` in the Prometheus text format. Plain atomics: the hot path
+//! Metrics exported at `/metrics` in the Prometheus text format. Plain atomics: the hot path
 //! pays one relaxed add per event, and nothing allocates.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-macro_rules! counters {
-    ($( $field:ident => $name:literal, $help:literal; )*) => {
+macro_rules! metrics {
+    (
+        counters { $( $c:ident => $cname:literal, $chelp:literal; )* }
+        gauges { $( $g:ident => $gname:literal, $ghelp:literal; )* }
+        histograms { $( $h:ident => $hname:literal, $hhelp:literal; )* }
+    ) => {
         #[derive(Default, Debug)]
         pub struct Metrics {
-            $( pub $field: AtomicU64, )*
+            $( pub $c: AtomicU64, )*
+            $( pub $g: AtomicU64, )*
+            $( pub $h: Histogram, )*
         }
 
         impl Metrics {
-            /// Renders every counter in the Prometheus text exposition format.
+            /// Renders every metric in the Prometheus text exposition format.
             pub fn render(&self, out: &mut String) {
                 $(
-                    let _ = writeln!(out, "# HELP {} {}", $name, $help);
-                    let _ = writeln!(out, "# TYPE {} counter", $name);
-                    let _ = writeln!(out, "{} {}", $name, self.$field.load(Ordering::Relaxed));
+                    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", $cname, $chelp, $cname);
+                    let _ = writeln!(out, "{} {}", $cname, self.$c.load(Ordering::Relaxed));
+                )*
+                $(
+                    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", $gname, $ghelp, $gname);
+                    let _ = writeln!(out, "{} {}", $gname, self.$g.load(Ordering::Relaxed));
+                )*
+                $(
+                    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", $hname, $hhelp, $hname);
+                    self.$h.render($hname, out);
                 )*
             }
         }
     };
 }
 
-counters! {
-    syslog_tcp_lines => "logsift_syslog_tcp_lines_total", "Lines received over syslog TCP.";
-    syslog_tcp_bytes => "logsift_syslog_tcp_bytes_total", "Bytes received over syslog TCP.";
-    syslog_udp_lines => "logsift_syslog_udp_lines_total", "Datagrams received over syslog UDP.";
-    syslog_udp_bytes => "logsift_syslog_udp_bytes_total", "Bytes received over syslog UDP.";
-    syslog_udp_dropped => "logsift_syslog_udp_dropped_total", "UDP datagrams dropped because the pipeline was full or failing.";
-    json_tcp_lines => "logsift_json_tcp_lines_total", "Lines received over JSON lines TCP.";
-    json_tcp_bytes => "logsift_json_tcp_bytes_total", "Bytes received over JSON lines TCP.";
-    http_lines => "logsift_http_ingest_lines_total", "Lines accepted by HTTP ingest.";
-    http_bytes => "logsift_http_ingest_bytes_total", "Body bytes (decompressed) received by HTTP ingest.";
-    http_rejected_lines => "logsift_http_ingest_rejected_lines_total", "Lines HTTP ingest rejected (oversized, bad index).";
-    frame_errors => "logsift_frame_errors_total", "Malformed or oversized frames on TCP listeners.";
-    parse_errors => "logsift_parse_errors_total", "Lines stored verbatim with a parse_error because they did not parse as their format.";
-    tcp_connections => "logsift_tcp_connections_total", "TCP connections accepted by all listeners.";
-    wal_entries => "logsift_wal_entries_total", "Entries appended to the WAL.";
-    wal_bytes => "logsift_wal_bytes_total", "Payload bytes appended to the WAL.";
-    wal_fsyncs => "logsift_wal_fsyncs_total", "WAL fsync calls.";
-    wal_errors => "logsift_wal_errors_total", "WAL append or fsync failures.";
-    indexed_records => "logsift_indexed_records_total", "Records added to indexes.";
-    index_commits => "logsift_index_commits_total", "Index commits.";
-    index_errors => "logsift_index_errors_total", "Entries the indexer could not apply.";
-    search_requests => "logsift_search_requests_total", "Search requests answered.";
+metrics! {
+    counters {
+        syslog_tcp_lines => "logsift_syslog_tcp_lines_total", "Lines received over syslog TCP.";
+        syslog_tcp_bytes => "logsift_syslog_tcp_bytes_total", "Bytes received over syslog TCP.";
+        syslog_udp_lines => "logsift_syslog_udp_lines_total", "Datagrams received over syslog UDP.";
+        syslog_udp_bytes => "logsift_syslog_udp_bytes_total", "Bytes received over syslog UDP.";
+        syslog_udp_dropped => "logsift_syslog_udp_dropped_total", "UDP datagrams dropped because ingest was over budget or refusing writes.";
+        json_tcp_lines => "logsift_json_tcp_lines_total", "Lines received over JSON lines TCP.";
+        json_tcp_bytes => "logsift_json_tcp_bytes_total", "Bytes received over JSON lines TCP.";
+        http_lines => "logsift_http_ingest_lines_total", "Lines accepted by HTTP ingest.";
+        http_bytes => "logsift_http_ingest_bytes_total", "Body bytes (decompressed) received by HTTP ingest.";
+        http_rejected_lines => "logsift_http_ingest_rejected_lines_total", "Lines HTTP ingest rejected (oversized).";
+        http_throttled => "logsift_http_ingest_throttled_total", "HTTP ingest requests answered 429 because ingest was over its in-flight budget.";
+        http_refused => "logsift_http_ingest_refused_total", "HTTP ingest requests answered 507 because records could not be made durable.";
+        ingest_refused_lines => "logsift_ingest_refused_lines_total", "Lines refused because the WAL could not be written (disk full, I/O error).";
+        frame_errors => "logsift_frame_errors_total", "Malformed or oversized frames on TCP listeners and oversized UDP datagrams.";
+        parse_errors => "logsift_parse_errors_total", "Lines stored verbatim with a parse_error because they did not parse as their format.";
+        tcp_connections => "logsift_tcp_connections_total", "TCP connections accepted by all listeners.";
+        wal_entries => "logsift_wal_entries_total", "Entries appended to the WAL.";
+        wal_bytes => "logsift_wal_bytes_total", "Payload bytes appended to the WAL.";
+        wal_errors => "logsift_wal_errors_total", "WAL append or fsync failures.";
+        indexed_records => "logsift_indexed_records_total", "Records added to indexes.";
+        index_commits => "logsift_index_commits_total", "Index commits.";
+        index_errors => "logsift_index_errors_total", "Entries the indexer could not apply and failed commits.";
+        search_requests => "logsift_search_requests_total", "Search requests answered.";
+    }
+    gauges {
+        inflight_bytes => "logsift_ingest_inflight_bytes", "Bytes accepted and not yet indexed.";
+        wal_queue_depth => "logsift_wal_queue_depth", "Requests waiting for the WAL writer.";
+        index_queue_depth => "logsift_index_queue_depth", "Batches waiting for the indexer.";
+        wal_disk_bytes => "logsift_wal_disk_bytes", "Bytes of WAL files on disk.";
+        ingest_refusing => "logsift_ingest_refusing", "1 while ingest is refused because the WAL cannot be written.";
+    }
+    histograms {
+        fsync_seconds => "logsift_wal_fsync_seconds", "Time spent in WAL fsync.";
+    }
 }
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds of the histogram buckets, in seconds: 100 µs to 10 s.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0,
+];
+
+/// A fixed-bucket latency histogram, lock-free.
+#[derive(Default, Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_cumulative_buckets() {
+        let m = Metrics::default();
+        Metrics::add(&m.wal_entries, 3);
+        m.wal_queue_depth.store(2, Ordering::Relaxed);
+        m.fsync_seconds.observe(0.0003);
+        m.fsync_seconds.observe(0.2);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("logsift_wal_entries_total 3\n"));
+        assert!(out.contains("# TYPE logsift_wal_queue_depth gauge\nlogsift_wal_queue_depth 2\n"));
+        assert!(out.contains("logsift_wal_fsync_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(out.contains("logsift_wal_fsync_seconds_bucket{le=\"1\"} 2\n"));
+        assert!(out.contains("logsift_wal_fsync_seconds_count 2\n"));
     }
 }

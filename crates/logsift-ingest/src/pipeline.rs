@@ -1,12 +1,12 @@
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use logsift_store::{Indexer, Store, StoreError};
 use logsift_wal::{Wal, WalError, WalOptions};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::Metrics;
 
@@ -16,7 +16,7 @@ pub enum FsyncPolicy {
     /// Durable requests (HTTP) are fsynced before they are answered; everything else at least
     /// every `group_commit_interval_ms`.
     Batch,
-    /// Every append is fsynced before the next one is taken (slowest, for paranoid setups).
+    /// Every group of appends is fsynced before the next is taken, whoever waits for it.
     Always,
     /// Never fsync; rely on the OS. For benchmarks only: an acknowledgement then survives a
     /// process crash but not a power loss.
@@ -30,24 +30,51 @@ pub struct PipelineConfig {
     pub fsync: FsyncPolicy,
     pub group_commit_interval_ms: u64,
     pub commit_interval_ms: u64,
-    /// Requests waiting for the WAL writer; senders wait (TCP) or are refused (UDP) beyond it.
-    pub wal_queue_requests: usize,
-    /// Batches waiting for the indexer; the WAL writer waits beyond it.
-    pub index_queue_batches: usize,
+    /// Bytes of received lines between acceptance and the indexer (in queues, in the WAL
+    /// writer, waiting for the indexer). Beyond it TCP waits, HTTP gets 429, UDP drops.
+    pub inflight_bytes: usize,
+    /// Ingest is refused (HTTP 507, counted for TCP/UDP) while the WAL's file system has less
+    /// free space than this, so the disk never fills up under the indexes' feet.
+    pub min_free_bytes: u64,
 }
+
+/// How long an HTTP client is told to wait after a 429.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum AppendError {
     #[error("the server is shutting down")]
     Closed,
-    #[error("the ingest queue is full")]
-    Full,
-    #[error("could not write the WAL: {0}")]
-    Wal(String),
+    #[error("ingest is over its in-flight budget of {budget_bytes} bytes; retry after {RETRY_AFTER_SECS} s")]
+    Full { budget_bytes: usize },
+    #[error("cannot make records durable: {0}")]
+    Storage(String),
+}
+
+/// What the sender waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Until the entries are fsynced in the WAL (HTTP `ack=durable`, the default). Survives
+    /// kill -9 and power loss.
+    Durable,
+    /// Until the entries are queued in memory (HTTP `ack=received`, TCP, UDP). Written to the
+    /// WAL within `group_commit_interval_ms`; lost if the process dies before that.
+    Received,
+}
+
+/// What the sender does when the in-flight budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Wait for room (TCP: while we wait we do not read, and the kernel slows the sender).
+    Wait,
+    /// Fail at once with [`AppendError::Full`] (HTTP answers 429, UDP drops).
+    Try,
 }
 
 struct Request {
     entries: Vec<Vec<u8>>,
+    /// Held until the indexer has applied the entries: this is what bounds memory.
+    permit: OwnedSemaphorePermit,
     /// Present when the sender waits for fsync.
     reply: Option<oneshot::Sender<Result<(), AppendError>>>,
 }
@@ -57,58 +84,96 @@ enum Message {
     Shutdown,
 }
 
+struct IndexBatch {
+    entries: Vec<(u64, Vec<u8>)>,
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
 /// A cheap, cloneable way in: what listeners and HTTP handlers hold.
 #[derive(Clone)]
 pub struct PipelineHandle {
     tx: flume::Sender<Message>,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
     metrics: Arc<Metrics>,
+    refusing: Arc<AtomicBool>,
 }
 
 impl PipelineHandle {
-    /// Appends encoded entries. With `durable`, returns only once they are fsynced in the WAL;
-    /// otherwise once they are queued (waiting while the queue is full).
-    pub async fn append(&self, entries: Vec<Vec<u8>>, durable: bool) -> Result<(), AppendError> {
+    /// Appends encoded entries; see [`Ack`] and [`Admission`] for when it returns.
+    pub async fn append(
+        &self,
+        entries: Vec<Vec<u8>>,
+        ack: Ack,
+        admission: Admission,
+    ) -> Result<(), AppendError> {
         if entries.is_empty() {
             return Ok(());
         }
-        if !durable {
-            let msg = Message::Append(Request {
-                entries,
-                reply: None,
-            });
-            return self
-                .tx
-                .send_async(msg)
+        let bytes: usize = entries.iter().map(Vec::len).sum();
+        // Permits are KiB so that the semaphore's u32 covers any sane budget; one request
+        // larger than the whole budget takes all of it rather than waiting forever.
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_kib);
+        let permit = match admission {
+            Admission::Wait => self
+                .budget
+                .clone()
+                .acquire_many_owned(kib)
                 .await
-                .map_err(|_| AppendError::Closed);
-        }
-        let (reply, done) = oneshot::channel();
+                .map_err(|_| AppendError::Closed)?,
+            Admission::Try => {
+                self.budget
+                    .clone()
+                    .try_acquire_many_owned(kib)
+                    .map_err(|e| match e {
+                        tokio::sync::TryAcquireError::NoPermits => AppendError::Full {
+                            budget_bytes: self.budget_kib as usize * 1024,
+                        },
+                        tokio::sync::TryAcquireError::Closed => AppendError::Closed,
+                    })?
+            }
+        };
+        let (reply, done) = match ack {
+            Ack::Durable => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Ack::Received => (None, None),
+        };
         let msg = Message::Append(Request {
             entries,
-            reply: Some(reply),
+            permit,
+            reply,
         });
         self.tx
             .send_async(msg)
             .await
             .map_err(|_| AppendError::Closed)?;
-        done.await.map_err(|_| AppendError::Closed)?
-    }
-
-    /// Queues entries without waiting; refuses when the queue is full (UDP has no way to push
-    /// back on its sender, so it drops and counts instead).
-    pub fn try_append(&self, entries: Vec<Vec<u8>>) -> Result<(), AppendError> {
-        match self.tx.try_send(Message::Append(Request {
-            entries,
-            reply: None,
-        })) {
-            Ok(()) => Ok(()),
-            Err(flume::TrySendError::Full(_)) => Err(AppendError::Full),
-            Err(flume::TrySendError::Disconnected(_)) => Err(AppendError::Closed),
+        match done {
+            Some(done) => done.await.map_err(|_| AppendError::Closed)?,
+            None => Ok(()),
         }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Bytes accepted but not yet indexed.
+    pub fn inflight_bytes(&self) -> usize {
+        (self.budget_kib as usize - self.budget.available_permits()) * 1024
+    }
+
+    /// Requests waiting for the WAL writer.
+    pub fn wal_queue_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether ingest is being refused because the disk is (nearly) full or failing.
+    pub fn is_refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
     }
 }
 
@@ -128,6 +193,19 @@ pub enum PipelineError {
     Thread(std::io::Error),
 }
 
+/// What start-up found in the WAL; shown in logs and `/health/ready`.
+#[derive(Debug, Clone, Default)]
+pub struct StartReport {
+    pub wal_files: usize,
+    pub wal_entries: u64,
+    pub replayed: u64,
+    pub torn_bytes: u64,
+    pub damaged_files: Vec<PathBuf>,
+    pub unreadable_entries: u64,
+}
+
+const MAX_KIB: usize = u32::MAX as usize;
+
 impl Pipeline {
     /// Replays the WAL into the store (records already committed are skipped, so nothing is
     /// indexed twice), commits, and starts the WAL writer and indexer threads.
@@ -135,10 +213,9 @@ impl Pipeline {
         cfg: PipelineConfig,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
-    ) -> Result<Pipeline, PipelineError> {
+    ) -> Result<(Pipeline, StartReport), PipelineError> {
         let mut indexer = Indexer::new(store.clone());
-        let mut replay_error = None;
-        let mut replayed = 0u64;
+        let mut start = StartReport::default();
         let wal_opts = WalOptions {
             dir: cfg.wal_dir.clone(),
             max_file_bytes: cfg.wal_max_file_bytes,
@@ -149,53 +226,89 @@ impl Pipeline {
                     return;
                 }
                 match indexer.apply(lsn, payload) {
-                    Ok(logsift_store::Applied::Indexed) => replayed += 1,
+                    Ok(logsift_store::Applied::Indexed) => start.replayed += 1,
                     Ok(logsift_store::Applied::AlreadyCommitted) => {}
                     Err(e) => {
                         tracing::error!(lsn, error = %e, "cannot replay WAL entry; skipping it");
                         indexer.skip(lsn);
-                        if replay_error.is_none() {
-                            replay_error = Some(e);
-                        }
+                        start.unreadable_entries += 1;
                     }
                 }
             })?;
         let through = indexer.commit()?;
         wal.truncate_through(through)?;
+        start.wal_files = report.files;
+        start.wal_entries = report.entries;
+        start.torn_bytes = report.torn_bytes;
+        start.damaged_files = report.damaged_files;
         tracing::info!(
-            files = report.files,
-            entries = report.entries,
-            replayed,
-            torn_bytes = report.torn_bytes,
+            files = start.wal_files,
+            entries = start.wal_entries,
+            replayed = start.replayed,
+            torn_bytes = start.torn_bytes,
+            damaged_files = start.damaged_files.len(),
             next_lsn = wal.next_lsn(),
             "WAL replayed"
         );
 
-        let (tx, rx) = flume::bounded(cfg.wal_queue_requests);
-        let (index_tx, index_rx) = flume::bounded::<Vec<(u64, Vec<u8>)>>(cfg.index_queue_batches);
+        // Requests are few and large; the byte budget, not this count, bounds memory.
+        let (tx, rx) = flume::bounded(4096);
+        let (index_tx, index_rx) = flume::bounded::<IndexBatch>(1024);
         let truncatable = Arc::new(AtomicU64::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let budget_kib = cfg.inflight_bytes.div_ceil(1024).clamp(1, MAX_KIB);
         let wal_thread = {
             let metrics = metrics.clone();
             let truncatable = truncatable.clone();
+            let refusing = refusing.clone();
             let cfg = cfg.clone();
             std::thread::Builder::new()
                 .name("logsift-wal".into())
-                .spawn(move || wal_loop(wal, rx, index_tx, &cfg, &metrics, &truncatable))
+                .spawn(move || {
+                    WalWriter {
+                        wal,
+                        cfg,
+                        metrics,
+                        truncatable,
+                        refusing,
+                    }
+                    .run(rx, index_tx)
+                })
                 .map_err(PipelineError::Thread)?
         };
         let index_thread = {
             let metrics = metrics.clone();
             let interval = Duration::from_millis(cfg.commit_interval_ms);
+            let wal_dir = cfg.wal_dir.clone();
             std::thread::Builder::new()
                 .name("logsift-indexer".into())
-                .spawn(move || index_loop(indexer, index_rx, interval, &metrics, &truncatable))
+                .spawn(move || {
+                    index_loop(
+                        indexer,
+                        index_rx,
+                        interval,
+                        &wal_dir,
+                        &metrics,
+                        &truncatable,
+                    )
+                })
                 .map_err(PipelineError::Thread)?
         };
-        Ok(Pipeline {
-            handle: PipelineHandle { tx, metrics },
-            wal_thread: Some(wal_thread),
-            index_thread: Some(index_thread),
-        })
+        let handle = PipelineHandle {
+            tx,
+            budget: Arc::new(Semaphore::new(budget_kib)),
+            budget_kib: budget_kib as u32,
+            metrics,
+            refusing,
+        };
+        Ok((
+            Pipeline {
+                handle,
+                wal_thread: Some(wal_thread),
+                index_thread: Some(index_thread),
+            },
+            start,
+        ))
     }
 
     pub fn handle(&self) -> PipelineHandle {
@@ -217,127 +330,236 @@ impl Pipeline {
 
 /// Largest amount of request payload the WAL writer takes in one round before it syncs.
 const MAX_ROUND_BYTES: usize = 8 << 20;
+/// How often free disk space is measured at most.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-fn wal_loop(
-    mut wal: Wal,
-    rx: flume::Receiver<Message>,
-    index_tx: flume::Sender<Vec<(u64, Vec<u8>)>>,
-    cfg: &PipelineConfig,
-    metrics: &Metrics,
-    truncatable: &AtomicU64,
-) {
-    let interval = Duration::from_millis(cfg.group_commit_interval_ms);
-    let mut last_sync = Instant::now();
-    let mut dirty = false;
-    let mut truncated_through = 0u64;
-    let mut shutting_down = false;
-    let mut round: Vec<Request> = Vec::new();
-    while !shutting_down {
-        let first = if dirty && cfg.fsync != FsyncPolicy::Never {
-            rx.recv_deadline(last_sync + interval)
-        } else {
-            rx.recv_timeout(Duration::from_secs(1))
-        };
-        let mut round_bytes = 0;
-        match first {
-            Ok(Message::Append(req)) => {
-                round_bytes += req.entries.iter().map(Vec::len).sum::<usize>();
-                round.push(req);
-            }
-            Ok(Message::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => {
-                shutting_down = true
-            }
-            Err(flume::RecvTimeoutError::Timeout) => {}
-        }
-        // Group commit: take whatever else is already waiting, up to a bound.
-        while !shutting_down && round_bytes < MAX_ROUND_BYTES {
-            match rx.try_recv() {
+struct WalWriter {
+    wal: Wal,
+    cfg: PipelineConfig,
+    metrics: Arc<Metrics>,
+    truncatable: Arc<AtomicU64>,
+    refusing: Arc<AtomicBool>,
+}
+
+impl WalWriter {
+    fn run(mut self, rx: flume::Receiver<Message>, index_tx: flume::Sender<IndexBatch>) {
+        let interval = Duration::from_millis(self.cfg.group_commit_interval_ms);
+        let mut last_sync = Instant::now();
+        let mut dirty = false;
+        let mut truncated_through = 0u64;
+        let mut shutting_down = false;
+        let mut last_disk_check: Option<(Instant, Option<String>)> = None;
+        let mut round: Vec<Request> = Vec::new();
+        while !shutting_down {
+            let first = if dirty && self.cfg.fsync != FsyncPolicy::Never {
+                rx.recv_deadline(last_sync + interval)
+            } else {
+                rx.recv_timeout(Duration::from_secs(1))
+            };
+            let mut round_bytes = 0;
+            match first {
                 Ok(Message::Append(req)) => {
                     round_bytes += req.entries.iter().map(Vec::len).sum::<usize>();
                     round.push(req);
                 }
-                Ok(Message::Shutdown) => shutting_down = true,
-                Err(_) => break,
+                Ok(Message::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => {
+                    shutting_down = true
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+            }
+            // Group commit: take whatever else is already waiting, up to a bound.
+            while !shutting_down && round_bytes < MAX_ROUND_BYTES {
+                match rx.try_recv() {
+                    Ok(Message::Append(req)) => {
+                        round_bytes += req.entries.iter().map(Vec::len).sum::<usize>();
+                        round.push(req);
+                    }
+                    Ok(Message::Shutdown) => shutting_down = true,
+                    Err(_) => break,
+                }
+            }
+            self.metrics
+                .wal_queue_depth
+                .store(rx.len() as u64, Ordering::Relaxed);
+
+            let low_space = if round.is_empty() {
+                None
+            } else {
+                self.low_space(&mut last_disk_check)
+            };
+            let outcome = match low_space {
+                Some(reason) => Err(reason),
+                None => self.write_round(
+                    &mut round,
+                    &mut dirty,
+                    &mut last_sync,
+                    interval,
+                    shutting_down,
+                ),
+            };
+            match outcome {
+                Ok(batch) => {
+                    if self.refusing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("WAL writes succeed again; ingest resumed");
+                    }
+                    let mut permits = Vec::with_capacity(round.len());
+                    for req in round.drain(..) {
+                        if let Some(reply) = req.reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                        permits.push(req.permit);
+                    }
+                    if !batch.is_empty()
+                        && index_tx
+                            .send(IndexBatch {
+                                entries: batch,
+                                _permits: permits,
+                            })
+                            .is_err()
+                    {
+                        tracing::error!(
+                            "indexer stopped; records will be replayed from the WAL at next start"
+                        );
+                    }
+                }
+                Err(reason) => {
+                    if !self.refusing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(%reason, "refusing ingest until the WAL can be written again");
+                    }
+                    for req in round.drain(..) {
+                        let lines = req.entries.len() as u64;
+                        Metrics::add(&self.metrics.ingest_refused_lines, lines);
+                        if let Some(reply) = req.reply {
+                            let _ = reply.send(Err(AppendError::Storage(reason.clone())));
+                        }
+                    }
+                }
+            }
+            let through = self.truncatable.load(Ordering::Acquire);
+            if through > truncated_through {
+                match self.wal.truncate_through(through) {
+                    Ok(_) => truncated_through = through,
+                    Err(e) => tracing::warn!(error = %e, "could not truncate the WAL"),
+                }
+            }
+            self.metrics
+                .wal_disk_bytes
+                .store(self.wal.disk_bytes(), Ordering::Relaxed);
+        }
+        if dirty {
+            if let Err(e) = self.wal.sync() {
+                tracing::error!(error = %e, "final WAL sync failed");
             }
         }
+    }
 
+    /// Appends a round's entries and syncs if someone waits or the interval is up. On failure
+    /// the WAL is rolled back to its last good state: nothing of the round stays in it.
+    fn write_round(
+        &mut self,
+        round: &mut [Request],
+        dirty: &mut bool,
+        last_sync: &mut Instant,
+        interval: Duration,
+        shutting_down: bool,
+    ) -> Result<Vec<(u64, Vec<u8>)>, String> {
         let mut batch = Vec::new();
-        let mut failure = None;
-        for req in &mut round {
+        let mut result = Ok(());
+        'append: for req in round.iter_mut() {
             for payload in req.entries.drain(..) {
-                match wal.append(&payload) {
+                match self.wal.append(&payload) {
                     Ok(lsn) => {
-                        Metrics::add(&metrics.wal_bytes, payload.len() as u64);
+                        Metrics::add(&self.metrics.wal_bytes, payload.len() as u64);
                         batch.push((lsn, payload));
                     }
                     Err(e) => {
-                        failure.get_or_insert_with(|| e.to_string());
-                        break;
+                        result = Err(e.to_string());
+                        break 'append;
                     }
                 }
             }
         }
-        Metrics::add(&metrics.wal_entries, batch.len() as u64);
         if !batch.is_empty() {
-            dirty = true;
+            *dirty = true;
         }
         let someone_waits = round.iter().any(|r| r.reply.is_some());
-        let sync_due = match cfg.fsync {
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Always => dirty,
-            FsyncPolicy::Batch => {
-                dirty && (someone_waits || shutting_down || last_sync.elapsed() >= interval)
+        let sync_due = *dirty
+            && match self.cfg.fsync {
+                FsyncPolicy::Never => false,
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Batch => {
+                    someone_waits || shutting_down || last_sync.elapsed() >= interval
+                }
+            };
+        if result.is_ok() {
+            result = if sync_due {
+                let started = Instant::now();
+                let r = self.wal.sync();
+                self.metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                r.map_err(|e| e.to_string())
+            } else {
+                // Hand the bytes to the OS so that a process crash does not lose them.
+                self.wal.flush().map_err(|e| e.to_string())
+            };
+        }
+        match result {
+            Ok(()) => {
+                if sync_due {
+                    *dirty = false;
+                    *last_sync = Instant::now();
+                }
+                Metrics::add(&self.metrics.wal_entries, batch.len() as u64);
+                Ok(batch)
             }
-        };
-        let result = if failure.is_some() {
-            Err(failure.take().unwrap_or_default())
-        } else if sync_due {
-            Metrics::add(&metrics.wal_fsyncs, 1);
-            wal.sync().map_err(|e| e.to_string())
-        } else {
-            // Hand the bytes to the OS so that a process crash does not lose them.
-            wal.flush().map_err(|e| e.to_string())
-        };
-        match &result {
-            Ok(()) if sync_due => {
-                dirty = false;
-                last_sync = Instant::now();
-            }
-            Ok(()) => {}
             Err(e) => {
-                Metrics::add(&metrics.wal_errors, 1);
-                tracing::error!(error = %e, "WAL write failed; refusing the affected requests");
-            }
-        }
-        for req in round.drain(..) {
-            if let Some(reply) = req.reply {
-                let _ = reply.send(result.clone().map_err(AppendError::Wal));
-            }
-        }
-        // Entries are indexed even when fsync failed: they were appended, and the indexer's
-        // own commit makes them durable; only the acknowledgement is withheld.
-        if !batch.is_empty() && index_tx.send(batch).is_err() {
-            tracing::error!("indexer stopped; records will be replayed from the WAL at next start");
-        }
-        let through = truncatable.load(Ordering::Acquire);
-        if through > truncated_through {
-            match wal.truncate_through(through) {
-                Ok(_) => truncated_through = through,
-                Err(e) => tracing::warn!(error = %e, "could not truncate the WAL"),
+                Metrics::add(&self.metrics.wal_errors, 1);
+                if let Err(rb) = self.wal.rollback() {
+                    tracing::error!(error = %rb, "WAL rollback after a failed write also failed");
+                }
+                Err(format!("WAL write failed: {e}"))
             }
         }
     }
-    if dirty {
-        if let Err(e) = wal.sync() {
-            tracing::error!(error = %e, "final WAL sync failed");
+
+    /// `Some(reason)` while the WAL's file system has less than `min_free_bytes` free.
+    fn low_space(&self, last: &mut Option<(Instant, Option<String>)>) -> Option<String> {
+        if self.cfg.min_free_bytes == 0 {
+            return None;
         }
+        if let Some((at, verdict)) = last {
+            if at.elapsed() < DISK_CHECK_INTERVAL {
+                return verdict.clone();
+            }
+        }
+        let verdict = match free_bytes(&self.cfg.wal_dir) {
+            Some(free) if free < self.cfg.min_free_bytes => Some(format!(
+                "only {free} bytes free on the data file system, below ingest.min_free_bytes = {}",
+                self.cfg.min_free_bytes
+            )),
+            _ => None,
+        };
+        *last = Some((Instant::now(), verdict.clone()));
+        verdict
     }
+}
+
+/// Free bytes available to this process on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a properly sized out-param.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 fn index_loop(
     mut indexer: Indexer,
-    rx: flume::Receiver<Vec<(u64, Vec<u8>)>>,
+    rx: flume::Receiver<IndexBatch>,
     interval: Duration,
+    wal_dir: &Path,
     metrics: &Metrics,
     truncatable: &AtomicU64,
 ) {
@@ -350,8 +572,8 @@ fn index_loop(
         };
         let done = match next {
             Ok(batch) => {
-                for (lsn, payload) in batch {
-                    match indexer.apply(lsn, &payload) {
+                for (lsn, payload) in &batch.entries {
+                    match indexer.apply(*lsn, payload) {
                         Ok(_) => Metrics::add(&metrics.indexed_records, 1),
                         Err(e) => {
                             Metrics::add(&metrics.index_errors, 1);
@@ -359,11 +581,17 @@ fn index_loop(
                         }
                     }
                 }
+                metrics
+                    .index_queue_depth
+                    .store(rx.len() as u64, Ordering::Relaxed);
                 false
             }
             Err(flume::RecvTimeoutError::Timeout) => false,
             Err(flume::RecvTimeoutError::Disconnected) => true,
         };
+        if indexer.needs_reapply() {
+            reapply(&mut indexer, wal_dir);
+        }
         if indexer.has_uncommitted() && (done || last_commit.elapsed() >= interval) {
             match indexer.commit() {
                 Ok(through) => {
@@ -372,13 +600,38 @@ fn index_loop(
                 }
                 Err(e) => {
                     Metrics::add(&metrics.index_errors, 1);
-                    tracing::error!(error = %e, "index commit failed; will retry");
+                    tracing::error!(error = %e, "index commit failed; rolled back, will re-apply from the WAL and retry");
                 }
             }
             last_commit = Instant::now();
         }
         if done {
             break;
+        }
+    }
+}
+
+/// After a failed commit: the rolled-back records come back from the WAL, which is never
+/// truncated past what the indexes committed.
+fn reapply(indexer: &mut Indexer, wal_dir: &Path) {
+    let mut failed = 0u64;
+    let scanned = logsift_wal::scan(wal_dir, |lsn, payload| {
+        if indexer.reapply(lsn, payload).is_err() {
+            failed += 1;
+        }
+    });
+    match scanned {
+        Ok(()) => {
+            if failed > 0 {
+                tracing::error!(
+                    failed,
+                    "some entries could not be re-applied after a rollback"
+                );
+            }
+            indexer.reapply_done();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the WAL to re-apply rolled-back records; will retry")
         }
     }
 }

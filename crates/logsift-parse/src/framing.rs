@@ -135,12 +135,15 @@ impl Framer {
             };
             let lf = pos + i;
             let end = trim_end(buf, pos, lf);
+            // The same limits as for a partial frame above (raw bytes, with room for a CR and a
+            // little padding), checked first: whether a frame is too large must not depend on
+            // whether its LF arrived in the same read (found by the `framing` fuzz target).
+            if lf - pos > self.max_frame_bytes + 2 || end - pos > self.max_frame_bytes {
+                return self.too_large(lf + 1);
+            }
             if end == pos {
                 pos = lf + 1;
                 continue;
-            }
-            if end - pos > self.max_frame_bytes {
-                return self.too_large(lf + 1);
             }
             return Step::Frame {
                 start: pos,
@@ -331,6 +334,23 @@ mod tests {
         let stream = b"<1>1 - - - - - - a\r\n\n\0\n<2>b\0\r\nlast";
         let (out, _) = run(100, stream, &[1000]);
         assert_eq!(out, frames(&["<1>1 - - - - - - a", "<2>b", "last"]));
+    }
+
+    /// Found by the `framing` fuzz target: a line of NUL padding longer than the limit was
+    /// skipped silently when its LF came in the same read, but reported as too large when
+    /// read byte by byte. Now both report it.
+    #[test]
+    fn oversized_padding_is_too_large_however_it_is_read() {
+        let stream = b"\0\0\0\0\0\nok\n";
+        let whole = run(2, stream, &[stream.len()]).0;
+        assert_eq!(whole, run(2, stream, &[1]).0);
+        assert_eq!(
+            whole,
+            [
+                Out::Err(FrameError::TooLarge { limit: 2 }),
+                Out::Frame(b"ok".to_vec())
+            ]
+        );
     }
 
     #[test]

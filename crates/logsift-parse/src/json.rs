@@ -7,16 +7,17 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use logsift_core::{FieldValue, Record, Severity};
+use logsift_core::{FieldValue, Fields, Record, Severity};
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::timefmt::{epoch_number_to_ns, parse_iso8601};
 use crate::{failed, ParseOptions};
+use memchr::memchr_iter;
 
 /// Nesting deeper than this is kept as JSON text: flattening re-reads each nested object, and
 /// unbounded recursion on hostile input would be a stack overflow.
-const MAX_FLATTEN_DEPTH: usize = 16;
+pub(crate) const MAX_FLATTEN_DEPTH: usize = 16;
 
 pub(crate) fn parse<'a>(line: &'a [u8], opts: &ParseOptions) -> Record<'a> {
     let text = match std::str::from_utf8(line) {
@@ -36,11 +37,31 @@ pub(crate) fn parse<'a>(line: &'a [u8], opts: &ParseOptions) -> Record<'a> {
         }
         None => return failed(line, Cow::Borrowed("json: empty line")),
     }
-    let entries = match top_level_entries(text) {
-        Ok(entries) => entries,
-        Err(e) => return failed(line, Cow::Owned(describe(&e))),
+    if let Ok(record) = crate::jsonfast::build_record(text, opts) {
+        return record;
+    }
+    // The fast path gave up: invalid JSON, or something it leaves to serde_json (lone
+    // surrogates, deep nesting). serde_json decides, and words the error.
+    parse_serde(line, text, opts)
+}
+
+/// The line read by serde_json only; `text` is `line` as checked UTF-8.
+fn parse_serde<'a>(line: &'a [u8], text: &'a str, opts: &ParseOptions) -> Record<'a> {
+    match build_record_serde(text, opts) {
+        Ok(record) => record,
+        Err(e) => failed(line, Cow::Owned(describe(&e))),
+    }
+}
+
+/// [`parse`] without the fast path: the serde_json-based reference it is checked against.
+pub(crate) fn parse_reference<'a>(line: &'a [u8], opts: &ParseOptions) -> Record<'a> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return parse(line, opts);
     };
-    build_record(entries, opts)
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => parse_serde(line, text, opts),
+        _ => parse(line, opts),
+    }
 }
 
 /// `json: expected value at column 7`: serde_json's text without the line number, which is
@@ -49,33 +70,6 @@ fn describe(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let head = text.split(" at line ").next().unwrap_or(&text);
     format!("json: {head} at column {}", e.column())
-}
-
-type Entry<'a> = (Cow<'a, str>, &'a RawValue);
-
-fn top_level_entries(text: &str) -> Result<Vec<Entry<'_>>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let entries = de.deserialize_map(EntriesVisitor)?;
-    de.end()?;
-    Ok(entries)
-}
-
-struct EntriesVisitor;
-
-impl<'de> Visitor<'de> for EntriesVisitor {
-    type Value = Vec<Entry<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(key) = map.next_key_seed(CowStr)? {
-            entries.push((key, map.next_value::<&RawValue>()?));
-        }
-        Ok(entries)
-    }
 }
 
 /// Deserializes a string borrowed from the input when it has no escapes.
@@ -128,34 +122,63 @@ fn field_value(raw: &RawValue) -> FieldValue<'_> {
     }
 }
 
-/// Pushes `key: raw` into `fields`, flattening objects into `key.subkey` entries.
-fn push_flat<'a>(
-    fields: &mut Vec<(Cow<'a, str>, FieldValue<'a>)>,
-    key: Cow<'a, str>,
-    raw: &'a RawValue,
-    depth: usize,
-) {
-    if raw.get().starts_with('{') && raw.get() != "{}" && depth < MAX_FLATTEN_DEPTH {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        let seed = FlattenInto {
-            prefix: &key,
-            fields,
-            depth: depth + 1,
-        };
-        if de.deserialize_map(seed).is_ok() {
+/// Fields are pre-sized from the number of `:` in the line (every field has one), up to this
+/// many: beyond it the vector grows by doubling, so a hostile line full of colons inside strings
+/// cannot make the parser reserve memory out of proportion to real fields.
+const MAX_PRESIZED_FIELDS: usize = 1024;
+
+/// Pushes `key: raw` into `fields`, flattening a non-empty object into `key.sub` entries.
+/// `path` is scratch space for the composed names of nested objects.
+fn push_top<'a>(fields: &mut Fields<'a>, path: &mut String, key: Cow<'a, str>, raw: &'a RawValue) {
+    if is_flattenable(raw) {
+        path.clear();
+        path.push_str(&key);
+        if flatten(fields, path, raw, 1) {
             return;
         }
     }
-    fields.push((key, field_value(raw)));
+    fields.push_cow(key, field_value(raw));
 }
 
-struct FlattenInto<'p, 'f, 'a> {
-    prefix: &'p str,
-    fields: &'f mut Vec<(Cow<'a, str>, FieldValue<'a>)>,
+fn is_flattenable(raw: &RawValue) -> bool {
+    raw.get().starts_with('{') && raw.get() != "{}"
+}
+
+/// Flattens the object `raw` into `path.key` entries. Returns false (with `fields` as before)
+/// when it cannot, in which case the caller keeps `raw` whole.
+fn flatten<'a>(
+    fields: &mut Fields<'a>,
+    path: &mut String,
+    raw: &'a RawValue,
+    depth: usize,
+) -> bool {
+    if depth > MAX_FLATTEN_DEPTH {
+        return false;
+    }
+    let before = fields.len();
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let seed = FlattenInto {
+        path,
+        fields,
+        depth,
+    };
+    // An object with no members (`{ }`) is kept whole, like `{}`.
+    if de.deserialize_map(seed).is_ok() && fields.len() > before {
+        return true;
+    }
+    // serde_json already accepted this text as a value, so this is not expected; undo anyway
+    // rather than keep half an object.
+    fields.truncate(before);
+    false
+}
+
+struct FlattenInto<'s, 'a> {
+    path: &'s mut String,
+    fields: &'s mut Fields<'a>,
     depth: usize,
 }
 
-impl<'a> Visitor<'a> for FlattenInto<'_, '_, 'a> {
+impl<'a> Visitor<'a> for FlattenInto<'_, 'a> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -163,20 +186,23 @@ impl<'a> Visitor<'a> for FlattenInto<'_, '_, 'a> {
     }
 
     fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        let base = self.path.len();
         while let Some(key) = map.next_key_seed(CowStr)? {
             let raw: &'a RawValue = map.next_value()?;
-            let mut full = String::with_capacity(self.prefix.len() + 1 + key.len());
-            full.push_str(self.prefix);
-            full.push('.');
-            full.push_str(&key);
-            push_flat(self.fields, Cow::Owned(full), raw, self.depth);
+            self.path.truncate(base);
+            self.path.push('.');
+            self.path.push_str(&key);
+            if !(is_flattenable(raw) && flatten(self.fields, self.path, raw, self.depth + 1)) {
+                self.fields.push_copied(self.path, field_value(raw));
+            }
         }
+        self.path.truncate(base);
         Ok(())
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Slot {
+pub(crate) enum Slot {
     Timestamp,
     Severity,
     Message,
@@ -186,7 +212,7 @@ enum Slot {
 
 /// The record field a top-level key maps to, and its rank among that field's aliases
 /// (lower wins).
-fn slot_of(key: &str) -> Option<(Slot, u8)> {
+pub(crate) fn slot_of(key: &str) -> Option<(Slot, u8)> {
     Some(match key {
         "@timestamp" => (Slot::Timestamp, 0),
         "timestamp" => (Slot::Timestamp, 1),
@@ -207,36 +233,28 @@ fn slot_of(key: &str) -> Option<(Slot, u8)> {
     })
 }
 
-enum Mapped<'a> {
+/// What a mapped key's value gave. Text stays in its field until the winner is known.
+enum Mapped {
     Timestamp(i64),
     Severity(Severity),
-    Text(Cow<'a, str>),
+    Text,
 }
 
-fn interpret<'a>(slot: Slot, raw: &'a RawValue, opts: &ParseOptions) -> Option<Mapped<'a>> {
-    let text = raw.get();
-    let is_string = text.starts_with('"');
-    let is_number = text
-        .as_bytes()
-        .first()
-        .is_some_and(|c| c.is_ascii_digit() || *c == b'-');
-    match slot {
-        Slot::Timestamp if is_string => {
-            let s = decode_str(raw)?;
+fn interpret(slot: Slot, value: &FieldValue<'_>, opts: &ParseOptions) -> Option<Mapped> {
+    match (slot, value) {
+        (Slot::Timestamp, FieldValue::Str(s)) => {
             let s = s.trim();
             let iso = parse_iso8601(s.as_bytes(), false, opts.default_offset_secs)
                 .filter(|&(_, len)| len == s.len())
                 .map(|(ns, _)| ns);
             iso.or_else(|| epoch_number_to_ns(s)).map(Mapped::Timestamp)
         }
-        Slot::Timestamp if is_number => epoch_number_to_ns(text).map(Mapped::Timestamp),
-        Slot::Severity if is_string => Severity::from_name(&decode_str(raw)?).map(Mapped::Severity),
-        Slot::Severity if is_number => numeric_level(text).map(Mapped::Severity),
-        Slot::Message | Slot::Host | Slot::App if is_string => {
-            let s = decode_str(raw)?;
-            // An empty host or app says nothing; keep it as a plain field.
-            (slot == Slot::Message || !s.is_empty()).then_some(Mapped::Text(s))
-        }
+        (Slot::Timestamp, FieldValue::Number(n)) => epoch_number_to_ns(n).map(Mapped::Timestamp),
+        (Slot::Severity, FieldValue::Str(s)) => Severity::from_name(s).map(Mapped::Severity),
+        (Slot::Severity, FieldValue::Number(n)) => numeric_level(n).map(Mapped::Severity),
+        // An empty host or app says nothing; keep it as a plain field.
+        (Slot::Message, FieldValue::Str(_)) => Some(Mapped::Text),
+        (Slot::Host | Slot::App, FieldValue::Str(s)) => (!s.is_empty()).then_some(Mapped::Text),
         _ => None,
     }
 }
@@ -256,45 +274,131 @@ fn numeric_level(text: &str) -> Option<Severity> {
     }
 }
 
-fn build_record<'a>(entries: Vec<Entry<'a>>, opts: &ParseOptions) -> Record<'a> {
-    // Per slot: (alias rank, entry index, value). Equal rank means a duplicate key: last wins.
-    let mut best: [Option<(u8, usize, Mapped<'a>)>; 5] = Default::default();
-    for (index, (key, raw)) in entries.iter().enumerate() {
-        let Some((slot, rank)) = slot_of(key) else {
-            continue;
+/// Per mapped slot, the best candidate so far: (alias rank, index of its field, value).
+type Best = [Option<(u8, usize, Mapped)>; 5];
+
+/// Collects a line's fields, whichever parser reads it, and picks the mapped record fields.
+/// Every top-level entry goes to `fields` first; the winners of the mapped slots are moved out
+/// at the end, so fields keep the line's order and no second list of entries is needed.
+pub(crate) struct Builder<'a, 'o> {
+    pub(crate) fields: Fields<'a>,
+    best: Best,
+    opts: &'o ParseOptions,
+    /// Scratch for the dotted name of the object being flattened.
+    pub(crate) path: String,
+}
+
+impl<'a, 'o> Builder<'a, 'o> {
+    /// Sized from the line so that parsing it allocates a constant number of times: entries
+    /// from the number of `:` (every field has one, capped), names and path from its length
+    /// when it has a nested object at all (composed names are rarely longer than the line).
+    pub(crate) fn new(text: &str, opts: &'o ParseOptions) -> Self {
+        let bytes = text.as_bytes();
+        let colons = memchr_iter(b':', bytes).take(MAX_PRESIZED_FIELDS).count();
+        let nested = memchr_iter(b'{', bytes).nth(1).is_some();
+        let names = if nested { text.len() } else { 0 };
+        Builder {
+            fields: Fields::with_capacity(colons, names),
+            best: Default::default(),
+            opts,
+            path: String::with_capacity(names),
+        }
+    }
+
+    /// Notes that a top-level entry was just pushed at `index`; `slot` is [`slot_of`] its key.
+    pub(crate) fn note_top_level(&mut self, slot: Option<(Slot, u8)>, index: usize) {
+        let Some((slot, rank)) = slot else {
+            return;
         };
-        let current = &mut best[slot as usize];
+        // A mapped key's scalar value is exactly one entry, at `index`.
+        if self.fields.len() != index + 1 {
+            return;
+        }
+        let current = &mut self.best[slot as usize];
+        // Equal rank means a duplicate key: the last interpretable one wins.
         if current.as_ref().is_some_and(|(r, _, _)| *r < rank) {
-            continue;
+            return;
         }
-        if let Some(value) = interpret(slot, raw, opts) {
-            *current = Some((rank, index, value));
-        }
-    }
-    let mut record = Record::default();
-    let mut taken = [usize::MAX; 5];
-    for (i, entry) in best.into_iter().enumerate() {
-        let Some((_, index, value)) = entry else {
-            continue;
-        };
-        taken[i] = index;
-        match value {
-            Mapped::Timestamp(ns) => record.timestamp = Some(ns),
-            Mapped::Severity(s) => record.severity = Some(s),
-            Mapped::Text(text) => match i {
-                i if i == Slot::Message as usize => record.message = text,
-                i if i == Slot::Host as usize => record.host = Some(text),
-                _ => record.app = Some(text),
-            },
+        let value = self.fields.value_at(index);
+        if let Some(mapped) = value.and_then(|v| interpret(slot, v, self.opts)) {
+            *current = Some((rank, index, mapped));
         }
     }
-    record.fields.reserve(entries.len());
-    for (index, (key, raw)) in entries.into_iter().enumerate() {
-        if !taken.contains(&index) {
-            push_flat(&mut record.fields, key, raw, 0);
+
+    pub(crate) fn finish(mut self) -> Record<'a> {
+        let mut record = Record::default();
+        // Move the winners out, last field first so that the earlier indexes stay valid (at
+        // most five: pick the highest remaining index each time rather than sort).
+        loop {
+            let next = self
+                .best
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, e)| e.as_ref().map(|(_, index, _)| (*index, slot)))
+                .max();
+            let Some((index, slot)) = next else {
+                break;
+            };
+            let Some((_, _, mapped)) = self.best[slot].take() else {
+                break;
+            };
+            let Some(value) = self.fields.remove(index) else {
+                continue;
+            };
+            match (mapped, value) {
+                (Mapped::Timestamp(ns), _) => record.timestamp = Some(ns),
+                (Mapped::Severity(s), _) => record.severity = Some(s),
+                (Mapped::Text, FieldValue::Str(text)) => match slot {
+                    s if s == Slot::Message as usize => record.message = text,
+                    s if s == Slot::Host as usize => record.host = Some(text),
+                    _ => record.app = Some(text),
+                },
+                (Mapped::Text, _) => {}
+            }
         }
+        record.fields = self.fields;
+        record
     }
-    record
+}
+
+/// Reads the top-level object with serde_json straight into a [`Builder`].
+struct TopLevel<'b, 'a, 'o> {
+    builder: &'b mut Builder<'a, 'o>,
+}
+
+impl<'a> Visitor<'a> for TopLevel<'_, 'a, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        let b = self.builder;
+        while let Some(key) = map.next_key_seed(CowStr)? {
+            let raw: &'a RawValue = map.next_value()?;
+            let index = b.fields.len();
+            let slot = slot_of(&key);
+            push_top(&mut b.fields, &mut b.path, key, raw);
+            b.note_top_level(slot, index);
+        }
+        Ok(())
+    }
+}
+
+/// The serde_json reading of a line: the reference the fast path must agree with, and the
+/// source of error messages when the fast path gives up.
+pub(crate) fn build_record_serde<'a>(
+    text: &'a str,
+    opts: &ParseOptions,
+) -> Result<Record<'a>, serde_json::Error> {
+    let mut builder = Builder::new(text, opts);
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(TopLevel {
+        builder: &mut builder,
+    })?;
+    de.end()?;
+    Ok(builder.finish())
 }
 
 #[cfg(test)]
@@ -305,6 +409,7 @@ mod tests {
     const OPTS: ParseOptions = ParseOptions {
         received_at_ns: 0,
         default_offset_secs: 0,
+        logfmt: false,
     };
 
     fn p(line: &str) -> Record<'_> {
@@ -312,7 +417,7 @@ mod tests {
     }
 
     fn field<'r>(r: &'r Record<'_>, key: &str) -> Option<&'r FieldValue<'r>> {
-        r.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        r.fields.get(key)
     }
 
     #[test]
@@ -398,6 +503,6 @@ mod tests {
         let r = p(&line);
         assert_eq!(r.parse_error, None);
         assert_eq!(r.fields.len(), 1);
-        assert!(matches!(r.fields[0].1, FieldValue::Json(_)));
+        assert!(matches!(r.fields().next(), Some((_, FieldValue::Json(_)))));
     }
 }

@@ -10,7 +10,7 @@ use axum::Json;
 use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
-use logsift_ingest::{AppendError, Metrics};
+use logsift_ingest::{Ack, Admission, AppendError, Metrics, RETRY_AFTER_SECS};
 use logsift_parse::ParseOptions;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,8 @@ use crate::{ApiError, AppState};
 pub struct IngestParams {
     /// `json`, `syslog` or `auto`; else taken from Content-Type.
     format: Option<String>,
+    /// `durable` (default): answer after fsync. `received`: answer once queued in memory.
+    ack: Option<String>,
 }
 
 /// Per-line problems are reported, not fatal: at most this many are listed in one answer.
@@ -126,7 +128,7 @@ fn prepare(
     let received_at = now_ns();
     let opts = ParseOptions {
         received_at_ns: received_at,
-        default_offset_secs: 0,
+        ..Default::default()
     };
     let mut out = Prepared {
         entries: Vec::new(),
@@ -199,6 +201,16 @@ pub async fn ingest(
     let index =
         IndexName::new(&index).map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
     let format = pick_format(&params, &headers)?;
+    let ack = match params.ack.as_deref() {
+        None | Some("durable") => Ack::Durable,
+        Some("received") => Ack::Received,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_parameter",
+                format!("ack must be durable or received, not {other:?}"),
+            ))
+        }
+    };
     let cfg = state.cfg.clone();
     let source = match peer {
         Some(Extension(ConnectInfo(addr))) => format!("http {addr}"),
@@ -224,7 +236,7 @@ pub async fn ingest(
     let accepted = prepared.entries.len();
     state
         .pipeline
-        .append(prepared.entries, true)
+        .append(prepared.entries, ack, Admission::Try)
         .await
         .map_err(|e| match e {
             AppendError::Closed => ApiError::new(
@@ -232,14 +244,19 @@ pub async fn ingest(
                 "shutting_down",
                 e.to_string(),
             ),
-            AppendError::Full => {
+            AppendError::Full { .. } => {
+                Metrics::add(&metrics.http_throttled, 1);
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
+                    .retry_after(RETRY_AFTER_SECS)
             }
-            AppendError::Wal(_) => ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "not_durable",
-                e.to_string(),
-            ),
+            AppendError::Storage(_) => {
+                Metrics::add(&metrics.http_refused, 1);
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "not_durable",
+                    e.to_string(),
+                )
+            }
         })?;
     Metrics::add(&metrics.http_lines, accepted as u64);
     let status = if accepted == 0 && prepared.rejected > 0 {

@@ -14,7 +14,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use logsift_ingest::{Metrics, PipelineHandle};
+use logsift_ingest::{Metrics, PipelineHandle, StartReport};
 use logsift_store::Store;
 use serde_json::json;
 
@@ -33,6 +33,8 @@ pub struct AppState {
     pub pipeline: PipelineHandle,
     pub metrics: Arc<Metrics>,
     pub cfg: Arc<ServerConfig>,
+    /// What start-up found in the WAL, for `/health/ready`.
+    pub start: Arc<StartReport>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,15 +56,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Ready means searches are served (the HTTP listener starts only after WAL replay). While
+/// ingest is refused (disk full or failing) the answer stays 200 for search traffic but says
+/// so with `"ingest": "refusing"`, so that whoever balances ingest can route around it.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    // The HTTP listener starts only after WAL replay, so answering at all means ready.
     let indexes: Vec<_> = state
         .store
         .list()
         .iter()
         .map(|h| h.name().to_string())
         .collect();
-    Json(json!({"status": "ready", "indexes": indexes}))
+    let start = &state.start;
+    let refusing = state.pipeline.is_refusing();
+    Json(json!({
+        "status": "ready",
+        "ingest": if refusing { "refusing" } else { "accepting" },
+        "indexes": indexes,
+        "wal_replay": {
+            "files": start.wal_files,
+            "entries": start.wal_entries,
+            "replayed": start.replayed,
+            "torn_bytes": start.torn_bytes,
+            "damaged_files": start.damaged_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "unreadable_entries": start.unreadable_entries,
+        },
+    }))
 }
 
 async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
@@ -85,6 +103,14 @@ async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
-    state.metrics.render(&mut out);
+    let m = &state.metrics;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    m.inflight_bytes
+        .store(state.pipeline.inflight_bytes() as u64, relaxed);
+    m.wal_queue_depth
+        .store(state.pipeline.wal_queue_len() as u64, relaxed);
+    m.ingest_refusing
+        .store(state.pipeline.is_refusing() as u64, relaxed);
+    m.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -118,6 +118,7 @@ pub fn hit_json(
     let opts = logsift_parse::ParseOptions {
         received_at_ns: received_at,
         default_offset_secs,
+        ..Default::default()
     };
     let record = logsift_parse::parse(format, raw, &opts);
     let mut fields = Map::new();

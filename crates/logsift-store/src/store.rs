@@ -49,7 +49,9 @@ pub struct IndexHandle {
     name: IndexName,
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
+    /// `None` only between dropping a broken writer and opening its replacement.
+    writer: Mutex<Option<IndexWriter>>,
+    writer_memory_bytes: usize,
     /// Every record of this index with an id ≤ this is committed.
     committed_lsn: AtomicU64,
     /// Documents added since the last commit.
@@ -95,10 +97,7 @@ impl IndexHandle {
             .and_then(|p| p.strip_prefix(PAYLOAD_PREFIX))
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
-        let writer: IndexWriter = index
-            .writer_with_num_threads(1, cfg.writer_memory_bytes)
-            .map_err(tantivy_err)?;
-        writer.set_merge_policy(Box::new(LogMergePolicy::default()));
+        let writer = new_writer(&index, cfg.writer_memory_bytes).map_err(tantivy_err)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -108,7 +107,8 @@ impl IndexHandle {
             name,
             index,
             reader,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
+            writer_memory_bytes: cfg.writer_memory_bytes,
             committed_lsn: AtomicU64::new(committed),
             uncommitted: AtomicU64::new(0),
         })
@@ -137,20 +137,63 @@ impl IndexHandle {
         }
     }
 
+    /// Throws away every document added since the last commit: after a failed commit the
+    /// writer's state is unknown, and the WAL still holds those records to add them again.
+    fn rollback(&self) -> Result<(), StoreError> {
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.uncommitted.store(0, Ordering::Release);
+        let rolled_back = match slot.as_mut() {
+            Some(writer) => writer.rollback().map(|_| ()),
+            None => Err(tantivy::TantivyError::InternalError("no writer".into())),
+        };
+        if let Err(e) = rolled_back {
+            tracing::warn!(index = %self.name, error = %e, "rollback failed; reopening the index writer");
+            // The old writer holds the index lock: it must be gone before a new one is made.
+            *slot = None;
+            *slot = Some(
+                new_writer(&self.index, self.writer_memory_bytes)
+                    .map_err(|e| self.tantivy_err(e))?,
+            );
+        }
+        Ok(())
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter) -> tantivy::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(
+                new_writer(&self.index, self.writer_memory_bytes)
+                    .map_err(|e| self.tantivy_err(e))?,
+            );
+        }
+        let writer = slot.as_mut().ok_or_else(|| {
+            self.tantivy_err(tantivy::TantivyError::InternalError("no writer".into()))
+        })?;
+        f(writer).map_err(|e| self.tantivy_err(e))
+    }
+
     /// Commits everything added so far, recording that all of this index's records with
     /// id ≤ `through_lsn` are in it, then makes them visible to searches.
     fn commit(&self, through_lsn: u64) -> Result<(), StoreError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut prepared = writer.prepare_commit().map_err(|e| self.tantivy_err(e))?;
-        prepared.set_payload(&format!("{PAYLOAD_PREFIX}{through_lsn}"));
-        prepared.commit().map_err(|e| self.tantivy_err(e))?;
-        drop(writer);
+        self.with_writer(|writer| {
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&format!("{PAYLOAD_PREFIX}{through_lsn}"));
+            prepared.commit().map(|_| ())
+        })?;
         self.committed_lsn.store(through_lsn, Ordering::Release);
         self.uncommitted.store(0, Ordering::Release);
         self.reader.reload().map_err(|e| self.tantivy_err(e))
     }
 }
 
+fn new_writer(index: &Index, memory_bytes: usize) -> tantivy::Result<IndexWriter> {
+    let writer: IndexWriter = index.writer_with_num_threads(1, memory_bytes)?;
+    writer.set_merge_policy(Box::new(LogMergePolicy::default()));
+    Ok(writer)
+}
 /// All indexes under the data directory.
 pub struct Store {
     cfg: StoreConfig,
@@ -256,6 +299,7 @@ pub struct Indexer {
     /// The highest LSN applied (or skipped as already committed).
     applied_lsn: u64,
     dirty: BTreeMap<IndexName, Arc<IndexHandle>>,
+    reapply_pending: bool,
 }
 
 /// What one [`Indexer::apply`] did with its entry.
@@ -272,6 +316,7 @@ impl Indexer {
             store,
             applied_lsn: 0,
             dirty: BTreeMap::new(),
+            reapply_pending: false,
         }
     }
 
@@ -289,21 +334,22 @@ impl Indexer {
         if lsn <= handle.committed_lsn() {
             return Ok(Applied::AlreadyCommitted);
         }
+        self.dirty.entry(name).or_insert_with(|| handle.clone());
+        self.add(&handle, lsn, &entry)?;
+        Ok(Applied::Indexed)
+    }
+
+    fn add(&self, handle: &IndexHandle, lsn: u64, entry: &Entry<'_>) -> Result<(), StoreError> {
         let opts = logsift_parse::ParseOptions {
             received_at_ns: entry.received_at,
             default_offset_secs: self.store.cfg.default_offset_secs,
+            ..Default::default()
         };
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
-        let doc = build_document(&self.store.schema, lsn, &entry, &record);
-        {
-            let writer = handle.writer.lock().unwrap_or_else(|p| p.into_inner());
-            writer
-                .add_document(doc)
-                .map_err(|e| handle.tantivy_err(e))?;
-        }
+        let doc = build_document(&self.store.schema, lsn, entry, &record);
+        handle.with_writer(|w| w.add_document(doc).map(|_| ()))?;
         handle.uncommitted.fetch_add(1, Ordering::Relaxed);
-        self.dirty.entry(name).or_insert(handle);
-        Ok(Applied::Indexed)
+        Ok(())
     }
 
     /// Records an LSN the indexer saw but could not apply (an undecodable entry), so that
@@ -318,14 +364,55 @@ impl Indexer {
 
     /// Commits every index with new documents. Returns the LSN through which everything is
     /// committed, i.e. what the WAL may drop.
+    ///
+    /// On failure (disk full, I/O error) the indexes not yet committed are rolled back and the
+    /// error returned: their records must be applied again with [`Indexer::reapply`] from the
+    /// WAL before the next commit, which [`Indexer::needs_reapply`] tells.
     pub fn commit(&mut self) -> Result<u64, StoreError> {
         while let Some((name, handle)) = self.dirty.pop_first() {
             if let Err(e) = handle.commit(self.applied_lsn) {
                 self.dirty.insert(name, handle);
+                for handle in self.dirty.values() {
+                    if let Err(rb) = handle.rollback() {
+                        tracing::error!(index = %handle.name(), error = %rb, "cannot roll back the index writer");
+                    }
+                }
+                self.reapply_pending = true;
                 return Err(e);
             }
         }
         Ok(self.applied_lsn)
+    }
+
+    /// Whether rolled-back records wait to be applied again from the WAL.
+    pub fn needs_reapply(&self) -> bool {
+        self.reapply_pending
+    }
+
+    /// Applies a WAL entry again after a rollback: entries above what their index committed
+    /// and not above what was applied before come back; the rest is skipped. Feed it the whole
+    /// WAL in LSN order, then call [`Indexer::reapply_done`].
+    pub fn reapply(&mut self, lsn: u64, payload: &[u8]) -> Result<(), StoreError> {
+        if lsn > self.applied_lsn {
+            return Ok(());
+        }
+        let entry = Entry::decode(payload).map_err(|source| StoreError::Entry { lsn, source })?;
+        let Some(handle) = self
+            .dirty
+            .values()
+            .find(|h| h.name().as_str() == entry.index)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        if lsn <= handle.committed_lsn() {
+            return Ok(());
+        }
+        self.add(&handle, lsn, &entry)
+    }
+
+    pub fn reapply_done(&mut self) {
+        self.reapply_pending = false;
     }
 
     pub fn applied_lsn(&self) -> u64 {

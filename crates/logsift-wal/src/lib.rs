@@ -75,6 +75,16 @@ pub struct Wal {
     writer: BufWriter<File>,
     current_bytes: u64,
     next_lsn: u64,
+    /// The state as of the last successful flush or sync: what [`Wal::rollback`] returns to
+    /// after a failed write, so that a half-written entry never stays in the log.
+    good: Checkpoint,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Checkpoint {
+    bytes: u64,
+    next_lsn: u64,
+    last_lsn: Option<u64>,
 }
 
 impl Wal {
@@ -135,6 +145,11 @@ impl Wal {
                 writer,
                 current_bytes: FILE_HEADER_BYTES,
                 next_lsn,
+                good: Checkpoint {
+                    bytes: FILE_HEADER_BYTES,
+                    next_lsn,
+                    last_lsn: None,
+                },
             },
             report,
         ))
@@ -170,17 +185,54 @@ impl Wal {
         Ok(lsn)
     }
 
-    /// Makes every appended entry durable (write + fdatasync).
+    /// Makes every appended entry durable (write + fdatasync). On error, call
+    /// [`Wal::rollback`]: the entries appended since the last success are not durable.
     pub fn sync(&mut self) -> Result<(), WalError> {
         let path = &self.current.path;
         self.writer.flush().map_err(io_err(path))?;
-        self.writer.get_ref().sync_data().map_err(io_err(path))
+        self.writer.get_ref().sync_data().map_err(io_err(path))?;
+        self.checkpoint();
+        Ok(())
     }
 
     /// Hands appended entries to the OS without waiting for the disk (they survive a crash of
-    /// the process, not of the machine).
+    /// the process, not of the machine). On error, call [`Wal::rollback`].
     pub fn flush(&mut self) -> Result<(), WalError> {
-        self.writer.flush().map_err(io_err(&self.current.path))
+        self.writer.flush().map_err(io_err(&self.current.path))?;
+        self.checkpoint();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) {
+        self.good = Checkpoint {
+            bytes: self.current_bytes,
+            next_lsn: self.next_lsn,
+            last_lsn: self.current.last_lsn,
+        };
+    }
+
+    /// Forgets every entry appended since the last successful [`Wal::flush`] or [`Wal::sync`]:
+    /// drops buffered bytes, cuts the file back, and reuses their LSNs. Used after a failed
+    /// write (disk full, I/O error), so that the log holds only whole entries and ingest can
+    /// resume by itself once the cause is gone.
+    pub fn rollback(&mut self) -> Result<(), WalError> {
+        let path = self.current.path.clone();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // Swap in a writer on a fresh handle first: the old one's buffer must be discarded,
+        // never flushed.
+        let old = std::mem::replace(&mut self.writer, BufWriter::with_capacity(1 << 20, file));
+        let (_old_file, _unwritten) = old.into_parts();
+        let file = self.writer.get_mut();
+        file.set_len(self.good.bytes).map_err(io_err(&path))?;
+        file.seek(SeekFrom::Start(self.good.bytes))
+            .map_err(io_err(&path))?;
+        self.current_bytes = self.good.bytes;
+        self.next_lsn = self.good.next_lsn;
+        self.current.last_lsn = self.good.last_lsn;
+        Ok(())
     }
 
     /// Deletes closed files whose entries all have LSN ≤ `lsn`. If the open file is also fully
@@ -227,8 +279,26 @@ impl Wal {
         self.writer = writer;
         self.current_bytes = FILE_HEADER_BYTES;
         self.closed.push(old);
+        self.checkpoint();
         Ok(())
     }
+}
+
+/// Reads every valid entry in `dir` in LSN order without changing anything, for readers that
+/// run beside the writer (re-indexing after a failed commit). Entries still being written are
+/// simply not seen yet: a partial entry ends the scan of its file.
+pub fn scan(dir: &Path, mut on_entry: impl FnMut(u64, &[u8])) -> Result<(), WalError> {
+    let mut files = list_files(dir)?;
+    files.sort_by_key(|f| f.first_lsn);
+    for file in files {
+        match replay_file(&file.path, &mut on_entry) {
+            Ok(_) => {}
+            // Truncated away between listing and opening: its entries were committed.
+            Err(WalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn file_name(first_lsn: u64) -> String {
@@ -478,5 +548,39 @@ mod tests {
         drop(wal);
         let (mut wal, _) = Wal::open(&opts(dir.path(), 200), 21, |_, _| {}).unwrap();
         assert_eq!(wal.append(b"x").unwrap(), 21);
+    }
+
+    #[test]
+    fn rollback_forgets_unflushed_entries_and_reuses_their_lsns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
+        wal.append(b"kept-1").unwrap();
+        wal.append(b"kept-2").unwrap();
+        wal.sync().unwrap();
+        wal.append(b"lost-3").unwrap();
+        wal.append(b"lost-4").unwrap();
+        // As after a failed write: whatever was buffered or half-written goes.
+        wal.rollback().unwrap();
+        assert_eq!(wal.append(b"after-3").unwrap(), 3);
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, report, seen) = reopen(dir.path(), 1 << 20);
+        assert_eq!(report.torn_bytes, 0);
+        let payloads: Vec<_> = seen
+            .iter()
+            .map(|(lsn, p)| (*lsn, String::from_utf8_lossy(p).into_owned()))
+            .collect();
+        assert_eq!(
+            payloads,
+            vec![
+                (1, "kept-1".into()),
+                (2, "kept-2".into()),
+                (3, "after-3".into())
+            ]
+        );
+
+        let mut scanned = Vec::new();
+        scan(dir.path(), |lsn, _| scanned.push(lsn)).unwrap();
+        assert_eq!(scanned, vec![1, 2, 3]);
     }
 }

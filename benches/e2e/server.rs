@@ -1,0 +1,265 @@
+//! The release `logsift serve` under test: started on loopback port 0 in a temporary data
+//! directory, watched through `/proc`, stopped with SIGTERM (or killed when dropped).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_logsift");
+
+/// The configuration overlay: the embedded defaults, with the durability level spelled out.
+pub const CONFIG: &str = r#"# logsift e2e benchmark overlay: defaults except where named.
+[wal]
+fsync = "batch"
+"#;
+
+pub struct Server {
+    child: Option<Child>,
+    pub pid: u32,
+    pub data_dir: PathBuf,
+    pub http: String,
+    pub syslog_tcp: SocketAddr,
+    pub json_tcp: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Result<Server, String> {
+        let config = dir.join("bench-config.toml");
+        std::fs::write(&config, CONFIG).map_err(|e| format!("writing config: {e}"))?;
+        let data_dir = dir.join("data");
+        let log = dir.join("server.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--syslog-tcp",
+                "127.0.0.1:0",
+                "--syslog-udp",
+                "127.0.0.1:0",
+                "--json-tcp",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "info,tantivy=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("starting {BIN}: {e}"))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("logsift ready ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            pid,
+            data_dir,
+            http: String::new(),
+            syslog_tcp: "127.0.0.1:0".parse().unwrap(),
+            json_tcp: "127.0.0.1:0".parse().unwrap(),
+            log,
+        };
+        // From here on, dropping `server` kills the child.
+        let ready = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| format!("logsift did not become ready:\n{}", server.log_tail()))?;
+        let addr = |key: &str| -> Result<String, String> {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .map(str::to_string)
+                .ok_or_else(|| format!("{key} missing from {ready:?}"))
+        };
+        let parse = |s: String| -> Result<SocketAddr, String> {
+            s.parse().map_err(|e| format!("bad address {s}: {e}"))
+        };
+        server.http = format!("http://{}", addr("http")?);
+        server.syslog_tcp = parse(addr("syslog-tcp")?)?;
+        server.json_tcp = parse(addr("json-tcp")?)?;
+        Ok(server)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGTERM and wait for the exit (SIGKILL after `timeout`). Returns how long it took.
+    pub fn stop(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("not running".into());
+        };
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        while started.elapsed() < timeout {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(started.elapsed()),
+                Ok(Some(status)) => return Err(format!("logsift exited with {status}")),
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("waiting for logsift: {e}")),
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!(
+            "logsift did not exit within {timeout:?} of SIGTERM"
+        ))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `(VmRSS, VmHWM)` of a process in bytes.
+pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Samples RSS every 100 ms in a thread; `peak` is the largest VmRSS or VmHWM seen.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    pub peak: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some((rss, hwm)) = rss(pid) {
+                    p.fetch_max(rss.max(hwm), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        RssSampler {
+            stop,
+            peak,
+            handle: Some(handle),
+        }
+    }
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// CPU time (user + system, in clock ticks) of every thread of a process, by thread name
+/// (threads with the same name are summed).
+pub fn thread_cpu(pid: u32) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ... field 14 utime, 15 stime (1-based); comm may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // rest[0] is field 3 (state): utime is field 14 → rest[11], stime → rest[12].
+        let ticks = rest
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + rest
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        *out.entry(comm).or_insert(0) += ticks;
+    }
+    out
+}
+
+/// Clock ticks per second for `/proc` times (USER_HZ; 100 on Linux unless `getconf` says else).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// Sum of file sizes under `dir` (0 when it does not exist).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut guard = 0;
+    while let Some(d) = stack.pop() {
+        guard += 1;
+        if guard > 1_000_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}

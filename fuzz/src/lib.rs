@@ -1,0 +1,173 @@
+//! The checks behind each fuzz target, shared by the libFuzzer targets (`fuzz_targets/`) and
+//! the bounded random-input loop (`src/random_loop.rs`). Each panics on a broken invariant;
+//! parsing itself must never panic.
+
+use logsift_core::{FieldValue, Format, Record};
+use logsift_parse::framing::{Framer, Step};
+use logsift_parse::{
+    parse, parse_error_reason, parse_json, parse_json_reference, parse_syslog, ParseOptions,
+    PARSE_ERROR_REASONS,
+};
+
+/// Options taken from the input's first byte, so that the fuzzer explores them too.
+fn options(data: &[u8]) -> (ParseOptions, &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return (ParseOptions::default(), data);
+    };
+    let opts = ParseOptions {
+        received_at_ns: 1_700_000_000_000_000_000 + i64::from(first) * 86_400_000_000_000,
+        default_offset_secs: (i32::from(first % 29) - 14) * 3600,
+        logfmt: first & 1 == 1,
+    };
+    (opts, rest)
+}
+
+fn trimmed(line: &[u8]) -> &[u8] {
+    let keep = line
+        .iter()
+        .rposition(|&c| !matches!(c, b'\r' | b'\n' | 0))
+        .map_or(0, |i| i + 1);
+    &line[..keep]
+}
+
+/// Invariants every record has, whatever the input.
+fn check_record(line: &[u8], r: &Record<'_>) {
+    if let Some(err) = &r.parse_error {
+        assert!(PARSE_ERROR_REASONS.contains(&parse_error_reason(err)));
+        assert_ne!(
+            parse_error_reason(err),
+            "other",
+            "unclassified error {err:?}"
+        );
+        // The whole line is kept, give or take whitespace before a `<PRI>`.
+        let whole = String::from_utf8_lossy(trimmed(line));
+        assert_eq!(r.message.trim_start(), whole.trim_start());
+        assert!(r.fields.is_empty());
+    }
+    for (name, value) in r.fields() {
+        assert!(!name.is_empty() || r.parse_error.is_none());
+        if let FieldValue::Json(j) | FieldValue::Number(j) = value {
+            assert!(!j.is_empty());
+        }
+    }
+}
+
+pub fn syslog(data: &[u8]) {
+    let (opts, line) = options(data);
+    let r = parse_syslog(line, &opts);
+    check_record(line, &r);
+    if opts.logfmt {
+        // logfmt only adds fields, after the ones the syslog grammar gave.
+        let plain = parse_syslog(
+            line,
+            &ParseOptions {
+                logfmt: false,
+                ..opts
+            },
+        );
+        assert_eq!(r.message, plain.message);
+        assert_eq!(r.host, plain.host);
+        assert!(r.fields.len() >= plain.fields.len());
+    }
+}
+
+pub fn json(data: &[u8]) {
+    let (opts, line) = options(data);
+    let r = parse_json(line, &opts);
+    check_record(line, &r);
+    // The single-pass fast path and the serde_json path give the same record, always.
+    let reference = parse_json_reference(line, &opts);
+    assert_eq!(r, reference, "{:?}", String::from_utf8_lossy(line));
+    // What we accept is JSON.
+    if r.parse_error.is_none() {
+        let raw = std::str::from_utf8(trimmed(line))
+            .ok()
+            .and_then(|t| serde_json::from_str::<&serde_json::value::RawValue>(t).ok());
+        assert!(
+            raw.is_some_and(|v| v.get().starts_with('{')),
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+pub fn auto(data: &[u8]) {
+    let (opts, line) = options(data);
+    let r = parse(Format::Auto, line, &opts);
+    check_record(line, &r);
+    let first = line.iter().find(|c| !c.is_ascii_whitespace());
+    let direct = if first == Some(&b'{') {
+        parse_json(line, &opts)
+    } else {
+        parse_syslog(line, &opts)
+    };
+    assert_eq!(r, direct);
+}
+
+/// Frames and errors of a whole stream fed in chunks of the given sizes (cycled).
+fn frames(stream: &[u8], max: usize, chunks: &[usize]) -> (Vec<Vec<u8>>, usize) {
+    let mut framer = Framer::new(max);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut errors = 0;
+    let mut fed = 0;
+    let mut i = 0;
+    while fed < stream.len() {
+        let n = chunks[i % chunks.len()].clamp(1, stream.len() - fed);
+        i += 1;
+        buf.extend_from_slice(&stream[fed..fed + n]);
+        fed += n;
+        loop {
+            match framer.next(&buf) {
+                Step::Frame {
+                    start,
+                    end,
+                    consumed,
+                } => {
+                    assert!(start <= end && end <= consumed && consumed <= buf.len());
+                    assert!(end - start <= max, "frame over the limit");
+                    out.push(buf[start..end].to_vec());
+                    buf.drain(..consumed);
+                }
+                Step::Error { consumed, .. } => {
+                    assert!(consumed <= buf.len());
+                    errors += 1;
+                    buf.drain(..consumed);
+                }
+                Step::NeedMore { consumed } => {
+                    assert!(consumed <= buf.len());
+                    buf.drain(..consumed);
+                    break;
+                }
+            }
+        }
+        // The framer keeps no buffer of its own, and must not make the caller keep more than
+        // one frame's worth (plus a length header).
+        assert!(buf.len() <= max + 16 + n, "buffered {} bytes", buf.len());
+    }
+    if let Some(range) = framer.finish(&buf) {
+        out.push(buf[range].to_vec());
+    }
+    (out, errors)
+}
+
+/// First byte: frame limit; next 4 bytes: chunk sizes; the rest: the stream. The frames must
+/// not depend on how the stream was cut into reads.
+pub fn framing(data: &[u8]) {
+    if data.len() < 5 {
+        return;
+    }
+    let max = 1 + usize::from(data[0]);
+    let chunks: Vec<usize> = data[1..5]
+        .iter()
+        .map(|&c| 1 + usize::from(c % 64))
+        .collect();
+    let stream = &data[5..];
+    let whole = frames(stream, max, &[stream.len().max(1)]);
+    let cut = frames(stream, max, &chunks);
+    assert_eq!(whole, cut, "chunks {chunks:?}");
+    for frame in &whole.0 {
+        let r = parse_syslog(frame, &ParseOptions::default());
+        check_record(frame, &r);
+    }
+}
