@@ -236,6 +236,17 @@ fn run(args: &Args) -> Result<(), String> {
     .map_err(|e| format!("temp dir: {e}"))?;
     let root = tmp.path().to_path_buf();
     let result = run_in(args, &root, started_at);
+    if result.is_err() {
+        // Keep the server's log for the post-mortem; the temp dir goes away below.
+        let log = root.join("server").join("server.log");
+        let kept = args.out.join("server-failed.log");
+        if log.exists()
+            && std::fs::create_dir_all(&args.out).is_ok()
+            && std::fs::copy(&log, &kept).is_ok()
+        {
+            eprintln!("e2e: server log copied to {}", kept.display());
+        }
+    }
     if args.keep {
         let kept = tmp.keep();
         eprintln!("e2e: kept {}", kept.display());
@@ -310,10 +321,26 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let rss_at_start = server::rss(srv.pid).map(|r| r.0).unwrap_or(0);
     let sampler = server::RssSampler::start(srv.pid);
     let cpu_before = server::thread_cpu(srv.pid);
-    let ingest = ingest(args, &corpus, &mut srv)?;
+    let pid = srv.pid.to_string();
+    let (server_before, self_before, machine_before) = (
+        server::process_cpu(&pid),
+        server::process_cpu("self"),
+        server::machine_cpu(),
+    );
+    let mut ingest = ingest(args, &corpus, &mut srv)?;
     let cpu_after = server::thread_cpu(srv.pid);
-    let peak_ingest = sampler.peak();
+    let machine_after = server::machine_cpu();
     let ticks = server::clock_ticks();
+    let wall = ingest.searchable_after.as_secs_f64();
+    ingest.server_cores = (server::process_cpu(&pid) - server_before) as f64 / ticks / wall;
+    ingest.bench_cores = (server::process_cpu("self") - self_before) as f64 / ticks / wall;
+    let busy = machine_after.0.saturating_sub(machine_before.0) as f64;
+    let total = machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    ingest.machine_busy_cores = busy / total * cores;
+    ingest.other_cores =
+        (ingest.machine_busy_cores - ingest.server_cores - ingest.bench_cores).max(0.0);
+    let peak_ingest = sampler.peak();
     let mut threads: Vec<(String, f64)> = cpu_after
         .iter()
         .map(|(name, &after)| {
@@ -444,9 +471,17 @@ pub struct Ingest {
     pub channel_bytes: [u64; 3],
     pub http_requests: u64,
     pub http_retries: u64,
+    pub http_transport_retries: u64,
     pub http_accepted: u64,
     pub http_rejected: u64,
     pub polls: u64,
+    /// Average cores used during ingest: by the server process (all its threads, including
+    /// exited ones), by this benchmark process (senders, polling), by the whole machine, and
+    /// by everything else on the machine (other users' work skews the result).
+    pub server_cores: f64,
+    pub bench_cores: f64,
+    pub machine_busy_cores: f64,
+    pub other_cores: f64,
 }
 
 fn ingest(args: &Args, corpus: &gen::Corpus, srv: &mut server::Server) -> Result<Ingest, String> {
@@ -581,6 +616,7 @@ fn ingest(args: &Args, corpus: &gen::Corpus, srv: &mut server::Server) -> Result
         res.channel_done[c] = res.channel_done[c].max(r.done_after);
         res.http_requests += r.http_requests;
         res.http_retries += r.http_retries;
+        res.http_transport_retries += r.transport_retries;
         res.http_accepted += r.http_accepted;
         res.http_rejected += r.http_rejected;
     }

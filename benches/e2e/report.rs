@@ -178,10 +178,14 @@ pub fn json(r: &Results) -> Value {
             "channels": channels,
             "http_requests": i.http_requests,
             "http_retries_429_503": i.http_retries,
+            "http_transport_retries": i.http_transport_retries,
             "http_accepted": i.http_accepted,
             "http_rejected": i.http_rejected,
             "count_polls": i.polls,
-            "server_cpu_cores": r.threads.iter().map(|t| t.1).sum::<f64>(),
+            "server_cpu_cores": i.server_cores,
+            "bench_process_cpu_cores": i.bench_cores,
+            "machine_busy_cores": i.machine_busy_cores,
+            "other_processes_cpu_cores": i.other_cores,
             "threads_cores": r.threads.iter().map(|(n, c)| json!({"thread": n, "cores": c})).collect::<Vec<_>>(),
         },
         "memory": {
@@ -337,8 +341,8 @@ pub fn markdown(r: &Results) -> String {
         let c = ch as usize;
         let extra = if c == 2 {
             format!(
-                ", {} requests, {} retried after 429/503",
-                i.http_requests, i.http_retries
+                ", {} requests, {} retried after 429/503, {} after a closed connection",
+                i.http_requests, i.http_retries, i.http_transport_retries
             )
         } else {
             String::new()
@@ -360,17 +364,27 @@ pub fn markdown(r: &Results) -> String {
             .saturating_sub(i.sent_after)
             .as_secs_f64()
     );
-    let cpu: f64 = r.threads.iter().map(|t| t.1).sum();
-    let busiest: Vec<String> = r
+    let live: f64 = r.threads.iter().map(|t| t.1).sum();
+    let mut busiest: Vec<String> = r
         .threads
         .iter()
         .take(6)
         .map(|(n, c)| format!("`{n}` {c:.2}"))
         .collect();
+    busiest.push(format!(
+        "exited threads (tantivy's indexing workers are restarted at every commit) {:.2}",
+        (i.server_cores - live).max(0.0)
+    ));
     let _ = writeln!(
         s,
-        "| server CPU during ingest (cores, by thread name) | {cpu:.2}: {} |\n",
+        "| server CPU during ingest, cores (by thread) | {:.2}: {} |",
+        i.server_cores,
         busiest.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| machine CPU during ingest, cores | {:.2} busy: server {:.2}, benchmark client {:.2}, other processes {:.2} |\n",
+        i.machine_busy_cores, i.server_cores, i.bench_cores, i.other_cores
     );
 
     // Queries.

@@ -229,6 +229,37 @@ pub fn thread_cpu(pid: u32) -> HashMap<String, u64> {
     out
 }
 
+/// CPU time (user + system, clock ticks) of a whole process, including threads that exited
+/// (`/proc/PID/stat` fields 14 and 15). `pid` may be `"self"`.
+pub fn process_cpu(pid: &str) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Busy and total clock ticks of the whole machine (`/proc/stat`, all CPUs).
+pub fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
 /// Clock ticks per second for `/proc` times (USER_HZ; 100 on Linux unless `getconf` says else).
 pub fn clock_ticks() -> f64 {
     Command::new("getconf")

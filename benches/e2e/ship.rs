@@ -51,6 +51,7 @@ pub struct SendResult {
     pub http_retries: u64,
     pub http_accepted: u64,
     pub http_rejected: u64,
+    pub transport_retries: u64,
 }
 
 /// Streams `[start, end)` of `path` over one TCP connection, then half-closes and waits for the
@@ -152,12 +153,23 @@ pub fn send_http(
             if attempts > 600 {
                 return Err(format!("{url}: gave up after {attempts} attempts"));
             }
-            let resp = client
+            let resp = match client
                 .post(&url)
                 .header("content-type", "application/x-ndjson")
                 .body(body.clone())
                 .send()
-                .map_err(|e| format!("POST {url}: {e}"))?;
+            {
+                Ok(r) => r,
+                // A pooled keep-alive connection closed by the server as we reused it: the
+                // request never reached a handler, so sending it again cannot duplicate.
+                Err(e) if e.is_request() && !e.is_timeout() && res.transport_retries < 5 => {
+                    res.transport_retries += 1;
+                    eprintln!("e2e: POST {url}: {} (retrying)", error_chain(&e));
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(format!("POST {url}: {}", error_chain(&e))),
+            };
             res.http_requests += 1;
             let status = resp.status().as_u16();
             if status == 429 || status == 503 {
@@ -185,4 +197,21 @@ pub fn send_http(
     }
     res.done_after = t0.elapsed();
     Ok(res)
+}
+
+/// An error and its sources, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    let mut depth = 0;
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+        depth += 1;
+        if depth > 8 {
+            break;
+        }
+    }
+    out
 }

@@ -43,6 +43,13 @@ impl Server {
     /// A server on `dir` (kept after the server stops, to restart on it), with `extra_config`
     /// overlaid on the test configuration.
     pub fn start_in(dir: &Path, extra_config: &str) -> Server {
+        Server::start_with(dir, &dir.join("data"), extra_config)
+    }
+
+    /// Like [`Server::start_in`], with the data directory elsewhere (on a small file system,
+    /// say) while the config and log stay in `dir`.
+    pub fn start_with(dir: &Path, data_dir: &Path, extra_config: &str) -> Server {
+        let data_dir = data_dir.to_path_buf();
         let config = dir.join("test-config.toml");
         let mut merged: toml::Table = TEST_CONFIG.parse().expect("test config");
         let extra: toml::Table = extra_config.parse().expect("extra config");
@@ -55,7 +62,6 @@ impl Server {
             }
         }
         std::fs::write(&config, merged.to_string()).expect("write config");
-        let data_dir = dir.join("data");
         let log = dir.join(format!(
             "server-{}.log",
             std::time::SystemTime::now()
@@ -120,6 +126,35 @@ impl Server {
             log,
             _tmp: None,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A kB value from /proc/PID/status, e.g. `VmHWM` (peak RSS) or `VmRSS`.
+    pub fn proc_status_kb(&self, key: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing from /proc status"))
+    }
+
+    /// One sample of an unlabelled metric from `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
     pub fn log(&self) -> String {

@@ -195,24 +195,6 @@ impl<'a> Fields<'a> {
         self.entries.truncate(len);
     }
 
-    /// Keeps the entries for which `keep(index, value)` is true, in order. `index` is the
-    /// entry's position before any removal.
-    pub fn retain_indexed(&mut self, mut keep: impl FnMut(usize, &FieldValue<'a>) -> bool) {
-        let mut i = 0;
-        self.entries.retain(|(_, v)| {
-            let k = keep(i, v);
-            i += 1;
-            k
-        });
-    }
-
-    /// Takes the value of the entry at `index`, leaving `Null` in its place.
-    pub fn take_value(&mut self, index: usize) -> Option<FieldValue<'a>> {
-        self.entries
-            .get_mut(index)
-            .map(|(_, v)| std::mem::replace(v, FieldValue::Null))
-    }
-
     /// The value of the entry at `index` (in parse order).
     pub fn value_at(&self, index: usize) -> Option<&FieldValue<'a>> {
         self.entries.get(index).map(|(_, v)| v)

@@ -16,5 +16,5 @@ pub use listeners::Lifecycle;
 pub use metrics::Metrics;
 pub use pipeline::{
     Ack, Admission, AppendError, FsyncPolicy, Pipeline, PipelineConfig, PipelineHandle,
-    StartReport, RETRY_AFTER_SECS,
+    Reservation, StartReport, RETRY_AFTER_SECS,
 };

@@ -89,6 +89,12 @@ struct IndexBatch {
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
+/// A share of the in-flight budget, held from before a request's data is read until the
+/// indexer has applied its entries.
+pub struct Reservation {
+    permit: OwnedSemaphorePermit,
+}
+
 /// A cheap, cloneable way in: what listeners and HTTP handlers hold.
 #[derive(Clone)]
 pub struct PipelineHandle {
@@ -111,11 +117,19 @@ impl PipelineHandle {
             return Ok(());
         }
         let bytes: usize = entries.iter().map(Vec::len).sum();
-        // Permits are KiB so that the semaphore's u32 covers any sane budget; one request
-        // larger than the whole budget takes all of it rather than waiting forever.
-        let kib = u32::try_from(bytes.div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.budget_kib);
+        let reservation = self.reserve(bytes, admission).await?;
+        self.append_reserved(entries, reservation, ack, admission)
+            .await
+    }
+
+    /// Takes `bytes` of the in-flight budget before the data is even read, so that a flood of
+    /// large requests is refused before it occupies memory (HTTP reserves its Content-Length).
+    pub async fn reserve(
+        &self,
+        bytes: usize,
+        admission: Admission,
+    ) -> Result<Reservation, AppendError> {
+        let kib = self.kib(bytes);
         let permit = match admission {
             Admission::Wait => self
                 .budget
@@ -135,6 +149,29 @@ impl PipelineHandle {
                     })?
             }
         };
+        Ok(Reservation { permit })
+    }
+
+    /// Appends entries under a reservation, growing it (per `admission`) or giving back what
+    /// the entries do not need.
+    pub async fn append_reserved(
+        &self,
+        entries: Vec<Vec<u8>>,
+        mut reservation: Reservation,
+        ack: Ack,
+        admission: Admission,
+    ) -> Result<(), AppendError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let needed = self.kib(entries.iter().map(Vec::len).sum()) as usize;
+        let held = reservation.permit.num_permits();
+        if needed > held {
+            let extra = self.reserve((needed - held) * 1024, admission).await?;
+            reservation.permit.merge(extra.permit);
+        } else if needed < held {
+            drop(reservation.permit.split(held - needed));
+        }
         let (reply, done) = match ack {
             Ack::Durable => {
                 let (tx, rx) = oneshot::channel();
@@ -144,7 +181,7 @@ impl PipelineHandle {
         };
         let msg = Message::Append(Request {
             entries,
-            permit,
+            permit: reservation.permit,
             reply,
         });
         self.tx
@@ -155,6 +192,14 @@ impl PipelineHandle {
             Some(done) => done.await.map_err(|_| AppendError::Closed)?,
             None => Ok(()),
         }
+    }
+
+    /// Permits are KiB so that the semaphore's u32 covers any sane budget; a request larger
+    /// than the whole budget takes all of it rather than waiting forever.
+    fn kib(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_kib)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -227,16 +272,24 @@ impl Pipeline {
                 }
                 match indexer.apply(lsn, payload) {
                     Ok(logsift_store::Applied::Indexed) => start.replayed += 1,
-                    Ok(logsift_store::Applied::AlreadyCommitted) => {}
-                    Err(e) => {
-                        tracing::error!(lsn, error = %e, "cannot replay WAL entry; skipping it");
+                    Ok(_) => {}
+                    Err(e @ StoreError::Entry { .. }) => {
+                        tracing::error!(lsn, error = %e, "cannot decode WAL entry; skipping it");
                         indexer.skip(lsn);
                         start.unreadable_entries += 1;
                     }
+                    // The indexer is now pending: its thread re-applies from the WAL.
+                    Err(e) => tracing::error!(lsn, error = %e, "index write failed during replay"),
                 }
             })?;
-        let through = indexer.commit()?;
-        wal.truncate_through(through)?;
+        // A failure here (a full disk, say) must not stop the server: the records stay in
+        // the WAL and the indexer thread retries.
+        match indexer.commit() {
+            Ok(through) => {
+                wal.truncate_through(through)?;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot commit replayed records yet; will retry"),
+        }
         start.wal_files = report.files;
         start.wal_entries = report.entries;
         start.torn_bytes = report.torn_bytes;
@@ -555,6 +608,9 @@ fn free_bytes(path: &Path) -> Option<u64> {
     (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// How often a failed index write is retried (by re-applying from the WAL).
+const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
+
 fn index_loop(
     mut indexer: Indexer,
     rx: flume::Receiver<IndexBatch>,
@@ -564,6 +620,7 @@ fn index_loop(
     truncatable: &AtomicU64,
 ) {
     let mut last_commit = Instant::now();
+    let mut last_reapply = Instant::now();
     loop {
         let next = if indexer.has_uncommitted() {
             rx.recv_deadline(last_commit + interval)
@@ -574,10 +631,18 @@ fn index_loop(
             Ok(batch) => {
                 for (lsn, payload) in &batch.entries {
                     match indexer.apply(*lsn, payload) {
-                        Ok(_) => Metrics::add(&metrics.indexed_records, 1),
+                        Ok(logsift_store::Applied::Indexed) => {
+                            Metrics::add(&metrics.indexed_records, 1)
+                        }
+                        Ok(_) => {}
+                        Err(e @ StoreError::Entry { .. }) => {
+                            Metrics::add(&metrics.index_errors, 1);
+                            tracing::error!(lsn, error = %e, "undecodable entry; skipping it");
+                        }
                         Err(e) => {
                             Metrics::add(&metrics.index_errors, 1);
-                            tracing::error!(lsn, error = %e, "cannot index entry; dropping it");
+                            last_reapply = Instant::now();
+                            tracing::error!(lsn, error = %e, "index write failed; records will be re-applied from the WAL");
                         }
                     }
                 }
@@ -589,10 +654,25 @@ fn index_loop(
             Err(flume::RecvTimeoutError::Timeout) => false,
             Err(flume::RecvTimeoutError::Disconnected) => true,
         };
-        if indexer.needs_reapply() {
-            reapply(&mut indexer, wal_dir);
+        if indexer.needs_reapply() && (done || last_reapply.elapsed() >= REAPPLY_INTERVAL) {
+            last_reapply = Instant::now();
+            match indexer
+                .reapply_from(|visit| logsift_wal::scan(wal_dir, visit).map_err(|e| e.to_string()))
+            {
+                Ok(n) => tracing::info!(
+                    records = n,
+                    "re-applied records from the WAL after a write failure"
+                ),
+                Err(e) => {
+                    Metrics::add(&metrics.index_errors, 1);
+                    tracing::warn!(error = %e, "re-applying from the WAL failed; retrying in a second");
+                }
+            }
         }
-        if indexer.has_uncommitted() && (done || last_commit.elapsed() >= interval) {
+        if !indexer.needs_reapply()
+            && indexer.has_uncommitted()
+            && (done || last_commit.elapsed() >= interval)
+        {
             match indexer.commit() {
                 Ok(through) => {
                     Metrics::add(&metrics.index_commits, 1);
@@ -600,38 +680,17 @@ fn index_loop(
                 }
                 Err(e) => {
                     Metrics::add(&metrics.index_errors, 1);
-                    tracing::error!(error = %e, "index commit failed; rolled back, will re-apply from the WAL and retry");
+                    last_reapply = Instant::now();
+                    tracing::error!(error = %e, "index commit failed; records will be re-applied from the WAL");
                 }
             }
             last_commit = Instant::now();
         }
         if done {
-            break;
-        }
-    }
-}
-
-/// After a failed commit: the rolled-back records come back from the WAL, which is never
-/// truncated past what the indexes committed.
-fn reapply(indexer: &mut Indexer, wal_dir: &Path) {
-    let mut failed = 0u64;
-    let scanned = logsift_wal::scan(wal_dir, |lsn, payload| {
-        if indexer.reapply(lsn, payload).is_err() {
-            failed += 1;
-        }
-    });
-    match scanned {
-        Ok(()) => {
-            if failed > 0 {
-                tracing::error!(
-                    failed,
-                    "some entries could not be re-applied after a rollback"
-                );
+            if indexer.needs_reapply() {
+                tracing::error!("stopping with uncommitted records; they stay in the WAL and are replayed at next start");
             }
-            indexer.reapply_done();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the WAL to re-apply rolled-back records; will retry")
+            break;
         }
     }
 }

@@ -1,6 +1,6 @@
 use std::io::Read;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -71,13 +71,7 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>,
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("decompressed body exceeds {limit} bytes"),
-        )
-    };
+
     let mut out = Vec::new();
     // Reading one byte past the limit tells "exactly at the limit" from "over it" without
     // ever holding more than limit + 1 bytes of a decompression bomb.
@@ -103,7 +97,7 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>,
         )
     })?;
     if out.len() > limit {
-        return Err(too_large());
+        return Err(body_too_large(limit));
     }
     Ok(out)
 }
@@ -194,7 +188,7 @@ pub async fn ingest(
     Path(index): Path<String>,
     params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let Query(params) =
         params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
@@ -212,6 +206,37 @@ pub async fn ingest(
         }
     };
     let cfg = state.cfg.clone();
+    let metrics = &state.metrics;
+    // Take the body's share of the in-flight budget before reading it: under overload the
+    // request is refused while its bytes are still in the client's socket, not in our memory.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > cfg.max_body_bytes) {
+        return Err(body_too_large(cfg.max_body_bytes));
+    }
+    let reservation = match state
+        .pipeline
+        .reserve(declared.unwrap_or(cfg.max_line_bytes), Admission::Try)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // Read and discard the body without keeping it, so the client gets to read our
+            // answer instead of a connection reset in the middle of its upload.
+            discard(body, cfg.max_body_bytes).await;
+            return Err(append_error(e, metrics));
+        }
+    };
+    let body = axum::body::to_bytes(body, cfg.max_body_bytes)
+        .await
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(inner) if inner.is::<http_body_util::LengthLimitError>() => {
+                body_too_large(cfg.max_body_bytes)
+            }
+            _ => ApiError::bad_request("bad_body", format!("cannot read the request body: {e}")),
+        })?;
     let source = match peer {
         Some(Extension(ConnectInfo(addr))) => format!("http {addr}"),
         None => "http".to_string(),
@@ -229,35 +254,15 @@ pub async fn ingest(
     .await
     .map_err(|e| ApiError::internal(format!("ingest task failed: {e}")))??;
 
-    let metrics = &state.metrics;
     Metrics::add(&metrics.http_bytes, prepared.bytes);
     Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
     Metrics::add(&metrics.parse_errors, prepared.parse_errors);
     let accepted = prepared.entries.len();
     state
         .pipeline
-        .append(prepared.entries, ack, Admission::Try)
+        .append_reserved(prepared.entries, reservation, ack, Admission::Try)
         .await
-        .map_err(|e| match e {
-            AppendError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
-            AppendError::Full { .. } => {
-                Metrics::add(&metrics.http_throttled, 1);
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
-                    .retry_after(RETRY_AFTER_SECS)
-            }
-            AppendError::Storage(_) => {
-                Metrics::add(&metrics.http_refused, 1);
-                ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "not_durable",
-                    e.to_string(),
-                )
-            }
-        })?;
+        .map_err(|e| append_error(e, metrics))?;
     Metrics::add(&metrics.http_lines, accepted as u64);
     let status = if accepted == 0 && prepared.rejected > 0 {
         StatusCode::BAD_REQUEST
@@ -272,4 +277,48 @@ pub async fn ingest(
             errors: prepared.errors,
         }),
     ))
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body exceeds http.max_body_bytes = {limit}"),
+    )
+}
+
+fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
+    match e {
+        AppendError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        ),
+        AppendError::Full { .. } => {
+            Metrics::add(&metrics.http_throttled, 1);
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
+                .retry_after(RETRY_AFTER_SECS)
+        }
+        AppendError::Storage(_) => {
+            Metrics::add(&metrics.http_refused, 1);
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "not_durable",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+/// Reads a body to its end (at most `limit` bytes), keeping none of it.
+async fn discard(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > limit {
+            break;
+        }
+    }
 }

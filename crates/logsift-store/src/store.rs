@@ -30,6 +30,10 @@ pub enum StoreError {
     IndexName(#[from] IndexNameError),
     #[error("undecodable WAL entry {lsn}: {source}")]
     Entry { lsn: u64, source: EntryError },
+    #[error(
+        "an earlier write failure is still being recovered from; nothing is committed until then"
+    )]
+    Pending,
 }
 
 #[derive(Debug, Clone)]
@@ -137,25 +141,21 @@ impl IndexHandle {
         }
     }
 
-    /// Throws away every document added since the last commit: after a failed commit the
-    /// writer's state is unknown, and the WAL still holds those records to add them again.
-    fn rollback(&self) -> Result<(), StoreError> {
+    /// Throws away every document added since the last commit by dropping the writer; a new
+    /// one is opened on next use. tantivy kills a writer whose worker hit an I/O error, and
+    /// its `rollback` does not always revive it, so a fresh writer is the only safe state.
+    /// The WAL still holds the dropped records to add them again.
+    fn reset_writer(&self) {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.uncommitted.store(0, Ordering::Release);
-        let rolled_back = match slot.as_mut() {
-            Some(writer) => writer.rollback().map(|_| ()),
-            None => Err(tantivy::TantivyError::InternalError("no writer".into())),
-        };
-        if let Err(e) = rolled_back {
-            tracing::warn!(index = %self.name, error = %e, "rollback failed; reopening the index writer");
-            // The old writer holds the index lock: it must be gone before a new one is made.
-            *slot = None;
-            *slot = Some(
-                new_writer(&self.index, self.writer_memory_bytes)
-                    .map_err(|e| self.tantivy_err(e))?,
-            );
+        // The old writer holds the index lock: it must be gone before a new one is made.
+        *slot = None;
+        match new_writer(&self.index, self.writer_memory_bytes) {
+            Ok(w) => *slot = Some(w),
+            Err(e) => {
+                tracing::warn!(index = %self.name, error = %e, "cannot reopen the index writer yet; will retry")
+            }
         }
-        Ok(())
     }
 
     fn with_writer<T>(
@@ -294,9 +294,14 @@ impl Store {
 
 /// Applies WAL entries to the store, in LSN order, and commits them. Single-threaded by design:
 /// one indexer owns all writers, so commit payloads always describe a prefix of the WAL.
+///
+/// When a write to an index fails (disk full, I/O error), the uncommitted documents of every
+/// index are dropped and the indexer becomes *pending*: further entries are only counted, and
+/// nothing is committed, until [`Indexer::reapply`] has added everything above the committed
+/// positions again from the WAL. So a failure can delay records, never lose or duplicate them.
 pub struct Indexer {
     store: Arc<Store>,
-    /// The highest LSN applied (or skipped as already committed).
+    /// The highest LSN applied, skipped as already committed, or deferred while pending.
     applied_lsn: u64,
     dirty: BTreeMap<IndexName, Arc<IndexHandle>>,
     reapply_pending: bool,
@@ -308,6 +313,8 @@ pub enum Applied {
     Indexed,
     /// The index already had it committed before a restart (WAL replay).
     AlreadyCommitted,
+    /// A failure is pending recovery: the entry will be added by [`Indexer::reapply`].
+    Deferred,
 }
 
 impl Indexer {
@@ -324,7 +331,8 @@ impl Indexer {
         &self.store
     }
 
-    /// Parses and indexes one WAL entry. Entries must come in increasing LSN order.
+    /// Parses and indexes one WAL entry. Entries must come in increasing LSN order, and must
+    /// already be readable in the WAL (for [`Indexer::reapply`]).
     pub fn apply(&mut self, lsn: u64, payload: &[u8]) -> Result<Applied, StoreError> {
         debug_assert!(lsn > self.applied_lsn, "entries must arrive in LSN order");
         self.applied_lsn = lsn;
@@ -335,7 +343,13 @@ impl Indexer {
             return Ok(Applied::AlreadyCommitted);
         }
         self.dirty.entry(name).or_insert_with(|| handle.clone());
-        self.add(&handle, lsn, &entry)?;
+        if self.reapply_pending {
+            return Ok(Applied::Deferred);
+        }
+        if let Err(e) = self.add(&handle, lsn, &entry) {
+            self.fail();
+            return Err(e);
+        }
         Ok(Applied::Indexed)
     }
 
@@ -352,8 +366,16 @@ impl Indexer {
         Ok(())
     }
 
-    /// Records an LSN the indexer saw but could not apply (an undecodable entry), so that
-    /// commits still cover it and the WAL can be truncated past it.
+    /// Drops every uncommitted document and waits for a re-apply from the WAL.
+    fn fail(&mut self) {
+        for handle in self.dirty.values() {
+            handle.reset_writer();
+        }
+        self.reapply_pending = true;
+    }
+
+    /// Records an LSN the indexer saw but could not decode, so that commits still cover it
+    /// and the WAL can be truncated past it.
     pub fn skip(&mut self, lsn: u64) {
         self.applied_lsn = self.applied_lsn.max(lsn);
     }
@@ -362,57 +384,69 @@ impl Indexer {
         !self.dirty.is_empty()
     }
 
+    /// Whether a failure waits for [`Indexer::reapply_from`]; nothing commits meanwhile.
+    pub fn needs_reapply(&self) -> bool {
+        self.reapply_pending
+    }
+
     /// Commits every index with new documents. Returns the LSN through which everything is
-    /// committed, i.e. what the WAL may drop.
-    ///
-    /// On failure (disk full, I/O error) the indexes not yet committed are rolled back and the
-    /// error returned: their records must be applied again with [`Indexer::reapply`] from the
-    /// WAL before the next commit, which [`Indexer::needs_reapply`] tells.
+    /// committed, i.e. what the WAL may drop. On failure everything uncommitted is dropped
+    /// and must come back through [`Indexer::reapply_from`].
     pub fn commit(&mut self) -> Result<u64, StoreError> {
+        if self.reapply_pending {
+            return Err(StoreError::Pending);
+        }
         while let Some((name, handle)) = self.dirty.pop_first() {
             if let Err(e) = handle.commit(self.applied_lsn) {
                 self.dirty.insert(name, handle);
-                for handle in self.dirty.values() {
-                    if let Err(rb) = handle.rollback() {
-                        tracing::error!(index = %handle.name(), error = %rb, "cannot roll back the index writer");
-                    }
-                }
-                self.reapply_pending = true;
+                self.fail();
                 return Err(e);
             }
         }
         Ok(self.applied_lsn)
     }
 
-    /// Whether rolled-back records wait to be applied again from the WAL.
-    pub fn needs_reapply(&self) -> bool {
-        self.reapply_pending
-    }
-
-    /// Applies a WAL entry again after a rollback: entries above what their index committed
-    /// and not above what was applied before come back; the rest is skipped. Feed it the whole
-    /// WAL in LSN order, then call [`Indexer::reapply_done`].
-    pub fn reapply(&mut self, lsn: u64, payload: &[u8]) -> Result<(), StoreError> {
-        if lsn > self.applied_lsn {
-            return Ok(());
-        }
-        let entry = Entry::decode(payload).map_err(|source| StoreError::Entry { lsn, source })?;
-        let Some(handle) = self
-            .dirty
-            .values()
-            .find(|h| h.name().as_str() == entry.index)
-            .cloned()
-        else {
-            return Ok(());
+    /// Recovers from a failure: `scan` must feed every WAL entry in LSN order; those above
+    /// their index's committed position and not above what was applied are added again.
+    /// Returns the number added; on error the indexer stays pending, to be retried.
+    pub fn reapply_from(
+        &mut self,
+        scan: impl FnOnce(&mut dyn FnMut(u64, &[u8])) -> Result<(), String>,
+    ) -> Result<u64, String> {
+        let mut added = 0u64;
+        let mut failure: Option<String> = None;
+        let through = self.applied_lsn;
+        let dirty: Vec<Arc<IndexHandle>> = self.dirty.values().cloned().collect();
+        let mut visit = |lsn: u64, payload: &[u8]| {
+            if failure.is_some() || lsn > through {
+                return;
+            }
+            let entry = match Entry::decode(payload) {
+                Ok(e) => e,
+                Err(_) => return,
+            };
+            let Some(handle) = dirty.iter().find(|h| h.name().as_str() == entry.index) else {
+                return;
+            };
+            if lsn <= handle.committed_lsn() {
+                return;
+            }
+            match self.add(handle, lsn, &entry) {
+                Ok(()) => added += 1,
+                Err(e) => failure = Some(e.to_string()),
+            }
         };
-        if lsn <= handle.committed_lsn() {
-            return Ok(());
+        let scanned = scan(&mut visit);
+        match failure.or(scanned.err()) {
+            Some(e) => {
+                self.fail();
+                Err(e)
+            }
+            None => {
+                self.reapply_pending = false;
+                Ok(added)
+            }
         }
-        self.add(&handle, lsn, &entry)
-    }
-
-    pub fn reapply_done(&mut self) {
-        self.reapply_pending = false;
     }
 
     pub fn applied_lsn(&self) -> u64 {

@@ -135,6 +135,13 @@ impl Wal {
                 f.sync_all().map_err(io_err(&file.path))?;
             }
         }
+        // A file without a single valid entry holds nothing to keep, and its name may be the
+        // one the new file needs: it goes before the new file is made.
+        let (empty, files): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|f| f.last_lsn.is_none());
+        for file in &empty {
+            fs::remove_file(&file.path).map_err(io_err(&file.path))?;
+        }
         let (current, writer) = create_file(&opts.dir, next_lsn)?;
         Ok((
             Wal {
@@ -329,10 +336,10 @@ fn list_files(dir: &Path) -> Result<Vec<WalFile>, WalError> {
 
 fn create_file(dir: &Path, first_lsn: u64) -> Result<(WalFile, BufWriter<File>), WalError> {
     let path = dir.join(file_name(first_lsn));
+    // create_new: reusing a name would silently replace a file that still holds entries.
     let mut file = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
         .open(&path)
         .map_err(io_err(&path))?;
     let mut header = [0u8; FILE_HEADER_BYTES as usize];
@@ -548,6 +555,25 @@ mod tests {
         drop(wal);
         let (mut wal, _) = Wal::open(&opts(dir.path(), 200), 21, |_, _| {}).unwrap();
         assert_eq!(wal.append(b"x").unwrap(), 21);
+    }
+
+    /// Regression: a restart after a truncation that left an empty file made the new file
+    /// take the same name, and the next truncation deleted the file being written.
+    #[test]
+    fn restart_after_full_truncation_keeps_new_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
+        wal.append(b"one").unwrap();
+        wal.sync().unwrap();
+        wal.truncate_through(1).unwrap();
+        drop(wal);
+        let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
+        wal.truncate_through(1).unwrap();
+        assert_eq!(wal.append(b"two").unwrap(), 2);
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, _, seen) = reopen(dir.path(), 1 << 20);
+        assert_eq!(seen, vec![(2, b"two".to_vec())]);
     }
 
     #[test]
