@@ -135,6 +135,7 @@ fn segment_build(c: &mut Criterion) {
                             writer_memory_bytes: 64 << 20,
                             default_offset_secs: 0,
                             docstore_block_bytes: 65536,
+                            index_options: Default::default(),
                         })
                         .expect("open store"),
                     );

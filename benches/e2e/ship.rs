@@ -101,7 +101,8 @@ pub fn send_tcp(
 }
 
 /// POSTs `[start, end)` of `path` as NDJSON bodies of 1–4 MB (sizes from `seed`), retrying on
-/// 429/503 after the server's Retry-After (seconds, clamped to 1–10; bounded attempts).
+/// 429/503 after the server's Retry-After (seconds, clamped to 1–10) and after a connection the
+/// server closed mid-upload (1 s); at most 600 attempts per body.
 pub fn send_http(
     base: &str,
     path: &PathBuf,
@@ -160,12 +161,16 @@ pub fn send_http(
                 .send()
             {
                 Ok(r) => r,
-                // A pooled keep-alive connection closed by the server as we reused it: the
-                // request never reached a handler, so sending it again cannot duplicate.
-                Err(e) if e.is_request() && !e.is_timeout() && res.transport_retries < 5 => {
+                // The server refused the upload by closing the connection before reading the
+                // whole body (overload shedding), or closed a pooled keep-alive connection as
+                // we reused it. Nothing was accepted: back off as for a 429 and send again
+                // (a duplicate would show up as a wrong total).
+                Err(e) if (e.is_request() || e.is_connect()) && !e.is_timeout() => {
                     res.transport_retries += 1;
-                    eprintln!("e2e: POST {url}: {} (retrying)", error_chain(&e));
-                    std::thread::sleep(Duration::from_millis(200));
+                    if res.transport_retries <= 3 {
+                        eprintln!("e2e: POST {url}: {} (retrying)", error_chain(&e));
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
                 Err(e) => return Err(format!("POST {url}: {}", error_chain(&e))),

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,15 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub wal: WalConfig,
     pub index: IndexConfig,
+    #[serde(default)]
+    pub indexes: BTreeMap<String, IndexSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSection {
+    #[serde(default)]
+    pub logfmt: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +156,9 @@ impl Config {
         }
         self.fsync_policy()?;
         self.timezone_offset_secs()?;
+        for name in self.indexes.keys() {
+            logsift_core::IndexName::new(name).with_context(|| format!("[indexes.{name}]"))?;
+        }
         logsift_core::IndexName::new(&self.syslog.index).context("syslog.index")?;
         logsift_core::IndexName::new(&self.json.index).context("json.index")?;
         Ok(())

@@ -10,7 +10,7 @@ use logsift_core::{Format, IndexName};
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
 use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
 use logsift_server::{AppState, ServerConfig};
-use logsift_store::{Store, StoreConfig};
+use logsift_store::{IndexOptions, Store, StoreConfig};
 
 use crate::Config;
 
@@ -68,6 +68,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         writer_memory_bytes: cfg.index.writer_memory_bytes,
         default_offset_secs: cfg.timezone_offset_secs()?,
         docstore_block_bytes: cfg.index.docstore_block_bytes,
+        index_options: cfg
+            .indexes
+            .iter()
+            .map(|(name, s)| (name.clone(), IndexOptions { logfmt: s.logfmt }))
+            .collect(),
     })?);
     let metrics = Arc::new(Metrics::default());
     let (pipeline, start_report) = Pipeline::start(

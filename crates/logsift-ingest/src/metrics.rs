@@ -1,8 +1,10 @@
 //! Metrics exported at `/metrics` in the Prometheus text format. Plain atomics: the hot path
 //! pays one relaxed add per event, and nothing allocates.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 macro_rules! metrics {
     (
@@ -12,6 +14,8 @@ macro_rules! metrics {
     ) => {
         #[derive(Default, Debug)]
         pub struct Metrics {
+            /// Lines stored verbatim with a `parse_error`, by listener and reason.
+            parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
             $( pub $c: AtomicU64, )*
             $( pub $g: AtomicU64, )*
             $( pub $h: Histogram, )*
@@ -20,6 +24,7 @@ macro_rules! metrics {
         impl Metrics {
             /// Renders every metric in the Prometheus text exposition format.
             pub fn render(&self, out: &mut String) {
+                self.render_parse_errors(out);
                 $(
                     let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", $cname, $chelp, $cname);
                     let _ = writeln!(out, "{} {}", $cname, self.$c.load(Ordering::Relaxed));
@@ -53,7 +58,6 @@ metrics! {
         http_refused => "logsift_http_ingest_refused_total", "HTTP ingest requests answered 507 because records could not be made durable.";
         ingest_refused_lines => "logsift_ingest_refused_lines_total", "Lines refused because the WAL could not be written (disk full, I/O error).";
         frame_errors => "logsift_frame_errors_total", "Malformed or oversized frames on TCP listeners and oversized UDP datagrams.";
-        parse_errors => "logsift_parse_errors_total", "Lines stored verbatim with a parse_error because they did not parse as their format.";
         tcp_connections => "logsift_tcp_connections_total", "TCP connections accepted by all listeners.";
         wal_entries => "logsift_wal_entries_total", "Entries appended to the WAL.";
         wal_bytes => "logsift_wal_bytes_total", "Payload bytes appended to the WAL.";
@@ -75,9 +79,42 @@ metrics! {
     }
 }
 
+/// The listeners a record's `source` can name; anything else is counted as `other`, so the
+/// label set stays small whatever the data says.
+const LISTENERS: [&str; 4] = ["syslog-tcp", "syslog-udp", "json-tcp", "http"];
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one line stored with a parse error. `source` is the record's source
+    /// (`"syslog-tcp 127.0.0.1:5000"`), `reason` one of `logsift_parse::PARSE_ERROR_REASONS`.
+    pub fn count_parse_error(&self, source: &str, reason: &'static str) {
+        let name = source.split(' ').next().unwrap_or("");
+        let listener = LISTENERS
+            .iter()
+            .copied()
+            .find(|l| *l == name)
+            .unwrap_or("other");
+        let mut map = self.parse_errors.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((listener, reason)).or_insert(0) += 1;
+    }
+
+    fn render_parse_errors(&self, out: &mut String) {
+        let name = "logsift_parse_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Lines stored verbatim with a parse_error, by listener and reason."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let map = self.parse_errors.lock().unwrap_or_else(|p| p.into_inner());
+        for ((listener, reason), n) in map.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{listener}\",reason=\"{reason}\"}} {n}"
+            );
+        }
     }
 }
 

@@ -271,7 +271,7 @@ impl Pipeline {
                     return;
                 }
                 match indexer.apply(lsn, payload) {
-                    Ok(logsift_store::Applied::Indexed) => start.replayed += 1,
+                    Ok(logsift_store::Applied::Indexed { .. }) => start.replayed += 1,
                     Ok(_) => {}
                     Err(e @ StoreError::Entry { .. }) => {
                         tracing::error!(lsn, error = %e, "cannot decode WAL entry; skipping it");
@@ -631,8 +631,14 @@ fn index_loop(
             Ok(batch) => {
                 for (lsn, payload) in &batch.entries {
                     match indexer.apply(*lsn, payload) {
-                        Ok(logsift_store::Applied::Indexed) => {
-                            Metrics::add(&metrics.indexed_records, 1)
+                        Ok(logsift_store::Applied::Indexed { parse_error }) => {
+                            Metrics::add(&metrics.indexed_records, 1);
+                            if let Some(reason) = parse_error {
+                                let source = logsift_core::entry::Entry::decode(payload)
+                                    .map(|e| e.source)
+                                    .unwrap_or("");
+                                metrics.count_parse_error(source, reason);
+                            }
                         }
                         Ok(_) => {}
                         Err(e @ StoreError::Entry { .. }) => {

@@ -10,7 +10,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
-use logsift_store::{hit_json, IndexHandle, Store, StoreError};
+use logsift_store::{IndexHandle, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
@@ -194,25 +194,17 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     collector::sort_keys(&mut candidates, req.order, |c| c.0);
     candidates.truncate(req.limit);
 
-    let schema = store.schema();
-    let offset = store.config().default_offset_secs;
     let mut hits = Vec::with_capacity(candidates.len());
     for (key, pos, addr) in &candidates {
+        let index = handles[*pos].name().as_str();
         let doc: TantivyDocument =
             searchers[*pos]
                 .doc(*addr)
                 .map_err(|source| QueryError::Search {
-                    index: handles[*pos].name().to_string(),
+                    index: index.to_string(),
                     source,
                 })?;
-        hits.push(hit_json(
-            schema,
-            handles[*pos].name().as_str(),
-            key.id,
-            key.timestamp,
-            &doc,
-            offset,
-        ));
+        hits.push(store.hit_json(index, key.id, key.timestamp, &doc));
     }
     let next_cursor = if remaining > candidates.len() as u64 {
         candidates.last().map(|(key, _, _)| format_cursor(*key))

@@ -106,7 +106,6 @@ struct Prepared {
     entries: Vec<Vec<u8>>,
     rejected: usize,
     errors: Vec<LineError>,
-    parse_errors: u64,
     bytes: u64,
 }
 
@@ -128,7 +127,6 @@ fn prepare(
         entries: Vec::new(),
         rejected: 0,
         errors: Vec::new(),
-        parse_errors: 0,
         bytes: body.len() as u64,
     };
     let report = |errors: &mut Vec<LineError>, line, error: String, stored| {
@@ -164,7 +162,6 @@ fn prepare(
             || (format == Format::Auto && line.trim_ascii_start().first() == Some(&b'{'));
         if is_json {
             if let Some(err) = logsift_parse::parse_json(line, &opts).parse_error {
-                out.parse_errors += 1;
                 report(&mut out.errors, i + 1, err.into_owned(), true);
             }
         }
@@ -256,7 +253,6 @@ pub async fn ingest(
 
     Metrics::add(&metrics.http_bytes, prepared.bytes);
     Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
-    Metrics::add(&metrics.parse_errors, prepared.parse_errors);
     let accepted = prepared.entries.len();
     state
         .pipeline

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use tantivy::schema::{OwnedValue, Value as _};
 use tantivy::TantivyDocument;
 
-use crate::LogSchema;
+use crate::{LogSchema, Store};
 
 /// Builds the tantivy document of one record. `record` was parsed from `entry.raw`.
 pub(crate) fn build_document(
@@ -90,14 +90,14 @@ fn field_json(value: &FieldValue<'_>) -> Value {
 
 /// The JSON hit of one stored document, as `GET /api/v1/search` answers it. Everything but the
 /// id and timestamp is derived by parsing the stored raw bytes again.
-pub fn hit_json(
-    schema: &LogSchema,
+pub(crate) fn hit_json(
+    store: &Store,
     index: &str,
     id: u64,
     timestamp: i64,
     doc: &TantivyDocument,
-    default_offset_secs: i32,
 ) -> Value {
+    let schema = store.schema();
     let raw: &[u8] = doc
         .get_first(schema.raw)
         .and_then(|v| v.as_bytes())
@@ -115,11 +115,7 @@ pub fn hit_json(
         .and_then(|v| v.as_u64())
         .and_then(|c| Format::from_code(c as u8))
         .unwrap_or_default();
-    let opts = logsift_parse::ParseOptions {
-        received_at_ns: received_at,
-        default_offset_secs,
-        ..Default::default()
-    };
+    let opts = store.parse_options(index, received_at);
     let record = logsift_parse::parse(format, raw, &opts);
     let mut fields = Map::new();
     for (key, value) in &record.fields {

@@ -9,6 +9,5 @@ mod document;
 mod schema;
 mod store;
 
-pub use document::hit_json;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
-pub use store::{Applied, IndexHandle, Indexer, Store, StoreConfig, StoreError};
+pub use store::{Applied, IndexHandle, IndexOptions, Indexer, Store, StoreConfig, StoreError};

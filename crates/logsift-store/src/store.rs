@@ -46,6 +46,16 @@ pub struct StoreConfig {
     pub default_offset_secs: i32,
     /// Doc store block size: larger compresses better, costs more per fetched hit.
     pub docstore_block_bytes: usize,
+    /// Settings of named indexes; others use `IndexOptions::default()`.
+    pub index_options: BTreeMap<String, IndexOptions>,
+}
+
+/// Per-index parsing settings. They must stay the same for the life of the data: hits are
+/// rebuilt by parsing the stored bytes again with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexOptions {
+    /// Extract `key=value` pairs from plain syslog messages into `fields`.
+    pub logfmt: bool,
 }
 
 /// One named index: its tantivy index, a reader, and the writer the indexer uses.
@@ -236,6 +246,26 @@ impl Store {
         &self.schema
     }
 
+    /// How records of `index` received at `received_at_ns` are parsed.
+    pub fn parse_options(&self, index: &str, received_at_ns: i64) -> logsift_parse::ParseOptions {
+        logsift_parse::ParseOptions {
+            received_at_ns,
+            default_offset_secs: self.cfg.default_offset_secs,
+            logfmt: self.cfg.index_options.get(index).is_some_and(|o| o.logfmt),
+        }
+    }
+
+    /// The JSON hit of one stored document of `index`.
+    pub fn hit_json(
+        &self,
+        index: &str,
+        id: u64,
+        timestamp: i64,
+        doc: &tantivy::TantivyDocument,
+    ) -> serde_json::Value {
+        crate::document::hit_json(self, index, id, timestamp, doc)
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
     }
@@ -310,7 +340,9 @@ pub struct Indexer {
 /// What one [`Indexer::apply`] did with its entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    Indexed,
+    /// Added; with the category of its parse error (see `logsift_parse::parse_error_reason`)
+    /// when the line did not parse as its format and was stored verbatim.
+    Indexed { parse_error: Option<&'static str> },
     /// The index already had it committed before a restart (WAL replay).
     AlreadyCommitted,
     /// A failure is pending recovery: the entry will be added by [`Indexer::reapply`].
@@ -346,24 +378,30 @@ impl Indexer {
         if self.reapply_pending {
             return Ok(Applied::Deferred);
         }
-        if let Err(e) = self.add(&handle, lsn, &entry) {
-            self.fail();
-            return Err(e);
+        match self.add(&handle, lsn, &entry) {
+            Ok(parse_error) => Ok(Applied::Indexed { parse_error }),
+            Err(e) => {
+                self.fail();
+                Err(e)
+            }
         }
-        Ok(Applied::Indexed)
     }
 
-    fn add(&self, handle: &IndexHandle, lsn: u64, entry: &Entry<'_>) -> Result<(), StoreError> {
-        let opts = logsift_parse::ParseOptions {
-            received_at_ns: entry.received_at,
-            default_offset_secs: self.store.cfg.default_offset_secs,
-            ..Default::default()
-        };
+    fn add(
+        &self,
+        handle: &IndexHandle,
+        lsn: u64,
+        entry: &Entry<'_>,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let opts = self.store.parse_options(entry.index, entry.received_at);
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
         let doc = build_document(&self.store.schema, lsn, entry, &record);
         handle.with_writer(|w| w.add_document(doc).map(|_| ()))?;
         handle.uncommitted.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(record
+            .parse_error
+            .as_deref()
+            .map(logsift_parse::parse_error_reason))
     }
 
     /// Drops every uncommitted document and waits for a re-apply from the WAL.
@@ -432,7 +470,7 @@ impl Indexer {
                 return;
             }
             match self.add(handle, lsn, &entry) {
-                Ok(()) => added += 1,
+                Ok(_) => added += 1,
                 Err(e) => failure = Some(e.to_string()),
             }
         };
