@@ -368,6 +368,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     eprintln!("e2e: settling {:?} before reading idle RSS", args.settle);
     std::thread::sleep(args.settle);
     let idle_rss = server::rss(srv.pid).map(|r| r.0).unwrap_or(0);
+    let idle_parts = server::rss_parts(srv.pid);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -409,6 +410,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let stop_time = srv.stop(Duration::from_secs(300))?;
     let indexes_bytes = server::dir_bytes(&srv.data_dir.join("indexes"));
     let wal_bytes = server::dir_bytes(&srv.data_dir.join("wal"));
+    let index_files = server::bytes_by_extension(&srv.data_dir.join("indexes"));
 
     let results = Results {
         started_at,
@@ -431,10 +433,12 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         rss_at_start,
         peak_ingest,
         idle_rss,
+        idle_parts,
         rss_after_queries,
         peak_total,
         indexes_bytes,
         wal_bytes,
+        index_files,
         stop_secs: stop_time.as_secs_f64(),
         zstd,
         zstd_version,

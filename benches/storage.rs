@@ -136,6 +136,8 @@ fn segment_build(c: &mut Criterion) {
                             default_offset_secs: 0,
                             docstore_block_bytes: 65536,
                             index_options: Default::default(),
+                            seal_docs: u64::MAX,
+                            seal_after_ms: u64::MAX,
                         })
                         .expect("open store"),
                     );

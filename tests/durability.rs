@@ -50,6 +50,8 @@ fn all_messages(s: &Server, q: &str) -> HashMap<String, u32> {
 #[test]
 fn acknowledged_records_survive_twenty_kill_9s_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
+    // Small segments: sealing happens often, so some kills land in the middle of one.
+    let config = "[index]\nseal_docs = 400\n";
     let current: Arc<RwLock<Option<String>>> = Arc::new(RwLock::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -89,7 +91,7 @@ fn acknowledged_records_survive_twenty_kill_9s_exactly_once() {
 
     let mut rng = Rng(0x5eed);
     for _ in 0..20 {
-        let s = Server::start_in(dir.path(), "");
+        let s = Server::start_in(dir.path(), config);
         *current.write().unwrap() = Some(s.http.clone());
         std::thread::sleep(Duration::from_millis(rng.range(100, 500)));
         s.kill9();
@@ -100,7 +102,7 @@ fn acknowledged_records_survive_twenty_kill_9s_exactly_once() {
         t.join().unwrap();
     }
 
-    let s = Server::start_in(dir.path(), "");
+    let s = Server::start_in(dir.path(), config);
     let acked = acked.lock().unwrap().clone();
     assert!(
         acked.len() > 1000,
@@ -132,6 +134,14 @@ fn acknowledged_records_survive_twenty_kill_9s_exactly_once() {
     );
     let duplicated: Vec<_> = found.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(duplicated.is_empty(), "stored twice: {duplicated:?}");
+    let (_, segments) = s.get("/api/v1/segments");
+    assert!(
+        !segments["indexes"][0]["segments"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the run should have sealed segments between kills: {segments}"
+    );
     // Spot-check by token, the way an engineer would look one up.
     for t in acked.iter().step_by(acked.len() / 7 + 1) {
         assert_eq!(s.search(t, &[]).1["total"], 1, "token {t}");

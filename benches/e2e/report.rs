@@ -40,10 +40,14 @@ pub struct Results {
     pub rss_at_start: u64,
     pub peak_ingest: u64,
     pub idle_rss: u64,
+    /// (anonymous, file-backed) parts of the idle RSS.
+    pub idle_parts: (u64, u64),
     pub rss_after_queries: u64,
     pub peak_total: u64,
     pub indexes_bytes: u64,
     pub wal_bytes: u64,
+    /// Index bytes by file extension, largest first.
+    pub index_files: Vec<(String, u64)>,
     pub stop_secs: f64,
     pub zstd: Option<(u64, Duration)>,
     pub zstd_version: Option<String>,
@@ -192,12 +196,15 @@ pub fn json(r: &Results) -> Value {
             "rss_at_start_bytes": r.rss_at_start,
             "peak_rss_ingest_bytes": r.peak_ingest,
             "idle_rss_bytes": r.idle_rss,
+            "idle_rss_anon_bytes": r.idle_parts.0,
+            "idle_rss_file_bytes": r.idle_parts.1,
             "rss_after_queries_bytes": r.rss_after_queries,
             "peak_rss_overall_bytes": r.peak_total,
         },
         "disk": {
             "indexes_bytes": r.indexes_bytes,
             "wal_bytes": r.wal_bytes,
+            "index_bytes_by_extension": r.index_files.iter().map(|(e, b)| json!({"ext": e, "bytes": b})).collect::<Vec<_>>(),
             "bytes_per_raw_byte": (r.indexes_bytes + r.wal_bytes) as f64 / raw,
             "measured": "after SIGTERM (the server flushes, commits and exits); queries ran before the stop",
             "stop_s": r.stop_secs,
@@ -372,7 +379,7 @@ pub fn markdown(r: &Results) -> String {
         .map(|(n, c)| format!("`{n}` {c:.2}"))
         .collect();
     busiest.push(format!(
-        "exited threads (tantivy's indexing workers are restarted at every commit) {:.2}",
+        "threads exited by the end (tantivy restarts its indexing workers at every commit; idle tokio blocking threads) {:.2}",
         (i.server_cores - live).max(0.0)
     ));
     let _ = writeln!(
@@ -470,6 +477,23 @@ pub fn markdown(r: &Results) -> String {
         r.peak_ingest as f64 / MIB,
         r.idle_rss as f64 / MIB,
         r.rss_after_queries as f64 / MIB
+    );
+    let files: Vec<String> = r
+        .index_files
+        .iter()
+        .take(8)
+        .map(|(e, b)| format!("`.{e}` {:.3}", *b as f64 / raw))
+        .collect();
+    let _ = writeln!(
+        s,
+        "| index bytes per raw byte, by file kind | {} | |",
+        files.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| idle RSS by kind: anonymous (heap) / file-backed (mapped segment files) | {:.0} / {:.0} MiB | |",
+        r.idle_parts.0 as f64 / MIB,
+        r.idle_parts.1 as f64 / MIB
     );
     let _ = writeln!(s, "| SIGTERM → exit | {:.1} s | |", r.stop_secs);
     s

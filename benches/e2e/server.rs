@@ -158,6 +158,20 @@ pub fn rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// `(RssAnon, RssFile)` in bytes: heap versus file pages mapped in (tantivy mmaps segments).
+pub fn rss_parts(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+}
+
 /// Samples RSS every 100 ms in a thread; `peak` is the largest VmRSS or VmHWM seen.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -293,4 +307,37 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Bytes of the files under `dir` by extension (tantivy: `idx` postings, `pos` positions,
+/// `term` dictionary, `store` documents, `fast` fast fields, ...), largest first.
+pub fn bytes_by_extension(dir: &Path) -> Vec<(String, u64)> {
+    let mut by: HashMap<String, u64> = HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut guard = 0;
+    while let Some(d) = stack.pop() {
+        guard += 1;
+        if guard > 1_000_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => {
+                    let ext = e.path().extension().map_or_else(
+                        || "(none)".to_string(),
+                        |x| x.to_string_lossy().into_owned(),
+                    );
+                    *by.entry(ext).or_insert(0) += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
 }

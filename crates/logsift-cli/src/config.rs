@@ -19,6 +19,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub wal: WalConfig,
     pub index: IndexConfig,
+    pub query: QueryConfig,
     #[serde(default)]
     pub indexes: BTreeMap<String, IndexSection>,
 }
@@ -73,8 +74,17 @@ pub struct WalConfig {
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
     pub commit_interval_ms: u64,
+    pub seal_docs: u64,
+    pub seal_interval_ms: u64,
     pub writer_memory_bytes: usize,
     pub docstore_block_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    pub query_timeout_ms: u64,
+    pub max_concurrent_queries: usize,
 }
 
 /// Overlays `over` onto `base`, table by table, so a user file only names what it changes.
@@ -154,6 +164,12 @@ impl Config {
                 self.ingest.max_line_bytes
             );
         }
+        if self.query.query_timeout_ms == 0 {
+            bail!("query.query_timeout_ms must be positive");
+        }
+        if self.query.max_concurrent_queries == 0 {
+            bail!("query.max_concurrent_queries must be at least 1");
+        }
         self.fsync_policy()?;
         self.timezone_offset_secs()?;
         for name in self.indexes.keys() {
@@ -225,6 +241,9 @@ mod tests {
         assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("wal.fsync"));
         std::fs::write(&path, "[http]\nlisten = \"nowhere\"\n").unwrap();
         assert!(Config::load(Some(&path)).is_err());
+        std::fs::write(&path, "[query]\nmax_concurrent_queries = 0\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("query.max_concurrent_queries"), "{err}");
         std::fs::write(&path, "typo_key = 1\n").unwrap();
         assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("typo_key"));
     }

@@ -2,6 +2,7 @@
 
 mod config;
 mod search;
+mod segments;
 mod serve;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Search a running server and print matching records, newest first.
     Search(search::SearchArgs),
+    /// Inspect and verify sealed segments on disk.
+    Segments(segments::SegmentsArgs),
 }
 
 /// Runs the command line; the binary's `main` is only this.
@@ -35,6 +38,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Search(args) => search::run(args),
+        Command::Segments(args) => segments::run(args),
     };
     match result {
         Ok(code) => code,

@@ -68,6 +68,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         writer_memory_bytes: cfg.index.writer_memory_bytes,
         default_offset_secs: cfg.timezone_offset_secs()?,
         docstore_block_bytes: cfg.index.docstore_block_bytes,
+        seal_docs: cfg.index.seal_docs,
+        seal_after_ms: cfg.index.seal_interval_ms,
         index_options: cfg
             .indexes
             .iter()
@@ -205,6 +207,9 @@ async fn serve(
         cfg: Arc::new(ServerConfig {
             max_body_bytes: cfg.http.max_body_bytes,
             max_line_bytes: max_line,
+            query_timeout_ms: cfg.query.query_timeout_ms,
+            max_concurrent_queries: cfg.query.max_concurrent_queries,
+            shutdown: life.shutdown.clone(),
         }),
         start,
     };

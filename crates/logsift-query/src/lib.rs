@@ -1,10 +1,18 @@
 //! Searching: compiles a query string and time range into a tantivy query per index, collects
 //! the newest (or oldest) matches of every index with an exact total, and merges them by time.
 //!
-//! The query language is tantivy's Lucene-style parser for now, with `message` as the default
-//! field and AND between terms; our own parser with error positions replaces it later.
+//! The query language is ours ([`lang`]): parsed once per request, with errors that name the
+//! column, then compiled per index ([`compile`]) because tokenizers belong to the index.
+//! Histograms, top terms and context ([`agg`]) reuse the same compilation and time filter.
+//! Every search runs under a [`Budget`] (deadline and cancel flag) so it stops when its
+//! client no longer waits.
 
+pub mod agg;
+mod budget;
 mod collector;
+mod compile;
+pub mod lang;
+pub mod tail;
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -13,10 +21,12 @@ use std::time::Instant;
 use logsift_store::{IndexHandle, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery};
 use tantivy::{DocAddress, TantivyDocument, Term};
 
+pub use budget::Budget;
 use collector::{SortKey, TopByTime};
+use lang::Ast;
 
 /// A hard ceiling on one page, so that a single request cannot ask for unbounded memory.
 pub const MAX_LIMIT: usize = 10_000;
@@ -53,6 +63,7 @@ pub struct SearchRequest {
     pub order: SortOrder,
     /// Continue after this position (from a previous answer's `next_cursor`).
     pub cursor: Option<String>,
+    pub budget: Budget,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +90,12 @@ pub enum QueryError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the query took longer than its time limit and was stopped; narrow the time range or the query")]
+    Timeout,
+    #[error("the query was cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Cursors are `<timestamp ns>_<id>` of the last hit of the previous page: stable because
@@ -97,7 +114,10 @@ fn format_cursor(key: SortKey) -> String {
 }
 
 /// The indexes a request reads, resolved against the store.
-fn resolve_indexes(store: &Store, names: &[String]) -> Result<Vec<Arc<IndexHandle>>, QueryError> {
+pub(crate) fn resolve_indexes(
+    store: &Store,
+    names: &[String],
+) -> Result<Vec<Arc<IndexHandle>>, QueryError> {
     if names.is_empty() {
         return Ok(store
             .list()
@@ -115,39 +135,66 @@ fn resolve_indexes(store: &Store, names: &[String]) -> Result<Vec<Arc<IndexHandl
         .collect()
 }
 
-fn compile(
+/// Parses a query string; an empty query or `*` matches everything.
+pub fn parse_query(text: &str) -> Result<Ast, QueryError> {
+    lang::parse(text).map_err(|e| QueryError::BadQuery(e.to_string()))
+}
+
+/// The tantivy query of `ast` within `[start, end)` for one index, under `budget`.
+pub(crate) fn compile(
     store: &Store,
     handle: &IndexHandle,
-    req: &SearchRequest,
+    ast: &Ast,
+    start: Option<i64>,
+    end: Option<i64>,
+    budget: &Budget,
 ) -> Result<Box<dyn Query>, QueryError> {
     let schema = store.schema();
-    let text = req.query.trim();
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    if !text.is_empty() && text != "*" {
-        let mut parser = QueryParser::for_index(handle.index(), vec![schema.message]);
-        parser.set_conjunction_by_default();
-        let q = parser
-            .parse_query(text)
-            .map_err(|e| QueryError::BadQuery(e.to_string()))?;
-        clauses.push((Occur::Must, q));
+    if *ast != Ast::All {
+        let compiler = compile::Compiler {
+            schema,
+            index: handle.index(),
+        };
+        clauses.push((Occur::Must, compiler.compile(ast)?));
     }
-    if req.start.is_some() || req.end.is_some() {
-        let lower = req.start.map_or(Bound::Unbounded, |s| {
+    if start.is_some() || end.is_some() {
+        let lower = start.map_or(Bound::Unbounded, |s| {
             Bound::Included(Term::from_field_i64(schema.timestamp, s))
         });
-        let upper = req.end.map_or(Bound::Unbounded, |e| {
+        let upper = end.map_or(Bound::Unbounded, |e| {
             Bound::Excluded(Term::from_field_i64(schema.timestamp, e))
         });
         clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
     }
-    Ok(match clauses.len() {
+    let query: Box<dyn Query> = match clauses.len() {
         0 => Box::new(AllQuery),
         1 => clauses
             .pop()
             .map(|(_, q)| q)
             .unwrap_or_else(|| Box::new(AllQuery)),
         _ => Box::new(BooleanQuery::new(clauses)),
-    })
+    };
+    Ok(budget.wrap(query))
+}
+
+/// Checks that `[start, end)` is not empty or reversed.
+pub(crate) fn check_range(start: Option<i64>, end: Option<i64>) -> Result<(), QueryError> {
+    if let (Some(s), Some(e)) = (start, end) {
+        if s >= e {
+            return Err(QueryError::BadRequest("start must be before end".into()));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn search_error(
+    handle: &IndexHandle,
+) -> impl FnOnce(tantivy::TantivyError) -> QueryError + '_ {
+    move |source| QueryError::Search {
+        index: handle.name().to_string(),
+        source,
+    }
 }
 
 /// Runs one search over the requested indexes.
@@ -159,11 +206,8 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
             req.limit
         )));
     }
-    if let (Some(s), Some(e)) = (req.start, req.end) {
-        if s >= e {
-            return Err(QueryError::BadRequest("start must be before end".into()));
-        }
-    }
+    check_range(req.start, req.end)?;
+    let ast = parse_query(&req.query)?;
     let after = req.cursor.as_deref().map(parse_cursor).transpose()?;
     let handles = resolve_indexes(store, &req.indexes)?;
     let collector = TopByTime {
@@ -174,36 +218,38 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
 
     let mut total = 0u64;
     let mut remaining = 0u64;
-    // (key, index position, searcher-local address)
+    // (key, position in `searchers`, searcher-local address)
     let mut candidates: Vec<(SortKey, usize, DocAddress)> = Vec::new();
-    let mut searchers = Vec::with_capacity(handles.len());
+    // Every part of every index that may hold records in the range (hot, sealing, sealed
+    // segments whose time range overlaps), with the position of its index in `handles`.
+    let mut searchers = Vec::new();
     for (pos, handle) in handles.iter().enumerate() {
-        let query = compile(store, handle, req)?;
-        let searcher = handle.searcher();
-        let fruit = searcher
-            .search(&*query, &collector)
-            .map_err(|source| QueryError::Search {
-                index: handle.name().to_string(),
-                source,
-            })?;
-        total += fruit.total;
-        remaining += fruit.after_cursor;
-        candidates.extend(fruit.top.into_iter().map(|(key, addr)| (key, pos, addr)));
-        searchers.push(searcher);
+        req.budget.check()?;
+        let query = compile(store, handle, &ast, req.start, req.end, &req.budget)?;
+        for searcher in handle.searchers(req.start, req.end) {
+            let fruit = searcher
+                .search(&*query, &collector)
+                .map_err(search_error(handle))?;
+            // A search stopped by its budget has partial counts: never answer them as exact.
+            req.budget.check()?;
+            total += fruit.total;
+            remaining += fruit.after_cursor;
+            let at = searchers.len();
+            candidates.extend(fruit.top.into_iter().map(|(key, addr)| (key, at, addr)));
+            searchers.push((pos, searcher));
+        }
     }
     collector::sort_keys(&mut candidates, req.order, |c| c.0);
     candidates.truncate(req.limit);
 
     let mut hits = Vec::with_capacity(candidates.len());
-    for (key, pos, addr) in &candidates {
+    for (key, at, addr) in &candidates {
+        let (pos, searcher) = &searchers[*at];
         let index = handles[*pos].name().as_str();
-        let doc: TantivyDocument =
-            searchers[*pos]
-                .doc(*addr)
-                .map_err(|source| QueryError::Search {
-                    index: index.to_string(),
-                    source,
-                })?;
+        let doc: TantivyDocument = searcher.doc(*addr).map_err(|source| QueryError::Search {
+            index: index.to_string(),
+            source,
+        })?;
         hits.push(store.hit_json(index, key.id, key.timestamp, &doc));
     }
     let next_cursor = if remaining > candidates.len() as u64 {

@@ -3,9 +3,11 @@
 //! Handlers only translate between HTTP and the library crates: CPU work (decompressing and
 //! splitting bodies, searching) runs on the blocking pool, never on a tokio worker.
 
+mod aggs;
 mod error;
 mod ingest;
 mod search;
+mod tail;
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use logsift_ingest::{Metrics, PipelineHandle, StartReport};
 use logsift_store::Store;
 use serde_json::json;
@@ -25,6 +27,12 @@ pub struct ServerConfig {
     /// Largest request body accepted, after decompression.
     pub max_body_bytes: usize,
     pub max_line_bytes: usize,
+    /// A query running longer is stopped and answered 408.
+    pub query_timeout_ms: u64,
+    /// Queries (search, histogram, terms, context) running at once; more are answered 429.
+    pub max_concurrent_queries: usize,
+    /// Cancelled when the server shuts down: long-lived answers (`/api/v1/tail`) end then.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Clone)]
@@ -42,7 +50,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
         .route("/api/v1/search", get(search::search))
+        .route("/api/v1/histogram", get(aggs::histogram))
+        .route("/api/v1/terms", get(aggs::terms))
+        .route("/api/v1/context", get(aggs::context))
+        .route("/api/v1/tail", get(tail::tail))
         .route("/api/v1/indexes", get(indexes))
+        .route("/api/v1/segments", get(segments))
         .route(
             "/health/live",
             get(|| async { Json(json!({"status": "ok"})) }),
@@ -53,6 +66,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(search::QueryLimits::new(&state.cfg)))
         .with_state(state)
 }
 
@@ -72,6 +86,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         "status": "ready",
         "ingest": if refusing { "refusing" } else { "accepting" },
         "indexes": indexes,
+        "quarantined_segments": state.store.list().iter().flat_map(|h| {
+            let name = h.name().to_string();
+            h.quarantined().into_iter().map(move |(id, why)| json!({"index": name, "segment": id, "reason": why}))
+        }).collect::<Vec<_>>(),
         "wal_replay": {
             "files": start.wal_files,
             "entries": start.wal_entries,
@@ -89,12 +107,31 @@ async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
         .list()
         .iter()
         .map(|h| {
-            let searcher = h.searcher();
             json!({
                 "name": h.name().as_str(),
-                "docs": searcher.num_docs(),
-                "segments": searcher.segment_readers().len(),
+                "docs": h.num_docs(),
+                "sealed_segments": h.segments().len(),
+                "quarantined_segments": h.quarantined().len(),
                 "committed_lsn": h.committed_lsn(),
+                "catalog_head": h.catalog_head(),
+            })
+        })
+        .collect();
+    Json(json!({"indexes": list}))
+}
+
+/// The sealed segments of every index, as their catalogs list them, plus quarantined ones.
+async fn segments(State(state): State<AppState>) -> impl IntoResponse {
+    let list: Vec<_> = state
+        .store
+        .list()
+        .iter()
+        .map(|h| {
+            json!({
+                "index": h.name().as_str(),
+                "catalog_head": h.catalog_head(),
+                "segments": h.segments(),
+                "quarantined": h.quarantined().into_iter().map(|(id, why)| json!({"segment": id, "reason": why})).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -1,12 +1,104 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use logsift_core::time::{now_ns, parse_time_expr};
 use logsift_ingest::Metrics;
-use logsift_query::{QueryError, SearchRequest, SearchResponse, SortOrder};
+use logsift_query::{Budget, QueryError, SearchRequest, SearchResponse, SortOrder};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ServerConfig};
+
+/// What every query endpoint shares: a bounded number of queries running at once and a time
+/// limit for each.
+#[derive(Clone)]
+pub(crate) struct QueryLimits {
+    slots: Arc<Semaphore>,
+    max: usize,
+    timeout: Duration,
+}
+
+impl QueryLimits {
+    pub(crate) fn new(cfg: &ServerConfig) -> Self {
+        let max = cfg.max_concurrent_queries.max(1);
+        QueryLimits {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            timeout: Duration::from_millis(cfg.query_timeout_ms.max(1)),
+        }
+    }
+}
+
+/// Sets the cancel flag when the request future is dropped: when the client disconnects or
+/// the time limit fires, the blocking search notices and stops.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` on the blocking pool within the limits: 429 when every slot is taken, 408 when
+/// it takes longer than the time limit (the work itself stops at the same deadline).
+pub(crate) async fn run_query<T: Send + 'static>(
+    limits: &QueryLimits,
+    work: impl FnOnce(Budget) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = limits.slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_queries",
+            format!(
+                "{} queries are already running (query.max_concurrent_queries); retry shortly",
+                limits.max
+            ),
+        )
+        .retry_after(1)
+    })?;
+    let budget = Budget::with_deadline(Instant::now() + limits.timeout);
+    let _cancel = CancelOnDrop(budget.cancel.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        // The slot is held until the work really ends, not just until the answer is sent.
+        let _permit = permit;
+        work(budget)
+    });
+    match tokio::time::timeout(limits.timeout, task).await {
+        Err(_) => Err(timeout_error(limits)),
+        Ok(Err(e)) => Err(ApiError::internal(format!("query task failed: {e}"))),
+        Ok(Ok(Err(QueryError::Timeout))) => Err(timeout_error(limits)),
+        Ok(Ok(result)) => result.map_err(query_error),
+    }
+}
+
+fn timeout_error(limits: &QueryLimits) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "query_timeout",
+        format!(
+            "the query did not finish within {} ms (query.query_timeout_ms) and was stopped; \
+             narrow the time range or the query",
+            limits.timeout.as_millis()
+        ),
+    )
+}
+
+/// Comma-separated index names.
+pub(crate) fn index_list(param: Option<String>) -> Vec<String> {
+    param
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -22,7 +114,11 @@ pub struct SearchParams {
     cursor: Option<String>,
 }
 
-fn time_param(name: &str, value: Option<&str>, now: i64) -> Result<Option<i64>, ApiError> {
+pub(crate) fn time_param(
+    name: &str,
+    value: Option<&str>,
+    now: i64,
+) -> Result<Option<i64>, ApiError> {
     value
         .filter(|v| !v.is_empty())
         .map(|v| {
@@ -34,22 +130,14 @@ fn time_param(name: &str, value: Option<&str>, now: i64) -> Result<Option<i64>, 
 
 pub async fn search(
     State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let now = now_ns();
     let req = SearchRequest {
         query: p.q.unwrap_or_default(),
-        indexes: p
-            .index
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        indexes: index_list(p.index),
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT),
@@ -61,21 +149,31 @@ pub async fn search(
             .map_err(query_error)?
             .unwrap_or_default(),
         cursor: p.cursor.filter(|c| !c.is_empty()),
+        budget: Budget::default(),
     };
     let store = state.store.clone();
-    let result = tokio::task::spawn_blocking(move || logsift_query::search(&store, &req))
-        .await
-        .map_err(|e| ApiError::internal(format!("search task failed: {e}")))?;
     Metrics::add(&state.metrics.search_requests, 1);
-    result.map(Json).map_err(query_error)
+    let answer = run_query(&limits, move |budget| {
+        logsift_query::search(&store, &SearchRequest { budget, ..req })
+    })
+    .await?;
+    Ok(Json(answer))
 }
 
-fn query_error(e: QueryError) -> ApiError {
+pub(crate) fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::BadQuery(_) => ApiError::bad_request("bad_query", e.to_string()),
         QueryError::BadRequest(_) => ApiError::bad_request("bad_parameter", e.to_string()),
         QueryError::UnknownIndex(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_index", e.to_string())
+        }
+        QueryError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        QueryError::Timeout => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "query_timeout", e.to_string())
+        }
+        // Only reached when the client has gone (the request future was dropped): nobody reads it.
+        QueryError::Cancelled => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "cancelled", e.to_string())
         }
         QueryError::Search { .. } | QueryError::Store(_) => ApiError::internal(e.to_string()),
     }

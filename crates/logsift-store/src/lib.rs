@@ -5,9 +5,16 @@
 //! It keeps the raw bytes once (zstd doc store) and derives everything displayed from them by
 //! parsing again; keyword fields are fast fields for sorting and aggregations.
 
+mod catalog;
 mod document;
+mod handle;
 mod schema;
+pub mod segment;
 mod store;
+mod verify;
 
+pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
+pub use handle::IndexHandle;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
-pub use store::{Applied, IndexHandle, IndexOptions, Indexer, Store, StoreConfig, StoreError};
+pub use store::{Applied, IndexOptions, Indexer, Store, StoreConfig, StoreError};
+pub use verify::{list_segments, verify_index, VerifyReport};

@@ -1,18 +1,14 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-
-use logsift_core::entry::{Entry, EntryError};
-use logsift_core::{IndexName, IndexNameError};
-use tantivy::directory::MmapDirectory;
-use tantivy::indexer::LogMergePolicy;
-use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
 use crate::document::build_document;
+use crate::handle::IndexHandle;
 use crate::LogSchema;
+use logsift_core::entry::{Entry, EntryError};
+use logsift_core::{IndexName, IndexNameError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,6 +24,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     IndexName(#[from] IndexNameError),
+    #[error("catalog or segment: {0}")]
+    Catalog(String),
     #[error("undecodable WAL entry {lsn}: {source}")]
     Entry { lsn: u64, source: EntryError },
     #[error(
@@ -48,6 +46,10 @@ pub struct StoreConfig {
     pub docstore_block_bytes: usize,
     /// Settings of named indexes; others use `IndexOptions::default()`.
     pub index_options: BTreeMap<String, IndexOptions>,
+    /// The hot index is sealed into a segment once it holds this many records...
+    pub seal_docs: u64,
+    /// ...or once it is this old and holds any.
+    pub seal_after_ms: u64,
 }
 
 /// Per-index parsing settings. They must stay the same for the life of the data: hits are
@@ -58,152 +60,6 @@ pub struct IndexOptions {
     pub logfmt: bool,
 }
 
-/// One named index: its tantivy index, a reader, and the writer the indexer uses.
-pub struct IndexHandle {
-    name: IndexName,
-    index: Index,
-    reader: IndexReader,
-    /// `None` only between dropping a broken writer and opening its replacement.
-    writer: Mutex<Option<IndexWriter>>,
-    writer_memory_bytes: usize,
-    /// Every record of this index with an id ≤ this is committed.
-    committed_lsn: AtomicU64,
-    /// Documents added since the last commit.
-    uncommitted: AtomicU64,
-}
-
-const PAYLOAD_PREFIX: &str = "lsn=";
-
-impl IndexHandle {
-    fn open_or_create(
-        dir: &Path,
-        name: IndexName,
-        schema: &LogSchema,
-        cfg: &StoreConfig,
-    ) -> Result<Self, StoreError> {
-        let tantivy_err = |source| StoreError::Tantivy {
-            index: name.to_string(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let directory = MmapDirectory::open(dir).map_err(|e| tantivy_err(e.into()))?;
-        let settings = IndexSettings {
-            docstore_compression: Compressor::Zstd(ZstdCompressor {
-                compression_level: Some(3),
-            }),
-            docstore_blocksize: cfg.docstore_block_bytes,
-            ..IndexSettings::default()
-        };
-        let index = Index::builder()
-            .schema(schema.schema.clone())
-            .settings(settings)
-            .open_or_create(directory)
-            .map_err(tantivy_err)?;
-        LogSchema::register_tokenizers(index.tokenizers());
-        let committed = index
-            .load_metas()
-            .map_err(tantivy_err)?
-            .payload
-            .as_deref()
-            .and_then(|p| p.strip_prefix(PAYLOAD_PREFIX))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        let writer = new_writer(&index, cfg.writer_memory_bytes).map_err(tantivy_err)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(tantivy_err)?;
-        Ok(IndexHandle {
-            name,
-            index,
-            reader,
-            writer: Mutex::new(Some(writer)),
-            writer_memory_bytes: cfg.writer_memory_bytes,
-            committed_lsn: AtomicU64::new(committed),
-            uncommitted: AtomicU64::new(0),
-        })
-    }
-
-    pub fn name(&self) -> &IndexName {
-        &self.name
-    }
-
-    pub fn index(&self) -> &Index {
-        &self.index
-    }
-
-    pub fn searcher(&self) -> Searcher {
-        self.reader.searcher()
-    }
-
-    pub fn committed_lsn(&self) -> u64 {
-        self.committed_lsn.load(Ordering::Acquire)
-    }
-
-    fn tantivy_err(&self, source: tantivy::TantivyError) -> StoreError {
-        StoreError::Tantivy {
-            index: self.name.to_string(),
-            source,
-        }
-    }
-
-    /// Throws away every document added since the last commit by dropping the writer; a new
-    /// one is opened on next use. tantivy kills a writer whose worker hit an I/O error, and
-    /// its `rollback` does not always revive it, so a fresh writer is the only safe state.
-    /// The WAL still holds the dropped records to add them again.
-    fn reset_writer(&self) {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.uncommitted.store(0, Ordering::Release);
-        // The old writer holds the index lock: it must be gone before a new one is made.
-        *slot = None;
-        match new_writer(&self.index, self.writer_memory_bytes) {
-            Ok(w) => *slot = Some(w),
-            Err(e) => {
-                tracing::warn!(index = %self.name, error = %e, "cannot reopen the index writer yet; will retry")
-            }
-        }
-    }
-
-    fn with_writer<T>(
-        &self,
-        f: impl FnOnce(&mut IndexWriter) -> tantivy::Result<T>,
-    ) -> Result<T, StoreError> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(
-                new_writer(&self.index, self.writer_memory_bytes)
-                    .map_err(|e| self.tantivy_err(e))?,
-            );
-        }
-        let writer = slot.as_mut().ok_or_else(|| {
-            self.tantivy_err(tantivy::TantivyError::InternalError("no writer".into()))
-        })?;
-        f(writer).map_err(|e| self.tantivy_err(e))
-    }
-
-    /// Commits everything added so far, recording that all of this index's records with
-    /// id ≤ `through_lsn` are in it, then makes them visible to searches.
-    fn commit(&self, through_lsn: u64) -> Result<(), StoreError> {
-        self.with_writer(|writer| {
-            let mut prepared = writer.prepare_commit()?;
-            prepared.set_payload(&format!("{PAYLOAD_PREFIX}{through_lsn}"));
-            prepared.commit().map(|_| ())
-        })?;
-        self.committed_lsn.store(through_lsn, Ordering::Release);
-        self.uncommitted.store(0, Ordering::Release);
-        self.reader.reload().map_err(|e| self.tantivy_err(e))
-    }
-}
-
-fn new_writer(index: &Index, memory_bytes: usize) -> tantivy::Result<IndexWriter> {
-    let writer: IndexWriter = index.writer_with_num_threads(1, memory_bytes)?;
-    writer.set_merge_policy(Box::new(LogMergePolicy::default()));
-    Ok(writer)
-}
 /// All indexes under the data directory.
 pub struct Store {
     cfg: StoreConfig,
@@ -232,7 +88,7 @@ impl Store {
                 continue;
             };
             let handle = IndexHandle::open_or_create(&entry.path(), name.clone(), &schema, &cfg)?;
-            tracing::info!(index = %name, committed_lsn = handle.committed_lsn(), docs = handle.searcher().num_docs(), "opened index");
+            tracing::info!(index = %name, committed_lsn = handle.committed_lsn(), docs = handle.num_docs(), "opened index");
             indexes.insert(name, Arc::new(handle));
         }
         Ok(Store {
@@ -397,6 +253,7 @@ impl Indexer {
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
         let doc = build_document(&self.store.schema, lsn, entry, &record);
         handle.with_writer(|w| w.add_document(doc).map(|_| ()))?;
+        handle.add_raw_bytes(entry.raw.len() as u64);
         handle.uncommitted.fetch_add(1, Ordering::Relaxed);
         Ok(record
             .parse_error
@@ -434,11 +291,26 @@ impl Indexer {
         if self.reapply_pending {
             return Err(StoreError::Pending);
         }
+        let mut committed = Vec::with_capacity(self.dirty.len());
         while let Some((name, handle)) = self.dirty.pop_first() {
             if let Err(e) = handle.commit(self.applied_lsn) {
                 self.dirty.insert(name, handle);
                 self.fail();
                 return Err(e);
+            }
+            committed.push(handle);
+        }
+        let (docs, after) = (
+            self.store.cfg.seal_docs,
+            std::time::Duration::from_millis(self.store.cfg.seal_after_ms),
+        );
+        for handle in committed {
+            if handle.seal_due(docs, after) {
+                // A failed seal loses nothing: the former hot index stays searchable in its
+                // `sealing-` directory and the seal is finished at the next start.
+                if let Err(e) = handle.seal() {
+                    tracing::error!(index = %handle.name(), error = %e, "sealing failed; will be finished at next start");
+                }
             }
         }
         Ok(self.applied_lsn)

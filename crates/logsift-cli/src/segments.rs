@@ -1,0 +1,107 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use logsift_core::time::format_rfc3339;
+
+#[derive(Debug, Args)]
+pub struct SegmentsArgs {
+    #[command(subcommand)]
+    command: SegmentsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SegmentsCommand {
+    /// List the sealed segments of every index (or one), from the catalogs on disk.
+    List(Target),
+    /// Rehash every segment file and walk each catalog's hash chain; exit 1 on any problem.
+    Verify(Target),
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// The server's data directory (works offline; the server may be running).
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Only this index.
+    #[arg(long)]
+    index: Option<String>,
+}
+
+fn index_dirs(t: &Target) -> anyhow::Result<Vec<PathBuf>> {
+    let root = t.data_dir.join("indexes");
+    if let Some(name) = &t.index {
+        logsift_core::IndexName::new_builtin(name)?;
+        let dir = root.join(name);
+        anyhow::ensure!(
+            dir.is_dir(),
+            "index {name:?} does not exist under {}",
+            root.display()
+        );
+        return Ok(vec![dir]);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn name_of(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        SegmentsCommand::List(t) => {
+            println!(
+                "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} sha256",
+                "index", "segment", "docs", "raw bytes", "file bytes", "from", "to"
+            );
+            for dir in index_dirs(&t)? {
+                for e in logsift_store::list_segments(&dir).map_err(anyhow::Error::msg)? {
+                    println!(
+                        "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} {}",
+                        name_of(&dir),
+                        e.segment,
+                        e.docs,
+                        e.raw_bytes,
+                        e.file_bytes,
+                        format_rfc3339(e.min_timestamp),
+                        format_rfc3339(e.max_timestamp),
+                        e.sha256
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SegmentsCommand::Verify(t) => {
+            let mut bad = false;
+            for dir in index_dirs(&t)? {
+                let report = logsift_store::verify_index(&dir);
+                if report.problems.is_empty() {
+                    println!(
+                        "{}: ok, {} segments, catalog head {}",
+                        report.index, report.segments_checked, report.catalog_head
+                    );
+                } else {
+                    bad = true;
+                    for p in &report.problems {
+                        println!("{}: {p}", report.index);
+                    }
+                }
+            }
+            Ok(if bad {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

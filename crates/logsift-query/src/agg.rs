@@ -1,0 +1,655 @@
+//! Aggregations over the matches of a query, computed from fast fields only (no stored
+//! documents are read): a date histogram with per-severity counts, the top values of a keyword
+//! field, and the records around a hit from the same host and app.
+//!
+//! Memory is bounded: a histogram has at most [`MAX_BUCKETS`] buckets, and segments hand back
+//! only their non-empty buckets; a terms aggregation holds one counter per distinct value of
+//! the field in a segment (the field's dictionary size), merged by value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use logsift_core::time::format_rfc3339;
+use logsift_core::Severity;
+use logsift_store::{IndexHandle, Store};
+use serde::Serialize;
+use serde_json::Value;
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::query::{BooleanQuery, ExistsQuery, Occur, Query, TermQuery};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+
+use crate::collector::{SortKey, TopByTime};
+use crate::{
+    check_range, compile, parse_query, resolve_indexes, search_error, Budget, QueryError, SortOrder,
+};
+
+/// Most buckets one histogram may have.
+pub const MAX_BUCKETS: usize = 10_000;
+/// Most values one terms answer may list.
+pub const MAX_TERMS: usize = 10_000;
+/// Most records on either side of a context answer.
+pub const MAX_CONTEXT: usize = 1_000;
+
+const NS_PER_MS: i64 = 1_000_000;
+/// Automatic bucket sizes, in ms: round numbers a person reads at a glance.
+const ROUND_INTERVALS_MS: [i64; 12] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000, 10_800_000,
+    43_200_000, 86_400_000,
+];
+/// The automatic size is the smallest round size giving at most this many buckets.
+const TARGET_BUCKETS: i64 = 120;
+/// Slot of records without a severity in the per-bucket counters.
+const NO_SEVERITY: usize = 8;
+
+/// Keyword fields with a fast column (`source` has none), the ones `terms` can count.
+pub const TERMS_FIELDS: [&str; 7] = [
+    "host",
+    "app",
+    "severity",
+    "facility",
+    "procid",
+    "msgid",
+    "parse_error",
+];
+
+/// Parses an interval like `500ms`, `30s`, `5m`, `3h`, `1d` into ms.
+pub fn parse_interval(s: &str) -> Result<i64, QueryError> {
+    let bad = || {
+        QueryError::BadRequest(format!(
+            "interval {s:?} is not a duration like 500ms, 30s, 5m, 3h or 1d"
+        ))
+    };
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(bad()),
+    }
+}
+
+/// The automatic bucket size for a span of `span_ns`.
+pub fn auto_interval_ms(span_ns: i64) -> i64 {
+    let span_ms = (span_ns.max(1) + NS_PER_MS - 1) / NS_PER_MS;
+    for size in ROUND_INTERVALS_MS {
+        if (span_ms + size - 1) / size <= TARGET_BUCKETS {
+            return size;
+        }
+    }
+    // Longer than 120 days: whole days.
+    let day = 86_400_000;
+    let days = (span_ms + TARGET_BUCKETS * day - 1) / (TARGET_BUCKETS * day);
+    days * day
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HistogramRequest {
+    pub query: String,
+    pub indexes: Vec<String>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// Bucket size; automatic (about 60-120 buckets of a round size) when absent.
+    pub interval_ms: Option<i64>,
+    pub budget: Budget,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistogramBucket {
+    /// RFC 3339; buckets are aligned to multiples of the interval since the epoch.
+    pub start: String,
+    pub count: u64,
+    /// Counts by severity name; `none` for records without one. Empty severities are left out.
+    pub by_severity: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistogramResponse {
+    pub buckets: Vec<HistogramBucket>,
+    pub interval_ms: i64,
+    pub total: u64,
+    pub took_ms: u64,
+}
+
+/// The smallest and largest timestamps in `handles` (of every document, deleted or not: only
+/// used to place buckets).
+fn data_bounds(handles: &[Arc<IndexHandle>]) -> Result<Option<(i64, i64)>, QueryError> {
+    let mut bounds: Option<(i64, i64)> = None;
+    for handle in handles {
+        for searcher in handle.searchers(None, None) {
+            for segment in searcher.segment_readers() {
+                if segment.num_docs() == 0 {
+                    continue;
+                }
+                let col = segment
+                    .fast_fields()
+                    .i64("timestamp")
+                    .map_err(search_error(handle))?;
+                let (lo, hi) = (col.min_value(), col.max_value());
+                bounds = Some(match bounds {
+                    None => (lo, hi),
+                    Some((a, b)) => (a.min(lo), b.max(hi)),
+                });
+            }
+        }
+    }
+    Ok(bounds)
+}
+
+pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramResponse, QueryError> {
+    let started = Instant::now();
+    check_range(req.start, req.end)?;
+    let ast = parse_query(&req.query)?;
+    let handles = resolve_indexes(store, &req.indexes)?;
+    let (start, end) = match (req.start, req.end) {
+        (Some(s), Some(e)) => (s, e),
+        (s, e) => match data_bounds(&handles)? {
+            Some((lo, hi)) => (s.unwrap_or(lo), e.unwrap_or(hi.saturating_add(1))),
+            None => (s.unwrap_or(0), e.unwrap_or(0)),
+        },
+    };
+    let interval_ms = match req.interval_ms {
+        Some(ms) if ms <= 0 => {
+            return Err(QueryError::BadRequest("interval must be positive".into()))
+        }
+        Some(ms) => ms,
+        None => auto_interval_ms(end.saturating_sub(start)),
+    };
+    let interval = interval_ms.saturating_mul(NS_PER_MS);
+    if end <= start {
+        // No data (or the data's range does not reach the requested start).
+        return Ok(HistogramResponse {
+            buckets: Vec::new(),
+            interval_ms,
+            total: 0,
+            took_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    let origin = start.div_euclid(interval).saturating_mul(interval);
+    let n = (end as i128 - origin as i128 + interval as i128 - 1) / interval as i128;
+    if n > MAX_BUCKETS as i128 {
+        return Err(QueryError::BadRequest(format!(
+            "an interval of {interval_ms} ms over this range makes {n} buckets; the maximum is \
+             {MAX_BUCKETS}: choose a larger interval or a shorter range"
+        )));
+    }
+    let n = n as usize;
+    let collector = HistogramCollector {
+        origin,
+        interval,
+        buckets: n,
+    };
+    let mut counts = vec![[0u64; 9]; n];
+    for handle in &handles {
+        req.budget.check()?;
+        let query = compile(store, handle, &ast, Some(start), Some(end), &req.budget)?;
+        for searcher in handle.searchers(Some(start), Some(end)) {
+            let fruit = searcher
+                .search(&*query, &collector)
+                .map_err(search_error(handle))?;
+            req.budget.check()?;
+            for (bucket, c) in fruit {
+                if let Some(slot) = counts.get_mut(bucket as usize) {
+                    for (a, b) in slot.iter_mut().zip(c) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+    let mut total = 0;
+    let buckets = counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let count: u64 = c.iter().sum();
+            total += count;
+            let by_severity = c
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(code, n)| {
+                    let name = Severity::from_code(code as u8).map_or("none", Severity::name);
+                    (name, *n)
+                })
+                .collect();
+            HistogramBucket {
+                start: format_rfc3339(origin.saturating_add(interval.saturating_mul(i as i64))),
+                count,
+                by_severity,
+            }
+        })
+        .collect();
+    Ok(HistogramResponse {
+        buckets,
+        interval_ms,
+        total,
+        took_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+struct HistogramCollector {
+    origin: i64,
+    interval: i64,
+    buckets: usize,
+}
+
+/// Non-empty buckets only: (bucket, counts by severity code, then no severity).
+type HistogramFruit = Vec<(u32, [u64; 9])>;
+
+struct HistogramSegment {
+    timestamps: Column<i64>,
+    severities: Column<u64>,
+    origin: i64,
+    interval: i64,
+    counts: Vec<[u64; 9]>,
+}
+
+impl Collector for HistogramCollector {
+    type Fruit = HistogramFruit;
+    type Child = HistogramSegment;
+
+    fn for_segment(
+        &self,
+        _segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<HistogramSegment> {
+        let fast = reader.fast_fields();
+        Ok(HistogramSegment {
+            timestamps: fast.i64("timestamp")?,
+            severities: fast.u64("severity_code")?,
+            origin: self.origin,
+            interval: self.interval,
+            counts: vec![[0; 9]; self.buckets],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<HistogramFruit>) -> tantivy::Result<HistogramFruit> {
+        let mut merged: BTreeMap<u32, [u64; 9]> = BTreeMap::new();
+        for (bucket, counts) in fruits.into_iter().flatten() {
+            let slot = merged.entry(bucket).or_insert([0; 9]);
+            for (a, b) in slot.iter_mut().zip(counts) {
+                *a += b;
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+}
+
+impl SegmentCollector for HistogramSegment {
+    type Fruit = HistogramFruit;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let Some(ts) = self.timestamps.first(doc) else {
+            return;
+        };
+        let bucket = (ts.saturating_sub(self.origin)).div_euclid(self.interval);
+        let severity = self
+            .severities
+            .first(doc)
+            .map_or(NO_SEVERITY, |c| (c as usize).min(NO_SEVERITY));
+        // The query's time filter keeps `ts` inside the buckets; the check is for safety.
+        if let Some(slot) = usize::try_from(bucket)
+            .ok()
+            .and_then(|b| self.counts.get_mut(b))
+        {
+            slot[severity] += 1;
+        }
+    }
+
+    fn harvest(self) -> HistogramFruit {
+        self.counts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| c.iter().any(|n| *n > 0))
+            .map(|(i, c)| (i as u32, c))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TermsRequest {
+    pub query: String,
+    pub indexes: Vec<String>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub field: String,
+    pub size: usize,
+    pub budget: Budget,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TermsBucket {
+    /// The value as it was received (not lowercased).
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TermsResponse {
+    pub field: String,
+    /// Most frequent first; ties by value.
+    pub buckets: Vec<TermsBucket>,
+    /// Matches with a value that is not among `buckets`.
+    pub other_count: u64,
+    /// Matches without a value for the field.
+    pub missing: u64,
+    /// Every match: the buckets, `other_count` and `missing` add up to it.
+    pub total: u64,
+    pub took_ms: u64,
+}
+
+pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryError> {
+    let started = Instant::now();
+    if !TERMS_FIELDS.contains(&req.field.as_str()) {
+        return Err(QueryError::BadRequest(format!(
+            "field must be one of {}, not {:?}",
+            TERMS_FIELDS.join(", "),
+            req.field
+        )));
+    }
+    if req.size == 0 || req.size > MAX_TERMS {
+        return Err(QueryError::BadRequest(format!(
+            "size must be between 1 and {MAX_TERMS}, not {}",
+            req.size
+        )));
+    }
+    check_range(req.start, req.end)?;
+    let ast = parse_query(&req.query)?;
+    let handles = resolve_indexes(store, &req.indexes)?;
+    let collector = TermsCollector {
+        field: req.field.clone(),
+    };
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut total = 0;
+    let mut missing = 0;
+    for handle in &handles {
+        req.budget.check()?;
+        let query = compile(store, handle, &ast, req.start, req.end, &req.budget)?;
+        for searcher in handle.searchers(req.start, req.end) {
+            let fruit = searcher
+                .search(&*query, &collector)
+                .map_err(search_error(handle))?;
+            req.budget.check()?;
+            total += fruit.total;
+            missing += fruit.missing;
+            for (value, n) in fruit.counts {
+                *counts.entry(value).or_insert(0) += n;
+            }
+        }
+    }
+    let mut all: Vec<(String, u64)> = counts.into_iter().collect();
+    all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let other_count = all.iter().skip(req.size).map(|(_, n)| n).sum();
+    all.truncate(req.size);
+    Ok(TermsResponse {
+        field: req.field.clone(),
+        buckets: all
+            .into_iter()
+            .map(|(value, count)| TermsBucket { value, count })
+            .collect(),
+        other_count,
+        missing,
+        total,
+        took_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+struct TermsCollector {
+    field: String,
+}
+
+#[derive(Default)]
+struct TermsFruit {
+    total: u64,
+    missing: u64,
+    counts: HashMap<String, u64>,
+}
+
+struct TermsSegment {
+    column: Option<StrColumn>,
+    /// Counts by term ordinal of this segment's dictionary.
+    by_ord: Vec<u64>,
+    total: u64,
+    missing: u64,
+}
+
+impl Collector for TermsCollector {
+    type Fruit = TermsFruit;
+    type Child = TermsSegment;
+
+    fn for_segment(
+        &self,
+        _segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TermsSegment> {
+        let column = reader.fast_fields().str(&self.field)?;
+        let terms = column.as_ref().map_or(0, |c| c.num_terms());
+        Ok(TermsSegment {
+            column,
+            by_ord: vec![0; terms],
+            total: 0,
+            missing: 0,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<TermsFruit>) -> tantivy::Result<TermsFruit> {
+        let mut merged = TermsFruit::default();
+        for f in fruits {
+            merged.total += f.total;
+            merged.missing += f.missing;
+            for (value, n) in f.counts {
+                *merged.counts.entry(value).or_insert(0) += n;
+            }
+        }
+        Ok(merged)
+    }
+}
+
+impl SegmentCollector for TermsSegment {
+    type Fruit = TermsFruit;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        self.total += 1;
+        let ord = self.column.as_ref().and_then(|c| c.ords().first(doc));
+        match ord.and_then(|o| self.by_ord.get_mut(o as usize)) {
+            Some(slot) => *slot += 1,
+            None => self.missing += 1,
+        }
+    }
+
+    fn harvest(self) -> TermsFruit {
+        let mut counts = HashMap::new();
+        if let Some(column) = &self.column {
+            let mut value = String::new();
+            for (ord, n) in self.by_ord.iter().enumerate() {
+                if *n == 0 {
+                    continue;
+                }
+                value.clear();
+                // An unreadable dictionary entry is counted under an empty value rather than
+                // dropped, so that the totals still add up.
+                let _ = column.ord_to_str(ord as u64, &mut value);
+                *counts.entry(value.clone()).or_insert(0) += n;
+            }
+        }
+        TermsFruit {
+            total: self.total,
+            missing: self.missing,
+            counts,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContextRequest {
+    /// The id of the hit in the middle.
+    pub id: u64,
+    pub before: usize,
+    pub after: usize,
+    pub budget: Budget,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContextResponse {
+    /// Older records of the same host and app, oldest first.
+    pub before: Vec<Value>,
+    pub hit: Value,
+    /// Newer records of the same host and app, oldest first.
+    pub after: Vec<Value>,
+    pub took_ms: u64,
+}
+
+/// The string value of a fast keyword column for one document.
+fn str_value(reader: &SegmentReader, field: &str, doc: DocId) -> Option<String> {
+    let column = reader.fast_fields().str(field).ok()??;
+    let ord = column.ords().first(doc)?;
+    let mut out = String::new();
+    column.ord_to_str(ord, &mut out).ok()?.then_some(out)
+}
+
+pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, QueryError> {
+    let started = Instant::now();
+    if req.before > MAX_CONTEXT || req.after > MAX_CONTEXT {
+        return Err(QueryError::BadRequest(format!(
+            "before and after must be at most {MAX_CONTEXT}"
+        )));
+    }
+    let schema = store.schema();
+    let by_id = TermQuery::new(
+        Term::from_field_u64(schema.id, req.id),
+        IndexRecordOption::Basic,
+    );
+    let find = TopByTime {
+        limit: 1,
+        order: SortOrder::Desc,
+        after: None,
+    };
+    // Ids are unique across indexes and their parts (WAL LSNs): the first holding it is the one.
+    for handle in store.list() {
+        req.budget.check()?;
+        let searchers = handle.searchers(None, None);
+        let mut found = None;
+        for searcher in &searchers {
+            let fruit = searcher
+                .search(&by_id, &find)
+                .map_err(search_error(&handle))?;
+            if let Some(top) = fruit.top.into_iter().next() {
+                found = Some((searcher, top));
+                break;
+            }
+        }
+        let Some((searcher, (key, addr))) = found else {
+            continue;
+        };
+        let reader = searcher.segment_reader(addr.segment_ord);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (name, field) in [("host", schema.host), ("app", schema.app)] {
+            match str_value(reader, name, addr.doc_id) {
+                Some(value) => {
+                    // Keyword terms are lowercased at indexing (see the store's schema).
+                    let term = Term::from_field_text(field, &value.to_lowercase());
+                    clauses.push((
+                        Occur::Must,
+                        Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+                    ));
+                }
+                None => clauses.push((
+                    Occur::MustNot,
+                    Box::new(ExistsQuery::new(name.into(), false)),
+                )),
+            }
+        }
+        if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
+            clauses.push((Occur::Must, Box::new(tantivy::query::AllQuery)));
+        }
+        let neighbours = req.budget.wrap(Box::new(BooleanQuery::new(clauses)));
+        // Neighbours may sit in any part of the index: collect from each, keep the nearest.
+        let side = |order: SortOrder, limit: usize| -> Result<Vec<Value>, QueryError> {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let collector = TopByTime {
+                limit,
+                order,
+                after: Some(key),
+            };
+            let mut near: Vec<(SortKey, usize, tantivy::DocAddress)> = Vec::new();
+            for (i, s) in searchers.iter().enumerate() {
+                let fruit = s
+                    .search(&*neighbours, &collector)
+                    .map_err(search_error(&handle))?;
+                req.budget.check()?;
+                near.extend(fruit.top.into_iter().map(|(k, a)| (k, i, a)));
+            }
+            crate::collector::sort_keys(&mut near, order, |n| n.0);
+            near.truncate(limit);
+            near.into_iter()
+                .map(|(k, i, a)| hit(store, &handle, &searchers[i], k, a))
+                .collect()
+        };
+        let mut before = side(SortOrder::Desc, req.before)?;
+        before.reverse();
+        let after = side(SortOrder::Asc, req.after)?;
+        return Ok(ContextResponse {
+            before,
+            hit: hit(store, &handle, searcher, key, addr)?,
+            after,
+            took_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    Err(QueryError::NotFound(format!("no record has id {}", req.id)))
+}
+
+fn hit(
+    store: &Store,
+    handle: &IndexHandle,
+    searcher: &tantivy::Searcher,
+    key: SortKey,
+    addr: tantivy::DocAddress,
+) -> Result<Value, QueryError> {
+    let doc: TantivyDocument = searcher.doc(addr).map_err(search_error(handle))?;
+    Ok(store.hit_json(handle.name().as_str(), key.id, key.timestamp, &doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_and_auto_sizes_are_round() {
+        assert_eq!(parse_interval("1m").unwrap(), 60_000);
+        assert_eq!(parse_interval("500ms").unwrap(), 500);
+        assert_eq!(parse_interval("2d").unwrap(), 172_800_000);
+        for bad in ["", "m", "1", "1w", "0s", "-1s", "1.5m"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+        let min = 60 * NS_PER_MS * 1000;
+        assert_eq!(auto_interval_ms(min), 1_000); // 60 buckets of 1 s
+        assert_eq!(auto_interval_ms(15 * min), 10_000); // 90 of 10 s
+        assert_eq!(auto_interval_ms(240 * min), 300_000); // 48 of 5 m
+        assert_eq!(auto_interval_ms(24 * 60 * min), 1_800_000); // 48 of 30 m
+        assert_eq!(auto_interval_ms(0), 1_000);
+        let year = 365 * 24 * 60 * min;
+        assert_eq!(auto_interval_ms(year), 4 * 86_400_000);
+    }
+}

@@ -1,0 +1,182 @@
+//! Stopping a search that ran out of time or whose client went away.
+//!
+//! Collectors cannot stop tantivy's iteration, so the query itself is wrapped: its scorer
+//! checks the deadline and the cancel flag every few thousand documents and then reports the
+//! end of the document set. The search returns early; [`Budget::check`] turns that into an
+//! error so that a cut-short answer is never mistaken for a complete one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED};
+
+use crate::QueryError;
+
+/// Documents between two looks at the clock: cheap next to the work per document.
+const CHECK_EVERY: u32 = 4096;
+
+/// When a search must stop: at a deadline, or when `cancel` is set (the client disconnected).
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    pub deadline: Option<Instant>,
+    pub cancel: Arc<AtomicBool>,
+    /// Set by the scorers when they stopped early.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Budget {
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Budget {
+            deadline: Some(deadline),
+            ..Budget::default()
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Fails when the search was cut short (or should be, before starting more work).
+    pub fn check(&self) -> Result<(), QueryError> {
+        if self.stopped.load(Ordering::Relaxed) || self.expired() {
+            self.stopped.store(true, Ordering::Relaxed);
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(QueryError::Cancelled);
+            }
+            return Err(QueryError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// `query`, stopping when this budget runs out.
+    pub(crate) fn wrap(&self, query: Box<dyn Query>) -> Box<dyn Query> {
+        Box::new(BudgetQuery {
+            inner: query,
+            budget: self.clone(),
+        })
+    }
+}
+
+struct BudgetQuery {
+    inner: Box<dyn Query>,
+    budget: Budget,
+}
+
+impl Clone for BudgetQuery {
+    fn clone(&self) -> Self {
+        BudgetQuery {
+            inner: self.inner.box_clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for BudgetQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetQuery")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Query for BudgetQuery {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(BudgetWeight {
+            inner: self.inner.weight(enable_scoring)?,
+            budget: self.budget.clone(),
+        }))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a tantivy::Term, bool)) {
+        self.inner.query_terms(visitor)
+    }
+}
+
+struct BudgetWeight {
+    inner: Box<dyn Weight>,
+    budget: Budget,
+}
+
+impl Weight for BudgetWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let inner = self.inner.scorer(reader, boost)?;
+        let stopped = self.budget.check().is_err();
+        Ok(Box::new(BudgetScorer {
+            inner,
+            budget: self.budget.clone(),
+            countdown: CHECK_EVERY,
+            stopped,
+        }))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        self.inner.explain(reader, doc)
+    }
+}
+
+struct BudgetScorer {
+    inner: Box<dyn Scorer>,
+    budget: Budget,
+    countdown: u32,
+    stopped: bool,
+}
+
+impl BudgetScorer {
+    fn tick(&mut self, steps: u32) {
+        self.countdown = self.countdown.saturating_sub(steps);
+        if self.countdown == 0 {
+            self.countdown = CHECK_EVERY;
+            if self.budget.check().is_err() {
+                self.stopped = true;
+            }
+        }
+    }
+}
+
+impl DocSet for BudgetScorer {
+    fn advance(&mut self) -> DocId {
+        if self.stopped {
+            return TERMINATED;
+        }
+        self.tick(1);
+        if self.stopped {
+            return TERMINATED;
+        }
+        self.inner.advance()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.stopped {
+            return TERMINATED;
+        }
+        self.tick(1);
+        if self.stopped {
+            return TERMINATED;
+        }
+        self.inner.seek(target)
+    }
+
+    fn doc(&self) -> DocId {
+        if self.stopped {
+            TERMINATED
+        } else {
+            self.inner.doc()
+        }
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.inner.size_hint()
+    }
+
+    fn cost(&self) -> u64 {
+        self.inner.cost()
+    }
+}
+
+impl Scorer for BudgetScorer {
+    fn score(&mut self) -> Score {
+        self.inner.score()
+    }
+}

@@ -1,0 +1,138 @@
+//! `GET /api/v1/histogram`, `GET /api/v1/terms` and `GET /api/v1/context`: thin translations
+//! to `logsift_query::agg`, run under the same limits as searches.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use logsift_core::time::now_ns;
+use logsift_query::agg::{
+    self, ContextRequest, ContextResponse, HistogramRequest, HistogramResponse, TermsRequest,
+    TermsResponse,
+};
+use logsift_query::Budget;
+use serde::Deserialize;
+
+use crate::search::{index_list, query_error, run_query, time_param, QueryLimits};
+use crate::{ApiError, AppState};
+
+const DEFAULT_TERMS: usize = 10;
+const DEFAULT_CONTEXT: usize = 10;
+
+fn params<T>(p: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    p.map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistogramParams {
+    q: Option<String>,
+    index: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    /// `30s`, `5m`, ...; automatic when absent.
+    interval: Option<String>,
+}
+
+pub async fn histogram(
+    State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
+    p: Result<Query<HistogramParams>, QueryRejection>,
+) -> Result<Json<HistogramResponse>, ApiError> {
+    let p = params(p)?;
+    let now = now_ns();
+    let req = HistogramRequest {
+        query: p.q.unwrap_or_default(),
+        indexes: index_list(p.index),
+        start: time_param("start", p.start.as_deref(), now)?,
+        end: time_param("end", p.end.as_deref(), now)?,
+        interval_ms: p
+            .interval
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(agg::parse_interval)
+            .transpose()
+            .map_err(query_error)?,
+        budget: Budget::default(),
+    };
+    let store = state.store.clone();
+    let answer = run_query(&limits, move |budget| {
+        agg::histogram(&store, &HistogramRequest { budget, ..req })
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TermsParams {
+    field: Option<String>,
+    q: Option<String>,
+    index: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    size: Option<usize>,
+}
+
+pub async fn terms(
+    State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
+    p: Result<Query<TermsParams>, QueryRejection>,
+) -> Result<Json<TermsResponse>, ApiError> {
+    let p = params(p)?;
+    let now = now_ns();
+    let Some(field) = p.field.filter(|f| !f.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "bad_parameter",
+            format!("field is required: one of {}", agg::TERMS_FIELDS.join(", ")),
+        ));
+    };
+    let req = TermsRequest {
+        query: p.q.unwrap_or_default(),
+        indexes: index_list(p.index),
+        start: time_param("start", p.start.as_deref(), now)?,
+        end: time_param("end", p.end.as_deref(), now)?,
+        field,
+        size: p.size.unwrap_or(DEFAULT_TERMS),
+        budget: Budget::default(),
+    };
+    let store = state.store.clone();
+    let answer = run_query(&limits, move |budget| {
+        agg::terms(&store, &TermsRequest { budget, ..req })
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContextParams {
+    /// As hits carry it: a decimal string.
+    id: Option<String>,
+    before: Option<usize>,
+    after: Option<usize>,
+}
+
+pub async fn context(
+    State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
+    p: Result<Query<ContextParams>, QueryRejection>,
+) -> Result<Json<ContextResponse>, ApiError> {
+    let p = params(p)?;
+    let raw_id = p.id.unwrap_or_default();
+    let id: u64 = raw_id.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_parameter",
+            format!("id must be the id of a hit (a decimal number), not {raw_id:?}"),
+        )
+    })?;
+    let req = ContextRequest {
+        id,
+        before: p.before.unwrap_or(DEFAULT_CONTEXT),
+        after: p.after.unwrap_or(DEFAULT_CONTEXT),
+        budget: Budget::default(),
+    };
+    let store = state.store.clone();
+    let answer = run_query(&limits, move |budget| {
+        agg::context(&store, &ContextRequest { budget, ..req })
+    })
+    .await?;
+    Ok(Json(answer))
+}
