@@ -264,15 +264,15 @@ impl IndexHandle {
     /// open): the hot index, segments being sealed, and the sealed segments whose catalogued
     /// time range overlaps. Segments outside the range are never touched.
     pub fn searchers(&self, start: Option<i64>, end: Option<i64>) -> Vec<Searcher> {
-        let mut out = vec![self.searcher()];
-        out.extend(
-            self.sealing
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|(_, r)| r.searcher()),
-        );
-        for s in self.sealed.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        // All three locks at once, in the order sealing takes them (hot, sealing, sealed), so
+        // a search sees the parts either before or after a seal moves records between them,
+        // never a mix that would count them twice or not at all.
+        let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
+        let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
+        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = vec![hot.reader.searcher()];
+        out.extend(sealing.iter().map(|(_, r)| r.searcher()));
+        for s in sealed.iter() {
             let after_start = start.is_none_or(|st| s.entry.max_timestamp >= st);
             let before_end = end.is_none_or(|en| s.entry.min_timestamp < en);
             if after_start && before_end {
@@ -493,11 +493,12 @@ impl IndexHandle {
                 .map_err(|e| StoreError::Catalog(e.to_string()))?;
             entry
         };
-        self.serve_segment(entry);
-        self.sealing
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(s, _)| s != id);
+        {
+            // Swap under the sealing lock: a search sees the records in one place or the other.
+            let mut sealing = self.sealing.write().unwrap_or_else(|p| p.into_inner());
+            self.serve_segment(entry);
+            sealing.retain(|(s, _)| s != id);
+        }
         fs::remove_dir_all(sealing_dir).map_err(io_err(sealing_dir))?;
         tracing::info!(index = %self.name, segment = %id, docs, bytes = written.bytes, "sealed segment");
         Ok(())
