@@ -29,6 +29,22 @@ pub struct Config {
 pub struct IndexSection {
     #[serde(default)]
     pub logfmt: bool,
+    /// Delete sealed segments whose newest record is older than this many seconds.
+    pub retention_age_secs: Option<u64>,
+    /// Delete the oldest sealed segments while all of them take more than this.
+    pub retention_bytes: Option<u64>,
+    #[serde(default)]
+    pub legal_holds: Vec<HoldSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldSection {
+    /// RFC 3339.
+    pub start: String,
+    /// RFC 3339, exclusive.
+    pub end: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,9 +191,44 @@ impl Config {
         for name in self.indexes.keys() {
             logsift_core::IndexName::new(name).with_context(|| format!("[indexes.{name}]"))?;
         }
+        self.index_options()?;
         logsift_core::IndexName::new(&self.syslog.index).context("syslog.index")?;
         logsift_core::IndexName::new(&self.json.index).context("json.index")?;
         Ok(())
+    }
+
+    /// Per-index settings for the store, validated.
+    pub fn index_options(&self) -> anyhow::Result<BTreeMap<String, logsift_store::IndexOptions>> {
+        let mut out = BTreeMap::new();
+        for (name, s) in &self.indexes {
+            let mut holds = Vec::new();
+            for (i, h) in s.legal_holds.iter().enumerate() {
+                let at = |v: &str| {
+                    logsift_core::time::parse_rfc3339(v).with_context(|| {
+                        format!("[indexes.{name}] legal_holds[{i}]: {v:?} is not an RFC 3339 time")
+                    })
+                };
+                let (start, end) = (at(&h.start)?, at(&h.end)?);
+                if start >= end {
+                    bail!("[indexes.{name}] legal_holds[{i}]: start must be before end");
+                }
+                holds.push(logsift_store::LegalHold {
+                    start,
+                    end,
+                    reason: h.reason.clone(),
+                });
+            }
+            out.insert(
+                name.clone(),
+                logsift_store::IndexOptions {
+                    logfmt: s.logfmt,
+                    retention_age_secs: s.retention_age_secs,
+                    retention_bytes: s.retention_bytes,
+                    legal_holds: holds,
+                },
+            );
+        }
+        Ok(out)
     }
 
     pub fn fsync_policy(&self) -> anyhow::Result<logsift_ingest::FsyncPolicy> {

@@ -10,7 +10,7 @@ use logsift_core::{Format, IndexName};
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
 use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
 use logsift_server::{AppState, ServerConfig};
-use logsift_store::{IndexOptions, Store, StoreConfig};
+use logsift_store::{Store, StoreConfig};
 
 use crate::Config;
 
@@ -70,11 +70,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         docstore_block_bytes: cfg.index.docstore_block_bytes,
         seal_docs: cfg.index.seal_docs,
         seal_after_ms: cfg.index.seal_interval_ms,
-        index_options: cfg
-            .indexes
-            .iter()
-            .map(|(name, s)| (name.clone(), IndexOptions { logfmt: s.logfmt }))
-            .collect(),
+        index_options: cfg.index_options()?,
     })?);
     let metrics = Arc::new(Metrics::default());
     let (pipeline, start_report) = Pipeline::start(

@@ -66,6 +66,7 @@ metrics! {
         index_commits => "logsift_index_commits_total", "Index commits.";
         index_errors => "logsift_index_errors_total", "Entries the indexer could not apply and failed commits.";
         search_requests => "logsift_search_requests_total", "Search requests answered.";
+        segments_deleted => "logsift_segments_deleted_total", "Sealed segments deleted by retention.";
     }
     gauges {
         inflight_bytes => "logsift_ingest_inflight_bytes", "Bytes accepted and not yet indexed.";

@@ -608,6 +608,9 @@ fn free_bytes(path: &Path) -> Option<u64> {
     (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// How often retention looks for sealed segments to delete.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How often a failed index write is retried (by re-applying from the WAL).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -621,7 +624,17 @@ fn index_loop(
 ) {
     let mut last_commit = Instant::now();
     let mut last_reapply = Instant::now();
+    let mut last_retention: Option<Instant> = None;
     loop {
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL) {
+            last_retention = Some(Instant::now());
+            let deleted = indexer
+                .store()
+                .enforce_retention(logsift_core::time::now_ns());
+            if deleted > 0 {
+                Metrics::add(&metrics.segments_deleted, deleted as u64);
+            }
+        }
         let next = if indexer.has_uncommitted() {
             rx.recv_deadline(last_commit + interval)
         } else {

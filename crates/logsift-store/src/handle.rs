@@ -382,6 +382,72 @@ impl IndexHandle {
         hot.reader.reload().map_err(|e| self.tantivy_err(e))
     }
 
+    /// Deletes sealed segments past the index's retention, oldest first, except what a legal
+    /// hold covers. Each deletion is a catalog entry (saved before the file goes, so a crash
+    /// leaves at worst an unlisted file, removed at the next start). Searches already running
+    /// on a deleted segment finish normally: they hold its memory map.
+    pub(crate) fn enforce_retention(
+        &self,
+        now_ns: i64,
+        opts: &crate::IndexOptions,
+    ) -> Result<usize, StoreError> {
+        let mut catalog = self.lock_catalog();
+        let mut live: Vec<CatalogEntry> = catalog.live().into_iter().cloned().collect();
+        live.sort_by_key(|e| (e.max_timestamp, e.seq));
+        let mut total: u64 = live.iter().map(|e| e.file_bytes).sum();
+        let cutoff = opts
+            .retention_age_secs
+            .map(|s| now_ns.saturating_sub((s as i64).saturating_mul(1_000_000_000)));
+        let mut doomed = Vec::new();
+        for e in &live {
+            let held = opts
+                .legal_holds
+                .iter()
+                .any(|h| e.min_timestamp < h.end && e.max_timestamp >= h.start);
+            let too_old = cutoff.is_some_and(|c| e.max_timestamp < c);
+            let too_big = opts.retention_bytes.is_some_and(|b| total > b);
+            if !(too_old || too_big) {
+                continue;
+            }
+            if held {
+                tracing::info!(index = %self.name, segment = %e.segment, "retention skips a segment under legal hold");
+                continue;
+            }
+            let reason = if too_old {
+                "retention: age"
+            } else {
+                "retention: size"
+            };
+            doomed.push((e.segment.clone(), reason));
+            total -= e.file_bytes;
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        for (segment, reason) in &doomed {
+            catalog.delete(segment, reason);
+        }
+        catalog
+            .save(&self.dir)
+            .map_err(|e| StoreError::Catalog(e.to_string()))?;
+        drop(catalog);
+        self.sealed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| !doomed.iter().any(|(d, _)| *d == s.entry.segment));
+        for (segment, reason) in &doomed {
+            let path = self
+                .dir
+                .join(SEGMENTS_DIR)
+                .join(format!("{segment}.{SEGMENT_EXT}"));
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a deleted segment's file; it is removed at next start");
+            }
+            tracing::info!(index = %self.name, %segment, %reason, "deleted segment");
+        }
+        Ok(doomed.len())
+    }
+
     /// Whether the hot index is due to be sealed: it holds `seal_docs` records, or it is
     /// older than `seal_after` and holds any.
     pub(crate) fn seal_due(&self, seal_docs: u64, seal_after: std::time::Duration) -> bool {

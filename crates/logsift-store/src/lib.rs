@@ -16,5 +16,5 @@ mod verify;
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use handle::IndexHandle;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
-pub use store::{Applied, IndexOptions, Indexer, Store, StoreConfig, StoreError};
+pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
 pub use verify::{list_segments, verify_index, VerifyReport};

@@ -58,6 +58,20 @@ pub struct StoreConfig {
 pub struct IndexOptions {
     /// Extract `key=value` pairs from plain syslog messages into `fields`.
     pub logfmt: bool,
+    /// Sealed segments whose newest record is older than this are deleted.
+    pub retention_age_secs: Option<u64>,
+    /// The oldest sealed segments are deleted while all of them together exceed this.
+    pub retention_bytes: Option<u64>,
+    /// Time ranges that retention must not delete from.
+    pub legal_holds: Vec<LegalHold>,
+}
+
+/// A time range (ns, `[start, end)`) whose records retention keeps, whatever their age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegalHold {
+    pub start: i64,
+    pub end: i64,
+    pub reason: String,
 }
 
 /// All indexes under the data directory.
@@ -157,6 +171,27 @@ impl Store {
     pub fn list(&self) -> Vec<Arc<IndexHandle>> {
         let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
         indexes.values().cloned().collect()
+    }
+
+    /// Applies every index's retention settings to its sealed segments. Returns how many
+    /// segments were deleted.
+    pub fn enforce_retention(&self, now_ns: i64) -> usize {
+        let mut deleted = 0;
+        for handle in self.list() {
+            let Some(opts) = self.cfg.index_options.get(handle.name().as_str()) else {
+                continue;
+            };
+            if opts.retention_age_secs.is_none() && opts.retention_bytes.is_none() {
+                continue;
+            }
+            match handle.enforce_retention(now_ns, opts) {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    tracing::error!(index = %handle.name(), error = %e, "retention failed; will retry")
+                }
+            }
+        }
+        deleted
     }
 
     /// The highest LSN any index has committed: new LSNs must start above it.
