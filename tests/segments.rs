@@ -51,6 +51,19 @@ fn verify(data: &Path) -> (bool, String) {
     )
 }
 
+/// Seals finish in the background: waits until at least `docs` records are in segments.
+fn wait_sealed(s: &Server, docs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sealed_docs(s) < docs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {docs} records were sealed: {}",
+            s.get("/api/v1/segments").1
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn sealed_docs(s: &Server) -> u64 {
     let (_, body) = s.get("/api/v1/segments");
     body["indexes"][0]["segments"]
@@ -75,11 +88,7 @@ fn sealed_segments_are_searched_survive_restart_and_verify() {
         450,
         "every record exactly once across hot and sealed parts"
     );
-    assert!(
-        sealed_docs(&s) >= 300,
-        "most records are in sealed segments: {}",
-        s.get("/api/v1/segments").1
-    );
+    wait_sealed(&s, 300);
     // Time pruning: a range that only one segment covers still answers exactly.
     s.wait_total(
         "sealed",
@@ -133,6 +142,7 @@ fn verify_names_flipped_truncated_missing_and_substituted_segments_and_the_serve
     let s = Server::start_in(dir.path(), SEAL_SMALL);
     seed(&s, 10);
     s.wait_total("sealed", &[("limit", "0")], 500);
+    wait_sealed(&s, 400);
     let data = s.data_dir.clone();
     let (_, segs) = s.get("/api/v1/segments");
     let entries: Vec<Value> = segs["indexes"][0]["segments"].as_array().unwrap().clone();

@@ -706,6 +706,7 @@ fn index_loop(
             last_commit = Instant::now();
         }
         if done {
+            indexer.store().wait_for_seals();
             if indexer.needs_reapply() {
                 tracing::error!("stopping with uncommitted records; they stay in the WAL and are replayed at next start");
             }

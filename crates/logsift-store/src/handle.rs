@@ -17,7 +17,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use logsift_core::IndexName;
@@ -77,6 +77,8 @@ pub struct IndexHandle {
     /// Former hot indexes being sealed: still searched until their segment is served.
     sealing: RwLock<Vec<(String, IndexReader)>>,
     sealed: RwLock<Vec<Sealed>>,
+    /// The thread finishing the current seal, if any.
+    seal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Segments that failed their checks: reported, not served.
     quarantined: RwLock<Vec<(String, String)>>,
     catalog: Mutex<Catalog>,
@@ -140,6 +142,7 @@ impl IndexHandle {
             sealing: RwLock::new(Vec::new()),
             sealed: RwLock::new(Vec::new()),
             quarantined: RwLock::new(Vec::new()),
+            seal_thread: Mutex::new(None),
             committed_lsn: AtomicU64::new(hot_lsn.max(catalog.max_lsn())),
             catalog: Mutex::new(catalog),
             writer: Mutex::new(Some(writer)),
@@ -451,14 +454,24 @@ impl IndexHandle {
     /// Whether the hot index is due to be sealed: it holds `seal_docs` records, or it is
     /// older than `seal_after` and holds any.
     pub(crate) fn seal_due(&self, seal_docs: u64, seal_after: std::time::Duration) -> bool {
+        // One seal at a time per index: that bounds the memory and I/O sealing takes.
+        if !self
+            .sealing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return false;
+        }
         let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
         let docs = hot.reader.searcher().num_docs();
         docs >= seal_docs || (docs > 0 && hot.opened.elapsed() >= seal_after)
     }
 
     /// Seals the (committed) hot index into a segment and starts a new hot index. Must be
-    /// called right after a successful commit, with nothing uncommitted.
-    pub(crate) fn seal(&self) -> Result<Option<String>, StoreError> {
+    /// called right after a successful commit, with nothing uncommitted. Only the swap happens
+    /// here; merging and bundling run on their own thread, so ingest goes on meanwhile.
+    pub(crate) fn seal(self: &Arc<Self>) -> Result<Option<String>, StoreError> {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if self.uncommitted.load(Ordering::Acquire) != 0 {
             return Ok(None);
@@ -495,8 +508,33 @@ impl IndexHandle {
             self.hot_raw_bytes.store(0, Ordering::Relaxed);
         }
         drop(slot);
-        self.finish_seal(&id, &sealing_dir)?;
+        let handle = self.clone();
+        let thread_id = id.clone();
+        let spawned = std::thread::Builder::new().name("logsift-seal".into()).spawn(move || {
+            if let Err(e) = handle.finish_seal(&thread_id, &sealing_dir) {
+                // Nothing is lost: the former hot index stays searchable in its `sealing-`
+                // directory, and the seal is finished at the next start.
+                tracing::error!(index = %handle.name, segment = %thread_id, error = %e, "sealing failed; will be finished at next start");
+            }
+        });
+        let thread = spawned.map_err(|source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        *self.seal_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok(Some(id))
+    }
+
+    /// Waits for a seal in progress to finish (graceful shutdown).
+    pub fn wait_for_seal(&self) {
+        let thread = self
+            .seal_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 
     /// Merges `sealing_dir` into one segment, bundles it, catalogues it, serves it.

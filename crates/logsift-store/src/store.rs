@@ -194,6 +194,13 @@ impl Store {
         deleted
     }
 
+    /// Waits for every seal in progress (graceful shutdown).
+    pub fn wait_for_seals(&self) {
+        for handle in self.list() {
+            handle.wait_for_seal();
+        }
+    }
+
     /// The highest LSN any index has committed: new LSNs must start above it.
     pub fn max_committed_lsn(&self) -> u64 {
         self.list()
