@@ -7,7 +7,9 @@ use common::{send_tcp, Server};
 #[test]
 fn everything_is_still_there_after_sigterm_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), "");
+    // The default indexing memory: enough for two tantivy indexing threads.
+    let config = "[index]\nwriter_memory_bytes = 67108864\n";
+    let s = Server::start_in(dir.path(), config);
     let (status, _) = s.ingest(
         "logs",
         "{\"msg\":\"over http before restart\"}\n",
@@ -25,7 +27,7 @@ fn everything_is_still_there_after_sigterm_and_restart() {
     let status = s.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 
-    let s = Server::start_in(dir.path(), "");
+    let s = Server::start_in(dir.path(), config);
     s.wait_total("before AND restart", &[], 1001);
     let body = s.wait_total("\"tcp line 999\"", &[], 1);
     assert_eq!(body["hits"][0]["host"], "web-01");
@@ -33,7 +35,7 @@ fn everything_is_still_there_after_sigterm_and_restart() {
     assert!(status.success());
 
     // A third start replays nothing twice.
-    let s = Server::start_in(dir.path(), "");
+    let s = Server::start_in(dir.path(), config);
     s.wait_total("before AND restart", &[], 1001);
 }
 

@@ -638,8 +638,14 @@ fn reader_of(index: &Index) -> tantivy::Result<IndexReader> {
         .try_into()
 }
 
+/// tantivy splits the writer's memory budget between its indexing threads and wants at least
+/// 15 MB each; below 32 MB a second thread mostly adds segments to merge.
+const MIN_BYTES_PER_INDEXING_THREAD: usize = 32 << 20;
+
 pub(crate) fn new_writer(index: &Index, memory_bytes: usize) -> tantivy::Result<IndexWriter> {
-    let writer: IndexWriter = index.writer_with_num_threads(1, memory_bytes)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (memory_bytes / MIN_BYTES_PER_INDEXING_THREAD).clamp(1, cores);
+    let writer: IndexWriter = index.writer_with_num_threads(threads, memory_bytes)?;
     writer.set_merge_policy(Box::new(LogMergePolicy::default()));
     Ok(writer)
 }
