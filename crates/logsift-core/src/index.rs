@@ -62,6 +62,14 @@ impl IndexName {
     }
 }
 
+/// Lets maps keyed by `IndexName` be looked up with a `&str`; the derived `Eq`, `Ord` and
+/// `Hash` are those of the inner string, as `Borrow` requires.
+impl std::borrow::Borrow<str> for IndexName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for IndexName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

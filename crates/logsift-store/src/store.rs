@@ -142,10 +142,7 @@ impl Store {
 
     pub fn get(&self, name: &str) -> Option<Arc<IndexHandle>> {
         let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
-        indexes
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, h)| h.clone())
+        indexes.get(name).cloned()
     }
 
     pub fn get_or_create(&self, name: &IndexName) -> Result<Arc<IndexHandle>, StoreError> {

@@ -64,6 +64,8 @@ struct WalFile {
     /// The LSN of the last entry in it, if it has any.
     last_lsn: Option<u64>,
     path: PathBuf,
+    /// Its length on disk; kept for closed files so that reporting WAL size needs no I/O.
+    bytes: u64,
 }
 
 pub struct Wal {
@@ -114,6 +116,7 @@ impl Wal {
                 report.entries += 1;
             })?;
             file.last_lsn = outcome.last_lsn;
+            file.bytes = outcome.valid_len;
             if let Some(lsn) = outcome.last_lsn {
                 next_lsn = next_lsn.max(lsn + 1);
             }
@@ -271,18 +274,14 @@ impl Wal {
 
     /// Bytes in WAL files on disk, including the open one.
     pub fn disk_bytes(&self) -> u64 {
-        self.closed
-            .iter()
-            .filter_map(|f| fs::metadata(&f.path).ok())
-            .map(|m| m.len())
-            .sum::<u64>()
-            + self.current_bytes
+        self.closed.iter().map(|f| f.bytes).sum::<u64>() + self.current_bytes
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
         self.sync()?;
         let (file, writer) = create_file(&self.dir, self.next_lsn)?;
-        let old = std::mem::replace(&mut self.current, file);
+        let mut old = std::mem::replace(&mut self.current, file);
+        old.bytes = self.current_bytes;
         self.writer = writer;
         self.current_bytes = FILE_HEADER_BYTES;
         self.closed.push(old);
@@ -329,6 +328,7 @@ fn list_files(dir: &Path) -> Result<Vec<WalFile>, WalError> {
             first_lsn,
             last_lsn: None,
             path: entry.path(),
+            bytes: 0,
         });
     }
     Ok(files)
@@ -354,6 +354,7 @@ fn create_file(dir: &Path, first_lsn: u64) -> Result<(WalFile, BufWriter<File>),
             first_lsn,
             last_lsn: None,
             path,
+            bytes: FILE_HEADER_BYTES,
         },
         writer,
     ))
@@ -555,6 +556,28 @@ mod tests {
         drop(wal);
         let (mut wal, _) = Wal::open(&opts(dir.path(), 200), 21, |_, _| {}).unwrap();
         assert_eq!(wal.append(b"x").unwrap(), 21);
+    }
+
+    #[test]
+    fn disk_bytes_matches_the_files_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = reopen(dir.path(), 200);
+        for i in 0..20u8 {
+            wal.append(&[i; 60]).unwrap();
+        }
+        wal.flush().unwrap();
+        let on_disk = |d: &Path| -> u64 {
+            fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        assert_eq!(wal.disk_bytes(), on_disk(dir.path()));
+        wal.truncate_through(10).unwrap();
+        assert_eq!(wal.disk_bytes(), on_disk(dir.path()));
+        drop(wal);
+        let (wal, _, _) = reopen(dir.path(), 200);
+        assert_eq!(wal.disk_bytes(), on_disk(dir.path()));
     }
 
     /// Regression: a restart after a truncation that left an empty file made the new file
