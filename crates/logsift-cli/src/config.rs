@@ -94,6 +94,9 @@ pub struct IndexConfig {
     pub seal_interval_ms: u64,
     pub writer_memory_bytes: usize,
     pub docstore_block_bytes: usize,
+    pub sealed_zstd_level: i32,
+    pub merge_factor: usize,
+    pub merge_max_docs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +181,18 @@ impl Config {
                 "http.max_body_bytes ({}) must be at least ingest.max_line_bytes ({})",
                 self.http.max_body_bytes,
                 self.ingest.max_line_bytes
+            );
+        }
+        if !(1..=22).contains(&self.index.sealed_zstd_level) {
+            bail!(
+                "index.sealed_zstd_level must be between 1 and 22, not {}",
+                self.index.sealed_zstd_level
+            );
+        }
+        if !(4096..=16 << 20).contains(&self.index.docstore_block_bytes) {
+            bail!(
+                "index.docstore_block_bytes must be between 4096 and 16777216, not {}",
+                self.index.docstore_block_bytes
             );
         }
         if self.query.query_timeout_ms == 0 {

@@ -634,6 +634,7 @@ fn index_loop(
             if deleted > 0 {
                 Metrics::add(&metrics.segments_deleted, deleted as u64);
             }
+            indexer.store().start_merges();
         }
         let next = if indexer.has_uncommitted() {
             rx.recv_deadline(last_commit + interval)

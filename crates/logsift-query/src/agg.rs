@@ -7,6 +7,7 @@
 //! the field in a segment (the field's dictionary size), merged by value.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
-use tantivy::query::{BooleanQuery, ExistsQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, ExistsQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 
@@ -535,9 +536,10 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
         )));
     }
     let schema = store.schema();
-    let by_id = TermQuery::new(
-        Term::from_field_u64(schema.id, req.id),
-        IndexRecordOption::Basic,
+    // Ids live in a fast column only (see the store's schema): an inclusive range of one.
+    let by_id = RangeQuery::new(
+        Bound::Included(Term::from_field_u64(schema.id, req.id)),
+        Bound::Included(Term::from_field_u64(schema.id, req.id)),
     );
     let find = TopByTime {
         limit: 1,

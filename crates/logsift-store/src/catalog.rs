@@ -187,6 +187,11 @@ impl Catalog {
         self.push(Action::Add, info, String::new())
     }
 
+    /// Adds a segment that replaces others (a merge), saying so in the chain.
+    pub fn add_with_reason(&mut self, info: SegmentInfo, reason: &str) -> &CatalogEntry {
+        self.push(Action::Add, info, reason.to_string())
+    }
+
     /// Records the deletion of a live segment (retention, merge); a deletion is an entry, not a gap.
     pub fn delete(&mut self, segment: &str, reason: &str) -> Option<&CatalogEntry> {
         let live = self

@@ -23,6 +23,10 @@ pub(crate) fn build_document(
     );
     doc.add_i64(schema.received_at, entry.received_at);
     doc.add_u64(schema.id, lsn);
+    doc.add_u64(
+        schema.stream,
+        crate::schema::stream_key(record.host.as_deref(), record.app.as_deref()),
+    );
     if let Some(sev) = record.severity {
         doc.add_text(schema.severity, sev.name());
         doc.add_u64(schema.severity_code, sev.code() as u64);

@@ -8,11 +8,19 @@
 //!     catalog.json         the hash-chained list of sealed segments (see `catalog`)
 //! ```
 //!
+//!     merging-<id>/        the output of a merge of sealed segments (only while merging)
+//!
 //! Sealing renames `hot/` to `sealing-<id>/`, starts a new `hot/`, merges the old one into a
-//! single segment, bundles it into `segments/<id>.lsseg`, records it in the catalog, and only
-//! then deletes `sealing-<id>/`. A crash at any point is finished or undone at the next open:
-//! a `sealing-` directory whose id is in the catalog is deleted, one that is not is sealed
-//! again, and a segment file the catalog does not list is never served.
+//! single segment in `sealing-<id>/sealed/`, bundles it into `segments/<id>.lsseg`, records it
+//! in the catalog, and only then deletes `sealing-<id>/`. A crash at any point is finished or
+//! undone at the next open: a `sealing-` directory whose id is in the catalog is deleted, one
+//! that is not is sealed again, and a segment file the catalog does not list is never served.
+//!
+//! The hot index stores documents with LZ4 (cheap while ingesting); the seal rewrites them
+//! with zstd in large blocks, sorted by stream (host and app), which is where most of the disk
+//! saving comes from. Merging sealed segments works the same way: the merged segment is
+//! written under `merging-<id>/`, bundled, and then one catalog update adds it and deletes its
+//! sources, so a crash leaves either the sources or the merged segment, never both served.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,9 +30,11 @@ use std::time::Instant;
 
 use logsift_core::IndexName;
 use tantivy::directory::MmapDirectory;
-use tantivy::indexer::LogMergePolicy;
+use tantivy::indexer::{merge_filtered_segments, LogMergePolicy};
 use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
+use tantivy::{
+    Index, IndexReader, IndexSettings, IndexSortByField, IndexWriter, Order, ReloadPolicy, Searcher,
+};
 
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
 use crate::segment::{write_bundle, BundleDirectory, SEGMENT_EXT};
@@ -34,6 +44,12 @@ use crate::LogSchema;
 const HOT_DIR: &str = "hot";
 const SEGMENTS_DIR: &str = "segments";
 const SEALING_PREFIX: &str = "sealing-";
+const MERGING_PREFIX: &str = "merging-";
+/// Inside `sealing-<id>/`: where the sealed one-segment index is built before bundling.
+const SEALED_SUBDIR: &str = "sealed";
+/// The hot index's doc store blocks: small, because hot hits are fetched often and the seal
+/// rewrites them anyway.
+const HOT_BLOCK_BYTES: usize = 64 * 1024;
 
 /// Commit payload: `lsn=<N> raw=<bytes>`: every record with id ≤ N is in the index, and the
 /// raw lines it holds add up to that many bytes (kept for the catalog when sealed).
@@ -86,7 +102,11 @@ pub struct IndexHandle {
     writer: Mutex<Option<IndexWriter>>,
     schema: LogSchema,
     writer_memory_bytes: usize,
-    docstore_block_bytes: usize,
+    /// How sealed and merged segments are written.
+    sealed_settings: IndexSettings,
+    /// The merge running in the background, if any: one at a time per index bounds the memory
+    /// and I/O merging takes.
+    merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Every record of this index with an id ≤ this is committed.
     committed_lsn: AtomicU64,
     /// Documents added since the last commit.
@@ -119,8 +139,7 @@ impl IndexHandle {
 
         let query_index = Index::create_in_ram(schema.schema.clone());
         LogSchema::register_tokenizers(query_index.tokenizers());
-        let hot_index = open_tantivy(&dir.join(HOT_DIR), schema, cfg.docstore_block_bytes)
-            .map_err(tantivy_err)?;
+        let hot_index = open_tantivy(&dir.join(HOT_DIR), schema).map_err(tantivy_err)?;
         let (hot_lsn, hot_raw) = parse_payload(
             hot_index
                 .load_metas()
@@ -148,7 +167,8 @@ impl IndexHandle {
             writer: Mutex::new(Some(writer)),
             schema: schema.clone(),
             writer_memory_bytes: cfg.writer_memory_bytes,
-            docstore_block_bytes: cfg.docstore_block_bytes,
+            sealed_settings: sealed_settings(cfg),
+            merge_thread: Mutex::new(None),
             uncommitted: AtomicU64::new(0),
             hot_raw_bytes: AtomicU64::new(hot_raw),
         };
@@ -179,11 +199,18 @@ impl IndexHandle {
         }
         for dir in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let path = dir.map_err(io_err(&self.dir))?.path();
-            let Some(id) = path
+            let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(SEALING_PREFIX))
-            else {
+                .unwrap_or_default();
+            if name.starts_with(MERGING_PREFIX) {
+                // A merge the catalog does not record is abandoned (its sources are still
+                // live); one it records was bundled already. Either way the directory is spare.
+                tracing::info!(index = %self.name, dir = %path.display(), "removing the work directory of an interrupted merge");
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            let Some(id) = name.strip_prefix(SEALING_PREFIX) else {
                 continue;
             };
             let id = id.to_string();
@@ -191,8 +218,7 @@ impl IndexHandle {
                 fs::remove_dir_all(&path).map_err(io_err(&path))?;
             } else {
                 tracing::info!(index = %self.name, segment = %id, "finishing a seal interrupted by a crash");
-                let index = open_tantivy(&path, &self.schema, self.docstore_block_bytes)
-                    .map_err(|e| self.tantivy_err(e))?;
+                let index = open_tantivy(&path, &self.schema).map_err(|e| self.tantivy_err(e))?;
                 let (lsn, _) = parse_payload(
                     index
                         .load_metas()
@@ -487,8 +513,7 @@ impl IndexHandle {
             // The writer holds the hot index's lock file: gone before the directory moves.
             *slot = None;
             fs::rename(&hot_dir, &sealing_dir).map_err(io_err(&hot_dir))?;
-            let index = open_tantivy(&hot_dir, &self.schema, self.docstore_block_bytes)
-                .map_err(|e| self.tantivy_err(e))?;
+            let index = open_tantivy(&hot_dir, &self.schema).map_err(|e| self.tantivy_err(e))?;
             let reader = reader_of(&index).map_err(|e| self.tantivy_err(e))?;
             *slot = Some(
                 new_writer(&index, self.writer_memory_bytes).map_err(|e| self.tantivy_err(e))?,
@@ -537,61 +562,22 @@ impl IndexHandle {
         }
     }
 
-    /// Merges `sealing_dir` into one segment, bundles it, catalogues it, serves it.
+    /// Merges `sealing_dir` into one sorted, zstd-compressed segment, bundles it, catalogues
+    /// it, serves it.
     fn finish_seal(&self, id: &str, sealing_dir: &Path) -> Result<(), StoreError> {
         let err = |e| self.tantivy_err(e);
-        let index =
-            open_tantivy(sealing_dir, &self.schema, self.docstore_block_bytes).map_err(err)?;
+        let index = open_tantivy(sealing_dir, &self.schema).map_err(err)?;
         let metas = index.load_metas().map_err(err)?;
         let (max_lsn, raw_bytes) = parse_payload(metas.payload.as_deref());
-        let ids = index.searchable_segment_ids().map_err(err)?;
-        {
-            let mut writer: IndexWriter = index
-                .writer_with_num_threads(1, self.writer_memory_bytes)
-                .map_err(err)?;
-            if ids.len() > 1 {
-                writer.merge(&ids).wait().map_err(err)?;
-            }
-            // Keep the payload: the merge's own commit does not carry it.
-            let mut prepared = writer.prepare_commit().map_err(err)?;
-            prepared.set_payload(&payload(max_lsn, raw_bytes));
-            prepared.commit().map_err(err)?;
-            writer.garbage_collect_files().wait().map_err(err)?;
-            writer.wait_merging_threads().map_err(err)?;
-        }
-        let reader = reader_of(&index).map_err(err)?;
-        let searcher = reader.searcher();
-        let (mut min_ts, mut max_ts, mut docs) = (i64::MAX, i64::MIN, 0u64);
-        for seg in searcher.segment_readers() {
-            let col = seg.fast_fields().i64("timestamp").map_err(err)?;
-            if seg.num_docs() > 0 {
-                min_ts = min_ts.min(col.min_value());
-                max_ts = max_ts.max(col.max_value());
-            }
-            docs += seg.num_docs() as u64;
-        }
-        drop(searcher);
-        drop(reader);
-        let file = self
-            .dir
-            .join(SEGMENTS_DIR)
-            .join(format!("{id}.{SEGMENT_EXT}"));
-        let written =
-            write_bundle(sealing_dir, &file).map_err(|e| StoreError::Catalog(e.to_string()))?;
+        let segments = index.searchable_segments().map_err(err)?;
+        let out = sealing_dir.join(SEALED_SUBDIR);
+        let sealed = self.write_merged(&segments, &out)?;
+        let file = self.segment_path(id);
+        let (info, written) = sealed_info(&sealed, &out, &file, id, raw_bytes, max_lsn)
+            .map_err(|e| self.store_err(e))?;
         let entry = {
             let mut catalog = self.lock_catalog();
-            let entry = catalog
-                .add(SegmentInfo {
-                    segment: id.to_string(),
-                    min_timestamp: min_ts,
-                    max_timestamp: max_ts,
-                    docs,
-                    raw_bytes,
-                    file_bytes: written.bytes,
-                    sha256: written.sha256,
-                    max_lsn,
-                })
-                .clone();
+            let entry = catalog.add(info).clone();
             catalog
                 .save(&self.dir)
                 .map_err(|e| StoreError::Catalog(e.to_string()))?;
@@ -600,27 +586,275 @@ impl IndexHandle {
         {
             // Swap under the sealing lock: a search sees the records in one place or the other.
             let mut sealing = self.sealing.write().unwrap_or_else(|p| p.into_inner());
-            self.serve_segment(entry);
+            self.serve_segment(entry.clone());
             sealing.retain(|(s, _)| s != id);
         }
         fs::remove_dir_all(sealing_dir).map_err(io_err(sealing_dir))?;
-        tracing::info!(index = %self.name, segment = %id, docs, bytes = written.bytes, "sealed segment");
+        tracing::info!(index = %self.name, segment = %id, docs = entry.docs, bytes = written, "sealed segment");
+        Ok(())
+    }
+
+    fn segment_path(&self, id: &str) -> PathBuf {
+        self.dir
+            .join(SEGMENTS_DIR)
+            .join(format!("{id}.{SEGMENT_EXT}"))
+    }
+
+    fn store_err(&self, why: String) -> StoreError {
+        StoreError::Catalog(format!("index {}: {why}", self.name))
+    }
+
+    /// Writes `segments` as one sorted segment of a new index in `out` (emptied first).
+    fn write_merged(&self, segments: &[tantivy::Segment], out: &Path) -> Result<Index, StoreError> {
+        if out.exists() {
+            fs::remove_dir_all(out).map_err(io_err(out))?;
+        }
+        fs::create_dir_all(out).map_err(io_err(out))?;
+        let directory = MmapDirectory::open(out).map_err(|e| self.store_err(e.to_string()))?;
+        let merged = merge_filtered_segments(
+            segments,
+            self.sealed_settings.clone(),
+            segments.iter().map(|_| None).collect(),
+            directory,
+        )
+        .map_err(|e| self.tantivy_err(e))?;
+        LogSchema::register_tokenizers(merged.tokenizers());
+        Ok(merged)
+    }
+
+    /// Starts merging small sealed segments in the background when a run of `factor` adjacent
+    /// ones of the same size class exists and no merge is running. Returns whether one started.
+    pub(crate) fn maybe_merge(self: &Arc<Self>, factor: usize, max_docs: u64) -> bool {
+        let mut slot = self.merge_thread.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+            return false;
+        }
+        let live: Vec<CatalogEntry> = self.segments();
+        let quarantined = self.quarantined();
+        let Some(sources) = pick_merge(&live, factor, max_docs, |e| {
+            quarantined.iter().any(|(q, _)| *q == e.segment)
+        }) else {
+            return false;
+        };
+        let handle = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("logsift-merge".into())
+            .spawn(move || {
+                let ids: Vec<String> = sources.iter().map(|e| e.segment.clone()).collect();
+                if let Err(e) = handle.merge(sources) {
+                    tracing::error!(index = %handle.name, segments = ?ids, error = %e, "merging segments failed; they stay as they are");
+                }
+            });
+        match spawned {
+            Ok(t) => {
+                *slot = Some(t);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(index = %self.name, error = %e, "cannot start a merge thread");
+                false
+            }
+        }
+    }
+
+    /// Waits for a merge in progress to finish.
+    pub fn wait_for_merge(&self) {
+        let thread = self
+            .merge_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+
+    /// Merges `sources` (live, adjacent by LSN) into one segment: written and bundled aside,
+    /// then one catalog update adds it and deletes them, then the files go.
+    fn merge(&self, sources: Vec<CatalogEntry>) -> Result<(), StoreError> {
+        let max_lsn = sources.iter().map(|e| e.max_lsn).max().unwrap_or(0);
+        let raw_bytes = sources.iter().map(|e| e.raw_bytes).sum();
+        // The next catalog sequence number makes the id unique even if a range of LSNs is
+        // merged again after a retention deletion.
+        let seq = self.lock_catalog().entries.last().map_or(1, |e| e.seq + 1);
+        let id = format!("{max_lsn:020}-m{seq}");
+        // Hold the sources' indexes (and so their maps) for the whole merge, even if retention
+        // deletes one meanwhile.
+        let mut indexes = Vec::new();
+        {
+            let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+            for src in &sources {
+                let s = sealed
+                    .iter()
+                    .find(|s| s.entry.segment == src.segment)
+                    .ok_or_else(|| {
+                        self.store_err(format!("segment {} is no longer served", src.segment))
+                    })?;
+                indexes.push(s.reader.searcher().index().clone());
+            }
+        }
+        let mut segments = Vec::new();
+        for index in &indexes {
+            segments.extend(
+                index
+                    .searchable_segments()
+                    .map_err(|e| self.tantivy_err(e))?,
+            );
+        }
+        let work = self.dir.join(format!("{MERGING_PREFIX}{id}"));
+        let merged = self.write_merged(&segments, &work)?;
+        let file = self.segment_path(&id);
+        let (info, written) = sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
+            .map_err(|e| self.store_err(e))?;
+        let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
+        let entry = {
+            let mut catalog = self.lock_catalog();
+            let live = catalog.live();
+            if !sources
+                .iter()
+                .all(|src| live.iter().any(|l| l.segment == src.segment))
+            {
+                // Retention deleted a source meanwhile: the merged copy would bring it back.
+                drop(catalog);
+                let _ = fs::remove_file(&file);
+                let _ = fs::remove_dir_all(&work);
+                tracing::info!(index = %self.name, "a merge's source was deleted meanwhile; dropping the merge");
+                return Ok(());
+            }
+            let entry = catalog
+                .add_with_reason(info, &format!("merge of {}", names.join(", ")))
+                .clone();
+            for src in &names {
+                catalog.delete(src, &format!("merged into {id}"));
+            }
+            catalog
+                .save(&self.dir)
+                .map_err(|e| StoreError::Catalog(e.to_string()))?;
+            entry
+        };
+        {
+            let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+            sealed.retain(|s| !names.contains(&s.entry.segment.as_str()));
+            drop(sealed);
+            self.serve_segment(entry.clone());
+        }
+        drop(indexes);
+        for src in &names {
+            let path = self.segment_path(src);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a merged segment's file; it is removed at next start");
+            }
+        }
+        fs::remove_dir_all(&work).map_err(io_err(&work))?;
+        tracing::info!(index = %self.name, segment = %id, sources = names.len(), docs = entry.docs, bytes = written, "merged segments");
         Ok(())
     }
 }
 
-fn open_tantivy(
+/// The first run of `factor` segments, adjacent in LSN order, of the same size class (a power
+/// of `factor` in records) and together at most `max_docs`: merging like with like keeps the
+/// number of times a record is rewritten logarithmic, as in tantivy's own merge policy.
+fn pick_merge(
+    live: &[CatalogEntry],
+    factor: usize,
+    max_docs: u64,
+    skip: impl Fn(&CatalogEntry) -> bool,
+) -> Option<Vec<CatalogEntry>> {
+    if factor < 2 {
+        return None;
+    }
+    let mut by_lsn: Vec<&CatalogEntry> = live.iter().collect();
+    by_lsn.sort_by_key(|e| e.max_lsn);
+    let class = |docs: u64| (docs.max(1) as f64).log(factor as f64).floor() as u32;
+    by_lsn.windows(factor).find_map(|w| {
+        let first = class(w[0].docs);
+        let total: u64 = w.iter().map(|e| e.docs).sum();
+        let fits = total <= max_docs && w.iter().all(|e| class(e.docs) == first && !skip(e));
+        fits.then(|| w.iter().map(|e| (*e).clone()).collect())
+    })
+}
+
+/// The catalog fields of a freshly written one-segment index in `dir`, bundled into `file`.
+fn sealed_info(
+    index: &Index,
     dir: &Path,
-    schema: &LogSchema,
-    docstore_block_bytes: usize,
-) -> tantivy::Result<Index> {
+    file: &Path,
+    id: &str,
+    raw_bytes: u64,
+    max_lsn: u64,
+) -> Result<(SegmentInfo, u64), String> {
+    let metas = index
+        .searchable_segment_metas()
+        .map_err(|e| e.to_string())?;
+    let reader = reader_of(index).map_err(|e| e.to_string())?;
+    let searcher = reader.searcher();
+    let (mut min_ts, mut max_ts, mut docs) = (i64::MAX, i64::MIN, 0u64);
+    for seg in searcher.segment_readers() {
+        let col = seg
+            .fast_fields()
+            .i64("timestamp")
+            .map_err(|e| e.to_string())?;
+        if seg.num_docs() > 0 {
+            min_ts = min_ts.min(col.min_value());
+            max_ts = max_ts.max(col.max_value());
+        }
+        docs += seg.num_docs() as u64;
+    }
+    drop(searcher);
+    drop(reader);
+    // Only the files of the index's live segments: a directory can hold files tantivy has not
+    // collected yet, which would otherwise be carried along forever.
+    let prefixes: Vec<String> = metas.iter().map(|m| m.id().uuid_string()).collect();
+    let mut names = vec!["meta.json".to_string()];
+    for file in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let name = file
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            names.push(name);
+        }
+    }
+    let written = write_bundle(dir, &names, file).map_err(|e| e.to_string())?;
+    Ok((
+        SegmentInfo {
+            segment: id.to_string(),
+            min_timestamp: min_ts,
+            max_timestamp: max_ts,
+            docs,
+            raw_bytes,
+            file_bytes: written.bytes,
+            sha256: written.sha256,
+            max_lsn,
+        },
+        written.bytes,
+    ))
+}
+
+/// How sealed and merged segments are stored: zstd at the configured level in large blocks,
+/// documents sorted by stream.
+fn sealed_settings(cfg: &StoreConfig) -> IndexSettings {
+    IndexSettings {
+        sort_by_field: Some(IndexSortByField {
+            field: crate::schema::STREAM_FIELD.to_string(),
+            order: Order::Asc,
+        }),
+        docstore_compression: Compressor::Zstd(ZstdCompressor {
+            compression_level: Some(cfg.sealed_zstd_level),
+        }),
+        docstore_blocksize: cfg.docstore_block_bytes,
+        ..IndexSettings::default()
+    }
+}
+
+/// Opens (or creates) a hot index: LZ4 doc store, documents in arrival order.
+fn open_tantivy(dir: &Path, schema: &LogSchema) -> tantivy::Result<Index> {
     fs::create_dir_all(dir)?;
     let directory = MmapDirectory::open(dir)?;
     let settings = IndexSettings {
-        docstore_compression: Compressor::Zstd(ZstdCompressor {
-            compression_level: Some(3),
-        }),
-        docstore_blocksize: docstore_block_bytes,
+        docstore_compression: Compressor::Lz4,
+        docstore_blocksize: HOT_BLOCK_BYTES,
         ..IndexSettings::default()
     };
     let index = Index::builder()

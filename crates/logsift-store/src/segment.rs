@@ -54,19 +54,13 @@ pub struct Written {
     pub sha256: String,
 }
 
-/// Bundles the regular files of `src` (a committed one-segment tantivy index; lock files are
-/// left out) into `dest`, fsynced. Writes to a temporary name first and renames, so a crash
-/// never leaves a half-written file under the final name.
-pub fn write_bundle(src: &Path, dest: &Path) -> Result<Written, SegmentError> {
-    let mut names: Vec<String> = Vec::new();
-    for entry in fs::read_dir(src).map_err(io_err(src))? {
-        let entry = entry.map_err(io_err(src))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().map_err(io_err(src))?.is_file() && !name.ends_with(".lock") {
-            names.push(name);
-        }
-    }
+/// Bundles the files `names` of `src` (a committed one-segment tantivy index: its `meta.json`
+/// and its segment's files) into `dest`, fsynced. Writes to a temporary name first and
+/// renames, so a crash never leaves a half-written file under the final name.
+pub fn write_bundle(src: &Path, names: &[String], dest: &Path) -> Result<Written, SegmentError> {
+    let mut names = names.to_vec();
     names.sort();
+    names.dedup();
     let tmp = dest.with_extension("tmp");
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let mut out = HashingWriter {

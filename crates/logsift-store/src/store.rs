@@ -42,8 +42,16 @@ pub struct StoreConfig {
     pub writer_memory_bytes: usize,
     /// Zone east of UTC for timestamps that carry none (RFC 3164).
     pub default_offset_secs: i32,
-    /// Doc store block size: larger compresses better, costs more per fetched hit.
+    /// Doc store block size of sealed segments: larger compresses better, costs more per
+    /// fetched hit.
     pub docstore_block_bytes: usize,
+    /// zstd level of sealed segments' doc stores (1–22).
+    pub sealed_zstd_level: i32,
+    /// Sealed segments are merged `merge_factor` at a time (of similar size, adjacent in
+    /// time); below 2, never.
+    pub merge_factor: usize,
+    /// No merge produces a segment of more records than this.
+    pub merge_max_docs: u64,
     /// Settings of named indexes; others use `IndexOptions::default()`.
     pub index_options: BTreeMap<String, IndexOptions>,
     /// The hot index is sealed into a segment once it holds this many records...
@@ -189,6 +197,22 @@ impl Store {
             }
         }
         deleted
+    }
+
+    /// Starts a background merge of small sealed segments in each index that has some to
+    /// merge and is not merging already. Returns how many started.
+    pub fn start_merges(&self) -> usize {
+        self.list()
+            .iter()
+            .filter(|h| h.maybe_merge(self.cfg.merge_factor, self.cfg.merge_max_docs))
+            .count()
+    }
+
+    /// Waits for every merge in progress.
+    pub fn wait_for_merges(&self) {
+        for handle in self.list() {
+            handle.wait_for_merge();
+        }
     }
 
     /// Waits for every seal in progress (graceful shutdown).
