@@ -75,6 +75,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         seal_after_ms: cfg.index.seal_interval_ms,
         index_options: cfg.index_options()?,
     })?);
+    store.spawn_integrity_check();
     let metrics = Arc::new(Metrics::default());
     let (pipeline, start_report) = Pipeline::start(
         PipelineConfig {

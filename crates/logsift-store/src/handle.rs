@@ -324,6 +324,46 @@ impl IndexHandle {
         self.lock_catalog().live().into_iter().cloned().collect()
     }
 
+    /// Rehashes every served segment file against the sha256 the catalog recorded and
+    /// quarantines the ones that differ (opening a segment checks only its footer and
+    /// directory, which a flipped byte in the data does not touch). Returns how many failed.
+    pub fn check_segments(&self) -> usize {
+        let entries: Vec<CatalogEntry> = self
+            .sealed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.entry.clone())
+            .collect();
+        let mut failed = 0;
+        for entry in entries {
+            let path = self.segment_path(&entry.segment);
+            let why = match crate::segment::sha256_file(&path) {
+                Ok(sha) if sha == entry.sha256 => continue,
+                Ok(sha) => format!(
+                    "sha256 {sha} differs from {} recorded in the catalog",
+                    entry.sha256
+                ),
+                Err(e) => e.to_string(),
+            };
+            // A merge or retention may have replaced it meanwhile: only a served one counts.
+            let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+            let before = sealed.len();
+            sealed.retain(|s| s.entry.segment != entry.segment);
+            if sealed.len() == before {
+                continue;
+            }
+            drop(sealed);
+            failed += 1;
+            tracing::error!(index = %self.name, segment = %entry.segment, %why, "quarantining a segment that fails its checksum; the rest keeps serving");
+            self.quarantined
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((entry.segment, why));
+        }
+        failed
+    }
+
     /// Segments that could not be opened, with the reason.
     pub fn quarantined(&self) -> Vec<(String, String)> {
         self.quarantined
@@ -630,10 +670,16 @@ impl IndexHandle {
             return false;
         }
         let live: Vec<CatalogEntry> = self.segments();
-        let quarantined = self.quarantined();
-        let Some(sources) = pick_merge(&live, factor, max_docs, |e| {
-            quarantined.iter().any(|(q, _)| *q == e.segment)
-        }) else {
+        let sealed: Vec<String> = self
+            .sealed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.entry.segment.clone())
+            .collect();
+        // Quarantined segments are never merged: their bytes are not to be trusted.
+        let Some(sources) = pick_merge(&live, factor, max_docs, |e| !sealed.contains(&e.segment))
+        else {
             return false;
         };
         let handle = self.clone();
