@@ -411,6 +411,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let indexes_bytes = server::dir_bytes(&srv.data_dir.join("indexes"));
     let wal_bytes = server::dir_bytes(&srv.data_dir.join("wal"));
     let index_files = server::bytes_by_extension(&srv.data_dir.join("indexes"));
+    let sealed = server::sealed_space(&srv.data_dir.join("indexes"));
 
     let results = Results {
         started_at,
@@ -438,6 +439,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         peak_total,
         indexes_bytes,
         wal_bytes,
+        sealed,
         index_files,
         stop_secs: stop_time.as_secs_f64(),
         zstd,

@@ -309,6 +309,32 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// What the sealed segments under `indexes` hold: raw bytes of their records, bytes of their
+/// files, and those bytes by tantivy file kind inside the bundles, largest first.
+pub fn sealed_space(indexes: &Path) -> (u64, u64, Vec<(String, u64)>) {
+    let (mut raw, mut file) = (0, 0);
+    let mut by: HashMap<String, u64> = HashMap::new();
+    for index in std::fs::read_dir(indexes).into_iter().flatten().flatten() {
+        let Ok(entries) = logsift_store::list_segments(&index.path()) else {
+            continue;
+        };
+        for e in entries {
+            raw += e.raw_bytes;
+            file += e.file_bytes;
+            let path = index.path().join("segments").join(format!("{}.lsseg", e.segment));
+            if let Ok(bundle) = logsift_store::segment::BundleDirectory::open(&path) {
+                for (name, bytes) in bundle.file_sizes() {
+                    let ext = name.rsplit_once('.').map_or("", |(_, e)| e).to_string();
+                    *by.entry(ext).or_default() += bytes;
+                }
+            }
+        }
+    }
+    let mut kinds: Vec<(String, u64)> = by.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    (raw, file, kinds)
+}
+
 /// Bytes of the files under `dir` by extension (tantivy: `idx` postings, `pos` positions,
 /// `term` dictionary, `store` documents, `fast` fast fields, ...), largest first.
 pub fn bytes_by_extension(dir: &Path) -> Vec<(String, u64)> {

@@ -154,6 +154,17 @@ impl std::fmt::Debug for BundleDirectory {
 }
 
 impl BundleDirectory {
+    /// The files bundled, with their sizes, in name order (for space reports).
+    pub fn file_sizes(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .files
+            .iter()
+            .map(|(p, e)| (p.to_string_lossy().into_owned(), e.range.len() as u64))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Maps `path` and checks its footer and directory.
     pub fn open(path: &Path) -> Result<Self, SegmentError> {
         let corrupt = |why: String| SegmentError::Corrupt {
