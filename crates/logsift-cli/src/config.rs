@@ -40,10 +40,10 @@ pub struct IndexSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HoldSection {
-    /// RFC 3339.
-    pub start: String,
-    /// RFC 3339, exclusive.
-    pub end: String,
+    /// RFC 3339; absent: from the beginning of time.
+    pub start: Option<String>,
+    /// RFC 3339, exclusive; absent: with no end. A hold with neither covers the whole index.
+    pub end: Option<String>,
     pub reason: String,
 }
 
@@ -223,7 +223,8 @@ impl Config {
                         format!("[indexes.{name}] legal_holds[{i}]: {v:?} is not an RFC 3339 time")
                     })
                 };
-                let (start, end) = (at(&h.start)?, at(&h.end)?);
+                let start = h.start.as_deref().map(at).transpose()?.unwrap_or(i64::MIN);
+                let end = h.end.as_deref().map(at).transpose()?.unwrap_or(i64::MAX);
                 if start >= end {
                     bail!("[indexes.{name}] legal_holds[{i}]: start must be before end");
                 }
@@ -312,5 +313,24 @@ mod tests {
         assert!(err.contains("query.max_concurrent_queries"), "{err}");
         std::fs::write(&path, "typo_key = 1\n").unwrap();
         assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("typo_key"));
+        std::fs::write(&path, "[index]\nsealed_zstd_level = 30\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("index.sealed_zstd_level"), "{err}");
+    }
+
+    #[test]
+    fn a_hold_without_a_range_covers_the_whole_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[indexes.audit]\nlegal_holds = [{ reason = \"case 7\" }, { start = \"2026-01-01T00:00:00Z\", reason = \"open-ended\" }]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        let holds = &cfg.index_options().unwrap()["audit"].legal_holds;
+        assert_eq!((holds[0].start, holds[0].end), (i64::MIN, i64::MAX));
+        assert_eq!(holds[1].start, 1_767_225_600_000_000_000);
+        assert_eq!(holds[1].end, i64::MAX);
     }
 }

@@ -5,10 +5,9 @@
 //!     hot/                 the tantivy index being written (commits every ≤ 1 s)
 //!     sealing-<id>/        a former hot index being turned into a segment (only while sealing)
 //!     segments/<id>.lsseg  sealed segments, one immutable file each (see `segment`)
+//!     merging-<id>/        the output of a merge of sealed segments (only while merging)
 //!     catalog.json         the hash-chained list of sealed segments (see `catalog`)
 //! ```
-//!
-//!     merging-<id>/        the output of a merge of sealed segments (only while merging)
 //!
 //! Sealing renames `hot/` to `sealing-<id>/`, starts a new `hot/`, merges the old one into a
 //! single segment in `sealing-<id>/sealed/`, bundles it into `segments/<id>.lsseg`, records it
