@@ -8,6 +8,7 @@ mod error;
 mod ingest;
 mod search;
 mod tail;
+mod ui;
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.max_body_bytes;
     Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
         .route("/api/v1/search", get(search::search))
         .route("/api/v1/histogram", get(aggs::histogram))

@@ -1,0 +1,551 @@
+// logsift's search page. No framework and no build step: the server embeds this file.
+// Log lines are hostile input: everything from the API reaches the page through textContent,
+// never innerHTML.
+"use strict";
+
+const SEVERITIES = ["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug", "none"];
+const PAGE = 100;
+const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
+const TAIL_KEEP = 2000;
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+};
+
+const state = {
+  q: "",
+  range: "15m",
+  start: null, // ms, absolute ranges only
+  end: null,
+  cursor: null,
+  loading: false,
+  generation: 0, // bumps on every new search, so late answers of an old one are ignored
+  tail: null,
+};
+
+// ---- URL state: the whole page can be pasted into an incident channel ----
+
+function readUrl() {
+  const p = new URLSearchParams(location.search);
+  state.q = p.get("q") || "";
+  const start = p.get("start");
+  const end = p.get("end");
+  if (start && end && !isNaN(Date.parse(start)) && !isNaN(Date.parse(end))) {
+    state.range = "abs";
+    state.start = Date.parse(start);
+    state.end = Date.parse(end);
+  } else {
+    const r = p.get("range");
+    state.range = r && (r in RANGES || r === "all") ? r : "15m";
+  }
+  $("tail").checked = p.get("tail") === "1";
+}
+
+function writeUrl() {
+  const p = new URLSearchParams();
+  if (state.q) p.set("q", state.q);
+  if (state.range === "abs") {
+    p.set("start", new Date(state.start).toISOString());
+    p.set("end", new Date(state.end).toISOString());
+  } else {
+    p.set("range", state.range);
+  }
+  if ($("tail").checked) p.set("tail", "1");
+  history.replaceState(null, "", "?" + p.toString());
+}
+
+// The time window of the current search, as API parameters.
+function window_() {
+  if (state.range === "abs") {
+    return { start: new Date(state.start).toISOString(), end: new Date(state.end).toISOString() };
+  }
+  if (state.range === "all") return {};
+  const now = Date.now();
+  return { start: new Date(now - RANGES[state.range]).toISOString(), end: new Date(now + 1000).toISOString() };
+}
+
+function syncForm() {
+  $("q").value = state.q;
+  $("range").value = state.range;
+  $("abs").hidden = state.range !== "abs";
+  if (state.range === "abs") {
+    $("start").value = toLocalInput(state.start);
+    $("end").value = toLocalInput(state.end);
+  }
+}
+
+const toLocalInput = (ms) => new Date(ms).toISOString().slice(0, 19);
+const fromLocalInput = (v) => Date.parse(v.length === 16 ? v + ":00Z" : v + "Z");
+
+// ---- API ----
+
+async function api(path, params) {
+  const u = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== "") u.searchParams.set(k, v);
+  }
+  const r = await fetch(u);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const err = new Error((body.error && body.error.message) || r.statusText);
+    err.code = body.error && body.error.code;
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+// ---- query errors, shown where they are ----
+
+function showQueryError(err) {
+  const box = $("q-error");
+  const m = /at column (\d+)/.exec(err.message);
+  $("q").classList.add("invalid");
+  box.hidden = false;
+  if (m) {
+    const col = Number(m[1]);
+    box.textContent = state.q + "\n" + " ".repeat(Math.max(0, col - 1)) + "^ " + err.message;
+    const input = $("q");
+    input.focus();
+    input.setSelectionRange(col - 1, col - 1);
+  } else {
+    box.textContent = err.message;
+  }
+}
+
+function clearQueryError() {
+  $("q").classList.remove("invalid");
+  $("q-error").hidden = true;
+  $("q-error").textContent = "";
+}
+
+// ---- words to highlight: the query's free words and phrases, not field filters ----
+
+function highlightTerms(q) {
+  const out = [];
+  const re = /(-?)(?:([\w.@]+):)?("([^"]*)"|[^\s()"]+)/g;
+  let m;
+  while ((m = re.exec(q))) {
+    if (m[1] === "-" || m[2]) continue;
+    const word = m[4] !== undefined ? m[4] : m[3];
+    if (/^(AND|OR|NOT)$/.test(word) || word === "*") continue;
+    const clean = word.replace(/\*$/, "");
+    if (clean) out.push(clean.toLowerCase());
+  }
+  return out;
+}
+
+function highlighted(text, terms) {
+  const frag = document.createDocumentFragment();
+  if (!terms.length) {
+    frag.append(text);
+    return frag;
+  }
+  const lower = text.toLowerCase();
+  let i = 0;
+  while (i < text.length) {
+    let best = -1;
+    let len = 0;
+    for (const t of terms) {
+      const at = lower.indexOf(t, i);
+      if (at !== -1 && (best === -1 || at < best)) {
+        best = at;
+        len = t.length;
+      }
+    }
+    if (best === -1) break;
+    frag.append(text.slice(i, best));
+    frag.append(el("mark", null, text.slice(best, best + len)));
+    i = best + len;
+  }
+  frag.append(text.slice(i));
+  return frag;
+}
+
+// ---- filters: click a value to add it to the query, or to exclude it ----
+
+function quoteValue(v) {
+  return /^[\w.\-@/]+$/.test(v) ? v : '"' + String(v).replace(/["\\]/g, "\\$&") + '"';
+}
+
+function addFilter(field, value, exclude) {
+  const clause = (exclude ? "-" : "") + field + ":" + quoteValue(value);
+  state.q = state.q.trim() ? state.q.trim() + " " + clause : clause;
+  syncForm();
+  runSearch();
+}
+
+// ---- rendering hits ----
+
+function fmtTime(ts) {
+  // 2024-05-01T12:00:00.123456789Z → 2024-05-01 12:00:00.123
+  return ts ? ts.replace("T", " ").replace(/(\.\d{3})\d*Z$/, "$1").replace(/Z$/, "") : "";
+}
+
+function hitRow(hit, terms, opts = {}) {
+  const row = el("div", "hit");
+  row.setAttribute("role", "listitem");
+  row.dataset.id = hit.id;
+  const line = el("div", "line");
+  const sev = hit.severity || "none";
+  line.append(
+    el("span", "t", fmtTime(hit.timestamp)),
+    el("span", "sev sev-" + sev, hit.severity || "-"),
+    el("span", "h", hit.host || "-"),
+    el("span", "a", hit.app || "-"),
+  );
+  const msg = el("span", "m");
+  msg.append(highlighted(hit.message || "", terms));
+  line.append(msg);
+  row.append(line);
+  if (!opts.plain) line.addEventListener("click", () => toggleDetails(row, hit));
+  return row;
+}
+
+function toggleDetails(row, hit) {
+  const open = row.querySelector(".details");
+  if (open) {
+    open.remove();
+    return;
+  }
+  const d = el("div", "details");
+  const table = el("table");
+  const fields = [
+    ["timestamp", hit.timestamp], ["received_at", hit.received_at], ["index", hit.index],
+    ["severity", hit.severity], ["facility", hit.facility], ["host", hit.host], ["app", hit.app],
+    ["procid", hit.procid], ["msgid", hit.msgid], ["source", hit.source], ["id", hit.id],
+  ];
+  for (const [k, v] of Object.entries(hit.fields || {})) {
+    fields.push(["fields." + k, typeof v === "object" ? JSON.stringify(v) : v]);
+  }
+  const filterable = new Set(["severity", "facility", "host", "app", "procid", "msgid"]);
+  for (const [k, v] of fields) {
+    if (v === null || v === undefined || v === "") continue;
+    const tr = el("tr");
+    tr.append(el("td", "k", k));
+    const td = el("td");
+    const val = el("span", "val", v);
+    td.append(val);
+    if (filterable.has(k) || k.startsWith("fields.")) {
+      val.title = "filter on this value";
+      val.addEventListener("click", () => addFilter(k, v, false));
+      const plus = el("button", "act", "+");
+      plus.type = "button";
+      plus.title = "only this value";
+      plus.addEventListener("click", () => addFilter(k, v, false));
+      const minus = el("button", "act", "−");
+      minus.type = "button";
+      minus.title = "exclude this value";
+      minus.addEventListener("click", () => addFilter(k, v, true));
+      td.append(plus, minus);
+    }
+    tr.append(td);
+    table.append(tr);
+  }
+  d.append(table);
+  const ctx = el("button", "act show-context", "Show context");
+  ctx.type = "button";
+  ctx.addEventListener("click", () => showContext(hit));
+  d.append(ctx);
+  d.append(el("pre", "raw", hit.raw));
+  row.append(d);
+}
+
+// ---- search, pages loaded as you scroll ----
+
+async function runSearch() {
+  state.q = $("q").value.trim();
+  if (state.range === "abs") {
+    const s = fromLocalInput($("start").value);
+    const e = fromLocalInput($("end").value);
+    if (!isNaN(s) && !isNaN(e) && s < e) {
+      state.start = s;
+      state.end = e;
+    }
+  }
+  writeUrl();
+  clearQueryError();
+  const gen = ++state.generation;
+  state.cursor = null;
+  $("hits").textContent = "";
+  $("more").textContent = "searching…";
+  $("summary").textContent = "";
+  const win = window_();
+  stopTail();
+  try {
+    const page = await api("/api/v1/search", { q: state.q, limit: PAGE, ...win });
+    if (gen !== state.generation) return;
+    renderSummary(page);
+    appendHits(page);
+  } catch (err) {
+    if (gen !== state.generation) return;
+    $("more").textContent = "";
+    if (err.code === "bad_query") showQueryError(err);
+    else $("summary").textContent = "search failed: " + err.message;
+    return;
+  }
+  loadHistogram(gen, win);
+  loadFacets(gen, win);
+  if ($("tail").checked) startTail();
+}
+
+function renderSummary(page) {
+  const s = $("summary");
+  s.textContent = "";
+  s.append(`${Number(page.total).toLocaleString("en")} matches · ${page.took_ms} ms`);
+  if (page.partial) {
+    s.append(" · ");
+    s.append(el("span", "partial", "partial answer (time limit): not every segment was searched"));
+  }
+}
+
+function appendHits(page) {
+  const terms = highlightTerms(state.q);
+  const box = $("hits");
+  for (const hit of page.hits) box.append(hitRow(hit, terms));
+  state.cursor = page.next_cursor || null;
+  $("more").textContent = state.cursor ? "scroll for more" : box.children.length ? "end of results" : "no matches";
+}
+
+async function loadMore() {
+  if (!state.cursor || state.loading) return;
+  state.loading = true;
+  const gen = state.generation;
+  $("more").textContent = "loading…";
+  try {
+    const page = await api("/api/v1/search", { q: state.q, limit: PAGE, cursor: state.cursor, ...window_() });
+    if (gen === state.generation) appendHits(page);
+  } catch (err) {
+    $("more").textContent = "loading more failed: " + err.message;
+  } finally {
+    state.loading = false;
+  }
+}
+
+// ---- histogram coloured by severity; drag to zoom ----
+
+async function loadHistogram(gen, win) {
+  const box = $("histogram");
+  try {
+    const h = await api("/api/v1/histogram", { q: state.q, ...win });
+    if (gen !== state.generation) return;
+    drawHistogram(h);
+  } catch (err) {
+    if (gen === state.generation) box.textContent = "histogram: " + err.message;
+  }
+}
+
+function drawHistogram(h) {
+  const box = $("histogram");
+  box.textContent = "";
+  const buckets = h.buckets || [];
+  box.dataset.buckets = String(buckets.length);
+  if (!buckets.length) return;
+  const W = 1000;
+  const H = 100;
+  const max = Math.max(1, ...buckets.map((b) => b.count));
+  const bw = W / buckets.length;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 12}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const styles = getComputedStyle(document.documentElement);
+  buckets.forEach((b, i) => {
+    let y = H;
+    for (const sev of SEVERITIES) {
+      const n = (b.by_severity || {})[sev] || 0;
+      if (!n) continue;
+      const hgt = (n / max) * H;
+      y -= hgt;
+      const r = document.createElementNS(ns, "rect");
+      r.setAttribute("x", String(i * bw + 0.5));
+      r.setAttribute("y", String(y));
+      r.setAttribute("width", String(Math.max(0.5, bw - 1)));
+      r.setAttribute("height", String(hgt));
+      r.setAttribute("fill", styles.getPropertyValue("--" + sev).trim() || "#888");
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${b.start}: ${n} ${sev}`;
+      r.append(title);
+      svg.append(r);
+    }
+  });
+  for (const i of [0, Math.floor(buckets.length / 2), buckets.length - 1]) {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", String(Math.min(W - 120, i * bw)));
+    t.setAttribute("y", String(H + 11));
+    t.setAttribute("class", "axis");
+    t.textContent = fmtTime(buckets[i].start);
+    svg.append(t);
+  }
+  box.append(svg);
+  const first = Date.parse(buckets[0].start);
+  const span = buckets.length * h.interval_ms;
+  box.dataset.first = String(first);
+  box.dataset.span = String(span);
+}
+
+function setupZoom() {
+  const box = $("histogram");
+  let from = null;
+  let sel = null;
+  const frac = (ev) => {
+    const r = box.getBoundingClientRect();
+    return Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+  };
+  box.addEventListener("mousedown", (ev) => {
+    if (!box.dataset.span) return;
+    from = frac(ev);
+    sel = el("div", "sel");
+    box.append(sel);
+    ev.preventDefault();
+  });
+  window.addEventListener("mousemove", (ev) => {
+    if (from === null) return;
+    const to = frac(ev);
+    sel.style.left = Math.min(from, to) * 100 + "%";
+    sel.style.width = Math.abs(to - from) * 100 + "%";
+  });
+  window.addEventListener("mouseup", (ev) => {
+    if (from === null) return;
+    const to = frac(ev);
+    sel.remove();
+    const [a, b] = [Math.min(from, to), Math.max(from, to)];
+    from = null;
+    if (b - a < 0.005) return;
+    const first = Number(box.dataset.first);
+    const span = Number(box.dataset.span);
+    state.range = "abs";
+    state.start = Math.floor(first + a * span);
+    state.end = Math.ceil(first + b * span);
+    syncForm();
+    runSearch();
+  });
+}
+
+// ---- top values of host, app and severity ----
+
+async function loadFacets(gen, win) {
+  const box = $("facets");
+  const fields = ["severity", "host", "app"];
+  const answers = await Promise.all(
+    fields.map((f) => api("/api/v1/terms", { field: f, q: state.q, size: 10, ...win }).catch((e) => e)),
+  );
+  if (gen !== state.generation) return;
+  box.textContent = "";
+  fields.forEach((field, i) => {
+    const a = answers[i];
+    box.append(el("h3", null, field));
+    if (a instanceof Error) {
+      box.append(el("div", "facet", a.message));
+      return;
+    }
+    for (const b of a.buckets) {
+      const row = el("div", "facet");
+      row.dataset.field = field;
+      row.dataset.value = b.value;
+      row.title = `only ${field}:${b.value}`;
+      row.append(el("span", "v" + (field === "severity" ? " sev-" + b.value : ""), b.value), el("span", "n", b.count.toLocaleString("en")));
+      row.addEventListener("click", () => addFilter(field, b.value, false));
+      box.append(row);
+    }
+    if (!a.buckets.length) box.append(el("div", "facet n", "—"));
+  });
+}
+
+// ---- context: the lines before and after a hit from the same host and app ----
+
+async function showContext(hit) {
+  const box = $("context-lines");
+  box.textContent = "loading…";
+  $("context-title").textContent = `context of ${hit.host || "-"} ${hit.app || "-"} around ${fmtTime(hit.timestamp)}`;
+  $("context").hidden = false;
+  try {
+    const c = await api("/api/v1/context", { id: hit.id, before: 20, after: 20 });
+    box.textContent = "";
+    for (const h of c.before) box.append(hitRow(h, [], { plain: true }));
+    const anchor = hitRow(c.hit, highlightTerms(state.q), { plain: true });
+    anchor.classList.add("anchor");
+    box.append(anchor);
+    for (const h of c.after) box.append(hitRow(h, [], { plain: true }));
+    anchor.scrollIntoView({ block: "center" });
+  } catch (err) {
+    box.textContent = "context failed: " + err.message;
+  }
+}
+
+// ---- live tail: new matching lines stream in on top ----
+
+function startTail() {
+  stopTail();
+  const u = new URL("/api/v1/tail", location.origin);
+  if (state.q) u.searchParams.set("q", state.q);
+  const source = new EventSource(u);
+  const terms = highlightTerms(state.q);
+  source.addEventListener("record", (ev) => {
+    let hit;
+    try {
+      hit = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    const row = hitRow(hit, terms);
+    row.classList.add("new");
+    const box = $("hits");
+    box.prepend(row);
+    while (box.children.length > TAIL_KEEP) box.lastChild.remove();
+  });
+  source.addEventListener("dropped", () => {
+    $("summary").append(" · tail fell behind and was reconnected");
+  });
+  state.tail = source;
+}
+
+function stopTail() {
+  if (state.tail) {
+    state.tail.close();
+    state.tail = null;
+  }
+}
+
+// ---- wiring ----
+
+function init() {
+  readUrl();
+  syncForm();
+  $("search").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    runSearch();
+  });
+  $("range").addEventListener("change", () => {
+    state.range = $("range").value;
+    if (state.range === "abs" && state.start === null) {
+      state.end = Date.now();
+      state.start = state.end - RANGES["1h"];
+    }
+    syncForm();
+    if (state.range !== "abs") runSearch();
+  });
+  $("tail").addEventListener("change", () => {
+    writeUrl();
+    if ($("tail").checked) startTail();
+    else stopTail();
+  });
+  $("context-close").addEventListener("click", () => ($("context").hidden = true));
+  $("context").addEventListener("click", (ev) => {
+    if (ev.target === $("context")) $("context").hidden = true;
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") $("context").hidden = true;
+  });
+  new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadMore();
+  }).observe($("more"));
+  setupZoom();
+  runSearch();
+}
+
+document.addEventListener("DOMContentLoaded", init);

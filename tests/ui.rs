@@ -1,0 +1,97 @@
+//! The web UI in a real browser: `tests/ui/ui.mjs` drives Debian's Chromium with
+//! playwright-core against a real server seeded here, and saves a screenshot of every step
+//! under `target/ui-artifacts/`. `tests/run-all.sh` installs Chromium and the npm package.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Server;
+
+const RECORDS: usize = 450;
+
+fn level(i: usize) -> &'static str {
+    match i % 5 {
+        2 => "error",
+        3 => "warning",
+        _ => "info",
+    }
+}
+
+/// Records spread over the last two hours, newest first by `i`.
+fn seed() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (0..RECORDS)
+        .map(|i| {
+            let ts = now - 5 - (i as u64) * 15;
+            let extra = if i % 9 == 0 { " upstream timeout" } else { "" };
+            format!(
+                "{{\"timestamp\":{ts},\"host\":\"web-0{}\",\"app\":\"api\",\"level\":\"{}\",\"user\":\"u{}\",\"msg\":\"GET /api/item/{i} took {i} ms{extra}\"}}\n",
+                i % 3,
+                level(i),
+                i % 4
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn search_page_in_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ui = root.join("tests/ui");
+    assert!(
+        ui.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `bash tests/run-all.sh` (or `npm ci` in tests/ui)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run `bash tests/run-all.sh` (or `apt-get install chromium`)"
+    );
+
+    let s = Server::start();
+    let (status, body) = s.ingest("logs", seed(), "application/x-ndjson");
+    assert_eq!(status, 200, "{body}");
+    s.wait_total("", &[("limit", "0")], RECORDS as u64);
+
+    let count = |f: &dyn Fn(usize) -> bool| (0..RECORDS).filter(|&i| f(i)).count();
+    let expected = serde_json::json!({
+        "all": RECORDS,
+        "timeout": count(&|i| i % 9 == 0),
+        "web01": count(&|i| i % 3 == 1),
+        "web01_not_info": count(&|i| i % 3 == 1 && level(i) != "info"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let expected_file = dir.path().join("expected.json");
+    std::fs::write(&expected_file, expected.to_string()).unwrap();
+    let shots = root.join("target/ui-artifacts");
+    let _ = std::fs::remove_dir_all(&shots);
+
+    let out = Command::new("node")
+        .arg(ui.join("ui.mjs"))
+        .arg(&s.http)
+        .arg(&shots)
+        .arg(&expected_file)
+        .env("CHROMIUM", &chromium)
+        .current_dir(&ui)
+        .output()
+        .expect("node is needed for the UI test: apt-get install nodejs npm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "UI test failed (screenshots in {}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        shots.display(),
+        s.log()
+    );
+    assert!(stdout.contains("steps passed"), "{stdout}");
+    // The page's headers keep it to itself.
+    let resp = common::client().get(format!("{}/", s.http)).send().unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}

@@ -1,0 +1,182 @@
+// Drives logsift's web UI in Debian's Chromium with playwright-core, the way an engineer
+// would during an incident. Started by tests/ui.rs against a real server it has seeded:
+//
+//   node tests/ui/ui.mjs <base-url> <screenshot-dir> <expected.json>
+//
+// Every step saves a screenshot; any failed expectation exits non-zero with what was seen.
+import { chromium } from "playwright-core";
+import { readFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [base, shots, expectedFile] = process.argv.slice(2);
+const expected = JSON.parse(readFileSync(expectedFile, "utf8"));
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  // As root in a sandboxed CI: no Chromium sandbox; no background connections (closed network).
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const errors = [];
+let step = 0;
+
+async function shot(page, name) {
+  step += 1;
+  await page.screenshot({ path: join(shots, `${String(step).padStart(2, "0")}-${name}.png`) });
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error("expectation failed: " + what);
+}
+
+async function summaryTotal(page) {
+  const text = await page.locator("#summary").innerText();
+  const m = /([\d,]+) matches/.exec(text);
+  return m ? Number(m[1].replace(/,/g, "")) : null;
+}
+
+async function waitTotal(page, total, what) {
+  await page.waitForFunction(
+    (t) => {
+      const m = /([\d,]+) matches/.exec(document.getElementById("summary").innerText);
+      return m && Number(m[1].replace(/,/g, "")) === t;
+    },
+    total,
+    { timeout: 10000 },
+  ).catch(async () => {
+    throw new Error(`${what}: expected ${total} matches, page says ${JSON.stringify(await page.locator("#summary").innerText())}`);
+  });
+}
+
+async function search(page, q) {
+  await page.fill("#q", q);
+  await page.click("#go");
+}
+
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("pageerror", (e) => errors.push("page error: " + e.message));
+  page.on("console", (m) => {
+    // The broken query of step 3 is answered 400 on purpose; the browser logs that.
+    if (m.type() === "error" && !m.text().includes("status of 400")) errors.push("console: " + m.text());
+  });
+
+  // 1. The page, all time: hits, a histogram, facets.
+  await page.goto(`${base}/?range=all`);
+  await waitTotal(page, expected.all, "all records");
+  await page.waitForSelector("#histogram svg rect");
+  check((await page.locator("#hits .hit").count()) === 100, "the first page holds 100 hits");
+  await page.waitForSelector("#facets .facet[data-field=host]");
+  check((await page.locator("#facets .facet[data-field=host]").count()) === 3, "three hosts in the side panel");
+  await shot(page, "all");
+
+  // 2. A query: the exact total, newest first, the word highlighted.
+  await search(page, "timeout");
+  await waitTotal(page, expected.timeout, "timeout");
+  check((await page.locator("#hits .hit mark").first().innerText()).toLowerCase() === "timeout", "query word highlighted");
+  const times = await page.locator("#hits .hit .t").allInnerTexts();
+  check(times.join() === [...times].sort().reverse().join(), "hits newest first");
+  await page.waitForSelector("#histogram svg rect");
+  await shot(page, "query");
+
+  // 3. A broken query: the error is shown where it is, with its column.
+  await search(page, "timeout AND (host:web-01");
+  await page.waitForSelector("#q-error:not([hidden])");
+  const qerr = await page.locator("#q-error").innerText();
+  check(/column \d+/.test(qerr) && qerr.includes("^"), "query error names its column: " + qerr);
+  check(await page.locator("#q.invalid").count() === 1, "query bar marked invalid");
+  await shot(page, "query-error");
+
+  // 4. Scrolling loads the next pages (cursor pagination) until every match is there.
+  await search(page, "");
+  await waitTotal(page, expected.all, "back to all");
+  for (let i = 0; i < 20 && (await page.locator("#hits .hit").count()) < expected.all; i++) {
+    await page.locator("#more").scrollIntoViewIfNeeded();
+    await page.waitForTimeout(150);
+  }
+  const loaded = await page.locator("#hits .hit").count();
+  check(loaded === expected.all, `scrolling loaded every hit once (${loaded} of ${expected.all})`);
+  const ids = await page.locator("#hits .hit").evaluateAll((rows) => rows.map((r) => r.dataset.id));
+  check(new Set(ids).size === ids.length, "no hit twice");
+  await page.evaluate(() => window.scrollTo(0, 0));
+
+  // 5. Drag on the histogram to zoom: an absolute range in the URL, fewer matches.
+  const box = await page.locator("#histogram").boundingBox();
+  await page.mouse.move(box.x + box.width * 0.25, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForFunction(() => location.search.includes("start="));
+  await page.waitForFunction((all) => {
+    const m = /([\d,]+) matches/.exec(document.getElementById("summary").innerText);
+    return m && Number(m[1].replace(/,/g, "")) < all;
+  }, expected.all);
+  check(await page.locator("#range").inputValue() === "abs", "the range became absolute");
+  await shot(page, "zoomed");
+
+  // 6. Click a host in the side panel: the query gains the filter, every hit is that host.
+  await page.goto(`${base}/?range=all`);
+  await waitTotal(page, expected.all, "all again");
+  await page.locator("#facets .facet[data-field=host][data-value=web-01]").click();
+  await waitTotal(page, expected.web01, "host facet");
+  check((await page.inputValue("#q")).includes("host:web-01"), "facet filter in the query bar");
+  const hosts = await page.locator("#hits .hit .h").allInnerTexts();
+  check(hosts.length > 0 && hosts.every((h) => h === "web-01"), "every hit from web-01");
+  await shot(page, "facet");
+
+  // 7. Expand a line: every field and the raw bytes; exclude a value; then its context.
+  await page.locator("#hits .hit .line").nth(3).click();
+  await page.waitForSelector("#hits .details pre.raw");
+  const raw = await page.locator("#hits .details pre.raw").innerText();
+  check(raw.startsWith("{") && raw.includes("web-01"), "raw bytes shown: " + raw);
+  await shot(page, "expanded");
+  await page.locator("#hits .details .show-context").click();
+  await page.waitForSelector("#context:not([hidden]) .hit.anchor");
+  const around = await page.locator("#context-lines .hit .h").allInnerTexts();
+  check(around.length >= 3 && around.every((h) => h === "web-01"), "context lines from the same host: " + around);
+  await shot(page, "context");
+  await page.click("#context-close");
+  await page.locator("#hits .hit .line").first().click();
+  await page.locator("#hits .hit").first().locator(".details tr", { hasText: "severity" })
+    .locator("button[title='exclude this value']").click();
+  await waitTotal(page, expected.web01_not_info, "excluding a severity");
+  check((await page.inputValue("#q")).includes("-severity:info"), "exclusion in the query bar");
+
+  // 8. The URL restores the page: paste it into a new tab.
+  const url = page.url();
+  const copy = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await copy.goto(url);
+  await waitTotal(copy, expected.web01_not_info, "the pasted URL");
+  check((await copy.inputValue("#q")) === (await page.inputValue("#q")), "query restored from the URL");
+  await shot(copy, "from-url");
+  await copy.close();
+
+  // 9. Live tail: a line ingested now appears on top within 2 s.
+  const token = "tailtoken" + Date.now();
+  await page.goto(`${base}/?range=15m&q=${token}`);
+  await waitTotal(page, 0, "nothing matches the token yet");
+  await page.check("#tail");
+  await page.waitForTimeout(500); // the stream is open once the server has answered
+  const sent = Date.now();
+  const r = await fetch(`${base}/api/v1/logs/ingest`, {
+    method: "POST",
+    headers: { "content-type": "application/x-ndjson" },
+    body: JSON.stringify({ host: "web-09", level: "error", msg: `fresh line ${token}` }) + "\n",
+  });
+  check(r.status === 200, "ingest answered " + r.status);
+  await page.waitForSelector(`#hits .hit.new:has-text("${token}")`, { timeout: 2000 });
+  const waited = Date.now() - sent;
+  check(waited <= 2000, `tail delivered within 2 s (${waited} ms)`);
+  check((await page.locator("#hits .hit.new .sev").first().innerText()) === "error", "tail line coloured by severity");
+  await shot(page, "tail");
+
+  check(errors.length === 0, "no errors in the page: " + errors.join("; "));
+  console.log(`ui: ${step} steps passed; screenshots in ${shots}`);
+} catch (e) {
+  console.error(e.message);
+  if (errors.length) console.error(errors.join("\n"));
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
