@@ -3,7 +3,8 @@
 // never innerHTML.
 "use strict";
 
-const SEVERITIES = ["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug", "none"];
+// Severity names as the API gives them, most severe first (the histogram stacks them so).
+const SEVERITIES = ["emerg", "alert", "crit", "error", "warning", "notice", "info", "debug", "none"];
 const PAGE = 100;
 const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
 const TAIL_KEEP = 2000;
