@@ -520,7 +520,7 @@ impl TermsFruit {
         self.overflow += other.overflow;
         self.capped |= other.capped;
         let mut incoming: Vec<(String, u64)> = other.counts.into_iter().collect();
-        incoming.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        incoming.sort_unstable_by_key(|v| std::cmp::Reverse(v.1));
         for (value, n) in incoming {
             if let Some(slot) = self.counts.get_mut(&value) {
                 *slot += n;

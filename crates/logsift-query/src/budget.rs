@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::query::{EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED};
 
 use crate::QueryError;
@@ -122,16 +122,18 @@ struct BudgetWeight {
 
 impl Weight for BudgetWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        let inner = self.inner.scorer(reader, boost)?;
-        let stopped = self.budget.expired();
-        if stopped {
+        // Looked at before the inner scorer is built: building one can be most of the work
+        // (a prefix over a large dictionary is expanded here, which no tick can interrupt).
+        if self.budget.expired() {
             self.budget.cut.store(true, Ordering::Relaxed);
+            return Ok(Box::new(EmptyScorer));
         }
+        let inner = self.inner.scorer(reader, boost)?;
         Ok(Box::new(BudgetScorer {
             inner,
             budget: self.budget.clone(),
             countdown: CHECK_EVERY,
-            stopped,
+            stopped: false,
         }))
     }
 
