@@ -693,7 +693,7 @@ fn a_search_cut_by_its_time_limit_answers_the_range_it_covered() {
         .flat_map(|p| (0..PER_PART).map(move |i| (p, i)))
         .map(|(p, i)| (api_time(part_secs(p, i)), part_message(p, i)))
         .collect();
-    let (mut partials, mut complete, mut timeouts) = (0, 0, 0);
+    let (mut partials, mut complete, mut timeouts, mut histogram_partials) = (0, 0, 0, 0);
     for _ in 0..10 {
         let (status, body) = s.search("t*", &[("limit", "1000")]);
         match status {
@@ -751,20 +751,47 @@ fn a_search_cut_by_its_time_limit_answers_the_range_it_covered() {
             }
             other => panic!("unexpected {other}: {body}"),
         }
-        if partials >= 3 {
+        let (status, body) = get(&s, "/api/v1/histogram", &[("q", "t*"), ("interval", "10m")]);
+        match status {
+            200 if body["partial"] == true => {
+                histogram_partials += 1;
+                assert_eq!(body["total_exact"], false, "{body}");
+                let start = body["covered"]["start"].as_str().expect("covered.start");
+                let end = body["covered"]["end"].as_str().expect("covered.end");
+                // One bucket per part: those inside the covered range are exact.
+                let buckets = body["buckets"].as_array().unwrap();
+                assert_eq!(buckets.len(), PARTS, "{body}");
+                let mut exact = 0;
+                for (p, b) in buckets.iter().enumerate() {
+                    let (lo, hi) = (api_time(part_secs(p, 0)), api_time(part_secs(p + 1, 0)));
+                    let count = b["count"].as_u64().unwrap();
+                    assert!(count <= PER_PART as u64, "{b}");
+                    if lo.as_str() >= start && hi.as_str() <= end {
+                        assert_eq!(count, PER_PART as u64, "bucket {p} is covered: {body}");
+                        exact += 1;
+                    }
+                }
+                assert!(exact >= 1, "{body}");
+            }
+            200 => assert_eq!(body["total"], model.len() as u64, "{body}"),
+            408 => assert_eq!(body["error"]["code"], "query_timeout", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+        if partials >= 3 && histogram_partials >= 1 {
             break;
         }
     }
     eprintln!(
         "time limit {limit_ms} ms (one segment {one} ms, all {all} ms): {partials} partial, \
-         {complete} complete, {timeouts} timed out"
+         {complete} complete, {timeouts} timed out; {histogram_partials} partial histograms"
     );
     assert!(
         partials >= 1,
         "no partial answer with a {limit_ms} ms limit (one segment {one} ms, all {all} ms): \
          {complete} complete, {timeouts} timed out"
     );
-    assert!(s.metric("logsift_query_partial_total") >= partials as f64);
+    assert!(histogram_partials >= 1, "no partial histogram");
+    assert!(s.metric("logsift_query_partial_total") >= (partials + histogram_partials) as f64);
 }
 
 #[test]
