@@ -533,8 +533,9 @@ fn slow_queries_answer_408_and_excess_queries_429() {
     // Searchable after a commit interval (200 ms in tests); not polled, as polling would
     // itself run into the 1 ms limit.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    // A wide query takes more than 1 ms in a debug build; each answer is complete or a 408,
-    // never a silently partial count.
+    // A wide query takes more than 1 ms in a debug build. All records are in one part (the
+    // hot index), so no time range can be covered without searching all of it: each answer
+    // is complete or a 408, never a silently partial count.
     let wide = (0..120)
         .map(|i| format!("key{i}* OR data{i}*"))
         .collect::<Vec<_>>()
@@ -572,13 +573,324 @@ fn slow_queries_answer_408_and_excess_queries_429() {
                     assert_eq!(body["error"]["code"], "too_many_queries", "{body}");
                     assert_eq!(retry.unwrap(), "1");
                 }
-                200 => {}
+                200 => {
+                    assert_eq!(body["partial"], false, "{body}");
+                    assert_eq!(body["total_exact"], true, "{body}");
+                }
                 other => panic!("unexpected {other}: {body}"),
             }
         }
     });
     assert!(timeouts >= 1, "at least one query ran and timed out");
     assert!(busy >= 1, "eight at once with one slot: some are refused");
+}
+
+/// Records in sealed segments of `PER_PART` records each, part `p` in its own ten minutes
+/// from `BASE`. Each message is `WORDS` distinct words `t<p>x<i>x<j>`, so that the prefix
+/// query `t*` expands a large term dictionary in every segment: a query slow enough to be
+/// cut short or cancelled, on little data.
+const PARTS: usize = 24;
+const PER_PART: usize = 300;
+const WORDS: usize = 100;
+const PARTS_CONFIG: &str = "[index]\nseal_docs = 300\n";
+
+fn part_secs(p: usize, i: usize) -> i64 {
+    BASE_SECS + (p * 600 + i) as i64
+}
+
+fn part_message(p: usize, i: usize) -> String {
+    (0..WORDS)
+        .map(|j| format!("t{p}x{i}x{j}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Hit timestamps as the API writes them (RFC 3339 with nine fraction digits), which sort
+/// as strings in time order.
+fn api_time(secs: i64) -> String {
+    rfc3339(secs).replace('Z', ".000000000Z")
+}
+
+/// Ingests the parts one at a time, each sealed before the next, so that every sealed
+/// segment holds exactly one part's ten minutes.
+fn seed_parts(s: &Server) {
+    for p in 0..PARTS {
+        let mut body = String::new();
+        for i in 0..PER_PART {
+            let line = json!({
+                "timestamp": rfc3339(part_secs(p, i)),
+                "host": "parts",
+                "message": part_message(p, i),
+            });
+            body.push_str(&line.to_string());
+            body.push('\n');
+        }
+        let (status, answer) = s.ingest("logs", body, "application/x-ndjson");
+        assert_eq!(status, 200, "{answer}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, segments) = s.get("/api/v1/segments");
+            let sealed = segments["indexes"][0]["segments"]
+                .as_array()
+                .map_or(0, |a| a.len());
+            if sealed > p {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "part {p} was not sealed: {segments}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// The median `took_ms` of three complete searches.
+fn median_took(s: &Server, q: &str, params: &[(&str, &str)]) -> u64 {
+    let mut took: Vec<u64> = (0..3)
+        .map(|_| {
+            let (status, body) = s.search(q, params);
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["partial"], false, "{body}");
+            body["took_ms"].as_u64().unwrap()
+        })
+        .collect();
+    took.sort_unstable();
+    took[1]
+}
+
+#[test]
+fn a_search_cut_by_its_time_limit_answers_the_range_it_covered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), PARTS_CONFIG);
+    seed_parts(&s);
+    // Calibrate on this machine: the time limit goes between the time one segment takes and
+    // the time all of them take, so that some segments finish and some do not.
+    let one = median_took(
+        &s,
+        "t*",
+        &[
+            ("start", &rfc3339(part_secs(5, 0))),
+            ("end", &rfc3339(part_secs(6, 0))),
+        ],
+    )
+    .max(1);
+    let all = median_took(&s, "t*", &[]);
+    assert!(
+        all >= 3 * one,
+        "one segment took {one} ms and all {PARTS} took {all} ms: too close together to place \
+         a time limit between them"
+    );
+    let limit_ms = ((one * all) as f64).sqrt() as u64;
+    assert!(s.stop().success());
+    let s = Server::start_in(
+        tmp.path(),
+        &format!("{PARTS_CONFIG}[query]\nquery_timeout_ms = {limit_ms}\n"),
+    );
+
+    // The model: every record's API timestamp and message.
+    let model: Vec<(String, String)> = (0..PARTS)
+        .flat_map(|p| (0..PER_PART).map(move |i| (p, i)))
+        .map(|(p, i)| (api_time(part_secs(p, i)), part_message(p, i)))
+        .collect();
+    let (mut partials, mut complete, mut timeouts, mut histogram_partials) = (0, 0, 0, 0);
+    for _ in 0..10 {
+        let (status, body) = s.search("t*", &[("limit", "1000")]);
+        match status {
+            200 if body["partial"] == true => {
+                partials += 1;
+                assert_eq!(body["total_exact"], false, "{body}");
+                let start = body["covered"]["start"].as_str().expect("covered.start");
+                let end = body["covered"]["end"].as_str().expect("covered.end");
+                assert!(start < end, "{start} {end}");
+                // Newest first: the covered range reaches the newest record.
+                assert!(end > model.last().unwrap().0.as_str(), "{end}");
+                assert!(
+                    start > model[0].0.as_str(),
+                    "a partial answer cannot cover everything: {start}"
+                );
+                let mut want: Vec<&(String, String)> = model
+                    .iter()
+                    .filter(|(ts, _)| ts.as_str() >= start && ts.as_str() < end)
+                    .collect();
+                want.sort_by(|a, b| b.0.cmp(&a.0));
+                let in_range = want.len() as u64;
+                want.truncate(1000);
+                let hits = body["hits"].as_array().unwrap();
+                for hit in hits {
+                    let ts = hit["timestamp"].as_str().unwrap();
+                    assert!(
+                        ts >= start && ts < end,
+                        "hit at {ts} outside {start}..{end}"
+                    );
+                }
+                // Everything in the covered range was searched: its hits are exact.
+                let got: Vec<&str> = hits
+                    .iter()
+                    .map(|h| h["message"].as_str().unwrap())
+                    .collect();
+                let expected: Vec<&str> = want.iter().map(|(_, m)| m.as_str()).collect();
+                assert_eq!(got, expected);
+                let total = body["total"].as_u64().unwrap();
+                assert!(
+                    total >= in_range && total <= model.len() as u64,
+                    "total {total} is a lower bound of {} and at least the {in_range} covered",
+                    model.len()
+                );
+                assert!(body["next_cursor"].is_string(), "{body}");
+            }
+            200 => {
+                complete += 1;
+                assert_eq!(body["total"], model.len() as u64, "{body}");
+                assert_eq!(body["total_exact"], true, "{body}");
+                assert!(body.get("covered").is_none(), "{body}");
+            }
+            408 => {
+                timeouts += 1;
+                assert_eq!(body["error"]["code"], "query_timeout", "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+        let (status, body) = get(&s, "/api/v1/histogram", &[("q", "t*"), ("interval", "10m")]);
+        match status {
+            200 if body["partial"] == true => {
+                histogram_partials += 1;
+                assert_eq!(body["total_exact"], false, "{body}");
+                let start = body["covered"]["start"].as_str().expect("covered.start");
+                let end = body["covered"]["end"].as_str().expect("covered.end");
+                // One bucket per part: those inside the covered range are exact.
+                let buckets = body["buckets"].as_array().unwrap();
+                assert_eq!(buckets.len(), PARTS, "{body}");
+                let mut exact = 0;
+                for (p, b) in buckets.iter().enumerate() {
+                    let (lo, hi) = (api_time(part_secs(p, 0)), api_time(part_secs(p + 1, 0)));
+                    let count = b["count"].as_u64().unwrap();
+                    assert!(count <= PER_PART as u64, "{b}");
+                    if lo.as_str() >= start && hi.as_str() <= end {
+                        assert_eq!(count, PER_PART as u64, "bucket {p} is covered: {body}");
+                        exact += 1;
+                    }
+                }
+                assert!(exact >= 1, "{body}");
+            }
+            200 => assert_eq!(body["total"], model.len() as u64, "{body}"),
+            408 => assert_eq!(body["error"]["code"], "query_timeout", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+        if partials >= 3 && histogram_partials >= 1 {
+            break;
+        }
+    }
+    eprintln!(
+        "time limit {limit_ms} ms (one segment {one} ms, all {all} ms): {partials} partial, \
+         {complete} complete, {timeouts} timed out; {histogram_partials} partial histograms"
+    );
+    assert!(
+        partials >= 1,
+        "no partial answer with a {limit_ms} ms limit (one segment {one} ms, all {all} ms): \
+         {complete} complete, {timeouts} timed out"
+    );
+    assert!(histogram_partials >= 1, "no partial histogram");
+    assert!(s.metric("logsift_query_partial_total") >= (partials + histogram_partials) as f64);
+}
+
+#[test]
+fn a_client_that_disconnects_stops_its_query_and_frees_its_slot() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        tmp.path(),
+        &format!("{PARTS_CONFIG}[query]\nmax_concurrent_queries = 1\nquery_timeout_ms = 600000\n"),
+    );
+    seed_parts(&s);
+    let slow = "t* OR t* OR t* OR t*";
+    let (status, body) = s.search(slow, &[("limit", "10")]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], (PARTS * PER_PART) as u64);
+    assert_eq!(s.metric("logsift_query_cancelled_total"), 0.0);
+
+    let addr = s.http.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /api/v1/search?q=t*%20OR%20t*%20OR%20t*%20OR%20t*&limit=10 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    wait_until("the query runs", &|| {
+        s.metric("logsift_queries_running") == 1.0
+    });
+    drop(conn);
+    wait_until("the query stops", &|| {
+        s.metric("logsift_queries_running") == 0.0
+    });
+    assert_eq!(
+        s.metric("logsift_query_cancelled_total"),
+        1.0,
+        "the query stopped because its client left, not because it was done"
+    );
+    // Its slot is free: the next query runs instead of being refused.
+    let (status, body) = s.search("t1x1x1", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 1);
+}
+
+#[test]
+fn terms_past_the_values_cap_say_they_are_partial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[query]\nterms_max_values = 3\n");
+    let data = dataset();
+    let mut body = String::new();
+    for r in &data {
+        let line = json!({"timestamp": rfc3339(r.secs), "host": r.host, "app": r.app, "message": r.message});
+        body.push_str(&line.to_string());
+        body.push('\n');
+    }
+    assert_eq!(s.ingest("logs", body, "application/x-ndjson").0, 200);
+    s.wait_total("*", &[], N as u64);
+
+    // Four hosts, room for three.
+    let (status, body) = get(&s, "/api/v1/terms", &[("field", "host"), ("size", "10")]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partial"], true, "{body}");
+    assert_eq!(body["partial_reasons"], json!(["values_cap"]), "{body}");
+    // Every match was counted, some under other_count: the total stays exact.
+    assert_eq!(body["total_exact"], true, "{body}");
+    assert_eq!(body["total"], N as u64);
+    assert!(body["covered"]["start"].is_string(), "{body}");
+    let model = model_terms(&data, |r| r.host, |_| true);
+    let got = buckets(&body);
+    assert!(!got.is_empty() && got.len() <= 3, "{body}");
+    for (value, count) in &got {
+        let (_, want) = model
+            .iter()
+            .find(|(v, _)| v == value)
+            .expect("a real value");
+        assert!(count <= want, "{value}: {count} > {want}");
+    }
+    let sum: u64 = got.iter().map(|(_, n)| n).sum::<u64>()
+        + body["other_count"].as_u64().unwrap()
+        + body["missing"].as_u64().unwrap();
+    assert_eq!(
+        sum, N as u64,
+        "buckets, other_count and missing add up to total"
+    );
+
+    // Three apps fit: complete and exact.
+    let (status, body) = get(&s, "/api/v1/terms", &[("field", "app")]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partial"], false, "{body}");
+    assert!(body.get("partial_reasons").is_none(), "{body}");
+    assert_eq!(buckets(&body), model_terms(&data, |r| r.app, |_| true));
+    assert!(s.metric("logsift_query_partial_total") >= 1.0);
 }
 
 #[test]

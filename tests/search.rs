@@ -185,6 +185,68 @@ fn limits_sorting_and_cursor_pages_are_exact() {
 }
 
 #[test]
+fn pages_are_exact_across_many_sealed_segments_searched_in_parallel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[index]\nseal_docs = 60\n");
+    let data = dataset();
+    // Every record twice (equal timestamps, told apart by id), in an arrival order that
+    // scatters times, so that segments overlap in time.
+    let arrival: Vec<&Rec> = (0..2 * data.len())
+        .map(|k| &data[(k * 97) % data.len()])
+        .collect();
+    for (b, batch) in arrival.chunks(60).enumerate() {
+        let mut body = String::new();
+        for r in batch {
+            body.push_str(&serde_json::json!({"timestamp": ts(r.minute), "host": r.host, "level": r.level, "message": r.message}).to_string());
+            body.push('\n');
+        }
+        let (status, answer) = s.ingest("logs", body, "application/x-ndjson");
+        assert_eq!(status, 200, "{answer}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (_, segments) = s.get("/api/v1/segments");
+            if segments["indexes"][0]["segments"]
+                .as_array()
+                .is_some_and(|a| a.len() > b)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not sealed: {segments}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let twice = |want: Vec<String>| -> Vec<String> {
+        want.into_iter().flat_map(|m| [m.clone(), m]).collect()
+    };
+    let (total, paged) = all_pages(&s, "*", &[], 7);
+    assert_eq!(total as usize, 2 * data.len());
+    assert_eq!(paged, twice(expect(&data, |_| true)));
+    let (total, paged) = all_pages(&s, "disk", &[("sort", "asc")], 13);
+    let mut want = twice(expect(&data, |r| r.message.contains("disk")));
+    want.reverse();
+    assert_eq!(total as usize, want.len());
+    assert_eq!(paged, want);
+    let (status, body) = s.search(
+        "severity:error",
+        &[
+            ("start", "2024-05-01T09:00:00Z"),
+            ("end", "2024-05-01T10:30:00Z"),
+            ("limit", "1000"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_exact"], true);
+    assert_eq!(
+        messages(&body),
+        twice(expect(&data, |r| r.level == "error"
+            && (60..150).contains(&r.minute)))
+    );
+}
+
+#[test]
 fn bad_queries_and_parameters_answer_400_with_a_message() {
     let (s, _) = seeded();
     for params in [

@@ -104,6 +104,7 @@ pub struct IndexConfig {
 pub struct QueryConfig {
     pub query_timeout_ms: u64,
     pub max_concurrent_queries: usize,
+    pub terms_max_values: usize,
 }
 
 /// Overlays `over` onto `base`, table by table, so a user file only names what it changes.
@@ -200,6 +201,9 @@ impl Config {
         }
         if self.query.max_concurrent_queries == 0 {
             bail!("query.max_concurrent_queries must be at least 1");
+        }
+        if self.query.terms_max_values == 0 {
+            bail!("query.terms_max_values must be at least 1");
         }
         self.fsync_policy()?;
         self.timezone_offset_secs()?;

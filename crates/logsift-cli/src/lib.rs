@@ -1,9 +1,12 @@
 //! The `logsift` command: flags and configuration, then wiring of the library crates.
 
+mod client;
 mod config;
+mod output;
 mod search;
 mod segments;
 mod serve;
+mod tail;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Search a running server and print matching records, newest first.
     Search(search::SearchArgs),
+    /// Follow new records matching a query on a running server, as they arrive.
+    Tail(tail::TailArgs),
     /// Inspect and verify sealed segments on disk.
     Segments(segments::SegmentsArgs),
 }
@@ -38,6 +43,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Search(args) => search::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Segments(args) => segments::run(args),
     };
     match result {

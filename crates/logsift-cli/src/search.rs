@@ -1,9 +1,14 @@
-use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
+
+use crate::client::Api;
+use crate::output::{unless_broken_pipe, ColorChoice, Printer};
+
+/// Long enough for any query the server lets run (its own limit stops it first).
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
@@ -32,10 +37,13 @@ pub struct SearchArgs {
     /// One JSON hit per line instead of readable lines.
     #[arg(long)]
     json: bool,
+    /// Colour readable lines by severity: auto (when stdout is a terminal and NO_COLOR is
+    /// unset), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/api/v1/search", args.server.trim_end_matches('/'));
     let mut query: Vec<(&str, String)> = vec![
         ("q", args.query.clone()),
         ("limit", args.limit.to_string()),
@@ -50,68 +58,35 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &args.end {
         query.push(("end", e.clone()));
     }
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .context("building HTTP client")?;
-    let response = client
-        .get(&url)
-        .query(&query)
-        .send()
-        .with_context(|| format!("cannot reach {url}; is `logsift serve` running?"))?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no message");
-        bail!("search failed ({status}): {message}");
-    }
+    let api = Api::new(&args.server)?;
+    let body = api.get_json("/api/v1/search", &query, SEARCH_TIMEOUT)?;
     let hits = body["hits"].as_array().cloned().unwrap_or_default();
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    let written = (|| -> io::Result<()> {
+    let mut printer = Printer::new(args.json, args.color);
+    let complete = unless_broken_pipe(|| {
         for hit in &hits {
-            if args.json {
-                serde_json::to_writer(&mut out, hit)?;
-                writeln!(out)?;
-            } else {
-                writeln!(out, "{}", readable(hit))?;
-            }
+            printer.hit(hit)?;
         }
-        out.flush()
-    })();
-    match written {
-        // `logsift search ... | head` closing the pipe early is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(e) => return Err(e).context("writing results"),
-        Ok(()) => {}
+        printer.flush()
+    })
+    .context("writing results")?;
+    if !complete {
+        return Ok(ExitCode::SUCCESS);
     }
-    if !args.json {
-        let total = body["total"].as_u64().unwrap_or(0);
-        if total as usize > hits.len() {
-            eprintln!(
-                "{} of {total} matches shown (use --limit for more)",
-                hits.len()
-            );
-        }
+    let total = body["total"].as_u64().unwrap_or(0);
+    if body["partial"].as_bool() == Some(true) {
+        let covered = |k: &str| body["covered"][k].as_str().unwrap_or("?").to_string();
+        eprintln!(
+            "partial answer: the server's query time limit stopped the search; it covers \
+             {} to {} completely and found at least {total} matches (narrow the range or the \
+             query for all of them)",
+            covered("start"),
+            covered("end"),
+        );
+    } else if !args.json && total as usize > hits.len() {
+        eprintln!(
+            "{} of {total} matches shown (use --limit for more)",
+            hits.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `time severity host app[procid]: message`, one line per record.
-fn readable(hit: &Value) -> String {
-    let s = |k: &str| hit[k].as_str().unwrap_or("-");
-    let app = match hit["procid"].as_str() {
-        Some(pid) => format!("{}[{pid}]", s("app")),
-        None => s("app").to_string(),
-    };
-    let message = s("message").replace('\n', "\\n");
-    format!(
-        "{} {:<7} {} {}: {}",
-        s("timestamp"),
-        s("severity"),
-        s("host"),
-        app,
-        message
-    )
 }

@@ -209,6 +209,7 @@ async fn serve(
             max_line_bytes: max_line,
             query_timeout_ms: cfg.query.query_timeout_ms,
             max_concurrent_queries: cfg.query.max_concurrent_queries,
+            terms_max_values: cfg.query.terms_max_values,
             shutdown: life.shutdown.clone(),
         }),
         start,

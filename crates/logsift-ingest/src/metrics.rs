@@ -66,6 +66,11 @@ metrics! {
         index_commits => "logsift_index_commits_total", "Index commits.";
         index_errors => "logsift_index_errors_total", "Entries the indexer could not apply and failed commits.";
         search_requests => "logsift_search_requests_total", "Search requests answered.";
+        query_partial => "logsift_query_partial_total", "Queries answered with a partial result: the time limit cut them short or a terms count reached query.terms_max_values.";
+        query_timeouts => "logsift_query_timeouts_total", "Queries answered 408: the time limit passed before any time range was searched completely.";
+        query_cancelled => "logsift_query_cancelled_total", "Queries stopped because their client disconnected.";
+        query_rejected => "logsift_query_rejected_total", "Queries answered 429 because every query slot was taken.";
+        tail_dropped => "logsift_tail_dropped_total", "Tail clients disconnected because they fell too far behind.";
         segments_deleted => "logsift_segments_deleted_total", "Sealed segments deleted by retention.";
     }
     gauges {
@@ -74,6 +79,8 @@ metrics! {
         index_queue_depth => "logsift_index_queue_depth", "Batches waiting for the indexer.";
         wal_disk_bytes => "logsift_wal_disk_bytes", "Bytes of WAL files on disk.";
         ingest_refusing => "logsift_ingest_refusing", "1 while ingest is refused because the WAL cannot be written.";
+        queries_running => "logsift_queries_running", "Queries (search, histogram, terms, context) holding a query slot, until their work has stopped.";
+        tail_clients => "logsift_tail_clients", "Open tail streams.";
     }
     histograms {
         fsync_seconds => "logsift_wal_fsync_seconds", "Time spent in WAL fsync.";

@@ -3,12 +3,17 @@
 //! field, and the records around a hit from the same host and app.
 //!
 //! Memory is bounded: a histogram has at most [`MAX_BUCKETS`] buckets, and segments hand back
-//! only their non-empty buckets; a terms aggregation holds one counter per distinct value of
-//! the field in a segment (the field's dictionary size), merged by value.
+//! only their non-empty buckets; a terms aggregation holds one 4-byte counter per distinct
+//! value of the field in a segment (the field's dictionary size) while it counts, and at most
+//! `max_values` distinct values (strings) per segment and per request after that. Values past
+//! that cap are counted in `other_count` and the answer says it is approximate.
+//!
+//! Like searches, both run over the parts of the indexes in parallel, newest first, and when
+//! the time limit cuts them short they answer what the finished parts counted, with the
+//! range those cover completely.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
 use std::time::Instant;
 
 use logsift_core::time::format_rfc3339;
@@ -23,6 +28,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 
 use crate::collector::{SortKey, TopByTime};
+use crate::parts::{self, Coverage, Covered};
 use crate::{
     check_range, compile, parse_query, resolve_indexes, search_error, Budget, QueryError, SortOrder,
 };
@@ -31,6 +37,8 @@ use crate::{
 pub const MAX_BUCKETS: usize = 10_000;
 /// Most values one terms answer may list.
 pub const MAX_TERMS: usize = 10_000;
+/// Distinct values a terms request keeps by default (`query.terms_max_values`).
+pub const DEFAULT_TERMS_MAX_VALUES: usize = 100_000;
 /// Most records on either side of a context answer.
 pub const MAX_CONTEXT: usize = 1_000;
 
@@ -119,33 +127,15 @@ pub struct HistogramBucket {
 pub struct HistogramResponse {
     pub buckets: Vec<HistogramBucket>,
     pub interval_ms: i64,
+    /// The sum of the bucket counts; exact when `total_exact`.
     pub total: u64,
+    pub total_exact: bool,
+    /// The time limit stopped the count before every part was counted: buckets inside
+    /// `covered` are exact, the others are lower bounds.
+    pub partial: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered: Option<Covered>,
     pub took_ms: u64,
-}
-
-/// The smallest and largest timestamps in `handles` (of every document, deleted or not: only
-/// used to place buckets).
-fn data_bounds(handles: &[Arc<IndexHandle>]) -> Result<Option<(i64, i64)>, QueryError> {
-    let mut bounds: Option<(i64, i64)> = None;
-    for handle in handles {
-        for searcher in handle.searchers(None, None) {
-            for segment in searcher.segment_readers() {
-                if segment.num_docs() == 0 {
-                    continue;
-                }
-                let col = segment
-                    .fast_fields()
-                    .i64("timestamp")
-                    .map_err(search_error(handle))?;
-                let (lo, hi) = (col.min_value(), col.max_value());
-                bounds = Some(match bounds {
-                    None => (lo, hi),
-                    Some((a, b)) => (a.min(lo), b.max(hi)),
-                });
-            }
-        }
-    }
-    Ok(bounds)
 }
 
 pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramResponse, QueryError> {
@@ -153,9 +143,18 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
     check_range(req.start, req.end)?;
     let ast = parse_query(&req.query)?;
     let handles = resolve_indexes(store, &req.indexes)?;
+    req.budget.check()?;
+    let mut parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
+    // Without a range, the data's own (of every document, deleted or not: only used to place
+    // buckets).
+    let bounds = parts.iter().fold(None, |b: Option<(i64, i64)>, p| {
+        Some(b.map_or((p.min_ts, p.max_ts), |(lo, hi)| {
+            (lo.min(p.min_ts), hi.max(p.max_ts))
+        }))
+    });
     let (start, end) = match (req.start, req.end) {
         (Some(s), Some(e)) => (s, e),
-        (s, e) => match data_bounds(&handles)? {
+        (s, e) => match bounds {
             Some((lo, hi)) => (s.unwrap_or(lo), e.unwrap_or(hi.saturating_add(1))),
             None => (s.unwrap_or(0), e.unwrap_or(0)),
         },
@@ -174,6 +173,9 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
             buckets: Vec::new(),
             interval_ms,
             total: 0,
+            total_exact: true,
+            partial: false,
+            covered: None,
             took_ms: started.elapsed().as_millis() as u64,
         });
     }
@@ -191,15 +193,22 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
         interval,
         buckets: n,
     };
-    let mut counts = vec![[0u64; 9]; n];
-    for handle in &handles {
-        req.budget.check()?;
-        let query = compile(store, handle, &ast, Some(start), Some(end), &req.budget)?;
-        for searcher in handle.searchers(Some(start), Some(end)) {
-            let fruit = searcher
+    parts.retain(|p| p.max_ts >= start && p.min_ts < end);
+    let queries = handles
+        .iter()
+        .map(|h| compile(store, h, &ast, Some(start), Some(end)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (counts, done) = parts::run(
+        &parts,
+        &req.budget,
+        vec![[0u64; 9]; n],
+        |part, budget| {
+            let query = budget.wrap(queries[part.handle].box_clone());
+            part.searcher
                 .search(&*query, &collector)
-                .map_err(search_error(handle))?;
-            req.budget.check()?;
+                .map_err(search_error(&handles[part.handle]))
+        },
+        |counts, _, fruit| {
             for (bucket, c) in fruit {
                 if let Some(slot) = counts.get_mut(bucket as usize) {
                     for (a, b) in slot.iter_mut().zip(c) {
@@ -207,7 +216,11 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
                     }
                 }
             }
-        }
+        },
+    )?;
+    let coverage = Coverage::of(&parts, &done, SortOrder::Desc, Some(start), Some(end));
+    if coverage == Coverage::Nothing {
+        return Err(QueryError::Timeout);
     }
     let mut total = 0;
     let buckets = counts
@@ -232,10 +245,14 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
             }
         })
         .collect();
+    let partial = coverage != Coverage::Complete;
     Ok(HistogramResponse {
         buckets,
         interval_ms,
         total,
+        total_exact: !partial,
+        partial,
+        covered: coverage.covered(),
         took_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -323,7 +340,7 @@ impl SegmentCollector for HistogramSegment {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TermsRequest {
     pub query: String,
     pub indexes: Vec<String>,
@@ -331,7 +348,24 @@ pub struct TermsRequest {
     pub end: Option<i64>,
     pub field: String,
     pub size: usize,
+    /// Most distinct values counted per segment and per request: the memory bound.
+    pub max_values: usize,
     pub budget: Budget,
+}
+
+impl Default for TermsRequest {
+    fn default() -> Self {
+        TermsRequest {
+            query: String::new(),
+            indexes: Vec::new(),
+            start: None,
+            end: None,
+            field: String::new(),
+            size: 10,
+            max_values: DEFAULT_TERMS_MAX_VALUES,
+            budget: Budget::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -350,8 +384,20 @@ pub struct TermsResponse {
     pub other_count: u64,
     /// Matches without a value for the field.
     pub missing: u64,
-    /// Every match: the buckets, `other_count` and `missing` add up to it.
+    /// Every match: the buckets, `other_count` and `missing` add up to it. Exact when
+    /// `total_exact`, else a lower bound.
     pub total: u64,
+    pub total_exact: bool,
+    /// Not every match was counted by value: see `partial_reasons`.
+    pub partial: bool,
+    /// `time_limit`: only the parts searched before the time limit were counted, and
+    /// `covered` is the range they cover completely. `values_cap`: more distinct values than
+    /// `query.terms_max_values` were met; the values past the cap are in `other_count`, so a
+    /// frequent value met late may be missing from `buckets` and counts are lower bounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partial_reasons: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered: Option<Covered>,
     pub took_ms: u64,
 }
 
@@ -370,34 +416,69 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
             req.size
         )));
     }
+    if req.max_values == 0 {
+        return Err(QueryError::BadRequest(
+            "max_values (query.terms_max_values) must be at least 1".into(),
+        ));
+    }
     check_range(req.start, req.end)?;
     let ast = parse_query(&req.query)?;
     let handles = resolve_indexes(store, &req.indexes)?;
+    req.budget.check()?;
+    let queries = handles
+        .iter()
+        .map(|h| compile(store, h, &ast, req.start, req.end))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
     let collector = TermsCollector {
         field: req.field.clone(),
+        max_values: req.max_values,
     };
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    let mut total = 0;
-    let mut missing = 0;
-    for handle in &handles {
-        req.budget.check()?;
-        let query = compile(store, handle, &ast, req.start, req.end, &req.budget)?;
-        for searcher in handle.searchers(req.start, req.end) {
-            let fruit = searcher
+    let (counted, done) = parts::run(
+        &parts,
+        &req.budget,
+        TermsFruit::default(),
+        |part, budget| {
+            let query = budget.wrap(queries[part.handle].box_clone());
+            part.searcher
                 .search(&*query, &collector)
-                .map_err(search_error(handle))?;
-            req.budget.check()?;
-            total += fruit.total;
-            missing += fruit.missing;
-            for (value, n) in fruit.counts {
-                *counts.entry(value).or_insert(0) += n;
-            }
-        }
+                .map_err(search_error(&handles[part.handle]))
+        },
+        |into, _, fruit| into.absorb(fruit, req.max_values),
+    )?;
+    let coverage = Coverage::of(&parts, &done, SortOrder::Desc, req.start, req.end);
+    if coverage == Coverage::Nothing {
+        return Err(QueryError::Timeout);
     }
-    let mut all: Vec<(String, u64)> = counts.into_iter().collect();
+    let mut all: Vec<(String, u64)> = counted.counts.into_iter().collect();
     all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let other_count = all.iter().skip(req.size).map(|(_, n)| n).sum();
+    let other_count = all.iter().skip(req.size).map(|(_, n)| n).sum::<u64>() + counted.overflow;
     all.truncate(req.size);
+    let mut partial_reasons = Vec::new();
+    if coverage != Coverage::Complete {
+        partial_reasons.push("time_limit");
+    }
+    if counted.capped {
+        partial_reasons.push("values_cap");
+    }
+    let covered = match coverage {
+        Coverage::Partial { .. } => coverage.covered(),
+        // Capped but complete in time: everything in the range was counted.
+        _ if counted.capped => {
+            let lo = req
+                .start
+                .unwrap_or_else(|| parts.iter().map(|p| p.min_ts).min().unwrap_or(0));
+            let hi = req.end.unwrap_or_else(|| {
+                parts
+                    .iter()
+                    .map(|p| p.max_ts.saturating_add(1))
+                    .max()
+                    .unwrap_or(0)
+            });
+            Some(Covered::new(lo, hi))
+        }
+        _ => None,
+    };
     Ok(TermsResponse {
         field: req.field.clone(),
         buckets: all
@@ -405,29 +486,63 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
             .map(|(value, count)| TermsBucket { value, count })
             .collect(),
         other_count,
-        missing,
-        total,
+        missing: counted.missing,
+        total: counted.total,
+        total_exact: coverage == Coverage::Complete,
+        partial: !partial_reasons.is_empty(),
+        partial_reasons,
+        covered,
         took_ms: started.elapsed().as_millis() as u64,
     })
 }
 
 struct TermsCollector {
     field: String,
+    max_values: usize,
 }
 
 #[derive(Default)]
 struct TermsFruit {
     total: u64,
     missing: u64,
+    /// At most `max_values` entries.
     counts: HashMap<String, u64>,
+    /// Matches whose value was past the cap.
+    overflow: u64,
+    capped: bool,
+}
+
+impl TermsFruit {
+    /// Adds `other`'s counts; values not yet held are added while fewer than `max_values`
+    /// are, most frequent first, and counted as overflow after that.
+    fn absorb(&mut self, other: TermsFruit, max_values: usize) {
+        self.total += other.total;
+        self.missing += other.missing;
+        self.overflow += other.overflow;
+        self.capped |= other.capped;
+        let mut incoming: Vec<(String, u64)> = other.counts.into_iter().collect();
+        incoming.sort_unstable_by_key(|v| std::cmp::Reverse(v.1));
+        for (value, n) in incoming {
+            if let Some(slot) = self.counts.get_mut(&value) {
+                *slot += n;
+            } else if self.counts.len() < max_values {
+                self.counts.insert(value, n);
+            } else {
+                self.overflow += n;
+                self.capped = true;
+            }
+        }
+    }
 }
 
 struct TermsSegment {
     column: Option<StrColumn>,
-    /// Counts by term ordinal of this segment's dictionary.
-    by_ord: Vec<u64>,
+    /// Counts by term ordinal of this segment's dictionary; a segment has fewer than 2^32
+    /// documents.
+    by_ord: Vec<u32>,
     total: u64,
     missing: u64,
+    max_values: usize,
 }
 
 impl Collector for TermsCollector {
@@ -446,6 +561,7 @@ impl Collector for TermsCollector {
             by_ord: vec![0; terms],
             total: 0,
             missing: 0,
+            max_values: self.max_values,
         })
     }
 
@@ -456,11 +572,7 @@ impl Collector for TermsCollector {
     fn merge_fruits(&self, fruits: Vec<TermsFruit>) -> tantivy::Result<TermsFruit> {
         let mut merged = TermsFruit::default();
         for f in fruits {
-            merged.total += f.total;
-            merged.missing += f.missing;
-            for (value, n) in f.counts {
-                *merged.counts.entry(value).or_insert(0) += n;
-            }
+            merged.absorb(f, self.max_values);
         }
         Ok(merged)
     }
@@ -479,25 +591,37 @@ impl SegmentCollector for TermsSegment {
     }
 
     fn harvest(self) -> TermsFruit {
-        let mut counts = HashMap::new();
-        if let Some(column) = &self.column {
-            let mut value = String::new();
-            for (ord, n) in self.by_ord.iter().enumerate() {
-                if *n == 0 {
-                    continue;
-                }
-                value.clear();
-                // An unreadable dictionary entry is counted under an empty value rather than
-                // dropped, so that the totals still add up.
-                let _ = column.ord_to_str(ord as u64, &mut value);
-                *counts.entry(value.clone()).or_insert(0) += n;
-            }
-        }
-        TermsFruit {
+        let mut fruit = TermsFruit {
             total: self.total,
             missing: self.missing,
-            counts,
+            ..TermsFruit::default()
+        };
+        let Some(column) = &self.column else {
+            return fruit;
+        };
+        let mut seen: Vec<(u64, u64)> = self
+            .by_ord
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(ord, n)| (ord as u64, u64::from(*n)))
+            .collect();
+        if seen.len() > self.max_values {
+            // Only the most frequent values of the segment become strings.
+            seen.select_nth_unstable_by(self.max_values, |a, b| b.1.cmp(&a.1));
+            fruit.overflow = seen[self.max_values..].iter().map(|(_, n)| n).sum();
+            fruit.capped = true;
+            seen.truncate(self.max_values);
         }
+        let mut value = String::new();
+        for (ord, n) in seen {
+            value.clear();
+            // An unreadable dictionary entry is counted under an empty value rather than
+            // dropped, so that the totals still add up.
+            let _ = column.ord_to_str(ord, &mut value);
+            *fruit.counts.entry(value.clone()).or_insert(0) += n;
+        }
+        fruit
     }
 }
 

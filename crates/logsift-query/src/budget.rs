@@ -2,14 +2,16 @@
 //!
 //! Collectors cannot stop tantivy's iteration, so the query itself is wrapped: its scorer
 //! checks the deadline and the cancel flag every few thousand documents and then reports the
-//! end of the document set. The search returns early; [`Budget::check`] turns that into an
-//! error so that a cut-short answer is never mistaken for a complete one.
+//! end of the document set. A search stopped that way returns early with counts that are
+//! short; the scorer marks its budget as cut so that the caller never mistakes such a result
+//! for a complete one. Each part of a search (one tantivy searcher) gets its own cut flag
+//! ([`Budget::for_part`]), so that the parts that finished can still be answered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::query::{EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED};
 
 use crate::QueryError;
@@ -22,8 +24,8 @@ const CHECK_EVERY: u32 = 4096;
 pub struct Budget {
     pub deadline: Option<Instant>,
     pub cancel: Arc<AtomicBool>,
-    /// Set by the scorers when they stopped early.
-    stopped: Arc<AtomicBool>,
+    /// Set by a scorer that stopped before the end of its documents.
+    cut: Arc<AtomicBool>,
 }
 
 impl Budget {
@@ -34,20 +36,39 @@ impl Budget {
         }
     }
 
-    fn expired(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    /// The client went away: nobody will read the answer.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Fails when the search was cut short (or should be, before starting more work).
+    /// No more work may start: cancelled or past the deadline.
+    pub fn expired(&self) -> bool {
+        self.cancelled() || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Fails when no more work may start, saying why.
     pub fn check(&self) -> Result<(), QueryError> {
-        if self.stopped.load(Ordering::Relaxed) || self.expired() {
-            self.stopped.store(true, Ordering::Relaxed);
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(QueryError::Cancelled);
-            }
+        if self.cancelled() {
+            return Err(QueryError::Cancelled);
+        }
+        if self.expired() {
             return Err(QueryError::Timeout);
         }
         Ok(())
+    }
+
+    /// The same deadline and cancel flag with a cut flag of its own, for one part of a search.
+    pub(crate) fn for_part(&self) -> Budget {
+        Budget {
+            deadline: self.deadline,
+            cancel: self.cancel.clone(),
+            cut: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether a search under this budget stopped early, so that its counts are short.
+    pub(crate) fn was_cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
     }
 
     /// `query`, stopping when this budget runs out.
@@ -101,13 +122,18 @@ struct BudgetWeight {
 
 impl Weight for BudgetWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        // Looked at before the inner scorer is built: building one can be most of the work
+        // (a prefix over a large dictionary is expanded here, which no tick can interrupt).
+        if self.budget.expired() {
+            self.budget.cut.store(true, Ordering::Relaxed);
+            return Ok(Box::new(EmptyScorer));
+        }
         let inner = self.inner.scorer(reader, boost)?;
-        let stopped = self.budget.check().is_err();
         Ok(Box::new(BudgetScorer {
             inner,
             budget: self.budget.clone(),
             countdown: CHECK_EVERY,
-            stopped,
+            stopped: false,
         }))
     }
 
@@ -128,8 +154,9 @@ impl BudgetScorer {
         self.countdown = self.countdown.saturating_sub(steps);
         if self.countdown == 0 {
             self.countdown = CHECK_EVERY;
-            if self.budget.check().is_err() {
+            if self.budget.expired() {
                 self.stopped = true;
+                self.budget.cut.store(true, Ordering::Relaxed);
             }
         }
     }

@@ -5,13 +5,17 @@
 //! column, then compiled per index ([`compile`]) because tokenizers belong to the index.
 //! Histograms, top terms and context ([`agg`]) reuse the same compilation and time filter.
 //! Every search runs under a [`Budget`] (deadline and cancel flag) so it stops when its
-//! client no longer waits.
+//! client no longer waits. The parts of the indexes (hot, sealing, sealed segments) are
+//! searched in parallel, newest data first for newest-first answers ([`parts`]); when the
+//! time limit cuts a query short, the answer says which time range it covers completely
+//! (`partial`, `covered`) and that its total is a lower bound (`total_exact: false`).
 
 pub mod agg;
 mod budget;
 mod collector;
 mod compile;
 pub mod lang;
+mod parts;
 pub mod tail;
 
 use std::ops::Bound;
@@ -27,6 +31,8 @@ use tantivy::{DocAddress, TantivyDocument, Term};
 pub use budget::Budget;
 use collector::{SortKey, TopByTime};
 use lang::Ast;
+use parts::Coverage;
+pub use parts::Covered;
 
 /// A hard ceiling on one page, so that a single request cannot ask for unbounded memory.
 pub const MAX_LIMIT: usize = 10_000;
@@ -69,9 +75,16 @@ pub struct SearchRequest {
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchResponse {
     pub hits: Vec<Value>,
-    /// Exact number of matches in the time range (independent of cursor and limit).
+    /// Number of matches in the time range (independent of cursor and limit): exact when
+    /// `total_exact`, else a lower bound (the matches in the parts that were searched).
     pub total: u64,
+    pub total_exact: bool,
     pub next_cursor: Option<String>,
+    /// The time limit stopped the search before every part was searched. The hits are then
+    /// those within `covered`, which every searched part covers completely.
+    pub partial: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered: Option<Covered>,
     pub took_ms: u64,
 }
 
@@ -140,14 +153,14 @@ pub fn parse_query(text: &str) -> Result<Ast, QueryError> {
     lang::parse(text).map_err(|e| QueryError::BadQuery(e.to_string()))
 }
 
-/// The tantivy query of `ast` within `[start, end)` for one index, under `budget`.
+/// The tantivy query of `ast` within `[start, end)` for one index; wrap it in a budget
+/// ([`Budget::wrap`]) to run it.
 pub(crate) fn compile(
     store: &Store,
     handle: &IndexHandle,
     ast: &Ast,
     start: Option<i64>,
     end: Option<i64>,
-    budget: &Budget,
 ) -> Result<Box<dyn Query>, QueryError> {
     let schema = store.schema();
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -175,7 +188,7 @@ pub(crate) fn compile(
             .unwrap_or_else(|| Box::new(AllQuery)),
         _ => Box::new(BooleanQuery::new(clauses)),
     };
-    Ok(budget.wrap(query))
+    Ok(query)
 }
 
 /// Checks that `[start, end)` is not empty or reversed.
@@ -197,7 +210,13 @@ pub(crate) fn search_error(
     }
 }
 
+/// Hits fetched between two looks at the cancel flag while reading stored documents.
+const FETCH_CHECK_EVERY: usize = 64;
+
 /// Runs one search over the requested indexes.
+///
+/// Each part keeps at most `limit` candidates and they are merged into one top-`limit` list
+/// as parts finish, so memory is O(limit × threads) whatever the number of parts or matches.
 pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, QueryError> {
     let started = Instant::now();
     if req.limit > MAX_LIMIT {
@@ -210,57 +229,99 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     let ast = parse_query(&req.query)?;
     let after = req.cursor.as_deref().map(parse_cursor).transpose()?;
     let handles = resolve_indexes(store, &req.indexes)?;
+    req.budget.check()?;
+    let queries = handles
+        .iter()
+        .map(|h| compile(store, h, &ast, req.start, req.end))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parts = parts::collect(&handles, req.start, req.end, req.order)?;
     let collector = TopByTime {
         limit: req.limit,
         order: req.order,
         after,
     };
 
-    let mut total = 0u64;
-    let mut remaining = 0u64;
-    // (key, position in `searchers`, searcher-local address)
-    let mut candidates: Vec<(SortKey, usize, DocAddress)> = Vec::new();
-    // Every part of every index that may hold records in the range (hot, sealing, sealed
-    // segments whose time range overlaps), with the position of its index in `handles`.
-    let mut searchers = Vec::new();
-    for (pos, handle) in handles.iter().enumerate() {
-        req.budget.check()?;
-        let query = compile(store, handle, &ast, req.start, req.end, &req.budget)?;
-        for searcher in handle.searchers(req.start, req.end) {
-            let fruit = searcher
-                .search(&*query, &collector)
-                .map_err(search_error(handle))?;
-            // A search stopped by its budget has partial counts: never answer them as exact.
-            req.budget.check()?;
-            total += fruit.total;
-            remaining += fruit.after_cursor;
-            let at = searchers.len();
-            candidates.extend(fruit.top.into_iter().map(|(key, addr)| (key, at, addr)));
-            searchers.push((pos, searcher));
-        }
+    #[derive(Default)]
+    struct Found {
+        total: u64,
+        after_cursor: u64,
+        /// (key, position in `parts`, searcher-local address), best first, at most `limit`.
+        top: Vec<(SortKey, usize, DocAddress)>,
     }
-    collector::sort_keys(&mut candidates, req.order, |c| c.0);
-    candidates.truncate(req.limit);
+    let (found, done) = parts::run(
+        &parts,
+        &req.budget,
+        Found::default(),
+        |part, budget| {
+            let query = budget.wrap(queries[part.handle].box_clone());
+            part.searcher
+                .search(&*query, &collector)
+                .map_err(search_error(&handles[part.handle]))
+        },
+        |found, at, fruit| {
+            found.total += fruit.total;
+            found.after_cursor += fruit.after_cursor;
+            found
+                .top
+                .extend(fruit.top.into_iter().map(|(key, addr)| (key, at, addr)));
+            collector::sort_keys(&mut found.top, req.order, |c| c.0);
+            found.top.truncate(req.limit);
+        },
+    )?;
+    let coverage = Coverage::of(&parts, &done, req.order, req.start, req.end);
+    if coverage == Coverage::Nothing {
+        return Err(QueryError::Timeout);
+    }
+    let mut candidates = found.top;
+    // The best hits overall come first, so the ones inside the covered range are a prefix
+    // of them and are also the best `limit` of that range.
+    candidates.retain(|(key, _, _)| coverage.contains(key.timestamp));
 
     let mut hits = Vec::with_capacity(candidates.len());
-    for (key, at, addr) in &candidates {
-        let (pos, searcher) = &searchers[*at];
-        let index = handles[*pos].name().as_str();
-        let doc: TantivyDocument = searcher.doc(*addr).map_err(|source| QueryError::Search {
-            index: index.to_string(),
-            source,
-        })?;
+    for (n, (key, at, addr)) in candidates.iter().enumerate() {
+        if n % FETCH_CHECK_EVERY == 0 && req.budget.cancelled() {
+            return Err(QueryError::Cancelled);
+        }
+        let part = &parts[*at];
+        let index = handles[part.handle].name().as_str();
+        let doc: TantivyDocument =
+            part.searcher
+                .doc(*addr)
+                .map_err(|source| QueryError::Search {
+                    index: index.to_string(),
+                    source,
+                })?;
         hits.push(store.hit_json(index, key.id, key.timestamp, &doc));
     }
-    let next_cursor = if remaining > candidates.len() as u64 {
-        candidates.last().map(|(key, _, _)| format_cursor(*key))
-    } else {
-        None
+    let next_cursor = match coverage {
+        Coverage::Partial { start, end } if candidates.len() < req.limit => {
+            // The covered range holds no more matches: carry on from its edge, where the
+            // unsearched parts begin.
+            Some(format_cursor(match req.order {
+                SortOrder::Desc => SortKey {
+                    timestamp: start,
+                    id: 0,
+                },
+                SortOrder::Asc => SortKey {
+                    timestamp: end.saturating_sub(1),
+                    id: u64::MAX,
+                },
+            }))
+        }
+        Coverage::Partial { .. } => candidates.last().map(|(key, _, _)| format_cursor(*key)),
+        _ if found.after_cursor > candidates.len() as u64 => {
+            candidates.last().map(|(key, _, _)| format_cursor(*key))
+        }
+        _ => None,
     };
+    let partial = coverage != Coverage::Complete;
     Ok(SearchResponse {
         hits,
-        total,
+        total: found.total,
+        total_exact: !partial,
         next_cursor,
+        partial,
+        covered: coverage.covered(),
         took_ms: started.elapsed().as_millis() as u64,
     })
 }

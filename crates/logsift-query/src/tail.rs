@@ -58,7 +58,7 @@ pub fn poll(
             .get(handle.name().as_str())
             .copied()
             .unwrap_or(0);
-        let matches = compile(store, handle, ast, None, None, budget)?;
+        let matches = budget.wrap(compile(store, handle, ast, None, None)?);
         let newer: Box<dyn Query> = Box::new(RangeQuery::new(
             Bound::Excluded(Term::from_field_u64(schema.id, after)),
             Bound::Unbounded,

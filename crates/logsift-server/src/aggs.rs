@@ -12,10 +12,28 @@ use logsift_query::agg::{
 use logsift_query::Budget;
 use serde::Deserialize;
 
-use crate::search::{index_list, query_error, run_query, time_param, QueryLimits};
+use crate::search::{index_list, query_error, run_query, time_param, Answer, QueryLimits};
 use crate::{ApiError, AppState};
 
 const DEFAULT_TERMS: usize = 10;
+
+impl Answer for HistogramResponse {
+    fn partial(&self) -> bool {
+        self.partial
+    }
+}
+
+impl Answer for TermsResponse {
+    fn partial(&self) -> bool {
+        self.partial
+    }
+}
+
+impl Answer for ContextResponse {
+    fn partial(&self) -> bool {
+        false
+    }
+}
 const DEFAULT_CONTEXT: usize = 10;
 
 fn params<T>(p: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
@@ -92,6 +110,7 @@ pub async fn terms(
         end: time_param("end", p.end.as_deref(), now)?,
         field,
         size: p.size.unwrap_or(DEFAULT_TERMS),
+        max_values: limits.terms_max_values,
         budget: Budget::default(),
     };
     let store = state.store.clone();

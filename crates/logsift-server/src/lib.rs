@@ -28,10 +28,13 @@ pub struct ServerConfig {
     /// Largest request body accepted, after decompression.
     pub max_body_bytes: usize,
     pub max_line_bytes: usize,
-    /// A query running longer is stopped and answered 408.
+    /// A query running longer stops; it answers what it searched completely by then
+    /// (`partial`), or 408 if that is nothing.
     pub query_timeout_ms: u64,
     /// Queries (search, histogram, terms, context) running at once; more are answered 429.
     pub max_concurrent_queries: usize,
+    /// Distinct values a terms query counts before its answer becomes approximate.
+    pub terms_max_values: usize,
     /// Cancelled when the server shuts down: long-lived answers (`/api/v1/tail`) end then.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -69,7 +72,10 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(Extension(search::QueryLimits::new(&state.cfg)))
+        .layer(Extension(search::QueryLimits::new(
+            &state.cfg,
+            state.metrics.clone(),
+        )))
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use logsift_core::time::{now_ns, parse_time_expr};
 use logsift_ingest::Metrics;
 use logsift_query::{Budget, QueryError, SearchRequest, SearchResponse, SortOrder};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{ApiError, AppState, ServerConfig};
 
@@ -20,21 +20,40 @@ pub(crate) struct QueryLimits {
     slots: Arc<Semaphore>,
     max: usize,
     timeout: Duration,
+    pub(crate) terms_max_values: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl QueryLimits {
-    pub(crate) fn new(cfg: &ServerConfig) -> Self {
+    pub(crate) fn new(cfg: &ServerConfig, metrics: Arc<Metrics>) -> Self {
         let max = cfg.max_concurrent_queries.max(1);
         QueryLimits {
             slots: Arc::new(Semaphore::new(max)),
             max,
             timeout: Duration::from_millis(cfg.query_timeout_ms.max(1)),
+            terms_max_values: cfg.terms_max_values.max(1),
+            metrics,
         }
     }
 }
 
-/// Sets the cancel flag when the request future is dropped: when the client disconnects or
-/// the time limit fires, the blocking search notices and stops.
+/// After the time limit, the longest a query may take to read the documents of its hits
+/// (bounded by `limit`) before the answer gives up with 408 and the work is cancelled.
+const ANSWER_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether an answer is missing part of what was asked (counted in the metrics).
+pub(crate) trait Answer {
+    fn partial(&self) -> bool;
+}
+
+impl Answer for SearchResponse {
+    fn partial(&self) -> bool {
+        self.partial
+    }
+}
+
+/// Sets the cancel flag when the request future is dropped: when the client disconnects, the
+/// blocking search notices and stops, and its query slot is freed.
 struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
@@ -43,13 +62,28 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs `work` on the blocking pool within the limits: 429 when every slot is taken, 408 when
-/// it takes longer than the time limit (the work itself stops at the same deadline).
-pub(crate) async fn run_query<T: Send + 'static>(
+/// Holds a query slot and the `queries_running` gauge until the work itself ends.
+struct Running {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.metrics.queries_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` on the blocking pool within the limits: 429 when every slot is taken. The work
+/// stops searching at the time limit and answers what it covered (a partial answer), or
+/// fails with [`QueryError::Timeout`] (408) if it covered nothing.
+pub(crate) async fn run_query<T: Answer + Send + 'static>(
     limits: &QueryLimits,
     work: impl FnOnce(Budget) -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let metrics = limits.metrics.clone();
     let permit = limits.slots.clone().try_acquire_owned().map_err(|_| {
+        Metrics::add(&metrics.query_rejected, 1);
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_queries",
@@ -60,14 +94,27 @@ pub(crate) async fn run_query<T: Send + 'static>(
         )
         .retry_after(1)
     })?;
+    metrics.queries_running.fetch_add(1, Ordering::Relaxed);
+    let running = Running {
+        _permit: permit,
+        metrics: metrics.clone(),
+    };
     let budget = Budget::with_deadline(Instant::now() + limits.timeout);
     let _cancel = CancelOnDrop(budget.cancel.clone());
     let task = tokio::task::spawn_blocking(move || {
         // The slot is held until the work really ends, not just until the answer is sent.
-        let _permit = permit;
-        work(budget)
+        let _running = running;
+        let result = work(budget);
+        // Counted here: when the client has gone, nothing after the `await` below runs.
+        match &result {
+            Ok(answer) if answer.partial() => Metrics::add(&metrics.query_partial, 1),
+            Err(QueryError::Timeout) => Metrics::add(&metrics.query_timeouts, 1),
+            Err(QueryError::Cancelled) => Metrics::add(&metrics.query_cancelled, 1),
+            _ => {}
+        }
+        result
     });
-    match tokio::time::timeout(limits.timeout, task).await {
+    match tokio::time::timeout(limits.timeout + ANSWER_GRACE, task).await {
         Err(_) => Err(timeout_error(limits)),
         Ok(Err(e)) => Err(ApiError::internal(format!("query task failed: {e}"))),
         Ok(Ok(Err(QueryError::Timeout))) => Err(timeout_error(limits)),
@@ -80,8 +127,8 @@ fn timeout_error(limits: &QueryLimits) -> ApiError {
         StatusCode::REQUEST_TIMEOUT,
         "query_timeout",
         format!(
-            "the query did not finish within {} ms (query.query_timeout_ms) and was stopped; \
-             narrow the time range or the query",
+            "the query did not search any time range completely within {} ms \
+             (query.query_timeout_ms) and was stopped; narrow the time range or the query",
             limits.timeout.as_millis()
         ),
     )

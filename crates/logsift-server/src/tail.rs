@@ -1,29 +1,36 @@
 //! `GET /api/v1/tail?q=&index=`: server-sent events of new matching records.
 //!
-//! A task per client polls for records above the client's cursor and pushes them into a
-//! bounded channel that the response streams from. The poll is paced by the client: when the
-//! channel is full the client is too slow, so it gets a `dropped` event and the stream ends;
-//! nothing is ever buffered beyond the channel and ingest never waits for a client.
+//! A task per client polls for records above the client's cursor and puts them in a bounded
+//! outbox that the response streams from. The poll is paced by the client: when the outbox
+//! is full the task waits for room, and if none comes within [`SLOW_CLIENT_WAIT`] the client
+//! is too slow: the outbox is emptied at once (so a stalled client holds no records), the
+//! client gets a `dropped` event as soon as its connection takes data again, and the stream
+//! ends. Ingest never waits for a client.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
+use logsift_ingest::Metrics;
 use logsift_query::tail::{self, TailCursor};
 use logsift_query::Budget;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::search::{index_list, query_error};
 use crate::{ApiError, AppState};
 
 /// Records (events) buffered per client before it counts as too slow.
 const TAIL_BUFFER: usize = 1024;
+/// How long a full outbox may stay full before its client is dropped.
+const SLOW_CLIENT_WAIT: Duration = Duration::from_secs(2);
 /// Most records fetched per poll; the rest come with the next poll.
 const POLL_LIMIT: usize = 500;
 /// Between polls when nothing was new. New records are committed every
@@ -31,6 +38,79 @@ const POLL_LIMIT: usize = 500;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// One poll's time limit.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events between the polling task and the response stream.
+#[derive(Default)]
+struct Outbox {
+    queue: Mutex<VecDeque<Event>>,
+    /// The client fell behind: nothing more is queued.
+    dropped: AtomicBool,
+    /// The polling task has ended (shutdown or an error, already queued as an event).
+    finished: AtomicBool,
+    /// Something was queued, or the task ended.
+    filled: Notify,
+    /// Something was taken out.
+    drained: Notify,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `event`, waiting up to [`SLOW_CLIENT_WAIT`] for room. False when the client
+    /// is gone or too slow (then it is marked dropped and its queue emptied).
+    async fn push(&self, event: Event, gone: &CancellationToken) -> bool {
+        let deadline = tokio::time::Instant::now() + SLOW_CLIENT_WAIT;
+        loop {
+            // Registered before looking, so that a drain in between is not missed.
+            let drained = self.drained.notified();
+            {
+                let mut queue = self.lock();
+                if queue.len() < TAIL_BUFFER {
+                    queue.push_back(event);
+                    drop(queue);
+                    self.filled.notify_one();
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = gone.cancelled() => return false,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.dropped.store(true, Ordering::Relaxed);
+                    self.lock().clear();
+                    self.filled.notify_one();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn finish(&self, last: Option<Event>) {
+        if let Some(event) = last {
+            // Past the bound by one at most: the task ends right after.
+            self.lock().push_back(event);
+        }
+        self.finished.store(true, Ordering::Relaxed);
+        self.filled.notify_one();
+    }
+}
+
+/// The response stream's state; dropping it (client gone) stops the polling task.
+struct Client {
+    outbox: Arc<Outbox>,
+    gone: CancellationToken,
+    told: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.gone.cancel();
+        self.metrics.tail_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct TailParams {
@@ -53,17 +133,24 @@ pub async fn tail(
             .map_err(|e| ApiError::internal(format!("tail task failed: {e}")))?
             .map_err(query_error)?
     };
-    let (tx, rx) = mpsc::channel::<Event>(TAIL_BUFFER);
-    let dropped = Arc::new(AtomicBool::new(false));
+    let outbox = Arc::new(Outbox::default());
+    let gone = CancellationToken::new();
     let shutdown = state.cfg.shutdown.clone();
-    let producer_dropped = dropped.clone();
+    let metrics = state.metrics.clone();
+    metrics.tail_clients.fetch_add(1, Ordering::Relaxed);
+    let client = Client {
+        outbox: outbox.clone(),
+        gone: gone.clone(),
+        told: false,
+        metrics: metrics.clone(),
+    };
     tokio::spawn(async move {
         let mut cursor = cursor;
         let ast = Arc::new(ast);
         loop {
             tokio::select! {
-                _ = tx.closed() => return,
-                _ = shutdown.cancelled() => return,
+                _ = gone.cancelled() => return,
+                _ = shutdown.cancelled() => return outbox.finish(None),
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
             // Keep polling without a pause while there is a backlog.
@@ -81,12 +168,12 @@ pub async fn tail(
                         hits
                     }
                     Ok((_, Err(e))) => {
-                        let _ = tx.try_send(Event::default().event("error").data(e.to_string()));
-                        return;
+                        return outbox
+                            .finish(Some(Event::default().event("error").data(e.to_string())))
                     }
                     Err(e) => {
-                        let _ = tx.try_send(Event::default().event("error").data(e.to_string()));
-                        return;
+                        return outbox
+                            .finish(Some(Event::default().event("error").data(e.to_string())))
                     }
                 };
                 let full_batch = hits.len() == POLL_LIMIT;
@@ -95,13 +182,11 @@ pub async fn tail(
                         .event("record")
                         .json_data(&hit)
                         .unwrap_or_else(|_| Event::default().event("record").data("{}"));
-                    match tx.try_send(event) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            producer_dropped.store(true, Ordering::Relaxed);
-                            return;
+                    if !outbox.push(event, &gone).await {
+                        if outbox.dropped.load(Ordering::Relaxed) {
+                            Metrics::add(&metrics.tail_dropped, 1);
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        return;
                     }
                 }
                 if !full_batch {
@@ -110,19 +195,33 @@ pub async fn tail(
             }
         }
     });
-    // The stream drains the channel; once the producer is gone it says why if the client was
-    // too slow, then ends.
-    let events = stream::unfold((rx, dropped, false), |(mut rx, dropped, told)| async move {
-        match rx.recv().await {
-            Some(event) => Some((Ok(event), (rx, dropped, told))),
-            None if dropped.load(Ordering::Relaxed) && !told => {
-                let notice = Event::default().event("dropped").data(format!(
-                    "this client fell {TAIL_BUFFER} records behind and was disconnected; \
-                     reconnect to follow again"
-                ));
-                Some((Ok(notice), (rx, dropped, true)))
+    // The stream drains the outbox; a dropped client gets the notice next, then the end.
+    let events = stream::unfold(client, |mut client| async move {
+        let outbox = client.outbox.clone();
+        loop {
+            let filled = outbox.filled.notified();
+            {
+                if outbox.dropped.load(Ordering::Relaxed) {
+                    if client.told {
+                        return None;
+                    }
+                    client.told = true;
+                    let notice = Event::default().event("dropped").data(format!(
+                        "this client fell {TAIL_BUFFER} records behind and was disconnected; \
+                         records in between were skipped; reconnect to follow again"
+                    ));
+                    return Some((Ok(notice), client));
+                }
+                let next = outbox.lock().pop_front();
+                if let Some(event) = next {
+                    outbox.drained.notify_one();
+                    return Some((Ok(event), client));
+                }
+                if outbox.finished.load(Ordering::Relaxed) {
+                    return None;
+                }
             }
-            None => None,
+            filled.await;
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))

@@ -1,0 +1,175 @@
+//! Talking to a running server: one HTTP client for every client command, errors turned into
+//! messages that say what to do, and server-sent events read line by line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+/// A `logsift serve` at `base` (`http://127.0.0.1:9480`).
+pub struct Api {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    pub fn new(server: &str) -> anyhow::Result<Api> {
+        // No overall timeout on the client: streams (tail) stay open as long as they follow.
+        let http = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("building HTTP client")?;
+        Ok(Api {
+            base: server.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    fn send(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.get(&url).query(query);
+        if let Some(t) = timeout {
+            request = request.timeout(t);
+        }
+        let response = request
+            .send()
+            .with_context(|| format!("cannot reach {url}; is `logsift serve` running?"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().unwrap_or(Value::Null);
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            bail!("{path} failed ({status}): {message}");
+        }
+        Ok(response)
+    }
+
+    /// `GET path?query`, answered as JSON; a non-2xx answer is an error with its message.
+    pub fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        self.send(path, query, Some(timeout))?
+            .json()
+            .with_context(|| format!("reading the answer of {}{path}", self.base))
+    }
+
+    /// `GET path?query` as a stream of server-sent events.
+    pub fn events(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<EventStream> {
+        let response = self.send(path, query, None)?;
+        Ok(EventStream {
+            lines: BufReader::new(Box::new(response)),
+        })
+    }
+}
+
+/// One server-sent event: its name (`message` when unnamed) and data.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// Reads events as the SSE format frames them: `field: value` lines, a blank line ends an
+/// event, `:` starts a comment (keep-alives), several `data` lines join with newlines.
+pub struct EventStream {
+    lines: BufReader<Box<dyn Read + Send>>,
+}
+
+impl EventStream {
+    #[cfg(test)]
+    fn from_reader(r: impl Read + Send + 'static) -> EventStream {
+        EventStream {
+            lines: BufReader::new(Box::new(r)),
+        }
+    }
+
+    /// The next event, or `None` when the server ended the stream.
+    pub fn next_event(&mut self) -> anyhow::Result<Option<SseEvent>> {
+        let mut event = String::new();
+        let mut data: Option<String> = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .lines
+                .read_line(&mut line)
+                .context("reading the event stream")?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    let event = if event.is_empty() {
+                        "message".to_string()
+                    } else {
+                        std::mem::take(&mut event)
+                    };
+                    return Ok(Some(SseEvent { event, data }));
+                }
+                event.clear();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => event = value.to_string(),
+                "data" => match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => data = Some(value.to_string()),
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_framed_like_the_sse_format() {
+        let text = ": keep-alive\n\nevent: record\ndata: {\"a\":1}\n\ndata: x\ndata: y\r\n\r\nevent: dropped\ndata:gone\n\nevent: half";
+        let mut s = EventStream::from_reader(std::io::Cursor::new(text.as_bytes().to_vec()));
+        let next = |s: &mut EventStream| s.next_event().unwrap();
+        assert_eq!(
+            next(&mut s),
+            Some(SseEvent {
+                event: "record".into(),
+                data: "{\"a\":1}".into()
+            })
+        );
+        assert_eq!(
+            next(&mut s),
+            Some(SseEvent {
+                event: "message".into(),
+                data: "x\ny".into()
+            })
+        );
+        assert_eq!(
+            next(&mut s),
+            Some(SseEvent {
+                event: "dropped".into(),
+                data: "gone".into()
+            })
+        );
+        // An event cut off by the end of the stream is not delivered.
+        assert_eq!(next(&mut s), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! Following new records: a client too slow to keep up is dropped without slowing ingest, and
+//! `logsift tail` prints what arrives; `logsift search` colours only when asked.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, BIN};
+use serde_json::{json, Value};
+
+fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const SLOW_RECORDS: usize = 4000;
+const BATCH: usize = 500;
+
+#[test]
+fn a_tail_client_that_stops_reading_is_dropped_and_ingest_goes_on() {
+    let s = Server::start();
+    let addr = s.http.trim_start_matches("http://").to_string();
+    // A client that opens the stream and then never reads: its socket buffers fill up.
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "GET /api/v1/tail?q=* HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    wait_until("the tail is open", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 1.0
+    });
+
+    // Large records, so that the kernel's buffers hold only a few hundred of them.
+    let filler = "z".repeat(4000);
+    for b in 0..SLOW_RECORDS / BATCH {
+        let mut body = String::new();
+        for i in 0..BATCH {
+            let n = b * BATCH + i;
+            body.push_str(
+                &json!({"host": "slow", "message": format!("record {n} {filler}")}).to_string(),
+            );
+            body.push('\n');
+        }
+        let (status, answer) = s.ingest("logs", body, "application/x-ndjson");
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["accepted"], BATCH, "{answer}");
+    }
+    // Everything acknowledged is searchable, the stalled client notwithstanding.
+    s.wait_total("host:slow", &[], SLOW_RECORDS as u64);
+    wait_until(
+        "the stalled client is dropped",
+        Duration::from_secs(30),
+        || s.metric("logsift_tail_dropped_total") == 1.0,
+    );
+
+    // When it reads at last, it finds what fitted in the buffers, then the notice, then the
+    // end of the stream.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let end_of_body = b"\r\n0\r\n\r\n";
+    loop {
+        match stalled.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!(
+                "reading the stalled stream: {e}; {} bytes so far",
+                received.len()
+            ),
+        }
+        if received.ends_with(end_of_body) {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    let records = text.matches("event: record").count();
+    let notice = text.find("event: dropped").expect("a dropped notice");
+    eprintln!("the stalled client got {records} of {SLOW_RECORDS} records, then the notice");
+    assert!(
+        records > 0 && records < SLOW_RECORDS,
+        "{records} records before the notice"
+    );
+    assert!(
+        !text[notice..].contains("event: record"),
+        "nothing follows the notice"
+    );
+    assert!(received.ends_with(end_of_body), "the stream ends");
+    wait_until("the stream is gone", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 0.0
+    });
+}
+
+/// A `logsift tail` child whose stdout lines arrive on a channel.
+struct TailCli {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl TailCli {
+    fn start(s: &Server, args: &[&str]) -> TailCli {
+        let mut child = Command::new(BIN)
+            .arg("tail")
+            .args(args)
+            .args(["--server", &s.http])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        TailCli { child, lines }
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "logsift tail did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TailCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ingest_line(s: &Server, host: &str, message: &str) {
+    let line = json!({"host": host, "level": "error", "message": message}).to_string();
+    let (status, body) = s.ingest("logs", line, "application/x-ndjson");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn cli_tail_prints_new_records_and_exits_on_ctrl_c() {
+    let s = Server::start();
+    ingest_line(&s, "clitail", "from before the tail");
+    s.wait_total("host:clitail", &[], 1);
+
+    let mut tail = TailCli::start(&s, &["host:clitail", "--json"]);
+    wait_until("the tail is open", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 1.0
+    });
+    ingest_line(&s, "other", "not for this tail");
+    ingest_line(&s, "clitail", "fresh one");
+    let line = tail
+        .lines
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the new record is printed");
+    let hit: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(hit["message"], "fresh one");
+    assert_eq!(hit["host"], "clitail");
+    assert_eq!(hit["severity"], "error");
+    assert!(
+        tail.lines.recv_timeout(Duration::from_millis(700)).is_err(),
+        "only new records that match"
+    );
+
+    let kill = Command::new("kill")
+        .args(["-INT", &tail.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    tail.wait_exit(Duration::from_secs(5));
+    wait_until(
+        "the server sees the tail go",
+        Duration::from_secs(10),
+        || s.metric("logsift_tail_clients") == 0.0,
+    );
+}
+
+#[test]
+fn cli_tail_exits_cleanly_when_its_output_is_closed() {
+    let s = Server::start();
+    let mut tail = TailCli::start(&s, &["host:pipe", "--color", "always"]);
+    wait_until("the tail is open", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 1.0
+    });
+    ingest_line(&s, "pipe", "first");
+    let line = tail
+        .lines
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a readable line");
+    assert!(
+        line.contains("\x1b[31merror") && line.ends_with(": first"),
+        "{line:?}"
+    );
+    // Like `logsift tail | head -1`: the reader goes away, the next write fails.
+    let TailCli { child, lines } = &mut tail;
+    drop(std::mem::replace(lines, std::sync::mpsc::channel().1));
+    // The reader thread notices at its next line; more records make sure there is one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        ingest_line(&s, "pipe", "more");
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "logsift tail kept running");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.is_empty(), "a closed pipe is not an error: {stderr}");
+}
+
+#[test]
+fn cli_search_colours_only_when_asked() {
+    let s = Server::start();
+    ingest_line(&s, "web-01", "disk is full");
+    s.wait_total("*", &[], 1);
+    let run = |extra: &[&str], no_color: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["search", "disk", "--server", &s.http])
+            .args(extra);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let coloured = run(&["--color", "always"], false);
+    assert!(
+        coloured.contains("\x1b[31merror") && coloured.contains("\x1b[0m"),
+        "{coloured:?}"
+    );
+    // An explicit flag wins over NO_COLOR.
+    assert!(run(&["--color", "always"], true).contains('\x1b'));
+    let plain = run(&["--color", "never"], false);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains(" error ") && plain.trim_end().ends_with("disk is full"));
+    // Auto: stdout is a pipe here, so no colour.
+    assert!(!run(&[], false).contains('\x1b'));
+    // JSON lines never carry colour.
+    let json = run(&["--json", "--color", "always"], false);
+    let hit: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(hit["message"], "disk is full");
+}
