@@ -62,6 +62,38 @@ impl Api {
             .with_context(|| format!("reading the answer of {}{path}", self.base))
     }
 
+    /// `POST path` with a JSON body, answered as a stream of bytes (exports); a non-2xx answer
+    /// is an error with its message.
+    pub fn post_stream(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .with_context(|| format!("cannot reach {url}; is `logsift serve` running?"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().unwrap_or(Value::Null);
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            bail!("{path} failed ({status}): {message}");
+        }
+        Ok(response)
+    }
+
+    /// `GET path` as raw bytes.
+    pub fn get_bytes(&self, path: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.send(path, &[], Some(timeout))?
+            .read_to_end(&mut out)
+            .with_context(|| format!("reading {}{path}", self.base))?;
+        Ok(out)
+    }
+
     /// `GET path?query` as a stream of server-sent events.
     pub fn events(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<EventStream> {
         let response = self.send(path, query, None)?;

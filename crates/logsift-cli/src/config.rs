@@ -21,7 +21,17 @@ pub struct Config {
     pub index: IndexConfig,
     pub query: QueryConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub indexes: BTreeMap<String, IndexSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 key export manifests are signed with (32 bytes, hex); absent: generated at
+    /// first start into `<data_dir>/keys/export.key`.
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

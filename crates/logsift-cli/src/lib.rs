@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod export;
 mod output;
 mod search;
 mod segments;
@@ -35,6 +36,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Inspect and verify sealed segments on disk.
     Segments(segments::SegmentsArgs),
+    /// Export every record matching a query with a signed manifest, or verify an export.
+    Export(export::ExportArgs),
 }
 
 /// Runs the command line; the binary's `main` is only this.
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Search(args) => search::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Segments(args) => segments::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(code) => code,

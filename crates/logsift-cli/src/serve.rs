@@ -200,7 +200,13 @@ async fn serve(
         ready.push(format!("json-tcp={local}"));
     }
 
+    let exports =
+        logsift_server::export::ExportState::open(&cfg.data_dir, cfg.audit.signing_key.as_deref())
+            .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
+    let audit = logsift_server::audit::Audit::new(pipeline.handle(), metrics.clone());
     let state = AppState {
+        exports: Arc::new(exports),
+        audit: Arc::new(audit),
         store,
         pipeline: pipeline.handle(),
         metrics,

@@ -72,6 +72,11 @@ metrics! {
         query_rejected => "logsift_query_rejected_total", "Queries answered 429 because every query slot was taken.";
         tail_dropped => "logsift_tail_dropped_total", "Tail clients disconnected because they fell too far behind.";
         segments_deleted => "logsift_segments_deleted_total", "Sealed segments deleted by retention.";
+        exported_records => "logsift_exported_records_total", "Records sent by completed exports.";
+        exports_failed => "logsift_exports_failed_total", "Exports that stopped before their last record (client gone, error).";
+        audit_records => "logsift_audit_records_total", "Entries written to the _audit index.";
+        audit_dropped => "logsift_audit_dropped_total", "Audit entries that could not be written (ingest refusing or shutting down).";
+        erased_records => "logsift_erased_records_total", "Records removed by erasure requests.";
     }
     gauges {
         inflight_bytes => "logsift_ingest_inflight_bytes", "Bytes accepted and not yet indexed.";

@@ -3,6 +3,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::Response;
 use axum::{Extension, Json};
 use logsift_core::time::now_ns;
 use logsift_query::agg::{
@@ -12,6 +13,7 @@ use logsift_query::agg::{
 use logsift_query::Budget;
 use serde::Deserialize;
 
+use crate::audit::audited;
 use crate::search::{index_list, query_error, run_query, time_param, Answer, QueryLimits};
 use crate::{ApiError, AppState};
 
@@ -55,7 +57,7 @@ pub async fn histogram(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
     p: Result<Query<HistogramParams>, QueryRejection>,
-) -> Result<Json<HistogramResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = params(p)?;
     let now = now_ns();
     let req = HistogramRequest {
@@ -77,7 +79,8 @@ pub async fn histogram(
         agg::histogram(&store, &HistogramRequest { budget, ..req })
     })
     .await?;
-    Ok(Json(answer))
+    let total = answer.total;
+    Ok(audited(Json(answer), total))
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,7 +97,7 @@ pub async fn terms(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
     p: Result<Query<TermsParams>, QueryRejection>,
-) -> Result<Json<TermsResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = params(p)?;
     let now = now_ns();
     let Some(field) = p.field.filter(|f| !f.is_empty()) else {
@@ -118,7 +121,8 @@ pub async fn terms(
         agg::terms(&store, &TermsRequest { budget, ..req })
     })
     .await?;
-    Ok(Json(answer))
+    let total = answer.total;
+    Ok(audited(Json(answer), total))
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,7 +137,7 @@ pub async fn context(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
     p: Result<Query<ContextParams>, QueryRejection>,
-) -> Result<Json<ContextResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = params(p)?;
     let raw_id = p.id.unwrap_or_default();
     let id: u64 = raw_id.trim().parse().map_err(|_| {
@@ -153,5 +157,6 @@ pub async fn context(
         agg::context(&store, &ContextRequest { budget, ..req })
     })
     .await?;
-    Ok(Json(answer))
+    let n = (answer.before.len() + 1 + answer.after.len()) as u64;
+    Ok(audited(Json(answer), n))
 }

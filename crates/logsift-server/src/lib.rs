@@ -4,7 +4,9 @@
 //! splitting bodies, searching) runs on the blocking pool, never on a tokio worker.
 
 mod aggs;
+pub mod audit;
 mod error;
+pub mod export;
 mod ingest;
 mod search;
 mod tail;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub cfg: Arc<ServerConfig>,
     /// What start-up found in the WAL, for `/health/ready`.
     pub start: Arc<StartReport>,
+    pub exports: Arc<export::ExportState>,
+    pub audit: Arc<audit::Audit>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,6 +64,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/terms", get(aggs::terms))
         .route("/api/v1/context", get(aggs::context))
         .route("/api/v1/tail", get(tail::tail))
+        .route("/api/v1/export", post(export::start_export))
+        .route("/api/v1/exports/{id}/manifest", get(export::manifest))
+        .route("/api/v1/keys", get(export::keys))
         .route("/api/v1/indexes", get(indexes))
         .route("/api/v1/segments", get(segments))
         .route(
@@ -71,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::layer,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(Extension(search::QueryLimits::new(
             &state.cfg,

@@ -179,7 +179,7 @@ pub async fn search(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<SearchResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let now = now_ns();
     let req = SearchRequest {
@@ -204,7 +204,8 @@ pub async fn search(
         logsift_query::search(&store, &SearchRequest { budget, ..req })
     })
     .await?;
-    Ok(Json(answer))
+    let total = answer.total;
+    Ok(crate::audit::audited(Json(answer), total))
 }
 
 pub(crate) fn query_error(e: QueryError) -> ApiError {
