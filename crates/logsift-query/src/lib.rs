@@ -11,10 +11,11 @@
 //! (`partial`, `covered`) and that its total is a lower bound (`total_exact: false`).
 
 pub mod agg;
-pub mod export;
 mod budget;
 mod collector;
 mod compile;
+pub mod erase;
+pub mod export;
 pub mod lang;
 mod parts;
 pub mod tail;

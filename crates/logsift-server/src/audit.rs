@@ -132,6 +132,16 @@ impl Audit {
 #[derive(Debug, Clone, Copy)]
 pub struct AuditResults(pub u64);
 
+/// What a call did, for calls whose parameters are in their body (the layer sees only URLs).
+#[derive(Debug, Clone)]
+pub struct AuditDetails(pub Value);
+
+/// Adds `details` to what the audit layer records about `response`.
+pub fn with_details(mut response: Response, details: Value) -> Response {
+    response.extensions_mut().insert(AuditDetails(details));
+    response
+}
+
 /// `body` as a response that tells the audit layer how many results it holds.
 pub fn audited(body: impl IntoResponse, results: u64) -> Response {
     let mut response = body.into_response();
@@ -186,6 +196,14 @@ pub async fn layer(State(state): State<crate::AppState>, request: Request, next:
         .extensions()
         .get::<AuditResults>()
         .map_or(0, |r| r.0);
+    if let Some(AuditDetails(Value::Object(details))) = response.extensions().get::<AuditDetails>()
+    {
+        for (k, v) in details {
+            if !v.is_null() {
+                what.insert(k.clone(), v.clone());
+            }
+        }
+    }
     let outcome = if status.is_success() {
         "ok".to_string()
     } else {

@@ -5,8 +5,10 @@
 
 mod aggs;
 pub mod audit;
+mod delete;
 mod error;
 pub mod export;
+mod holds;
 mod ingest;
 mod search;
 mod tail;
@@ -67,6 +69,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/export", post(export::start_export))
         .route("/api/v1/exports/{id}/manifest", get(export::manifest))
         .route("/api/v1/keys", get(export::keys))
+        .route("/api/v1/holds", get(holds::list).post(holds::place))
+        .route("/api/v1/delete", post(delete::delete))
+        .route("/api/v1/holds/{id}", axum::routing::delete(holds::release))
         .route("/api/v1/indexes", get(indexes))
         .route("/api/v1/segments", get(segments))
         .route(

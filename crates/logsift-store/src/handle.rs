@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use logsift_core::IndexName;
 use tantivy::directory::MmapDirectory;
+use tantivy::fastfield::{write_alive_bitset, AliveBitSet};
 use tantivy::indexer::{merge_filtered_segments, LogMergePolicy};
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{
@@ -645,18 +646,24 @@ impl IndexHandle {
 
     /// Writes `segments` as one sorted segment of a new index in `out` (emptied first).
     fn write_merged(&self, segments: &[tantivy::Segment], out: &Path) -> Result<Index, StoreError> {
+        self.write_filtered(segments, segments.iter().map(|_| None).collect(), out)
+    }
+
+    /// Like [`Self::write_merged`], leaving out the documents `alive` marks deleted.
+    fn write_filtered(
+        &self,
+        segments: &[tantivy::Segment],
+        alive: Vec<Option<AliveBitSet>>,
+        out: &Path,
+    ) -> Result<Index, StoreError> {
         if out.exists() {
             fs::remove_dir_all(out).map_err(io_err(out))?;
         }
         fs::create_dir_all(out).map_err(io_err(out))?;
         let directory = MmapDirectory::open(out).map_err(|e| self.store_err(e.to_string()))?;
-        let merged = merge_filtered_segments(
-            segments,
-            self.sealed_settings.clone(),
-            segments.iter().map(|_| None).collect(),
-            directory,
-        )
-        .map_err(|e| self.tantivy_err(e))?;
+        let merged =
+            merge_filtered_segments(segments, self.sealed_settings.clone(), alive, directory)
+                .map_err(|e| self.tantivy_err(e))?;
         LogSchema::register_tokenizers(merged.tokenizers());
         Ok(merged)
     }
@@ -717,18 +724,99 @@ impl IndexHandle {
     /// Merges `sources` (live, adjacent by LSN) into one segment: written and bundled aside,
     /// then one catalog update adds it and deletes them, then the files go.
     fn merge(&self, sources: Vec<CatalogEntry>) -> Result<(), StoreError> {
+        let names: Vec<String> = sources.iter().map(|e| e.segment.clone()).collect();
+        let alive = sources.iter().map(|_| None).collect();
+        self.rewrite(
+            &sources,
+            alive,
+            "m",
+            &format!("merge of {}", names.join(", ")),
+            "merged into",
+        )?;
+        Ok(())
+    }
+
+    /// The sealed segments overlapping `[start, end)`, with a searcher on each (erasure looks
+    /// for the records to remove with them).
+    pub fn sealed_parts(
+        &self,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Vec<(CatalogEntry, Searcher)> {
+        self.sealed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| {
+                start.is_none_or(|st| s.entry.max_timestamp >= st)
+                    && end.is_none_or(|en| s.entry.min_timestamp < en)
+            })
+            .map(|s| (s.entry.clone(), s.reader.searcher()))
+            .collect()
+    }
+
+    /// Rewrites sealed segment `segment` without the documents `deleted` (doc ids of its one
+    /// tantivy segment), recording why in the catalog chain: the new segment is added with
+    /// `reason` and the old one deleted, in one catalog save. Returns the new entry, or `None`
+    /// when nothing is left of the segment (it is only deleted).
+    pub fn erase_from_segment(
+        &self,
+        segment: &str,
+        deleted: &[tantivy::DocId],
+        reason: &str,
+    ) -> Result<Option<CatalogEntry>, StoreError> {
+        let entry = self
+            .segments()
+            .into_iter()
+            .find(|e| e.segment == segment)
+            .ok_or_else(|| self.store_err(format!("segment {segment} is not live")))?;
+        let searcher = self
+            .sealed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|s| s.entry.segment == segment)
+            .map(|s| s.reader.searcher())
+            .ok_or_else(|| self.store_err(format!("segment {segment} is not served")))?;
+        let max_doc = searcher
+            .segment_readers()
+            .first()
+            .map_or(0, |r| r.max_doc());
+        let mut bits = tantivy::BitSet::with_max_value_and_full(max_doc);
+        for &d in deleted {
+            if d < max_doc {
+                bits.remove(d);
+            }
+        }
+        let mut bytes = Vec::new();
+        write_alive_bitset(&bits, &mut bytes).map_err(io_err(&self.dir))?;
+        let alive = AliveBitSet::open(tantivy::directory::OwnedBytes::new(bytes));
+        self.rewrite(&[entry], vec![Some(alive)], "e", reason, "erased into")
+    }
+
+    /// Writes `sources` (live, served) as one new segment keeping only what `alive` keeps,
+    /// bundles it, and in one catalog save adds it (with `add_reason`) and deletes the sources
+    /// (with `delete_reason` and the new id); then serves it and removes the sources' files.
+    /// A source deleted meanwhile (retention) drops the rewrite: the copy would bring it back.
+    fn rewrite(
+        &self,
+        sources: &[CatalogEntry],
+        alive: Vec<Option<AliveBitSet>>,
+        tag: &str,
+        add_reason: &str,
+        delete_reason: &str,
+    ) -> Result<Option<CatalogEntry>, StoreError> {
         let max_lsn = sources.iter().map(|e| e.max_lsn).max().unwrap_or(0);
-        let raw_bytes = sources.iter().map(|e| e.raw_bytes).sum();
-        // The next catalog sequence number makes the id unique even if a range of LSNs is
-        // merged again after a retention deletion.
+        // The next catalog sequence number makes the id unique even if the same LSNs are
+        // rewritten again later.
         let seq = self.lock_catalog().entries.last().map_or(1, |e| e.seq + 1);
-        let id = format!("{max_lsn:020}-m{seq}");
-        // Hold the sources' indexes (and so their maps) for the whole merge, even if retention
-        // deletes one meanwhile.
+        let id = format!("{max_lsn:020}-{tag}{seq}");
+        // Hold the sources' indexes (and so their maps) for the whole rewrite, even if
+        // retention deletes one meanwhile.
         let mut indexes = Vec::new();
         {
             let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
-            for src in &sources {
+            for src in sources {
                 let s = sealed
                     .iter()
                     .find(|s| s.entry.segment == src.segment)
@@ -746,12 +834,35 @@ impl IndexHandle {
                     .map_err(|e| self.tantivy_err(e))?,
             );
         }
+        if segments.len() != alive.len() {
+            return Err(
+                self.store_err("a sealed segment holds more than one tantivy segment".into())
+            );
+        }
+        let kept: u64 = segments
+            .iter()
+            .zip(&alive)
+            .map(|(seg, a)| {
+                a.as_ref()
+                    .map_or(seg.meta().num_docs() as u64, |a| a.num_alive_docs() as u64)
+            })
+            .sum();
+        let source_docs: u64 = sources.iter().map(|e| e.docs).sum();
+        // Raw bytes of what is kept, in proportion (the catalog's figure is informative).
+        let raw_bytes =
+            sources.iter().map(|e| e.raw_bytes).sum::<u64>() * kept / source_docs.max(1);
         let work = self.dir.join(format!("{MERGING_PREFIX}{id}"));
-        let merged = self.write_merged(&segments, &work)?;
         let file = self.segment_path(&id);
-        let (info, written) = sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
-            .map_err(|e| self.store_err(e))?;
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
+        let written = if kept > 0 {
+            let merged = self.write_filtered(&segments, alive, &work)?;
+            Some(
+                sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
+                    .map_err(|e| self.store_err(e))?,
+            )
+        } else {
+            None
+        };
         let entry = {
             let mut catalog = self.lock_catalog();
             let live = catalog.live();
@@ -759,18 +870,21 @@ impl IndexHandle {
                 .iter()
                 .all(|src| live.iter().any(|l| l.segment == src.segment))
             {
-                // Retention deleted a source meanwhile: the merged copy would bring it back.
                 drop(catalog);
                 let _ = fs::remove_file(&file);
                 let _ = fs::remove_dir_all(&work);
-                tracing::info!(index = %self.name, "a merge's source was deleted meanwhile; dropping the merge");
-                return Ok(());
+                tracing::info!(index = %self.name, "a rewrite's source was deleted meanwhile; dropping the rewrite");
+                return Ok(None);
             }
-            let entry = catalog
-                .add_with_reason(info, &format!("merge of {}", names.join(", ")))
-                .clone();
+            let entry = written
+                .as_ref()
+                .map(|(info, _)| catalog.add_with_reason(info.clone(), add_reason).clone());
             for src in &names {
-                catalog.delete(src, &format!("merged into {id}"));
+                let why = match &entry {
+                    Some(_) => format!("{delete_reason} {id}"),
+                    None => format!("{add_reason}: nothing left"),
+                };
+                catalog.delete(src, &why);
             }
             catalog
                 .save(&self.dir)
@@ -781,18 +895,73 @@ impl IndexHandle {
             let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
             sealed.retain(|s| !names.contains(&s.entry.segment.as_str()));
             drop(sealed);
-            self.serve_segment(entry.clone());
+            if let Some(e) = &entry {
+                self.serve_segment(e.clone());
+            }
         }
         drop(indexes);
         for src in &names {
             let path = self.segment_path(src);
             if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a merged segment's file; it is removed at next start");
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a replaced segment's file; it is removed at next start");
             }
         }
-        fs::remove_dir_all(&work).map_err(io_err(&work))?;
-        tracing::info!(index = %self.name, segment = %id, sources = names.len(), docs = entry.docs, bytes = written, "merged segments");
-        Ok(())
+        if work.exists() {
+            fs::remove_dir_all(&work).map_err(io_err(&work))?;
+        }
+        tracing::info!(index = %self.name, segment = %id, sources = names.len(), docs = kept, bytes = written.map_or(0, |w| w.1), reason = add_reason, "rewrote segments");
+        Ok(entry)
+    }
+
+    /// Deletes the hot index's documents matching `query` and commits at once, provided
+    /// nothing else is uncommitted (the commit's WAL position must stay true); otherwise
+    /// returns `Ok(None)` and the caller retries after the indexer's next commit. Returns how
+    /// many documents were deleted.
+    pub fn erase_from_hot(
+        &self,
+        query: &dyn tantivy::query::Query,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.uncommitted.load(Ordering::Acquire) != 0 {
+            return Ok(None);
+        }
+        let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
+        let matches = hot
+            .reader
+            .searcher()
+            .search(query, &tantivy::collector::Count)
+            .map_err(|e| self.tantivy_err(e))? as u64;
+        if matches == 0 {
+            return Ok(Some(0));
+        }
+        if slot.is_none() {
+            *slot = Some(
+                new_writer(&hot.index, self.writer_memory_bytes)
+                    .map_err(|e| self.tantivy_err(e))?,
+            );
+        }
+        let writer = slot
+            .as_mut()
+            .ok_or_else(|| self.store_err("no writer".into()))?;
+        let raw = self.hot_raw_bytes.load(Ordering::Relaxed);
+        writer
+            .delete_query(query.box_clone())
+            .map_err(|e| self.tantivy_err(e))?;
+        let mut prepared = writer.prepare_commit().map_err(|e| self.tantivy_err(e))?;
+        prepared.set_payload(&payload(self.committed_lsn(), raw));
+        prepared.commit().map_err(|e| self.tantivy_err(e))?;
+        hot.reader.reload().map_err(|e| self.tantivy_err(e))?;
+        Ok(Some(matches))
+    }
+
+    /// Whether a seal is under way (its records are in neither the hot index nor a segment
+    /// that erasure can rewrite yet).
+    pub fn sealing_in_progress(&self) -> bool {
+        !self
+            .sealing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 }
 

@@ -8,6 +8,7 @@
 mod catalog;
 mod document;
 mod handle;
+mod holds;
 mod schema;
 pub mod segment;
 mod store;
@@ -15,6 +16,7 @@ mod verify;
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use handle::IndexHandle;
+pub use holds::HoldRecord;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
 pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
 pub use verify::{list_segments, verify_index, VerifyReport};

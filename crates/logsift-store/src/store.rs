@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::document::build_document;
 use crate::handle::IndexHandle;
@@ -87,6 +87,8 @@ pub struct Store {
     cfg: StoreConfig,
     schema: LogSchema,
     indexes: RwLock<BTreeMap<IndexName, Arc<IndexHandle>>>,
+    /// Holds placed through the API (the configured ones are in `cfg.index_options`).
+    holds: Mutex<crate::holds::Holds>,
 }
 
 impl Store {
@@ -101,6 +103,9 @@ impl Store {
         let mut indexes = BTreeMap::new();
         for entry in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
             let entry = entry.map_err(io(&cfg.dir))?;
+            if !entry.file_type().map_err(io(&cfg.dir))?.is_dir() {
+                continue;
+            }
             let Some(name) = entry
                 .file_name()
                 .to_str()
@@ -113,10 +118,13 @@ impl Store {
             tracing::info!(index = %name, committed_lsn = handle.committed_lsn(), docs = handle.num_docs(), "opened index");
             indexes.insert(name, Arc::new(handle));
         }
+        let holds_path = cfg.dir.parent().unwrap_or(&cfg.dir).join("holds.json");
+        let holds = crate::holds::Holds::load(holds_path)?;
         Ok(Store {
             cfg,
             schema,
             indexes: RwLock::new(indexes),
+            holds: Mutex::new(holds),
         })
     }
 
@@ -189,7 +197,9 @@ impl Store {
             if opts.retention_age_secs.is_none() && opts.retention_bytes.is_none() {
                 continue;
             }
-            match handle.enforce_retention(now_ns, opts) {
+            let mut opts = opts.clone();
+            opts.legal_holds = self.holds_of(handle.name().as_str());
+            match handle.enforce_retention(now_ns, &opts) {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     tracing::error!(index = %handle.name(), error = %e, "retention failed; will retry")
@@ -197,6 +207,48 @@ impl Store {
             }
         }
         deleted
+    }
+
+    /// Every hold on `index`: configured and placed through the API.
+    pub fn holds_of(&self, index: &str) -> Vec<LegalHold> {
+        let mut out = self
+            .cfg
+            .index_options
+            .get(index)
+            .map(|o| o.legal_holds.clone())
+            .unwrap_or_default();
+        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend(
+            holds
+                .list()
+                .iter()
+                .filter(|h| h.covers_index(index))
+                .map(|h| h.as_legal_hold()),
+        );
+        out
+    }
+
+    /// The holds placed through the API.
+    pub fn api_holds(&self) -> Vec<crate::HoldRecord> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .list()
+            .to_vec()
+    }
+
+    pub fn add_hold(&self, hold: crate::HoldRecord) -> Result<(), StoreError> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(hold)
+    }
+
+    pub fn release_hold(&self, id: &str) -> Result<Option<crate::HoldRecord>, StoreError> {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(id)
     }
 
     /// Starts a background merge of small sealed segments in each index that has some to

@@ -1,0 +1,127 @@
+//! Erasure (GDPR requests): removes every record matching a query in a time range from the
+//! sealed segments (each affected segment is rewritten without them and the rewrite recorded
+//! in the catalog chain with both hashes) and from the hot index (deleted and committed). It
+//! repeats until a search finds no match, because a seal or merge running meanwhile can carry
+//! matches into a new segment.
+//!
+//! What it does not reach: the WAL keeps the raw bytes of erased records until its files are
+//! truncated (after the next commits), and exports already taken keep theirs.
+
+use std::time::{Duration, Instant};
+
+use logsift_store::Store;
+use serde::Serialize;
+use tantivy::collector::{Count, DocSetCollector};
+
+use crate::{check_range, compile, parse_query, resolve_indexes, search_error, QueryError};
+
+/// Passes over an index before giving up (each pass waits for seals and merges first).
+const MAX_PASSES: usize = 8;
+/// How long erasure waits for the indexer to commit before it can delete in the hot index.
+const HOT_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Default)]
+pub struct EraseRequest {
+    pub query: String,
+    pub indexes: Vec<String>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// Who asked, for the catalog entries.
+    pub who: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentRewrite {
+    pub index: String,
+    pub old_segment: String,
+    pub old_sha256: String,
+    /// `None` when nothing was left of the segment.
+    pub new_segment: Option<String>,
+    pub new_sha256: Option<String>,
+    pub removed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EraseReport {
+    pub erased: u64,
+    pub rewritten: Vec<SegmentRewrite>,
+    /// Records removed from hot indexes.
+    pub hot: u64,
+    pub took_ms: u64,
+}
+
+pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryError> {
+    let started = Instant::now();
+    check_range(req.start, req.end)?;
+    let ast = parse_query(&req.query)?;
+    let handles = resolve_indexes(store, &req.indexes)?;
+    let mut report = EraseReport::default();
+    for handle in &handles {
+        let query = compile(store, handle, &ast, req.start, req.end)?;
+        let reason = format!(
+            "erasure by {}: records matching {:?} in [{}, {})",
+            req.who,
+            req.query,
+            req.start
+                .map_or("-".into(), logsift_core::time::format_rfc3339),
+            req.end
+                .map_or("-".into(), logsift_core::time::format_rfc3339),
+        );
+        let mut clean = false;
+        for _ in 0..MAX_PASSES {
+            handle.wait_for_seal();
+            handle.wait_for_merge();
+            for (entry, searcher) in handle.sealed_parts(req.start, req.end) {
+                let docs = searcher
+                    .search(&*query, &DocSetCollector)
+                    .map_err(search_error(handle))?;
+                if docs.is_empty() {
+                    continue;
+                }
+                let ids: Vec<tantivy::DocId> = docs.iter().map(|a| a.doc_id).collect();
+                let new = handle.erase_from_segment(&entry.segment, &ids, &reason)?;
+                report.erased += ids.len() as u64;
+                report.rewritten.push(SegmentRewrite {
+                    index: handle.name().to_string(),
+                    old_segment: entry.segment.clone(),
+                    old_sha256: entry.sha256.clone(),
+                    new_segment: new.as_ref().map(|e| e.segment.clone()),
+                    new_sha256: new.as_ref().map(|e| e.sha256.clone()),
+                    removed: ids.len() as u64,
+                });
+            }
+            let deadline = Instant::now() + HOT_WAIT;
+            loop {
+                if let Some(n) = handle.erase_from_hot(&*query)? {
+                    report.hot += n;
+                    report.erased += n;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(QueryError::BadRequest(
+                        "the index kept receiving records for 30 s; erasure could not find a quiet moment to delete from the hot index; retry".into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left: usize = handle
+                .searchers(req.start, req.end)
+                .iter()
+                .map(|s| s.search(&*query, &Count))
+                .sum::<Result<usize, _>>()
+                .map_err(search_error(handle))?;
+            if left == 0 {
+                clean = true;
+                break;
+            }
+        }
+        if !clean {
+            return Err(QueryError::BadRequest(format!(
+                "index {}: matches kept appearing (records arriving in the range); retry",
+                handle.name()
+            )));
+        }
+    }
+    report.took_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
