@@ -126,10 +126,15 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
+/// Every index, the ones that hold users' logs first, then the built-in ones (`_audit`).
+fn indexes_in_order(store: &Store) -> Vec<Arc<logsift_store::IndexHandle>> {
+    let mut list = store.list();
+    list.sort_by_key(|h| (h.name().is_builtin(), h.name().to_string()));
+    list
+}
+
 async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
-    let list: Vec<_> = state
-        .store
-        .list()
+    let list: Vec<_> = indexes_in_order(&state.store)
         .iter()
         .map(|h| {
             json!({
@@ -147,9 +152,7 @@ async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The sealed segments of every index, as their catalogs list them, plus quarantined ones.
 async fn segments(State(state): State<AppState>) -> impl IntoResponse {
-    let list: Vec<_> = state
-        .store
-        .list()
+    let list: Vec<_> = indexes_in_order(&state.store)
         .iter()
         .map(|h| {
             json!({
