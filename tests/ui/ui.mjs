@@ -152,7 +152,23 @@ try {
   await shot(copy, "from-url");
   await copy.close();
 
-  // 9. Live tail: a line ingested now appears on top within 2 s.
+  // 9. Export the current view: the records and their signed manifest download.
+  const [download, manifestDownload] = await new Promise((resolve) => {
+    const got = [];
+    page.on("download", (d) => {
+      got.push(d);
+      if (got.length === 2) resolve(got);
+    });
+    page.selectOption("#export", "ndjson");
+  });
+  const exported = readFileSync(await download.path(), "utf8").trim().split("\n");
+  check(exported.length === expected.web01_not_info, `export holds ${exported.length} records`);
+  check(exported.every((l) => JSON.parse(l).host === "web-01"), "exported records match the query");
+  const signed = JSON.parse(readFileSync(await manifestDownload.path(), "utf8"));
+  check(signed.manifest.records === expected.web01_not_info && signed.signature.length === 128, "manifest downloaded");
+  await shot(page, "exported");
+
+  // 10. Live tail: a line ingested now appears on top within 2 s.
   const token = "tailtoken" + Date.now();
   await page.goto(`${base}/?range=15m&q=${token}`);
   await waitTotal(page, 0, "nothing matches the token yet");

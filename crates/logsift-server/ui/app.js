@@ -512,6 +512,46 @@ function stopTail() {
   }
 }
 
+// ---- export: the current query and range, with its signed manifest ----
+
+function download(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+async function runExport(format) {
+  const win = window_();
+  const body = { q: state.q, format, ...win };
+  const status = $("summary");
+  status.append(" · exporting…");
+  try {
+    const r = await fetch("/api/v1/export", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) {
+      const e = await r.json().catch(() => ({}));
+      throw new Error((e.error && e.error.message) || r.statusText);
+    }
+    const id = r.headers.get("x-logsift-export-id");
+    const data = await r.blob();
+    const manifest = await fetch(`/api/v1/exports/${id}/manifest`);
+    if (!manifest.ok) throw new Error("the export did not complete (no manifest)");
+    const name = `logsift-export-${id.slice(0, 8)}.${format}`;
+    download(data, name);
+    download(await manifest.blob(), `${name}.manifest.json`);
+    status.append(` · exported to ${name}`);
+  } catch (err) {
+    status.append(" · export failed: " + err.message);
+  }
+}
+
 // ---- wiring ----
 
 function init() {
@@ -534,6 +574,11 @@ function init() {
     writeUrl();
     if ($("tail").checked) startTail();
     else stopTail();
+  });
+  $("export").addEventListener("change", () => {
+    const format = $("export").value;
+    $("export").value = "";
+    if (format) runExport(format);
   });
   $("context-close").addEventListener("click", () => ($("context").hidden = true));
   $("context").addEventListener("click", (ev) => {
