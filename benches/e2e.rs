@@ -405,6 +405,16 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let peak_total = sampler.peak();
     drop(sampler);
 
+    // 4b. The auditors' path: export every record, streamed, in constant memory.
+    eprintln!("e2e: exporting every record");
+    let export = queries::export_all(&client, &srv.http, srv.pid)?;
+    if export.records != exp.records {
+        return Err(format!(
+            "the export held {} records, the corpus {}",
+            export.records, exp.records
+        ));
+    }
+
     // 5. Stop (SIGTERM: queued records are flushed and committed), then measure the disk.
     eprintln!("e2e: stopping logsift (SIGTERM)");
     let stop_time = srv.stop(Duration::from_secs(300))?;
@@ -440,6 +450,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         indexes_bytes,
         wal_bytes,
         sealed,
+        export,
         index_files,
         stop_secs: stop_time.as_secs_f64(),
         zstd,

@@ -324,3 +324,74 @@ pub fn zstd3(files: &[PathBuf]) -> Result<(u64, Duration), String> {
     }
     Ok((total, started.elapsed()))
 }
+
+/// What exporting every record cost.
+#[derive(Debug, Clone, Default)]
+pub struct ExportRun {
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    /// Server RSS (anonymous, i.e. heap) just before, and its peak while exporting.
+    pub anon_before: u64,
+    pub anon_peak: u64,
+}
+
+/// Exports every record (`q=*`, NDJSON) over HTTP the way `logsift export` does, counting
+/// lines and bytes, while sampling the server's heap: an export must stream in constant memory.
+pub fn export_all(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    pid: u32,
+) -> Result<ExportRun, String> {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let anon_before = crate::server::rss_parts(pid).0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(anon_before));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(crate::server::rss_parts(pid).0, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let started = Instant::now();
+    let result = (|| {
+        let mut response = client
+            .post(format!("{base}/api/v1/export"))
+            .json(&serde_json::json!({"q": "*"}))
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .map_err(|e| format!("export: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("export answered {}", response.status()));
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut records, mut bytes) = (0u64, 0u64);
+        loop {
+            let n = response
+                .read(&mut buf)
+                .map_err(|e| format!("export stream: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            records += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        Ok((records, bytes))
+    })();
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let (records, bytes) = result?;
+    Ok(ExportRun {
+        records,
+        bytes,
+        secs,
+        anon_before,
+        anon_peak: peak.load(Ordering::Relaxed),
+    })
+}

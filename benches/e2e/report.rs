@@ -50,6 +50,7 @@ pub struct Results {
     pub index_files: Vec<(String, u64)>,
     /// Sealed segments: (raw bytes they hold, their file bytes, file bytes by tantivy kind).
     pub sealed: (u64, u64, Vec<(String, u64)>),
+    pub export: crate::queries::ExportRun,
     pub stop_secs: f64,
     pub zstd: Option<(u64, Duration)>,
     pub zstd_version: Option<String>,
@@ -207,6 +208,7 @@ pub fn json(r: &Results) -> Value {
             "indexes_bytes": r.indexes_bytes,
             "wal_bytes": r.wal_bytes,
             "index_bytes_by_extension": r.index_files.iter().map(|(e, b)| json!({"ext": e, "bytes": b})).collect::<Vec<_>>(),
+            "export": {"records": r.export.records, "bytes": r.export.bytes, "secs": r.export.secs, "server_anon_before_bytes": r.export.anon_before, "server_anon_peak_bytes": r.export.anon_peak},
             "sealed_raw_bytes": r.sealed.0,
             "sealed_file_bytes": r.sealed.1,
             "sealed_bytes_by_kind": r.sealed.2.iter().map(|(e, b)| json!({"ext": e, "bytes": b})).collect::<Vec<_>>(),
@@ -521,6 +523,17 @@ pub fn markdown(r: &Results) -> String {
         "| idle RSS by kind: anonymous (heap) / file-backed (mapped segment files) | {:.0} / {:.0} MiB | |",
         r.idle_parts.0 as f64 / MIB,
         r.idle_parts.1 as f64 / MIB
+    );
+    let _ = writeln!(
+        s,
+        "| export of every record (NDJSON over HTTP) | {} records, {:.0} MB in {:.1} s: {:.1} MB/s, {:.0} records/s; server heap {:.0} MiB before, {:.0} MiB at most during it | |",
+        r.export.records,
+        r.export.bytes as f64 / 1e6,
+        r.export.secs,
+        r.export.bytes as f64 / 1e6 / r.export.secs.max(1e-9),
+        r.export.records as f64 / r.export.secs.max(1e-9),
+        r.export.anon_before as f64 / MIB,
+        r.export.anon_peak as f64 / MIB
     );
     let _ = writeln!(s, "| SIGTERM → exit | {:.1} s | |", r.stop_secs);
     s
