@@ -1,11 +1,17 @@
-//! The HTTP API (axum): ingest, search, indexes, health and metrics.
+//! The HTTP API (axum): ingest, search, indexes, health and metrics, and the ingest APIs of
+//! Elasticsearch (`/_bulk`), Loki (`/loki/api/v1/push`) and OTLP (`/v1/logs`) so that
+//! existing shippers work unchanged.
 //!
 //! Handlers only translate between HTTP and the library crates: CPU work (decompressing and
 //! splitting bodies, searching) runs on the blocking pool, never on a tokio worker.
 
 mod aggs;
+mod compat;
 mod error;
+mod es;
 mod ingest;
+mod loki;
+mod otlp;
 mod search;
 mod tail;
 
@@ -62,6 +68,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/loki/api/v1/push", post(loki::push))
+        .route("/v1/logs", post(otlp::logs))
+        .merge(es::routes())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })
