@@ -331,7 +331,7 @@ pub fn sealed_space(indexes: &Path) -> (u64, u64, Vec<(String, u64)>) {
         }
     }
     let mut kinds: Vec<(String, u64)> = by.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     (raw, file, kinds)
 }
 
