@@ -321,7 +321,10 @@ pub fn sealed_space(indexes: &Path) -> (u64, u64, Vec<(String, u64)>) {
         for e in entries {
             raw += e.raw_bytes;
             file += e.file_bytes;
-            let path = index.path().join("segments").join(format!("{}.lsseg", e.segment));
+            let path = index
+                .path()
+                .join("segments")
+                .join(format!("{}.lsseg", e.segment));
             if let Ok(bundle) = logsift_store::segment::BundleDirectory::open(&path) {
                 for (name, bytes) in bundle.file_sizes() {
                     let ext = name.rsplit_once('.').map_or("", |(_, e)| e).to_string();
