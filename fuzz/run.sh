@@ -6,12 +6,12 @@
 # them. If cargo-fuzz cannot be installed or built, the same checks run as a bounded
 # random-input loop instead (src/random_loop.rs), so the script always exercises the targets.
 # Crash inputs land in fuzz/artifacts/<target>/; turn each into a regression test in
-# crates/logsift-parse.
+# crates/logsift-parse (or crates/logsift-compat for the shipper formats).
 set -euo pipefail
 seconds="${1:-20}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-targets=(syslog json framing auto)
+targets=(syslog json framing auto es_bulk loki otlp)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
 
 libfuzzer_ok=1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
-# `logger` (bsdutils), `nc` (netcat-openbsd), Chromium and Node.js with playwright-core (the
-# web UI test). Safe to run again: installs only what is missing.
+# `logger` (bsdutils), `nc` (netcat-openbsd), `curl`, Chromium and Node.js with playwright-core
+# (the web UI test), and the Python shipper clients. Safe to run again: installs only what is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -23,6 +25,16 @@ if [ ! -d tests/ui/node_modules/playwright-core ]; then
   echo "installing playwright-core for the UI test (npm ci in tests/ui)"
   (cd tests/ui && npm ci --no-audit --no-fund --silent)
 fi
+# The real shipper clients that tests/compat.rs drives (the Python Elasticsearch client and the
+# OpenTelemetry SDK with its OTLP/HTTP exporter), in a virtualenv outside the repository.
+venv="${LOGSIFT_VENV:-$HOME/.cache/logsift-venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if ! "$venv/bin/python" -c 'import elasticsearch, opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http._log_exporter' 2>/dev/null; then
+  echo "installing the Python shipper clients into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    'elasticsearch>=8.12,<9' 'opentelemetry-sdk>=1.20' 'opentelemetry-exporter-otlp-proto-http>=1.20'
+fi
+export LOGSIFT_PYTHON="$venv/bin/python"
 
 if [ ! -d ../shared/corpus ]; then
   echo "note: ../shared/corpus is absent; corpus tests will skip" >&2

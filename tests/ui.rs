@@ -90,7 +90,11 @@ fn search_page_in_chromium() {
     );
     assert!(stdout.contains("steps passed"), "{stdout}");
     // The page's headers keep it to itself.
-    let resp = common::client().get(format!("{}/", s.http)).send().unwrap();
+    let resp = common::client()
+        .get(format!("{}/", s.http))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .unwrap();
     let csp = resp.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
     assert!(resp.headers().get("access-control-allow-origin").is_none());

@@ -171,3 +171,85 @@ pub fn framing(data: &[u8]) {
         check_record(frame, &r);
     }
 }
+
+/// Every record a shipper decoder produces is a JSON object the JSON line parser reads
+/// without error: the server stores them as JSON lines.
+fn check_compat_records(records: &[Vec<u8>]) {
+    for line in records {
+        let r = parse_json(line, &ParseOptions::default());
+        assert_eq!(r.parse_error, None, "{:?}", String::from_utf8_lossy(line));
+    }
+}
+
+/// Elasticsearch `_bulk` bodies: actions come out in body order, documents are whole lines of
+/// the body, and index names map without panicking.
+pub fn es_bulk(data: &[u8]) {
+    use logsift_compat::es::{check_document, index_name, parse_bulk, OpType};
+    let Ok(items) = parse_bulk(data) else {
+        return;
+    };
+    assert!(!items.is_empty());
+    for item in &items {
+        match (item.op, item.doc) {
+            (OpType::Delete, doc) => assert!(doc.is_none()),
+            (_, Some(doc)) => {
+                assert!(!doc.contains(&b'\n'));
+                if check_document(doc).is_ok() {
+                    let r = parse_json(doc, &ParseOptions::default());
+                    assert!(r.parse_error.is_none());
+                }
+            }
+            (_, None) => panic!("{:?} without a document", item.op),
+        }
+        if let Some(name) = &item.index {
+            if let Ok(index) = index_name(name) {
+                assert!(!index.as_str().contains('.'));
+            }
+        }
+    }
+}
+
+/// Loki pushes: JSON, snappy as sent (random bytes), and the input as a protobuf inside valid
+/// snappy; also the label set parser on the input as text.
+pub fn loki(data: &[u8]) {
+    use logsift_compat::loki::{decode_json, decode_protobuf};
+    const LIMIT: usize = 1 << 20;
+    if let Ok(records) = decode_json(data) {
+        check_compat_records(&records);
+    }
+    if let Ok(records) = decode_protobuf(data, LIMIT) {
+        check_compat_records(&records);
+    }
+    if let Ok(snappy) = snap::raw::Encoder::new().compress_vec(data) {
+        if let Ok(records) = decode_protobuf(&snappy, LIMIT) {
+            check_compat_records(&records);
+        }
+        // The decompressed size is checked before anything is decompressed.
+        if !data.is_empty() {
+            assert!(decode_protobuf(&snappy, data.len() - 1).is_err());
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(labels) = logsift_compat::parse_labels(text) {
+            for (name, _) in labels {
+                assert!(!name.is_empty());
+            }
+        }
+    }
+}
+
+/// OTLP export requests in protobuf and JSON: records parse, and what decodes re-encodes
+/// to bytes that decode to the same request (compared as bytes, since NaN != NaN).
+pub fn otlp(data: &[u8]) {
+    use logsift_compat::otlp::{decode_json, decode_protobuf, records};
+    use prost::Message;
+    if let Ok(request) = decode_protobuf(data) {
+        check_compat_records(&records(&request));
+        let once = request.encode_to_vec();
+        let again = decode_protobuf(&once).expect("re-encoded request decodes");
+        assert_eq!(again.encode_to_vec(), once);
+    }
+    if let Ok(request) = decode_json(data) {
+        check_compat_records(&records(&request));
+    }
+}

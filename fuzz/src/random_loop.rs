@@ -12,6 +12,9 @@ const TARGETS: &[(&str, Check)] = &[
     ("json", logsift_fuzz::json),
     ("framing", logsift_fuzz::framing),
     ("auto", logsift_fuzz::auto),
+    ("es_bulk", logsift_fuzz::es_bulk),
+    ("loki", logsift_fuzz::loki),
+    ("otlp", logsift_fuzz::otlp),
 ];
 
 const PIECES: &[&[u8]] = &[
@@ -53,6 +56,17 @@ const PIECES: &[&[u8]] = &[
     b"true",
     b"null",
     b"\"\\u00e9\"",
+    b"{\"index\":{\"_index\":\"a.b\"}}\n",
+    b"{\"delete\":{}}\n",
+    b"{\"streams\":[{\"stream\":{\"host\":\"h\"},\"values\":[[\"1\",\"",
+    b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{\"body\":{\"kvlistValue\":{\"values\":[",
+    b"\"intValue\":\"9\"",
+    b"\"traceId\":\"0a\"",
+    b"{host=\"a\", ",
+    b"\x0a\x05",
+    b"\x12\x03",
+    b"\x09\x01\x00\x00\x00\x00\x00\x00\x00",
+    b"\x2a\x02\x0a\x00",
 ];
 
 struct XorShift(u64);

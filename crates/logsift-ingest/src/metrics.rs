@@ -16,6 +16,8 @@ macro_rules! metrics {
         pub struct Metrics {
             /// Lines stored verbatim with a `parse_error`, by listener and reason.
             parse_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+            /// HTTP ingest requests refused for their body, by API and reason.
+            bad_requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
             $( pub $c: AtomicU64, )*
             $( pub $g: AtomicU64, )*
             $( pub $h: Histogram, )*
@@ -25,6 +27,7 @@ macro_rules! metrics {
             /// Renders every metric in the Prometheus text exposition format.
             pub fn render(&self, out: &mut String) {
                 self.render_parse_errors(out);
+                self.render_bad_requests(out);
                 $(
                     let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", $cname, $chelp, $cname);
                     let _ = writeln!(out, "{} {}", $cname, self.$c.load(Ordering::Relaxed));
@@ -56,6 +59,10 @@ metrics! {
         http_rejected_lines => "logsift_http_ingest_rejected_lines_total", "Lines HTTP ingest rejected (oversized).";
         http_throttled => "logsift_http_ingest_throttled_total", "HTTP ingest requests answered 429 because ingest was over its in-flight budget.";
         http_refused => "logsift_http_ingest_refused_total", "HTTP ingest requests answered 507 because records could not be made durable.";
+        es_bulk_docs => "logsift_es_bulk_docs_total", "Documents stored from Elasticsearch bulk requests.";
+        es_bulk_item_errors => "logsift_es_bulk_item_errors_total", "Elasticsearch bulk items answered with an error (unsupported action, bad document, bad index name).";
+        loki_entries => "logsift_loki_entries_total", "Entries stored from Loki push requests.";
+        otlp_log_records => "logsift_otlp_log_records_total", "Log records stored from OTLP export requests.";
         ingest_refused_lines => "logsift_ingest_refused_lines_total", "Lines refused because the WAL could not be written (disk full, I/O error).";
         frame_errors => "logsift_frame_errors_total", "Malformed or oversized frames on TCP listeners and oversized UDP datagrams.";
         tcp_connections => "logsift_tcp_connections_total", "TCP connections accepted by all listeners.";
@@ -94,7 +101,15 @@ metrics! {
 
 /// The listeners a record's `source` can name; anything else is counted as `other`, so the
 /// label set stays small whatever the data says.
-const LISTENERS: [&str; 4] = ["syslog-tcp", "syslog-udp", "json-tcp", "http"];
+const LISTENERS: [&str; 7] = [
+    "syslog-tcp",
+    "syslog-udp",
+    "json-tcp",
+    "http",
+    "es-bulk",
+    "loki",
+    "otlp",
+];
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -112,6 +127,27 @@ impl Metrics {
             .unwrap_or("other");
         let mut map = self.parse_errors.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry((listener, reason)).or_insert(0) += 1;
+    }
+
+    /// Counts one HTTP ingest request refused for its body (bad JSON, protobuf, snappy,
+    /// compression or content type). `api` names the route (`ingest`, `es-bulk`, `loki`,
+    /// `otlp`), `reason` is the error code of the answer.
+    pub fn count_bad_request(&self, api: &'static str, reason: &'static str) {
+        let mut map = self.bad_requests.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((api, reason)).or_insert(0) += 1;
+    }
+
+    fn render_bad_requests(&self, out: &mut String) {
+        let name = "logsift_http_bad_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} HTTP ingest requests refused for their body, by API and reason."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let map = self.bad_requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((api, reason), n) in map.iter() {
+            let _ = writeln!(out, "{name}{{api=\"{api}\",reason=\"{reason}\"}} {n}");
+        }
     }
 
     fn render_parse_errors(&self, out: &mut String) {
@@ -189,5 +225,12 @@ mod tests {
         assert!(out.contains("logsift_wal_fsync_seconds_bucket{le=\"0.0005\"} 1\n"));
         assert!(out.contains("logsift_wal_fsync_seconds_bucket{le=\"1\"} 2\n"));
         assert!(out.contains("logsift_wal_fsync_seconds_count 2\n"));
+        m.count_bad_request("loki", "bad_snappy");
+        m.count_bad_request("loki", "bad_snappy");
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("logsift_http_bad_requests_total{api=\"loki\",reason=\"bad_snappy\"} 2\n")
+        );
     }
 }

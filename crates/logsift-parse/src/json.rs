@@ -229,8 +229,20 @@ pub(crate) fn slot_of(key: &str) -> Option<(Slot, u8)> {
         "service" => (Slot::App, 0),
         "app" => (Slot::App, 1),
         "logger" => (Slot::App, 2),
+        // Elastic Common Schema names, which Beats, Logstash and the ecs-logging libraries
+        // write either nested (`{"log":{"level":..}}`) or as dotted top-level keys. ECS
+        // `log.logger` is a logger inside the app, not the app: it stays a field.
+        "host.name" => (Slot::Host, 2),
+        "host.hostname" => (Slot::Host, 3),
+        "service.name" => (Slot::App, 3),
+        "log.level" => (Slot::Severity, 3),
         _ => return None,
     })
+}
+
+/// Whether an object under this top-level key may hold a mapped ECS name (`host.name`, ...).
+pub(crate) fn has_nested_slots(key: &str) -> bool {
+    matches!(key, "host" | "service" | "log")
 }
 
 /// What a mapped key's value gave. Text stays in its field until the winner is known.
@@ -307,13 +319,33 @@ impl<'a, 'o> Builder<'a, 'o> {
 
     /// Notes that a top-level entry was just pushed at `index`; `slot` is [`slot_of`] its key.
     pub(crate) fn note_top_level(&mut self, slot: Option<(Slot, u8)>, index: usize) {
-        let Some((slot, rank)) = slot else {
-            return;
-        };
         // A mapped key's scalar value is exactly one entry, at `index`.
         if self.fields.len() != index + 1 {
             return;
         }
+        self.note_at(slot, index);
+    }
+
+    /// Notes the mapped ECS names among the entries a top-level object (whose key passed
+    /// [`has_nested_slots`]) was just flattened into, from `index` on: `host.name` and friends
+    /// map like their dotted top-level spelling.
+    pub(crate) fn note_nested(&mut self, index: usize) {
+        let found: Vec<_> = self
+            .fields
+            .iter()
+            .enumerate()
+            .skip(index)
+            .filter_map(|(i, (name, _))| slot_of(name).map(|slot| (slot, i)))
+            .collect();
+        for (slot, i) in found {
+            self.note_at(Some(slot), i);
+        }
+    }
+
+    fn note_at(&mut self, slot: Option<(Slot, u8)>, index: usize) {
+        let Some((slot, rank)) = slot else {
+            return;
+        };
         let current = &mut self.best[slot as usize];
         // Equal rank means a duplicate key: the last interpretable one wins.
         if current.as_ref().is_some_and(|(r, _, _)| *r < rank) {
@@ -379,8 +411,17 @@ impl<'a> Visitor<'a> for TopLevel<'_, 'a, '_> {
             let raw: &'a RawValue = map.next_value()?;
             let index = b.fields.len();
             let slot = slot_of(&key);
+            let object = is_flattenable(raw);
+            let nested = object && has_nested_slots(&key);
             push_top(&mut b.fields, &mut b.path, key, raw);
-            b.note_top_level(slot, index);
+            // An object flattened into a single entry is not the key's scalar value: `{"log":
+            // {"level": "x"}}` must not make "x" the message (the fast path agrees).
+            if !object {
+                b.note_top_level(slot, index);
+            }
+            if nested {
+                b.note_nested(index);
+            }
         }
         Ok(())
     }
@@ -464,6 +505,53 @@ mod tests {
         assert_eq!(r.message, "");
         assert_eq!(field(&r, "level"), Some(&FieldValue::Str("chatty".into())));
         assert_eq!(field(&r, "message.a"), Some(&FieldValue::Number("1")));
+    }
+
+    #[test]
+    fn maps_ecs_names_nested_and_dotted() {
+        // What Filebeat and Logstash send: ECS objects.
+        let r = p(
+            r#"{"@timestamp":"2024-05-01T10:00:00.123Z","message":"GET /cart 500","host":{"name":"web-3","ip":["10.0.0.3"]},"service":{"name":"shop","version":"1.2"},"log":{"level":"error","logger":"http"},"event":{"dataset":"nginx.access"}}"#,
+        );
+        assert_eq!(r.parse_error, None);
+        assert_eq!(r.timestamp, parse_rfc3339("2024-05-01T10:00:00.123Z"));
+        assert_eq!(r.message, "GET /cart 500");
+        assert_eq!(r.host.as_deref(), Some("web-3"));
+        assert_eq!(r.app.as_deref(), Some("shop"));
+        assert_eq!(r.severity, Some(Severity::Error));
+        // The winners leave `fields`; the rest of each object stays.
+        assert!(!r.fields.contains("host.name"));
+        assert!(!r.fields.contains("log.level"));
+        assert_eq!(
+            field(&r, "log.logger"),
+            Some(&FieldValue::Str("http".into()))
+        );
+        assert_eq!(
+            field(&r, "service.version"),
+            Some(&FieldValue::Str("1.2".into()))
+        );
+        assert_eq!(
+            field(&r, "event.dataset"),
+            Some(&FieldValue::Str("nginx.access".into()))
+        );
+        // What the ecs-logging libraries write: dotted top-level keys.
+        let r = p(
+            r#"{"log.level":"warn","service.name":"billing","host.hostname":"db-1","message":"slow"}"#,
+        );
+        assert_eq!(r.severity, Some(Severity::Warning));
+        assert_eq!(r.app.as_deref(), Some("billing"));
+        assert_eq!(r.host.as_deref(), Some("db-1"));
+        assert!(r.fields.is_empty());
+        // Plain names outrank ECS ones, whichever comes first.
+        let r =
+            p(r#"{"log":{"level":"debug"},"level":"error","host":{"name":"a"},"hostname":"b"}"#);
+        assert_eq!(r.severity, Some(Severity::Error));
+        assert_eq!(r.host.as_deref(), Some("b"));
+        assert_eq!(
+            field(&r, "log.level"),
+            Some(&FieldValue::Str("debug".into()))
+        );
+        assert_eq!(field(&r, "host.name"), Some(&FieldValue::Str("a".into())));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use logsift_core::{FieldValue, Record};
 
-use crate::json::{slot_of, Builder, MAX_FLATTEN_DEPTH};
+use crate::json::{has_nested_slots, slot_of, Builder, MAX_FLATTEN_DEPTH};
 use crate::ParseOptions;
 
 /// The fast path gave up on the line; serde_json takes over.
@@ -94,12 +94,15 @@ impl<'a> Reader<'a> {
                     builder.path.push('.');
                 }
                 builder.path.push_str(&key);
+                let nested = top && has_nested_slots(&key);
                 let pushed = self.object_members(builder, depth + 1, false)?;
                 builder.path.truncate(base);
                 if pushed == 0 {
                     // `{}` / `{ }`: kept whole.
                     let raw = &self.s[value_start..self.pos];
                     self.push(builder, top, key, FieldValue::Json(raw));
+                } else if nested {
+                    builder.note_nested(index);
                 }
             } else {
                 let value = self.value(depth)?;
@@ -407,6 +410,9 @@ mod tests {
             r#"{"level":"chatty","time":"yesterday","message":{"a":1},"host":""}"#,
             r#"{"a":"\u0000","b":[[[[]]]],"c":{"d":{"e":{"f":"g"}}}}"#,
             r#"{}"#,
+            r#"{"host":{"name":"a","ip":"x"},"log":{"level":"warn"},"log.level":"error","service":{"name":{}},"hostname":"b"}"#,
+            r#"{"host":{ },"service":{"name":"s","name":"t"},"log":{"logger":"l","level":{"x":1}}}"#,
+            r#"{"msg":{"a":"b"},"time":{"x":"2024-01-01T00:00:00Z"},"level":{"y":"warn"}}"#,
         ];
         for line in agree {
             let fast = build_record(line, &OPTS).expect(line);

@@ -314,6 +314,8 @@ mod tests {
             b"\"ts\":1e30",
             b"\"level\":60",
             b"\"@timestamp\":\"9999-99-99\"",
+            b"\"log\":{\"level\":\"warn\"",
+            b"\"host\":{\"name\":",
             b"\\ud800",
         ];
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);

@@ -66,7 +66,11 @@ fn pick_format(params: &IngestParams, headers: &HeaderMap) -> Result<Format, Api
     })
 }
 
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decompress(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -106,7 +110,6 @@ struct Prepared {
     entries: Vec<Vec<u8>>,
     rejected: usize,
     errors: Vec<LineError>,
-    bytes: u64,
 }
 
 /// Splits a body into lines and encodes the accepted ones. Lines are parsed once here only to
@@ -127,7 +130,6 @@ fn prepare(
         entries: Vec::new(),
         rejected: 0,
         errors: Vec::new(),
-        bytes: body.len() as u64,
     };
     let report = |errors: &mut Vec<LineError>, line, error: String, stored| {
         if errors.len() < MAX_REPORTED_ERRORS {
@@ -187,6 +189,7 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let api = "ingest";
     let Query(params) =
         params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let index =
@@ -202,8 +205,89 @@ pub async fn ingest(
             ))
         }
     };
+    let source = source_of(&peer, "http");
+    let max_line_bytes = state.cfg.max_line_bytes;
+    let metrics = state.metrics.clone();
+    let answer = ingest_body(&state, api, headers, body, ack, move |body| {
+        let prepared = prepare(body, index.as_str(), format, max_line_bytes, &source);
+        Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
+        Ok(Decoded {
+            entries: prepared.entries,
+            answer: (prepared.rejected, prepared.errors),
+        })
+    })
+    .await?;
+    let Ingested {
+        accepted,
+        answer: (rejected, errors),
+    } = answer;
+    let status = if accepted == 0 && rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(IngestResponse {
+            accepted,
+            rejected,
+            errors,
+        }),
+    ))
+}
+
+/// `"{listener} {peer}"`, the `source` of the records a request brings.
+pub(crate) fn source_of(
+    peer: &Option<Extension<ConnectInfo<SocketAddr>>>,
+    listener: &str,
+) -> String {
+    match peer {
+        Some(Extension(ConnectInfo(addr))) => format!("{listener} {addr}"),
+        None => listener.to_string(),
+    }
+}
+
+/// What a route makes of a decompressed request body: the encoded entries to append and
+/// whatever else its answer needs.
+pub(crate) struct Decoded<T> {
+    pub entries: Vec<Vec<u8>>,
+    pub answer: T,
+}
+
+/// The outcome of [`ingest_body`]: how many entries were appended (durably, for
+/// [`Ack::Durable`]) and the route's own part of the answer.
+pub(crate) struct Ingested<T> {
+    pub accepted: usize,
+    pub answer: T,
+}
+
+/// The one way a request body becomes WAL entries, shared by every ingest route (NDJSON and
+/// syslog lines, Elasticsearch bulk, Loki, OTLP) so that all keep the same promises: the
+/// body's share of the in-flight budget is taken before it is read (429 when there is none),
+/// the body is bounded and decompressed (gzip, zstd) and decoded on the blocking pool, and
+/// with [`Ack::Durable`] this returns only once every entry is fsynced in the WAL (507 when
+/// that cannot be done). `decode` gets the decompressed body; its 4xx errors, like those of
+/// decompression, are counted per `api` in `logsift_http_bad_requests_total`.
+pub(crate) async fn ingest_body<T, F>(
+    state: &AppState,
+    api: &'static str,
+    headers: HeaderMap,
+    body: Body,
+    ack: Ack,
+    decode: F,
+) -> Result<Ingested<T>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8]) -> Result<Decoded<T>, ApiError> + Send + 'static,
+{
     let cfg = state.cfg.clone();
     let metrics = &state.metrics;
+    let counted = |e: ApiError| {
+        if e.status.is_client_error() {
+            metrics.count_bad_request(api, e.code);
+        }
+        e
+    };
     // Take the body's share of the in-flight budget before reading it: under overload the
     // request is refused while its bytes are still in the client's socket, not in our memory.
     let declared = headers
@@ -211,7 +295,7 @@ pub async fn ingest(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > cfg.max_body_bytes) {
-        return Err(body_too_large(cfg.max_body_bytes));
+        return Err(counted(body_too_large(cfg.max_body_bytes)));
     }
     let reservation = match state
         .pipeline
@@ -233,49 +317,30 @@ pub async fn ingest(
                 body_too_large(cfg.max_body_bytes)
             }
             _ => ApiError::bad_request("bad_body", format!("cannot read the request body: {e}")),
-        })?;
-    let source = match peer {
-        Some(Extension(ConnectInfo(addr))) => format!("http {addr}"),
-        None => "http".to_string(),
-    };
-    let prepared = tokio::task::spawn_blocking(move || {
+        })
+        .map_err(counted)?;
+    let decoded = tokio::task::spawn_blocking(move || {
         let body = decompress(&headers, body, cfg.max_body_bytes)?;
-        Ok::<_, ApiError>(prepare(
-            &body,
-            index.as_str(),
-            format,
-            cfg.max_line_bytes,
-            &source,
-        ))
+        let bytes = body.len() as u64;
+        decode(&body).map(|d| (d, bytes))
     })
     .await
-    .map_err(|e| ApiError::internal(format!("ingest task failed: {e}")))??;
+    .map_err(|e| ApiError::internal(format!("ingest task failed: {e}")))?
+    .map_err(counted)?;
+    let (Decoded { entries, answer }, bytes) = decoded;
 
-    Metrics::add(&metrics.http_bytes, prepared.bytes);
-    Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
-    let accepted = prepared.entries.len();
+    Metrics::add(&metrics.http_bytes, bytes);
+    let accepted = entries.len();
     state
         .pipeline
-        .append_reserved(prepared.entries, reservation, ack, Admission::Try)
+        .append_reserved(entries, reservation, ack, Admission::Try)
         .await
         .map_err(|e| append_error(e, metrics))?;
     Metrics::add(&metrics.http_lines, accepted as u64);
-    let status = if accepted == 0 && prepared.rejected > 0 {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(IngestResponse {
-            accepted,
-            rejected: prepared.rejected,
-            errors: prepared.errors,
-        }),
-    ))
+    Ok(Ingested { accepted, answer })
 }
 
-fn body_too_large(limit: usize) -> ApiError {
+pub(crate) fn body_too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",

@@ -1,15 +1,21 @@
-//! The HTTP API (axum): ingest, search, indexes, health and metrics.
+//! The HTTP API (axum): ingest, search, indexes, health and metrics, and the ingest APIs of
+//! Elasticsearch (`/_bulk`), Loki (`/loki/api/v1/push`) and OTLP (`/v1/logs`) so that
+//! existing shippers work unchanged.
 //!
 //! Handlers only translate between HTTP and the library crates: CPU work (decompressing and
 //! splitting bodies, searching) runs on the blocking pool, never on a tokio worker.
 
 mod aggs;
 pub mod audit;
+mod compat;
 mod delete;
 mod error;
+mod es;
 pub mod export;
 mod holds;
 mod ingest;
+mod loki;
+mod otlp;
 mod search;
 mod tail;
 mod ui;
@@ -58,7 +64,6 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.max_body_bytes;
     Router::new()
-        .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
         .route("/api/v1/search", get(search::search))
@@ -80,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/loki/api/v1/push", post(loki::push))
+        .route("/v1/logs", post(otlp::logs))
+        .merge(es::routes())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })

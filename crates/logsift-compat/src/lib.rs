@@ -1,0 +1,65 @@
+//! Decoders for what existing shippers send, so that a fleet can point them at logsift
+//! unchanged: Elasticsearch `_bulk` bodies ([`es`]), Loki push requests in JSON or
+//! snappy-compressed protobuf ([`loki`]) and OTLP/HTTP log exports in protobuf or JSON
+//! ([`otlp`]).
+//!
+//! Each decoder turns untrusted bytes into JSON records: one JSON object per log entry, whose
+//! keys are the ones the JSON line parser maps onto a record (`timestamp`, `message`, `host`,
+//! `app`, `level`) plus the protocol's own metadata (labels, attributes, trace ids) as nested
+//! objects that become `fields.*`. The server stores those bytes as JSON lines, so a record
+//! from Loki or OTLP is parsed, replayed and displayed exactly like one sent as NDJSON.
+//!
+//! Not here: HTTP, budgets, durability (the server's ingest path owns them), and the mapping
+//! of JSON keys to record fields (`logsift-parse` owns it). Decoding never panics on any
+//! input; the `fuzz/` targets hold it to that.
+
+pub mod es;
+mod labels;
+pub mod loki;
+pub mod otlp;
+
+pub use labels::parse_labels;
+
+/// Why a request body could not be decoded; answered 400 (or 413 for [`DecodeError::TooLarge`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("body is not a valid protobuf {message}: {detail}")]
+    Protobuf {
+        message: &'static str,
+        detail: String,
+    },
+    #[error("body is not valid snappy (block format): {0}")]
+    Snappy(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("body decodes to {decoded} bytes, over the limit of {limit} bytes")]
+    TooLarge { decoded: usize, limit: usize },
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Json(_) => "bad_json",
+            DecodeError::Protobuf { .. } => "bad_protobuf",
+            DecodeError::Snappy(_) => "bad_snappy",
+            DecodeError::Invalid(_) => "invalid",
+            DecodeError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// A record as a compact JSON object, the bytes that get stored.
+fn to_line(value: &serde_json::Value) -> Vec<u8> {
+    // Serializing a `Value` only fails for maps with non-string keys, which it cannot hold.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// `ns` as RFC 3339 with nanoseconds, or `None` for 0 (protobuf's "unset") and for instants
+/// past what an i64 of nanoseconds holds (year 2262).
+fn timestamp(ns: u64) -> Option<String> {
+    let ns = i64::try_from(ns).ok().filter(|&ns| ns > 0)?;
+    Some(logsift_core::time::format_rfc3339(ns))
+}

@@ -1,0 +1,98 @@
+//! What the shipper-compatible routes (Elasticsearch bulk, Loki, OTLP) share: content-type
+//! checks, the target index, and turning decoded records into WAL entries.
+
+use axum::http::{header, HeaderMap, StatusCode};
+use logsift_compat::DecodeError;
+use logsift_core::entry::Entry;
+use logsift_core::{Format, IndexName};
+
+use crate::{ApiError, ServerConfig};
+
+/// The header that picks the index for Loki and OTLP requests, whose protocols name none.
+pub const INDEX_HEADER: &str = "x-logsift-index";
+
+/// How much bigger than `http.max_body_bytes` the records decoded from one request may be.
+/// Protobuf and Loki label sets expand when every entry becomes a self-contained JSON record
+/// (labels are repeated per entry); beyond this the request is refused (413) rather than
+/// held in memory.
+const MAX_EXPANSION: usize = 4;
+
+/// The media type of the request, lowercase, without parameters (`; charset=utf-8`).
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+pub fn unsupported_type(got: &str, want: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "bad_content_type",
+        format!("Content-Type {got:?} is not supported here; send {want}"),
+    )
+}
+
+/// The index named by the `X-Logsift-Index` header, else the default one.
+pub fn target_index(headers: &HeaderMap) -> Result<IndexName, ApiError> {
+    match headers.get(INDEX_HEADER) {
+        None => Ok(IndexName::default_index()),
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            IndexName::new(name)
+                .map_err(|e| ApiError::bad_request("bad_index", format!("{INDEX_HEADER}: {e}")))
+        }
+    }
+}
+
+pub fn decode_error(e: DecodeError) -> ApiError {
+    let status = match e {
+        DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, e.reason(), e.to_string())
+}
+
+/// Encodes decoded JSON records as WAL entries for `index`. Records over
+/// `ingest.max_line_bytes` are dropped and counted in the second value; all of them together
+/// may not exceed [`MAX_EXPANSION`] times `http.max_body_bytes`.
+pub fn encode_records(
+    records: &[Vec<u8>],
+    index: &IndexName,
+    source: &str,
+    received_at: i64,
+    cfg: &ServerConfig,
+) -> Result<(Vec<Vec<u8>>, usize), ApiError> {
+    let total: usize = records.iter().map(Vec::len).sum();
+    let limit = cfg.max_body_bytes.saturating_mul(MAX_EXPANSION);
+    if total > limit {
+        return Err(decode_error(DecodeError::TooLarge {
+            decoded: total,
+            limit,
+        }));
+    }
+    let mut entries = Vec::with_capacity(records.len());
+    let mut rejected = 0;
+    for raw in records {
+        if raw.len() > cfg.max_line_bytes {
+            rejected += 1;
+            continue;
+        }
+        entries.push(
+            Entry {
+                format: Format::Json,
+                received_at,
+                index: index.as_str(),
+                source,
+                raw,
+            }
+            .encode(),
+        );
+    }
+    Ok((entries, rejected))
+}

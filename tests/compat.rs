@@ -1,0 +1,510 @@
+//! Existing shippers, unchanged, against the real binary: the Python `elasticsearch` client's
+//! bulk helper, the OpenTelemetry Python SDK's OTLP/HTTP log exporter, a Loki push in
+//! snappy-compressed protobuf built from Loki's `push.proto` messages, and one in JSON sent
+//! by curl. Each checks that the records are searchable with the right fields.
+//!
+//! The Python clients live in a virtualenv that `tests/run-all.sh` installs (it exports
+//! `LOGSIFT_PYTHON`); without it these tests fail and say how to install it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{client, messages, run_tool, Server};
+use logsift_compat::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+use prost::Message;
+use serde_json::{json, Value};
+
+const PIP_HINT: &str = "run `bash tests/run-all.sh` (it creates ~/.cache/logsift-venv with `python3 -m venv ~/.cache/logsift-venv && ~/.cache/logsift-venv/bin/pip install 'elasticsearch>=8.12,<9' opentelemetry-sdk opentelemetry-exporter-otlp-proto-http`) or point LOGSIFT_PYTHON at a python that has those packages";
+
+/// The Python with the shipper clients: `LOGSIFT_PYTHON`, else the venv run-all.sh makes.
+fn python() -> PathBuf {
+    let path = std::env::var_os("LOGSIFT_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/logsift-venv/bin/python"))
+        })
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| panic!("no Python with the shipper clients; {PIP_HINT}"));
+    path
+}
+
+/// Runs a Python script with the shipper clients and returns its stdout.
+fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python ({e}); {PIP_HINT}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "a shipper client is missing: {stderr}\n{PIP_HINT}"
+    );
+    assert!(out.status.success(), "python failed: {stderr}");
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+fn hit<'a>(body: &'a Value, message: &str) -> &'a Value {
+    body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .find(|h| h["message"] == message)
+        .unwrap_or_else(|| panic!("no hit with message {message:?} in {body}"))
+}
+
+const ES_SCRIPT: &str = r#"
+import json, sys
+from elasticsearch import Elasticsearch, helpers
+es = Elasticsearch(sys.argv[1], http_compress=True, request_timeout=30)
+info = es.info()
+assert info["version"]["number"].startswith("8."), info
+docs = [
+    {"_index": "web-logs", "_id": "first",
+     "_source": {"@timestamp": "2024-05-01T10:00:00.250Z", "message": "GET /cart 500",
+                 "host": {"name": "web-1"}, "service": {"name": "shop"},
+                 "log": {"level": "error"}, "http": {"response": {"status_code": 500}}}},
+]
+docs += [
+    {"_index": "web-logs", "_op_type": "create",
+     "_source": {"@timestamp": "2024-05-01T10:00:01Z", "message": f"bulk line {i}",
+                 "host.name": "web-2", "log.level": "info", "labels": {"batch": "b7"}}}
+    for i in range(250)
+]
+docs.append({"_op_type": "delete", "_index": "web-logs", "_id": "first"})
+ok, errors = helpers.bulk(es, docs, chunk_size=100, raise_on_error=False, stats_only=False)
+print(json.dumps({"ok": ok, "errors": errors}))
+"#;
+
+#[test]
+fn elasticsearch_python_client_bulk_helper() {
+    let s = Server::start();
+    let out = run_python(ES_SCRIPT, &[&s.http]);
+    let result: Value = serde_json::from_str(out.trim()).expect("script output");
+    assert_eq!(result["ok"], 251, "{result}");
+    // The delete is refused per item, as Elasticsearch refuses an action it cannot apply.
+    let errors = result["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{result}");
+    assert_eq!(errors[0]["delete"]["status"], 400);
+    assert_eq!(
+        errors[0]["delete"]["error"]["type"],
+        "illegal_argument_exception"
+    );
+
+    s.wait_total("*", &[("index", "web-logs")], 251);
+    let body = s.wait_total("host:web-1", &[("index", "web-logs")], 1);
+    let first = hit(&body, "GET /cart 500");
+    assert_eq!(first["host"], "web-1");
+    assert_eq!(first["app"], "shop");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["index"], "web-logs");
+    assert_eq!(first["timestamp"], "2024-05-01T10:00:00.250000000Z");
+    assert_eq!(first["fields"]["http.response.status_code"], 500);
+    assert!(first["source"].as_str().unwrap().starts_with("es-bulk "));
+    s.wait_total(
+        "host:web-2 AND severity:info AND fields.labels.batch:b7",
+        &[],
+        250,
+    );
+    s.wait_total("fields.http.response.status_code:500", &[], 1);
+}
+
+#[test]
+fn elasticsearch_probes_and_bulk_errors() {
+    let s = Server::start();
+    let c = client();
+    // What shippers ask before they send anything.
+    let resp = c.get(format!("{}/", s.http)).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-elastic-product"], "Elasticsearch");
+    let info: Value = resp.json().unwrap();
+    assert!(info["version"]["number"]
+        .as_str()
+        .unwrap()
+        .starts_with("8."));
+    let resp = c.head(format!("{}/", s.http)).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-elastic-product"], "Elasticsearch");
+    for path in [
+        "/_license",
+        "/_ilm/policy/filebeat",
+        "/_index_template/filebeat-8.17.0",
+        "/_template/logstash",
+        "/_nodes/_all/http",
+        "/_cluster/health",
+    ] {
+        let resp = c.get(format!("{}{path}", s.http)).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+        assert_eq!(resp.headers()["x-elastic-product"], "Elasticsearch");
+    }
+    for path in ["/_ilm/policy/filebeat", "/_index_template/filebeat-8.17.0"] {
+        let resp = c
+            .put(format!("{}{path}", s.http))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .unwrap();
+        let answer: Value = resp.json().unwrap();
+        assert_eq!(answer["acknowledged"], true, "PUT {path}");
+    }
+    let license: Value = c
+        .get(format!("{}/_license", s.http))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(license["license"]["status"], "active");
+
+    // Per-item errors: the URL names the index, an action's `_index` wins over it, a bad
+    // document or index name fails only its item.
+    let body = concat!(
+        "{\"index\":{}}\n{\"message\":\"to the url index\"}\n",
+        "{\"create\":{\"_index\":\"filebeat-8.17.0\",\"_id\":\"x1\"}}\n{\"message\":\"to the action index\"}\n",
+        "{\"index\":{}}\n{\"message\": broken\n",
+        "{\"index\":{\"_index\":\"Upper\"}}\n{\"message\":\"bad index\"}\n",
+        "{\"update\":{\"_id\":\"x1\"}}\n{\"doc\":{}}\n",
+    );
+    let resp = c
+        .post(format!("{}/app-logs/_bulk", s.http))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-elastic-product"], "Elasticsearch");
+    let answer: Value = resp.json().unwrap();
+    assert_eq!(answer["errors"], true);
+    assert!(answer["took"].is_u64());
+    let items = answer["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert_eq!(items[0]["index"]["_index"], "app-logs");
+    assert_eq!(items[0]["index"]["status"], 201);
+    assert_eq!(items[0]["index"]["result"], "created");
+    assert!(items[0]["index"]["_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    assert_eq!(items[1]["create"]["_index"], "filebeat-8-17-0");
+    assert_eq!(items[1]["create"]["_id"], "x1");
+    assert_eq!(items[1]["create"]["status"], 201);
+    assert_eq!(items[2]["index"]["status"], 400);
+    assert_eq!(
+        items[2]["index"]["error"]["type"],
+        "document_parsing_exception"
+    );
+    assert_eq!(
+        items[3]["index"]["error"]["type"],
+        "invalid_index_name_exception"
+    );
+    assert_eq!(items[4]["update"]["status"], 400);
+    s.wait_total("\"to the url index\"", &[("index", "app-logs")], 1);
+    s.wait_total(
+        "\"to the action index\"",
+        &[("index", "filebeat-8-17-0")],
+        1,
+    );
+    assert_eq!(s.metric("logsift_es_bulk_docs_total"), 2.0);
+    assert_eq!(s.metric("logsift_es_bulk_item_errors_total"), 3.0);
+
+    // A malformed action line fails the whole request, shaped as Elasticsearch shapes it.
+    let resp = c
+        .post(format!("{}/_bulk", s.http))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"upsert\":{}}\n{}\n")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.headers()["x-elastic-product"], "Elasticsearch");
+    let answer: Value = resp.json().unwrap();
+    assert_eq!(answer["status"], 400);
+    assert_eq!(answer["error"]["type"], "illegal_argument_exception");
+    assert!(answer["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Malformed action/metadata line [1]"));
+    // zstd bodies, like gzip ones.
+    let ndjson = b"{\"index\":{}}\n{\"message\":\"zstd compressed\"}\n";
+    let resp = c
+        .post(format!("{}/_bulk", s.http))
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "zstd")
+        .body(zstd::encode_all(&ndjson[..], 1).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    s.wait_total("\"zstd compressed\"", &[("index", "logs")], 1);
+    let metrics = c
+        .get(format!("{}/metrics", s.http))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "logsift_http_bad_requests_total{api=\"es-bulk\",reason=\"illegal_argument_exception\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+const OTEL_SCRIPT: &str = r#"
+import logging, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+trace.set_tracer_provider(TracerProvider())
+provider = LoggerProvider(resource=Resource.create({"service.name": "checkout", "host.name": "otel-host-1", "deployment.environment": "staging"}))
+compression = Compression.Gzip if sys.argv[2] == "gzip" else Compression.NoCompression
+exporter = OTLPLogExporter(endpoint=sys.argv[1] + "/v1/logs", compression=compression, timeout=30)
+provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+handler = LoggingHandler(level=logging.DEBUG, logger_provider=provider)
+log = logging.getLogger("payments")
+log.propagate = False
+log.addHandler(handler)
+log.setLevel(logging.DEBUG)
+with trace.get_tracer("shop").start_as_current_span("charge") as span:
+    log.error("card declined for order %s", "A-17", extra={"order.id": "A-17", "amount": 42})
+    print(format(span.get_span_context().trace_id, "032x"), format(span.get_span_context().span_id, "016x"))
+for i in range(20):
+    log.warning("slow provider %d", i)
+log.debug("debug detail")
+provider.force_flush()
+provider.shutdown()
+"#;
+
+#[test]
+fn opentelemetry_python_sdk_exports_logs() {
+    let s = Server::start();
+    let ids = run_python(OTEL_SCRIPT, &[&s.http, "gzip"]);
+    let mut ids = ids.split_whitespace();
+    let (trace_id, span_id) = (ids.next().unwrap(), ids.next().unwrap());
+
+    let body = s.wait_total("*", &[], 22);
+    let h = hit(&body, "card declined for order A-17");
+    assert_eq!(h["host"], "otel-host-1");
+    assert_eq!(h["app"], "checkout");
+    assert_eq!(h["severity"], "error");
+    assert_eq!(h["fields"]["trace_id"], trace_id);
+    assert_eq!(h["fields"]["span_id"], span_id);
+    assert_eq!(h["fields"]["attributes.order.id"], "A-17");
+    assert_eq!(h["fields"]["attributes.amount"], 42);
+    assert_eq!(h["fields"]["resource.deployment.environment"], "staging");
+    assert!(h["source"].as_str().unwrap().starts_with("otlp "));
+    s.wait_total("severity:warning AND app:checkout AND slow", &[], 20);
+    s.wait_total("severity:debug AND host:otel-host-1", &[], 1);
+    let body = s.wait_total(&format!("fields.trace_id:{trace_id}"), &[], 1);
+    assert_eq!(messages(&body), vec!["card declined for order A-17"]);
+
+    // Uncompressed protobuf too, and JSON with the same mapping.
+    run_python(OTEL_SCRIPT, &[&s.http, "none"]);
+    s.wait_total("*", &[], 44);
+    let json_body = json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": "1714557600000000000",
+            "severityNumber": 13,
+            "body": {"stringValue": "from otlp json"},
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "spanId": "eee19b7ec3c1b174"
+        }]}]
+    }]});
+    let resp = client()
+        .post(format!("{}/v1/logs", s.http))
+        .header("content-type", "application/json")
+        .body(json_body.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.json::<Value>().unwrap(), json!({}));
+    let body = s.wait_total("app:json-svc AND severity:warning", &[], 1);
+    assert_eq!(
+        body["hits"][0]["timestamp"],
+        "2024-05-01T10:00:00.000000000Z"
+    );
+    assert_eq!(
+        body["hits"][0]["fields"]["trace_id"],
+        "5b8efff798038103d269b633813fc60c"
+    );
+}
+
+#[test]
+fn loki_push_protobuf_and_json() {
+    let s = Server::start();
+    let request = PushRequest {
+        streams: vec![StreamAdapter {
+            labels: r#"{host="loki-host", service_name="billing", level="error", env="prod"}"#
+                .into(),
+            entries: (0..30)
+                .map(|i| EntryAdapter {
+                    timestamp: Some(Timestamp {
+                        seconds: 1_714_557_600 + i,
+                        nanos: 500,
+                    }),
+                    line: format!("invoice {i} failed"),
+                    structured_metadata: vec![LabelPairAdapter {
+                        name: "trace_id".into(),
+                        value: format!("t{i}"),
+                    }],
+                })
+                .collect(),
+            hash: 0,
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap();
+    let resp = client()
+        .post(format!("{}/loki/api/v1/push", s.http))
+        .header("content-type", "application/x-protobuf")
+        .header("x-logsift-index", "loki")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let found = s.wait_total(
+        "host:loki-host AND app:billing AND severity:error AND fields.labels.env:prod",
+        &[("index", "loki")],
+        30,
+    );
+    let h = hit(&found, "invoice 7 failed");
+    assert_eq!(h["timestamp"], "2024-05-01T10:00:07.000000500Z");
+    assert_eq!(h["fields"]["metadata.trace_id"], "t7");
+    assert!(h["source"].as_str().unwrap().starts_with("loki "));
+
+    let json_push = r#"{"streams":[{"stream":{"job":"varlogs","hostname":"curl-host","level":"warn"},"values":[["1714557600000000000","disk 91% full"],["1714557601000000000","disk 92% full",{"mount":"/var"}]]}]}"#;
+    let out = run_tool(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            &format!("{}/loki/api/v1/push", s.http),
+        ],
+        Some(json_push.as_bytes()),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
+    let found = s.wait_total(
+        "host:curl-host AND app:varlogs AND severity:warning",
+        &[],
+        2,
+    );
+    assert_eq!(
+        hit(&found, "disk 92% full")["fields"]["metadata.mount"],
+        "/var"
+    );
+    s.wait_total("fields.metadata.mount:\"/var\"", &[], 1);
+    assert_eq!(s.metric("logsift_loki_entries_total"), 32.0);
+}
+
+#[test]
+fn malformed_compat_bodies_are_refused_and_counted() {
+    let s = Server::start();
+    let c = client();
+    let post = |path: &str, content_type: &str, body: Vec<u8>| {
+        let resp = c
+            .post(format!("{}{path}", s.http))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.bytes().unwrap().to_vec())
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+
+    let (status, body) = post(
+        "/loki/api/v1/push",
+        "application/x-protobuf",
+        b"\x05not snappy".to_vec(),
+    );
+    assert_eq!(status, 400, "{}", text(&body));
+    assert!(text(&body).contains("snappy"), "{}", text(&body));
+    let not_protobuf = snap::raw::Encoder::new()
+        .compress_vec(b"\xff\xff\xff\xff")
+        .unwrap();
+    let (status, body) = post("/loki/api/v1/push", "application/x-protobuf", not_protobuf);
+    assert_eq!(status, 400);
+    assert!(text(&body).contains("protobuf"), "{}", text(&body));
+    let (status, _) = post(
+        "/loki/api/v1/push",
+        "application/json",
+        b"{\"streams\":".to_vec(),
+    );
+    assert_eq!(status, 400);
+    let bad_labels = PushRequest {
+        streams: vec![StreamAdapter {
+            labels: "{host=unquoted}".into(),
+            entries: vec![],
+            hash: 0,
+        }],
+    };
+    let (status, body) = post(
+        "/loki/api/v1/push",
+        "application/x-protobuf",
+        snap::raw::Encoder::new()
+            .compress_vec(&bad_labels.encode_to_vec())
+            .unwrap(),
+    );
+    assert_eq!(status, 400);
+    assert!(text(&body).contains("label"), "{}", text(&body));
+    let (status, _) = post("/loki/api/v1/push", "text/plain", b"hello".to_vec());
+    assert_eq!(status, 415);
+
+    let (status, body) = post(
+        "/v1/logs",
+        "application/x-protobuf",
+        b"\x0a\xff\xff\xff".to_vec(),
+    );
+    assert_eq!(status, 400);
+    // A google.rpc.Status in protobuf: field 1 (code) = 3, INVALID_ARGUMENT.
+    assert_eq!(&body[..2], b"\x08\x03", "{body:?}");
+    let (status, body) = post(
+        "/v1/logs",
+        "application/json",
+        b"{\"resourceLogs\":[{]".to_vec(),
+    );
+    assert_eq!(status, 400);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["code"], 3);
+    assert!(answer["message"].as_str().unwrap().contains("JSON"));
+    let (status, _) = post("/v1/logs", "text/plain", b"x".to_vec());
+    assert_eq!(status, 415);
+
+    let metrics = c
+        .get(format!("{}/metrics", s.http))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "logsift_http_bad_requests_total{api=\"loki\",reason=\"bad_snappy\"} 1",
+        "logsift_http_bad_requests_total{api=\"loki\",reason=\"bad_protobuf\"} 1",
+        "logsift_http_bad_requests_total{api=\"loki\",reason=\"bad_json\"} 1",
+        "logsift_http_bad_requests_total{api=\"loki\",reason=\"invalid\"} 1",
+        "logsift_http_bad_requests_total{api=\"loki\",reason=\"bad_content_type\"} 1",
+        "logsift_http_bad_requests_total{api=\"otlp\",reason=\"bad_protobuf\"} 1",
+        "logsift_http_bad_requests_total{api=\"otlp\",reason=\"bad_json\"} 1",
+        "logsift_http_bad_requests_total{api=\"otlp\",reason=\"bad_content_type\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    // Nothing was stored, and the server still answers.
+    let (status, body) = s.search("*", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(body["total"], 0);
+}
