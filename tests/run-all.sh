@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
-# `logger` (bsdutils), `nc` (netcat-openbsd), `curl`, Chromium and Node.js with playwright-core
+# `logger` (bsdutils), `nc` (netcat-openbsd), `curl`, rsyslog, Chromium and Node.js with playwright-core
 # (the web UI test), and the Python shipper clients. Safe to run again: installs only what is
 # missing.
 set -euo pipefail
@@ -13,6 +13,7 @@ command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -1,0 +1,4 @@
+{{- define "logsift.labels" -}}
+app.kubernetes.io/name: logsift
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
