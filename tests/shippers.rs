@@ -78,7 +78,10 @@ fn rsyslog(dir: &Path, shipped: &str, logsift_port: u16) -> Rsyslog {
     // rsyslog has no readiness signal here: wait until its UDP port is bound.
     let deadline = Instant::now() + Duration::from_secs(10);
     while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "rsyslogd did not bind UDP {port}");
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not bind UDP {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Rsyslog { child, port }
@@ -129,7 +132,8 @@ fn forwards_through(shipped: &str, tag: &str) {
     }
     let host = hostname();
     assert!(
-        hits.iter().all(|h| h["host"].as_str().is_some_and(|v| host.starts_with(v))),
+        hits.iter()
+            .all(|h| h["host"].as_str().is_some_and(|v| host.starts_with(v))),
         "host {host}: {body}"
     );
     s.wait_total(&format!("{tag} AND severity:error"), &[("limit", "0")], 5);

@@ -9,10 +9,10 @@
 //! written (without sending it) so that the new manifest covers the whole file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::client::Api;
+use crate::progress::Meter;
 
 /// How much output goes between two checkpoints (a zstd frame and a progress file update).
 const CHECKPOINT_BYTES: usize = 4 << 20;
@@ -266,7 +267,7 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
         cursor: None,
     });
     let already = progress.records;
-    let mut meter = Meter::new(estimate, already);
+    let mut meter = Meter::new("records", estimate, already);
     let mut pending: Vec<u8> = Vec::new();
     let mut since_checkpoint = 0usize;
     let mut header_line = format == "csv" && progress.records == 0 && progress.cursor.is_none();
@@ -315,11 +316,11 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
             save_progress(&progress_file, &progress)?;
             since_checkpoint = 0;
         }
-        meter.update(progress.records);
+        meter.update(progress.records, progress.records);
     };
     progress.file_bytes = sink.checkpoint()?;
     save_progress(&progress_file, &progress)?;
-    meter.finish(progress.records);
+    meter.finish(progress.records, progress.records);
     if let Err(e) = stream_result {
         eprintln!(
             "logsift: export interrupted after {} records ({e}); run the same command with --resume to go on",
@@ -356,74 +357,6 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
         signed.manifest.sha256
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Records per second and time left, on stderr: redrawn in place on a terminal, a line every
-/// few seconds otherwise.
-struct Meter {
-    estimate: u64,
-    started: Instant,
-    base: u64,
-    last: Instant,
-    tty: bool,
-}
-
-impl Meter {
-    fn new(estimate: u64, base: u64) -> Self {
-        Meter {
-            estimate,
-            started: Instant::now(),
-            base,
-            last: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn line(&self, records: u64) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = (records - self.base) as f64 / secs;
-        let total = self.estimate.max(records);
-        let pct = if total > 0 {
-            records as f64 * 100.0 / total as f64
-        } else {
-            100.0
-        };
-        let eta = if rate > 0.0 {
-            format!("{:.0} s", (total - records) as f64 / rate)
-        } else {
-            "?".into()
-        };
-        let width = 30usize;
-        let filled = ((pct / 100.0) * width as f64) as usize;
-        format!(
-            "[{}{}] {records}/{total} records {pct:.0}% {rate:.0} records/s ETA {eta}",
-            "#".repeat(filled.min(width)),
-            "-".repeat(width - filled.min(width)),
-        )
-    }
-
-    fn update(&mut self, records: u64) {
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        if self.tty {
-            eprint!("\r{}", self.line(records));
-        } else {
-            eprintln!("{}", self.line(records));
-        }
-    }
-
-    fn finish(&self, records: u64) {
-        if self.tty {
-            eprintln!("\r{}", self.line(records));
-        }
-    }
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -3,7 +3,9 @@
 mod client;
 mod config;
 mod export;
+mod import;
 mod output;
+mod progress;
 mod search;
 mod segments;
 mod serve;
@@ -38,6 +40,8 @@ enum Command {
     Segments(segments::SegmentsArgs),
     /// Export every record matching a query with a signed manifest, or verify an export.
     Export(export::ExportArgs),
+    /// Send existing log files (plain, .gz, .zst; syslog or JSON lines) to a running server.
+    Import(import::ImportArgs),
 }
 
 /// Runs the command line; the binary's `main` is only this.
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Segments(args) => segments::run(args),
         Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(code) => code,

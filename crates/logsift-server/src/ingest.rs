@@ -22,6 +22,9 @@ pub struct IngestParams {
     format: Option<String>,
     /// `durable` (default): answer after fsync. `received`: answer once queued in memory.
     ack: Option<String>,
+    /// When the lines were received, if not now (RFC 3339 or epoch seconds): `logsift import`
+    /// passes a file's modification time, which dates timestamps without a year (RFC 3164).
+    received_at: Option<String>,
 }
 
 /// Per-line problems are reported, not fatal: at most this many are listed in one answer.
@@ -120,8 +123,8 @@ fn prepare(
     format: Format,
     max_line_bytes: usize,
     source: &str,
+    received_at: i64,
 ) -> Prepared {
-    let received_at = now_ns();
     let opts = ParseOptions {
         received_at_ns: received_at,
         ..Default::default()
@@ -160,12 +163,8 @@ fn prepare(
             );
             continue;
         }
-        let is_json = format == Format::Json
-            || (format == Format::Auto && line.trim_ascii_start().first() == Some(&b'{'));
-        if is_json {
-            if let Some(err) = logsift_parse::parse_json(line, &opts).parse_error {
-                report(&mut out.errors, i + 1, err.into_owned(), true);
-            }
+        if let Some(err) = logsift_parse::parse(format, line, &opts).parse_error {
+            report(&mut out.errors, i + 1, err.into_owned(), true);
         }
         out.entries.push(
             Entry {
@@ -206,10 +205,32 @@ pub async fn ingest(
         }
     };
     let source = source_of(&peer, "http");
+    let now = now_ns();
+    let received_at = match params.received_at.as_deref().filter(|v| !v.is_empty()) {
+        None => now,
+        Some(v) => {
+            let at = logsift_core::time::parse_time_expr(v, now)
+                .map_err(|e| ApiError::bad_request("bad_parameter", format!("received_at: {e}")))?;
+            if at > now {
+                return Err(ApiError::bad_request(
+                    "bad_parameter",
+                    "received_at is in the future",
+                ));
+            }
+            at
+        }
+    };
     let max_line_bytes = state.cfg.max_line_bytes;
     let metrics = state.metrics.clone();
     let answer = ingest_body(&state, api, headers, body, ack, move |body| {
-        let prepared = prepare(body, index.as_str(), format, max_line_bytes, &source);
+        let prepared = prepare(
+            body,
+            index.as_str(),
+            format,
+            max_line_bytes,
+            &source,
+            received_at,
+        );
         Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
         Ok(Decoded {
             entries: prepared.entries,
