@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
-# `logger` (bsdutils), `nc` (netcat-openbsd), Chromium and Node.js with playwright-core (the
+# `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), Chromium and Node.js with playwright-core (the
 # web UI test). Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v logger >/dev/null 2>&1 || need+=(bsdutils)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

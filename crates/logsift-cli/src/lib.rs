@@ -7,6 +7,7 @@ mod search;
 mod segments;
 mod serve;
 mod tail;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,9 @@ enum Command {
     Tail(tail::TailArgs),
     /// Inspect and verify sealed segments on disk.
     Segments(segments::SegmentsArgs),
+    /// Create, list and revoke API tokens (works on the data directory; a running server
+    /// picks changes up by itself).
+    Tokens(tokens::TokensArgs),
 }
 
 /// Runs the command line; the binary's `main` is only this.
@@ -45,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Search(args) => search::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Segments(args) => segments::run(args),
+        Command::Tokens(args) => tokens::run(args),
     };
     match result {
         Ok(code) => code,

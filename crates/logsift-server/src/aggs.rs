@@ -12,8 +12,8 @@ use logsift_query::agg::{
 use logsift_query::Budget;
 use serde::Deserialize;
 
-use crate::search::{index_list, query_error, run_query, time_param, Answer, QueryLimits};
-use crate::{ApiError, AppState};
+use crate::search::{query_error, read_scope, run_query, time_param, Answer, QueryLimits};
+use crate::{ApiError, AppState, Principal, Role};
 
 const DEFAULT_TERMS: usize = 10;
 
@@ -54,13 +54,14 @@ pub struct HistogramParams {
 pub async fn histogram(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<HistogramParams>, QueryRejection>,
 ) -> Result<Json<HistogramResponse>, ApiError> {
     let p = params(p)?;
     let now = now_ns();
     let req = HistogramRequest {
         query: p.q.unwrap_or_default(),
-        indexes: index_list(p.index),
+        indexes: read_scope(&state, &principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         interval_ms: p
@@ -93,6 +94,7 @@ pub struct TermsParams {
 pub async fn terms(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<TermsParams>, QueryRejection>,
 ) -> Result<Json<TermsResponse>, ApiError> {
     let p = params(p)?;
@@ -105,7 +107,7 @@ pub async fn terms(
     };
     let req = TermsRequest {
         query: p.q.unwrap_or_default(),
-        indexes: index_list(p.index),
+        indexes: read_scope(&state, &principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         field,
@@ -132,6 +134,7 @@ pub struct ContextParams {
 pub async fn context(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<ContextParams>, QueryRejection>,
 ) -> Result<Json<ContextResponse>, ApiError> {
     let p = params(p)?;
@@ -149,9 +152,21 @@ pub async fn context(
         budget: Budget::default(),
     };
     let store = state.store.clone();
-    let answer = run_query(&limits, move |budget| {
+    let mut answer = run_query(&limits, move |budget| {
         agg::context(&store, &ContextRequest { budget, ..req })
     })
     .await?;
+    // A context request names a record, not an index: out of scope looks like unknown, so
+    // that ids do not reveal what other indexes hold.
+    let readable = |hit: &serde_json::Value| {
+        hit["index"]
+            .as_str()
+            .is_some_and(|i| principal.may(Role::Search, i))
+    };
+    if !readable(&answer.hit) {
+        return Err(ApiError::not_found(format!("no record has id {id}")));
+    }
+    answer.before.retain(readable);
+    answer.after.retain(readable);
     Ok(Json(answer))
 }

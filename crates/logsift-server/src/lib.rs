@@ -4,16 +4,20 @@
 //! splitting bodies, searching) runs on the blocking pool, never on a tokio worker.
 
 mod aggs;
+pub mod auth;
 mod error;
 mod ingest;
 mod search;
+mod serve;
 mod tail;
+pub mod tokens;
 mod ui;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -21,7 +25,10 @@ use logsift_ingest::{Metrics, PipelineHandle, StartReport};
 use logsift_store::Store;
 use serde_json::json;
 
+pub use auth::{Auth, AuthConfig, Principal, Who};
 pub use error::ApiError;
+pub use serve::{serve_http, HttpLimits};
+pub use tokens::Role;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -37,6 +44,8 @@ pub struct ServerConfig {
     pub terms_max_values: usize,
     /// Cancelled when the server shuts down: long-lived answers (`/api/v1/tail`) end then.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The longest an ingest body may take to arrive (a slow upload answers 408).
+    pub body_read_timeout_ms: u64,
 }
 
 #[derive(Clone)]
@@ -47,14 +56,20 @@ pub struct AppState {
     pub cfg: Arc<ServerConfig>,
     /// What start-up found in the WAL, for `/health/ready`.
     pub start: Arc<StartReport>,
+    pub auth: Arc<Auth>,
 }
 
+/// The routes, each behind what it needs: the UI page and `/health/*` are open; the rest
+/// needs a token with the route's role once tokens exist (see [`auth`]). Handlers find the
+/// caller as `Extension<Principal>` and check index scopes themselves.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.max_body_bytes;
-    Router::new()
-        .route("/", get(ui::index))
-        .route("/ui/{file}", get(ui::asset))
+    let auth = state.auth.clone();
+    let role = |r: Role| from_fn_with_state(r, auth::require_role);
+    let ingest = Router::new()
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
+        .route_layer(role(Role::Ingest));
+    let read = Router::new()
         .route("/api/v1/search", get(search::search))
         .route("/api/v1/histogram", get(aggs::histogram))
         .route("/api/v1/terms", get(aggs::terms))
@@ -62,21 +77,46 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/v1/indexes", get(indexes))
         .route("/api/v1/segments", get(segments))
+        .route_layer(role(Role::Search));
+    let mut open = Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route(
             "/health/live",
             get(|| async { Json(json!({"status": "ok"})) }),
         )
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/health/ready", get(ready));
+    let mut protected = ingest.merge(read);
+    if auth.config().metrics_public {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        protected = protected.merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .route_layer(role(Role::Admin)),
+        );
+    }
+    let protected = protected.route_layer(from_fn_with_state(auth, auth::authenticate));
+    open.merge(protected)
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(nosniff))
         .layer(Extension(search::QueryLimits::new(
             &state.cfg,
             state.metrics.clone(),
         )))
         .with_state(state)
+}
+
+/// JSON and event streams must never be sniffed into something a browser would run.
+async fn nosniff(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Ready means searches are served (the HTTP listener starts only after WAL replay). While
@@ -91,6 +131,13 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     let start = &state.start;
     let refusing = state.pipeline.is_refusing();
+    if state.auth.enabled() {
+        // Open to load balancers without a token: say whether we serve, not what we hold.
+        return Json(json!({
+            "status": "ready",
+            "ingest": if refusing { "refusing" } else { "accepting" },
+        }));
+    }
     Json(json!({
         "status": "ready",
         "ingest": if refusing { "refusing" } else { "accepting" },
@@ -110,11 +157,15 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
+async fn indexes(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> impl IntoResponse {
     let list: Vec<_> = state
         .store
         .list()
         .iter()
+        .filter(|h| principal.may(Role::Search, h.name().as_str()))
         .map(|h| {
             json!({
                 "name": h.name().as_str(),
@@ -130,11 +181,15 @@ async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The sealed segments of every index, as their catalogs list them, plus quarantined ones.
-async fn segments(State(state): State<AppState>) -> impl IntoResponse {
+async fn segments(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> impl IntoResponse {
     let list: Vec<_> = state
         .store
         .list()
         .iter()
+        .filter(|h| principal.may(Role::Search, h.name().as_str()))
         .map(|h| {
             json!({
                 "index": h.name().as_str(),
