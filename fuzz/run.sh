@@ -6,12 +6,12 @@
 # them. If cargo-fuzz cannot be installed or built, the same checks run as a bounded
 # random-input loop instead (src/random_loop.rs), so the script always exercises the targets.
 # Crash inputs land in fuzz/artifacts/<target>/; turn each into a regression test in
-# crates/logsift-parse.
+# the crate whose decoder it broke (crates/logsift-parse, -query, -wal, -store, -core).
 set -euo pipefail
 seconds="${1:-20}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-targets=(syslog json framing auto)
+targets=(syslog json framing auto query entry wal segment)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
 
 libfuzzer_ok=1

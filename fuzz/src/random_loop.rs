@@ -12,6 +12,10 @@ const TARGETS: &[(&str, Check)] = &[
     ("json", logsift_fuzz::json),
     ("framing", logsift_fuzz::framing),
     ("auto", logsift_fuzz::auto),
+    ("query", logsift_fuzz::query),
+    ("entry", logsift_fuzz::entry),
+    ("wal", logsift_fuzz::wal),
+    ("segment", logsift_fuzz::segment),
 ];
 
 const PIECES: &[&[u8]] = &[
@@ -53,6 +57,21 @@ const PIECES: &[&[u8]] = &[
     b"true",
     b"null",
     b"\"\\u00e9\"",
+    b"(",
+    b")",
+    b" AND ",
+    b" OR ",
+    b"NOT ",
+    b"host:",
+    b"fields.a.b:",
+    b"[1 TO 9]",
+    b"{a TO *}",
+    b"severity:<=",
+    b"*",
+    b"now-15m",
+    b"LSFTSEG\0",
+    b"\x01\x00\x00\x00",
+    b"\xff\xff\xff\xff\xff\xff\xff\xff",
 ];
 
 struct XorShift(u64);
