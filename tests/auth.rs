@@ -157,7 +157,10 @@ fn tokens_guard_every_route_by_role_and_index() {
     let (st, _) = s.search_as(&search_web, "*", &[("index", "web,db")]);
     assert_eq!(st, 403);
     let (st, body) = s.search_as(&admin, "*", &[("index", "../../etc")]);
-    assert_eq!((st, body["error"]["code"].as_str()), (400, Some("bad_index")));
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (400, Some("bad_index"))
+    );
     // web: 3 seeded, 1 probe from the admin pass over ROUTES, 1 Bearer, 1 Basic.
     let all = s.wait_total_as(&search_web, "*", &[], 6);
     assert!(all["hits"]
