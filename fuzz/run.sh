@@ -38,5 +38,5 @@ if [ "$libfuzzer_ok" = 1 ]; then
     done
 else
     echo "fuzz: cargo-fuzz unavailable on this toolchain; running the bounded random-input loop" >&2
-    cargo run --release --no-default-features --bin random-loop -- "$seconds" "${targets[@]}"
+    cargo run --release --no-default-features --features random-loop --bin random-loop -- "$seconds" "${targets[@]}"
 fi

@@ -1,7 +1,8 @@
 //! The fuzz targets' checks on random inputs for a bounded time, for toolchains where
-//! cargo-fuzz cannot run: `cargo run --release --no-default-features --bin random-loop --
-//! SECONDS [TARGET...]`. Inputs mix random bytes with fragments that steer into each grammar;
-//! a failing input is printed (as an escaped byte string) before the panic propagates.
+//! cargo-fuzz cannot run: `cargo run --release --no-default-features --features random-loop
+//! --bin random-loop -- SECONDS [TARGET...]`. Inputs mix random bytes with fragments that
+//! steer into each grammar; a failing input is printed (as an escaped byte string) before the
+//! panic propagates.
 
 use std::time::{Duration, Instant};
 
