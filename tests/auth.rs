@@ -100,6 +100,16 @@ fn tokens_guard_every_route_by_role_and_index() {
             "{path}"
         );
     }
+    // API answers, refusals included, are never sniffed into something a browser runs.
+    let refused = client()
+        .get(format!("{}/api/v1/search", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(refused.headers()["x-content-type-options"], "nosniff");
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
     // Readiness says nothing about the data to callers without a token.
     let (_, ready) = s.get("/health/ready");
     assert!(ready.get("indexes").is_none(), "{ready}");
