@@ -263,5 +263,16 @@ fn hostile_queries_are_bounded() {
         }
         assert!(took < Duration::from_secs(5), "{what} took {took:?}");
     }
+    // Answers whose size the client picks are capped before any memory is taken.
+    for path in [
+        "/api/v1/search?q=*&limit=1000000000",
+        "/api/v1/histogram?q=*&interval=1s&start=0&end=99999999999",
+        "/api/v1/context?id=1&before=100000000",
+    ] {
+        let started = Instant::now();
+        let (st, answer) = s.get(path);
+        assert_eq!(st, 400, "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
     assert!(health_ok(&s));
 }
