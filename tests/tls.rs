@@ -299,3 +299,23 @@ fn https_api_with_and_without_client_certificates() {
         "curl without a client certificate must be refused"
     );
 }
+
+#[test]
+fn optional_client_certificates_verify_what_is_presented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let s = Server::start_in(
+        tmp.path(),
+        &format!(
+            "{}[http]\ntls = true\nclient_cert = \"optional\"\n",
+            tls_section(&pki)
+        ),
+    );
+    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+    for identity in [None, Some("client")] {
+        let answer = https_get(addr, client_config(&pki, identity), "/health/live").unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{identity:?}: {answer}");
+    }
+    // Presented, it must be one the CA signed.
+    assert!(https_get(addr, client_config(&pki, Some("stranger")), "/health/live").is_err());
+}
