@@ -6,12 +6,12 @@
 # them. If cargo-fuzz cannot be installed or built, the same checks run as a bounded
 # random-input loop instead (src/random_loop.rs), so the script always exercises the targets.
 # Crash inputs land in fuzz/artifacts/<target>/; turn each into a regression test in
-# crates/logsift-parse (or crates/logsift-compat for the shipper formats).
+# the crate whose decoder it broke (crates/logsift-parse, -compat, -query, -wal, -store, -core).
 set -euo pipefail
 seconds="${1:-20}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-targets=(syslog json framing auto es_bulk loki otlp)
+targets=(syslog json framing auto es_bulk loki otlp query entry wal segment)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
 
 libfuzzer_ok=1
@@ -38,5 +38,5 @@ if [ "$libfuzzer_ok" = 1 ]; then
     done
 else
     echo "fuzz: cargo-fuzz unavailable on this toolchain; running the bounded random-input loop" >&2
-    cargo run --release --no-default-features --bin random-loop -- "$seconds" "${targets[@]}"
+    cargo run --release --no-default-features --features random-loop --bin random-loop -- "$seconds" "${targets[@]}"
 fi

@@ -592,7 +592,7 @@ fn slow_queries_answer_408_and_excess_queries_429() {
 const PARTS: usize = 24;
 const PER_PART: usize = 300;
 const WORDS: usize = 100;
-/// Merging off: every part stays its own sealed segment.
+/// Merging off: a background merge of four parts would undo "one part per segment".
 const PARTS_CONFIG: &str = "[index]\nseal_docs = 300\nmerge_factor = 0\n";
 
 fn part_secs(p: usize, i: usize) -> i64 {

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
-# `logger` (bsdutils), `nc` (netcat-openbsd), `curl`, rsyslog, Chromium and Node.js with playwright-core
-# (the web UI test), and the Python shipper clients. Safe to run again: installs only what is
-# missing.
+# `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), rsyslog,
+# Chromium and Node.js with playwright-core (the web UI test), and the Python shipper clients.
+# Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v logger >/dev/null 2>&1 || need+=(bsdutils)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -53,10 +53,14 @@ fn search_page_in_chromium() {
         "{chromium} is missing: run `bash tests/run-all.sh` (or `apt-get install chromium`)"
     );
 
-    let s = Server::start();
-    let (status, body) = s.ingest("logs", seed(), "application/x-ndjson");
+    // With a token, so that the page's token form and the Bearer header on every call
+    // (searches, histogram, facets, context, the tail stream) are exercised.
+    let tmp = tempfile::tempdir().unwrap();
+    let token = common::create_token(&tmp.path().join("data"), &["admin"], &[]);
+    let s = Server::start_in(tmp.path(), "");
+    let (status, body) = s.ingest_as(&token, "logs", seed(), "application/x-ndjson");
     assert_eq!(status, 200, "{body}");
-    s.wait_total("", &[("limit", "0")], RECORDS as u64);
+    s.wait_total_as(&token, "", &[("limit", "0")], RECORDS as u64);
 
     let count = |f: &dyn Fn(usize) -> bool| (0..RECORDS).filter(|&i| f(i)).count();
     let expected = serde_json::json!({
@@ -76,6 +80,7 @@ fn search_page_in_chromium() {
         .arg(&s.http)
         .arg(&shots)
         .arg(&expected_file)
+        .arg(&token)
         .env("CHROMIUM", &chromium)
         .current_dir(&ui)
         .output()

@@ -1,7 +1,8 @@
 //! The fuzz targets' checks on random inputs for a bounded time, for toolchains where
-//! cargo-fuzz cannot run: `cargo run --release --no-default-features --bin random-loop --
-//! SECONDS [TARGET...]`. Inputs mix random bytes with fragments that steer into each grammar;
-//! a failing input is printed (as an escaped byte string) before the panic propagates.
+//! cargo-fuzz cannot run: `cargo run --release --no-default-features --features random-loop
+//! --bin random-loop -- SECONDS [TARGET...]`. Inputs mix random bytes with fragments that
+//! steer into each grammar; a failing input is printed (as an escaped byte string) before the
+//! panic propagates.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ const TARGETS: &[(&str, Check)] = &[
     ("es_bulk", logsift_fuzz::es_bulk),
     ("loki", logsift_fuzz::loki),
     ("otlp", logsift_fuzz::otlp),
+    ("query", logsift_fuzz::query),
+    ("entry", logsift_fuzz::entry),
+    ("wal", logsift_fuzz::wal),
+    ("segment", logsift_fuzz::segment),
 ];
 
 const PIECES: &[&[u8]] = &[
@@ -67,6 +72,21 @@ const PIECES: &[&[u8]] = &[
     b"\x12\x03",
     b"\x09\x01\x00\x00\x00\x00\x00\x00\x00",
     b"\x2a\x02\x0a\x00",
+    b"(",
+    b")",
+    b" AND ",
+    b" OR ",
+    b"NOT ",
+    b"host:",
+    b"fields.a.b:",
+    b"[1 TO 9]",
+    b"{a TO *}",
+    b"severity:<=",
+    b"*",
+    b"now-15m",
+    b"LSFTSEG\0",
+    b"\x01\x00\x00\x00",
+    b"\xff\xff\xff\xff\xff\xff\xff\xff",
 ];
 
 struct XorShift(u64);

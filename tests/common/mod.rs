@@ -27,6 +27,8 @@ pub struct Server {
     pub syslog_tcp: SocketAddr,
     pub syslog_udp: SocketAddr,
     pub json_tcp: SocketAddr,
+    /// When the config sets `[syslog] tls`.
+    pub syslog_tls: Option<SocketAddr>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -109,15 +111,22 @@ impl Server {
                 );
             }
         };
-        let addr = |key: &str| -> String {
+        let find = |key: &str| -> Option<String> {
             ready
                 .split_whitespace()
                 .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("{key} missing from {ready:?}"))
-                .to_string()
+                .map(String::from)
+        };
+        let addr = |key: &str| -> String {
+            find(key).unwrap_or_else(|| panic!("{key} missing from {ready:?}"))
+        };
+        let http = match find("https") {
+            Some(a) => format!("https://{a}"),
+            None => format!("http://{}", addr("http")),
         };
         Server {
-            http: format!("http://{}", addr("http")),
+            http,
+            syslog_tls: find("syslog-tls").map(|a| a.parse().unwrap()),
             syslog_tcp: addr("syslog-tcp").parse().unwrap(),
             syslog_udp: addr("syslog-udp").parse().unwrap(),
             json_tcp: addr("json-tcp").parse().unwrap(),
@@ -172,13 +181,24 @@ impl Server {
 
     /// `GET /api/v1/search` with `q` and extra `(key, value)` parameters.
     pub fn search(&self, q: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        self.search_with(None, q, params)
+    }
+
+    /// [`Server::search`] with a Bearer token.
+    pub fn search_as(&self, token: &str, q: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        self.search_with(Some(token), q, params)
+    }
+
+    fn search_with(&self, token: Option<&str>, q: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let mut query = vec![("q", q)];
         query.extend_from_slice(params);
-        let resp = client()
+        let mut req = client()
             .get(format!("{}/api/v1/search", self.http))
-            .query(&query)
-            .send()
-            .expect("search");
+            .query(&query);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("search");
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
@@ -186,9 +206,29 @@ impl Server {
     /// Polls until `q` has exactly `total` matches (records are searchable within a commit
     /// interval, not instantly) and returns that answer; panics with the last answer.
     pub fn wait_total(&self, q: &str, params: &[(&str, &str)], total: u64) -> Value {
+        self.wait_total_with(None, q, params, total)
+    }
+
+    pub fn wait_total_as(
+        &self,
+        token: &str,
+        q: &str,
+        params: &[(&str, &str)],
+        total: u64,
+    ) -> Value {
+        self.wait_total_with(Some(token), q, params, total)
+    }
+
+    fn wait_total_with(
+        &self,
+        token: Option<&str>,
+        q: &str,
+        params: &[(&str, &str)],
+        total: u64,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (status, body) = self.search(q, params);
+            let (status, body) = self.search_with(token, q, params);
             if status == 200 && body["total"].as_u64() == Some(total) {
                 return body;
             }
@@ -205,12 +245,34 @@ impl Server {
         body: impl Into<reqwest::blocking::Body>,
         content_type: &str,
     ) -> (u16, Value) {
-        let resp = client()
+        self.ingest_with(None, index, body, content_type)
+    }
+
+    pub fn ingest_as(
+        &self,
+        token: &str,
+        index: &str,
+        body: impl Into<reqwest::blocking::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        self.ingest_with(Some(token), index, body, content_type)
+    }
+
+    fn ingest_with(
+        &self,
+        token: Option<&str>,
+        index: &str,
+        body: impl Into<reqwest::blocking::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let mut req = client()
             .post(format!("{}/api/v1/{index}/ingest", self.http))
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .expect("ingest");
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("ingest");
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
@@ -270,6 +332,28 @@ pub fn client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client")
+}
+
+/// Creates an API token with `logsift tokens create` in `data_dir` (which need not exist yet)
+/// and returns it.
+pub fn create_token(data_dir: &Path, roles: &[&str], indexes: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["tokens", "create", "--data-dir"]).arg(data_dir);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    for i in indexes {
+        cmd.args(["--index", i]);
+    }
+    let out = cmd.output().expect("logsift tokens create");
+    assert!(
+        out.status.success(),
+        "tokens create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("lsft_"), "{token:?}");
+    token
 }
 
 /// Writes `bytes` to a new TCP connection and closes it.

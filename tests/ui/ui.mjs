@@ -1,14 +1,15 @@
 // Drives logsift's web UI in Debian's Chromium with playwright-core, the way an engineer
 // would during an incident. Started by tests/ui.rs against a real server it has seeded:
 //
-//   node tests/ui/ui.mjs <base-url> <screenshot-dir> <expected.json>
+//   node tests/ui/ui.mjs <base-url> <screenshot-dir> <expected.json> <api-token>
 //
+// The server has tokens, so the page asks for one first (step 0) and every call carries it.
 // Every step saves a screenshot; any failed expectation exits non-zero with what was seen.
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-const [base, shots, expectedFile] = process.argv.slice(2);
+const [base, shots, expectedFile, apiToken] = process.argv.slice(2);
 const expected = JSON.parse(readFileSync(expectedFile, "utf8"));
 mkdirSync(shots, { recursive: true });
 
@@ -58,9 +59,21 @@ try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.on("pageerror", (e) => errors.push("page error: " + e.message));
   page.on("console", (m) => {
-    // The broken query of step 3 is answered 400 on purpose; the browser logs that.
-    if (m.type() === "error" && !m.text().includes("status of 400")) errors.push("console: " + m.text());
+    // The broken query of step 3 is answered 400 and the calls before the token 401, on
+    // purpose; the browser logs those.
+    const expectedStatus = m.text().includes("status of 400") || m.text().includes("status of 401");
+    if (m.type() === "error" && !expectedStatus) errors.push("console: " + m.text());
   });
+
+  // 0. Without a token the page asks for one; typed in, it is used for this tab.
+  await page.goto(`${base}/?range=all`);
+  await page.waitForSelector("#auth:not([hidden])");
+  check((await page.locator("#hits .hit").count()) === 0, "no hits without a token");
+  await shot(page, "token");
+  await page.fill("#token", apiToken);
+  await page.click("#auth button");
+  await waitTotal(page, expected.all, "all records once the token is given");
+  check(await page.locator("#auth").isHidden(), "token form hidden once accepted");
 
   // 1. The page, all time: hits, a histogram, facets.
   await page.goto(`${base}/?range=all`);
@@ -147,6 +160,10 @@ try {
   const url = page.url();
   const copy = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   await copy.goto(url);
+  // A new tab has its own sessionStorage: the token is asked for again.
+  await copy.waitForSelector("#auth:not([hidden])");
+  await copy.fill("#token", apiToken);
+  await copy.click("#auth button");
   await waitTotal(copy, expected.web01_not_info, "the pasted URL");
   check((await copy.inputValue("#q")) === (await page.inputValue("#q")), "query restored from the URL");
   await shot(copy, "from-url");
@@ -177,7 +194,7 @@ try {
   const sent = Date.now();
   const r = await fetch(`${base}/api/v1/logs/ingest`, {
     method: "POST",
-    headers: { "content-type": "application/x-ndjson" },
+    headers: { "content-type": "application/x-ndjson", authorization: `Bearer ${apiToken}` },
     body: JSON.stringify({ host: "web-09", level: "error", msg: `fresh line ${token}` }) + "\n",
   });
   check(r.status === 200, "ingest answered " + r.status);

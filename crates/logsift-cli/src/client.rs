@@ -11,10 +11,11 @@ use serde_json::Value;
 pub struct Api {
     base: String,
     http: reqwest::blocking::Client,
+    token: Option<String>,
 }
 
 impl Api {
-    pub fn new(server: &str) -> anyhow::Result<Api> {
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Api> {
         // No overall timeout on the client: streams (tail) stay open as long as they follow.
         let http = reqwest::blocking::Client::builder()
             .timeout(None)
@@ -24,6 +25,7 @@ impl Api {
         Ok(Api {
             base: server.trim_end_matches('/').to_string(),
             http,
+            token: token.filter(|t| !t.is_empty()).map(String::from),
         })
     }
 
@@ -35,6 +37,9 @@ impl Api {
     ) -> anyhow::Result<reqwest::blocking::Response> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.get(&url).query(query);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(t) = timeout {
             request = request.timeout(t);
         }
@@ -45,6 +50,9 @@ impl Api {
         if !status.is_success() {
             let body: Value = response.json().unwrap_or(Value::Null);
             let message = body["error"]["message"].as_str().unwrap_or("no message");
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                bail!("{path} failed ({status}): {message}; pass --token or set LOGSIFT_TOKEN");
+            }
             bail!("{path} failed ({status}): {message}");
         }
         Ok(response)

@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use logsift_ingest::tls::{ClientAuth, TlsFiles};
 use serde::Deserialize;
 
 /// The embedded default configuration: `config/logsift.toml`.
@@ -24,6 +25,29 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub indexes: BTreeMap<String, IndexSection>,
+    #[serde(default)]
+    pub tls: TlsSection,
+    pub security: SecuritySection,
+}
+
+/// PEM files for every listener that has TLS turned on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Without tokens, serve on non-loopback addresses anyway (warns at start).
+    pub allow_unauthenticated_remote: bool,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
+    /// Ingest rate per token (0: unlimited) unless the token has its own.
+    pub token_ingest_bytes_per_sec: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,6 +86,11 @@ pub struct HoldSection {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub tls: bool,
+    pub client_cert: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +100,9 @@ pub struct SyslogConfig {
     pub udp: Option<SocketAddr>,
     pub index: String,
     pub timezone: String,
+    /// Syslog over TLS (RFC 5425), with the `[tls]` files.
+    pub tls: Option<SocketAddr>,
+    pub client_cert: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +118,8 @@ pub struct IngestConfig {
     pub max_line_bytes: usize,
     pub inflight_bytes: usize,
     pub min_free_bytes: u64,
+    pub max_connections_per_listener: usize,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +249,25 @@ impl Config {
         if self.query.terms_max_values == 0 {
             bail!("query.terms_max_values must be at least 1");
         }
+        if self.http.max_connections == 0 || self.ingest.max_connections_per_listener == 0 {
+            bail!(
+                "http.max_connections and ingest.max_connections_per_listener must be at least 1"
+            );
+        }
+        for (key, ms) in [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("ingest.idle_timeout_ms", self.ingest.idle_timeout_ms),
+        ] {
+            if ms == 0 {
+                bail!("{key} must be positive");
+            }
+        }
+        self.http_tls()?;
+        self.syslog_tls()?;
         self.fsync_policy()?;
         self.timezone_offset_secs()?;
         for name in self.indexes.keys() {
@@ -259,6 +312,56 @@ impl Config {
             );
         }
         Ok(out)
+    }
+
+    fn tls_files(&self, key: &str, client_cert: &str) -> anyhow::Result<TlsFiles> {
+        let client_auth = match client_cert {
+            "none" => ClientAuth::None,
+            "optional" => ClientAuth::Optional,
+            "required" => ClientAuth::Required,
+            other => bail!("{key}.client_cert must be none, optional or required, not {other:?}"),
+        };
+        let (Some(cert_file), Some(key_file)) = (&self.tls.cert_file, &self.tls.key_file) else {
+            bail!("{key} uses TLS: set tls.cert_file and tls.key_file (PEM)");
+        };
+        if client_auth != ClientAuth::None && self.tls.client_ca_file.is_none() {
+            bail!("{key}.client_cert = {client_cert:?} needs tls.client_ca_file");
+        }
+        Ok(TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            client_ca_file: self.tls.client_ca_file.clone(),
+            client_auth,
+        })
+    }
+
+    /// The HTTPS files, when `http.tls` is on.
+    pub fn http_tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+        if !self.http.tls {
+            if self.http.client_cert != "none" {
+                bail!("http.client_cert needs http.tls = true");
+            }
+            return Ok(None);
+        }
+        self.tls_files("http", &self.http.client_cert).map(Some)
+    }
+
+    /// The syslog TLS files, when `syslog.tls` has an address.
+    pub fn syslog_tls(&self) -> anyhow::Result<Option<TlsFiles>> {
+        if self.syslog.tls.is_none() {
+            return Ok(None);
+        }
+        self.tls_files("syslog", &self.syslog.client_cert).map(Some)
+    }
+
+    /// Every address logsift listens on, named by its key.
+    pub fn listen_addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = vec![("http.listen", self.http.listen)];
+        out.extend(self.syslog.tcp.map(|a| ("syslog.tcp", a)));
+        out.extend(self.syslog.udp.map(|a| ("syslog.udp", a)));
+        out.extend(self.syslog.tls.map(|a| ("syslog.tls", a)));
+        out.extend(self.json.tcp.map(|a| ("json.tcp", a)));
+        out
     }
 
     pub fn fsync_policy(&self) -> anyhow::Result<logsift_ingest::FsyncPolicy> {
@@ -330,6 +433,32 @@ mod tests {
         std::fs::write(&path, "[index]\nsealed_zstd_level = 30\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("index.sealed_zstd_level"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[http]\ntls = true\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("tls.cert_file"), "{err}");
+        std::fs::write(
+            &path,
+            "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n[syslog]\ntls = \"127.0.0.1:6514\"\nclient_cert = \"required\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("tls.client_ca_file"), "{err}");
+        std::fs::write(
+            &path,
+            "[syslog]\ntls = \"127.0.0.1:6514\"\nclient_cert = \"maybe\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("syslog.client_cert"), "{err}");
+        std::fs::write(&path, "[http]\nheader_read_timeout_ms = 0\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("http.header_read_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ struct RunArgs {
     /// Server to ask.
     #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
     server: String,
+    /// API token (an export token will do), sent as Bearer; needed once the server has tokens.
+    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Index to export (repeat or comma-separate for several) [default: all].
     #[arg(long)]
     index: Vec<String>,
@@ -224,7 +227,7 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
             body["after"] = json!(c);
         }
     }
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server, args.token.as_deref())?;
     let mut response = api.post_stream("/api/v1/export", &body)?;
     let header = |name: &str| {
         response

@@ -37,6 +37,9 @@ pub struct ImportArgs {
     /// Server to send to.
     #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
     server: String,
+    /// API token (an ingest token will do), sent as Bearer; needed once the server has tokens.
+    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Index the records go to.
     #[arg(long, default_value = "logs")]
     index: String,
@@ -107,6 +110,7 @@ fn fold_numbers(s: &str) -> String {
 struct Sender {
     http: reqwest::blocking::Client,
     url: String,
+    token: Option<String>,
 }
 
 impl Sender {
@@ -114,9 +118,11 @@ impl Sender {
     fn send(&self, body: Vec<u8>, format: &str, received_at: &str) -> anyhow::Result<Value> {
         let body = bytes::Bytes::from(body);
         for attempt in 0.. {
-            let response = self
-                .http
-                .post(&self.url)
+            let mut request = self.http.post(&self.url);
+            if let Some(t) = &self.token {
+                request = request.bearer_auth(t);
+            }
+            let response = request
                 .query(&[("format", format), ("received_at", received_at)])
                 .header("content-type", "text/plain")
                 .body(body.clone())
@@ -178,6 +184,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             args.server.trim_end_matches('/'),
             args.index
         ),
+        token: args.token.clone(),
     };
     let read = Arc::new(AtomicU64::new(0));
     let mut meter = Meter::new("bytes", total, 0);

@@ -10,6 +10,7 @@ mod search;
 mod segments;
 mod serve;
 mod tail;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Send existing log files (plain, .gz, .zst; syslog or JSON lines) to a running server.
     Import(import::ImportArgs),
+    /// Create, list and revoke API tokens (works on the data directory; a running server
+    /// picks changes up by itself).
+    Tokens(tokens::TokensArgs),
 }
 
 /// Runs the command line; the binary's `main` is only this.
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Segments(args) => segments::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
+        Command::Tokens(args) => tokens::run(args),
     };
     match result {
         Ok(code) => code,

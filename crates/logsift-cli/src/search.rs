@@ -19,6 +19,9 @@ pub struct SearchArgs {
     /// Server to ask.
     #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
     server: String,
+    /// API token (a search token will do), sent as Bearer; needed once the server has tokens.
+    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Index to search (repeat or comma-separate for several) [default: all].
     #[arg(long)]
     index: Vec<String>,
@@ -58,7 +61,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &args.end {
         query.push(("end", e.clone()));
     }
-    let api = Api::new(&args.server)?;
+    let api = Api::new(&args.server, args.token.as_deref())?;
     let body = api.get_json("/api/v1/search", &query, SEARCH_TIMEOUT)?;
     let hits = body["hits"].as_array().cloned().unwrap_or_default();
     let mut printer = Printer::new(args.json, args.color);

@@ -8,8 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use logsift_core::{Format, IndexName};
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
+use logsift_ingest::tls::TlsFiles;
 use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
-use logsift_server::{AppState, ServerConfig};
+use logsift_server::tokens::TOKENS_FILE;
+use logsift_server::{AppState, Auth, AuthConfig, HttpLimits, ServerConfig};
 use logsift_store::{Store, StoreConfig};
 
 use crate::Config;
@@ -34,6 +36,9 @@ pub struct ServeArgs {
     /// JSON lines TCP address [default: 127.0.0.1:5170].
     #[arg(long, value_name = "ADDR")]
     json_tcp: Option<SocketAddr>,
+    /// Syslog over TLS address (RFC 5425) [default: off]; needs tls.cert_file and key_file.
+    #[arg(long, value_name = "ADDR")]
+    syslog_tls: Option<SocketAddr>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -60,9 +65,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = args.json_tcp {
         cfg.json.tcp = Some(a);
     }
+    if let Some(a) = args.syslog_tls {
+        cfg.syslog.tls = Some(a);
+        cfg.syslog_tls()?;
+    }
 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let auth = Arc::new(
+        Auth::open(
+            AuthConfig {
+                tokens_file: cfg.data_dir.join(TOKENS_FILE),
+                metrics_public: cfg.security.metrics_public,
+                token_ingest_bytes_per_sec: cfg.security.token_ingest_bytes_per_sec,
+            },
+            metrics.clone(),
+        )
+        .context("loading API tokens")?,
+    );
+    check_exposure(&cfg, &auth)?;
+    // Read before anything is bound, so a bad certificate fails the start, not a client.
+    let tls = (
+        tls_config(cfg.http_tls()?, &[b"http/1.1"])?,
+        tls_config(cfg.syslog_tls()?, &[])?,
+    );
     let store = Arc::new(Store::open(StoreConfig {
         dir: cfg.data_dir.join("indexes"),
         writer_memory_bytes: cfg.index.writer_memory_bytes,
@@ -76,7 +103,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         index_options: cfg.index_options()?,
     })?);
     store.spawn_integrity_check();
-    let metrics = Arc::new(Metrics::default());
     let (pipeline, start_report) = Pipeline::start(
         PipelineConfig {
             wal_dir: cfg.data_dir.join("wal"),
@@ -100,8 +126,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let signalled = Arc::new(OnceLock::new());
     let served = runtime.block_on(serve(
         &cfg,
-        store,
-        metrics,
+        Shared {
+            store,
+            metrics,
+            auth,
+            tls,
+        },
         &pipeline,
         Arc::new(start_report),
         &life,
@@ -147,33 +177,113 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(
-    cfg: &Config,
+/// Without tokens anyone who reaches the HTTP port reads and writes everything, and anyone
+/// who reaches a listener writes: only loopback, unless the operator says otherwise.
+fn check_exposure(cfg: &Config, auth: &Auth) -> anyhow::Result<()> {
+    if auth.enabled() {
+        return Ok(());
+    }
+    let exposed: Vec<String> = cfg
+        .listen_addresses()
+        .into_iter()
+        .filter(|(_, a)| !a.ip().is_loopback())
+        .map(|(k, a)| format!("{k} = {a}"))
+        .collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if !cfg.security.allow_unauthenticated_remote {
+        anyhow::bail!(
+            "refusing to listen on non-loopback addresses without authentication ({}): create \
+             a token with `logsift tokens create --role admin --data-dir {}`, or set \
+             [security] allow_unauthenticated_remote = true to serve everyone who can connect",
+            exposed.join(", "),
+            cfg.data_dir.display()
+        );
+    }
+    tracing::warn!(
+        addresses = %exposed.join(", "),
+        "AUTHENTICATION IS OFF on non-loopback addresses (security.allow_unauthenticated_remote = true): \
+         anyone who can connect can read, write and delete nothing less than every log"
+    );
+    Ok(())
+}
+
+fn tls_config(
+    files: Option<TlsFiles>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    files
+        .map(|f| logsift_ingest::tls::server_config(&f, alpn))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// What `serve` hands to the listeners and the HTTP API.
+struct Shared {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    auth: Arc<Auth>,
+    /// HTTP, syslog.
+    tls: (
+        Option<Arc<rustls::ServerConfig>>,
+        Option<Arc<rustls::ServerConfig>>,
+    ),
+}
+
+async fn serve(
+    cfg: &Config,
+    shared: Shared,
     pipeline: &Pipeline,
     start: Arc<StartReport>,
     life: &Lifecycle,
     signalled: &Arc<OnceLock<Instant>>,
 ) -> anyhow::Result<()> {
+    let Shared {
+        store,
+        metrics,
+        auth,
+        tls: (http_tls, syslog_tls),
+    } = shared;
     let max_line = cfg.ingest.max_line_bytes;
+    let max_connections = cfg.ingest.max_connections_per_listener;
+    let idle_timeout = Duration::from_millis(cfg.ingest.idle_timeout_ms);
     let mut ready = Vec::new();
 
     let http = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
-    ready.push(format!("http={}", http.local_addr()?));
+    let scheme = if http_tls.is_some() { "https" } else { "http" };
+    ready.push(format!("{scheme}={}", http.local_addr()?));
     if let Some(addr) = cfg.syslog.tcp {
         let lc = StreamListenerConfig {
             name: "syslog-tcp",
             format: Format::Syslog,
             index: IndexName::new(&cfg.syslog.index)?,
             max_line_bytes: max_line,
+            max_connections,
+            idle_timeout,
+            tls: None,
         };
         let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
             .await
             .with_context(|| format!("binding syslog TCP on {addr}"))?;
         ready.push(format!("syslog-tcp={local}"));
+    }
+    if let (Some(addr), Some(tls)) = (cfg.syslog.tls, syslog_tls) {
+        let lc = StreamListenerConfig {
+            name: "syslog-tls",
+            format: Format::Syslog,
+            index: IndexName::new(&cfg.syslog.index)?,
+            max_line_bytes: max_line,
+            max_connections,
+            idle_timeout,
+            tls: Some(tls),
+        };
+        let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
+            .await
+            .with_context(|| format!("binding syslog TLS on {addr}"))?;
+        ready.push(format!("syslog-tls={local}"));
     }
     if let Some(addr) = cfg.syslog.udp {
         let local = spawn_udp(
@@ -193,6 +303,9 @@ async fn serve(
             format: Format::Json,
             index: IndexName::new(&cfg.json.index)?,
             max_line_bytes: max_line,
+            max_connections,
+            idle_timeout,
+            tls: None,
         };
         let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
             .await
@@ -209,7 +322,8 @@ async fn serve(
         audit: Arc::new(audit),
         store,
         pipeline: pipeline.handle(),
-        metrics,
+        metrics: metrics.clone(),
+        auth: auth.clone(),
         cfg: Arc::new(ServerConfig {
             max_body_bytes: cfg.http.max_body_bytes,
             max_line_bytes: max_line,
@@ -217,13 +331,14 @@ async fn serve(
             max_concurrent_queries: cfg.query.max_concurrent_queries,
             terms_max_values: cfg.query.terms_max_values,
             shutdown: life.shutdown.clone(),
+            body_read_timeout_ms: cfg.http.body_read_timeout_ms,
         }),
         start,
     };
     let app = logsift_server::router(state);
     // One machine-readable line on stdout, so scripts and tests can find ports chosen with :0.
     println!("logsift ready {}", ready.join(" "));
-    tracing::info!(data_dir = %cfg.data_dir.display(), "{}", ready.join(" "));
+    tracing::info!(data_dir = %cfg.data_dir.display(), authentication = auth.enabled(), "{}", ready.join(" "));
 
     let shutdown = life.shutdown.clone();
     let signalled = signalled.clone();
@@ -238,13 +353,19 @@ async fn serve(
         );
         std::process::exit(130);
     });
-    axum::serve(
+    logsift_server::serve_http(
         http,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        HttpLimits {
+            max_connections: cfg.http.max_connections,
+            header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
+            tls: http_tls,
+        },
+        metrics,
+        life.shutdown.clone(),
     )
-    .with_graceful_shutdown(life.shutdown.clone().cancelled_owned())
-    .await
-    .context("HTTP server")
+    .await;
+    Ok(())
 }
 
 async fn wait_for_signal() {

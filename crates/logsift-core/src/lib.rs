@@ -7,9 +7,11 @@
 pub mod entry;
 mod index;
 mod record;
+pub mod safe_path;
 mod severity;
 pub mod time;
 
 pub use index::{IndexName, IndexNameError, DEFAULT_INDEX};
 pub use record::{FieldValue, Fields, FieldsIter, Format, Record};
+pub use safe_path::{SafePathError, SafeRelativePath};
 pub use severity::{Facility, Severity};

@@ -11,6 +11,7 @@
 pub mod listeners;
 pub mod metrics;
 mod pipeline;
+pub mod tls;
 
 pub use listeners::Lifecycle;
 pub use metrics::Metrics;

@@ -10,8 +10,11 @@ use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
 use logsift_parse::framing::{Framer, Step};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,12 +36,24 @@ pub struct Lifecycle {
 /// What a stream listener receives and where it sends it.
 #[derive(Debug, Clone)]
 pub struct StreamListenerConfig {
-    /// `syslog-tcp` or `json-tcp`: names the listener in `source` and logs.
+    /// `syslog-tcp`, `syslog-tls` or `json-tcp`: names the listener in `source` and logs.
     pub name: &'static str,
     pub format: Format,
     pub index: IndexName,
     pub max_line_bytes: usize,
+    /// Connections open at once; more are closed as soon as they are accepted (and counted),
+    /// so that a flood of connections cannot take the memory and file descriptors that the
+    /// connections already open need.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed: a peer that vanished without
+    /// a FIN (or never meant to send) does not hold a slot for ever.
+    pub idle_timeout: Duration,
+    /// TLS (RFC 5425 when syslog: octet-counted frames, which the framer detects).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// The longest a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds a TCP listener and serves it until `life.shutdown` is cancelled; then every
 /// connection drains what its peer already sent and ends.
@@ -51,6 +66,8 @@ pub async fn spawn_tcp(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(listener = cfg.name, addr = %local, "listening");
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let acceptor = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let cfg = Arc::new(cfg);
     let tasks = life.tasks.clone();
     tasks.spawn(async move {
@@ -61,12 +78,48 @@ pub async fn spawn_tcp(
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    Metrics::add(&pipeline.metrics().tcp_connections, 1);
+                    let metrics = pipeline.metrics().clone();
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        Metrics::add(&metrics.tcp_connections_refused, 1);
+                        tracing::warn!(listener = cfg.name, %peer, max = cfg.max_connections,
+                            "connection refused: ingest.max_connections_per_listener reached");
+                        drop(stream);
+                        continue;
+                    };
+                    Metrics::add(&metrics.tcp_connections, 1);
                     let cfg = cfg.clone();
                     let pipeline = pipeline.clone();
                     let shutdown = life.shutdown.clone();
+                    let acceptor = acceptor.clone();
                     life.tasks.spawn(async move {
-                        if let Err(e) = serve_stream(stream, peer, &cfg, &pipeline, &shutdown).await {
+                        let _permit = permit;
+                        let served = match acceptor {
+                            None => {
+                                let mut stream = stream;
+                                serve_stream(&mut stream, peer, &cfg, &pipeline, &shutdown).await
+                            }
+                            Some(acceptor) => {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(mut tls)) => {
+                                        let served = serve_stream(&mut tls, peer, &cfg, &pipeline, &shutdown).await;
+                                        // close_notify, so the sender knows it was a clean end.
+                                        let _ = tokio::time::timeout(DRAIN_IDLE, tls.shutdown()).await;
+                                        served
+                                    }
+                                    Ok(Err(e)) => {
+                                        Metrics::add(&metrics.tls_handshake_failures, 1);
+                                        tracing::info!(listener = cfg.name, %peer, error = %e, "TLS handshake failed");
+                                        Ok(())
+                                    }
+                                    Err(_) => {
+                                        Metrics::add(&metrics.tls_handshake_failures, 1);
+                                        tracing::info!(listener = cfg.name, %peer, "TLS handshake timed out");
+                                        Ok(())
+                                    }
+                                }
+                            }
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(listener = cfg.name, %peer, error = %e, "connection ended with an error");
                         }
                     });
@@ -82,21 +135,41 @@ pub async fn spawn_tcp(
     Ok(local)
 }
 
-/// Reads more bytes; `Ok(None)` when the connection should end (draining and idle).
-async fn read_more(
-    stream: &mut TcpStream,
+/// Reads more bytes; `Ok(None)` when the connection should end (draining and idle, or idle
+/// for `idle_timeout`).
+async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     shutdown: &CancellationToken,
+    idle_timeout: Duration,
+    metrics: &Metrics,
 ) -> std::io::Result<Option<usize>> {
     if !shutdown.is_cancelled() {
         tokio::select! {
-            read = stream.read_buf(buf) => return read.map(Some),
+            read = tokio::time::timeout(idle_timeout, stream.read_buf(buf)) => {
+                return match read {
+                    Ok(read) => eof_ok(read).map(Some),
+                    Err(_) => {
+                        Metrics::add(&metrics.tcp_idle_closed, 1);
+                        Ok(None)
+                    }
+                };
+            }
             _ = shutdown.cancelled() => {}
         }
     }
     match tokio::time::timeout(DRAIN_IDLE, stream.read_buf(buf)).await {
-        Ok(read) => read.map(Some),
+        Ok(read) => eof_ok(read).map(Some),
         Err(_) => Ok(None),
+    }
+}
+
+/// Many TLS senders close the TCP connection without a TLS close_notify; what they sent
+/// before is still good, so that is an end of stream, not an error.
+fn eof_ok(read: std::io::Result<usize>) -> std::io::Result<usize> {
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
     }
 }
 
@@ -108,8 +181,8 @@ fn counters<'m>(metrics: &'m Metrics, name: &str) -> (&'m AtomicU64, &'m AtomicU
     }
 }
 
-async fn serve_stream(
-    mut stream: TcpStream,
+async fn serve_stream<S: AsyncRead + Unpin>(
+    stream: &mut S,
     peer: SocketAddr,
     cfg: &StreamListenerConfig,
     pipeline: &PipelineHandle,
@@ -121,7 +194,7 @@ async fn serve_stream(
     let mut framer = Framer::new(cfg.max_line_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
-        let n = read_more(&mut stream, &mut buf, shutdown)
+        let n = read_more(stream, &mut buf, shutdown, cfg.idle_timeout, &metrics)
             .await?
             .unwrap_or(0);
         let eof = n == 0;

@@ -78,6 +78,13 @@ metrics! {
         query_cancelled => "logsift_query_cancelled_total", "Queries stopped because their client disconnected.";
         query_rejected => "logsift_query_rejected_total", "Queries answered 429 because every query slot was taken.";
         tail_dropped => "logsift_tail_dropped_total", "Tail clients disconnected because they fell too far behind.";
+        auth_failures => "logsift_http_auth_failures_total", "HTTP requests answered 401: missing, unknown or revoked token.";
+        http_rate_limited => "logsift_http_ingest_rate_limited_total", "HTTP ingest requests answered 429 because their token was over its ingest rate.";
+        http_connections_refused => "logsift_http_connections_refused_total", "HTTP connections closed at once because http.max_connections were open.";
+        http_timeouts => "logsift_http_timeouts_total", "HTTP connections or requests ended by http.header_read_timeout_ms, body_read_timeout_ms or the TLS handshake timeout.";
+        tcp_connections_refused => "logsift_tcp_connections_refused_total", "TCP listener connections closed at once because ingest.max_connections_per_listener were open.";
+        tcp_idle_closed => "logsift_tcp_idle_closed_total", "TCP listener connections closed after ingest.idle_timeout_ms without data.";
+        tls_handshake_failures => "logsift_tls_handshake_failures_total", "TLS handshakes that failed or timed out (HTTP and syslog TLS).";
         segments_deleted => "logsift_segments_deleted_total", "Sealed segments deleted by retention.";
         exported_records => "logsift_exported_records_total", "Records sent by completed exports.";
         exports_failed => "logsift_exports_failed_total", "Exports that stopped before their last record (client gone, error).";

@@ -14,8 +14,8 @@ use logsift_query::Budget;
 use serde::Deserialize;
 
 use crate::audit::audited;
-use crate::search::{index_list, query_error, run_query, time_param, Answer, QueryLimits};
-use crate::{ApiError, AppState};
+use crate::search::{query_error, read_scope, run_query, time_param, Answer, QueryLimits};
+use crate::{ApiError, AppState, Principal, Role};
 
 const DEFAULT_TERMS: usize = 10;
 
@@ -56,13 +56,14 @@ pub struct HistogramParams {
 pub async fn histogram(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<HistogramParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = params(p)?;
     let now = now_ns();
     let req = HistogramRequest {
         query: p.q.unwrap_or_default(),
-        indexes: index_list(p.index),
+        indexes: read_scope(&state, &principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         interval_ms: p
@@ -96,6 +97,7 @@ pub struct TermsParams {
 pub async fn terms(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<TermsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = params(p)?;
@@ -108,7 +110,7 @@ pub async fn terms(
     };
     let req = TermsRequest {
         query: p.q.unwrap_or_default(),
-        indexes: index_list(p.index),
+        indexes: read_scope(&state, &principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         field,
@@ -136,6 +138,7 @@ pub struct ContextParams {
 pub async fn context(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<ContextParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = params(p)?;
@@ -153,10 +156,22 @@ pub async fn context(
         budget: Budget::default(),
     };
     let store = state.store.clone();
-    let answer = run_query(&limits, move |budget| {
+    let mut answer = run_query(&limits, move |budget| {
         agg::context(&store, &ContextRequest { budget, ..req })
     })
     .await?;
+    // A context request names a record, not an index: out of scope looks like unknown, so
+    // that ids do not reveal what other indexes hold.
+    let readable = |hit: &serde_json::Value| {
+        hit["index"]
+            .as_str()
+            .is_some_and(|i| principal.may(Role::Search, i))
+    };
+    if !readable(&answer.hit) {
+        return Err(ApiError::not_found(format!("no record has id {id}")));
+    }
+    answer.before.retain(readable);
+    answer.after.retain(readable);
     let n = (answer.before.len() + 1 + answer.after.len()) as u64;
     Ok(audited(Json(answer), n))
 }

@@ -19,22 +19,20 @@ use logsift_core::Format;
 use logsift_ingest::{Ack, Admission, Metrics, PipelineHandle};
 use serde_json::{json, Map, Value};
 
+use crate::auth::Principal;
+
 /// The index audit records go to.
 pub const AUDIT_INDEX: &str = "_audit";
 
-/// Who made a request, as an authentication layer established it: put this in the request's
-/// extensions to name the caller (a token's name); without it the peer address is used.
+/// The caller of a request, for the audit trail: the authenticated principal's label (a
+/// token's id and name, or "anonymous" with the peer when auth is off), else the peer.
 #[derive(Debug, Clone)]
-pub struct Principal(pub String);
-
-/// The caller of a request, for the audit trail.
-#[derive(Debug, Clone)]
-pub struct Who {
+pub struct Caller {
     pub principal: Option<String>,
     pub peer: Option<SocketAddr>,
 }
 
-impl Who {
+impl Caller {
     pub fn name(&self) -> String {
         match (&self.principal, self.peer) {
             (Some(p), _) => p.clone(),
@@ -44,12 +42,12 @@ impl Who {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Who {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Who {
-            principal: parts.extensions.get::<Principal>().map(|p| p.0.clone()),
+        Ok(Caller {
+            principal: parts.extensions.get::<Principal>().map(Principal::label),
             peer: parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
@@ -76,7 +74,7 @@ impl Audit {
 
     /// Records one call. `what` holds the call's parameters (query, range, ids); `results` is
     /// how many records it returned or touched. Callable from async and blocking code.
-    pub fn record(&self, who: &Who, action: &str, what: Value, results: u64, outcome: &str) {
+    pub fn record(&self, who: &Caller, action: &str, what: Value, results: u64, outcome: &str) {
         let mut record = Map::new();
         record.insert("timestamp".into(), json!(format_rfc3339(now_ns())));
         record.insert("app".into(), json!("logsift-audit"));
@@ -175,13 +173,10 @@ pub async fn layer(State(state): State<crate::AppState>, request: Request, next:
     let Some(action) = action_of(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
-    let who = Who {
-        principal: request.extensions().get::<Principal>().map(|p| p.0.clone()),
-        peer: request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
-    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let mut what = Map::new();
     what.insert("path".into(), json!(request.uri().path()));
     for (k, v) in url_params(request.uri().query().unwrap_or("")) {
@@ -191,6 +186,14 @@ pub async fn layer(State(state): State<crate::AppState>, request: Request, next:
         }
     }
     let response = next.run(request).await;
+    // Authentication runs inside this layer and hands its principal back on the response.
+    let who = Caller {
+        principal: response
+            .extensions()
+            .get::<Principal>()
+            .map(Principal::label),
+        peer,
+    };
     let status = response.status();
     let results = response
         .extensions()

@@ -12,7 +12,7 @@ use logsift_query::erase::{erase, EraseRequest};
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
 
-use crate::audit::Who;
+use crate::audit::Caller;
 use crate::search::{index_list, query_error, time_param};
 use crate::{ApiError, AppState};
 
@@ -29,7 +29,7 @@ pub struct DeleteParams {
 
 pub async fn delete(
     State(state): State<AppState>,
-    who: Who,
+    who: Caller,
     body: Result<Json<DeleteParams>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(p) = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;

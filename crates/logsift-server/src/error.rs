@@ -11,6 +11,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
+    /// Adds `WWW-Authenticate` (401): clients that wait for a challenge know to send a token.
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -20,11 +22,17 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: false,
         }
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn challenge(mut self) -> Self {
+        self.challenge = true;
         self
     }
 
@@ -52,6 +60,14 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(secs),
+            );
+        }
+        if self.challenge {
+            // Bearer only: a Basic challenge would make browsers show their own login dialog
+            // over the web UI. Basic credentials are still accepted when sent.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"logsift\""),
             );
         }
         response

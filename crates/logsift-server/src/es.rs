@@ -24,7 +24,7 @@ use logsift_ingest::{Ack, Metrics};
 use serde_json::{json, Value};
 
 use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal, Role};
 
 /// The Elasticsearch version logsift answers as. Clients and shippers check the major version
 /// (8 speaks the bulk format every current shipper writes); Beats newer than this need
@@ -33,7 +33,6 @@ pub const ES_VERSION: &str = "8.17.0";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(root).head(head))
         .route("/_bulk", post(bulk_default).put(bulk_default))
         .route("/{index}/_bulk", post(bulk_index).put(bulk_index))
         .route("/_license", get(license))
@@ -70,7 +69,7 @@ async fn product_header(mut response: Response) -> Response {
 
 /// `/` serves two audiences: browsers get the web UI, Elasticsearch clients (which ask for
 /// JSON) the cluster info they probe at start.
-async fn root(headers: axum::http::HeaderMap) -> Response {
+pub(crate) async fn root(headers: axum::http::HeaderMap) -> Response {
     let wants_html = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -78,7 +77,7 @@ async fn root(headers: axum::http::HeaderMap) -> Response {
     if wants_html {
         crate::ui::index().await
     } else {
-        info().await.into_response()
+        product_header(info().await.into_response()).await
     }
 }
 
@@ -102,7 +101,7 @@ async fn info() -> Json<Value> {
     }))
 }
 
-async fn head() -> StatusCode {
+pub(crate) async fn head() -> StatusCode {
     StatusCode::OK
 }
 
@@ -218,21 +217,23 @@ async fn acknowledged() -> Json<Value> {
 
 async fn bulk_default(
     state: State<AppState>,
+    Extension(principal): Extension<Principal>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    bulk(state, peer, None, headers, body).await
+    bulk(state, principal, peer, None, headers, body).await
 }
 
 async fn bulk_index(
     state: State<AppState>,
+    Extension(principal): Extension<Principal>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(index): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    bulk(state, peer, Some(index), headers, body).await
+    bulk(state, principal, peer, Some(index), headers, body).await
 }
 
 /// Ids for documents whose action names none. Unique within the process; the receive time
@@ -259,6 +260,7 @@ enum Item {
 /// else the one in the path, else `logs`: the action's `_index` wins, as in Elasticsearch.
 async fn bulk(
     State(state): State<AppState>,
+    principal: Principal,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     path_index: Option<String>,
     headers: HeaderMap,
@@ -267,7 +269,8 @@ async fn bulk(
     let started = Instant::now();
     let source = source_of(&peer, "es-bulk");
     let max_line_bytes = state.cfg.max_line_bytes;
-    let outcome = ingest_body(&state, "es-bulk", headers, body, Ack::Durable, move |body| {
+    let scope = principal.clone();
+    let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, move |body| {
         let items = parse_bulk(body).map_err(|e| {
             ApiError::bad_request(e.error_type, e.reason)
         })?;
@@ -307,6 +310,15 @@ async fn bulk(
                     continue;
                 }
             };
+            // A token scoped to some indexes gets a per-item refusal for the others, as
+            // Elasticsearch answers an unauthorized index in a bulk.
+            if !scope.may(Role::Ingest, index.as_str()) {
+                answer.push(fail(
+                    "security_exception",
+                    format!("{} may not write to index [{}]", scope.label(), index.as_str()),
+                ));
+                continue;
+            }
             if doc.len() > max_line_bytes {
                 answer.push(fail(
                     "illegal_argument_exception",
@@ -378,10 +390,15 @@ async fn bulk(
             } => {
                 errors = true;
                 Metrics::add(&metrics.es_bulk_item_errors, 1);
+                let status = if error_type == "security_exception" {
+                    403
+                } else {
+                    400
+                };
                 json!({ op.name(): {
                     "_index": index,
                     "_id": id,
-                    "status": 400,
+                    "status": status,
                     "error": {"type": error_type, "reason": reason}
                 }})
             }

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use logsift_audit::{Encoder, Format, Keys, Manifest, SegmentRef, MANIFEST_VERSION};
 use logsift_core::time::{format_rfc3339, now_ns};
 use logsift_query::export::{committed_max_id, export, ExportRequest};
@@ -24,9 +24,9 @@ use logsift_query::{Budget, QueryError, SearchRequest};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::Who;
+use crate::audit::Caller;
 use crate::search::{index_list, query_error, time_param};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal, Role};
 
 /// Bytes gathered before a chunk is handed to the connection.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -87,7 +87,8 @@ fn cursor_key(c: &str) -> Option<(i64, u64)> {
 
 pub async fn start_export(
     State(state): State<AppState>,
-    who: Who,
+    Extension(principal): Extension<Principal>,
+    who: Caller,
     body: Result<Json<ExportParams>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(p) = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
@@ -102,7 +103,37 @@ pub async fn start_export(
         })?),
         None => None,
     };
-    let indexes = index_list(p.index.clone());
+    let mut indexes = index_list(p.index.clone());
+    // A token scoped to some indexes exports only those: named ones must be in scope, and
+    // "all" means all of its own.
+    if indexes.is_empty() {
+        let all: Vec<String> = state
+            .store
+            .list()
+            .iter()
+            .filter(|h| !h.name().is_builtin())
+            .map(|h| h.name().to_string())
+            .collect();
+        let mine: Vec<String> = all
+            .iter()
+            .filter(|i| principal.may(Role::Export, i))
+            .cloned()
+            .collect();
+        if mine.len() < all.len() {
+            if mine.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("{} may not export any existing index", principal.label()),
+                ));
+            }
+            indexes = mine;
+        }
+    } else {
+        for i in &indexes {
+            principal.require_index(Role::Export, i)?;
+        }
+    }
     logsift_query::parse_query(&p.q).map_err(query_error)?;
     let store = state.store.clone();
 

@@ -13,7 +13,7 @@ use logsift_store::HoldRecord;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::Who;
+use crate::audit::Caller;
 use crate::search::time_param;
 use crate::{ApiError, AppState};
 
@@ -59,7 +59,7 @@ pub async fn list(State(state): State<AppState>) -> Response {
 
 pub async fn place(
     State(state): State<AppState>,
-    who: Who,
+    who: Caller,
     body: Result<Json<HoldParams>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(p) = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;

@@ -14,7 +14,7 @@ use logsift_ingest::{Ack, Admission, AppendError, Metrics, RETRY_AFTER_SECS};
 use logsift_parse::ParseOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal, Role};
 
 #[derive(Debug, Deserialize)]
 pub struct IngestParams {
@@ -182,6 +182,7 @@ fn prepare(
 
 pub async fn ingest(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(index): Path<String>,
     params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
@@ -193,6 +194,7 @@ pub async fn ingest(
         params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let index =
         IndexName::new(&index).map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
+    principal.require_index(Role::Ingest, index.as_str())?;
     let format = pick_format(&params, &headers)?;
     let ack = match params.ack.as_deref() {
         None | Some("durable") => Ack::Durable,
@@ -222,7 +224,7 @@ pub async fn ingest(
     };
     let max_line_bytes = state.cfg.max_line_bytes;
     let metrics = state.metrics.clone();
-    let answer = ingest_body(&state, api, headers, body, ack, move |body| {
+    let answer = ingest_body(&state, &principal, api, headers, body, ack, move |body| {
         let prepared = prepare(
             body,
             index.as_str(),
@@ -291,6 +293,7 @@ pub(crate) struct Ingested<T> {
 /// decompression, are counted per `api` in `logsift_http_bad_requests_total`.
 pub(crate) async fn ingest_body<T, F>(
     state: &AppState,
+    principal: &Principal,
     api: &'static str,
     headers: HeaderMap,
     body: Body,
@@ -318,6 +321,10 @@ where
     if declared.is_some_and(|len| len > cfg.max_body_bytes) {
         return Err(counted(body_too_large(cfg.max_body_bytes)));
     }
+    if let Err(e) = state.auth.admit_ingest(principal, declared.unwrap_or(0)) {
+        discard(body, &cfg).await;
+        return Err(e);
+    }
     let reservation = match state
         .pipeline
         .reserve(declared.unwrap_or(cfg.max_line_bytes), Admission::Try)
@@ -327,12 +334,26 @@ where
         Err(e) => {
             // Read and discard the body without keeping it, so the client gets to read our
             // answer instead of a connection reset in the middle of its upload.
-            discard(body, cfg.max_body_bytes).await;
+            discard(body, &cfg).await;
             return Err(append_error(e, metrics));
         }
     };
-    let body = axum::body::to_bytes(body, cfg.max_body_bytes)
+    // A whole-body deadline, not a per-read one: a client trickling a byte at a time must
+    // not hold a connection and its in-flight reservation for ever.
+    let timeout = std::time::Duration::from_millis(cfg.body_read_timeout_ms);
+    let body = tokio::time::timeout(timeout, axum::body::to_bytes(body, cfg.max_body_bytes))
         .await
+        .map_err(|_| {
+            Metrics::add(&metrics.http_timeouts, 1);
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within http.body_read_timeout_ms = {}",
+                    cfg.body_read_timeout_ms
+                ),
+            )
+        })?
         .map_err(|e| match std::error::Error::source(&e) {
             Some(inner) if inner.is::<http_body_util::LengthLimitError>() => {
                 body_too_large(cfg.max_body_bytes)
@@ -340,6 +361,9 @@ where
             _ => ApiError::bad_request("bad_body", format!("cannot read the request body: {e}")),
         })
         .map_err(counted)?;
+    if declared.is_none() {
+        state.auth.charge_ingest(principal, body.len());
+    }
     let decoded = tokio::task::spawn_blocking(move || {
         let body = decompress(&headers, body, cfg.max_body_bytes)?;
         let bytes = body.len() as u64;
@@ -392,15 +416,21 @@ fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
     }
 }
 
-/// Reads a body to its end (at most `limit` bytes), keeping none of it.
-async fn discard(body: Body, limit: usize) {
+/// Reads a body to its end (at most `max_body_bytes`, within `body_read_timeout_ms`), keeping
+/// none of it.
+async fn discard(body: Body, cfg: &crate::ServerConfig) {
     use http_body_util::BodyExt;
-    let mut body = body;
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > limit {
-            break;
+    let limit = cfg.max_body_bytes;
+    let drain = async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit {
+                break;
+            }
         }
-    }
+    };
+    let timeout = std::time::Duration::from_millis(cfg.body_read_timeout_ms);
+    let _ = tokio::time::timeout(timeout, drain).await;
 }

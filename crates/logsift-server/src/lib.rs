@@ -7,6 +7,7 @@
 
 mod aggs;
 pub mod audit;
+pub mod auth;
 mod compat;
 mod delete;
 mod error;
@@ -17,13 +18,16 @@ mod ingest;
 mod loki;
 mod otlp;
 mod search;
+mod serve;
 mod tail;
+pub mod tokens;
 mod ui;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -31,7 +35,10 @@ use logsift_ingest::{Metrics, PipelineHandle, StartReport};
 use logsift_store::Store;
 use serde_json::json;
 
+pub use auth::{Auth, AuthConfig, Principal, Who};
 pub use error::ApiError;
+pub use serve::{serve_http, HttpLimits};
+pub use tokens::Role;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -47,6 +54,8 @@ pub struct ServerConfig {
     pub terms_max_values: usize,
     /// Cancelled when the server shuts down: long-lived answers (`/api/v1/tail`) end then.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The longest an ingest body may take to arrive (a slow upload answers 408).
+    pub body_read_timeout_ms: u64,
 }
 
 #[derive(Clone)]
@@ -59,35 +68,62 @@ pub struct AppState {
     pub start: Arc<StartReport>,
     pub exports: Arc<export::ExportState>,
     pub audit: Arc<audit::Audit>,
+    pub auth: Arc<Auth>,
 }
 
+/// The routes, each behind what it needs: the UI page and `/health/*` are open; the rest
+/// needs a token with the route's role once tokens exist (see [`auth`]). Handlers find the
+/// caller as `Extension<Principal>` and check index scopes themselves.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.max_body_bytes;
-    Router::new()
-        .route("/ui/{file}", get(ui::asset))
+    let auth = state.auth.clone();
+    let role = |r: Role| from_fn_with_state(r, auth::require_role);
+    let ingest = Router::new()
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
+        .route("/loki/api/v1/push", post(loki::push))
+        .route("/v1/logs", post(otlp::logs))
+        .merge(es::routes())
+        .route_layer(role(Role::Ingest));
+    let read = Router::new()
         .route("/api/v1/search", get(search::search))
         .route("/api/v1/histogram", get(aggs::histogram))
         .route("/api/v1/terms", get(aggs::terms))
         .route("/api/v1/context", get(aggs::context))
         .route("/api/v1/tail", get(tail::tail))
-        .route("/api/v1/export", post(export::start_export))
-        .route("/api/v1/exports/{id}/manifest", get(export::manifest))
-        .route("/api/v1/keys", get(export::keys))
-        .route("/api/v1/holds", get(holds::list).post(holds::place))
-        .route("/api/v1/delete", post(delete::delete))
-        .route("/api/v1/holds/{id}", axum::routing::delete(holds::release))
         .route("/api/v1/indexes", get(indexes))
         .route("/api/v1/segments", get(segments))
+        .route_layer(role(Role::Search));
+    let exports = Router::new()
+        .route("/api/v1/export", post(export::start_export))
+        .route("/api/v1/exports/{id}/manifest", get(export::manifest))
+        .route_layer(role(Role::Export));
+    let admin = Router::new()
+        .route("/api/v1/holds", get(holds::list).post(holds::place))
+        .route("/api/v1/holds/{id}", axum::routing::delete(holds::release))
+        .route("/api/v1/delete", post(delete::delete))
+        .route_layer(role(Role::Admin));
+    // `/` is the UI for browsers and cluster info for Elasticsearch clients (see `es::root`).
+    let mut open = Router::new()
+        .route("/", get(es::root).head(es::head))
+        .route("/ui/{file}", get(ui::asset))
+        .route("/api/v1/keys", get(export::keys))
         .route(
             "/health/live",
             get(|| async { Json(json!({"status": "ok"})) }),
         )
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/loki/api/v1/push", post(loki::push))
-        .route("/v1/logs", post(otlp::logs))
-        .merge(es::routes())
+        .route("/health/ready", get(ready));
+    let mut protected = ingest.merge(read).merge(exports).merge(admin);
+    if auth.config().metrics_public {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        protected = protected.merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .route_layer(role(Role::Admin)),
+        );
+    }
+    let protected = protected.route_layer(from_fn_with_state(auth, auth::authenticate));
+    open.merge(protected)
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
         })
@@ -96,11 +132,21 @@ pub fn router(state: AppState) -> Router {
             audit::layer,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(nosniff))
         .layer(Extension(search::QueryLimits::new(
             &state.cfg,
             state.metrics.clone(),
         )))
         .with_state(state)
+}
+
+/// JSON and event streams must never be sniffed into something a browser would run.
+async fn nosniff(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Ready means searches are served (the HTTP listener starts only after WAL replay). While
@@ -115,6 +161,13 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     let start = &state.start;
     let refusing = state.pipeline.is_refusing();
+    if state.auth.enabled() {
+        // Open to load balancers without a token: say whether we serve, not what we hold.
+        return Json(json!({
+            "status": "ready",
+            "ingest": if refusing { "refusing" } else { "accepting" },
+        }));
+    }
     Json(json!({
         "status": "ready",
         "ingest": if refusing { "refusing" } else { "accepting" },
@@ -141,9 +194,13 @@ fn indexes_in_order(store: &Store) -> Vec<Arc<logsift_store::IndexHandle>> {
     list
 }
 
-async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
+async fn indexes(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> impl IntoResponse {
     let list: Vec<_> = indexes_in_order(&state.store)
         .iter()
+        .filter(|h| principal.may(Role::Search, h.name().as_str()))
         .map(|h| {
             json!({
                 "name": h.name().as_str(),
@@ -159,9 +216,13 @@ async fn indexes(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The sealed segments of every index, as their catalogs list them, plus quarantined ones.
-async fn segments(State(state): State<AppState>) -> impl IntoResponse {
+async fn segments(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> impl IntoResponse {
     let list: Vec<_> = indexes_in_order(&state.store)
         .iter()
+        .filter(|h| principal.may(Role::Search, h.name().as_str()))
         .map(|h| {
             json!({
                 "index": h.name().as_str(),

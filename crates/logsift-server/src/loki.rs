@@ -14,10 +14,11 @@ use logsift_ingest::{Ack, Metrics};
 
 use crate::compat::{content_type, decode_error, encode_records, target_index, unsupported_type};
 use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal, Role};
 
 pub async fn push(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
@@ -35,21 +36,30 @@ pub async fn push(
         }
     };
     let index = target_index(&headers)?;
+    principal.require_index(Role::Ingest, index.as_str())?;
     let source = source_of(&peer, api);
     let cfg = state.cfg.clone();
-    let ingested = ingest_body(&state, api, headers, body, Ack::Durable, move |body| {
-        let records = if json {
-            loki::decode_json(body)
-        } else {
-            loki::decode_protobuf(body, cfg.max_body_bytes)
-        }
-        .map_err(decode_error)?;
-        let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
-        Ok(Decoded {
-            entries,
-            answer: rejected,
-        })
-    })
+    let ingested = ingest_body(
+        &state,
+        &principal,
+        api,
+        headers,
+        body,
+        Ack::Durable,
+        move |body| {
+            let records = if json {
+                loki::decode_json(body)
+            } else {
+                loki::decode_protobuf(body, cfg.max_body_bytes)
+            }
+            .map_err(decode_error)?;
+            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
+            Ok(Decoded {
+                entries,
+                answer: rejected,
+            })
+        },
+    )
     .await?;
     Metrics::add(&state.metrics.loki_entries, ingested.accepted as u64);
     if ingested.answer > 0 {

@@ -16,7 +16,7 @@ use logsift_ingest::{Ack, Metrics};
 
 use crate::compat::{content_type, decode_error, encode_records, target_index, unsupported_type};
 use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal, Role};
 
 #[derive(Clone, Copy)]
 enum Encoding {
@@ -35,6 +35,7 @@ impl Encoding {
 
 pub async fn logs(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
@@ -55,22 +56,33 @@ pub async fn logs(
         Ok(index) => index,
         Err(e) => return status_response(e, encoding),
     };
+    if let Err(e) = principal.require_index(Role::Ingest, index.as_str()) {
+        return status_response(e, encoding);
+    }
     let source = source_of(&peer, api);
     let cfg = state.cfg.clone();
-    let outcome = ingest_body(&state, api, headers, body, Ack::Durable, move |body| {
-        let request = match encoding {
-            Encoding::Protobuf => otlp::decode_protobuf(body),
-            Encoding::Json => otlp::decode_json(body),
-        }
-        .map_err(decode_error)?;
-        let records = otlp::records(&request);
-        drop(request);
-        let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
-        Ok(Decoded {
-            entries,
-            answer: rejected,
-        })
-    })
+    let outcome = ingest_body(
+        &state,
+        &principal,
+        api,
+        headers,
+        body,
+        Ack::Durable,
+        move |body| {
+            let request = match encoding {
+                Encoding::Protobuf => otlp::decode_protobuf(body),
+                Encoding::Json => otlp::decode_json(body),
+            }
+            .map_err(decode_error)?;
+            let records = otlp::records(&request);
+            drop(request);
+            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
+            Ok(Decoded {
+                entries,
+                answer: rejected,
+            })
+        },
+    )
     .await;
     let ingested = match outcome {
         Ok(i) => i,

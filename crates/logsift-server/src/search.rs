@@ -11,7 +11,7 @@ use logsift_query::{Budget, QueryError, SearchRequest, SearchResponse, SortOrder
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{ApiError, AppState, ServerConfig};
+use crate::{ApiError, AppState, Principal, ServerConfig};
 
 /// What every query endpoint shares: a bounded number of queries running at once and a time
 /// limit for each.
@@ -147,6 +147,20 @@ pub(crate) fn index_list(param: Option<String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The indexes a read covers: the `index` parameter within the principal's scope.
+pub(crate) fn read_scope(
+    state: &AppState,
+    principal: &Principal,
+    param: Option<String>,
+) -> Result<Vec<String>, ApiError> {
+    let names = index_list(param);
+    for n in &names {
+        logsift_core::IndexName::new_builtin(n)
+            .map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
+    }
+    principal.read_scope(names, |n| state.store.get(n).is_some())
+}
+
 const DEFAULT_LIMIT: usize = 100;
 
 #[derive(Debug, Deserialize)]
@@ -178,13 +192,14 @@ pub(crate) fn time_param(
 pub async fn search(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let now = now_ns();
     let req = SearchRequest {
         query: p.q.unwrap_or_default(),
-        indexes: index_list(p.index),
+        indexes: read_scope(&state, &principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT),

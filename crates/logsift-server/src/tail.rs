@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
 use futures_util::stream::{self, Stream};
 use logsift_ingest::Metrics;
 use logsift_query::tail::{self, TailCursor};
@@ -24,8 +25,8 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::search::{index_list, query_error};
-use crate::{ApiError, AppState};
+use crate::search::{query_error, read_scope};
+use crate::{ApiError, AppState, Principal};
 
 /// Records (events) buffered per client before it counts as too slow.
 const TAIL_BUFFER: usize = 1024;
@@ -120,11 +121,12 @@ pub struct TailParams {
 
 pub async fn tail(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     p: Result<Query<TailParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(p) = p.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let ast = logsift_query::parse_query(p.q.as_deref().unwrap_or("")).map_err(query_error)?;
-    let indexes = index_list(p.index);
+    let indexes = read_scope(&state, &principal, p.index)?;
     let store = state.store.clone();
     let cursor = {
         let (store, indexes) = (store.clone(), indexes.clone());

@@ -82,6 +82,22 @@ function syncForm() {
 const toLocalInput = (ms) => new Date(ms).toISOString().slice(0, 19);
 const fromLocalInput = (v) => Date.parse(v.length === 16 ? v + ":00Z" : v + "Z");
 
+// ---- API token: typed in once per tab, kept in sessionStorage (gone with the tab, never
+// in the URL), sent as Bearer on every call ----
+
+const TOKEN_KEY = "logsift-token";
+
+function authHeaders() {
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  return t ? { Authorization: "Bearer " + t } : {};
+}
+
+function askForToken(message) {
+  $("auth").hidden = false;
+  $("auth-msg").textContent = message;
+  $("token").focus();
+}
+
 // ---- API ----
 
 async function api(path, params) {
@@ -89,7 +105,8 @@ async function api(path, params) {
   for (const [k, v] of Object.entries(params)) {
     if (v !== undefined && v !== null && v !== "") u.searchParams.set(k, v);
   }
-  const r = await fetch(u);
+  const r = await fetch(u, { headers: authHeaders() });
+  if (r.status === 401) askForToken("This server needs an API token (a search token will do).");
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     const err = new Error((body.error && body.error.message) || r.statusText);
@@ -480,16 +497,51 @@ async function showContext(hit) {
 
 // ---- live tail: new matching lines stream in on top ----
 
+// EventSource cannot send an Authorization header, so the stream is read with fetch.
+// Resolves false when the server refused the token (no point in reconnecting).
+async function readEvents(u, signal, onEvent) {
+  const r = await fetch(u, { headers: { ...authHeaders(), Accept: "text/event-stream" }, signal });
+  if (r.status === 401) {
+    askForToken("This server needs an API token (a search token will do).");
+    return false;
+  }
+  if (!r.ok || !r.body) return true;
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return true;
+    buf += value;
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length) onEvent(event, data.join("\n"));
+    }
+  }
+}
+
 function startTail() {
   stopTail();
   const u = new URL("/api/v1/tail", location.origin);
   if (state.q) u.searchParams.set("q", state.q);
-  const source = new EventSource(u);
   const terms = highlightTerms(state.q);
-  source.addEventListener("record", (ev) => {
+  const ctl = new AbortController();
+  const onEvent = (event, data) => {
+    if (event === "dropped") {
+      $("summary").append(" · tail fell behind and was reconnected");
+      return;
+    }
+    if (event !== "record") return;
     let hit;
     try {
-      hit = JSON.parse(ev.data);
+      hit = JSON.parse(data);
     } catch {
       return;
     }
@@ -498,16 +550,21 @@ function startTail() {
     const box = $("hits");
     box.prepend(row);
     while (box.children.length > TAIL_KEEP) box.lastChild.remove();
-  });
-  source.addEventListener("dropped", () => {
-    $("summary").append(" · tail fell behind and was reconnected");
-  });
-  state.tail = source;
+  };
+  // Follows again after the server ends the stream (dropped, restarted), like EventSource.
+  (async () => {
+    while (!ctl.signal.aborted) {
+      const again = await readEvents(u, ctl.signal, onEvent).catch(() => true);
+      if (!again) return;
+      await new Promise((done) => setTimeout(done, 1000));
+    }
+  })();
+  state.tail = ctl;
 }
 
 function stopTail() {
   if (state.tail) {
-    state.tail.close();
+    state.tail.abort();
     state.tail = null;
   }
 }
@@ -557,6 +614,13 @@ async function runExport(format) {
 function init() {
   readUrl();
   syncForm();
+  $("auth").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    $("token").value = "";
+    $("auth").hidden = true;
+    runSearch();
+  });
   $("search").addEventListener("submit", (ev) => {
     ev.preventDefault();
     runSearch();

@@ -184,10 +184,22 @@ impl BundleDirectory {
             )));
         }
         let footer = &bytes[bytes.len() - FOOTER_BYTES..];
-        let u64_at =
-            |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
-        let u32_at =
-            |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default());
+        // `get`, not indexing: a directory shorter than its count field must be an error,
+        // not a panic (found by fuzz/segment).
+        let u64_at = |b: &[u8], at: usize| {
+            u64::from_le_bytes(
+                b.get(at..at + 8)
+                    .and_then(|s| s.try_into().ok())
+                    .unwrap_or_default(),
+            )
+        };
+        let u32_at = |b: &[u8], at: usize| {
+            u32::from_le_bytes(
+                b.get(at..at + 4)
+                    .and_then(|s| s.try_into().ok())
+                    .unwrap_or_default(),
+            )
+        };
         if &footer[24..32] != MAGIC {
             return Err(corrupt("bad magic".into()));
         }
@@ -206,6 +218,12 @@ impl BundleDirectory {
         let directory = &bytes[dir_offset..body_end];
         if crc32c::crc32c(directory) != u32_at(footer, 16) {
             return Err(corrupt("directory checksum mismatch".into()));
+        }
+        if directory.len() < 4 {
+            return Err(corrupt(format!(
+                "directory of {} bytes is shorter than its file count",
+                directory.len()
+            )));
         }
         let mut files = HashMap::new();
         let count = u32_at(directory, 0) as usize;
@@ -324,5 +342,44 @@ impl Directory for BundleDirectory {
 
     fn watch(&self, _callback: WatchCallback) -> tantivy::Result<WatchHandle> {
         Ok(WatchHandle::empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment file of `body` and `directory` with a footer that is valid for them.
+    fn with_footer(body: &[u8], directory: &[u8]) -> Vec<u8> {
+        let mut out = body.to_vec();
+        out.extend_from_slice(directory);
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(directory.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(directory).to_le_bytes());
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(MAGIC);
+        out
+    }
+
+    /// Found by `fuzz/segment`: a directory shorter than its 4-byte file count, under a
+    /// correct checksum, made `open` index past the end of the slice and panic.
+    #[test]
+    fn regression_fuzz_segment_short_directory_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        for directory in [&b""[..], b"\x01", b"\x01\x00\x00"] {
+            let path = dir.path().join("s.lsseg");
+            std::fs::write(&path, with_footer(b"body", directory)).unwrap();
+            match BundleDirectory::open(&path) {
+                Err(SegmentError::Corrupt { why, .. }) => assert!(why.contains("shorter"), "{why}"),
+                other => panic!("{directory:?}: {:?}", other.map(|d| d.file_sizes())),
+            }
+        }
+        // A well-formed empty directory still opens.
+        let path = dir.path().join("empty.lsseg");
+        std::fs::write(&path, with_footer(b"", &0u32.to_le_bytes())).unwrap();
+        assert!(BundleDirectory::open(&path)
+            .unwrap()
+            .file_sizes()
+            .is_empty());
     }
 }

@@ -1,0 +1,124 @@
+//! The HTTP accept loop: a bounded number of connections, HTTP/1.1 with a header read
+//! timeout (slowloris clients and idle keep-alive connections are closed), optional TLS, and
+//! graceful shutdown that lets requests in flight finish.
+//!
+//! `axum::serve` offers none of these limits, so this drives hyper directly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use logsift_ingest::Metrics;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct HttpLimits {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// From the start of waiting for a request's head (on a new or idle connection) to its
+    /// last header byte; also bounds a TLS handshake.
+    pub header_read_timeout: Duration,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then waits for the open
+/// connections to finish their requests.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let acceptor = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(listener = "http", error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            Metrics::add(&metrics.http_connections_refused, 1);
+            tracing::warn!(%peer, max = limits.max_connections,
+                "HTTP connection refused: http.max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, router, metrics, watcher) = (
+            builder.clone(),
+            router.clone(),
+            metrics.clone(),
+            graceful.watcher(),
+        );
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(acceptor) = acceptor else {
+                return connection(builder, stream, peer, router, metrics, watcher).await;
+            };
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection(builder, tls, peer, router, metrics, watcher).await,
+                Ok(Err(e)) => {
+                    Metrics::add(&metrics.tls_handshake_failures, 1);
+                    tracing::info!(listener = "http", %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    Metrics::add(&metrics.tls_handshake_failures, 1);
+                    Metrics::add(&metrics.http_timeouts, 1);
+                    tracing::info!(listener = "http", %peer, "TLS handshake timed out");
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn connection<I>(
+    builder: hyper::server::conn::http1::Builder,
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    metrics: Arc<Metrics>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut router = router.clone();
+            // Router is always ready, so calling it without poll_ready is allowed.
+            tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+        });
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        if e.is_timeout() {
+            Metrics::add(&metrics.http_timeouts, 1);
+            tracing::debug!(%peer, "HTTP connection closed: header read timeout");
+        } else {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        }
+    }
+}

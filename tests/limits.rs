@@ -1,0 +1,278 @@
+//! Nothing a sender does hurts the server: slow headers, slow bodies, floods of connections,
+//! idle connections, oversized bodies and lines, hostile queries. Each test checks the limit
+//! bites and that another client is served meanwhile.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{client, send_tcp, Server};
+
+/// Whether the server closed `s` within `within` (a read returns end of stream or an error).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn health_ok(s: &Server) -> bool {
+    client()
+        .get(format!("{}/health/live", s.http))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+fn http_addr(s: &Server) -> String {
+    s.http.trim_start_matches("http://").to_string()
+}
+
+#[test]
+fn slowloris_headers_are_cut_off_and_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[http]\nheader_read_timeout_ms = 1000\n");
+    let mut slow = TcpStream::connect(http_addr(&s)).unwrap();
+    slow.write_all(b"GET /api/v1/search HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // Trickle a header byte every 100 ms: each arrives well within any per-read timeout.
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut cut = false;
+    for i in 0..50 {
+        if slow.write_all(b"X").is_err() {
+            cut = true;
+            break;
+        }
+        if i == 3 {
+            assert!(health_ok(&s), "another client is served meanwhile");
+        }
+        let mut b = [0u8; 256];
+        match slow.read(&mut b) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // Closed, reset, or answered (a 408): either way the connection is over.
+            _ => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the slow client was never disconnected");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "cut after {took:?}");
+    assert!(health_ok(&s));
+    // A connection that never sends a byte is closed too.
+    let mut silent = TcpStream::connect(http_addr(&s)).unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(4)));
+    assert!(s.metric("logsift_http_timeouts_total") >= 1.0);
+}
+
+#[test]
+fn slow_bodies_are_cut_off_with_408() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[http]\nbody_read_timeout_ms = 1000\n");
+    let mut slow = TcpStream::connect(http_addr(&s)).unwrap();
+    slow.write_all(
+        b"POST /api/v1/logs/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"msg\":",
+    )
+    .unwrap();
+    // Keep the body trickling: the deadline is for the whole body, not for each read.
+    let trickle = {
+        let mut w = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..30 {
+                if w.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = slow
+        .read(&mut answer)
+        .expect("an answer before the body ends");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    trickle.join().unwrap();
+    assert!(health_ok(&s));
+}
+
+#[test]
+fn a_flood_of_connections_is_refused_beyond_the_limit_and_the_rest_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        tmp.path(),
+        "[ingest]\nmax_connections_per_listener = 4\n[http]\nmax_connections = 4\n",
+    );
+    // Syslog TCP: four held connections, then a flood of twenty more.
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(s.syslog_tcp).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut flood: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(s.syslog_tcp).unwrap())
+        .collect();
+    for f in &mut flood {
+        assert!(
+            closed_within(f, Duration::from_secs(5)),
+            "a connection over the limit was kept"
+        );
+    }
+    // The held connections are still served.
+    held[0]
+        .write_all(b"<13>1 2024-05-01T10:00:00Z web-01 app - - - still served\n")
+        .unwrap();
+    s.wait_total("\"still served\"", &[], 1);
+    // A slot freed is a slot usable again.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    send_tcp(
+        s.syslog_tcp,
+        b"<13>1 2024-05-01T10:00:01Z web-01 app - - - after the flood\n",
+    );
+    s.wait_total("\"after the flood\"", &[], 1);
+    drop(held);
+
+    // HTTP: four idle connections take every slot; a fifth is closed at once.
+    let mut idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(http_addr(&s)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(http_addr(&s)).unwrap();
+    assert!(closed_within(&mut extra, Duration::from_secs(5)));
+    // An open one still answers.
+    idle[0]
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = idle[0].read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.metric("logsift_tcp_connections_refused_total") >= 20.0);
+    assert!(s.metric("logsift_http_connections_refused_total") >= 1.0);
+}
+
+#[test]
+fn idle_tcp_connections_are_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[ingest]\nidle_timeout_ms = 500\n");
+    let mut idle = TcpStream::connect(s.json_tcp).unwrap();
+    // A partial line sent before going quiet is kept.
+    idle.write_all(b"{\"msg\":\"half then quiet\"}").unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)));
+    s.wait_total("\"half then quiet\"", &[], 1);
+    assert!(s.metric("logsift_tcp_idle_closed_total") >= 1.0);
+}
+
+#[test]
+fn oversized_bodies_and_lines_are_refused_while_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        tmp.path(),
+        "[http]\nmax_body_bytes = 65536\n[ingest]\nmax_line_bytes = 1024\n",
+    );
+    let (st, body) = s.ingest("logs", vec![b'a'; 100_000], "text/plain");
+    assert_eq!(st, 413, "{body}");
+    let long = format!(
+        "{{\"msg\":\"{}\"}}\n{{\"msg\":\"short one\"}}\n",
+        "x".repeat(5000)
+    );
+    let (st, body) = s.ingest("logs", long, "application/x-ndjson");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let mut tcp = format!(
+        "<13>1 2024-05-01T10:00:00Z h a - - - {}\n",
+        "y".repeat(5000)
+    )
+    .into_bytes();
+    tcp.extend_from_slice(b"<13>1 2024-05-01T10:00:00Z h a - - - after the long line\n");
+    send_tcp(s.syslog_tcp, &tcp);
+    s.wait_total("\"short one\" OR \"after the long line\"", &[], 2);
+    assert!(s.metric("logsift_frame_errors_total") >= 1.0);
+}
+
+#[test]
+fn hostile_queries_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[query]\nquery_timeout_ms = 2000\n");
+    let body: String = (0..500)
+        .map(|i| format!("{{\"msg\":\"word{i} common\",\"latency\":{i}}}\n"))
+        .collect();
+    assert_eq!(s.ingest("logs", body, "application/x-ndjson").0, 200);
+    s.wait_total("common", &[], 500);
+    let deep = format!("{}a{}", "(".repeat(5000), ")".repeat(5000));
+    let many = vec!["a"; 5000].join(" OR ");
+    let not_chain = format!("{}a", "NOT ".repeat(3000));
+    let cases: Vec<(&str, String)> = vec![
+        ("deep nesting", deep),
+        ("too many clauses", many),
+        ("a chain of NOT", not_chain),
+        (
+            "huge range",
+            "fields.latency:[-99999999999999999999999 TO 99999999999999999999999]".into(),
+        ),
+        ("inverted range", "fields.latency:[900 TO 1]".into()),
+        ("regex-like", "/(a+)+$/ OR message:/.*.*.*.*x/".into()),
+        ("prefix of everything", "w* OR c* OR *".into()),
+        ("unterminated phrase", "\"never ends".into()),
+        ("control bytes", "\u{0}\u{1}\u{7f}".into()),
+        ("huge time range", "common".into()),
+    ];
+    for (what, q) in cases {
+        let started = Instant::now();
+        let params: &[(&str, &str)] = if what == "huge time range" {
+            &[("start", "0"), ("end", "99999999999")]
+        } else {
+            &[]
+        };
+        let (st, answer) = s.search(&q, params);
+        let took = started.elapsed();
+        assert!(st == 200 || st == 400, "{what}: {st} {answer}");
+        if st == 400 {
+            assert_eq!(answer["error"]["code"], "bad_query", "{what}: {answer}");
+        }
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+    }
+    // Answers whose size the client picks are capped before any memory is taken.
+    for path in [
+        "/api/v1/search?q=*&limit=1000000000",
+        "/api/v1/histogram?q=*&interval=1s&start=0&end=99999999999",
+        "/api/v1/context?id=1&before=100000000",
+    ] {
+        let started = Instant::now();
+        let (st, answer) = s.get(path);
+        assert_eq!(st, 400, "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
+    assert!(health_ok(&s));
+}

@@ -1,0 +1,321 @@
+//! TLS for syslog (RFC 5425) and the HTTP API, with a throwaway CA made here by rcgen: real
+//! handshakes with rustls, `curl` and `openssl s_client`, with and without client
+//! certificates.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Server;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+}
+
+/// A CA with a server certificate for localhost/127.0.0.1 and a client certificate, plus a
+/// second CA's client certificate that the server must not accept.
+fn make_pki(dir: &Path) -> Pki {
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("logsift test CA");
+    let (other_cert, other_key) = ca("someone else's CA");
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    write("ca.pem", ca_cert.pem());
+
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
+    write("server.pem", server_cert.pem());
+    write("server.key", server_key.serialize_pem());
+
+    for (name, issuer, issuer_key) in [
+        ("client", &ca_cert, &ca_key),
+        ("stranger", &other_cert, &other_key),
+    ] {
+        let mut p = CertificateParams::new(vec![format!("{name}.shippers")]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, issuer, issuer_key).unwrap();
+        write(&format!("{name}.pem"), cert.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    }
+    Pki {
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn tls_section(pki: &Pki) -> String {
+    format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    )
+}
+
+fn client_config(pki: &Pki, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pki.read("ca.pem")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(&pki.read(&format!("{name}.pem"))).unwrap()],
+                PrivateKeyDer::from_pem_slice(&pki.read(&format!("{name}.key"))).unwrap(),
+            )
+            .unwrap(),
+    })
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Tls {
+    let conn =
+        rustls::ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Sends RFC 5425 frames and reads until the server closes; Err when the server refused the
+/// handshake (with TLS 1.3 the client learns that at its first read).
+fn send_frames(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    messages: &[&str],
+) -> std::io::Result<()> {
+    let mut s = connect(addr, cfg);
+    let mut out = Vec::new();
+    for m in messages {
+        out.extend_from_slice(format!("{} {m}", m.len()).as_bytes());
+    }
+    s.write_all(&out)?;
+    s.flush()?;
+    s.conn.send_close_notify();
+    s.flush()?;
+    s.sock.shutdown(std::net::Shutdown::Write).ok();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).map(|_| ())
+}
+
+fn https_get(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::io::Result<String> {
+    let mut s = connect(addr, cfg);
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = Vec::new();
+    match s.read_to_end(&mut answer) {
+        Ok(_) => {}
+        // Some servers close without close_notify after `Connection: close`.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&answer).to_string())
+}
+
+#[test]
+fn syslog_over_tls_needs_a_client_certificate_from_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let s = Server::start_in(
+        tmp.path(),
+        &format!(
+            "{}[syslog]\ntls = \"127.0.0.1:0\"\nclient_cert = \"required\"\n",
+            tls_section(&pki)
+        ),
+    );
+    let addr = s.syslog_tls.expect("syslog-tls in the ready line");
+
+    send_frames(
+        addr,
+        client_config(&pki, Some("client")),
+        &[
+            "<34>1 2024-05-01T10:00:00Z web-01 sshd 42 - - first over tls",
+            "<34>1 2024-05-01T10:00:01Z web-01 sshd 42 - - second over tls\nwith a newline inside",
+        ],
+    )
+    .expect("a shipper with a certificate from the CA is served");
+    let found = s.wait_total("\"over tls\"", &[], 2);
+    assert!(found["hits"][0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("syslog-tls "));
+
+    for identity in [None, Some("stranger")] {
+        let refused = send_frames(
+            addr,
+            client_config(&pki, identity),
+            &["<34>1 - h a - - - must not land"],
+        );
+        assert!(refused.is_err(), "handshake with {identity:?} must fail");
+    }
+    // A real client: openssl s_client with the shipper's certificate.
+    let frame = "<34>1 2024-05-01T10:00:02Z web-02 app - - - via s_client";
+    let out = common::run_tool(
+        "openssl",
+        &[
+            "s_client",
+            "-quiet",
+            "-no_ign_eof",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+            "-CAfile",
+            pki.path("ca.pem").to_str().unwrap(),
+            "-cert",
+            pki.path("client.pem").to_str().unwrap(),
+            "-key",
+            pki.path("client.key").to_str().unwrap(),
+        ],
+        Some(format!("{} {frame}", frame.len()).as_bytes()),
+    );
+    assert!(out.status.success());
+    s.wait_total("\"via s_client\"", &[], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.search("\"must not land\"", &[]).1["total"], 0);
+    assert!(s.metric("logsift_tls_handshake_failures_total") >= 2.0);
+}
+
+#[test]
+fn https_api_with_and_without_client_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let s = Server::start_in(
+        tmp.path(),
+        &format!(
+            "{}[http]\ntls = true\nclient_cert = \"required\"\n",
+            tls_section(&pki)
+        ),
+    );
+    assert!(s.http.starts_with("https://"), "{}", s.http);
+    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+
+    let answer = https_get(addr, client_config(&pki, Some("client")), "/health/live").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(https_get(addr, client_config(&pki, None), "/health/live").is_err());
+    assert!(https_get(addr, client_config(&pki, Some("stranger")), "/health/live").is_err());
+    // Plain HTTP on the TLS port gets nothing useful.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+
+    // curl, as a shipper would: ingest over HTTPS with its certificate, then search.
+    let url = |path: &str| format!("https://localhost:{}{path}", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--resolve", &resolve, "--cacert"])
+            .arg(pki.path("ca.pem"))
+            .args(args)
+            .output()
+            .expect("curl")
+    };
+    let cert = pki.path("client.pem");
+    let key = pki.path("client.key");
+    let with_cert = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let ingest_url = url("/api/v1/logs/ingest");
+    let mut args = with_cert.to_vec();
+    args.extend([
+        "--data-binary",
+        "{\"msg\":\"shipped over https\"}",
+        &ingest_url,
+    ]);
+    let out = curl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"accepted\":1"));
+    let search_url = url("/api/v1/search?q=%22shipped%20over%20https%22");
+    let mut found = false;
+    for _ in 0..100 {
+        let mut args = with_cert.to_vec();
+        args.push(&search_url);
+        let out = curl(&args);
+        if String::from_utf8_lossy(&out.stdout).contains("\"total\":1") {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        found,
+        "the record ingested over HTTPS is searchable over HTTPS"
+    );
+    let out = curl(&[&url("/health/live")]);
+    assert!(
+        !out.status.success(),
+        "curl without a client certificate must be refused"
+    );
+}
+
+#[test]
+fn optional_client_certificates_verify_what_is_presented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let s = Server::start_in(
+        tmp.path(),
+        &format!(
+            "{}[http]\ntls = true\nclient_cert = \"optional\"\n",
+            tls_section(&pki)
+        ),
+    );
+    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+    for identity in [None, Some("client")] {
+        let answer = https_get(addr, client_config(&pki, identity), "/health/live").unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{identity:?}: {answer}");
+    }
+    // Presented, it must be one the CA signed.
+    assert!(https_get(addr, client_config(&pki, Some("stranger")), "/health/live").is_err());
+}
