@@ -589,7 +589,7 @@ async function runExport(format) {
   try {
     const r = await fetch("/api/v1/export", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { ...authHeaders(), "content-type": "application/json" },
       body: JSON.stringify(body),
     });
     if (!r.ok) {
@@ -598,7 +598,7 @@ async function runExport(format) {
     }
     const id = r.headers.get("x-logsift-export-id");
     const data = await r.blob();
-    const manifest = await fetch(`/api/v1/exports/${id}/manifest`);
+    const manifest = await fetch(`/api/v1/exports/${id}/manifest`, { headers: authHeaders() });
     if (!manifest.ok) throw new Error("the export did not complete (no manifest)");
     const name = `logsift-export-${id.slice(0, 8)}.${format}`;
     download(data, name);
