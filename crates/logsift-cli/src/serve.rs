@@ -336,6 +336,9 @@ async fn serve(
         start,
     };
     let app = logsift_server::router(state);
+    // Handlers go in before "ready" is printed: a SIGTERM sent right after it must drain, not
+    // meet the default disposition and kill the process.
+    let mut signals = Signals::install().context("installing signal handlers")?;
     // One machine-readable line on stdout, so scripts and tests can find ports chosen with :0.
     println!("logsift ready {}", ready.join(" "));
     tracing::info!(data_dir = %cfg.data_dir.display(), authentication = auth.enabled(), "{}", ready.join(" "));
@@ -343,11 +346,11 @@ async fn serve(
     let shutdown = life.shutdown.clone();
     let signalled = signalled.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         signalled.get_or_init(Instant::now);
         tracing::info!("shutting down: draining connections, fsyncing and committing (signal again to exit at once)");
         shutdown.cancel();
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!(
             "second signal: exiting without draining; acknowledged records are in the WAL"
         );
@@ -368,23 +371,25 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// SIGTERM and SIGINT, caught from the moment this is made.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -101,8 +101,8 @@ async fn info() -> Json<Value> {
     }))
 }
 
-pub(crate) async fn head() -> StatusCode {
-    StatusCode::OK
+pub(crate) async fn head() -> Response {
+    product_header(StatusCode::OK.into_response()).await
 }
 
 async fn exists() -> StatusCode {
