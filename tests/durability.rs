@@ -2,14 +2,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use common::{client, messages, run_tool, Server};
+use common::{all_messages, client, run_tool, Server};
 
 /// A small deterministic generator, so a failing run can be repeated exactly.
 struct Rng(u64);
@@ -23,27 +22,6 @@ impl Rng {
     }
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
-    }
-}
-
-/// Every hit of `q`, page by page: (message → how many times it was found).
-fn all_messages(s: &Server, q: &str) -> HashMap<String, u32> {
-    let mut counts = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut params = vec![("limit", "10000")];
-        if let Some(c) = &cursor {
-            params.push(("cursor", c.as_str()));
-        }
-        let (status, body) = s.search(q, &params);
-        assert_eq!(status, 200, "{body}");
-        for m in messages(&body) {
-            *counts.entry(m).or_insert(0) += 1;
-        }
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return counts,
-        }
     }
 }
 

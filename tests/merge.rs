@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{messages, Server, BIN};
+use common::{all_messages, segments_verify, Server};
 use serde_json::Value;
 
 /// Segments of 100 records, merged two at a time.
@@ -37,39 +34,6 @@ fn live_segments(s: &Server) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-/// Every hit of `q`, page by page: (message → how many times it was found).
-fn all_messages(s: &Server, q: &str) -> HashMap<String, u32> {
-    let mut counts = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut params = vec![("limit", "5000")];
-        if let Some(c) = &cursor {
-            params.push(("cursor", c.as_str()));
-        }
-        let (status, body) = s.search(q, &params);
-        assert_eq!(status, 200, "{body}");
-        for m in messages(&body) {
-            *counts.entry(m).or_insert(0) += 1;
-        }
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return counts,
-        }
-    }
-}
-
-fn verify(data: &Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["segments", "verify", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 fn assert_each_once(s: &Server, expected: usize) {
@@ -165,7 +129,7 @@ fn merges_keep_every_record_once_and_are_recorded_in_the_chain() {
         .count();
     let live = entries.iter().filter(|e| e["action"] == "add").count() - merged_deletes;
     assert_eq!(files, live, "a merged-away segment's file was left behind");
-    let (ok, out) = verify(&data);
+    let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
 
     let s = Server::start_in(dir.path(), MERGE_SMALL);
@@ -213,7 +177,7 @@ fn kill_9_during_merges_loses_and_duplicates_nothing() {
         .collect();
     let data = s.data_dir.clone();
     assert!(s.stop().success());
-    let (ok, out) = verify(&data);
+    let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
     for file in std::fs::read_dir(data.join("indexes/logs/segments")).unwrap() {
         let name = file.unwrap().file_name().to_string_lossy().into_owned();

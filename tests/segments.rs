@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Server, BIN};
+use common::{segments_verify, Server, BIN};
 use serde_json::Value;
 
 /// Small segments, never merged, so the tests know which file holds what.
@@ -38,18 +38,6 @@ fn segment_files(data: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn verify(data: &Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["segments", "verify", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 /// Seals finish in the background: waits until at least `docs` records are in segments.
@@ -123,7 +111,7 @@ fn sealed_segments_are_searched_survive_restart_and_verify() {
     let data = s.data_dir.clone();
     assert!(s.stop().success());
 
-    let (ok, out) = verify(&data);
+    let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
     assert!(out.contains("logs: ok"), "{out}");
     let list = Command::new(BIN)
@@ -168,7 +156,7 @@ fn verify_names_flipped_truncated_missing_and_substituted_segments_and_the_serve
     std::fs::remove_file(&files[2]).unwrap();
     std::fs::copy(&files[1], &files[3]).unwrap();
 
-    let (ok, out) = verify(&data);
+    let (ok, out) = segments_verify(&data);
     assert!(!ok, "verify must fail:\n{out}");
     assert!(
         out.lines()
@@ -251,7 +239,7 @@ fn an_interrupted_seal_is_finished_and_orphans_are_not_served() {
         .exists());
     let data = s.data_dir.clone();
     assert!(s.stop().success());
-    let (ok, out) = verify(&data);
+    let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
 }
 
@@ -298,7 +286,7 @@ fn retention_deletes_old_segments_in_the_catalog_chain_except_under_legal_hold()
     let data = s.data_dir.clone();
     assert!(s.stop().success());
     // The deletions are links in the chain, not gaps: verify still passes.
-    let (ok, out) = verify(&data);
+    let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
     let catalog: Value =
         serde_json::from_slice(&std::fs::read(data.join("indexes/logs/catalog.json")).unwrap())

@@ -402,3 +402,38 @@ pub fn messages(body: &Value) -> Vec<String> {
         .map(|h| h["message"].as_str().unwrap_or("").to_string())
         .collect()
 }
+
+/// Every hit of `q`, page by page: (message → how many times it was found). For checks that
+/// each record is found exactly once.
+pub fn all_messages(s: &Server, q: &str) -> std::collections::HashMap<String, u32> {
+    let mut counts = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", "10000")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let (status, body) = s.search(q, &params);
+        assert_eq!(status, 200, "{body}");
+        for m in messages(&body) {
+            *counts.entry(m).or_insert(0) += 1;
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return counts,
+        }
+    }
+}
+
+/// `logsift segments verify --data-dir DATA`: whether it passed, and what it printed.
+pub fn segments_verify(data: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["segments", "verify", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
