@@ -17,7 +17,7 @@ use std::sync::Arc;
 use logsift_store::{IndexHandle, Store};
 use serde_json::Value;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
-use tantivy::{DocAddress, TantivyDocument, Term};
+use tantivy::{DocAddress, Term};
 
 use crate::collector::{sort_keys, SortKey, TopByTime};
 use crate::{
@@ -140,16 +140,7 @@ pub fn export(
             if req.budget.cancelled() {
                 return Err(QueryError::Cancelled);
             }
-            let part = &parts[*at];
-            let index = handles[part.handle].name().as_str();
-            let doc: TantivyDocument =
-                part.searcher
-                    .doc(*addr)
-                    .map_err(|source| QueryError::Search {
-                        index: index.to_string(),
-                        source,
-                    })?;
-            let hit = store.hit_json(index, key.id, key.timestamp, &doc);
+            let hit = parts[*at].hit(store, &handles, *key, *addr)?;
             let c = format_cursor(*key);
             emit(&hit, &c)?;
             position.records += 1;

@@ -28,7 +28,7 @@ use logsift_store::{IndexHandle, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery};
-use tantivy::{DocAddress, TantivyDocument, Term};
+use tantivy::{DocAddress, Term};
 
 pub use budget::Budget;
 use collector::{SortKey, TopByTime};
@@ -128,8 +128,9 @@ fn format_cursor(key: SortKey) -> String {
     format!("{}_{}", key.timestamp, key.id)
 }
 
-/// The indexes a request reads, resolved against the store.
-pub(crate) fn resolve_indexes(
+/// The indexes a request reads, resolved against the store: the named ones (an unknown name
+/// is an error), or every index except the built-in `_` ones.
+pub fn resolve_indexes(
     store: &Store,
     names: &[String],
 ) -> Result<Vec<Arc<IndexHandle>>, QueryError> {
@@ -284,16 +285,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         if n % FETCH_CHECK_EVERY == 0 && req.budget.cancelled() {
             return Err(QueryError::Cancelled);
         }
-        let part = &parts[*at];
-        let index = handles[part.handle].name().as_str();
-        let doc: TantivyDocument =
-            part.searcher
-                .doc(*addr)
-                .map_err(|source| QueryError::Search {
-                    index: index.to_string(),
-                    source,
-                })?;
-        hits.push(store.hit_json(index, key.id, key.timestamp, &doc));
+        hits.push(parts[*at].hit(store, &handles, *key, *addr)?);
     }
     let next_cursor = match coverage {
         Coverage::Partial { start, end } if candidates.len() < req.limit => {

@@ -28,6 +28,27 @@ pub(crate) struct Part {
     pub max_ts: i64,
 }
 
+impl Part {
+    /// The hit (as the API shapes it) of the document at `addr` in this part.
+    pub(crate) fn hit(
+        &self,
+        store: &logsift_store::Store,
+        handles: &[Arc<IndexHandle>],
+        key: crate::collector::SortKey,
+        addr: tantivy::DocAddress,
+    ) -> Result<serde_json::Value, QueryError> {
+        let index = handles[self.handle].name().as_str();
+        let doc: tantivy::TantivyDocument =
+            self.searcher
+                .doc(addr)
+                .map_err(|source| QueryError::Search {
+                    index: index.to_string(),
+                    source,
+                })?;
+        Ok(store.hit_json(index, key.id, key.timestamp, &doc))
+    }
+}
+
 /// The parts of `handles` that may hold records in `[start, end)`, in the order `order`
 /// reads them: newest data first for `Desc`, oldest first for `Asc`. Empty parts are left out.
 pub(crate) fn collect(

@@ -158,18 +158,7 @@ pub async fn start_export(
                 },
             )?
             .total;
-            let handles = if indexes.is_empty() {
-                store
-                    .list()
-                    .into_iter()
-                    .filter(|h| !h.name().is_builtin())
-                    .collect::<Vec<_>>()
-            } else {
-                indexes
-                    .iter()
-                    .map(|n| store.get(n).ok_or(QueryError::UnknownIndex(n.clone())))
-                    .collect::<Result<Vec<_>, _>>()?
-            };
+            let handles = logsift_query::resolve_indexes(&store, &indexes)?;
             let mut segments = Vec::new();
             let mut heads = Vec::new();
             for h in &handles {
