@@ -187,9 +187,11 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-/// Every index, the ones that hold users' logs first, then the built-in ones (`_audit`).
-fn indexes_in_order(store: &Store) -> Vec<Arc<logsift_store::IndexHandle>> {
+/// The indexes `principal` may read, the ones that hold users' logs first, then the built-in
+/// ones (`_audit`).
+fn readable_indexes(store: &Store, principal: &Principal) -> Vec<Arc<logsift_store::IndexHandle>> {
     let mut list = store.list();
+    list.retain(|h| principal.may(Role::Search, h.name().as_str()));
     list.sort_by_key(|h| (h.name().is_builtin(), h.name().to_string()));
     list
 }
@@ -198,9 +200,8 @@ async fn indexes(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> impl IntoResponse {
-    let list: Vec<_> = indexes_in_order(&state.store)
+    let list: Vec<_> = readable_indexes(&state.store, &principal)
         .iter()
-        .filter(|h| principal.may(Role::Search, h.name().as_str()))
         .map(|h| {
             json!({
                 "name": h.name().as_str(),
@@ -220,9 +221,8 @@ async fn segments(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> impl IntoResponse {
-    let list: Vec<_> = indexes_in_order(&state.store)
+    let list: Vec<_> = readable_indexes(&state.store, &principal)
         .iter()
-        .filter(|h| principal.may(Role::Search, h.name().as_str()))
         .map(|h| {
             json!({
                 "index": h.name().as_str(),
