@@ -388,6 +388,8 @@ fn serve_outcome(dir: &std::path::Path, config: &str, args: &[&str]) -> (Option<
             "127.0.0.1:0",
             "--json-tcp",
             "127.0.0.1:0",
+            "--otlp-grpc",
+            "127.0.0.1:0",
         ])
         .args(args)
         .stdout(Stdio::piped())

@@ -11,12 +11,12 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{client, messages, run_tool, Server};
+use common::{client, create_token, run_tool, Server};
 use logsift_compat::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 use prost::Message;
 use serde_json::{json, Value};
 
-const PIP_HINT: &str = "run `bash tests/run-all.sh` (it creates ~/.cache/logsift-venv with `python3 -m venv ~/.cache/logsift-venv && ~/.cache/logsift-venv/bin/pip install 'elasticsearch>=8.12,<9' opentelemetry-sdk opentelemetry-exporter-otlp-proto-http`) or point LOGSIFT_PYTHON at a python that has those packages";
+const PIP_HINT: &str = "run `bash tests/run-all.sh` (it creates ~/.cache/logsift-venv with `python3 -m venv ~/.cache/logsift-venv && ~/.cache/logsift-venv/bin/pip install 'elasticsearch>=8.12,<9' opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc`) or point LOGSIFT_PYTHON at a python that has those packages";
 
 /// The Python with the shipper clients: `LOGSIFT_PYTHON`, else the venv run-all.sh makes.
 fn python() -> PathBuf {
@@ -257,13 +257,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+# argv: endpoint, gzip|none, http|grpc
+if sys.argv[3] == "grpc":
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    compression = grpc.Compression.Gzip if sys.argv[2] == "gzip" else grpc.Compression.NoCompression
+    exporter = OTLPLogExporter(endpoint=sys.argv[1], insecure=True, compression=compression, timeout=30)
+else:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    compression = Compression.Gzip if sys.argv[2] == "gzip" else Compression.NoCompression
+    exporter = OTLPLogExporter(endpoint=sys.argv[1] + "/v1/logs", compression=compression, timeout=30)
 
 trace.set_tracer_provider(TracerProvider())
 provider = LoggerProvider(resource=Resource.create({"service.name": "checkout", "host.name": "otel-host-1", "deployment.environment": "staging"}))
-compression = Compression.Gzip if sys.argv[2] == "gzip" else Compression.NoCompression
-exporter = OTLPLogExporter(endpoint=sys.argv[1] + "/v1/logs", compression=compression, timeout=30)
 provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
 handler = LoggingHandler(level=logging.DEBUG, logger_provider=provider)
 log = logging.getLogger("payments")
@@ -280,14 +288,15 @@ provider.force_flush()
 provider.shutdown()
 "#;
 
-#[test]
-fn opentelemetry_python_sdk_exports_logs() {
-    let s = Server::start();
-    let ids = run_python(OTEL_SCRIPT, &[&s.http, "gzip"]);
+/// Runs [`OTEL_SCRIPT`] once against `endpoint` and checks that its 22 records arrived with
+/// the SDK's fields mapped, `before` being the number of records the server held.
+fn otel_sdk_exports(s: &Server, endpoint: &str, compression: &str, protocol: &str, before: u64) {
+    let ids = run_python(OTEL_SCRIPT, &[endpoint, compression, protocol]);
     let mut ids = ids.split_whitespace();
     let (trace_id, span_id) = (ids.next().unwrap(), ids.next().unwrap());
 
-    let body = s.wait_total("*", &[], 22);
+    s.wait_total("*", &[], before + 22);
+    let body = s.wait_total(&format!("fields.trace_id:{trace_id}"), &[], 1);
     let h = hit(&body, "card declined for order A-17");
     assert_eq!(h["host"], "otel-host-1");
     assert_eq!(h["app"], "checkout");
@@ -297,15 +306,23 @@ fn opentelemetry_python_sdk_exports_logs() {
     assert_eq!(h["fields"]["attributes.order.id"], "A-17");
     assert_eq!(h["fields"]["attributes.amount"], 42);
     assert_eq!(h["fields"]["resource.deployment.environment"], "staging");
-    assert!(h["source"].as_str().unwrap().starts_with("otlp "));
-    s.wait_total("severity:warning AND app:checkout AND slow", &[], 20);
-    s.wait_total("severity:debug AND host:otel-host-1", &[], 1);
-    let body = s.wait_total(&format!("fields.trace_id:{trace_id}"), &[], 1);
-    assert_eq!(messages(&body), vec!["card declined for order A-17"]);
+    let listener = if protocol == "grpc" {
+        "otlp-grpc "
+    } else {
+        "otlp "
+    };
+    assert!(h["source"].as_str().unwrap().starts_with(listener), "{h}");
+    let runs = before / 22 + 1;
+    s.wait_total("severity:warning AND app:checkout AND slow", &[], 20 * runs);
+    s.wait_total("severity:debug AND host:otel-host-1", &[], runs);
+}
 
+#[test]
+fn opentelemetry_python_sdk_exports_logs() {
+    let s = Server::start();
+    otel_sdk_exports(&s, &s.http, "gzip", "http", 0);
     // Uncompressed protobuf too, and JSON with the same mapping.
-    run_python(OTEL_SCRIPT, &[&s.http, "none"]);
-    s.wait_total("*", &[], 44);
+    otel_sdk_exports(&s, &s.http, "none", "http", 22);
     let json_body = json!({"resourceLogs": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
         "scopeLogs": [{"logRecords": [{
@@ -333,6 +350,95 @@ fn opentelemetry_python_sdk_exports_logs() {
     assert_eq!(
         body["hits"][0]["fields"]["trace_id"],
         "5b8efff798038103d269b633813fc60c"
+    );
+}
+
+#[test]
+fn opentelemetry_python_sdk_exports_logs_over_grpc() {
+    let s = Server::start();
+    let endpoint = s.otlp_grpc.to_string();
+    otel_sdk_exports(&s, &endpoint, "gzip", "grpc", 0);
+    otel_sdk_exports(&s, &endpoint, "none", "grpc", 22);
+}
+
+/// Calls `Export` with grpcio's own stub (and raw bytes where a stub cannot send them) and
+/// prints one JSON line per call: the gRPC status code the client saw.
+const GRPC_STATUS_SCRIPT: &str = r#"
+import json, sys, grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+
+addr, ingest, search = sys.argv[1], sys.argv[2], sys.argv[3]
+channel = grpc.insecure_channel(addr)
+stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+record = logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value="raw grpc record"), severity_number=17)
+request = logs_service_pb2.ExportLogsServiceRequest(
+    resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])])
+def bearer(token):
+    return [("authorization", "Bearer " + token)]
+def call(label, fn):
+    try:
+        answer = fn()
+        print(json.dumps({"call": label, "code": "OK", "answer": str(answer)}))
+    except grpc.RpcError as e:
+        print(json.dumps({"call": label, "code": e.code().name, "details": e.details()}))
+call("no token", lambda: stub.Export(request, timeout=30))
+call("search token", lambda: stub.Export(request, metadata=bearer(search), timeout=30))
+call("ingest token", lambda: stub.Export(request, metadata=bearer(ingest), timeout=30))
+call("other index", lambda: stub.Export(request, metadata=bearer(ingest) + [("x-logsift-index", "secret")], timeout=30))
+raw = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+call("garbage", lambda: raw(b"\xff\xff\xff", metadata=bearer(ingest), timeout=30))
+call("unknown method", lambda: channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")(b"", metadata=bearer(ingest), timeout=30))
+"#;
+
+#[test]
+fn otlp_grpc_status_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let ingest = create_token(&data, &["ingest"], &["logs"]);
+    let search = create_token(&data, &["search"], &[]);
+    let admin = create_token(&data, &["admin"], &[]);
+    let s = Server::start_in(dir.path(), "");
+    let out = run_python(
+        GRPC_STATUS_SCRIPT,
+        &[&s.otlp_grpc.to_string(), &ingest, &search],
+    );
+    let calls: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let code = |label: &str| -> &Value {
+        let call = calls
+            .iter()
+            .find(|c| c["call"] == label)
+            .unwrap_or_else(|| panic!("no {label:?} in {out}"));
+        &call["code"]
+    };
+    assert_eq!(code("no token"), "UNAUTHENTICATED", "{out}");
+    assert_eq!(code("search token"), "PERMISSION_DENIED", "{out}");
+    assert_eq!(code("ingest token"), "OK", "{out}");
+    assert_eq!(code("other index"), "PERMISSION_DENIED", "{out}");
+    assert_eq!(code("garbage"), "INVALID_ARGUMENT", "{out}");
+    assert_eq!(code("unknown method"), "UNIMPLEMENTED", "{out}");
+
+    // Exactly the one accepted record is stored, and the refusals are counted.
+    let found = s.wait_total_as(&admin, "*", &[], 1);
+    assert_eq!(found["hits"][0]["message"], "raw grpc record");
+    assert_eq!(found["hits"][0]["severity"], "error");
+    let metrics = client()
+        .get(format!("{}/metrics", s.http))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "logsift_http_bad_requests_total{api=\"otlp-grpc\",reason=\"bad_protobuf\"} 1"
+        ),
+        "{metrics}"
     );
 }
 

@@ -28,13 +28,15 @@ if [ ! -d tests/ui/node_modules/playwright-core ]; then
   (cd tests/ui && npm ci --no-audit --no-fund --silent)
 fi
 # The real shipper clients that tests/compat.rs drives (the Python Elasticsearch client and the
-# OpenTelemetry SDK with its OTLP/HTTP exporter), in a virtualenv outside the repository.
+# OpenTelemetry SDK with its OTLP/HTTP and OTLP/gRPC exporters), in a virtualenv outside the
+# repository.
 venv="${LOGSIFT_VENV:-$HOME/.cache/logsift-venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c 'import elasticsearch, opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http._log_exporter' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import elasticsearch, opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http._log_exporter, opentelemetry.exporter.otlp.proto.grpc._log_exporter' 2>/dev/null; then
   echo "installing the Python shipper clients into $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'elasticsearch>=8.12,<9' 'opentelemetry-sdk>=1.20' 'opentelemetry-exporter-otlp-proto-http>=1.20'
+    'elasticsearch>=8.12,<9' 'opentelemetry-sdk>=1.20' 'opentelemetry-exporter-otlp-proto-http>=1.20' \
+    'opentelemetry-exporter-otlp-proto-grpc>=1.20'
 fi
 export LOGSIFT_PYTHON="$venv/bin/python"
 

@@ -49,6 +49,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--json-tcp",
                 "127.0.0.1:0",
+                "--otlp-grpc",
+                "127.0.0.1:0",
             ])
             .env("RUST_LOG", "info,tantivy=warn")
             .env("NO_COLOR", "1")

@@ -29,6 +29,8 @@ pub struct Server {
     pub json_tcp: SocketAddr,
     /// When the config sets `[syslog] tls`.
     pub syslog_tls: Option<SocketAddr>,
+    /// The OTLP/gRPC listener (HTTP/2).
+    pub otlp_grpc: SocketAddr,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -85,6 +87,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--json-tcp",
                 "127.0.0.1:0",
+                "--otlp-grpc",
+                "127.0.0.1:0",
             ])
             .env("RUST_LOG", "info,tantivy=warn")
             .env("NO_COLOR", "1")
@@ -127,6 +131,7 @@ impl Server {
         Server {
             http,
             syslog_tls: find("syslog-tls").map(|a| a.parse().unwrap()),
+            otlp_grpc: addr("otlp-grpc").parse().unwrap(),
             syslog_tcp: addr("syslog-tcp").parse().unwrap(),
             syslog_udp: addr("syslog-udp").parse().unwrap(),
             json_tcp: addr("json-tcp").parse().unwrap(),

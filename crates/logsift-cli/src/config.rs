@@ -17,6 +17,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub syslog: SyslogConfig,
     pub json: JsonConfig,
+    pub otlp: OtlpConfig,
     pub ingest: IngestConfig,
     pub wal: WalConfig,
     pub index: IndexConfig,
@@ -110,6 +111,13 @@ pub struct SyslogConfig {
 pub struct JsonConfig {
     pub tcp: Option<SocketAddr>,
     pub index: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// OTLP over gRPC (HTTP/2), served with the `[http]` TLS setting, tokens and limits.
+    pub grpc: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,6 +369,7 @@ impl Config {
         out.extend(self.syslog.udp.map(|a| ("syslog.udp", a)));
         out.extend(self.syslog.tls.map(|a| ("syslog.tls", a)));
         out.extend(self.json.tcp.map(|a| ("json.tcp", a)));
+        out.extend(self.otlp.grpc.map(|a| ("otlp.grpc", a)));
         out
     }
 

@@ -11,7 +11,7 @@ use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
 use logsift_ingest::tls::TlsFiles;
 use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
 use logsift_server::tokens::TOKENS_FILE;
-use logsift_server::{AppState, Auth, AuthConfig, HttpLimits, ServerConfig};
+use logsift_server::{AppState, Auth, AuthConfig, HttpLimits, Protocol, ServerConfig};
 use logsift_store::{Store, StoreConfig};
 
 use crate::Config;
@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Syslog over TLS address (RFC 5425) [default: off]; needs tls.cert_file and key_file.
     #[arg(long, value_name = "ADDR")]
     syslog_tls: Option<SocketAddr>,
+    /// OTLP/gRPC address [default: 127.0.0.1:4317].
+    #[arg(long, value_name = "ADDR")]
+    otlp_grpc: Option<SocketAddr>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -65,6 +68,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = args.json_tcp {
         cfg.json.tcp = Some(a);
     }
+    if let Some(a) = args.otlp_grpc {
+        cfg.otlp.grpc = Some(a);
+    }
     if let Some(a) = args.syslog_tls {
         cfg.syslog.tls = Some(a);
         cfg.syslog_tls()?;
@@ -89,6 +95,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let tls = (
         tls_config(cfg.http_tls()?, &[b"http/1.1"])?,
         tls_config(cfg.syslog_tls()?, &[])?,
+        // gRPC is HTTP/2 only; clients insist on ALPN h2 over TLS.
+        tls_config(cfg.http_tls()?, &[b"h2"])?,
     );
     let store = Arc::new(Store::open(StoreConfig {
         dir: cfg.data_dir.join("indexes"),
@@ -224,12 +232,11 @@ struct Shared {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     auth: Arc<Auth>,
-    /// HTTP, syslog.
-    tls: (
-        Option<Arc<rustls::ServerConfig>>,
-        Option<Arc<rustls::ServerConfig>>,
-    ),
+    /// HTTP, syslog, OTLP/gRPC.
+    tls: (TlsConfig, TlsConfig, TlsConfig),
 }
+
+type TlsConfig = Option<Arc<rustls::ServerConfig>>;
 
 async fn serve(
     cfg: &Config,
@@ -243,7 +250,7 @@ async fn serve(
         store,
         metrics,
         auth,
-        tls: (http_tls, syslog_tls),
+        tls: (http_tls, syslog_tls, grpc_tls),
     } = shared;
     let max_line = cfg.ingest.max_line_bytes;
     let max_connections = cfg.ingest.max_connections_per_listener;
@@ -255,6 +262,16 @@ async fn serve(
         .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     let scheme = if http_tls.is_some() { "https" } else { "http" };
     ready.push(format!("{scheme}={}", http.local_addr()?));
+    let grpc = match cfg.otlp.grpc {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding OTLP/gRPC on {addr}"))?;
+            ready.push(format!("otlp-grpc={}", listener.local_addr()?));
+            Some(listener)
+        }
+        None => None,
+    };
     if let Some(addr) = cfg.syslog.tcp {
         let lc = StreamListenerConfig {
             name: "syslog-tcp",
@@ -356,18 +373,31 @@ async fn serve(
         );
         std::process::exit(130);
     });
-    logsift_server::serve_http(
-        http,
-        app,
-        HttpLimits {
-            max_connections: cfg.http.max_connections,
-            header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
-            tls: http_tls,
-        },
-        metrics,
-        life.shutdown.clone(),
-    )
-    .await;
+    let limits = HttpLimits {
+        max_connections: cfg.http.max_connections,
+        header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
+        tls: http_tls,
+        protocol: Protocol::Http1,
+    };
+    let grpc = grpc.map(|listener| {
+        let limits = HttpLimits {
+            tls: grpc_tls,
+            protocol: Protocol::Http2,
+            ..limits.clone()
+        };
+        tokio::spawn(logsift_server::serve_http(
+            listener,
+            app.clone(),
+            limits,
+            metrics.clone(),
+            life.shutdown.clone(),
+        ))
+    });
+    logsift_server::serve_http(http, app, limits, metrics, life.shutdown.clone()).await;
+    if let Some(grpc) = grpc {
+        // Its connections drain like the HTTP ones before the pipeline is flushed.
+        let _ = grpc.await;
+    }
     Ok(())
 }
 

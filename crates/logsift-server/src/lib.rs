@@ -13,6 +13,7 @@ mod delete;
 mod error;
 mod es;
 pub mod export;
+mod grpc;
 mod holds;
 mod ingest;
 mod loki;
@@ -37,7 +38,7 @@ use serde_json::json;
 
 pub use auth::{Auth, AuthConfig, Principal, Who};
 pub use error::ApiError;
-pub use serve::{serve_http, HttpLimits};
+pub use serve::{serve_http, HttpLimits, Protocol};
 pub use tokens::Role;
 
 #[derive(Debug, Clone)]
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
         .route("/loki/api/v1/push", post(loki::push))
         .route("/v1/logs", post(otlp::logs))
+        .route(grpc::EXPORT_PATH, post(grpc::export))
         .merge(es::routes())
         .route_layer(role(Role::Ingest));
     let read = Router::new()

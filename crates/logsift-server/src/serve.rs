@@ -1,6 +1,6 @@
 //! The HTTP accept loop: a bounded number of connections, HTTP/1.1 with a header read
-//! timeout (slowloris clients and idle keep-alive connections are closed), optional TLS, and
-//! graceful shutdown that lets requests in flight finish.
+//! timeout (slowloris clients and idle keep-alive connections are closed) or HTTP/2 for gRPC,
+//! optional TLS, and graceful shutdown that lets requests in flight finish.
 //!
 //! `axum::serve` offers none of these limits, so this drives hyper directly.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use logsift_ingest::Metrics;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,6 +26,23 @@ pub struct HttpLimits {
     /// last header byte; also bounds a TLS handshake.
     pub header_read_timeout: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 only (prior knowledge, or ALPN h2 over TLS): what gRPC clients speak.
+    Http2,
+}
+
+/// Streams one HTTP/2 connection may run at once; an OTLP exporter uses a handful.
+const MAX_H2_STREAMS: u32 = 64;
+
+#[derive(Clone)]
+enum Builder {
+    Http1(hyper::server::conn::http1::Builder),
+    Http2(hyper::server::conn::http2::Builder<TokioExecutor>),
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then waits for the open
@@ -39,10 +56,24 @@ pub async fn serve_http(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    let builder = match limits.protocol {
+        Protocol::Http1 => {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            Builder::Http1(b)
+        }
+        Protocol::Http2 => {
+            // HTTP/2 has no header read timeout; pings find dead peers instead, and
+            // max_connections bounds the live idle ones.
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .keep_alive_interval(Some(limits.header_read_timeout))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .max_concurrent_streams(MAX_H2_STREAMS);
+            Builder::Http2(b)
+        }
+    };
     let acceptor = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = tokio::select! {
@@ -96,7 +127,7 @@ pub async fn serve_http(
 }
 
 async fn connection<I>(
-    builder: hyper::server::conn::http1::Builder,
+    builder: Builder,
     io: I,
     peer: SocketAddr,
     router: Router,
@@ -112,8 +143,19 @@ async fn connection<I>(
             // Router is always ready, so calling it without poll_ready is allowed.
             tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
         });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
+    let served = match builder {
+        Builder::Http1(b) => {
+            watcher
+                .watch(b.serve_connection(TokioIo::new(io), service))
+                .await
+        }
+        Builder::Http2(b) => {
+            watcher
+                .watch(b.serve_connection(TokioIo::new(io), service))
+                .await
+        }
+    };
+    if let Err(e) = served {
         if e.is_timeout() {
             Metrics::add(&metrics.http_timeouts, 1);
             tracing::debug!(%peer, "HTTP connection closed: header read timeout");
