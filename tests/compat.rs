@@ -113,6 +113,68 @@ fn elasticsearch_python_client_bulk_helper() {
     s.wait_total("fields.http.response.status_code:500", &[], 1);
 }
 
+/// Bulk-creates events `argv[2]..argv[3]` with ids derived from them, as shippers that
+/// deduplicate do, and prints how many were stored and the status of each refused one.
+const ES_CREATE_SCRIPT: &str = r#"
+import json, sys
+from elasticsearch import Elasticsearch, helpers
+es = Elasticsearch(sys.argv[1], request_timeout=30)
+docs = [{"_index": "events", "_op_type": sys.argv[4], "_id": f"evt-{i}",
+         "_source": {"message": f"event {i}", "host": {"name": "dedup-host"}}}
+        for i in range(int(sys.argv[2]), int(sys.argv[3]))]
+ok, errors = helpers.bulk(es, docs, chunk_size=20, raise_on_error=False, stats_only=False)
+print(json.dumps({"ok": ok, "errors": [next(iter(e.values())) for e in errors]}))
+"#;
+
+fn es_create(s: &Server, from: u32, to: u32, op: &str) -> (u64, Vec<Value>) {
+    let out = run_python(
+        ES_CREATE_SCRIPT,
+        &[&s.http, &from.to_string(), &to.to_string(), op],
+    );
+    let result: Value = serde_json::from_str(out.trim()).expect("script output");
+    let errors = result["errors"].as_array().unwrap().clone();
+    (result["ok"].as_u64().unwrap(), errors)
+}
+
+#[test]
+fn elasticsearch_create_with_a_stored_id_conflicts_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), "");
+    assert_eq!(es_create(&s, 0, 50, "create"), (50, vec![]));
+    // A retry that overlaps: the 25 stored ids conflict, as in Elasticsearch, the rest land.
+    let (ok, errors) = es_create(&s, 25, 75, "create");
+    assert_eq!(ok, 25);
+    assert_eq!(errors.len(), 25);
+    for e in &errors {
+        assert_eq!(e["status"], 409, "{e}");
+        assert_eq!(e["error"]["type"], "version_conflict_engine_exception");
+        let id = e["_id"].as_str().unwrap();
+        let n: u32 = id.strip_prefix("evt-").unwrap().parse().unwrap();
+        assert!((25..50).contains(&n), "{id}");
+        assert!(e["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("[{id}]")));
+    }
+    // `index` with an id is not refused (Elasticsearch would overwrite; logsift appends), but a
+    // later `create` of that id conflicts.
+    assert_eq!(es_create(&s, 100, 101, "index"), (1, vec![]));
+    let (ok, errors) = es_create(&s, 100, 101, "create");
+    assert_eq!((ok, errors[0]["status"].clone()), (0, json!(409)));
+    s.wait_total("host:dedup-host", &[("index", "events")], 76);
+    assert_eq!(s.metric("logsift_es_bulk_conflicts_total"), 26.0);
+
+    // The ids outlive a kill -9: the whole retry conflicts, nothing is stored twice.
+    s.kill9();
+    let s = Server::start_in(dir.path(), "");
+    let (ok, errors) = es_create(&s, 0, 75, "create");
+    assert_eq!((ok, errors.len()), (0, 75));
+    assert!(errors.iter().all(|e| e["status"] == 409));
+    assert_eq!(es_create(&s, 75, 80, "create"), (5, vec![]));
+    let body = s.wait_total("host:dedup-host", &[("index", "events")], 81);
+    assert_eq!(body["total"], 81);
+}
+
 #[test]
 fn elasticsearch_probes_and_bulk_errors() {
     let s = Server::start();

@@ -18,6 +18,7 @@ pub struct Config {
     pub syslog: SyslogConfig,
     pub json: JsonConfig,
     pub otlp: OtlpConfig,
+    pub elasticsearch: ElasticsearchConfig,
     pub ingest: IngestConfig,
     pub wal: WalConfig,
     pub index: IndexConfig,
@@ -118,6 +119,15 @@ pub struct JsonConfig {
 pub struct OtlpConfig {
     /// OTLP over gRPC (HTTP/2), served with the `[http]` TLS setting, tokens and limits.
     pub grpc: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// How long a stored `_id` makes a bulk `create` with it conflict (409); 0 turns it off.
+    pub id_window_secs: u64,
+    /// At most this many ids are remembered; the oldest are forgotten first.
+    pub id_window_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

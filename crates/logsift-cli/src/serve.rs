@@ -334,6 +334,13 @@ async fn serve(
         logsift_server::export::ExportState::open(&cfg.data_dir, cfg.audit.signing_key.as_deref())
             .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
     let audit = logsift_server::audit::Audit::new(pipeline.handle(), metrics.clone());
+    let es_ids = logsift_server::es_ids::IdWindow::open(
+        &cfg.data_dir.join("es-ids"),
+        cfg.elasticsearch.id_window_secs,
+        cfg.elasticsearch.id_window_max,
+        logsift_core::time::now_ns(),
+    )
+    .context("loading the Elasticsearch _id window (DATA_DIR/es-ids)")?;
     let state = AppState {
         exports: Arc::new(exports),
         audit: Arc::new(audit),
@@ -341,6 +348,7 @@ async fn serve(
         pipeline: pipeline.handle(),
         metrics: metrics.clone(),
         auth: auth.clone(),
+        es_ids: Arc::new(es_ids),
         cfg: Arc::new(ServerConfig {
             max_body_bytes: cfg.http.max_body_bytes,
             max_line_bytes: max_line,

@@ -23,6 +23,7 @@ use logsift_core::{Format, IndexName};
 use logsift_ingest::{Ack, Metrics};
 use serde_json::{json, Value};
 
+use crate::es_ids::{self, Claim, Claims};
 use crate::ingest::{ingest_body, source_of, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
@@ -251,6 +252,7 @@ enum Item {
         op: OpType,
         index: String,
         id: Option<String>,
+        status: u16,
         error_type: &'static str,
         reason: String,
     },
@@ -270,6 +272,8 @@ async fn bulk(
     let source = source_of(&peer, "es-bulk");
     let max_line_bytes = state.cfg.max_line_bytes;
     let scope = principal.clone();
+    let claims = Claims::new(state.es_ids.clone());
+    let claimed = claims.clone();
     let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, move |body| {
         let items = parse_bulk(body).map_err(|e| {
             ApiError::bad_request(e.error_type, e.reason)
@@ -283,13 +287,15 @@ async fn bulk(
                 .clone()
                 .or_else(|| path_index.clone())
                 .unwrap_or_else(|| logsift_core::DEFAULT_INDEX.to_string());
-            let fail = |error_type, reason: String| Item::Failed {
+            let fail_with = |status, error_type, reason: String| Item::Failed {
                 op: item.op,
                 index: es_index.clone(),
                 id: item.id.clone(),
+                status,
                 error_type,
                 reason,
             };
+            let fail = |error_type, reason| fail_with(400, error_type, reason);
             let doc = match (item.op, item.doc) {
                 (OpType::Index | OpType::Create, Some(doc)) => doc,
                 (op, _) => {
@@ -313,7 +319,8 @@ async fn bulk(
             // A token scoped to some indexes gets a per-item refusal for the others, as
             // Elasticsearch answers an unauthorized index in a bulk.
             if !scope.may(Role::Ingest, index.as_str()) {
-                answer.push(fail(
+                answer.push(fail_with(
+                    403,
                     "security_exception",
                     format!("{} may not write to index [{}]", scope.label(), index.as_str()),
                 ));
@@ -332,6 +339,36 @@ async fn bulk(
             if let Err(reason) = check_document(doc) {
                 answer.push(fail("document_parsing_exception", reason));
                 continue;
+            }
+            // Checked last, so that only a document that will be stored holds a claim.
+            if let Some(id) = &item.id {
+                let key = es_ids::key(index.as_str(), id);
+                match item.op {
+                    OpType::Create => match claimed.claim(key, received_at) {
+                        Claim::Claimed => {}
+                        Claim::Exists => {
+                            answer.push(fail_with(
+                                409,
+                                "version_conflict_engine_exception",
+                                format!(
+                                    "[{id}]: version conflict, document already exists (current version [1])"
+                                ),
+                            ));
+                            continue;
+                        }
+                        Claim::InFlight => {
+                            answer.push(fail_with(
+                                429,
+                                "es_rejected_execution_exception",
+                                format!(
+                                    "[{id}]: another request in flight is creating this document; retry"
+                                ),
+                            ));
+                            continue;
+                        }
+                    },
+                    _ => claimed.record(key),
+                }
             }
             entries.push(
                 Entry {
@@ -363,6 +400,11 @@ async fn bulk(
         Ok(ingested) => ingested.answer,
         Err(e) => return es_error(e),
     };
+    // The records are durable: their ids now conflict. Failing to write the id file only
+    // forgets them (a retry would store duplicates), so it is logged, not answered.
+    if let Err(e) = claims.commit(now_ns()) {
+        tracing::warn!(error = %e, "cannot record Elasticsearch _ids; create will not detect these duplicates after a restart");
+    }
     let metrics = &state.metrics;
     let mut errors = false;
     let items: Vec<Value> = items
@@ -385,16 +427,16 @@ async fn bulk(
                 op,
                 index,
                 id,
+                status,
                 error_type,
                 reason,
             } => {
                 errors = true;
-                Metrics::add(&metrics.es_bulk_item_errors, 1);
-                let status = if error_type == "security_exception" {
-                    403
+                if status == 409 {
+                    Metrics::add(&metrics.es_bulk_conflicts, 1);
                 } else {
-                    400
-                };
+                    Metrics::add(&metrics.es_bulk_item_errors, 1);
+                }
                 json!({ op.name(): {
                     "_index": index,
                     "_id": id,

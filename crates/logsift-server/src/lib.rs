@@ -12,6 +12,7 @@ mod compat;
 mod delete;
 mod error;
 mod es;
+pub mod es_ids;
 pub mod export;
 mod grpc;
 mod holds;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub exports: Arc<export::ExportState>,
     pub audit: Arc<audit::Audit>,
     pub auth: Arc<Auth>,
+    /// Elasticsearch `_id`s stored recently, for `create` conflicts.
+    pub es_ids: Arc<es_ids::IdWindow>,
 }
 
 /// The routes, each behind what it needs: the UI page and `/health/*` are open; the rest

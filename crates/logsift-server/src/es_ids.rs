@@ -1,0 +1,381 @@
+//! Elasticsearch `_id`s stored recently, so that `create` with an `_id` already stored answers
+//! 409 `version_conflict_engine_exception`, as Elasticsearch does. Shippers send `create` with
+//! ids derived from the event (Filebeat's fingerprint processor, Logstash's `document_id`,
+//! Fluent Bit's `Generate_ID`, Vector's `id_key`) precisely so that a retried bulk — its answer
+//! lost to a timeout or a crash after the fsync — does not store the events twice; they count
+//! the 409 as "already there".
+//!
+//! A record is the raw document, which does not hold its `_id`, so the ids live in a window
+//! of their own: those stored in the last `elasticsearch.id_window_secs` (at most
+//! `id_window_max` of them), in memory and in `<data>/es-ids/<hour>.ids` files of 24-byte
+//! entries, so that a restart or a kill -9 keeps the window. Past the window an id is
+//! forgotten and `create` stores the document again.
+//!
+//! An id is written only after the WAL fsynced its record: a crash in between forgets the id
+//! (a retry then stores a duplicate) rather than refusing a record that was never stored. The
+//! files are not fsynced: a process crash keeps them in the page cache, and a power cut loses
+//! at most the newest ids, again a duplicate and never a loss.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+
+/// An id and its index, hashed: 16 bytes whatever the id's length.
+pub type Key = [u8; 16];
+
+const ENTRY_BYTES: usize = 24;
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+pub fn key(index: &str, id: &str) -> Key {
+    let digest = Sha256::new()
+        .chain_update(index.as_bytes())
+        .chain_update([0u8])
+        .chain_update(id.as_bytes())
+        .finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// Claimed by a request whose records are not durable yet.
+    Pending,
+    /// Stored at this time (ns).
+    Stored(i64),
+}
+
+/// What [`IdWindow::claim`] found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Claim {
+    /// Not known: now pending for the caller, who must commit or release it.
+    Claimed,
+    /// Stored within the window: `create` conflicts.
+    Exists,
+    /// Another request in flight is storing it; its outcome is not known yet.
+    InFlight,
+}
+
+pub struct IdWindow {
+    dir: PathBuf,
+    window_ns: i64,
+    max_ids: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    known: HashMap<Key, State>,
+    /// Stored ids in commit order, for expiry.
+    order: VecDeque<(i64, Key)>,
+    /// The hour file being appended to.
+    file: Option<(i64, File)>,
+}
+
+impl IdWindow {
+    /// Loads the ids of the last `window_secs` from `dir` (created if missing) and deletes
+    /// files wholly older than that. `window_secs = 0` turns the window off.
+    pub fn open(dir: &Path, window_secs: u64, max_ids: usize, now: i64) -> std::io::Result<Self> {
+        let window = IdWindow {
+            dir: dir.to_path_buf(),
+            window_ns: (window_secs as i64).saturating_mul(1_000_000_000),
+            max_ids,
+            inner: Mutex::new(Inner::default()),
+        };
+        if !window.enabled() {
+            return Ok(window);
+        }
+        std::fs::create_dir_all(dir)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let hour = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ids"))
+                .and_then(|h| h.parse::<i64>().ok());
+            if let Some(hour) = hour {
+                files.push((hour, path));
+            }
+        }
+        files.sort();
+        let oldest = now - window.window_ns;
+        let mut inner = window.lock();
+        for (hour, path) in files {
+            if (hour + 1) * HOUR_NS <= oldest {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let mut bytes = Vec::new();
+            File::open(&path)?.read_to_end(&mut bytes)?;
+            // A torn last entry (a crash mid-write) is ignored: its id is forgotten.
+            for entry in bytes.chunks_exact(ENTRY_BYTES) {
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&entry[..16]);
+                let at = i64::from_le_bytes(entry[16..].try_into().expect("8 bytes"));
+                if at > oldest {
+                    inner.known.insert(key, State::Stored(at));
+                    inner.order.push_back((at, key));
+                }
+            }
+        }
+        window.expire(&mut inner, now);
+        drop(inner);
+        Ok(window)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.window_ns > 0 && self.max_ids > 0
+    }
+
+    /// Ids known (stored or in flight).
+    pub fn known(&self) -> usize {
+        self.lock().known.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims `key` for a `create` at `now`; see [`Claim`].
+    pub fn claim(&self, key: Key, now: i64) -> Claim {
+        if !self.enabled() {
+            return Claim::Claimed;
+        }
+        let mut inner = self.lock();
+        self.expire(&mut inner, now);
+        match inner.known.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(State::Pending);
+                Claim::Claimed
+            }
+            Entry::Occupied(o) => match o.get() {
+                State::Pending => Claim::InFlight,
+                State::Stored(_) => Claim::Exists,
+            },
+        }
+    }
+
+    /// Records `keys` as stored at `now` (their records are durable): claimed ones and the
+    /// ids of `index` actions alike.
+    fn commit(&self, keys: &[Key], now: i64) -> std::io::Result<()> {
+        if !self.enabled() || keys.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let mut bytes = Vec::with_capacity(keys.len() * ENTRY_BYTES);
+        for key in keys {
+            inner.known.insert(*key, State::Stored(now));
+            inner.order.push_back((now, *key));
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(&now.to_le_bytes());
+        }
+        let hour = now.div_euclid(HOUR_NS);
+        let written = (|| {
+            if inner.file.as_ref().map(|(h, _)| *h) != Some(hour) {
+                let path = self.dir.join(format!("{hour}.ids"));
+                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                inner.file = Some((hour, file));
+                self.remove_expired_files(now)?;
+            }
+            let (_, file) = inner.file.as_mut().expect("opened above");
+            file.write_all(&bytes)
+        })();
+        self.expire(&mut inner, now);
+        written
+    }
+
+    fn release(&self, keys: &[Key]) {
+        let mut inner = self.lock();
+        for key in keys {
+            if inner.known.get(key) == Some(&State::Pending) {
+                inner.known.remove(key);
+            }
+        }
+    }
+
+    /// Forgets ids older than the window, and the oldest beyond `max_ids`.
+    fn expire(&self, inner: &mut Inner, now: i64) {
+        let oldest = now - self.window_ns;
+        while let Some(&(at, key)) = inner.order.front() {
+            if at > oldest && inner.order.len() <= self.max_ids {
+                break;
+            }
+            inner.order.pop_front();
+            // Only if not stored again since: a later entry for it is further back.
+            if inner.known.get(&key) == Some(&State::Stored(at)) {
+                inner.known.remove(&key);
+            }
+        }
+    }
+
+    fn remove_expired_files(&self, now: i64) -> std::io::Result<()> {
+        let oldest = now - self.window_ns;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let expired = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ids"))
+                .and_then(|h| h.parse::<i64>().ok())
+                .is_some_and(|hour| (hour + 1) * HOUR_NS <= oldest);
+            if expired {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ids one bulk request claimed or will record. Committed once the request's records are
+/// durable; dropped without that (an error, or the client gone), its claims are released so
+/// that a retry can store them.
+pub struct Claims {
+    window: Arc<IdWindow>,
+    inner: Mutex<ClaimsInner>,
+}
+
+#[derive(Default)]
+struct ClaimsInner {
+    claimed: Vec<Key>,
+    recorded: Vec<Key>,
+    done: bool,
+}
+
+impl Claims {
+    pub fn new(window: Arc<IdWindow>) -> Arc<Claims> {
+        Arc::new(Claims {
+            window,
+            inner: Mutex::new(ClaimsInner::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ClaimsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// For `create`: claims the id, remembering it when claimed.
+    pub fn claim(&self, key: Key, now: i64) -> Claim {
+        let claim = self.window.claim(key, now);
+        if claim == Claim::Claimed {
+            self.lock().claimed.push(key);
+        }
+        claim
+    }
+
+    /// For `index`: no conflict is possible, the id is recorded once stored.
+    pub fn record(&self, key: Key) {
+        self.lock().recorded.push(key);
+    }
+
+    /// The request's records are durable.
+    pub fn commit(&self, now: i64) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        inner.done = true;
+        let mut keys = std::mem::take(&mut inner.claimed);
+        keys.append(&mut inner.recorded);
+        drop(inner);
+        self.window.commit(&keys, now)
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let inner = self.lock();
+        if !inner.done {
+            let claimed = inner.claimed.clone();
+            drop(inner);
+            self.window.release(&claimed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    #[test]
+    fn create_conflicts_until_the_window_passes_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000 * SEC;
+        let window = Arc::new(IdWindow::open(dir.path(), 600, 1000, now).unwrap());
+        let a = key("logs", "a");
+        let claims = Claims::new(window.clone());
+        assert_eq!(claims.claim(a, now), Claim::Claimed);
+        // The same id again, in this request or another, before it is durable.
+        assert_eq!(window.claim(a, now), Claim::InFlight);
+        claims.commit(now).unwrap();
+        drop(claims);
+        assert_eq!(window.claim(a, now), Claim::Exists);
+        // Another index has its own ids.
+        assert_eq!(window.claim(key("other", "a"), now), Claim::Claimed);
+
+        let reopened = IdWindow::open(dir.path(), 600, 1000, now + 10 * SEC).unwrap();
+        assert_eq!(reopened.claim(a, now + 10 * SEC), Claim::Exists);
+        let later = IdWindow::open(dir.path(), 600, 1000, now + 601 * SEC).unwrap();
+        assert_eq!(later.claim(a, now + 601 * SEC), Claim::Claimed);
+    }
+
+    #[test]
+    fn failed_requests_release_their_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Arc::new(IdWindow::open(dir.path(), 600, 1000, 0).unwrap());
+        let claims = Claims::new(window.clone());
+        assert_eq!(claims.claim(key("logs", "b"), 0), Claim::Claimed);
+        drop(claims);
+        assert_eq!(window.known(), 0);
+        assert_eq!(window.claim(key("logs", "b"), 0), Claim::Claimed);
+    }
+
+    #[test]
+    fn index_actions_record_ids_and_the_cap_forgets_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Arc::new(IdWindow::open(dir.path(), 600, 2, 0).unwrap());
+        for (i, id) in ["x", "y", "z"].iter().enumerate() {
+            let claims = Claims::new(window.clone());
+            claims.record(key("logs", id));
+            claims.commit(i as i64).unwrap();
+        }
+        assert_eq!(window.known(), 2);
+        assert_eq!(window.claim(key("logs", "x"), 3), Claim::Claimed);
+        assert_eq!(window.claim(key("logs", "z"), 3), Claim::Exists);
+    }
+
+    #[test]
+    fn a_torn_entry_is_ignored_and_old_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000 * SEC;
+        {
+            let window = Arc::new(IdWindow::open(dir.path(), 3600, 1000, now).unwrap());
+            let claims = Claims::new(window);
+            claims.record(key("logs", "kept"));
+            claims.commit(now).unwrap();
+        }
+        let file = dir.path().join(format!("{}.ids", now / HOUR_NS));
+        let mut f = OpenOptions::new().append(true).open(&file).unwrap();
+        f.write_all(&[7u8; 10]).unwrap();
+        std::fs::write(dir.path().join("12.ids"), [1u8; 24]).unwrap();
+        let window = IdWindow::open(dir.path(), 3600, 1000, now + SEC).unwrap();
+        assert_eq!(window.known(), 1);
+        assert_eq!(window.claim(key("logs", "kept"), now + SEC), Claim::Exists);
+        assert!(!dir.path().join("12.ids").exists());
+    }
+
+    #[test]
+    fn a_zero_window_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Arc::new(IdWindow::open(&dir.path().join("ids"), 0, 1000, 0).unwrap());
+        let claims = Claims::new(window.clone());
+        assert_eq!(claims.claim(key("logs", "a"), 0), Claim::Claimed);
+        claims.commit(1).unwrap();
+        assert_eq!(window.claim(key("logs", "a"), 1), Claim::Claimed);
+        assert!(!dir.path().join("ids").exists());
+    }
+}
