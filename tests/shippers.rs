@@ -191,14 +191,18 @@ fn hostname() -> String {
 /// Sends 20 messages tagged `tag` with `logger` and the given way of reaching the daemon
 /// (`-d -n 127.0.0.1 -P PORT`, or `-u SOCKET`); every fourth is user.err, the rest user.info.
 fn send_with_logger(to: &[&str], tag: &str, what: &str) {
-    for i in 0..20 {
+    for i in 0..20u32 {
         let mut args = to.to_vec();
         let message = format!("forwarded by {what} n{i} of {tag}");
         args.extend([
             "-t",
             tag,
             "-p",
-            if i % 4 == 0 { "user.err" } else { "user.info" },
+            if i.is_multiple_of(4) {
+                "user.err"
+            } else {
+                "user.info"
+            },
             &message,
         ]);
         run_tool("logger", &args, None);
@@ -220,7 +224,7 @@ fn assert_forwarded(s: &Server, tag: &str, what: &str) {
             .and_then(|rest| rest.strip_suffix(&format!(" of {tag}")))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("message {message:?} is not as sent: {h}"));
-        let severity = if n % 4 == 0 { "error" } else { "info" };
+        let severity = if n.is_multiple_of(4) { "error" } else { "info" };
         assert_eq!(h["severity"], severity, "{h}");
         assert_eq!(h["facility"], "user", "{h}");
         // Shippers may send the short name of a host whose name is fully qualified.
