@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
-# `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), rsyslog,
-# Chromium and Node.js with playwright-core (the web UI test), and the Python shipper clients.
+# `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), rsyslog with
+# its TLS driver (rsyslog-gnutls), syslog-ng unpacked into a private prefix, Chromium and Node.js with playwright-core (the web UI test), and the Python shipper clients.
 # Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +15,44 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need+=(rsyslog-gnutls)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing ${need[*]} for the end-to-end tests"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  apt_install "${need[@]}"
 fi
+
+# syslog-ng for tests/shippers.rs. Debian's syslog-ng and rsyslog packages conflict (both
+# provide system-log-daemon), so syslog-ng-core is not installed but unpacked into a private
+# prefix, and only its shared-library dependencies are installed (none of them conflicts).
+syslog_ng="${LOGSIFT_SYSLOG_NG:-$HOME/.cache/logsift-syslog-ng}"
+syslog_ng_runs() {
+  LD_LIBRARY_PATH="$syslog_ng/usr/lib/syslog-ng" "$syslog_ng/usr/sbin/syslog-ng" --version >/dev/null 2>&1
+}
+if ! syslog_ng_runs; then
+  echo "unpacking Debian's syslog-ng-core into $syslog_ng for the shipper tests"
+  [ -n "$apt_updated" ] || { $sudo apt-get update -qq; apt_updated=1; }
+  libs=$(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
+    --no-replaces --no-enhances syslog-ng-core | awk '$1 == "Depends:" && $2 ~ /^lib/ {print $2}')
+  # shellcheck disable=SC2086 # one package name per word
+  apt_install $libs
+  debs=$(mktemp -d)
+  (cd "$debs" && apt-get download -qq syslog-ng-core)
+  rm -rf "$syslog_ng"
+  dpkg -x "$debs"/syslog-ng-core_*.deb "$syslog_ng"
+  rm -rf "$debs"
+  syslog_ng_runs || { echo "syslog-ng in $syslog_ng does not run" >&2; exit 1; }
+fi
+export LOGSIFT_SYSLOG_NG="$syslog_ng"
 
 if [ ! -d tests/ui/node_modules/playwright-core ]; then
   echo "installing playwright-core for the UI test (npm ci in tests/ui)"

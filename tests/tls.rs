@@ -1,4 +1,4 @@
-//! TLS for syslog (RFC 5425) and the HTTP API, with a throwaway CA made here by rcgen: real
+//! TLS for syslog (RFC 5425) and the HTTP API, with a throwaway CA (tests/common/pki.rs): real
 //! handshakes with rustls, `curl` and `openssl s_client`, with and without client
 //! certificates.
 
@@ -6,78 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::{make_pki, tls_section, Pki};
 use common::Server;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
-    }
-}
-
-/// A CA with a server certificate for localhost/127.0.0.1 and a client certificate, plus a
-/// second CA's client certificate that the server must not accept.
-fn make_pki(dir: &Path) -> Pki {
-    let ca = |name: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        (cert, key)
-    };
-    let (ca_cert, ca_key) = ca("logsift test CA");
-    let (other_cert, other_key) = ca("someone else's CA");
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
-    write("ca.pem", ca_cert.pem());
-
-    let mut server =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_key = KeyPair::generate().unwrap();
-    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
-    write("server.pem", server_cert.pem());
-    write("server.key", server_key.serialize_pem());
-
-    for (name, issuer, issuer_key) in [
-        ("client", &ca_cert, &ca_key),
-        ("stranger", &other_cert, &other_key),
-    ] {
-        let mut p = CertificateParams::new(vec![format!("{name}.shippers")]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, issuer, issuer_key).unwrap();
-        write(&format!("{name}.pem"), cert.pem());
-        write(&format!("{name}.key"), key.serialize_pem());
-    }
-    Pki {
-        dir: dir.to_path_buf(),
-    }
-}
-
-fn tls_section(pki: &Pki) -> String {
-    format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
-        pki.path("server.pem"),
-        pki.path("server.key"),
-        pki.path("ca.pem")
-    )
-}
 
 fn client_config(pki: &Pki, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -2,6 +2,8 @@
 //! to it the way users do: sockets, HTTP, `logger`, `nc`, the `logsift` CLI.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
