@@ -11,42 +11,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{client, create_token, run_tool, Server};
+use common::{client, create_token, run_python, run_tool, Server};
 use logsift_compat::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 use prost::Message;
 use serde_json::{json, Value};
-
-const PIP_HINT: &str = "run `bash tests/run-all.sh` (it creates ~/.cache/logsift-venv with `python3 -m venv ~/.cache/logsift-venv && ~/.cache/logsift-venv/bin/pip install 'elasticsearch>=8.12,<9' opentelemetry-sdk opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-grpc`) or point LOGSIFT_PYTHON at a python that has those packages";
-
-/// The Python with the shipper clients: `LOGSIFT_PYTHON`, else the venv run-all.sh makes.
-fn python() -> PathBuf {
-    let path = std::env::var_os("LOGSIFT_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/logsift-venv/bin/python"))
-        })
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| panic!("no Python with the shipper clients; {PIP_HINT}"));
-    path
-}
-
-/// Runs a Python script with the shipper clients and returns its stdout.
-fn run_python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python ({e}); {PIP_HINT}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("ModuleNotFoundError"),
-        "a shipper client is missing: {stderr}\n{PIP_HINT}"
-    );
-    assert!(out.status.success(), "python failed: {stderr}");
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
 
 fn hit<'a>(body: &'a Value, message: &str) -> &'a Value {
     body["hits"]

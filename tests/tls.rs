@@ -1,5 +1,5 @@
 //! TLS for syslog (RFC 5425) and the HTTP API, with a throwaway CA (tests/common/pki.rs): real
-//! handshakes with rustls, `curl` and `openssl s_client`, with and without client
+//! handshakes with rustls, `curl`, `openssl s_client` and grpcio (OTLP/gRPC), with and without client
 //! certificates.
 
 mod common;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pki::{make_pki, tls_section, Pki};
-use common::Server;
+use common::{run_python, Server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -254,4 +254,66 @@ fn optional_client_certificates_verify_what_is_presented() {
     }
     // Presented, it must be one the CA signed.
     assert!(https_get(addr, client_config(&pki, Some("stranger")), "/health/live").is_err());
+}
+
+/// OTLP/gRPC through grpcio over TLS, and what it prints: the status of each call.
+const GRPC_TLS_SCRIPT: &str = r#"
+import sys, grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+
+target, pki = sys.argv[1], sys.argv[2]
+read = lambda name: open(f"{pki}/{name}", "rb").read()
+record = logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value="grpc over tls"), severity_number=9)
+request = logs_service_pb2.ExportLogsServiceRequest(
+    resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])])
+for label, creds in [
+    ("client certificate", grpc.ssl_channel_credentials(read("ca.pem"), read("client.key"), read("client.pem"))),
+    ("no client certificate", grpc.ssl_channel_credentials(read("ca.pem"))),
+]:
+    stub = logs_service_pb2_grpc.LogsServiceStub(grpc.secure_channel(target, creds))
+    try:
+        stub.Export(request, timeout=20)
+        print(label, "OK")
+    except grpc.RpcError as e:
+        print(label, e.code().name)
+"#;
+
+#[test]
+fn otlp_grpc_over_tls_with_client_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path());
+    let s = Server::start_in(
+        tmp.path(),
+        &format!(
+            "{}[http]\ntls = true\nclient_cert = \"required\"\n",
+            tls_section(&pki)
+        ),
+    );
+    // grpcio checks the certificate's name and negotiates h2 by ALPN.
+    let target = format!("localhost:{}", s.otlp_grpc.port());
+    let out = run_python(GRPC_TLS_SCRIPT, &[&target, pki.dir.to_str().unwrap()]);
+    assert!(out.contains("client certificate OK\n"), "{out}");
+    assert!(out.contains("no client certificate UNAVAILABLE\n"), "{out}");
+
+    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = https_get(
+            addr,
+            client_config(&pki, Some("client")),
+            "/api/v1/search?q=%22grpc%20over%20tls%22",
+        )
+        .unwrap();
+        if answer.contains("\"total\":1") {
+            assert!(answer.contains("\"severity\":\"info\""), "{answer}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never stored: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
