@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 
 use common::{client, create_token, run_python, run_tool, Server};
 use logsift_compat::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
