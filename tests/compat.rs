@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use common::{client, create_token, run_python, run_tool, Server};
 use logsift_compat::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 use prost::Message;
