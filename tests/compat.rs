@@ -78,23 +78,24 @@ fn elasticsearch_python_client_bulk_helper() {
     s.wait_total("fields.http.response.status_code:500", &[], 1);
 }
 
-/// Bulk-creates events `argv[2]..argv[3]` with ids derived from them, as shippers that
-/// deduplicate do, and prints how many were stored and the status of each refused one.
+/// Bulk-sends events `argv[2]..argv[3]` with action `argv[4]` and ids derived from them, as
+/// shippers that deduplicate do (`argv[5]` changes their text), and prints how many
+/// succeeded and the answer of each refused one.
 const ES_CREATE_SCRIPT: &str = r#"
 import json, sys
 from elasticsearch import Elasticsearch, helpers
 es = Elasticsearch(sys.argv[1], request_timeout=30)
 docs = [{"_index": "events", "_op_type": sys.argv[4], "_id": f"evt-{i}",
-         "_source": {"message": f"event {i}", "host": {"name": "dedup-host"}}}
+         "_source": {"message": f"event {i}{sys.argv[5]}", "host": {"name": "dedup-host"}}}
         for i in range(int(sys.argv[2]), int(sys.argv[3]))]
 ok, errors = helpers.bulk(es, docs, chunk_size=20, raise_on_error=False, stats_only=False)
 print(json.dumps({"ok": ok, "errors": [next(iter(e.values())) for e in errors]}))
 "#;
 
-fn es_create(s: &Server, from: u32, to: u32, op: &str) -> (u64, Vec<Value>) {
+fn es_send(s: &Server, from: u32, to: u32, op: &str, text: &str) -> (u64, Vec<Value>) {
     let out = run_python(
         ES_CREATE_SCRIPT,
-        &[&s.http, &from.to_string(), &to.to_string(), op],
+        &[&s.http, &from.to_string(), &to.to_string(), op, text],
     );
     let result: Value = serde_json::from_str(out.trim()).expect("script output");
     let errors = result["errors"].as_array().unwrap().clone();
@@ -105,9 +106,9 @@ fn es_create(s: &Server, from: u32, to: u32, op: &str) -> (u64, Vec<Value>) {
 fn elasticsearch_create_with_a_stored_id_conflicts_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_in(dir.path(), "");
-    assert_eq!(es_create(&s, 0, 50, "create"), (50, vec![]));
+    assert_eq!(es_send(&s, 0, 50, "create", ""), (50, vec![]));
     // A retry that overlaps: the 25 stored ids conflict, as in Elasticsearch, the rest land.
-    let (ok, errors) = es_create(&s, 25, 75, "create");
+    let (ok, errors) = es_send(&s, 25, 75, "create", "");
     assert_eq!(ok, 25);
     assert_eq!(errors.len(), 25);
     for e in &errors {
@@ -121,23 +122,30 @@ fn elasticsearch_create_with_a_stored_id_conflicts_across_restarts() {
             .unwrap()
             .starts_with(&format!("[{id}]")));
     }
-    // `index` with an id is not refused (Elasticsearch would overwrite; logsift appends), but a
-    // later `create` of that id conflicts.
-    assert_eq!(es_create(&s, 100, 101, "index"), (1, vec![]));
-    let (ok, errors) = es_create(&s, 100, 101, "create");
+    // `index` of a known id: the same document again (a retry) succeeds without being stored
+    // twice; another one is stored beside it (Elasticsearch would overwrite, logsift appends).
+    // A later `create` of that id conflicts.
+    assert_eq!(es_send(&s, 100, 101, "index", ""), (1, vec![]));
+    assert_eq!(es_send(&s, 100, 101, "index", ""), (1, vec![]));
+    assert_eq!(es_send(&s, 100, 101, "index", " v2"), (1, vec![]));
+    assert_eq!(es_send(&s, 100, 101, "index", " v2"), (1, vec![]));
+    let (ok, errors) = es_send(&s, 100, 101, "create", "");
     assert_eq!((ok, errors[0]["status"].clone()), (0, json!(409)));
-    s.wait_total("host:dedup-host", &[("index", "events")], 76);
+    s.wait_total("host:dedup-host", &[("index", "events")], 77);
+    s.wait_total("\"event 100 v2\"", &[("index", "events")], 1);
     assert_eq!(s.metric("logsift_es_bulk_conflicts_total"), 26.0);
+    assert_eq!(s.metric("logsift_es_bulk_unchanged_total"), 2.0);
 
     // The ids outlive a kill -9: the whole retry conflicts, nothing is stored twice.
     s.kill9();
     let s = Server::start_in(dir.path(), "");
-    let (ok, errors) = es_create(&s, 0, 75, "create");
+    let (ok, errors) = es_send(&s, 0, 75, "create", "");
     assert_eq!((ok, errors.len()), (0, 75));
     assert!(errors.iter().all(|e| e["status"] == 409));
-    assert_eq!(es_create(&s, 75, 80, "create"), (5, vec![]));
-    let body = s.wait_total("host:dedup-host", &[("index", "events")], 81);
-    assert_eq!(body["total"], 81);
+    assert_eq!(es_send(&s, 75, 80, "create", ""), (5, vec![]));
+    assert_eq!(es_send(&s, 100, 101, "index", " v2"), (1, vec![]));
+    let body = s.wait_total("host:dedup-host", &[("index", "events")], 82);
+    assert_eq!(body["total"], 82);
 }
 
 #[test]

@@ -62,6 +62,7 @@ metrics! {
         es_bulk_docs => "logsift_es_bulk_docs_total", "Documents stored from Elasticsearch bulk requests.";
         es_bulk_item_errors => "logsift_es_bulk_item_errors_total", "Elasticsearch bulk items answered with an error (unsupported action, bad document, bad index name).";
         es_bulk_conflicts => "logsift_es_bulk_conflicts_total", "Elasticsearch bulk create actions answered 409: their _id was stored within elasticsearch.id_window_secs.";
+        es_bulk_unchanged => "logsift_es_bulk_unchanged_total", "Elasticsearch bulk index actions not stored again: the same document under the same _id was stored within elasticsearch.id_window_secs.";
         loki_entries => "logsift_loki_entries_total", "Entries stored from Loki push requests.";
         otlp_log_records => "logsift_otlp_log_records_total", "Log records stored from OTLP export requests.";
         ingest_refused_lines => "logsift_ingest_refused_lines_total", "Lines refused because the WAL could not be written (disk full, I/O error).";

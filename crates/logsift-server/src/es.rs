@@ -243,10 +243,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// One item of the answer, before the request is known to be durable.
 enum Item {
-    Created {
+    /// Stored, or (`new: false`) already stored: an `index` retry with the same document.
+    /// `updated`: the id was known, as Elasticsearch answers an overwrite.
+    Stored {
         op: OpType,
         index: IndexName,
         id: String,
+        updated: bool,
+        new: bool,
     },
     Failed {
         op: OpType,
@@ -341,33 +345,47 @@ async fn bulk(
                 continue;
             }
             // Checked last, so that only a document that will be stored holds a claim.
+            let mut existed = false;
             if let Some(id) = &item.id {
                 let key = es_ids::key(index.as_str(), id);
-                match item.op {
-                    OpType::Create => match claimed.claim(key, received_at) {
-                        Claim::Claimed => {}
-                        Claim::Exists => {
-                            answer.push(fail_with(
-                                409,
-                                "version_conflict_engine_exception",
-                                format!(
-                                    "[{id}]: version conflict, document already exists (current version [1])"
-                                ),
-                            ));
-                            continue;
-                        }
-                        Claim::InFlight => {
-                            answer.push(fail_with(
-                                429,
-                                "es_rejected_execution_exception",
-                                format!(
-                                    "[{id}]: another request in flight is creating this document; retry"
-                                ),
-                            ));
-                            continue;
-                        }
-                    },
-                    _ => claimed.record(key),
+                let op = match item.op {
+                    OpType::Create => es_ids::Op::Create,
+                    _ => es_ids::Op::Index,
+                };
+                match claimed.claim(key, es_ids::content(doc), op, received_at) {
+                    Claim::Claimed { existed: e } => existed = e,
+                    Claim::Exists { same_content } if op == es_ids::Op::Index => {
+                        // Only an identical document gets here: the retry of one stored.
+                        debug_assert!(same_content);
+                        answer.push(Item::Stored {
+                            op: item.op,
+                            index,
+                            id: id.clone(),
+                            updated: true,
+                            new: false,
+                        });
+                        continue;
+                    }
+                    Claim::Exists { .. } => {
+                        answer.push(fail_with(
+                            409,
+                            "version_conflict_engine_exception",
+                            format!(
+                                "[{id}]: version conflict, document already exists (current version [1])"
+                            ),
+                        ));
+                        continue;
+                    }
+                    Claim::InFlight => {
+                        answer.push(fail_with(
+                            429,
+                            "es_rejected_execution_exception",
+                            format!(
+                                "[{id}]: another request in flight is storing this document; retry"
+                            ),
+                        ));
+                        continue;
+                    }
                 }
             }
             entries.push(
@@ -387,10 +405,12 @@ async fn bulk(
                     NEXT_ID.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
                 )
             });
-            answer.push(Item::Created {
+            answer.push(Item::Stored {
                 op: item.op,
                 index,
                 id,
+                updated: existed,
+                new: true,
             });
         }
         Ok(Decoded { entries, answer })
@@ -410,17 +430,33 @@ async fn bulk(
     let items: Vec<Value> = items
         .into_iter()
         .map(|item| match item {
-            Item::Created { op, index, id } => {
-                Metrics::add(&metrics.es_bulk_docs, 1);
+            Item::Stored {
+                op,
+                index,
+                id,
+                updated,
+                new,
+            } => {
+                if new {
+                    Metrics::add(&metrics.es_bulk_docs, 1);
+                } else {
+                    Metrics::add(&metrics.es_bulk_unchanged, 1);
+                }
+                // Versions are not kept: an overwrite reports 2 whatever came before.
+                let (status, result, version) = if updated {
+                    (200, "updated", 2)
+                } else {
+                    (201, "created", 1)
+                };
                 json!({ op.name(): {
                     "_index": index.as_str(),
                     "_id": id,
-                    "_version": 1,
-                    "result": "created",
+                    "_version": version,
+                    "result": result,
                     "_shards": {"total": 1, "successful": 1, "failed": 0},
                     "_seq_no": 0,
                     "_primary_term": 1,
-                    "status": 201
+                    "status": status
                 }})
             }
             Item::Failed {

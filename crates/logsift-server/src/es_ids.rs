@@ -1,14 +1,19 @@
-//! Elasticsearch `_id`s stored recently, so that `create` with an `_id` already stored answers
-//! 409 `version_conflict_engine_exception`, as Elasticsearch does. Shippers send `create` with
-//! ids derived from the event (Filebeat's fingerprint processor, Logstash's `document_id`,
-//! Fluent Bit's `Generate_ID`, Vector's `id_key`) precisely so that a retried bulk — its answer
-//! lost to a timeout or a crash after the fsync — does not store the events twice; they count
-//! the 409 as "already there".
+//! Elasticsearch `_id`s stored recently. Shippers set ids derived from the event (Filebeat's
+//! fingerprint processor, Logstash's `document_id`, Fluent Bit's `Generate_ID`, Vector's
+//! `id_key`) precisely so that a retried bulk — its answer lost to a timeout or a crash after
+//! the fsync — does not store the events twice:
+//! - `create` with an id already stored answers 409 `version_conflict_engine_exception`, as
+//!   Elasticsearch does, and shippers count that as "already there";
+//! - `index` with an id already stored would overwrite in Elasticsearch. logsift appends, so a
+//!   document identical to the stored one (the retry) is answered 200 `updated` and not stored
+//!   again, while a different one is stored beside it: nothing sent is lost, nothing is stored
+//!   twice.
 //!
 //! A record is the raw document, which does not hold its `_id`, so the ids live in a window
 //! of their own: those stored in the last `elasticsearch.id_window_secs` (at most
-//! `id_window_max` of them), in memory and in `<data>/es-ids/<hour>.ids` files of 24-byte
-//! entries, so that a restart or a kill -9 keeps the window. Past the window an id is
+//! `id_window_max` of them), each with a hash of its document, in memory and in
+//! `<data>/es-ids/<hour>.ids` files of 32-byte entries, so that a restart or a kill -9 keeps the
+//! window. Past the window an id is
 //! forgotten and `create` stores the document again.
 //!
 //! An id is written only after the WAL fsynced its record: a crash in between forgets the id
@@ -28,7 +33,8 @@ use sha2::{Digest, Sha256};
 /// An id and its index, hashed: 16 bytes whatever the id's length.
 pub type Key = [u8; 16];
 
-const ENTRY_BYTES: usize = 24;
+/// Key, time stored (ns, little-endian), document hash.
+const ENTRY_BYTES: usize = 32;
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 pub fn key(index: &str, id: &str) -> Key {
@@ -42,21 +48,44 @@ pub fn key(index: &str, id: &str) -> Key {
     key
 }
 
+/// A document's bytes, hashed, to tell a retried `index` from a new version.
+pub fn content(doc: &[u8]) -> u64 {
+    let digest = Sha256::digest(doc);
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stored {
+    /// ns since the epoch.
+    at: i64,
+    content: u64,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
-    /// Claimed by a request whose records are not durable yet.
-    Pending,
-    /// Stored at this time (ns).
-    Stored(i64),
+    /// Claimed by a request whose records are not durable yet; what was stored before, to
+    /// restore if that request fails.
+    Pending(Option<Stored>),
+    Stored(Stored),
+}
+
+/// Whether a claim is for `create` (a known id conflicts) or `index` (a known id with other
+/// content is stored again).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    Create,
+    Index,
 }
 
 /// What [`IdWindow::claim`] found.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Claim {
-    /// Not known: now pending for the caller, who must commit or release it.
-    Claimed,
-    /// Stored within the window: `create` conflicts.
-    Exists,
+    /// To be stored: now pending for the caller, who must commit or release it. `existed`:
+    /// an `index` of a known id with other content.
+    Claimed { existed: bool },
+    /// Stored within the window: `create` conflicts, an `index` of the same content is a
+    /// retry (`same_content`).
+    Exists { same_content: bool },
     /// Another request in flight is storing it; its outcome is not known yet.
     InFlight,
 }
@@ -117,9 +146,12 @@ impl IdWindow {
             for entry in bytes.chunks_exact(ENTRY_BYTES) {
                 let mut key = [0u8; 16];
                 key.copy_from_slice(&entry[..16]);
-                let at = i64::from_le_bytes(entry[16..].try_into().expect("8 bytes"));
+                let at = i64::from_le_bytes(entry[16..24].try_into().expect("8 bytes"));
+                let content = u64::from_le_bytes(entry[24..].try_into().expect("8 bytes"));
                 if at > oldest {
-                    inner.known.insert(key, State::Stored(at));
+                    inner
+                        .known
+                        .insert(key, State::Stored(Stored { at, content }));
                     inner.order.push_back((at, key));
                 }
             }
@@ -142,38 +174,48 @@ impl IdWindow {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims `key` for a `create` at `now`; see [`Claim`].
-    pub fn claim(&self, key: Key, now: i64) -> Claim {
+    /// Claims `key`, whose document hashes to `content`, for `op` at `now`; see [`Claim`].
+    pub fn claim(&self, key: Key, content: u64, op: Op, now: i64) -> Claim {
         if !self.enabled() {
-            return Claim::Claimed;
+            return Claim::Claimed { existed: false };
         }
         let mut inner = self.lock();
         self.expire(&mut inner, now);
         match inner.known.entry(key) {
             Entry::Vacant(v) => {
-                v.insert(State::Pending);
-                Claim::Claimed
+                v.insert(State::Pending(None));
+                Claim::Claimed { existed: false }
             }
-            Entry::Occupied(o) => match o.get() {
-                State::Pending => Claim::InFlight,
-                State::Stored(_) => Claim::Exists,
+            Entry::Occupied(mut o) => match *o.get() {
+                State::Pending(_) => Claim::InFlight,
+                State::Stored(stored) => {
+                    let same_content = stored.content == content;
+                    if op == Op::Index && !same_content {
+                        o.insert(State::Pending(Some(stored)));
+                        Claim::Claimed { existed: true }
+                    } else {
+                        Claim::Exists { same_content }
+                    }
+                }
             },
         }
     }
 
-    /// Records `keys` as stored at `now` (their records are durable): claimed ones and the
-    /// ids of `index` actions alike.
-    fn commit(&self, keys: &[Key], now: i64) -> std::io::Result<()> {
-        if !self.enabled() || keys.is_empty() {
+    /// Records `claims` (key, content) as stored at `now`: their records are durable.
+    fn commit(&self, claims: &[(Key, u64)], now: i64) -> std::io::Result<()> {
+        if !self.enabled() || claims.is_empty() {
             return Ok(());
         }
         let mut inner = self.lock();
-        let mut bytes = Vec::with_capacity(keys.len() * ENTRY_BYTES);
-        for key in keys {
-            inner.known.insert(*key, State::Stored(now));
-            inner.order.push_back((now, *key));
-            bytes.extend_from_slice(key);
+        let mut bytes = Vec::with_capacity(claims.len() * ENTRY_BYTES);
+        for &(key, content) in claims {
+            inner
+                .known
+                .insert(key, State::Stored(Stored { at: now, content }));
+            inner.order.push_back((now, key));
+            bytes.extend_from_slice(&key);
             bytes.extend_from_slice(&now.to_le_bytes());
+            bytes.extend_from_slice(&content.to_le_bytes());
         }
         let hour = now.div_euclid(HOUR_NS);
         let written = (|| {
@@ -190,11 +232,18 @@ impl IdWindow {
         written
     }
 
-    fn release(&self, keys: &[Key]) {
+    fn release(&self, claims: &[(Key, u64)]) {
         let mut inner = self.lock();
-        for key in keys {
-            if inner.known.get(key) == Some(&State::Pending) {
-                inner.known.remove(key);
+        for (key, _) in claims {
+            match inner.known.get(key) {
+                Some(State::Pending(Some(before))) => {
+                    let before = *before;
+                    inner.known.insert(*key, State::Stored(before));
+                }
+                Some(State::Pending(None)) => {
+                    inner.known.remove(key);
+                }
+                _ => {}
             }
         }
     }
@@ -208,7 +257,7 @@ impl IdWindow {
             }
             inner.order.pop_front();
             // Only if not stored again since: a later entry for it is further back.
-            if inner.known.get(&key) == Some(&State::Stored(at)) {
+            if matches!(inner.known.get(&key), Some(State::Stored(s)) if s.at == at) {
                 inner.known.remove(&key);
             }
         }
@@ -232,9 +281,9 @@ impl IdWindow {
     }
 }
 
-/// The ids one bulk request claimed or will record. Committed once the request's records are
-/// durable; dropped without that (an error, or the client gone), its claims are released so
-/// that a retry can store them.
+/// The ids one bulk request claimed. Committed once the request's records are durable;
+/// dropped without that (an error, or the client gone), its claims are released so that a
+/// retry can store them.
 pub struct Claims {
     window: Arc<IdWindow>,
     inner: Mutex<ClaimsInner>,
@@ -242,8 +291,7 @@ pub struct Claims {
 
 #[derive(Default)]
 struct ClaimsInner {
-    claimed: Vec<Key>,
-    recorded: Vec<Key>,
+    claimed: Vec<(Key, u64)>,
     done: bool,
 }
 
@@ -259,28 +307,22 @@ impl Claims {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// For `create`: claims the id, remembering it when claimed.
-    pub fn claim(&self, key: Key, now: i64) -> Claim {
-        let claim = self.window.claim(key, now);
-        if claim == Claim::Claimed {
-            self.lock().claimed.push(key);
+    /// Claims the id of a document, remembering it when claimed; see [`Claim`].
+    pub fn claim(&self, key: Key, content: u64, op: Op, now: i64) -> Claim {
+        let claim = self.window.claim(key, content, op, now);
+        if let Claim::Claimed { .. } = claim {
+            self.lock().claimed.push((key, content));
         }
         claim
-    }
-
-    /// For `index`: no conflict is possible, the id is recorded once stored.
-    pub fn record(&self, key: Key) {
-        self.lock().recorded.push(key);
     }
 
     /// The request's records are durable.
     pub fn commit(&self, now: i64) -> std::io::Result<()> {
         let mut inner = self.lock();
         inner.done = true;
-        let mut keys = std::mem::take(&mut inner.claimed);
-        keys.append(&mut inner.recorded);
+        let claimed = std::mem::take(&mut inner.claimed);
         drop(inner);
-        self.window.commit(&keys, now)
+        self.window.commit(&claimed, now)
     }
 }
 
@@ -301,26 +343,73 @@ mod tests {
 
     const SEC: i64 = 1_000_000_000;
 
+    fn claim(w: &Arc<IdWindow>, id: &str, doc: &str, op: Op, now: i64) -> Claim {
+        let claims = Claims::new(w.clone());
+        let claim = claims.claim(key("logs", id), content(doc.as_bytes()), op, now);
+        claims.commit(now).unwrap();
+        claim
+    }
+
     #[test]
     fn create_conflicts_until_the_window_passes_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_800_000_000 * SEC;
         let window = Arc::new(IdWindow::open(dir.path(), 600, 1000, now).unwrap());
         let a = key("logs", "a");
+        let doc = content(b"{}");
         let claims = Claims::new(window.clone());
-        assert_eq!(claims.claim(a, now), Claim::Claimed);
+        assert_eq!(
+            claims.claim(a, doc, Op::Create, now),
+            Claim::Claimed { existed: false }
+        );
         // The same id again, in this request or another, before it is durable.
-        assert_eq!(window.claim(a, now), Claim::InFlight);
+        assert_eq!(window.claim(a, doc, Op::Create, now), Claim::InFlight);
         claims.commit(now).unwrap();
         drop(claims);
-        assert_eq!(window.claim(a, now), Claim::Exists);
+        assert_eq!(
+            window.claim(a, doc, Op::Create, now),
+            Claim::Exists { same_content: true }
+        );
         // Another index has its own ids.
-        assert_eq!(window.claim(key("other", "a"), now), Claim::Claimed);
+        let other = key("other", "a");
+        assert_eq!(
+            window.claim(other, doc, Op::Create, now),
+            Claim::Claimed { existed: false }
+        );
 
         let reopened = IdWindow::open(dir.path(), 600, 1000, now + 10 * SEC).unwrap();
-        assert_eq!(reopened.claim(a, now + 10 * SEC), Claim::Exists);
+        assert_eq!(
+            reopened.claim(a, content(b"[]"), Op::Create, now + 10 * SEC),
+            Claim::Exists {
+                same_content: false
+            }
+        );
+        // Expired in memory, and on reopening.
+        assert_eq!(
+            reopened.claim(a, doc, Op::Create, now + 601 * SEC),
+            Claim::Claimed { existed: false }
+        );
         let later = IdWindow::open(dir.path(), 600, 1000, now + 601 * SEC).unwrap();
-        assert_eq!(later.claim(a, now + 601 * SEC), Claim::Claimed);
+        assert_eq!(later.known(), 0);
+    }
+
+    #[test]
+    fn index_skips_a_retry_and_stores_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Arc::new(IdWindow::open(dir.path(), 600, 1000, 0).unwrap());
+        let stored = Claim::Claimed { existed: false };
+        assert_eq!(claim(&w, "x", "v1", Op::Index, 1), stored);
+        let retry = Claim::Exists { same_content: true };
+        assert_eq!(claim(&w, "x", "v1", Op::Index, 2), retry);
+        let again = Claim::Claimed { existed: true };
+        assert_eq!(claim(&w, "x", "v2", Op::Index, 3), again);
+        assert_eq!(claim(&w, "x", "v2", Op::Index, 4), retry);
+        // A failed overwrite restores what was stored before.
+        let claims = Claims::new(w.clone());
+        let v3 = content(b"v3");
+        assert_eq!(claims.claim(key("logs", "x"), v3, Op::Index, 5), again);
+        drop(claims);
+        assert_eq!(claim(&w, "x", "v2", Op::Index, 6), retry);
     }
 
     #[test]
@@ -328,24 +417,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let window = Arc::new(IdWindow::open(dir.path(), 600, 1000, 0).unwrap());
         let claims = Claims::new(window.clone());
-        assert_eq!(claims.claim(key("logs", "b"), 0), Claim::Claimed);
+        let b = key("logs", "b");
+        let claimed = Claim::Claimed { existed: false };
+        assert_eq!(claims.claim(b, 0, Op::Create, 0), claimed);
         drop(claims);
         assert_eq!(window.known(), 0);
-        assert_eq!(window.claim(key("logs", "b"), 0), Claim::Claimed);
+        assert_eq!(window.claim(b, 0, Op::Create, 0), claimed);
     }
 
     #[test]
-    fn index_actions_record_ids_and_the_cap_forgets_the_oldest() {
+    fn the_cap_forgets_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let window = Arc::new(IdWindow::open(dir.path(), 600, 2, 0).unwrap());
+        let w = Arc::new(IdWindow::open(dir.path(), 600, 2, 0).unwrap());
         for (i, id) in ["x", "y", "z"].iter().enumerate() {
-            let claims = Claims::new(window.clone());
-            claims.record(key("logs", id));
-            claims.commit(i as i64).unwrap();
+            claim(&w, id, "doc", Op::Create, i as i64);
         }
-        assert_eq!(window.known(), 2);
-        assert_eq!(window.claim(key("logs", "x"), 3), Claim::Claimed);
-        assert_eq!(window.claim(key("logs", "z"), 3), Claim::Exists);
+        assert_eq!(w.known(), 2);
+        let fresh = Claim::Claimed { existed: false };
+        assert_eq!(claim(&w, "x", "doc", Op::Create, 3), fresh);
+        let z = w.claim(key("logs", "z"), content(b"doc"), Op::Create, 3);
+        assert_eq!(z, Claim::Exists { same_content: true });
     }
 
     #[test]
@@ -353,29 +444,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_800_000_000 * SEC;
         {
-            let window = Arc::new(IdWindow::open(dir.path(), 3600, 1000, now).unwrap());
-            let claims = Claims::new(window);
-            claims.record(key("logs", "kept"));
-            claims.commit(now).unwrap();
+            let w = Arc::new(IdWindow::open(dir.path(), 3600, 1000, now).unwrap());
+            claim(&w, "kept", "doc", Op::Create, now);
         }
         let file = dir.path().join(format!("{}.ids", now / HOUR_NS));
         let mut f = OpenOptions::new().append(true).open(&file).unwrap();
         f.write_all(&[7u8; 10]).unwrap();
-        std::fs::write(dir.path().join("12.ids"), [1u8; 24]).unwrap();
-        let window = IdWindow::open(dir.path(), 3600, 1000, now + SEC).unwrap();
-        assert_eq!(window.known(), 1);
-        assert_eq!(window.claim(key("logs", "kept"), now + SEC), Claim::Exists);
+        std::fs::write(dir.path().join("12.ids"), [1u8; ENTRY_BYTES]).unwrap();
+        let w = IdWindow::open(dir.path(), 3600, 1000, now + SEC).unwrap();
+        assert_eq!(w.known(), 1);
+        let kept = w.claim(key("logs", "kept"), content(b"doc"), Op::Create, now + SEC);
+        assert_eq!(kept, Claim::Exists { same_content: true });
         assert!(!dir.path().join("12.ids").exists());
     }
 
     #[test]
     fn a_zero_window_is_off() {
         let dir = tempfile::tempdir().unwrap();
-        let window = Arc::new(IdWindow::open(&dir.path().join("ids"), 0, 1000, 0).unwrap());
-        let claims = Claims::new(window.clone());
-        assert_eq!(claims.claim(key("logs", "a"), 0), Claim::Claimed);
-        claims.commit(1).unwrap();
-        assert_eq!(window.claim(key("logs", "a"), 1), Claim::Claimed);
+        let w = Arc::new(IdWindow::open(&dir.path().join("ids"), 0, 1000, 0).unwrap());
+        let fresh = Claim::Claimed { existed: false };
+        assert_eq!(claim(&w, "a", "doc", Op::Create, 0), fresh);
+        assert_eq!(claim(&w, "a", "doc", Op::Create, 1), fresh);
         assert!(!dir.path().join("ids").exists());
     }
 }
