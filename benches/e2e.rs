@@ -22,7 +22,8 @@
 //! TCP, JSON TCP, HTTP; default 4,2,2), `--reps N` (default 20), `--rg-reps N` (default 5),
 //! `--settle-secs N` (default 10), `--timeout-secs N`, `--tmp DIR`, `--out DIR`, `--keep` (keep
 //! the temporary directory), `--gen-only DIR` (write the corpus to DIR, print its expected
-//! answers, and stop).
+//! answers, and stop), `--import` (then also time `logsift import` of the same files into a
+//! second fresh server, against the listeners' figure of the same run).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
 
@@ -58,6 +59,7 @@ pub struct Args {
     out: PathBuf,
     keep: bool,
     gen_only: Option<PathBuf>,
+    import: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -126,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
         out: target_dir.join("bench"),
         keep: false,
         gen_only: None,
+        import: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -170,6 +173,7 @@ fn parse_args() -> Result<Args, String> {
             "--tmp" => a.tmp = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),
             "--keep" => a.keep = true,
+            "--import" => a.import = true,
             "--gen-only" => a.gen_only = Some(PathBuf::from(value()?)),
             // libtest-style flags that `cargo bench`/`cargo test` may pass: ignore.
             "--nocapture" | "--quiet" | "--exact" => {}
@@ -330,7 +334,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         server::process_cpu("self"),
         server::machine_cpu(),
     );
-    let mut ingest = ingest(args, &corpus, &mut srv)?;
+    let mut ingest = ship_corpus(args, &corpus, &mut srv, Shipping::Listeners)?;
     let cpu_after = server::thread_cpu(srv.pid);
     let machine_after = server::machine_cpu();
     let ticks = server::clock_ticks();
@@ -423,6 +427,24 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let index_files = server::bytes_by_extension(&srv.data_dir.join("indexes"));
     let sealed = server::sealed_space(&srv.data_dir.join("indexes"));
 
+    // 6. Optionally, the same files through `logsift import` into a fresh server.
+    let import = if args.import {
+        let dir = root.join("import-server");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut srv = server::Server::start(&dir)?;
+        eprintln!("e2e: logsift import of the corpus into a fresh server");
+        let pid = srv.pid.to_string();
+        let before = server::process_cpu(&pid);
+        let mut result = ship_corpus(args, &corpus, &mut srv, Shipping::Import)?;
+        result.server_cores = (server::process_cpu(&pid) - before) as f64
+            / server::clock_ticks()
+            / result.searchable_after.as_secs_f64();
+        srv.stop(Duration::from_secs(300))?;
+        Some(result)
+    } else {
+        None
+    };
+
     let results = Results {
         started_at,
         args_size_label: args.size_label.clone(),
@@ -440,6 +462,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
             gen::rfc3339_string(corpus.window_end_ns),
         ),
         ingest,
+        import,
         threads,
         rss_at_start,
         peak_ingest,
@@ -504,7 +527,21 @@ pub struct Ingest {
     pub other_cores: f64,
 }
 
-fn ingest(args: &Args, corpus: &gen::Corpus, srv: &mut server::Server) -> Result<Ingest, String> {
+/// How the corpus reaches the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shipping {
+    /// Concurrent senders over syslog TCP, JSON lines TCP and HTTP NDJSON.
+    Listeners,
+    /// One `logsift import` of the three files (formats detected per file).
+    Import,
+}
+
+fn ship_corpus(
+    args: &Args,
+    corpus: &gen::Corpus,
+    srv: &mut server::Server,
+    shipping: Shipping,
+) -> Result<Ingest, String> {
     let exp = &corpus.expected;
     // A generous bound: 2 minutes plus 2 s per MB (0.5 MB/s would be far below any target).
     let timeout = args
@@ -543,7 +580,22 @@ fn ingest(args: &Args, corpus: &gen::Corpus, srv: &mut server::Server) -> Result
 
     let t0 = Instant::now();
     let mut handles = Vec::new();
-    for ch in CHANNELS {
+    if shipping == Shipping::Import {
+        let http = srv.http.clone();
+        let files = corpus.files.clone();
+        let bytes = exp.bytes;
+        handles.push((
+            Channel::Http,
+            std::thread::Builder::new()
+                .name("import".into())
+                .spawn(move || ship::import(&http, &files, bytes, t0))
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    for ch in CHANNELS
+        .into_iter()
+        .filter(|_| shipping == Shipping::Listeners)
+    {
         let n = args.senders[ch as usize];
         let path = corpus.files[ch as usize].clone();
         let ranges =

@@ -35,6 +35,8 @@ pub struct Results {
     pub top_host: String,
     pub window: (String, String),
     pub ingest: Ingest,
+    /// `--import`: the same files through `logsift import` into a second fresh server.
+    pub import: Option<Ingest>,
     /// (thread name, cores used on average during ingest)
     pub threads: Vec<(String, f64)>,
     pub rss_at_start: u64,
@@ -195,6 +197,16 @@ pub fn json(r: &Results) -> Value {
             "other_processes_cpu_cores": i.other_cores,
             "threads_cores": r.threads.iter().map(|(n, c)| json!({"thread": n, "cores": c})).collect::<Vec<_>>(),
         },
+        "import": r.import.as_ref().map(|m| {
+            let secs = m.searchable_after.as_secs_f64();
+            json!({
+                "searchable_after_s": secs,
+                "mb_per_s": rate(e.bytes, m.searchable_after),
+                "records_per_s": e.records as f64 / secs,
+                "import_exited_after_s": m.sent_after.as_secs_f64(),
+                "server_cpu_cores": m.server_cores,
+            })
+        }),
         "memory": {
             "rss_at_start_bytes": r.rss_at_start,
             "peak_rss_ingest_bytes": r.peak_ingest,
@@ -402,9 +414,22 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| machine CPU during ingest, cores | {:.2} busy: server {:.2}, benchmark client {:.2}, other processes {:.2} |\n",
+        "| machine CPU during ingest, cores | {:.2} busy: server {:.2}, benchmark client {:.2}, other processes {:.2} |",
         i.machine_busy_cores, i.server_cores, i.bench_cores, i.other_cores
     );
+    if let Some(m) = &r.import {
+        let isecs = m.searchable_after.as_secs_f64();
+        let _ = writeln!(
+            s,
+            "| `logsift import` of the same three files into a fresh server (one process, formats detected per file) → all searchable | {isecs:.1} s: **{:.1} MB/s, {} records/s** ({:.2}× the listeners; import exited after {:.1} s; server {:.2} cores) |",
+            rate(e.bytes, m.searchable_after),
+            thousands((e.records as f64 / isecs) as u64),
+            secs / isecs,
+            m.sent_after.as_secs_f64(),
+            m.server_cores
+        );
+    }
+    s.push('\n');
 
     // Queries.
     let _ = writeln!(

@@ -220,3 +220,31 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// Runs `logsift import` (the release binary under test) on `files` against `http`.
+pub fn import(
+    http: &str,
+    files: &[std::path::PathBuf],
+    bytes: u64,
+    t0: Instant,
+) -> Result<SendResult, String> {
+    let out = std::process::Command::new(crate::server::BIN)
+        .arg("import")
+        .args(["--server", http])
+        .args(files)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("starting logsift import: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "logsift import failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(SendResult {
+        bytes,
+        done_after: t0.elapsed(),
+        ..Default::default()
+    })
+}
