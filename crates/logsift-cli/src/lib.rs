@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod export;
 mod import;
+mod memory;
 mod output;
 mod progress;
 mod search;
