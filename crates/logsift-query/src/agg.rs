@@ -31,8 +31,7 @@ use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term
 use crate::collector::{SortKey, TopByTime};
 use crate::parts::{self, Coverage, Covered};
 use crate::{
-    check_range, parse_query, resolve_indexes, search_error, Budget, Compiled, QueryError,
-    SortOrder,
+    check_range, compile, parse_query, resolve_indexes, search_error, Budget, QueryError, SortOrder,
 };
 
 /// Most buckets one histogram may have.
@@ -198,14 +197,14 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
     parts.retain(|p| p.max_ts >= start && p.min_ts < end);
     let queries = handles
         .iter()
-        .map(|h| Compiled::new(store, h, &ast, Some(start), Some(end)))
+        .map(|h| compile(store, h, &ast, Some(start), Some(end)))
         .collect::<Result<Vec<_>, _>>()?;
     let (counts, done) = parts::run(
         &parts,
         &req.budget,
         vec![[0u64; 9]; n],
         |part, budget| {
-            let query = budget.wrap(queries[part.handle].for_part(part));
+            let query = budget.wrap(queries[part.handle].box_clone());
             part.searcher
                 .search(&*query, &collector)
                 .map_err(search_error(&handles[part.handle]))
@@ -449,7 +448,7 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
     req.budget.check()?;
     let queries = handles
         .iter()
-        .map(|h| Compiled::new(store, h, &ast, req.start, req.end))
+        .map(|h| compile(store, h, &ast, req.start, req.end))
         .collect::<Result<Vec<_>, _>>()?;
     let parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
     let collector = TermsCollector {
@@ -461,7 +460,7 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
         &req.budget,
         TermsFruit::default(),
         |part, budget| {
-            let query = budget.wrap(queries[part.handle].for_part(part));
+            let query = budget.wrap(queries[part.handle].box_clone());
             part.searcher
                 .search(&*query, &collector)
                 .map_err(search_error(&handles[part.handle]))

@@ -194,46 +194,6 @@ pub(crate) fn compile(
     Ok(query)
 }
 
-/// A query compiled for one index twice: with its time range, and without it for the parts
-/// whose records all lie inside the range, where the range filter would scan the part's whole
-/// timestamp column only to drop nothing (the UI always sends a range, mostly one that covers
-/// most parts whole).
-pub(crate) struct Compiled {
-    bounded: Box<dyn Query>,
-    unbounded: Box<dyn Query>,
-    start: Option<i64>,
-    end: Option<i64>,
-}
-
-impl Compiled {
-    pub(crate) fn new(
-        store: &Store,
-        handle: &IndexHandle,
-        ast: &Ast,
-        start: Option<i64>,
-        end: Option<i64>,
-    ) -> Result<Compiled, QueryError> {
-        Ok(Compiled {
-            bounded: compile(store, handle, ast, start, end)?,
-            unbounded: compile(store, handle, ast, None, None)?,
-            start,
-            end,
-        })
-    }
-
-    /// The query to run on `part`. Its bounds come from column headers, which are a lower
-    /// and an upper bound of its timestamps, so a part taken as inside always is.
-    pub(crate) fn for_part(&self, part: &parts::Part) -> Box<dyn Query> {
-        let inside =
-            self.start.is_none_or(|s| part.min_ts >= s) && self.end.is_none_or(|e| part.max_ts < e);
-        if inside {
-            self.unbounded.box_clone()
-        } else {
-            self.bounded.box_clone()
-        }
-    }
-}
-
 /// Checks that `[start, end)` is not empty or reversed.
 pub(crate) fn check_range(start: Option<i64>, end: Option<i64>) -> Result<(), QueryError> {
     if let (Some(s), Some(e)) = (start, end) {
@@ -275,7 +235,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     req.budget.check()?;
     let queries = handles
         .iter()
-        .map(|h| Compiled::new(store, h, &ast, req.start, req.end))
+        .map(|h| compile(store, h, &ast, req.start, req.end))
         .collect::<Result<Vec<_>, _>>()?;
     let parts = parts::collect(&handles, req.start, req.end, req.order)?;
     let collector = TopByTime {
@@ -296,7 +256,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         &req.budget,
         Found::default(),
         |part, budget| {
-            let query = budget.wrap(queries[part.handle].for_part(part));
+            let query = budget.wrap(queries[part.handle].box_clone());
             part.searcher
                 .search(&*query, &collector)
                 .map_err(search_error(&handles[part.handle]))
