@@ -270,43 +270,9 @@ type HistogramFruit = Vec<(u32, [u64; 9])>;
 struct HistogramSegment {
     timestamps: Column<i64>,
     severities: Column<u64>,
-    buckets: Buckets,
-    counts: Vec<[u64; 9]>,
-}
-
-/// The bucket of a timestamp, `(ts - origin) / interval`, without a 64-bit division per record
-/// (tens of cycles each, most of a whole-corpus histogram's time): a float estimate, which for
-/// the bucket numbers a histogram can have is off by at most one, then corrected.
-#[derive(Clone, Copy)]
-struct Buckets {
     origin: i64,
     interval: i64,
-    inverse: f64,
-}
-
-impl Buckets {
-    fn new(origin: i64, interval: i64) -> Buckets {
-        Buckets {
-            origin,
-            interval,
-            inverse: 1.0 / interval as f64,
-        }
-    }
-
-    fn of(&self, ts: i64) -> Option<usize> {
-        let d = ts.checked_sub(self.origin).filter(|d| *d >= 0)?;
-        let mut q = (d as f64 * self.inverse) as i64;
-        if q > 1 << 40 {
-            // Far outside any histogram, where the estimate may be off by more than one.
-            return usize::try_from(d / self.interval).ok();
-        }
-        if q.saturating_mul(self.interval) > d {
-            q -= 1;
-        } else if q.saturating_add(1).saturating_mul(self.interval) <= d {
-            q += 1;
-        }
-        usize::try_from(q).ok()
-    }
+    counts: Vec<[u64; 9]>,
 }
 
 impl Collector for HistogramCollector {
@@ -322,7 +288,8 @@ impl Collector for HistogramCollector {
         Ok(HistogramSegment {
             timestamps: fast.i64("timestamp")?,
             severities: fast.u64("severity_code")?,
-            buckets: Buckets::new(self.origin, self.interval),
+            origin: self.origin,
+            interval: self.interval,
             counts: vec![[0; 9]; self.buckets],
         })
     }
@@ -348,9 +315,13 @@ impl HistogramSegment {
         let Some(ts) = ts else {
             return;
         };
+        let bucket = (ts.saturating_sub(self.origin)).div_euclid(self.interval);
         let severity = severity.map_or(NO_SEVERITY, |c| (c as usize).min(NO_SEVERITY));
         // The query's time filter keeps `ts` inside the buckets; the check is for safety.
-        if let Some(slot) = self.buckets.of(ts).and_then(|b| self.counts.get_mut(b)) {
+        if let Some(slot) = usize::try_from(bucket)
+            .ok()
+            .and_then(|b| self.counts.get_mut(b))
+        {
             slot[severity] += 1;
         }
     }
@@ -810,37 +781,6 @@ fn hit(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_match_integer_division() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for interval in [1, 7, 999, 1_000_000, 60_000_000_000, 86_400_000_000_000] {
-            let origin = 1_700_000_000_000_000_000i64.div_euclid(interval) * interval;
-            let b = Buckets::new(origin, interval);
-            let span = interval.saturating_mul(MAX_BUCKETS as i64);
-            for _ in 0..20_000 {
-                let d = (next() % span as u64) as i64;
-                // Bucket edges and their neighbours are where an estimate goes wrong.
-                for ts in [
-                    origin + d,
-                    origin + d / interval * interval,
-                    origin + d / interval * interval - 1,
-                ] {
-                    let want = usize::try_from((ts - origin).div_euclid(interval)).ok();
-                    assert_eq!(b.of(ts), want, "ts {ts} interval {interval}");
-                }
-            }
-        }
-        let b = Buckets::new(0, 60);
-        assert_eq!(b.of(i64::MAX), Some((i64::MAX / 60) as usize));
-        assert_eq!(b.of(-1), None);
-    }
 
     #[test]
     fn intervals_parse_and_auto_sizes_are_round() {
