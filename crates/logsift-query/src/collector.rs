@@ -195,6 +195,11 @@ impl SegmentCollector for SegmentTop {
     /// block at a time, and their ids only when the timestamp ties, is most of the cost saved.
     fn collect_block(&mut self, docs: &[DocId]) {
         self.total += docs.len() as u64;
+        if self.limit == 0 && self.after.is_none() {
+            // A count: no timestamp needed.
+            self.after_cursor += docs.len() as u64;
+            return;
+        }
         for chunk in docs.chunks(COLLECT_BLOCK_BUFFER_LEN) {
             let mut block = [None; COLLECT_BLOCK_BUFFER_LEN];
             let block = &mut block[..chunk.len()];
