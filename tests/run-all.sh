@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
 # `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), rsyslog with
-# its TLS driver (rsyslog-gnutls), syslog-ng unpacked into a private prefix, Chromium and Node.js with playwright-core (the web UI test), and the Python shipper clients.
+# its TLS driver (rsyslog-gnutls), syslog-ng unpacked into a private prefix, Chromium and
+# Node.js with playwright-core (the web UI test), and the Python shipper clients.
 # Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
