@@ -239,9 +239,10 @@ pub fn loki(data: &[u8]) {
 }
 
 /// OTLP export requests in protobuf and JSON: records parse, and what decodes re-encodes
-/// to bytes that decode to the same request (compared as bytes, since NaN != NaN).
+/// to bytes that decode to the same request (compared as bytes, since NaN != NaN). The same
+/// bytes as a gRPC body unframe within the decompression limit or fail with a message.
 pub fn otlp(data: &[u8]) {
-    use logsift_compat::otlp::{decode_json, decode_protobuf, records};
+    use logsift_compat::otlp::{decode_json, decode_protobuf, records, unframe_grpc, GrpcEncoding};
     use prost::Message;
     if let Ok(request) = decode_protobuf(data) {
         check_compat_records(&records(&request));
@@ -251,6 +252,22 @@ pub fn otlp(data: &[u8]) {
     }
     if let Ok(request) = decode_json(data) {
         check_compat_records(&records(&request));
+    }
+    // The same bytes as an OTLP/gRPC request body, in each message encoding.
+    for encoding in [
+        GrpcEncoding::Identity,
+        GrpcEncoding::Gzip,
+        GrpcEncoding::Zstd,
+    ] {
+        match unframe_grpc(data, encoding, 1 << 20) {
+            Ok(message) => {
+                assert!(message.len() <= 1 << 20);
+                if let Ok(request) = decode_protobuf(&message) {
+                    check_compat_records(&records(&request));
+                }
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub enum DecodeError {
     Snappy(String),
     #[error("{0}")]
     Invalid(String),
+    /// A gRPC request body that is not one well-formed length-prefixed message.
+    #[error("{0}")]
+    Frame(String),
     #[error("body decodes to {decoded} bytes, over the limit of {limit} bytes")]
     TooLarge { decoded: usize, limit: usize },
 }
@@ -46,6 +49,7 @@ impl DecodeError {
             DecodeError::Protobuf { .. } => "bad_protobuf",
             DecodeError::Snappy(_) => "bad_snappy",
             DecodeError::Invalid(_) => "invalid",
+            DecodeError::Frame(_) => "bad_grpc_frame",
             DecodeError::TooLarge { .. } => "too_large",
         }
     }

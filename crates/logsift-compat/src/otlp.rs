@@ -631,9 +631,135 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// How the messages of a gRPC request are compressed (its `grpc-encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcEncoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl GrpcEncoding {
+    /// The encodings logsift accepts, as `grpc-accept-encoding` lists them.
+    pub const ACCEPTED: &'static str = "identity,gzip,zstd";
+
+    pub fn from_header(value: &str) -> Option<GrpcEncoding> {
+        match value {
+            "identity" => Some(GrpcEncoding::Identity),
+            "gzip" => Some(GrpcEncoding::Gzip),
+            "zstd" => Some(GrpcEncoding::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// The one message of a unary gRPC request body: a flag byte (1: compressed with the
+/// request's `grpc-encoding`), a big-endian u32 length, the bytes. Decompression stops one byte
+/// past `limit`, so a small bomb cannot expand without bound.
+pub fn unframe_grpc(
+    body: &[u8],
+    encoding: GrpcEncoding,
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let bad = DecodeError::Frame;
+    if body.len() < 5 {
+        return Err(bad(format!(
+            "a gRPC request needs a 5-byte message prefix; the body has {} bytes",
+            body.len()
+        )));
+    }
+    let (prefix, rest) = body.split_at(5);
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if rest.len() < len {
+        return Err(bad(format!(
+            "the gRPC message prefix announces {len} bytes; the body has {}",
+            rest.len()
+        )));
+    }
+    if rest.len() > len {
+        return Err(bad(
+            "Export is unary: the body holds more than one gRPC message".to_string(),
+        ));
+    }
+    let mut out = Vec::new();
+    let read = match (prefix[0], encoding) {
+        (0, _) => return Ok(rest.to_vec()),
+        (1, GrpcEncoding::Identity) => {
+            return Err(bad(
+                "the message is flagged compressed but grpc-encoding is identity".to_string(),
+            ))
+        }
+        (1, GrpcEncoding::Gzip) => flate2::read::GzDecoder::new(rest)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out),
+        (1, GrpcEncoding::Zstd) => zstd::stream::read::Decoder::new(rest)
+            .and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
+        (flag, _) => return Err(bad(format!("unknown gRPC message flag {flag}"))),
+    };
+    read.map_err(|e| bad(format!("cannot decompress the gRPC message: {e}")))?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge {
+            decoded: out.len(),
+            limit,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    #[test]
+    fn grpc_messages_unframe_plain_and_compressed() {
+        let msg = b"hello protobuf".repeat(10);
+        let plain = unframe_grpc(&framed(0, &msg), GrpcEncoding::Identity, 1 << 20);
+        assert_eq!(plain.unwrap(), msg);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &msg).unwrap();
+        let gz = gz.finish().unwrap();
+        let gunzipped = unframe_grpc(&framed(1, &gz), GrpcEncoding::Gzip, 1 << 20);
+        assert_eq!(gunzipped.unwrap(), msg);
+        let zst = zstd::encode_all(&msg[..], 3).unwrap();
+        let unzstd = unframe_grpc(&framed(1, &zst), GrpcEncoding::Zstd, 1 << 20);
+        assert_eq!(unzstd.unwrap(), msg);
+    }
+
+    #[test]
+    fn malformed_grpc_frames_are_refused() {
+        let msg = b"abc";
+        let mut two = framed(0, msg);
+        two.extend(framed(0, msg));
+        let mut short = framed(0, msg);
+        short.pop();
+        for (body, enc, want) in [
+            (vec![0, 0, 0], GrpcEncoding::Identity, "5-byte"),
+            (short, GrpcEncoding::Identity, "announces 3 bytes"),
+            (two, GrpcEncoding::Identity, "unary"),
+            (framed(1, msg), GrpcEncoding::Identity, "identity"),
+            (framed(1, msg), GrpcEncoding::Gzip, "decompress"),
+            (framed(7, msg), GrpcEncoding::Identity, "flag 7"),
+        ] {
+            let e = unframe_grpc(&body, enc, 1 << 20).unwrap_err();
+            assert_eq!(e.reason(), "bad_grpc_frame");
+            assert!(e.to_string().contains(want), "{e} lacks {want}");
+        }
+        // A compressed message that expands past the limit is refused without being held.
+        let bomb = zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap();
+        let e = unframe_grpc(&framed(1, &bomb), GrpcEncoding::Zstd, 4096).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::TooLarge { limit: 4096, .. }),
+            "{e}"
+        );
+    }
     use logsift_core::{FieldValue, Severity};
     use logsift_parse::{parse_json, ParseOptions};
 

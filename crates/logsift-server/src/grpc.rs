@@ -10,7 +10,6 @@
 //! which ones exporters retry (UNAVAILABLE) and which they drop (INVALID_ARGUMENT).
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -21,18 +20,15 @@ use axum::Extension;
 use bytes::Bytes;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use logsift_compat::otlp;
+use logsift_compat::otlp::{self, GrpcEncoding};
 use logsift_core::time::now_ns;
 use logsift_ingest::Metrics;
 
 use crate::compat::{content_type, decode_error, encode_records, target_index};
-use crate::ingest::{body_too_large, ingest_body, source_of, Decoded};
+use crate::ingest::{ingest_body, source_of, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-
-/// What `grpc-accept-encoding` announces, and the message encodings a request may use.
-const ACCEPTED_ENCODINGS: &str = "identity,gzip,zstd";
 
 /// gRPC status codes used here (google.rpc.Code).
 mod code {
@@ -45,13 +41,6 @@ mod code {
     pub const INTERNAL: u32 = 13;
     pub const UNAVAILABLE: u32 = 14;
     pub const UNAUTHENTICATED: u32 = 16;
-}
-
-#[derive(Clone, Copy)]
-enum MessageEncoding {
-    Identity,
-    Gzip,
-    Zstd,
 }
 
 pub async fn export(
@@ -74,21 +63,19 @@ pub async fn export(
             )))
             .unwrap_or_default();
     }
-    let encoding = match headers
+    let header = headers
         .get("grpc-encoding")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-    {
-        "identity" => MessageEncoding::Identity,
-        "gzip" => MessageEncoding::Gzip,
-        "zstd" => MessageEncoding::Zstd,
-        other => {
-            state.metrics.count_bad_request(api, "bad_encoding");
-            return status_only(
-                code::UNIMPLEMENTED,
-                &format!("grpc-encoding {other:?} is not supported; use {ACCEPTED_ENCODINGS}"),
-            );
-        }
+        .unwrap_or("identity");
+    let Some(encoding) = GrpcEncoding::from_header(header) else {
+        state.metrics.count_bad_request(api, "bad_encoding");
+        return status_only(
+            code::UNIMPLEMENTED,
+            &format!(
+                "grpc-encoding {header:?} is not supported; use {}",
+                GrpcEncoding::ACCEPTED
+            ),
+        );
     };
     let index = match target_index(&headers) {
         Ok(index) => index,
@@ -107,7 +94,8 @@ pub async fn export(
         body,
         logsift_ingest::Ack::Durable,
         move |body| {
-            let message = unframe(body, encoding, cfg.max_body_bytes)?;
+            let message =
+                otlp::unframe_grpc(body, encoding, cfg.max_body_bytes).map_err(decode_error)?;
             let request = otlp::decode_protobuf(&message).map_err(decode_error)?;
             drop(message);
             let records = otlp::records(&request);
@@ -155,7 +143,7 @@ fn grpc_response(body: Body) -> Response {
     );
     headers.insert(
         "grpc-accept-encoding",
-        HeaderValue::from_static(ACCEPTED_ENCODINGS),
+        HeaderValue::from_static(GrpcEncoding::ACCEPTED),
     );
     response
 }
@@ -193,52 +181,6 @@ fn error(e: ApiError) -> Response {
     status_only(status, &e.message)
 }
 
-/// The one message of a unary request: a flag byte (1: compressed with the request's
-/// `grpc-encoding`), a big-endian u32 length, the bytes. Decompression stops one byte past
-/// `limit`, so a small bomb cannot expand without bound.
-fn unframe(body: &[u8], encoding: MessageEncoding, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let bad = |reason: String| ApiError::bad_request("bad_grpc_frame", reason);
-    if body.len() < 5 {
-        return Err(bad(format!(
-            "a gRPC request needs a 5-byte message prefix; the body has {} bytes",
-            body.len()
-        )));
-    }
-    let (prefix, rest) = body.split_at(5);
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    if rest.len() < len {
-        return Err(bad(format!(
-            "the gRPC message prefix announces {len} bytes; the body has {}",
-            rest.len()
-        )));
-    }
-    if rest.len() > len {
-        return Err(bad(
-            "Export is unary: the body holds more than one gRPC message".to_string(),
-        ));
-    }
-    let mut out = Vec::new();
-    let read = match (prefix[0], encoding) {
-        (0, _) => return Ok(rest.to_vec()),
-        (1, MessageEncoding::Identity) => {
-            return Err(bad(
-                "the message is flagged compressed but grpc-encoding is identity".to_string(),
-            ))
-        }
-        (1, MessageEncoding::Gzip) => flate2::read::GzDecoder::new(rest)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out),
-        (1, MessageEncoding::Zstd) => zstd::stream::read::Decoder::new(rest)
-            .and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
-        (flag, _) => return Err(bad(format!("unknown gRPC message flag {flag}"))),
-    };
-    read.map_err(|e| bad(format!("cannot decompress the gRPC message: {e}")))?;
-    if out.len() > limit {
-        return Err(body_too_large(limit));
-    }
-    Ok(out)
-}
-
 /// `grpc-message` is percent-encoded UTF-8: every byte outside printable ASCII, and `%`.
 fn percent_encode(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
@@ -255,59 +197,6 @@ fn percent_encode(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
-        let mut out = vec![flag];
-        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        out.extend_from_slice(message);
-        out
-    }
-
-    #[test]
-    fn unframes_plain_and_compressed_messages() {
-        let msg = b"hello protobuf".repeat(10);
-        assert_eq!(
-            unframe(&framed(0, &msg), MessageEncoding::Identity, 1 << 20).unwrap(),
-            msg
-        );
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &msg).unwrap();
-        let gz = gz.finish().unwrap();
-        assert_eq!(
-            unframe(&framed(1, &gz), MessageEncoding::Gzip, 1 << 20).unwrap(),
-            msg
-        );
-        let zst = zstd::encode_all(&msg[..], 3).unwrap();
-        assert_eq!(
-            unframe(&framed(1, &zst), MessageEncoding::Zstd, 1 << 20).unwrap(),
-            msg
-        );
-    }
-
-    #[test]
-    fn refuses_malformed_frames() {
-        let msg = b"abc";
-        let mut two = framed(0, msg);
-        two.extend(framed(0, msg));
-        let mut short = framed(0, msg);
-        short.pop();
-        for (body, enc, want) in [
-            (vec![0, 0, 0], MessageEncoding::Identity, "5-byte"),
-            (short, MessageEncoding::Identity, "announces 3 bytes"),
-            (two, MessageEncoding::Identity, "unary"),
-            (framed(1, msg), MessageEncoding::Identity, "identity"),
-            (framed(1, msg), MessageEncoding::Gzip, "decompress"),
-            (framed(7, msg), MessageEncoding::Identity, "flag 7"),
-        ] {
-            let e = unframe(&body, enc, 1 << 20).unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST);
-            assert!(e.message.contains(want), "{} lacks {want}", e.message);
-        }
-        // A compressed message that expands past the limit is refused without being held.
-        let bomb = zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap();
-        let e = unframe(&framed(1, &bomb), MessageEncoding::Zstd, 4096).unwrap_err();
-        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
-    }
 
     #[test]
     fn grpc_message_is_percent_encoded() {
