@@ -136,6 +136,23 @@ fn elasticsearch_create_with_a_stored_id_conflicts_across_restarts() {
     assert_eq!(s.metric("logsift_es_bulk_conflicts_total"), 26.0);
     assert_eq!(s.metric("logsift_es_bulk_unchanged_total"), 2.0);
 
+    // An id repeated within one bulk: the second create conflicts, as the actions apply in
+    // order.
+    let body = "{\"create\":{\"_index\":\"events\",\"_id\":\"twice\"}}\n{\"message\":\"twice 1\",\"host\":\"dedup-host\"}\n\
+                {\"create\":{\"_index\":\"events\",\"_id\":\"twice\"}}\n{\"message\":\"twice 2\",\"host\":\"dedup-host\"}\n";
+    let answer: Value = client()
+        .post(format!("{}/_bulk", s.http))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["errors"], true, "{answer}");
+    assert_eq!(answer["items"][0]["create"]["status"], 201, "{answer}");
+    assert_eq!(answer["items"][1]["create"]["status"], 409, "{answer}");
+    s.wait_total("host:dedup-host", &[("index", "events")], 78);
+
     // The ids outlive a kill -9: the whole retry conflicts, nothing is stored twice.
     s.kill9();
     let s = Server::start_in(dir.path(), "");
@@ -144,8 +161,8 @@ fn elasticsearch_create_with_a_stored_id_conflicts_across_restarts() {
     assert!(errors.iter().all(|e| e["status"] == 409));
     assert_eq!(es_send(&s, 75, 80, "create", ""), (5, vec![]));
     assert_eq!(es_send(&s, 100, 101, "index", " v2"), (1, vec![]));
-    let body = s.wait_total("host:dedup-host", &[("index", "events")], 82);
-    assert_eq!(body["total"], 82);
+    let body = s.wait_total("host:dedup-host", &[("index", "events")], 83);
+    assert_eq!(body["total"], 83);
 }
 
 #[test]

@@ -307,11 +307,26 @@ impl Claims {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claims the id of a document, remembering it when claimed; see [`Claim`].
+    /// Claims the id of a document, remembering it when claimed; see [`Claim`]. An id
+    /// claimed earlier in this same request counts as stored, as it would be in Elasticsearch,
+    /// which applies a bulk's actions in order.
     pub fn claim(&self, key: Key, content: u64, op: Op, now: i64) -> Claim {
         let claim = self.window.claim(key, content, op, now);
-        if let Claim::Claimed { .. } = claim {
-            self.lock().claimed.push((key, content));
+        let mut inner = self.lock();
+        match claim {
+            Claim::Claimed { .. } => inner.claimed.push((key, content)),
+            Claim::InFlight => {
+                if let Some(slot) = inner.claimed.iter_mut().rev().find(|(k, _)| *k == key) {
+                    let same_content = slot.1 == content;
+                    if op == Op::Index && !same_content {
+                        // A new version: stored too, and the one the window remembers.
+                        slot.1 = content;
+                        return Claim::Claimed { existed: true };
+                    }
+                    return Claim::Exists { same_content };
+                }
+            }
+            Claim::Exists { .. } => {}
         }
         claim
     }
@@ -410,6 +425,27 @@ mod tests {
         assert_eq!(claims.claim(key("logs", "x"), v3, Op::Index, 5), again);
         drop(claims);
         assert_eq!(claim(&w, "x", "v2", Op::Index, 6), retry);
+    }
+
+    #[test]
+    fn an_id_repeated_within_one_request_counts_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Arc::new(IdWindow::open(dir.path(), 600, 1000, 0).unwrap());
+        let claims = Claims::new(w.clone());
+        let (k, v1, v2) = (key("logs", "r"), content(b"v1"), content(b"v2"));
+        let fresh = Claim::Claimed { existed: false };
+        assert_eq!(claims.claim(k, v1, Op::Create, 0), fresh);
+        let conflict = Claim::Exists {
+            same_content: false,
+        };
+        assert_eq!(claims.claim(k, v2, Op::Create, 0), conflict);
+        let retry = Claim::Exists { same_content: true };
+        assert_eq!(claims.claim(k, v1, Op::Index, 0), retry);
+        let again = Claim::Claimed { existed: true };
+        assert_eq!(claims.claim(k, v2, Op::Index, 0), again);
+        claims.commit(1).unwrap();
+        // The last version is the one remembered.
+        assert_eq!(w.claim(k, v2, Op::Index, 2), retry);
     }
 
     #[test]
