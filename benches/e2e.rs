@@ -23,7 +23,8 @@
 //! `--settle-secs N` (default 10), `--timeout-secs N`, `--tmp DIR`, `--out DIR`, `--keep` (keep
 //! the temporary directory), `--gen-only DIR` (write the corpus to DIR, print its expected
 //! answers, and stop), `--import` (then also time `logsift import` of the same files into a
-//! second fresh server, against the listeners' figure of the same run).
+//! second fresh server, against the listeners' figure of the same run), `--server-config FILE`
+//! (TOML appended to the server's configuration, to compare settings).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
 
@@ -60,6 +61,8 @@ pub struct Args {
     keep: bool,
     gen_only: Option<PathBuf>,
     import: bool,
+    /// TOML appended to the server's configuration.
+    server_config: String,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -129,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         keep: false,
         gen_only: None,
         import: false,
+        server_config: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -174,6 +178,11 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = PathBuf::from(value()?),
             "--keep" => a.keep = true,
             "--import" => a.import = true,
+            "--server-config" => {
+                let path = value()?;
+                a.server_config = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--server-config {path}: {e}"))?;
+            }
             "--gen-only" => a.gen_only = Some(PathBuf::from(value()?)),
             // libtest-style flags that `cargo bench`/`cargo test` may pass: ignore.
             "--nocapture" | "--quiet" | "--exact" => {}
@@ -320,7 +329,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     // 3. Ingest.
     let server_dir = root.join("server");
     std::fs::create_dir_all(&server_dir).map_err(|e| e.to_string())?;
-    let mut srv = server::Server::start(&server_dir)?;
+    let mut srv = server::Server::start(&server_dir, &args.server_config)?;
     eprintln!(
         "e2e: logsift pid {} http {} syslog-tcp {} json-tcp {}",
         srv.pid, srv.http, srv.syslog_tcp, srv.json_tcp
@@ -431,7 +440,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let import = if args.import {
         let dir = root.join("import-server");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut srv = server::Server::start(&dir)?;
+        let mut srv = server::Server::start(&dir, &args.server_config)?;
         eprintln!("e2e: logsift import of the corpus into a fresh server");
         let pid = srv.pid.to_string();
         let before = server::process_cpu(&pid);

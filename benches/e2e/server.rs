@@ -29,9 +29,11 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(dir: &Path) -> Result<Server, String> {
+    /// `overlay`: TOML appended to the benchmark's configuration (`--server-config`).
+    pub fn start(dir: &Path, overlay: &str) -> Result<Server, String> {
         let config = dir.join("bench-config.toml");
-        std::fs::write(&config, CONFIG).map_err(|e| format!("writing config: {e}"))?;
+        std::fs::write(&config, format!("{CONFIG}\n{overlay}"))
+            .map_err(|e| format!("writing config: {e}"))?;
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
         let log_file = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
