@@ -690,6 +690,8 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
         limit: 1,
         order: SortOrder::Desc,
         after: None,
+        start: None,
+        end: None,
     };
     // Ids are unique across indexes and their parts (WAL LSNs): the first holding it is the one.
     for handle in store.list() {
@@ -739,6 +741,8 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
                 limit,
                 order,
                 after: Some(key),
+                start: None,
+                end: None,
             };
             let mut near: Vec<(SortKey, usize, tantivy::DocAddress)> = Vec::new();
             for (i, s) in searchers.iter().enumerate() {

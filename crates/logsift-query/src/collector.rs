@@ -24,10 +24,17 @@ pub(crate) fn sort_keys<T>(items: &mut [T], order: SortOrder, key: impl Fn(&T) -
 }
 
 /// Counts every match and keeps the first `limit` of them in `order` that come after `after`.
+///
+/// With `start`/`end`, only matches timestamped in `[start, end)` count, so the query needs no
+/// time filter of its own: tantivy's range filter scans a segment's whole timestamp column
+/// when the range cuts through it, while this reads the timestamps of the matches only (which
+/// the ranking reads anyway). A rare term in a narrow window then costs what its postings do.
 pub(crate) struct TopByTime {
     pub limit: usize,
     pub order: SortOrder,
     pub after: Option<SortKey>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
 }
 
 pub(crate) struct Fruit {
@@ -71,6 +78,8 @@ pub(crate) struct SegmentTop {
     limit: usize,
     order: SortOrder,
     after: Option<SortKey>,
+    /// `[start, end)` when the segment holds timestamps outside it.
+    bounds: Option<(i64, i64)>,
     total: u64,
     after_cursor: u64,
     heap: BinaryHeap<Ranked>,
@@ -86,13 +95,20 @@ impl Collector for TopByTime {
         reader: &SegmentReader,
     ) -> tantivy::Result<SegmentTop> {
         let fast = reader.fast_fields();
+        let timestamps = fast.i64("timestamp")?;
+        let (start, end) = (self.start.unwrap_or(i64::MIN), self.end.unwrap_or(i64::MAX));
+        // Column bounds are a lower and an upper bound of the values: inside them, no record
+        // needs checking.
+        let inside =
+            timestamps.min_value() >= start && (self.end.is_none() || timestamps.max_value() < end);
         Ok(SegmentTop {
             segment,
-            timestamps: fast.i64("timestamp")?,
+            timestamps,
             ids: fast.u64("id")?,
             limit: self.limit,
             order: self.order,
             after: self.after,
+            bounds: (!inside).then_some((start, end)),
             total: 0,
             after_cursor: 0,
             heap: BinaryHeap::with_capacity(self.limit.min(1024) + 1),
@@ -123,6 +139,11 @@ impl Collector for TopByTime {
 }
 
 impl SegmentTop {
+    fn in_bounds(&self, timestamp: i64) -> bool {
+        self.bounds
+            .is_none_or(|(start, end)| timestamp >= start && timestamp < end)
+    }
+
     /// Counts `doc` past the cursor and keeps it if it ranks among the first `limit`. The id
     /// only breaks timestamp ties, so it is read only when the timestamp cannot decide.
     fn consider(&mut self, doc: DocId, timestamp: i64) {
@@ -186,17 +207,19 @@ impl SegmentCollector for SegmentTop {
     type Fruit = Fruit;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        self.total += 1;
         let timestamp = self.timestamps.first(doc).unwrap_or(0);
-        self.consider(doc, timestamp);
+        if self.in_bounds(timestamp) {
+            self.total += 1;
+            self.consider(doc, timestamp);
+        }
     }
 
     /// Most matches of a common term rank below the hits kept: reading their timestamps a
     /// block at a time, and their ids only when the timestamp ties, is most of the cost saved.
     fn collect_block(&mut self, docs: &[DocId]) {
-        self.total += docs.len() as u64;
-        if self.limit == 0 && self.after.is_none() {
-            // A count: no timestamp needed.
+        if self.bounds.is_none() && self.limit == 0 && self.after.is_none() {
+            // A count of every match: no timestamp needed.
+            self.total += docs.len() as u64;
             self.after_cursor += docs.len() as u64;
             return;
         }
@@ -205,7 +228,11 @@ impl SegmentCollector for SegmentTop {
             let block = &mut block[..chunk.len()];
             self.timestamps.first_vals(chunk, block);
             for (&doc, timestamp) in chunk.iter().zip(block.iter()) {
-                self.consider(doc, timestamp.unwrap_or(0));
+                let timestamp = timestamp.unwrap_or(0);
+                if self.in_bounds(timestamp) {
+                    self.total += 1;
+                    self.consider(doc, timestamp);
+                }
             }
         }
     }
@@ -270,11 +297,17 @@ mod tests {
             (&AllQuery as &dyn tantivy::query::Query, None),
             (&term, Some("even")),
         ] {
-            for order in [SortOrder::Desc, SortOrder::Asc] {
+            for (order, range) in [
+                (SortOrder::Desc, None),
+                (SortOrder::Asc, None),
+                (SortOrder::Desc, Some((10, 20))),
+                (SortOrder::Asc, Some((0, 1))),
+            ] {
                 let mut expected: Vec<SortKey> = all
                     .iter()
                     .filter(|(_, w)| filter.is_none_or(|f| f == *w))
                     .map(|(k, _)| *k)
+                    .filter(|k| range.is_none_or(|(s, e)| k.timestamp >= s && k.timestamp < e))
                     .collect();
                 sort_keys(&mut expected, order, |k| *k);
                 for limit in [0, 1, 7, 100] {
@@ -285,13 +318,18 @@ mod tests {
                             limit,
                             order,
                             after,
+                            start: range.map(|r| r.0),
+                            end: range.map(|r| r.1),
                         };
                         let fruit = searcher.search(query, &collector).unwrap();
                         assert_eq!(fruit.total, expected.len() as u64);
                         assert_eq!(fruit.after_cursor, (expected.len() - seen.len()) as u64);
                         let page: Vec<SortKey> = fruit.top.iter().map(|t| t.0).collect();
                         let want = &expected[seen.len()..(seen.len() + limit).min(expected.len())];
-                        assert_eq!(page, want, "{order:?} limit {limit} after {after:?}");
+                        assert_eq!(
+                            page, want,
+                            "{order:?} {range:?} limit {limit} after {after:?}"
+                        );
                         if limit == 0 || page.is_empty() {
                             break;
                         }

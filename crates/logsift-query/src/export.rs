@@ -123,6 +123,8 @@ pub fn export(
             limit: BATCH,
             order: SortOrder::Asc,
             after: cursor,
+            start: None,
+            end: None,
         };
         let mut top: Vec<(SortKey, usize, DocAddress)> = Vec::new();
         let mut remaining = 0u64;

@@ -233,15 +233,18 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     let after = req.cursor.as_deref().map(parse_cursor).transpose()?;
     let handles = resolve_indexes(store, &req.indexes)?;
     req.budget.check()?;
+    // The time range is applied by the collector, not the query (see `TopByTime`).
     let queries = handles
         .iter()
-        .map(|h| compile(store, h, &ast, req.start, req.end))
+        .map(|h| compile(store, h, &ast, None, None))
         .collect::<Result<Vec<_>, _>>()?;
     let parts = parts::collect(&handles, req.start, req.end, req.order)?;
     let collector = TopByTime {
         limit: req.limit,
         order: req.order,
         after,
+        start: req.start,
+        end: req.end,
     };
 
     #[derive(Default)]
