@@ -31,7 +31,8 @@ use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term
 use crate::collector::{SortKey, TopByTime};
 use crate::parts::{self, Coverage, Covered};
 use crate::{
-    check_range, compile, parse_query, resolve_indexes, search_error, Budget, QueryError, SortOrder,
+    check_range, compile, parse_query, range_split, resolve_indexes, search_error, Budget,
+    QueryError, SortOrder,
 };
 
 /// Most buckets one histogram may have.
@@ -189,15 +190,20 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
         )));
     }
     let n = n as usize;
+    // The collector reads every match's timestamp anyway; see `range_split` for where the
+    // range is applied.
+    let ((query_start, query_end), _) = range_split(&ast, Some(start), Some(end));
     let collector = HistogramCollector {
         origin,
         interval,
         buckets: n,
+        start,
+        end,
     };
     parts.retain(|p| p.max_ts >= start && p.min_ts < end);
     let queries = handles
         .iter()
-        .map(|h| compile(store, h, &ast, Some(start), Some(end)))
+        .map(|h| compile(store, h, &ast, query_start, query_end))
         .collect::<Result<Vec<_>, _>>()?;
     let (counts, done) = parts::run(
         &parts,
@@ -262,6 +268,9 @@ struct HistogramCollector {
     origin: i64,
     interval: i64,
     buckets: usize,
+    /// Only records timestamped in `[start, end)` count.
+    start: i64,
+    end: i64,
 }
 
 /// Non-empty buckets only: (bucket, counts by severity code, then no severity).
@@ -272,6 +281,8 @@ struct HistogramSegment {
     severities: Column<u64>,
     origin: i64,
     interval: i64,
+    start: i64,
+    end: i64,
     counts: Vec<[u64; 9]>,
 }
 
@@ -290,6 +301,8 @@ impl Collector for HistogramCollector {
             severities: fast.u64("severity_code")?,
             origin: self.origin,
             interval: self.interval,
+            start: self.start,
+            end: self.end,
             counts: vec![[0; 9]; self.buckets],
         })
     }
@@ -312,12 +325,12 @@ impl Collector for HistogramCollector {
 
 impl HistogramSegment {
     fn count(&mut self, ts: Option<i64>, severity: Option<u64>) {
-        let Some(ts) = ts else {
+        let Some(ts) = ts.filter(|ts| *ts >= self.start && *ts < self.end) else {
             return;
         };
         let bucket = (ts.saturating_sub(self.origin)).div_euclid(self.interval);
         let severity = severity.map_or(NO_SEVERITY, |c| (c as usize).min(NO_SEVERITY));
-        // The query's time filter keeps `ts` inside the buckets; the check is for safety.
+        // The range check above keeps `ts` inside the buckets; this one is for safety.
         if let Some(slot) = usize::try_from(bucket)
             .ok()
             .and_then(|b| self.counts.get_mut(b))
