@@ -21,12 +21,9 @@ use bytes::Bytes;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use logsift_compat::otlp::{self, GrpcEncoding};
-use logsift_core::time::now_ns;
-use logsift_ingest::Metrics;
 
-use crate::compat::{content_type, decode_error, encode_records, target_index};
-use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState, Principal, Role};
+use crate::compat::{content_type, decode_error};
+use crate::{ApiError, AppState, Principal};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
@@ -77,51 +74,16 @@ pub async fn export(
             ),
         );
     };
-    let index = match target_index(&headers) {
-        Ok(index) => index,
-        Err(e) => return error(e),
+    let limit = state.cfg.max_body_bytes;
+    let decode = move |body: &[u8]| {
+        let message = otlp::unframe_grpc(body, encoding, limit).map_err(decode_error)?;
+        otlp::decode_protobuf(&message).map_err(decode_error)
     };
-    if let Err(e) = principal.require_index(Role::Ingest, index.as_str()) {
-        return error(e);
-    }
-    let source = source_of(&peer, api);
-    let cfg = state.cfg.clone();
-    let outcome = ingest_body(
-        &state,
-        &principal,
-        api,
-        headers,
-        body,
-        logsift_ingest::Ack::Durable,
-        move |body| {
-            let message =
-                otlp::unframe_grpc(body, encoding, cfg.max_body_bytes).map_err(decode_error)?;
-            let request = otlp::decode_protobuf(&message).map_err(decode_error)?;
-            drop(message);
-            let records = otlp::records(&request);
-            drop(request);
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
-            Ok(Decoded {
-                entries,
-                answer: rejected,
-            })
-        },
-    )
-    .await;
-    let ingested = match outcome {
-        Ok(i) => i,
-        Err(e) => return error(e),
-    };
-    Metrics::add(&state.metrics.otlp_log_records, ingested.accepted as u64);
-    let rejected = ingested.answer as i64;
-    let why = if rejected > 0 {
-        format!(
-            "{rejected} log records exceed ingest.max_line_bytes = {} as JSON records",
-            state.cfg.max_line_bytes
-        )
-    } else {
-        String::new()
-    };
+    let (rejected, why) =
+        match crate::otlp::export(&state, &principal, &peer, api, headers, body, decode).await {
+            Ok(answer) => answer,
+            Err(e) => return error(e),
+        };
     let message = otlp::response_protobuf(rejected, &why);
     let mut framed = Vec::with_capacity(5 + message.len());
     framed.push(0);

@@ -52,51 +52,17 @@ pub async fn logs(
                 .into_response();
         }
     };
-    let index = match target_index(&headers) {
-        Ok(index) => index,
-        Err(e) => return status_response(e, encoding),
+    let decode = move |body: &[u8]| {
+        match encoding {
+            Encoding::Protobuf => otlp::decode_protobuf(body),
+            Encoding::Json => otlp::decode_json(body),
+        }
+        .map_err(decode_error)
     };
-    if let Err(e) = principal.require_index(Role::Ingest, index.as_str()) {
-        return status_response(e, encoding);
-    }
-    let source = source_of(&peer, api);
-    let cfg = state.cfg.clone();
-    let outcome = ingest_body(
-        &state,
-        &principal,
-        api,
-        headers,
-        body,
-        Ack::Durable,
-        move |body| {
-            let request = match encoding {
-                Encoding::Protobuf => otlp::decode_protobuf(body),
-                Encoding::Json => otlp::decode_json(body),
-            }
-            .map_err(decode_error)?;
-            let records = otlp::records(&request);
-            drop(request);
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
-            Ok(Decoded {
-                entries,
-                answer: rejected,
-            })
-        },
-    )
-    .await;
-    let ingested = match outcome {
-        Ok(i) => i,
+    let (rejected, why) = match export(&state, &principal, &peer, api, headers, body, decode).await
+    {
+        Ok(answer) => answer,
         Err(e) => return status_response(e, encoding),
-    };
-    Metrics::add(&state.metrics.otlp_log_records, ingested.accepted as u64);
-    let rejected = ingested.answer as i64;
-    let why = if rejected > 0 {
-        format!(
-            "{rejected} log records exceed ingest.max_line_bytes = {} as JSON records",
-            state.cfg.max_line_bytes
-        )
-    } else {
-        String::new()
     };
     let body = match encoding {
         Encoding::Protobuf => otlp::response_protobuf(rejected, &why),
@@ -108,6 +74,54 @@ pub async fn logs(
         body,
     )
         .into_response()
+}
+
+/// What OTLP/HTTP and OTLP/gRPC share once the body's encoding is known: the target index
+/// and the caller's right to it, the body through the one ingest path (`decode` turns it into
+/// a request), and the partial-success part of the answer: `(rejected records, why)`.
+pub(crate) async fn export(
+    state: &AppState,
+    principal: &Principal,
+    peer: &Option<Extension<ConnectInfo<SocketAddr>>>,
+    api: &'static str,
+    headers: HeaderMap,
+    body: Body,
+    decode: impl FnOnce(&[u8]) -> Result<otlp::ExportLogsServiceRequest, ApiError> + Send + 'static,
+) -> Result<(i64, String), ApiError> {
+    let index = target_index(&headers)?;
+    principal.require_index(Role::Ingest, index.as_str())?;
+    let source = source_of(peer, api);
+    let cfg = state.cfg.clone();
+    let ingested = ingest_body(
+        state,
+        principal,
+        api,
+        headers,
+        body,
+        Ack::Durable,
+        move |body| {
+            let request = decode(body)?;
+            let records = otlp::records(&request);
+            drop(request);
+            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
+            Ok(Decoded {
+                entries,
+                answer: rejected,
+            })
+        },
+    )
+    .await?;
+    Metrics::add(&state.metrics.otlp_log_records, ingested.accepted as u64);
+    let rejected = ingested.answer as i64;
+    let why = if rejected > 0 {
+        format!(
+            "{rejected} log records exceed ingest.max_line_bytes = {} as JSON records",
+            state.cfg.max_line_bytes
+        )
+    } else {
+        String::new()
+    };
+    Ok((rejected, why))
 }
 
 /// An error as OTLP/HTTP answers it: the HTTP status (429 and 503 with Retry-After, which
