@@ -290,13 +290,7 @@ fn tokens_guard_every_route_by_role_and_index() {
     assert!(!again.status.success(), "revoking twice is an error");
 
     // Failures are counted; /metrics needs admin.
-    let metrics = client()
-        .get(format!("{}/metrics", s.http))
-        .bearer_auth(&admin)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text(Some(&admin));
     let failures: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("logsift_http_auth_failures_total "))

@@ -479,13 +479,7 @@ fn otlp_grpc_status_codes() {
     let found = s.wait_total_as(&admin, "*", &[], 1);
     assert_eq!(found["hits"][0]["message"], "raw grpc record");
     assert_eq!(found["hits"][0]["severity"], "error");
-    let metrics = client()
-        .get(format!("{}/metrics", s.http))
-        .bearer_auth(&admin)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text(Some(&admin));
     assert!(
         metrics.contains(
             "logsift_http_bad_requests_total{api=\"otlp-grpc\",reason=\"bad_protobuf\"} 1"

@@ -86,6 +86,22 @@ fn https_get(
     Ok(String::from_utf8_lossy(&answer).to_string())
 }
 
+/// A server with HTTPS on (`[http] tls`) asking for client certificates as `client_cert`
+/// says, its PKI in `dir`, and the HTTPS address.
+fn https_server(dir: &std::path::Path, client_cert: &str) -> (Pki, Server, SocketAddr) {
+    let pki = make_pki(dir);
+    let s = Server::start_in(
+        dir,
+        &format!(
+            "{}[http]\ntls = true\nclient_cert = \"{client_cert}\"\n",
+            tls_section(&pki)
+        ),
+    );
+    assert!(s.http.starts_with("https://"), "{}", s.http);
+    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+    (pki, s, addr)
+}
+
 #[test]
 fn syslog_over_tls_needs_a_client_certificate_from_the_ca() {
     let tmp = tempfile::tempdir().unwrap();
@@ -153,16 +169,7 @@ fn syslog_over_tls_needs_a_client_certificate_from_the_ca() {
 #[test]
 fn https_api_with_and_without_client_certificates() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = make_pki(tmp.path());
-    let s = Server::start_in(
-        tmp.path(),
-        &format!(
-            "{}[http]\ntls = true\nclient_cert = \"required\"\n",
-            tls_section(&pki)
-        ),
-    );
-    assert!(s.http.starts_with("https://"), "{}", s.http);
-    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+    let (pki, _server, addr) = https_server(tmp.path(), "required");
 
     let answer = https_get(addr, client_config(&pki, Some("client")), "/health/live").unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -239,15 +246,7 @@ fn https_api_with_and_without_client_certificates() {
 #[test]
 fn optional_client_certificates_verify_what_is_presented() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = make_pki(tmp.path());
-    let s = Server::start_in(
-        tmp.path(),
-        &format!(
-            "{}[http]\ntls = true\nclient_cert = \"optional\"\n",
-            tls_section(&pki)
-        ),
-    );
-    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
+    let (pki, _server, addr) = https_server(tmp.path(), "optional");
     for identity in [None, Some("client")] {
         let answer = https_get(addr, client_config(&pki, identity), "/health/live").unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{identity:?}: {answer}");
@@ -283,21 +282,13 @@ for label, creds in [
 #[test]
 fn otlp_grpc_over_tls_with_client_certificates() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = make_pki(tmp.path());
-    let s = Server::start_in(
-        tmp.path(),
-        &format!(
-            "{}[http]\ntls = true\nclient_cert = \"required\"\n",
-            tls_section(&pki)
-        ),
-    );
+    let (pki, s, addr) = https_server(tmp.path(), "required");
     // grpcio checks the certificate's name and negotiates h2 by ALPN.
     let target = format!("localhost:{}", s.otlp_grpc.port());
     let out = run_python(GRPC_TLS_SCRIPT, &[&target, pki.dir.to_str().unwrap()]);
     assert!(out.contains("client certificate OK\n"), "{out}");
     assert!(out.contains("no client certificate UNAVAILABLE\n"), "{out}");
 
-    let addr: SocketAddr = s.http.trim_start_matches("https://").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let answer = https_get(

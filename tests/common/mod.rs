@@ -160,13 +160,18 @@ impl Server {
     }
 
     /// One sample of an unlabelled metric from `/metrics`.
+    /// The `/metrics` text, with `token` as Bearer when given (it needs admin once tokens
+    /// exist).
+    pub fn metrics_text(&self, token: Option<&str>) -> String {
+        let mut request = client().get(format!("{}/metrics", self.http));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request.send().expect("metrics").text().expect("text")
+    }
+
     pub fn metric(&self, name: &str) -> f64 {
-        let text = client()
-            .get(format!("{}/metrics", self.http))
-            .send()
-            .expect("metrics")
-            .text()
-            .expect("text");
+        let text = self.metrics_text(None);
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.trim().parse().ok())
