@@ -336,7 +336,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     );
     let rss_at_start = server::rss(srv.pid).map(|r| r.0).unwrap_or(0);
     let sampler = server::RssSampler::start(srv.pid);
-    let cpu_before = server::thread_cpu(srv.pid);
+    let thread_sampler = server::ThreadCpuSampler::start(srv.pid);
     let pid = srv.pid.to_string();
     let (server_before, self_before, machine_before) = (
         server::process_cpu(&pid),
@@ -344,7 +344,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         server::machine_cpu(),
     );
     let mut ingest = ship_corpus(args, &corpus, &mut srv, Shipping::Listeners)?;
-    let cpu_after = server::thread_cpu(srv.pid);
+    let cpu_used = thread_sampler.finish();
     let machine_after = server::machine_cpu();
     let ticks = server::clock_ticks();
     let wall = ingest.searchable_after.as_secs_f64();
@@ -357,13 +357,12 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     ingest.other_cores =
         (ingest.machine_busy_cores - ingest.server_cores - ingest.bench_cores).max(0.0);
     let peak_ingest = sampler.peak();
-    let mut threads: Vec<(String, f64)> = cpu_after
+    let mut threads: Vec<(String, f64)> = cpu_used
         .iter()
-        .map(|(name, &after)| {
-            let before = cpu_before.get(name).copied().unwrap_or(0);
+        .map(|(name, &used)| {
             (
                 name.clone(),
-                after.saturating_sub(before) as f64 / ticks / ingest.searchable_after.as_secs_f64(),
+                used as f64 / ticks / ingest.searchable_after.as_secs_f64(),
             )
         })
         .filter(|(_, cores)| *cores > 0.0)

@@ -141,6 +141,7 @@ fn segment_build(c: &mut Criterion) {
                             index_options: Default::default(),
                             seal_docs: u64::MAX,
                             seal_after_ms: u64::MAX,
+                            seal_idle_ms: 0,
                         })
                         .expect("open store"),
                     );

@@ -179,6 +179,31 @@ fn check_golden(version: &str) {
     );
     assert_eq!(status, 200);
     s.wait_total("golden", &[("limit", "0")], 361);
+    // A v1 on-disk hot index was sealed at open, as a link of the catalog chain; after a
+    // graceful stop everything is in verified segments.
+    let had_hot = source.join("indexes/logs/hot").exists();
+    let data = s.data_dir.clone();
+    assert!(s.stop().success());
+    let index_dir = data.join("indexes/logs");
+    assert!(!index_dir.join("hot").exists());
+    let catalog = std::fs::read_to_string(index_dir.join("catalog.json")).unwrap();
+    assert_eq!(
+        catalog.contains("upgrade: v1 hot index sealed"),
+        had_hot,
+        "{catalog}"
+    );
+    let verify = Command::new(BIN)
+        .args(["segments", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let s = Server::start_in(dir.path(), GOLDEN_CONFIG);
+    s.wait_total("golden", &[("limit", "0")], 361);
 }
 
 #[test]

@@ -209,38 +209,79 @@ fn verify_names_flipped_truncated_missing_and_substituted_segments_and_the_serve
 }
 
 #[test]
-fn an_interrupted_seal_is_finished_and_orphans_are_not_served() {
+fn an_interrupted_seal_is_rebuilt_from_the_wal_and_orphans_are_not_served() {
     let dir = tempfile::tempdir().unwrap();
-    // Never seal on its own: the test stages the crash states itself.
-    let s = Server::start_in(dir.path(), "[index]\nseal_docs = 100000000\n");
+    // Never seal on its own: the hot tier holds everything when the process dies.
+    let quiet = "[index]\nseal_docs = 100000000\nseal_idle_ms = 0\n";
+    let s = Server::start_in(dir.path(), quiet);
     seed(&s, 4);
     let data = s.data_dir.clone();
-    assert!(s.stop().success());
-    // As if a crash hit right after `hot/` was renamed for sealing.
+    assert_eq!(sealed_docs(&s), 0);
+    s.kill9();
+    // As if the crash hit while a seal was writing its segment: a work directory and a
+    // half-written segment file the catalog does not list.
     let index_dir = data.join("indexes/logs");
-    std::fs::rename(
-        index_dir.join("hot"),
-        index_dir.join("sealing-00000000000000000200"),
+    std::fs::create_dir_all(index_dir.join("building-00000000000000000200")).unwrap();
+    std::fs::write(
+        index_dir.join("building-00000000000000000200/meta.json"),
+        b"{}",
     )
     .unwrap();
-    // And a half-written segment from an earlier crash, which the catalog does not list.
     std::fs::write(
-        index_dir.join("segments/00000000000000000007.lsseg"),
+        index_dir.join("segments/00000000000000000200.lsseg"),
         b"partial",
     )
     .unwrap();
 
-    let s = Server::start_in(dir.path(), "[index]\nseal_docs = 100000000\n");
-    s.wait_total("sealed", &[("limit", "0")], 200);
-    assert_eq!(sealed_docs(&s), 200);
-    assert!(!index_dir.join("sealing-00000000000000000200").exists());
+    let s = Server::start_in(dir.path(), quiet);
+    // The hot tier came back from the WAL: every record exactly once.
+    let body = s.wait_total("sealed", &[("limit", "1000")], 200);
+    let ids: std::collections::HashSet<&str> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    assert!(!index_dir.join("building-00000000000000000200").exists());
     assert!(!index_dir
-        .join("segments/00000000000000000007.lsseg")
+        .join("segments/00000000000000000200.lsseg")
         .exists());
+    // A graceful stop seals the hot tier: everything is then covered by verify, and the WAL
+    // holds nothing that is not sealed.
     let data = s.data_dir.clone();
     assert!(s.stop().success());
     let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
+    let s = Server::start_in(dir.path(), quiet);
+    assert_eq!(sealed_docs(&s), 200);
+    s.wait_total("sealed", &[("limit", "0")], 200);
+    assert!(
+        s.log().contains("replayed=0"),
+        "nothing left to replay after a graceful stop: {}",
+        s.log()
+    );
+}
+
+#[test]
+fn an_idle_hot_tier_is_sealed_and_the_wal_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), "[index]\nseal_idle_ms = 300\n");
+    seed(&s, 2);
+    wait_sealed(&s, 100);
+    // Once sealed, the WAL may drop the records: its files shrink to their headers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.metric("logsift_wal_disk_bytes") > 4096.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL was not truncated after the seal: {} bytes",
+            s.metric("logsift_wal_disk_bytes")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, body) = s.get("/api/v1/segments");
+    let reason = &body["indexes"][0]["segments"][0]["reason"];
+    assert_eq!(reason, "sealed: idle", "{body}");
 }
 
 #[test]

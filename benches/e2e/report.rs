@@ -399,11 +399,11 @@ pub fn markdown(r: &Results) -> String {
     let mut busiest: Vec<String> = r
         .threads
         .iter()
-        .take(6)
+        .take(8)
         .map(|(n, c)| format!("`{n}` {c:.2}"))
         .collect();
     busiest.push(format!(
-        "threads exited by the end (tantivy restarts its indexing workers at every commit; idle tokio blocking threads) {:.2}",
+        "unattributed (the last ≤ 50 ms of threads that exited) {:.2}",
         (i.server_cores - live).max(0.0)
     ));
     let _ = writeln!(

@@ -216,14 +216,69 @@ impl Drop for RssSampler {
     }
 }
 
-/// CPU time (user + system, in clock ticks) of every thread of a process, by thread name
-/// (threads with the same name are summed).
-pub fn thread_cpu(pid: u32) -> HashMap<String, u64> {
-    let mut out = HashMap::new();
+/// Per-thread CPU of a process over a stretch of time, by thread name, including threads that
+/// start and exit meanwhile (tantivy starts indexing workers at every commit): `/proc` is read
+/// every 50 ms and each thread's last reading counts, so a thread that exits loses at most its
+/// last 50 ms. Without this, two snapshots missed most of the server's CPU.
+pub struct ThreadCpuSampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<HashMap<String, u64>>>,
+}
+
+impl ThreadCpuSampler {
+    pub fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            // tid → (name, ticks when first seen (0 for threads born meanwhile), last ticks)
+            let mut seen: HashMap<u64, (String, u64, u64)> = thread_ticks(pid)
+                .into_iter()
+                .map(|(tid, name, ticks)| (tid, (name, ticks, ticks)))
+                .collect();
+            loop {
+                let last = flag.load(Ordering::Relaxed);
+                for (tid, name, ticks) in thread_ticks(pid) {
+                    let e = seen.entry(tid).or_insert((name, 0, 0));
+                    e.2 = e.2.max(ticks);
+                }
+                if last {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut out = HashMap::new();
+            for (name, first, last) in seen.into_values() {
+                *out.entry(name).or_insert(0) += last.saturating_sub(first);
+            }
+            out
+        });
+        ThreadCpuSampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling; CPU ticks used during the sampling, by thread name.
+    pub fn finish(mut self) -> HashMap<String, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// CPU time (user + system, in clock ticks) of every live thread of a process: (tid, name,
+/// ticks).
+fn thread_ticks(pid: u32) -> Vec<(u64, String, u64)> {
+    let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
             continue;
         };
@@ -242,7 +297,7 @@ pub fn thread_cpu(pid: u32) -> HashMap<String, u64> {
                 .get(12)
                 .and_then(|s| s.parse::<u64>().ok())
                 .unwrap_or(0);
-        *out.entry(comm).or_insert(0) += ticks;
+        out.push((tid, comm, ticks));
     }
     out
 }

@@ -154,6 +154,7 @@ pub struct IndexConfig {
     pub commit_interval_ms: u64,
     pub seal_docs: u64,
     pub seal_interval_ms: u64,
+    pub seal_idle_ms: u64,
     pub writer_memory_bytes: usize,
     pub docstore_block_bytes: usize,
     pub sealed_zstd_level: i32,

@@ -110,6 +110,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         merge_max_docs: cfg.index.merge_max_docs,
         seal_docs: cfg.index.seal_docs,
         seal_after_ms: cfg.index.seal_interval_ms,
+        seal_idle_ms: cfg.index.seal_idle_ms,
         index_options: cfg.index_options()?,
     })?);
     store.spawn_integrity_check();

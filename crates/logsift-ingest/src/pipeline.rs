@@ -224,8 +224,11 @@ impl PipelineHandle {
 
 pub struct Pipeline {
     handle: PipelineHandle,
-    wal_thread: Option<JoinHandle<()>>,
+    /// Returns the WAL when it stops, for the truncation after the final seals.
+    wal_thread: Option<JoinHandle<Wal>>,
     index_thread: Option<JoinHandle<()>>,
+    /// What the WAL may drop: everything at or below it is in sealed segments.
+    truncatable: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +334,7 @@ impl Pipeline {
         };
         let index_thread = {
             let metrics = metrics.clone();
+            let truncatable = truncatable.clone();
             let interval = Duration::from_millis(cfg.commit_interval_ms);
             let wal_dir = cfg.wal_dir.clone();
             std::thread::Builder::new()
@@ -359,6 +363,7 @@ impl Pipeline {
                 handle,
                 wal_thread: Some(wal_thread),
                 index_thread: Some(index_thread),
+                truncatable,
             },
             start,
         ))
@@ -368,15 +373,20 @@ impl Pipeline {
         self.handle.clone()
     }
 
-    /// Finishes what was queued before this call: everything is fsynced in the WAL and
-    /// committed to the indexes when it returns.
+    /// Finishes what was queued before this call: everything is fsynced in the WAL, indexed
+    /// and sealed into segments when it returns, and the WAL is truncated through what was
+    /// sealed (a seal that failed leaves its records in the WAL for the next start).
     pub fn shutdown(mut self) {
         let _ = self.handle.tx.send(Message::Shutdown);
-        if let Some(t) = self.wal_thread.take() {
-            let _ = t.join();
-        }
+        let wal = self.wal_thread.take().and_then(|t| t.join().ok());
         if let Some(t) = self.index_thread.take() {
             let _ = t.join();
+        }
+        if let Some(mut wal) = wal {
+            let through = self.truncatable.load(Ordering::Acquire);
+            if let Err(e) = wal.truncate_through(through) {
+                tracing::warn!(error = %e, "could not truncate the WAL at shutdown");
+            }
         }
     }
 }
@@ -395,7 +405,7 @@ struct WalWriter {
 }
 
 impl WalWriter {
-    fn run(mut self, rx: flume::Receiver<Message>, index_tx: flume::Sender<IndexBatch>) {
+    fn run(mut self, rx: flume::Receiver<Message>, index_tx: flume::Sender<IndexBatch>) -> Wal {
         let interval = Duration::from_millis(self.cfg.group_commit_interval_ms);
         let mut last_sync = Instant::now();
         let mut dirty = false;
@@ -504,6 +514,7 @@ impl WalWriter {
                 tracing::error!(error = %e, "final WAL sync failed");
             }
         }
+        self.wal
     }
 
     /// Appends a round's entries and syncs if someone waits or the interval is up. On failure
@@ -689,6 +700,9 @@ fn index_loop(
                 }
             }
         }
+        if !indexer.needs_reapply() && !indexer.has_uncommitted() {
+            truncatable.store(indexer.maintain(), Ordering::Release);
+        }
         if !indexer.needs_reapply()
             && indexer.has_uncommitted()
             && (done || last_commit.elapsed() >= interval)
@@ -707,10 +721,12 @@ fn index_loop(
             last_commit = Instant::now();
         }
         if done {
-            indexer.store().wait_for_seals();
             if indexer.needs_reapply() {
                 tracing::error!("stopping with uncommitted records; they stay in the WAL and are replayed at next start");
             }
+            // What was committed is sealed (a hot tier holds committed records only).
+            indexer.store().seal_all_and_wait();
+            truncatable.store(indexer.truncatable_lsn(), Ordering::Release);
             break;
         }
     }

@@ -1,7 +1,8 @@
 //! Erasure (GDPR requests): removes every record matching a query in a time range from the
 //! sealed segments (each affected segment is rewritten without them and the rewrite recorded
-//! in the catalog chain with both hashes) and from the hot index (deleted and committed). It
-//! repeats until a search finds no match, because a seal or merge running meanwhile can carry
+//! in the catalog chain with both hashes). Matches still in the in-memory hot tier are sealed
+//! first (a deletion in memory would come back from the WAL after a crash). It repeats until a
+//! search finds no match, because records arriving or a merge running meanwhile can carry
 //! matches into a new segment.
 //!
 //! What it does not reach: the WAL keeps the raw bytes of erased records until its files are
@@ -17,7 +18,7 @@ use crate::{check_range, compile, parse_query, resolve_indexes, search_error, Qu
 
 /// Passes over an index before giving up (each pass waits for seals and merges first).
 const MAX_PASSES: usize = 8;
-/// How long erasure waits for the indexer to commit before it can delete in the hot index.
+/// How long erasure waits for the indexer to commit before it can seal the hot tier.
 const HOT_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default)]
@@ -45,7 +46,7 @@ pub struct SegmentRewrite {
 pub struct EraseReport {
     pub erased: u64,
     pub rewritten: Vec<SegmentRewrite>,
-    /// Records removed from hot indexes.
+    /// Of `erased`, the records that were still in the hot tier (sealed first, then erased).
     pub hot: u64,
     pub took_ms: u64,
 }
@@ -69,6 +70,20 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
         );
         let mut clean = false;
         for _ in 0..MAX_PASSES {
+            let deadline = Instant::now() + HOT_WAIT;
+            loop {
+                handle.wait_for_seal();
+                if let Some(n) = handle.seal_for_erasure(&*query)? {
+                    report.hot += n;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(QueryError::BadRequest(
+                        "the index kept receiving records for 30 s; erasure could not find a quiet moment to seal the hot tier; retry".into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             handle.wait_for_seal();
             handle.wait_for_merge();
             for (entry, searcher) in handle.sealed_parts(req.start, req.end) {
@@ -89,20 +104,6 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
                     new_sha256: new.as_ref().map(|e| e.sha256.clone()),
                     removed: ids.len() as u64,
                 });
-            }
-            let deadline = Instant::now() + HOT_WAIT;
-            loop {
-                if let Some(n) = handle.erase_from_hot(&*query)? {
-                    report.hot += n;
-                    report.erased += n;
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(QueryError::BadRequest(
-                        "the index kept receiving records for 30 s; erasure could not find a quiet moment to delete from the hot index; retry".into(),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(20));
             }
             let left: usize = handle
                 .searchers(req.start, req.end)

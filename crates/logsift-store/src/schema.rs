@@ -7,7 +7,8 @@ use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer, TokenizerManage
 /// Keyword fields (host, app, ...) match whole values, case-insensitively.
 pub const KEYWORD_TOKENIZER: &str = "keyword";
 
-/// The field sealed segments are sorted by.
+/// The (host, app) column. v1 sorted sealed segments by it; v2 keeps arrival order, which
+/// reads records in time order from few blocks, and keeps the column so the schema is one.
 pub const STREAM_FIELD: &str = "stream";
 
 /// The sort key of a record: its (host, app) pair folded to 16 bits, so the column costs two
@@ -33,8 +34,7 @@ pub struct LogSchema {
     pub received_at: Field,
     /// The record id: the WAL LSN, unique per server and increasing in receive order.
     pub id: Field,
-    /// A 16-bit hash of (host, app): sealed segments are sorted by it, so the lines of one
-    /// program on one machine sit together in the doc store and compress as one text.
+    /// A 16-bit hash of (host, app) (see [`STREAM_FIELD`]).
     pub stream: Field,
     pub severity: Field,
     pub severity_code: Field,

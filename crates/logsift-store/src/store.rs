@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::document::build_document;
@@ -56,8 +55,29 @@ pub struct StoreConfig {
     pub index_options: BTreeMap<String, IndexOptions>,
     /// The hot index is sealed into a segment once it holds this many records...
     pub seal_docs: u64,
-    /// ...or once it is this old and holds any.
+    /// ...or once it is this old and holds any...
     pub seal_after_ms: u64,
+    /// ...or once nothing was added to it for this long (0: never), so that a quiet index
+    /// leaves nothing unsealed in memory and the WAL.
+    pub seal_idle_ms: u64,
+}
+
+/// When a hot tier is sealed (see [`IndexHandle::seal_due`]).
+pub(crate) struct SealPolicy {
+    pub docs: u64,
+    pub after: std::time::Duration,
+    pub idle: Option<std::time::Duration>,
+}
+
+impl StoreConfig {
+    pub(crate) fn seal_policy(&self) -> SealPolicy {
+        SealPolicy {
+            docs: self.seal_docs.max(1),
+            after: std::time::Duration::from_millis(self.seal_after_ms),
+            idle: (self.seal_idle_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.seal_idle_ms)),
+        }
+    }
 }
 
 /// Per-index parsing settings. They must stay the same for the life of the data: hits are
@@ -294,8 +314,18 @@ impl Store {
         }
     }
 
-    /// Waits for every seal in progress (graceful shutdown).
-    pub fn wait_for_seals(&self) {
+    /// Graceful shutdown: seals every hot tier that holds committed records and waits for
+    /// every seal, so that what was committed is in sealed segments (covered by
+    /// `segments verify`) and the WAL can be truncated. A seal that fails now is not retried:
+    /// its records stay in the WAL for the next start.
+    pub fn seal_all_and_wait(&self) {
+        for handle in self.list() {
+            handle.wait_for_seal();
+            handle.stop_retrying();
+            if let Err(e) = handle.seal("shutdown") {
+                tracing::error!(index = %handle.name(), error = %e, "cannot seal at shutdown; the records stay in the WAL for the next start");
+            }
+        }
         for handle in self.list() {
             handle.wait_for_seal();
         }
@@ -307,15 +337,6 @@ impl Store {
             .iter()
             .map(|h| h.committed_lsn())
             .max()
-            .unwrap_or(0)
-    }
-
-    /// The lowest LSN any index has committed: WAL entries above it may still be needed.
-    pub fn min_committed_lsn(&self) -> u64 {
-        self.list()
-            .iter()
-            .map(|h| h.committed_lsn())
-            .min()
             .unwrap_or(0)
     }
 }
@@ -333,6 +354,8 @@ pub struct Indexer {
     applied_lsn: u64,
     dirty: BTreeMap<IndexName, Arc<IndexHandle>>,
     reapply_pending: bool,
+    /// The last [`Indexer::truncatable_lsn`] computed while no failure was pending.
+    truncatable: u64,
 }
 
 /// What one [`Indexer::apply`] did with its entry.
@@ -354,6 +377,7 @@ impl Indexer {
             applied_lsn: 0,
             dirty: BTreeMap::new(),
             reapply_pending: false,
+            truncatable: 0,
         }
     }
 
@@ -394,9 +418,13 @@ impl Indexer {
         let opts = self.store.parse_options(entry.index, entry.received_at);
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
         let doc = build_document(&self.store.schema, lsn, entry, &record);
-        handle.with_writer(|w| w.add_document(doc).map(|_| ()))?;
-        handle.add_raw_bytes(entry.raw.len() as u64);
-        handle.uncommitted.fetch_add(1, Ordering::Relaxed);
+        // Noted under the writer lock: a seal swapping the hot tier must see the record as
+        // uncommitted, or it would drop it with the old writer.
+        handle.with_writer(|w| {
+            w.add_document(doc)?;
+            handle.note_added(lsn, entry.raw.len() as u64);
+            Ok(())
+        })?;
         Ok(record
             .parse_error
             .as_deref()
@@ -426,36 +454,60 @@ impl Indexer {
         self.reapply_pending
     }
 
-    /// Commits every index with new documents. Returns the LSN through which everything is
-    /// committed, i.e. what the WAL may drop. On failure everything uncommitted is dropped
-    /// and must come back through [`Indexer::reapply_from`].
+    /// Commits every index with new documents to its hot tier (searchable from then on) and
+    /// starts the seals that are due. Returns the LSN through which the WAL may be truncated:
+    /// everything at or below it is sealed (see [`Indexer::truncatable_lsn`]). On failure
+    /// everything uncommitted is dropped and must come back through [`Indexer::reapply_from`].
     pub fn commit(&mut self) -> Result<u64, StoreError> {
         if self.reapply_pending {
             return Err(StoreError::Pending);
         }
-        let mut committed = Vec::with_capacity(self.dirty.len());
         while let Some((name, handle)) = self.dirty.pop_first() {
             if let Err(e) = handle.commit(self.applied_lsn) {
                 self.dirty.insert(name, handle);
                 self.fail();
                 return Err(e);
             }
-            committed.push(handle);
         }
-        let (docs, after) = (
-            self.store.cfg.seal_docs,
-            std::time::Duration::from_millis(self.store.cfg.seal_after_ms),
-        );
-        for handle in committed {
-            if handle.seal_due(docs, after) {
-                // A failed seal loses nothing: the former hot index stays searchable in its
-                // `sealing-` directory and the seal is finished at the next start.
-                if let Err(e) = handle.seal() {
-                    tracing::error!(index = %handle.name(), error = %e, "sealing failed; will be finished at next start");
+        Ok(self.maintain())
+    }
+
+    /// Housekeeping between batches (at least every second): starts the seals that are due
+    /// (size, age, idle, WAL bound) and retries failed ones. Returns what
+    /// [`Indexer::truncatable_lsn`] returns.
+    pub fn maintain(&mut self) -> u64 {
+        if self.reapply_pending || !self.dirty.is_empty() {
+            return self.truncatable_lsn();
+        }
+        let policy = self.store.cfg.seal_policy();
+        for handle in self.store.list() {
+            handle.retry_failed_seal();
+            if let Some(why) = handle.seal_due(&policy, self.applied_lsn) {
+                // A failed seal loses nothing: the tier stays searchable in memory and its
+                // records stay in the WAL.
+                if let Err(e) = handle.seal(why) {
+                    tracing::error!(index = %handle.name(), error = %e, "cannot start sealing; will retry");
                 }
             }
         }
-        Ok(self.applied_lsn)
+        self.truncatable_lsn()
+    }
+
+    /// The LSN through which the WAL may be truncated: below the first record that is not in
+    /// a sealed segment yet, in any index; everything applied when all is sealed. While a
+    /// failure is pending, records applied since are in no tier: the last value stands.
+    pub fn truncatable_lsn(&mut self) -> u64 {
+        if self.reapply_pending {
+            return self.truncatable;
+        }
+        self.truncatable = self
+            .store
+            .list()
+            .iter()
+            .filter_map(|h| h.first_unsealed_lsn())
+            .map(|first| first - 1)
+            .fold(self.applied_lsn, u64::min);
+        self.truncatable
     }
 
     /// Recovers from a failure: `scan` must feed every WAL entry in LSN order; those above
