@@ -49,6 +49,8 @@ if ! syslog_ng_runs; then
   debs=$(mktemp -d)
   (cd "$debs" && apt-get download -qq syslog-ng-core)
   rm -rf "$syslog_ng"
+  # dpkg -x makes only the last directory: on a fresh machine ~/.cache does not exist yet.
+  mkdir -p "$syslog_ng"
   dpkg -x "$debs"/syslog-ng-core_*.deb "$syslog_ng"
   rm -rf "$debs"
   syslog_ng_runs || { echo "syslog-ng in $syslog_ng does not run" >&2; exit 1; }
