@@ -404,3 +404,59 @@ fn retention_by_size_deletes_oldest_segments_first() {
         .iter()
         .any(|e| e["reason"] == "retention: size"));
 }
+
+#[test]
+fn summaries_answer_whole_segment_histograms_and_terms_like_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), SEAL_SMALL);
+    seed(&s, 7);
+    wait_sealed(&s, 300);
+    // Every sealed segment carries its summary.
+    let data = s.data_dir.clone();
+    for file in segment_files(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            bytes
+                .windows(b"logsift-summary.json".len())
+                .any(|w| w == b"logsift-summary.json"),
+            "{} has no summary",
+            file.display()
+        );
+    }
+    // `*` is answered from the summaries; `sealed` (a word of every record) from the
+    // records. Both must agree, bucket by bucket and value by value.
+    for interval in ["1m", "5m", "30s"] {
+        let all = s
+            .get(&format!("/api/v1/histogram?q=*&interval={interval}"))
+            .1;
+        let word = s
+            .get(&format!("/api/v1/histogram?q=sealed&interval={interval}"))
+            .1;
+        assert_eq!(
+            all["buckets"], word["buckets"],
+            "{interval}: {all} vs {word}"
+        );
+        assert_eq!(all["total"], 350, "{all}");
+        let ranged = |q: &str| {
+            s.get(&format!(
+                "/api/v1/histogram?q={q}&interval={interval}&start=2024-05-01T00:01:30Z&end=2024-05-01T00:04:00Z"
+            ))
+            .1
+        };
+        assert_eq!(ranged("*")["buckets"], ranged("sealed")["buckets"]);
+    }
+    for field in ["host", "app", "severity"] {
+        let all = s.get(&format!("/api/v1/terms?q=*&field={field}")).1;
+        let word = s.get(&format!("/api/v1/terms?q=sealed&field={field}")).1;
+        for key in ["buckets", "total", "missing", "other_count"] {
+            assert_eq!(all[key], word[key], "{field} {key}: {all} vs {word}");
+        }
+    }
+    let all = s.get("/api/v1/terms?q=*&field=host&size=1").1;
+    assert_eq!(all["buckets"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(
+        all["other_count"].as_u64().unwrap() + all["buckets"][0]["count"].as_u64().unwrap(),
+        350,
+        "{all}"
+    );
+}

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use logsift_core::time::format_rfc3339;
 use logsift_core::Severity;
-use logsift_store::{IndexHandle, Store};
+use logsift_store::{IndexHandle, KeywordCounts, SegmentSummary, Store, SUMMARY_BUCKET_NS};
 use serde::Serialize;
 use serde_json::Value;
 use tantivy::collector::{Collector, SegmentCollector};
@@ -29,6 +29,7 @@ use tantivy::COLLECT_BLOCK_BUFFER_LEN;
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 
 use crate::collector::{SortKey, TopByTime};
+use crate::lang::Ast;
 use crate::parts::{self, Coverage, Covered};
 use crate::{
     check_range, compile, parse_query, range_split, resolve_indexes, search_error, Budget,
@@ -205,11 +206,15 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
         .iter()
         .map(|h| compile(store, h, &ast, query_start, query_end))
         .collect::<Result<Vec<_>, _>>()?;
+    let match_all = ast == Ast::All && interval % SUMMARY_BUCKET_NS == 0;
     let (counts, done) = parts::run(
         &parts,
         &req.budget,
         vec![[0u64; 9]; n],
         |part, budget| {
+            if let Some(summary) = part.whole_summary(match_all, Some(start), Some(end)) {
+                return Ok(histogram_of_summary(summary, origin, interval));
+            }
             let query = budget.wrap(queries[part.handle].box_clone());
             part.searcher
                 .search(&*query, &collector)
@@ -262,6 +267,27 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
         covered: coverage.covered(),
         took_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// A sealed segment's histogram from its minute counts (`interval` a whole number of
+/// minutes, so `origin`, a multiple of it, is a minute boundary): what
+/// [`HistogramCollector`] would count over every record of it.
+fn histogram_of_summary(summary: &SegmentSummary, origin: i64, interval: i64) -> HistogramFruit {
+    let mut out: HistogramFruit = Vec::new();
+    for (minute, counts) in &summary.minutes {
+        let Ok(bucket) = u32::try_from(minute.saturating_sub(origin).div_euclid(interval)) else {
+            continue;
+        };
+        match out.last_mut() {
+            Some((b, slot)) if *b == bucket => {
+                for (a, c) in slot.iter_mut().zip(counts) {
+                    *a += c;
+                }
+            }
+            _ => out.push((bucket, *counts)),
+        }
+    }
+    out
 }
 
 struct HistogramCollector {
@@ -468,11 +494,26 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
         field: req.field.clone(),
         max_values: req.max_values,
     };
+    let match_all = ast == Ast::All;
     let (counted, done) = parts::run(
         &parts,
         &req.budget,
         TermsFruit::default(),
         |part, budget| {
+            let summarised = part
+                .whole_summary(match_all, req.start, req.end)
+                .and_then(|s| match req.field.as_str() {
+                    "host" => s.hosts.as_ref(),
+                    "app" => s.apps.as_ref(),
+                    _ => None,
+                });
+            if let Some(values) = summarised {
+                return Ok(terms_of_summary(
+                    values,
+                    part.searcher.num_docs(),
+                    req.max_values,
+                ));
+            }
             let query = budget.wrap(queries[part.handle].box_clone());
             part.searcher
                 .search(&*query, &collector)
@@ -528,6 +569,25 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
         covered,
         took_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// A sealed segment's terms from its summary's value counts: what [`TermsSegment`] would
+/// harvest over every record of it.
+fn terms_of_summary(values: &KeywordCounts, docs: u64, max_values: usize) -> TermsFruit {
+    let mut seen: Vec<&(String, u64)> = values.values.iter().collect();
+    let mut fruit = TermsFruit {
+        total: docs,
+        missing: values.missing,
+        ..TermsFruit::default()
+    };
+    if seen.len() > max_values {
+        seen.select_nth_unstable_by(max_values, |a, b| b.1.cmp(&a.1));
+        fruit.overflow = seen[max_values..].iter().map(|(_, n)| n).sum();
+        fruit.capped = true;
+        seen.truncate(max_values);
+    }
+    fruit.counts = seen.into_iter().cloned().collect();
+    fruit
 }
 
 struct TermsCollector {

@@ -26,9 +26,25 @@ pub(crate) struct Part {
     /// Smallest and largest timestamps of its documents, ns.
     pub min_ts: i64,
     pub max_ts: i64,
+    /// The sealed segment's summary, for aggregations that need no record.
+    pub summary: Option<Arc<logsift_store::SegmentSummary>>,
 }
 
 impl Part {
+    /// The part's summary when it may stand in for its records: a match-everything query
+    /// whose range (`None`: open) holds every record of the part, and a summary that counts
+    /// as many records as the part holds.
+    pub(crate) fn whole_summary(
+        &self,
+        match_all: bool,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Option<&logsift_store::SegmentSummary> {
+        let inside = start.is_none_or(|s| self.min_ts >= s) && end.is_none_or(|e| self.max_ts < e);
+        let summary = self.summary.as_deref()?;
+        (match_all && inside && summary.docs == self.searcher.num_docs()).then_some(summary)
+    }
+
     /// The hit (as the API shapes it) of the document at `addr` in this part.
     pub(crate) fn hit(
         &self,
@@ -59,7 +75,7 @@ pub(crate) fn collect(
 ) -> Result<Vec<Part>, QueryError> {
     let mut parts = Vec::new();
     for (pos, handle) in handles.iter().enumerate() {
-        for searcher in handle.searchers(start, end) {
+        for (searcher, summary) in handle.parts(start, end) {
             let mut range: Option<(i64, i64)> = None;
             for segment in searcher.segment_readers() {
                 if segment.num_docs() == 0 {
@@ -86,6 +102,7 @@ pub(crate) fn collect(
                 searcher,
                 min_ts,
                 max_ts,
+                summary,
             });
         }
     }
@@ -268,6 +285,7 @@ mod tests {
             searcher: index.reader().unwrap().searcher(),
             min_ts,
             max_ts,
+            summary: None,
         }
     }
 

@@ -43,6 +43,7 @@ use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Sear
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
 use crate::segment::{write_bundle, BundleDirectory, SEGMENT_EXT};
 use crate::store::{SealPolicy, StoreConfig, StoreError};
+use crate::summary::{SegmentSummary, SUMMARY_FILE};
 use crate::LogSchema;
 
 /// v1 only: the on-disk hot index, upgraded into a segment at open.
@@ -104,6 +105,8 @@ struct Sealing {
 pub struct Sealed {
     pub entry: CatalogEntry,
     reader: IndexReader,
+    /// `None` for segments written before summaries existed.
+    summary: Option<Arc<SegmentSummary>>,
 }
 
 /// One named index: the hot tier the indexer writes, tiers being sealed, the sealed segments,
@@ -308,14 +311,22 @@ impl IndexHandle {
             .and_then(|dir| Index::open(dir).map_err(|e| e.to_string()))
             .and_then(|index| {
                 LogSchema::register_tokenizers(index.tokenizers());
-                reader_of(&index).map_err(|e| e.to_string())
+                let summary = SegmentSummary::read(&index).map(Arc::new);
+                reader_of(&index)
+                    .map(|r| (r, summary))
+                    .map_err(|e| e.to_string())
             });
         match opened {
-            Ok(reader) => self
-                .sealed
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Sealed { entry, reader }),
+            Ok((reader, summary)) => {
+                self.sealed
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Sealed {
+                        entry,
+                        reader,
+                        summary,
+                    })
+            }
             Err(why) => {
                 tracing::error!(index = %self.name, segment = %entry.segment, %why, "quarantining a segment that cannot be opened; the rest keeps serving");
                 self.quarantined
@@ -348,19 +359,29 @@ impl IndexHandle {
     /// open): the hot index, segments being sealed, and the sealed segments whose catalogued
     /// time range overlaps. Segments outside the range are never touched.
     pub fn searchers(&self, start: Option<i64>, end: Option<i64>) -> Vec<Searcher> {
+        self.parts(start, end).into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// Like [`Self::searchers`], with each sealed segment's summary (`None` for the hot tier,
+    /// tiers being sealed, and segments written without one).
+    pub fn parts(
+        &self,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Vec<(Searcher, Option<Arc<SegmentSummary>>)> {
         // All three locks at once, in the order sealing takes them (hot, sealing, sealed), so
         // a search sees the parts either before or after a seal moves records between them,
         // never a mix that would count them twice or not at all.
         let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
         let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
         let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = vec![hot.reader.searcher()];
-        out.extend(sealing.iter().map(|t| t.reader.searcher()));
+        let mut out = vec![(hot.reader.searcher(), None)];
+        out.extend(sealing.iter().map(|t| (t.reader.searcher(), None)));
         for s in sealed.iter() {
             let after_start = start.is_none_or(|st| s.entry.max_timestamp >= st);
             let before_end = end.is_none_or(|en| s.entry.min_timestamp < en);
             if after_start && before_end {
-                out.push(s.reader.searcher());
+                out.push((s.reader.searcher(), s.summary.clone()));
             }
         }
         out
@@ -1151,10 +1172,14 @@ fn sealed_info(
     }
     drop(searcher);
     drop(reader);
+    SegmentSummary::compute(index)
+        .map_err(|e| e.to_string())?
+        .write(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     // Only the files of the index's live segments: a directory can hold files tantivy has not
     // collected yet, which would otherwise be carried along forever.
     let prefixes: Vec<String> = metas.iter().map(|m| m.id().uuid_string()).collect();
-    let mut names = vec!["meta.json".to_string()];
+    let mut names = vec!["meta.json".to_string(), SUMMARY_FILE.to_string()];
     for file in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let name = file
             .map_err(|e| format!("{}: {e}", dir.display()))?

@@ -12,6 +12,7 @@ mod holds;
 mod schema;
 pub mod segment;
 mod store;
+mod summary;
 mod verify;
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
@@ -19,4 +20,5 @@ pub use handle::IndexHandle;
 pub use holds::HoldRecord;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
 pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
+pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
 pub use verify::{list_segments, verify_index, VerifyReport};

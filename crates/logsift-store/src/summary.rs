@@ -1,0 +1,168 @@
+//! Per-segment summaries: what whole-range histograms and `host`/`app` terms need, computed
+//! once when a segment is written, so that a match-everything aggregation over a sealed
+//! segment costs O(minutes + values) instead of O(records).
+//!
+//! Stored in the segment bundle as the file [`SUMMARY_FILE`] (JSON, with its own
+//! `format_version`; the bundle's per-file CRC and the segment's sha256 cover its bytes).
+//! Segments written before summaries existed have none, and are aggregated record by record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tantivy::{Directory, Index};
+
+/// Name of the summary inside a segment bundle.
+pub const SUMMARY_FILE: &str = "logsift-summary.json";
+const FORMAT_VERSION: u32 = 1;
+/// Minute buckets: histograms whose interval is a whole number of minutes can use them.
+pub const SUMMARY_BUCKET_NS: i64 = 60_000_000_000;
+/// Past this many distinct values a keyword's counts are left out (terms then reads records).
+const MAX_VALUES: usize = 10_000;
+/// Severity codes 0–7, then records without one.
+pub const SEVERITY_SLOTS: usize = 9;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSummary {
+    pub format_version: u32,
+    /// Records.
+    pub docs: u64,
+    /// `(minute start ns, counts by severity code 0–7 then none)`, ascending, non-empty only.
+    pub minutes: Vec<(i64, [u64; SEVERITY_SLOTS])>,
+    /// Records per `host` value as received (case kept, like `terms`), and how many have none;
+    /// `None` when there were more than `MAX_VALUES` values.
+    pub hosts: Option<KeywordCounts>,
+    pub apps: Option<KeywordCounts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeywordCounts {
+    pub values: Vec<(String, u64)>,
+    pub missing: u64,
+}
+
+impl SegmentSummary {
+    /// Reads every record of a one-segment index (written, not yet bundled) from its columns.
+    pub fn compute(index: &Index) -> tantivy::Result<SegmentSummary> {
+        let reader = index.reader()?;
+        let searcher = reader.searcher();
+        let mut minutes: BTreeMap<i64, [u64; SEVERITY_SLOTS]> = BTreeMap::new();
+        let mut hosts = Some(BTreeMap::new());
+        let mut apps = Some(BTreeMap::new());
+        let (mut host_missing, mut app_missing) = (0, 0);
+        let mut docs = 0;
+        for segment in searcher.segment_readers() {
+            let fast = segment.fast_fields();
+            let ts = fast.i64("timestamp")?;
+            let sev = fast.u64("severity_code")?;
+            let alive = segment.alive_bitset();
+            for doc in 0..segment.max_doc() {
+                if alive.is_some_and(|a| a.is_deleted(doc)) {
+                    continue;
+                }
+                docs += 1;
+                let Some(t) = ts.first(doc) else { continue };
+                let minute = t.div_euclid(SUMMARY_BUCKET_NS) * SUMMARY_BUCKET_NS;
+                let slot = sev
+                    .first(doc)
+                    .map_or(SEVERITY_SLOTS - 1, |c| (c as usize).min(SEVERITY_SLOTS - 1));
+                minutes.entry(minute).or_insert([0; SEVERITY_SLOTS])[slot] += 1;
+            }
+            for (field, counts, missing) in [
+                ("host", &mut hosts, &mut host_missing),
+                ("app", &mut apps, &mut app_missing),
+            ] {
+                count_values(segment, field, counts, missing)?;
+            }
+        }
+        let finish = |counts: Option<BTreeMap<String, u64>>, missing: u64| {
+            counts.map(|c| KeywordCounts {
+                values: c.into_iter().collect(),
+                missing,
+            })
+        };
+        Ok(SegmentSummary {
+            format_version: FORMAT_VERSION,
+            docs,
+            minutes: minutes.into_iter().collect(),
+            hosts: finish(hosts, host_missing),
+            apps: finish(apps, app_missing),
+        })
+    }
+
+    /// Writes the summary into `dir` (the segment's files before bundling).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(SUMMARY_FILE), bytes)
+    }
+
+    /// Reads the summary of a segment's index, if it has one of a version this build reads.
+    /// A damaged summary is reported and ignored: the records themselves still answer.
+    pub fn read(index: &Index) -> Option<SegmentSummary> {
+        let bytes = index
+            .directory()
+            .atomic_read(Path::new(SUMMARY_FILE))
+            .ok()?;
+        match serde_json::from_slice::<SegmentSummary>(&bytes) {
+            Ok(s) if s.format_version == FORMAT_VERSION => Some(s),
+            Ok(s) => {
+                tracing::warn!(
+                    version = s.format_version,
+                    "ignoring a segment summary of an unknown version"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unreadable segment summary");
+                None
+            }
+        }
+    }
+}
+
+/// Adds the records of each value of the keyword column `field` to `counts` (by ordinal, then
+/// one dictionary lookup per value); gives up (`None`) past `MAX_VALUES` values.
+fn count_values(
+    segment: &tantivy::SegmentReader,
+    field: &str,
+    counts: &mut Option<BTreeMap<String, u64>>,
+    missing: &mut u64,
+) -> tantivy::Result<()> {
+    let Some(map) = counts.as_mut() else {
+        return Ok(());
+    };
+    let Some(column) = segment.fast_fields().str(field)? else {
+        *missing += u64::from(segment.num_docs());
+        return Ok(());
+    };
+    let ords = column.ords();
+    let mut by_ord = vec![0u64; column.num_terms()];
+    let alive = segment.alive_bitset();
+    for doc in 0..segment.max_doc() {
+        if alive.is_some_and(|a| a.is_deleted(doc)) {
+            continue;
+        }
+        match ords.first(doc) {
+            Some(ord) => {
+                if let Some(c) = by_ord.get_mut(ord as usize) {
+                    *c += 1;
+                }
+            }
+            None => *missing += 1,
+        }
+    }
+    if by_ord.iter().filter(|c| **c > 0).count() + map.len() > MAX_VALUES {
+        *counts = None;
+        return Ok(());
+    }
+    let mut value = String::new();
+    for (ord, n) in by_ord.into_iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        value.clear();
+        column.ord_to_str(ord as u64, &mut value)?;
+        *map.entry(value.clone()).or_insert(0) += n;
+    }
+    Ok(())
+}
