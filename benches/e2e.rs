@@ -24,7 +24,8 @@
 //! the temporary directory), `--gen-only DIR` (write the corpus to DIR, print its expected
 //! answers, and stop), `--import` (then also time `logsift import` of the same files into a
 //! second fresh server, against the listeners' figure of the same run), `--server-config FILE`
-//! (TOML appended to the server's configuration, to compare settings).
+//! (TOML appended to the server's configuration, to compare settings). `LOGSIFT_E2E_BINARY=PATH`
+//! measures another `logsift` build (an older version) instead of the one just built.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
 

@@ -10,7 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_logsift");
+const BUILT_BIN: &str = env!("CARGO_BIN_EXE_logsift");
+
+/// The `logsift` binary to measure: the one `cargo bench` built, or `LOGSIFT_E2E_BINARY` (an
+/// older build, to compare versions in one sitting on the same corpus).
+pub fn bin() -> String {
+    std::env::var("LOGSIFT_E2E_BINARY").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
 
 /// The configuration overlay: the embedded defaults, with the durability level spelled out.
 pub const CONFIG: &str = r#"# logsift e2e benchmark overlay: defaults except where named.
@@ -37,7 +43,8 @@ impl Server {
         let data_dir = dir.join("data");
         let log = dir.join("server.log");
         let log_file = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
-        let mut child = Command::new(BIN)
+        let bin = bin();
+        let mut child = Command::new(&bin)
             .args(["serve", "--config"])
             .arg(&config)
             .arg("--data-dir")
@@ -60,7 +67,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
-            .map_err(|e| format!("starting {BIN}: {e}"))?;
+            .map_err(|e| format!("starting {bin}: {e}"))?;
         let pid = child.id();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = mpsc::channel();

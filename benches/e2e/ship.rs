@@ -228,7 +228,7 @@ pub fn import(
     bytes: u64,
     t0: Instant,
 ) -> Result<SendResult, String> {
-    let out = std::process::Command::new(crate::server::BIN)
+    let out = std::process::Command::new(crate::server::bin())
         .arg("import")
         .args(["--server", http])
         .args(files)

@@ -7,7 +7,9 @@
 //!   `MALLOC_ARENA_MAX`), so that freed memory is shared by the threads instead of stranded in
 //!   one arena each;
 //! - `malloc_trim` once activity stops (no record indexed and no search answered for a few
-//!   seconds), which returns the free pages of every arena, not only the top of the heap.
+//!   seconds), which returns the free pages of every arena, not only the top of the heap; and
+//!   after each seal or merge, which frees a whole hot tier (hundreds of MiB) at once, often
+//!   after the last record of a burst.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use logsift_ingest::Metrics;
 
 /// How long nothing must have been indexed or searched before memory is trimmed.
 const QUIET: Duration = Duration::from_secs(5);
+/// How often the trimmer looks.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Caps glibc's arenas. Call before threads are started.
 pub fn limit_arenas() {
@@ -31,7 +35,7 @@ pub fn limit_arenas() {
 }
 
 /// Trims the heap each time activity stops, on a thread of its own.
-pub fn spawn_trimmer(metrics: Arc<Metrics>) {
+pub fn spawn_trimmer(metrics: Arc<Metrics>, store: Arc<logsift_store::Store>) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::sync::atomic::Ordering::Relaxed;
@@ -41,14 +45,24 @@ pub fn spawn_trimmer(metrics: Arc<Metrics>) {
             .name("memory-trim".into())
             .spawn(move || {
                 let mut last = activity();
+                let mut quiet_since = std::time::Instant::now();
+                let mut last_segments = store.segments_written();
                 let mut trimmed = true;
                 loop {
-                    std::thread::sleep(QUIET);
+                    std::thread::sleep(POLL);
+                    let segments = store.segments_written();
+                    if segments != last_segments {
+                        last_segments = segments;
+                        // SAFETY: malloc_trim only releases free pages of the allocator.
+                        let released = unsafe { libc::malloc_trim(0) } == 1;
+                        tracing::debug!(released, "heap trimmed after a seal or merge");
+                    }
                     let now = activity();
                     if now != last {
                         last = now;
+                        quiet_since = std::time::Instant::now();
                         trimmed = false;
-                    } else if !trimmed {
+                    } else if !trimmed && quiet_since.elapsed() >= QUIET {
                         // SAFETY: malloc_trim only releases free pages of the allocator.
                         let released = unsafe { libc::malloc_trim(0) } == 1;
                         tracing::debug!(released, "heap trimmed after activity stopped");
@@ -61,5 +75,5 @@ pub fn spawn_trimmer(metrics: Arc<Metrics>) {
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = metrics;
+    let _ = (metrics, store);
 }

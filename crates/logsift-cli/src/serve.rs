@@ -80,7 +80,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let metrics = Arc::new(Metrics::default());
-    crate::memory::spawn_trimmer(metrics.clone());
     let auth = Arc::new(
         Auth::open(
             AuthConfig {
@@ -114,6 +113,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         index_options: cfg.index_options()?,
     })?);
     store.spawn_integrity_check();
+    crate::memory::spawn_trimmer(metrics.clone(), store.clone());
     let (pipeline, start_report) = Pipeline::start(
         PipelineConfig {
             wal_dir: cfg.data_dir.join("wal"),

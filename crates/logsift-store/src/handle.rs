@@ -153,6 +153,8 @@ pub struct IndexHandle {
     hot_raw_bytes: AtomicU64,
     /// Raw bytes in the hot tier as of its last commit.
     committed_raw_bytes: AtomicU64,
+    /// Segments written by seals, merges and rewrites since open.
+    segments_written: AtomicU64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -204,6 +206,7 @@ impl IndexHandle {
             uncommitted: AtomicU64::new(0),
             hot_raw_bytes: AtomicU64::new(0),
             committed_raw_bytes: AtomicU64::new(0),
+            segments_written: AtomicU64::new(0),
         };
         handle.recover()?;
         Ok(handle)
@@ -438,6 +441,11 @@ impl IndexHandle {
                 .push((entry.segment, why));
         }
         failed
+    }
+
+    /// Segments written by seals, merges and rewrites since open.
+    pub fn segments_written(&self) -> u64 {
+        self.segments_written.load(Ordering::Relaxed)
     }
 
     /// Segments that could not be opened, with the reason.
@@ -805,6 +813,7 @@ impl IndexHandle {
         if let Some(dir) = &tier.v1_dir {
             fs::remove_dir_all(dir).map_err(io_err(dir))?;
         }
+        self.segments_written.fetch_add(1, Ordering::Relaxed);
         tracing::info!(index = %self.name, segment = %tier.id, docs = entry.docs, bytes = written, reason = tier.reason, "sealed segment");
         Ok(())
     }
@@ -1084,6 +1093,7 @@ impl IndexHandle {
         if work.exists() {
             fs::remove_dir_all(&work).map_err(io_err(&work))?;
         }
+        self.segments_written.fetch_add(1, Ordering::Relaxed);
         tracing::info!(index = %self.name, segment = %id, sources = names.len(), docs = kept, bytes = written.map_or(0, |w| w.1), reason = add_reason, "rewrote segments");
         Ok(entry)
     }

@@ -331,6 +331,12 @@ impl Store {
         }
     }
 
+    /// Segments written so far by seals, merges and rewrites (of every index): background
+    /// work that ends after the last record.
+    pub fn segments_written(&self) -> u64 {
+        self.list().iter().map(|h| h.segments_written()).sum()
+    }
+
     /// The highest LSN any index has committed: new LSNs must start above it.
     pub fn max_committed_lsn(&self) -> u64 {
         self.list()
