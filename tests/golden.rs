@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{send_tcp, Server, BIN};
+use common::{segments_verify, send_tcp, Server, BIN};
 
 /// Segments of 100 records, merged two at a time: the directory holds every kind of part.
 const GOLDEN_CONFIG: &str = "[index]\nseal_docs = 100\nmerge_factor = 2\n";
@@ -194,16 +194,8 @@ fn check_golden(version: &str) {
         had_hot,
         "{catalog}"
     );
-    let verify = Command::new(BIN)
-        .args(["segments", "verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    let (ok, out) = segments_verify(&data);
+    assert!(ok, "{out}");
     let s = Server::start_in(dir.path(), GOLDEN_CONFIG);
     s.wait_total("golden", &[("limit", "0")], 361);
 }

@@ -31,6 +31,16 @@ fn seed(s: &Server, batches: usize) {
     }
 }
 
+/// The distinct record ids among a search answer's hits.
+fn hit_ids(body: &Value) -> std::collections::HashSet<&str> {
+    body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect()
+}
+
 fn segment_files(data: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("indexes/logs/segments"))
         .unwrap()
@@ -66,12 +76,7 @@ fn sealed_segments_are_searched_survive_restart_and_verify() {
     let s = Server::start_in(dir.path(), SEAL_SMALL);
     seed(&s, 9);
     let body = s.wait_total("sealed", &[("limit", "1000")], 450);
-    let ids: std::collections::HashSet<&str> = body["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap())
-        .collect();
+    let ids = hit_ids(&body);
     assert_eq!(
         ids.len(),
         450,
@@ -236,12 +241,7 @@ fn an_interrupted_seal_is_rebuilt_from_the_wal_and_orphans_are_not_served() {
     let s = Server::start_in(dir.path(), quiet);
     // The hot tier came back from the WAL: every record exactly once.
     let body = s.wait_total("sealed", &[("limit", "1000")], 200);
-    let ids: std::collections::HashSet<&str> = body["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap())
-        .collect();
+    let ids = hit_ids(&body);
     assert_eq!(ids.len(), 200);
     assert!(!index_dir.join("building-00000000000000000200").exists());
     assert!(!index_dir

@@ -390,6 +390,16 @@ impl IndexHandle {
         out
     }
 
+    /// Committed records in the hot tier.
+    pub(crate) fn hot_docs(&self) -> u64 {
+        self.hot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .reader
+            .searcher()
+            .num_docs()
+    }
+
     /// Records in the index, all parts included.
     pub fn num_docs(&self) -> u64 {
         self.searchers(None, None)

@@ -487,6 +487,12 @@ impl Indexer {
         }
         let policy = self.store.cfg.seal_policy();
         for handle in self.store.list() {
+            // Backpressure: a hot tier twice the seal size while the previous seal still runs
+            // means sealing falls behind; the indexer waits for it (its queue then fills, and
+            // ingest slows down) rather than letting the tier's memory grow without bound.
+            if handle.hot_docs() >= policy.docs.saturating_mul(2) {
+                handle.wait_for_seal();
+            }
             handle.retry_failed_seal();
             if let Some(why) = handle.seal_due(&policy, self.applied_lsn) {
                 // A failed seal loses nothing: the tier stays searchable in memory and its
