@@ -16,6 +16,7 @@ mod summary;
 mod verify;
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
+pub use document::build_document;
 pub use handle::IndexHandle;
 pub use holds::HoldRecord;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};

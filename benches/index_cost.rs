@@ -1,0 +1,341 @@
+//! What each part of the index schema costs per record: `cargo bench --bench index_cost`.
+//!
+//! Storage v2 (#16) needs about 5–7 µs of CPU per record for 60 MB/s on two cores. This
+//! benchmark prices the parts of today's schema on the e2e corpus so that the next cut is
+//! chosen by measurement: it parses the lines and builds their documents once per variant
+//! (`parse+doc`), adds them to an in-RAM tantivy index with one indexing thread, committing
+//! every `--commit` records as the hot tier does (`index`), then merges the segments into one
+//! as a seal does (`merge`). Each figure is process CPU time (user + system) per record, so
+//! it holds up on a shared machine better than wall time; compare variants of one run.
+//!
+//! Variants: `current` (the server's schema), `no positions` (message and fields without
+//! frequencies and positions), `fields not indexed` (the JSON `fields` object not indexed),
+//! `no keyword columns` (host, app, ... without their fast columns), `lean` (all three).
+//! With `--terms` it also prints, for the `current` variant, the unique terms and postings per
+//! field and JSON path, and how many terms occur in one record only (ids, numbers).
+//!
+//! Flags (after `--`): `--size 100MB` (default; decimal units), `--commit N` (default 15000:
+//! what a 500 ms hot-tier commit holds at about 30 k records/s), `--only NAME` (variants
+//! whose name contains NAME), `--terms`.
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
+
+#[allow(dead_code)]
+#[path = "e2e/gen.rs"]
+mod gen;
+
+use std::collections::BTreeMap;
+
+use logsift_core::entry::Entry;
+use logsift_core::Format;
+use logsift_store::{build_document, LogSchema, KEYWORD_TOKENIZER};
+use tantivy::indexer::NoMergePolicy;
+use tantivy::schema::{
+    BytesOptions, IndexRecordOption, JsonObjectOptions, Schema, TextFieldIndexing, TextOptions,
+    FAST, INDEXED, STORED,
+};
+use tantivy::{Index, IndexWriter};
+
+struct Args {
+    bench: bool,
+    size: u64,
+    commit: usize,
+    only: Option<String>,
+    terms: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        bench: false,
+        size: 100_000_000,
+        commit: 15_000,
+        only: None,
+        terms: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bench" => a.bench = true,
+            "--terms" => a.terms = true,
+            "--size" => {
+                let v = value()?;
+                let (digits, unit) =
+                    v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+                let n: u64 = digits.parse().map_err(|_| format!("bad --size {v}"))?;
+                a.size = n * match unit {
+                    "" | "B" => 1,
+                    "KB" => 1_000,
+                    "MB" => 1_000_000,
+                    "GB" => 1_000_000_000,
+                    _ => return Err(format!("bad --size unit in {v}")),
+                };
+            }
+            "--commit" => {
+                a.commit = value()?.parse().map_err(|_| "bad --commit".to_string())?;
+                a.commit = a.commit.max(1);
+            }
+            "--only" => a.only = Some(value()?),
+            // Flags cargo passes to every bench target.
+            _ if flag.starts_with("--") => {}
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+/// Process CPU time (user + system) in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The server's schema ([`LogSchema::new`]) with parts switched off. Field names and types
+/// stay, so [`build_document`] fills every variant alike.
+fn variant(positions: bool, index_fields: bool, keyword_columns: bool) -> LogSchema {
+    let text_option = if positions {
+        IndexRecordOption::WithFreqsAndPositions
+    } else {
+        IndexRecordOption::Basic
+    };
+    let mut b = Schema::builder();
+    let timestamp = b.add_i64_field("timestamp", FAST);
+    let received_at = b.add_i64_field("received_at", STORED);
+    let id = b.add_u64_field("id", FAST);
+    let stream = b.add_u64_field("stream", FAST);
+    let mut keyword = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(KEYWORD_TOKENIZER)
+            .set_index_option(IndexRecordOption::Basic)
+            .set_fieldnorms(false),
+    );
+    if keyword_columns {
+        keyword = keyword.set_fast("raw");
+    }
+    let severity = b.add_text_field("severity", keyword.clone());
+    let severity_code = b.add_u64_field("severity_code", INDEXED | FAST);
+    let facility = b.add_text_field("facility", keyword.clone());
+    let host = b.add_text_field("host", keyword.clone());
+    let app = b.add_text_field("app", keyword.clone());
+    let procid = b.add_text_field("procid", keyword.clone());
+    let msgid = b.add_text_field("msgid", keyword.clone());
+    let text = TextFieldIndexing::default()
+        .set_tokenizer("default")
+        .set_index_option(text_option)
+        .set_fieldnorms(false);
+    let message = b.add_text_field(
+        "message",
+        TextOptions::default().set_indexing_options(text.clone()),
+    );
+    let mut fields_options = JsonObjectOptions::default().set_expand_dots_enabled();
+    if index_fields {
+        fields_options = fields_options.set_indexing_options(text);
+    }
+    let fields = b.add_json_field("fields", fields_options);
+    let source = b.add_text_field(
+        "source",
+        TextOptions::default()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("raw")
+                    .set_index_option(IndexRecordOption::Basic)
+                    .set_fieldnorms(false),
+            )
+            .set_stored(),
+    );
+    let parse_error = b.add_text_field("parse_error", keyword);
+    let format = b.add_u64_field("format", STORED);
+    let raw = b.add_bytes_field("raw", BytesOptions::default().set_stored());
+    LogSchema {
+        schema: b.build(),
+        timestamp,
+        received_at,
+        id,
+        stream,
+        severity,
+        severity_code,
+        facility,
+        host,
+        app,
+        procid,
+        msgid,
+        message,
+        fields,
+        source,
+        parse_error,
+        format,
+        raw,
+    }
+}
+
+/// The generated corpus as (format, line), channels interleaved as concurrent senders mix them.
+fn corpus(size: u64) -> Vec<(Format, Vec<u8>)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let day = now_ns / gen::NS / 86_400;
+    let generated = gen::generate(dir.path(), size, 7, day).expect("generate corpus");
+    let mut lines = Vec::new();
+    for (path, ch) in generated.files.iter().zip(gen::CHANNELS) {
+        let format = match ch {
+            gen::Channel::SyslogTcp => Format::Syslog,
+            _ => Format::Json,
+        };
+        let text = std::fs::read(path).expect("read corpus");
+        lines.extend(
+            text.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| (format, l.to_vec())),
+        );
+    }
+    let mut rng = gen::Rng::new(11);
+    for i in (1..lines.len()).rev() {
+        lines.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    lines
+}
+
+/// Unique terms, postings and single-record terms per field (per JSON path and value type
+/// for `fields`), largest first.
+fn print_terms(index: &Index, schema: &LogSchema) {
+    let searcher = index.reader().expect("reader").searcher();
+    let mut per: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for segment in searcher.segment_readers() {
+        for (name, field) in [
+            ("message", schema.message),
+            ("fields", schema.fields),
+            ("host", schema.host),
+            ("app", schema.app),
+            ("procid", schema.procid),
+            ("msgid", schema.msgid),
+        ] {
+            let inverted = segment.inverted_index(field).expect("inverted index");
+            let mut terms = inverted.terms().stream().expect("term stream");
+            while terms.advance() {
+                let key = terms.key();
+                let label = if name == "fields" {
+                    // A JSON term is path (segments joined by 0x01), 0x00, a type byte, value.
+                    let end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+                    let ty = key.get(end + 1).map_or('?', |&b| b as char);
+                    let path = String::from_utf8_lossy(&key[..end]).replace('\u{1}', ".");
+                    format!("fields.{path} ({ty})")
+                } else {
+                    name.to_string()
+                };
+                let doc_freq = u64::from(terms.value().doc_freq);
+                let e = per.entry(label).or_default();
+                e.0 += 1;
+                e.1 += doc_freq;
+                e.2 += u64::from(doc_freq == 1);
+            }
+        }
+    }
+    let mut rows: Vec<_> = per.into_iter().collect();
+    rows.sort_by_key(|(_, (terms, _, _))| std::cmp::Reverse(*terms));
+    println!("\n| field | unique terms | postings | terms in one record |");
+    println!("|---|---:|---:|---:|");
+    for (label, (terms, postings, single)) in rows.iter().take(20) {
+        println!("| {label} | {terms} | {postings} | {single} |");
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("index_cost: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !args.bench {
+        println!(
+            "index_cost: run it with `cargo bench --bench index_cost -- --size 100MB`; skipped"
+        );
+        return;
+    }
+    let lines = corpus(args.size);
+    let bytes: usize = lines.iter().map(|(_, l)| l.len() + 1).sum();
+    let records = lines.len() as f64;
+    println!(
+        "index_cost: {} records, {:.1} MB, commit every {} records",
+        lines.len(),
+        bytes as f64 / 1e6,
+        args.commit
+    );
+    println!("\n| variant | parse+doc µs/rec | index µs/rec | merge µs/rec | total µs/rec | one core at this cost |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let variants = [
+        ("current", variant(true, true, true)),
+        ("no positions", variant(false, true, true)),
+        ("fields not indexed", variant(true, false, true)),
+        ("no keyword columns", variant(true, true, false)),
+        ("lean", variant(false, false, false)),
+    ];
+    let opts = logsift_parse::ParseOptions {
+        received_at_ns: 0,
+        default_offset_secs: 0,
+        logfmt: true,
+    };
+    let mut terms_of = None;
+    for (name, schema) in variants {
+        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let started = cpu_seconds();
+        let docs: Vec<_> = lines
+            .iter()
+            .enumerate()
+            .map(|(lsn, (format, raw))| {
+                let entry = Entry {
+                    format: *format,
+                    received_at: 0,
+                    index: "logs",
+                    source: "syslog-tcp 127.0.0.1:40112",
+                    raw,
+                };
+                let record = logsift_parse::parse(*format, raw, &opts);
+                build_document(&schema, lsn as u64, &entry, &record)
+            })
+            .collect();
+        let parsed = cpu_seconds();
+        let index = Index::create_in_ram(schema.schema.clone());
+        LogSchema::register_tokenizers(index.tokenizers());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 256 << 20).expect("writer");
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        for (i, doc) in docs.into_iter().enumerate() {
+            writer.add_document(doc).expect("add");
+            if (i + 1) % args.commit == 0 {
+                writer.commit().expect("commit");
+            }
+        }
+        writer.commit().expect("commit");
+        let indexed = cpu_seconds();
+        let segments = index.searchable_segment_ids().expect("segments");
+        writer.merge(&segments).wait().expect("merge");
+        let merged = cpu_seconds();
+        let per = |a: f64, b: f64| (b - a) / records * 1e6;
+        let total = per(started, merged);
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} MB/s |",
+            per(started, parsed),
+            per(parsed, indexed),
+            per(indexed, merged),
+            total,
+            bytes as f64 / (merged - started) / 1e6,
+        );
+        if args.terms && name == "current" {
+            terms_of = Some((index, schema));
+        }
+    }
+    if let Some((index, schema)) = terms_of {
+        print_terms(&index, &schema);
+    }
+}
