@@ -442,3 +442,118 @@ fn without_tokens_only_loopback_unless_told_otherwise() {
     let (outcome, stderr) = serve_outcome(tmp.path(), small, &["--http", "0.0.0.0:0"]);
     assert_eq!(outcome, None, "{stderr}");
 }
+
+/// curl's status code and body for one request to the server, with extra headers.
+fn curl(s: &Server, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    let mut args: Vec<String> = vec![
+        "-sS".into(),
+        "-o".into(),
+        "-".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        "-X".into(),
+        method.into(),
+    ];
+    for h in headers {
+        args.push("-H".into());
+        args.push((*h).into());
+    }
+    if method == "POST" {
+        args.extend([
+            "-H".into(),
+            "content-type: application/x-ndjson".into(),
+            "--data-binary".into(),
+            format!("{{\"msg\":\"{method} {}\"}}\n", headers.join(" ")),
+        ]);
+    }
+    args.push(format!("{}{path}", s.http));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::run_tool("curl", &args, None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("curl status line");
+    (code.trim().parse().expect("status"), body.to_string())
+}
+
+#[test]
+fn without_tokens_browsers_cannot_be_used_against_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        "[security]\nallowed_hosts = [\"Logs.Internal\"]\n",
+    );
+    let port = s.http.rsplit(':').next().unwrap().to_string();
+    let ingest = "/api/v1/web/ingest";
+    // DNS rebinding: the page's own name, now resolving to 127.0.0.1, reads and writes.
+    let rebound = format!("Host: attacker.example:{port}");
+    for (method, path) in [
+        ("GET", "/api/v1/search?q=*"),
+        ("POST", "/api/v1/export"),
+        ("POST", ingest),
+    ] {
+        let (code, body) = curl(&s, method, path, &[&rebound]);
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        assert!(body.contains("DNS rebinding"), "{body}");
+    }
+    // Cross-site writes: a form or no-cors fetch from any page the browser shows.
+    for header in [
+        "Origin: https://attacker.example".to_string(),
+        format!(
+            "Origin: http://127.0.0.1:{}",
+            port.parse::<u32>().unwrap() + 1
+        ),
+        "Origin: null".to_string(),
+        "Sec-Fetch-Site: cross-site".to_string(),
+    ] {
+        let (code, body) = curl(&s, "POST", ingest, &[&header]);
+        assert_eq!(code, 403, "{header}: {body}");
+        assert!(
+            body.contains("another site") || body.contains("origin"),
+            "{body}"
+        );
+    }
+    let (code, body) = curl(&s, "POST", "/api/v1/delete", &["Sec-Fetch-Site: same-site"]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(s.metric("logsift_http_browser_refused_total"), 8.0);
+
+    // What is not a browser attack is served: shippers and curl (no Origin), the server's own
+    // page (same origin), localhost and the configured name, and reads opened from a link.
+    let own = format!("Origin: http://127.0.0.1:{port}");
+    let localhost = format!("Host: localhost:{port}");
+    let configured = format!("Host: logs.internal:{port}");
+    for headers in [
+        vec![],
+        vec![own.as_str(), "Sec-Fetch-Site: same-origin"],
+        vec![localhost.as_str()],
+        vec![configured.as_str()],
+    ] {
+        let (code, body) = curl(&s, "POST", ingest, &headers);
+        assert_eq!(code, 200, "{headers:?}: {body}");
+    }
+    let (code, body) = curl(
+        &s,
+        "GET",
+        "/api/v1/indexes",
+        &[
+            "Sec-Fetch-Site: cross-site",
+            "Origin: https://attacker.example",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    // Exactly the four accepted records were stored; none of the refused ones.
+    s.wait_total("*", &[("index", "web")], 4);
+    assert_eq!(s.metric("logsift_http_browser_refused_total"), 8.0);
+
+    // With tokens the token is the guard (a page cannot send one): the Host check steps aside.
+    let token = create_token(&s.data_dir, &["search"], &[]);
+    eventually("tokens take effect", || {
+        curl(&s, "GET", "/api/v1/indexes", &[]).0 == 401
+    });
+    let bearer = format!("Authorization: Bearer {token}");
+    let (code, body) = curl(
+        &s,
+        "GET",
+        "/api/v1/search?q=*&index=web",
+        &[&rebound, &bearer],
+    );
+    assert_eq!(code, 200, "{body}");
+}

@@ -50,6 +50,10 @@ pub struct SecuritySection {
     pub metrics_public: bool,
     /// Ingest rate per token (0: unlimited) unless the token has its own.
     pub token_ingest_bytes_per_sec: u64,
+    /// Host names the HTTP API answers to while no token exists, besides IP addresses and
+    /// localhost (a browser page could otherwise reach it by DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

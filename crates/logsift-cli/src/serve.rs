@@ -86,6 +86,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 tokens_file: cfg.data_dir.join(TOKENS_FILE),
                 metrics_public: cfg.security.metrics_public,
                 token_ingest_bytes_per_sec: cfg.security.token_ingest_bytes_per_sec,
+                allowed_hosts: cfg.security.allowed_hosts.clone(),
             },
             metrics.clone(),
         )

@@ -81,6 +81,7 @@ metrics! {
         query_rejected => "logsift_query_rejected_total", "Queries answered 429 because every query slot was taken.";
         tail_dropped => "logsift_tail_dropped_total", "Tail clients disconnected because they fell too far behind.";
         auth_failures => "logsift_http_auth_failures_total", "HTTP requests answered 401: missing, unknown or revoked token.";
+        http_browser_refused => "logsift_http_browser_refused_total", "HTTP requests answered 403 while authentication is off: a Host that is not an IP, localhost or in security.allowed_hosts (DNS rebinding), or a write a browser sent from another site.";
         http_rate_limited => "logsift_http_ingest_rate_limited_total", "HTTP ingest requests answered 429 because their token was over its ingest rate.";
         http_connections_refused => "logsift_http_connections_refused_total", "HTTP connections closed at once because http.max_connections were open.";
         http_timeouts => "logsift_http_timeouts_total", "HTTP connections or requests ended by http.header_read_timeout_ms, body_read_timeout_ms or the TLS handshake timeout.";

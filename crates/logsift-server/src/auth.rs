@@ -37,6 +37,9 @@ pub struct AuthConfig {
     pub metrics_public: bool,
     /// Ingest bytes per second per token (0: no limit), unless the token says otherwise.
     pub token_ingest_bytes_per_sec: u64,
+    /// Host names served while authentication is off, besides IP literals and localhost
+    /// (see [`crate::browser`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Identifies a version of the tokens file: a rename over it changes the inode.
@@ -100,7 +103,7 @@ pub struct Auth {
     loaded: RwLock<Arc<Loaded>>,
     last_check: Mutex<Instant>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Auth {
@@ -488,6 +491,7 @@ mod tests {
                 tokens_file: path,
                 metrics_public: false,
                 token_ingest_bytes_per_sec: 0,
+                allowed_hosts: Vec::new(),
             },
             Arc::new(Metrics::default()),
         )

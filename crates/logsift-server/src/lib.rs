@@ -8,6 +8,7 @@
 mod aggs;
 pub mod audit;
 pub mod auth;
+mod browser;
 mod compat;
 mod delete;
 mod error;
@@ -127,7 +128,8 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(role(Role::Admin)),
         );
     }
-    let protected = protected.route_layer(from_fn_with_state(auth, auth::authenticate));
+    let allowed_hosts = Arc::new(browser::AllowedHosts::new(&auth.config().allowed_hosts));
+    let protected = protected.route_layer(from_fn_with_state(auth.clone(), auth::authenticate));
     open.merge(protected)
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /api/v1/search and /api/v1/{index}/ingest")
@@ -136,6 +138,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             audit::layer,
         ))
+        // Outside the audit layer: a page that makes a browser knock changes nothing, and its
+        // knocks, counted in metrics, must not fill the trail.
+        .layer(from_fn_with_state((auth, allowed_hosts), browser::guard))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(nosniff))
         .layer(Extension(search::QueryLimits::new(
