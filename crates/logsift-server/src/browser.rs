@@ -50,7 +50,7 @@ impl AllowedHosts {
         host.parse::<IpAddr>().is_ok()
             || host == "localhost"
             || host.ends_with(".localhost")
-            || self.0.iter().any(|n| *n == host)
+            || self.0.contains(&host)
     }
 }
 
