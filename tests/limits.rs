@@ -48,7 +48,7 @@ fn slowloris_headers_are_cut_off_and_others_are_served() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start_in(tmp.path(), "[http]\nheader_read_timeout_ms = 1000\n");
     let mut slow = TcpStream::connect(http_addr(&s)).unwrap();
-    slow.write_all(b"GET /api/v1/search HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
     let started = Instant::now();
     // Trickle a header byte every 100 ms: each arrives well within any per-read timeout.
@@ -93,7 +93,7 @@ fn slow_bodies_are_cut_off_with_408() {
     let s = Server::start_in(tmp.path(), "[http]\nbody_read_timeout_ms = 1000\n");
     let mut slow = TcpStream::connect(http_addr(&s)).unwrap();
     slow.write_all(
-        b"POST /api/v1/logs/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"msg\":",
+        b"POST /api/v1/logs/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{\"msg\":",
     )
     .unwrap();
     // Keep the body trickling: the deadline is for the whole body, not for each read.
@@ -179,7 +179,7 @@ fn a_flood_of_connections_is_refused_beyond_the_limit_and_the_rest_are_served() 
     assert!(closed_within(&mut extra, Duration::from_secs(5)));
     // An open one still answers.
     idle[0]
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     idle[0]
         .set_read_timeout(Some(Duration::from_secs(5)))

@@ -269,3 +269,118 @@ fn cli_search_colours_only_when_asked() {
     let hit: Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(hit["message"], "disk is full");
 }
+
+/// Opens `GET /api/v1/tail` on a raw connection and returns it with the status line's code.
+fn open_tail(addr: &str) -> (TcpStream, u16) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/tail?q=* HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let code = String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (stream, code)
+}
+
+/// Tails and exports are queries too: only so many may be open, the rest are answered 429
+/// (before, any number of tails each re-ran their query every 200 ms, and exports ran
+/// unbounded), and what is open keeps working.
+#[test]
+fn tails_and_exports_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        dir.path(),
+        "[query]\nmax_tail_clients = 2\nmax_concurrent_exports = 1\n",
+    );
+    let addr = s.http.trim_start_matches("http://").to_string();
+    let (mut first, code) = open_tail(&addr);
+    assert_eq!(code, 200);
+    let (second, code) = open_tail(&addr);
+    assert_eq!(code, 200);
+    let (_third, code) = open_tail(&addr);
+    assert_eq!(code, 429, "a third tail over max_tail_clients = 2");
+    assert_eq!(s.metric("logsift_tail_rejected_total"), 1.0);
+    // The open ones still deliver.
+    let (status, _) = s.ingest(
+        "logs",
+        "{\"message\":\"for the tails\"}\n",
+        "application/x-ndjson",
+    );
+    assert_eq!(status, 200);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("for the tails") {
+        let n = first.read(&mut buf).expect("the open tail delivers");
+        assert!(n > 0, "the open tail ended");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // A closed stream gives its place back.
+    drop(second);
+    wait_until("the closed tail is gone", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 1.0
+    });
+    let (_again, code) = open_tail(&addr);
+    assert_eq!(code, 200);
+
+    // An export that its client does not read stays open, and holds the only export place.
+    let record = "x".repeat(1000);
+    for batch in 0..25 {
+        let body: String = (0..1000)
+            .map(|i| format!("{{\"message\":\"export {batch} {i} {record}\"}}\n"))
+            .collect();
+        let (status, answer) = s.ingest("logs", body, "application/x-ndjson");
+        assert_eq!(status, 200, "{answer}");
+    }
+    s.wait_total("export", &[("index", "logs")], 25_000);
+    let body = r#"{"q":"export","index":"logs"}"#;
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /api/v1/export HTTP/1.1\r\nHost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head[9..12], b"200", "{}", String::from_utf8_lossy(&head));
+    let export = || {
+        common::client()
+            .post(format!("{}/api/v1/export", s.http))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let refused = export();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.text().unwrap().contains("max_concurrent_exports"));
+    assert_eq!(s.metric("logsift_export_rejected_total"), 1.0);
+    // Once the stalled one is gone, the next export runs to its end.
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = export();
+        if resp.status().as_u16() == 200 {
+            let lines = resp.text().unwrap().lines().count();
+            assert_eq!(lines, 25_000);
+            break;
+        }
+        assert_eq!(resp.status().as_u16(), 429);
+        assert!(Instant::now() < deadline, "the stalled export never let go");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

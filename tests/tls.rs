@@ -181,7 +181,7 @@ fn https_api_with_and_without_client_certificates() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     plain
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);

@@ -172,6 +172,10 @@ pub struct QueryConfig {
     pub query_timeout_ms: u64,
     pub max_concurrent_queries: usize,
     pub terms_max_values: usize,
+    /// Open `/api/v1/tail` streams; more are answered 429.
+    pub max_tail_clients: usize,
+    /// Exports streaming at once; more are answered 429.
+    pub max_concurrent_exports: usize,
 }
 
 /// Overlays `over` onto `base`, table by table, so a user file only names what it changes.
@@ -268,6 +272,12 @@ impl Config {
         }
         if self.query.max_concurrent_queries == 0 {
             bail!("query.max_concurrent_queries must be at least 1");
+        }
+        if self.query.max_tail_clients == 0 {
+            bail!("query.max_tail_clients must be at least 1");
+        }
+        if self.query.max_concurrent_exports == 0 {
+            bail!("query.max_concurrent_exports must be at least 1");
         }
         if self.query.terms_max_values == 0 {
             bail!("query.terms_max_values must be at least 1");

@@ -218,6 +218,12 @@ fn check_exposure(cfg: &Config, auth: &Auth) -> anyhow::Result<()> {
         "AUTHENTICATION IS OFF on non-loopback addresses (security.allow_unauthenticated_remote = true): \
          anyone who can connect can read, write and delete nothing less than every log"
     );
+    if cfg.security.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "without tokens the HTTP API answers only requests addressed to an IP address or \
+             localhost: list the names clients use in [security] allowed_hosts"
+        );
+    }
     Ok(())
 }
 
@@ -359,6 +365,8 @@ async fn serve(
             query_timeout_ms: cfg.query.query_timeout_ms,
             max_concurrent_queries: cfg.query.max_concurrent_queries,
             terms_max_values: cfg.query.terms_max_values,
+            max_tail_clients: cfg.query.max_tail_clients,
+            max_concurrent_exports: cfg.query.max_concurrent_exports,
             shutdown: life.shutdown.clone(),
             body_read_timeout_ms: cfg.http.body_read_timeout_ms,
         }),

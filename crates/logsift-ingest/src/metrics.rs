@@ -80,6 +80,9 @@ metrics! {
         query_cancelled => "logsift_query_cancelled_total", "Queries stopped because their client disconnected.";
         query_rejected => "logsift_query_rejected_total", "Queries answered 429 because every query slot was taken.";
         tail_dropped => "logsift_tail_dropped_total", "Tail clients disconnected because they fell too far behind.";
+        tail_rejected => "logsift_tail_rejected_total", "Tail requests answered 429 because query.max_tail_clients streams were open.";
+        tail_polls_deferred => "logsift_tail_polls_deferred_total", "Tail polls put off to the next interval because every query slot was taken.";
+        export_rejected => "logsift_export_rejected_total", "Exports answered 429 because query.max_concurrent_exports were streaming.";
         auth_failures => "logsift_http_auth_failures_total", "HTTP requests answered 401: missing, unknown or revoked token.";
         http_browser_refused => "logsift_http_browser_refused_total", "HTTP requests answered 403 while authentication is off: a Host that is not an IP, localhost or in security.allowed_hosts (DNS rebinding), or a write a browser sent from another site.";
         http_rate_limited => "logsift_http_ingest_rate_limited_total", "HTTP ingest requests answered 429 because their token was over its ingest rate.";

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::Caller;
-use crate::search::{index_list, query_error, time_param};
+use crate::search::{index_list, query_error, run_query, time_param, Answer, QueryLimits};
 use crate::{ApiError, AppState, Principal, Role};
 
 /// Bytes gathered before a chunk is handed to the connection.
@@ -85,8 +85,26 @@ fn cursor_key(c: &str) -> Option<(i64, u64)> {
     Some((ts.parse().ok()?, id.parse().ok()?))
 }
 
-pub async fn start_export(
+/// What an export finds out before its first byte: the pinned set and its size.
+struct Prelude {
+    max_id: u64,
+    estimate: u64,
+    /// The estimate stopped at the query time limit: it counts part of the range.
+    partial: bool,
+    resolved: Vec<String>,
+    segments: Vec<SegmentRef>,
+    heads: Vec<(String, String)>,
+}
+
+impl Answer for Prelude {
+    fn partial(&self) -> bool {
+        self.partial
+    }
+}
+
+pub(crate) async fn start_export(
     State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
     Extension(principal): Extension<Principal>,
     who: Caller,
     body: Result<Json<ExportParams>, axum::extract::rejection::JsonRejection>,
@@ -136,17 +154,28 @@ pub async fn start_export(
     }
     logsift_query::parse_query(&p.q).map_err(query_error)?;
     let store = state.store.clone();
+    // Held by the streaming task until the export ends.
+    let streaming = limits.export_permit()?;
 
-    // Pin the set and estimate its size (for progress bars) before the first byte goes out.
-    let (max_id, estimate, resolved, segments, heads) = {
+    // Pin the set and estimate its size (for progress bars) before the first byte goes out:
+    // a query like any other, in a query slot, under the time limit, stopped if the client
+    // goes.
+    let Prelude {
+        max_id,
+        estimate,
+        partial: estimate_partial,
+        resolved,
+        segments,
+        heads,
+    } = {
         let (store, indexes, q) = (store.clone(), indexes.clone(), p.q.clone());
         let pinned = p.max_id;
-        tokio::task::spawn_blocking(move || -> Result<_, QueryError> {
+        run_query(&limits, move |budget| -> Result<_, QueryError> {
             let max_id = match pinned {
                 Some(m) => m,
                 None => committed_max_id(&store, &indexes)?,
             };
-            let estimate = logsift_query::search(
+            let counted = logsift_query::search(
                 &store,
                 &SearchRequest {
                     query: q,
@@ -154,10 +183,10 @@ pub async fn start_export(
                     start,
                     end,
                     limit: 0,
+                    budget,
                     ..SearchRequest::default()
                 },
-            )?
-            .total;
+            )?;
             let handles = logsift_query::resolve_indexes(&store, &indexes)?;
             let mut segments = Vec::new();
             let mut heads = Vec::new();
@@ -176,11 +205,16 @@ pub async fn start_export(
                 }
             }
             let resolved: Vec<String> = handles.iter().map(|h| h.name().to_string()).collect();
-            Ok((max_id, estimate, resolved, segments, heads))
+            Ok(Prelude {
+                max_id,
+                estimate: counted.total,
+                partial: counted.partial,
+                resolved,
+                segments,
+                heads,
+            })
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("export task failed: {e}")))?
-        .map_err(query_error)?
+        .await?
     };
 
     let export_id = random_id();
@@ -229,6 +263,7 @@ pub async fn start_export(
     };
     let id_for_task = export_id.clone();
     tokio::task::spawn_blocking(move || {
+        let _streaming = streaming;
         let mut enc = Encoder::new(format);
         let mut buf = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
         enc.header(&mut buf);
@@ -322,6 +357,8 @@ pub async fn start_export(
         ("x-logsift-export-id", export_id),
         ("x-logsift-max-id", max_id.to_string()),
         ("x-logsift-estimate", estimate.to_string()),
+        // The count stopped at query.query_timeout_ms: the export itself is not affected.
+        ("x-logsift-estimate-partial", estimate_partial.to_string()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);

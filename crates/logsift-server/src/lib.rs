@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub max_concurrent_queries: usize,
     /// Distinct values a terms query counts before its answer becomes approximate.
     pub terms_max_values: usize,
+    /// Open tail streams; more are answered 429.
+    pub max_tail_clients: usize,
+    /// Exports streaming at once; more are answered 429.
+    pub max_concurrent_exports: usize,
     /// Cancelled when the server shuts down: long-lived answers (`/api/v1/tail`) end then.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The longest an ingest body may take to arrive (a slow upload answers 408).

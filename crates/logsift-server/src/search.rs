@@ -22,6 +22,12 @@ pub(crate) struct QueryLimits {
     timeout: Duration,
     pub(crate) terms_max_values: usize,
     metrics: Arc<Metrics>,
+    /// Open tail streams (each also takes a query slot while it polls).
+    tails: Arc<Semaphore>,
+    max_tails: usize,
+    /// Exports streaming (each took a query slot for its estimate).
+    exports: Arc<Semaphore>,
+    max_exports: usize,
 }
 
 impl QueryLimits {
@@ -33,7 +39,60 @@ impl QueryLimits {
             timeout: Duration::from_millis(cfg.query_timeout_ms.max(1)),
             terms_max_values: cfg.terms_max_values.max(1),
             metrics,
+            tails: Arc::new(Semaphore::new(cfg.max_tail_clients.max(1))),
+            max_tails: cfg.max_tail_clients.max(1),
+            exports: Arc::new(Semaphore::new(cfg.max_concurrent_exports.max(1))),
+            max_exports: cfg.max_concurrent_exports.max(1),
         }
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A query slot for work no request waits on (a tail's poll), held until the returned
+    /// guard drops; `None` when every slot is taken (the work waits for its next turn, and
+    /// searches keep their chance at a slot).
+    pub(crate) fn try_slot(&self) -> Option<Running> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        self.metrics.queries_running.fetch_add(1, Ordering::Relaxed);
+        Some(Running {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// The right to keep a tail stream open, for as long as the permit lives.
+    pub(crate) fn tail_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.tails.clone().try_acquire_owned().map_err(|_| {
+            Metrics::add(&self.metrics.tail_rejected, 1);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_tails",
+                format!(
+                    "{} tail streams are already open (query.max_tail_clients); retry later",
+                    self.max_tails
+                ),
+            )
+            .retry_after(5)
+        })
+    }
+
+    /// The right to stream an export, for as long as the permit lives.
+    pub(crate) fn export_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.exports.clone().try_acquire_owned().map_err(|_| {
+            Metrics::add(&self.metrics.export_rejected, 1);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_exports",
+                format!(
+                    "{} exports are already streaming (query.max_concurrent_exports); retry \
+                     when one has finished",
+                    self.max_exports
+                ),
+            )
+            .retry_after(10)
+        })
     }
 }
 
@@ -63,7 +122,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// Holds a query slot and the `queries_running` gauge until the work itself ends.
-struct Running {
+pub(crate) struct Running {
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }

@@ -6,6 +6,11 @@
 //! is too slow: the outbox is emptied at once (so a stalled client holds no records), the
 //! client gets a `dropped` event as soon as its connection takes data again, and the stream
 //! ends. Ingest never waits for a client.
+//!
+//! Tails are queries like any other: at most `query.max_tail_clients` streams are open (429
+//! beyond), and each poll takes one of the `query.max_concurrent_queries` slots while it runs
+//! — or, when none is free, waits for its next turn (the cursor loses nothing) — under the
+//! query time limit, and stops as soon as its client goes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,10 +27,10 @@ use logsift_ingest::Metrics;
 use logsift_query::tail::{self, TailCursor};
 use logsift_query::Budget;
 use serde::Deserialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::search::{query_error, read_scope};
+use crate::search::{query_error, read_scope, QueryLimits};
 use crate::{ApiError, AppState, Principal};
 
 /// Records (events) buffered per client before it counts as too slow.
@@ -37,7 +42,7 @@ const POLL_LIMIT: usize = 500;
 /// Between polls when nothing was new. New records are committed every
 /// `index.commit_interval_ms` (500 ms by default), so this keeps delivery well within 1 s.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// One poll's time limit.
+/// One poll's time limit (or `query.query_timeout_ms` if that is shorter).
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events between the polling task and the response stream.
@@ -104,6 +109,8 @@ struct Client {
     gone: CancellationToken,
     told: bool,
     metrics: Arc<Metrics>,
+    /// One of `query.max_tail_clients`, held while the stream is open.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Client {
@@ -121,12 +128,14 @@ pub struct TailParams {
 
 pub async fn tail(
     State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
     Extension(principal): Extension<Principal>,
     p: Result<Query<TailParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(p) = p.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let ast = logsift_query::parse_query(p.q.as_deref().unwrap_or("")).map_err(query_error)?;
     let indexes = read_scope(&state, &principal, p.index)?;
+    let permit = limits.tail_permit()?;
     let store = state.store.clone();
     let cursor = {
         let (store, indexes) = (store.clone(), indexes.clone());
@@ -145,7 +154,9 @@ pub async fn tail(
         gone: gone.clone(),
         told: false,
         metrics: metrics.clone(),
+        _permit: permit,
     };
+    let poll_timeout = POLL_TIMEOUT.min(limits.timeout());
     tokio::spawn(async move {
         let mut cursor = cursor;
         let ast = Arc::new(ast);
@@ -157,13 +168,26 @@ pub async fn tail(
             }
             // Keep polling without a pause while there is a backlog.
             loop {
+                let Some(slot) = limits.try_slot() else {
+                    Metrics::add(&metrics.tail_polls_deferred, 1);
+                    break;
+                };
                 let (store, ast, indexes) = (store.clone(), ast.clone(), indexes.clone());
-                let polled = tokio::task::spawn_blocking(move || {
-                    let budget = Budget::with_deadline(Instant::now() + POLL_TIMEOUT);
+                let budget = Budget::with_deadline(Instant::now() + poll_timeout);
+                let cancel = budget.cancel.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
                     let hits = tail::poll(&store, &ast, &indexes, &mut cursor, POLL_LIMIT, &budget);
                     (cursor, hits)
-                })
-                .await;
+                });
+                let polled = tokio::select! {
+                    polled = task => polled,
+                    _ = gone.cancelled() => {
+                        // The poll sees the flag between segments and gives its slot back.
+                        cancel.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                };
                 let hits = match polled {
                     Ok((c, Ok(hits))) => {
                         cursor = c;
