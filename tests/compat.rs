@@ -660,3 +660,65 @@ fn malformed_compat_bodies_are_refused_and_counted() {
     assert_eq!(status, 200);
     assert_eq!(body["total"], 0);
 }
+
+/// One `Export` call on a fresh channel; prints the gRPC status code and details as JSON.
+const GRPC_ONE_CALL: &str = r#"
+import json, sys, grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+
+channel = grpc.insecure_channel(sys.argv[1])
+stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+record = logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value="budgeted grpc record"))
+request = logs_service_pb2.ExportLogsServiceRequest(
+    resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=[record])])])
+try:
+    stub.Export(request, timeout=30)
+    print(json.dumps({"code": "OK"}))
+except grpc.RpcError as e:
+    print(json.dumps({"code": e.code().name, "details": e.details()}))
+"#;
+
+/// gRPC connections and each request running on them count against `http.max_connections`
+/// with the HTTP ones (before, the gRPC listener had a budget of its own and 64 streams per
+/// connection on top of it).
+#[test]
+fn grpc_connections_and_streams_share_the_http_connection_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), "[http]\nmax_connections = 3\n");
+    let addr = s.http.trim_start_matches("http://").to_string();
+    let call = || -> Value {
+        let out = run_python(GRPC_ONE_CALL, &[&s.otlp_grpc.to_string()]);
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    settle();
+    // Every place is taken by an idle HTTP connection: the gRPC connection is closed at once.
+    let answer = call();
+    assert_eq!(answer["code"], "UNAVAILABLE", "{answer}");
+    // One place: the connection fits, its request does not.
+    idle.pop();
+    settle();
+    let answer = call();
+    assert_eq!(answer["code"], "UNAVAILABLE", "{answer}");
+    assert!(
+        answer["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_connections"),
+        "{answer}"
+    );
+    // Two places: connection and request.
+    idle.pop();
+    settle();
+    let answer = call();
+    assert_eq!(answer["code"], "OK", "{answer}");
+    drop(idle);
+    settle();
+    s.wait_total("budgeted", &[], 1);
+    assert!(s.metric("logsift_http_connections_refused_total") >= 2.0);
+}

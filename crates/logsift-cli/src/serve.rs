@@ -395,6 +395,8 @@ async fn serve(
     });
     let limits = HttpLimits {
         max_connections: cfg.http.max_connections,
+        // One budget for the HTTP and gRPC listeners (cloned below with the limits).
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.http.max_connections.max(1))),
         header_read_timeout: Duration::from_millis(cfg.http.header_read_timeout_ms),
         tls: http_tls,
         protocol: Protocol::Http1,

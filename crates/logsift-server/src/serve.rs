@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub struct HttpLimits {
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// The `max_connections` places, shared by every listener given the same limits: an open
+    /// connection (HTTP/1.1 or HTTP/2) takes one, and so does each HTTP/2 stream while its
+    /// request runs — a gRPC client may multiplex many requests over one connection.
+    pub slots: Arc<Semaphore>,
     /// From the start of waiting for a request's head (on a new or idle connection) to its
     /// last header byte; also bounds a TLS handshake.
     pub header_read_timeout: Duration,
@@ -54,7 +58,7 @@ pub async fn serve_http(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = limits.slots.clone();
     let graceful = GracefulShutdown::new();
     let builder = match limits.protocol {
         Protocol::Http1 => {
@@ -95,21 +99,24 @@ pub async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (builder, router, metrics, watcher) = (
+        let (builder, router, metrics, watcher, streams) = (
             builder.clone(),
             router.clone(),
             metrics.clone(),
             graceful.watcher(),
+            slots.clone(),
         );
         let acceptor = acceptor.clone();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = acceptor else {
-                return connection(builder, stream, peer, router, metrics, watcher).await;
+                return connection(builder, stream, peer, router, metrics, watcher, streams).await;
             };
             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => connection(builder, tls, peer, router, metrics, watcher).await,
+                Ok(Ok(tls)) => {
+                    connection(builder, tls, peer, router, metrics, watcher, streams).await
+                }
                 Ok(Err(e)) => {
                     Metrics::add(&metrics.tls_handshake_failures, 1);
                     tracing::info!(listener = "http", %peer, error = %e, "TLS handshake failed");
@@ -133,15 +140,29 @@ async fn connection<I>(
     router: Router,
     metrics: Arc<Metrics>,
     watcher: hyper_util::server::graceful::Watcher,
+    streams: Arc<Semaphore>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let multiplexed = matches!(builder, Builder::Http2(_));
+    let stream_metrics = metrics.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut router = router.clone();
-            // Router is always ready, so calling it without poll_ready is allowed.
-            tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+            let place = multiplexed.then(|| streams.clone().try_acquire_owned());
+            let metrics = stream_metrics.clone();
+            async move {
+                let _place = match place {
+                    Some(Err(_)) => {
+                        Metrics::add(&metrics.http_connections_refused, 1);
+                        return Ok(grpc_unavailable());
+                    }
+                    other => other,
+                };
+                // Router is always ready, so calling it without poll_ready is allowed.
+                tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+            }
         });
     let served = match builder {
         Builder::Http1(b) => {
@@ -163,4 +184,22 @@ async fn connection<I>(
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
     }
+}
+
+/// The answer to an HTTP/2 stream over the connection budget: gRPC `UNAVAILABLE`, which OTLP
+/// exporters retry with backoff.
+fn grpc_unavailable() -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-type", "application/grpc"),
+        ("grpc-status", "14"),
+        (
+            "grpc-message",
+            "http.max_connections%20connections%20and%20streams%20are%20open;%20retry%20later",
+        ),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
 }
