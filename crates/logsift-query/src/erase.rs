@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use logsift_store::Store;
+use logsift_store::{Rewritten, Store};
 use serde::Serialize;
 use tantivy::collector::{Count, DocSetCollector};
 
@@ -94,7 +94,13 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
                     continue;
                 }
                 let ids: Vec<tantivy::DocId> = docs.iter().map(|a| a.doc_id).collect();
-                let new = handle.erase_from_segment(&entry.segment, &ids, &reason)?;
+                let new = match handle.erase_from_segment(&entry.segment, &ids, &reason)? {
+                    Rewritten::Into(e) => Some(e),
+                    Rewritten::Emptied => None,
+                    // Another erasure or a merge replaced the segment after it was searched:
+                    // its matches are found again in the replacement on the next pass.
+                    Rewritten::SourcesGone => continue,
+                };
                 report.erased += ids.len() as u64;
                 report.rewritten.push(SegmentRewrite {
                     index: handle.name().to_string(),

@@ -140,6 +140,10 @@ pub struct IndexHandle {
     /// The merge running in the background, if any: one at a time per index bounds the memory
     /// and I/O merging takes.
     merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for a whole rewrite (merge or erasure): two at once could take the same new id
+    /// (it comes from the catalog's next sequence number) and write into one directory, and
+    /// the second would copy a segment the first is replacing.
+    rewriting: Mutex<()>,
     /// Every record of this index with an id ≤ this is searchable (hot tier committed, or
     /// sealed).
     committed_lsn: AtomicU64,
@@ -155,6 +159,18 @@ pub struct IndexHandle {
     committed_raw_bytes: AtomicU64,
     /// Segments written by seals, merges and rewrites since open.
     segments_written: AtomicU64,
+}
+
+/// What a rewrite (merge or erasure) of sealed segments did.
+#[derive(Debug, Clone)]
+pub enum Rewritten {
+    /// The sources were replaced by this segment.
+    Into(CatalogEntry),
+    /// Nothing was left: the sources were deleted.
+    Emptied,
+    /// A source was no longer live (replaced by another rewrite, or deleted by retention):
+    /// nothing was done.
+    SourcesGone,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -201,6 +217,7 @@ impl IndexHandle {
             writer_memory_bytes: cfg.writer_memory_bytes,
             sealed_settings: sealed_settings(cfg),
             merge_thread: Mutex::new(None),
+            rewriting: Mutex::new(()),
             hot_first_lsn: AtomicU64::new(0),
             last_add: Mutex::new(Instant::now()),
             uncommitted: AtomicU64::new(0),
@@ -918,6 +935,8 @@ impl IndexHandle {
     /// Merges `sources` (live, adjacent by LSN) into one segment: written and bundled aside,
     /// then one catalog update adds it and deletes them, then the files go.
     fn merge(&self, sources: Vec<CatalogEntry>) -> Result<(), StoreError> {
+        // A merge whose source was erased or deleted meanwhile (Rewritten::SourcesGone) is
+        // simply not done; the next merge pass sees the new segments.
         let names: Vec<String> = sources.iter().map(|e| e.segment.clone()).collect();
         let alive = sources.iter().map(|_| None).collect();
         self.rewrite(
@@ -951,14 +970,13 @@ impl IndexHandle {
 
     /// Rewrites sealed segment `segment` without the documents `deleted` (doc ids of its one
     /// tantivy segment), recording why in the catalog chain: the new segment is added with
-    /// `reason` and the old one deleted, in one catalog save. Returns the new entry, or `None`
-    /// when nothing is left of the segment (it is only deleted).
+    /// `reason` and the old one deleted, in one catalog save.
     pub fn erase_from_segment(
         &self,
         segment: &str,
         deleted: &[tantivy::DocId],
         reason: &str,
-    ) -> Result<Option<CatalogEntry>, StoreError> {
+    ) -> Result<Rewritten, StoreError> {
         let entry = self
             .segments()
             .into_iter()
@@ -999,7 +1017,18 @@ impl IndexHandle {
         tag: &str,
         add_reason: &str,
         delete_reason: &str,
-    ) -> Result<Option<CatalogEntry>, StoreError> {
+    ) -> Result<Rewritten, StoreError> {
+        let _one_at_a_time = self.rewriting.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let catalog = self.lock_catalog();
+            let live = catalog.live();
+            if !sources
+                .iter()
+                .all(|src| live.iter().any(|l| l.segment == src.segment))
+            {
+                return Ok(Rewritten::SourcesGone);
+            }
+        }
         let max_lsn = sources.iter().map(|e| e.max_lsn).max().unwrap_or(0);
         // The next catalog sequence number makes the id unique even if the same LSNs are
         // rewritten again later.
@@ -1068,7 +1097,7 @@ impl IndexHandle {
                 let _ = fs::remove_file(&file);
                 let _ = fs::remove_dir_all(&work);
                 tracing::info!(index = %self.name, "a rewrite's source was deleted meanwhile; dropping the rewrite");
-                return Ok(None);
+                return Ok(Rewritten::SourcesGone);
             }
             let entry = written
                 .as_ref()
@@ -1105,7 +1134,7 @@ impl IndexHandle {
         }
         self.segments_written.fetch_add(1, Ordering::Relaxed);
         tracing::info!(index = %self.name, segment = %id, sources = names.len(), docs = kept, bytes = written.map_or(0, |w| w.1), reason = add_reason, "rewrote segments");
-        Ok(entry)
+        Ok(entry.map_or(Rewritten::Emptied, Rewritten::Into))
     }
 
     /// Erasure reaches unsealed records by sealing them first: the hot tier lives in memory
@@ -1295,4 +1324,81 @@ pub(crate) fn new_writer(index: &Index, memory_bytes: usize) -> tantivy::Result<
     policy.set_max_docs_before_merge(HOT_MERGE_MAX_DOCS);
     writer.set_merge_policy(Box::new(policy));
     Ok(writer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Indexer, Store, StoreConfig};
+    use logsift_core::entry::Entry;
+    use logsift_core::Format;
+
+    /// Two erasures of one segment at once: one rewrites it, the other finds it replaced and
+    /// does nothing (its caller searches again); the index stays whole. Before, both took the
+    /// same new id and wrote into the same directory.
+    #[test]
+    fn concurrent_erasures_of_one_segment_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(StoreConfig {
+                dir: dir.path().join("indexes"),
+                writer_memory_bytes: 32 << 20,
+                default_offset_secs: 0,
+                docstore_block_bytes: 65536,
+                sealed_zstd_level: 1,
+                merge_factor: 0,
+                merge_max_docs: 0,
+                index_options: Default::default(),
+                seal_docs: u64::MAX,
+                seal_after_ms: u64::MAX,
+                seal_idle_ms: 0,
+            })
+            .unwrap(),
+        );
+        let mut indexer = Indexer::new(store.clone());
+        for lsn in 1..=100u64 {
+            let raw = format!(r#"{{"message":"record {lsn}"}}"#);
+            let entry = Entry {
+                format: Format::Json,
+                received_at: 1_700_000_000_000_000_000,
+                index: "logs",
+                source: "test",
+                raw: raw.as_bytes(),
+            };
+            indexer.apply(lsn, &entry.encode()).unwrap();
+        }
+        indexer.commit().unwrap();
+        store.seal_all_and_wait();
+        let handle = store.get("logs").unwrap();
+        let segment = handle.segments()[0].segment.clone();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let outcomes: Vec<Rewritten> = std::thread::scope(|s| {
+            let runs: Vec<_> = [0u32..10, 10..20]
+                .into_iter()
+                .map(|docs| {
+                    let (handle, segment, barrier) = (&handle, &segment, barrier.clone());
+                    s.spawn(move || {
+                        let docs: Vec<u32> = docs.collect();
+                        barrier.wait();
+                        handle.erase_from_segment(segment, &docs, "test").unwrap()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let done = outcomes
+            .iter()
+            .filter(|o| matches!(o, Rewritten::Into(_)))
+            .count();
+        let gone = outcomes
+            .iter()
+            .filter(|o| matches!(o, Rewritten::SourcesGone))
+            .count();
+        assert_eq!((done, gone), (1, 1), "{outcomes:?}");
+        let live = handle.segments();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].docs, 90);
+        let report = crate::verify_index(&dir.path().join("indexes").join("logs"));
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
 }

@@ -17,7 +17,7 @@ mod verify;
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use document::build_document;
-pub use handle::IndexHandle;
+pub use handle::{IndexHandle, Rewritten};
 pub use holds::HoldRecord;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
 pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
