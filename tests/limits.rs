@@ -290,3 +290,78 @@ fn hostile_queries_are_bounded() {
     }
     assert!(health_ok(&s));
 }
+
+/// Posts `body` to `/api/v1/{index}/ingest` with `Content-Encoding: encoding`.
+fn post_encoded(
+    s: &Server,
+    index: &str,
+    encoding: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let resp = client()
+        .post(format!("{}/api/v1/{index}/ingest", s.http))
+        .header("content-encoding", encoding)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or_default())
+}
+
+/// Issue #17: a 65 KB gzip body inflated to 64 MiB and one allocation per line, and was
+/// accepted against an in-flight budget charged on wire bytes. What a body decompresses to,
+/// and what its lines will hold, is charged before it is held.
+#[test]
+fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[ingest]\ninflight_bytes = 2097152\n");
+    let line = format!("{{\"msg\":\"bomb {}\"}}\n", "x".repeat(1000));
+    // 16 MiB of lines, eight times the budget, in a few KB of gzip and of zstd.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..(16 << 20) / line.len() {
+        gz.write_all(line.as_bytes()).unwrap();
+    }
+    let gzip_bomb = gz.finish().unwrap();
+    assert!(gzip_bomb.len() < 100_000, "{}", gzip_bomb.len());
+    let zstd_bomb = zstd::encode_all(line.repeat((16 << 20) / line.len()).as_bytes(), 3).unwrap();
+    // A body well under the budget whose one-byte lines each cost an entry: 1 MiB of "a\n"
+    // is half a million records.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&b"a\n".repeat(1 << 19)).unwrap();
+    let tiny_lines = gz.finish().unwrap();
+
+    for (what, encoding, body, needle) in [
+        ("gzip bomb", "gzip", gzip_bomb, "the decompressed body"),
+        ("zstd bomb", "zstd", zstd_bomb, "the decompressed body"),
+        ("tiny lines", "gzip", tiny_lines, "the body's lines"),
+    ] {
+        let (status, answer) = post_encoded(&s, "logs", encoding, body);
+        assert_eq!(status, 413, "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], "over_budget", "{what}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle) && message.contains("ingest.inflight_bytes = 2097152"),
+            "{what}: {message}"
+        );
+    }
+    assert_eq!(
+        s.metric("logsift_http_bad_requests_total{api=\"ingest\",reason=\"over_budget\"}"),
+        3.0
+    );
+    assert!(health_ok(&s));
+    // Nothing of the bombs was stored, the budget was given back, and a normal compressed
+    // request is served.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..200 {
+        writeln!(gz, "{{\"msg\":\"after the bombs {i}\"}}").unwrap();
+    }
+    let (status, answer) = post_encoded(&s, "logs", "gzip", gz.finish().unwrap());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 200);
+    s.wait_total("\"after the bombs\"", &[], 200);
+    let (_, all) = s.search("bomb", &[]);
+    assert_eq!(all["total"], 0, "{all}");
+    assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
+}

@@ -49,6 +49,22 @@ pub enum AppendError {
     Full { budget_bytes: usize },
     #[error("cannot make records durable: {0}")]
     Storage(String),
+    #[error("{what} would hold {bytes} bytes in memory, more than the whole in-flight budget ingest.inflight_bytes = {budget_bytes}; send smaller requests")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        budget_bytes: usize,
+    },
+}
+
+/// What one entry costs in memory beyond its bytes while it is in flight: its `Vec` header,
+/// allocator rounding and its slot in the WAL writer's batch. Charged with the bytes, so that
+/// a body of many tiny lines cannot hold many times the budget it was charged for.
+pub const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// The in-flight cost of `entries`: their bytes plus [`ENTRY_OVERHEAD_BYTES`] each.
+pub fn entries_cost(entries: &[Vec<u8>]) -> usize {
+    entries.iter().map(|e| e.len() + ENTRY_OVERHEAD_BYTES).sum()
 }
 
 /// What the sender waits for.
@@ -116,8 +132,7 @@ impl PipelineHandle {
         if entries.is_empty() {
             return Ok(());
         }
-        let bytes: usize = entries.iter().map(Vec::len).sum();
-        let reservation = self.reserve(bytes, admission).await?;
+        let reservation = self.reserve(entries_cost(&entries), admission).await?;
         self.append_reserved(entries, reservation, ack, admission)
             .await
     }
@@ -143,7 +158,7 @@ impl PipelineHandle {
                     .try_acquire_many_owned(kib)
                     .map_err(|e| match e {
                         tokio::sync::TryAcquireError::NoPermits => AppendError::Full {
-                            budget_bytes: self.budget_kib as usize * 1024,
+                            budget_bytes: self.budget_bytes(),
                         },
                         tokio::sync::TryAcquireError::Closed => AppendError::Closed,
                     })?
@@ -164,7 +179,15 @@ impl PipelineHandle {
         if entries.is_empty() {
             return Ok(());
         }
-        let needed = self.kib(entries.iter().map(Vec::len).sum()) as usize;
+        let cost = entries_cost(&entries);
+        if admission == Admission::Try && cost > self.budget_bytes() {
+            return Err(AppendError::TooLarge {
+                what: "the request's records",
+                bytes: cost,
+                budget_bytes: self.budget_bytes(),
+            });
+        }
+        let needed = self.kib(cost) as usize;
         let held = reservation.permit.num_permits();
         if needed > held {
             let extra = self.reserve((needed - held) * 1024, admission).await?;
@@ -192,6 +215,49 @@ impl PipelineHandle {
             Some(done) => done.await.map_err(|_| AppendError::Closed)?,
             None => Ok(()),
         }
+    }
+
+    /// Makes `reservation` cover exactly `bytes` (rounded up to KiB), growing it without
+    /// waiting or giving back what it no longer needs. For HTTP bodies, whose memory grows as
+    /// they are decompressed and decoded: each step is charged before it is allocated.
+    /// `what` names the thing in the error: [`AppendError::TooLarge`] when `bytes` exceeds
+    /// the whole budget (it could never be admitted), [`AppendError::Full`] when it exceeds
+    /// what is free now.
+    pub fn try_cover(
+        &self,
+        reservation: &mut Reservation,
+        bytes: usize,
+        what: &'static str,
+    ) -> Result<(), AppendError> {
+        if bytes > self.budget_bytes() {
+            return Err(AppendError::TooLarge {
+                what,
+                bytes,
+                budget_bytes: self.budget_bytes(),
+            });
+        }
+        let needed = self.kib(bytes) as usize;
+        let held = reservation.permit.num_permits();
+        if needed > held {
+            let extra = self
+                .budget
+                .clone()
+                .try_acquire_many_owned((needed - held) as u32)
+                .map_err(|e| match e {
+                    tokio::sync::TryAcquireError::NoPermits => AppendError::Full {
+                        budget_bytes: self.budget_bytes(),
+                    },
+                    tokio::sync::TryAcquireError::Closed => AppendError::Closed,
+                })?;
+            reservation.permit.merge(extra);
+        } else if needed < held {
+            drop(reservation.permit.split(held - needed));
+        }
+        Ok(())
+    }
+
+    fn budget_bytes(&self) -> usize {
+        self.budget_kib as usize * 1024
     }
 
     /// Permits are KiB so that the semaphore's u32 covers any sane budget; a request larger
