@@ -365,3 +365,52 @@ fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served(
     assert_eq!(all["total"], 0, "{all}");
     assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
 }
+
+/// Issue #17: any ingest token could create indexes without limit, and an index that could
+/// not be created lost its acknowledged records. New indexes beyond `index.max_indexes` are
+/// refused before anything is acknowledged; everything acknowledged survives a crash.
+#[test]
+fn indexes_beyond_max_indexes_are_refused_before_acknowledging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = "[index]\nmax_indexes = 2\n";
+    let s = Server::start_in(tmp.path(), config);
+    let line = |i: &str| format!("{{\"msg\":\"limited {i}\"}}\n");
+    assert_eq!(s.ingest("one", line("a"), "application/x-ndjson").0, 200);
+    assert_eq!(s.ingest("two", line("b"), "application/x-ndjson").0, 200);
+    let (st, answer) = s.ingest("three", line("c"), "application/x-ndjson");
+    assert_eq!(st, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_many_indexes", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"three\"") && message.contains("index.max_indexes"),
+        "{message}"
+    );
+    // The compatible routes are held to the same limit.
+    let bulk = "{\"index\":{\"_index\":\"four\"}}\n{\"message\":\"limited d\"}\n";
+    let resp = client()
+        .post(format!("{}/_bulk", s.http))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // Existing indexes are still written.
+    assert_eq!(s.ingest("one", line("e"), "application/x-ndjson").0, 200);
+    assert_eq!(s.metric("logsift_ingest_index_limit_refused_total"), 2.0);
+    let (_, listed) = s.get("/api/v1/indexes");
+    let names: Vec<&str> = listed["indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    assert_eq!(names, ["one", "two"], "{listed}");
+    // Everything acknowledged is there after a crash, and nothing refused is.
+    let data_dir = s.data_dir.clone();
+    s.kill9();
+    let s = Server::start_with(tmp.path(), &data_dir, config);
+    s.wait_total("limited", &[("index", "one")], 2);
+    s.wait_total("limited", &[("index", "two")], 1);
+    assert_eq!(s.search("limited", &[]).1["total"], 3);
+}

@@ -160,6 +160,7 @@ pub struct IndexConfig {
     pub sealed_zstd_level: i32,
     pub merge_factor: usize,
     pub merge_max_docs: u64,
+    pub max_indexes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +259,9 @@ impl Config {
                 "index.docstore_block_bytes must be between 4096 and 16777216, not {}",
                 self.index.docstore_block_bytes
             );
+        }
+        if self.index.max_indexes == 0 {
+            bail!("index.max_indexes must be at least 1");
         }
         if self.query.query_timeout_ms == 0 {
             bail!("query.query_timeout_ms must be positive");

@@ -123,6 +123,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             commit_interval_ms: cfg.index.commit_interval_ms,
             inflight_bytes: cfg.ingest.inflight_bytes,
             min_free_bytes: cfg.ingest.min_free_bytes,
+            max_indexes: cfg.index.max_indexes,
         },
         store.clone(),
         metrics.clone(),

@@ -66,6 +66,7 @@ metrics! {
         loki_entries => "logsift_loki_entries_total", "Entries stored from Loki push requests.";
         otlp_log_records => "logsift_otlp_log_records_total", "Log records stored from OTLP export requests.";
         ingest_refused_lines => "logsift_ingest_refused_lines_total", "Lines refused because the WAL could not be written (disk full, I/O error).";
+        index_limit_refused => "logsift_ingest_index_limit_refused_total", "Lines refused because they would have created an index beyond index.max_indexes.";
         frame_errors => "logsift_frame_errors_total", "Malformed or oversized frames on TCP listeners and oversized UDP datagrams.";
         tcp_connections => "logsift_tcp_connections_total", "TCP connections accepted by all listeners.";
         wal_entries => "logsift_wal_entries_total", "Entries appended to the WAL.";

@@ -36,6 +36,9 @@ pub struct PipelineConfig {
     /// Ingest is refused (HTTP 507, counted for TCP/UDP) while the WAL's file system has less
     /// free space than this, so the disk never fills up under the indexes' feet.
     pub min_free_bytes: u64,
+    /// Indexes (not counting built-in `_` ones) that writes may create: a write naming a new
+    /// index beyond it is refused before it is acknowledged.
+    pub max_indexes: usize,
 }
 
 /// How long an HTTP client is told to wait after a 429.
@@ -49,6 +52,8 @@ pub enum AppendError {
     Full { budget_bytes: usize },
     #[error("cannot make records durable: {0}")]
     Storage(String),
+    #[error("index {index:?} does not exist and {limit} indexes already do, the limit of index.max_indexes; write to an existing index or raise the limit")]
+    TooManyIndexes { index: String, limit: usize },
     #[error("{what} would hold {bytes} bytes in memory, more than the whole in-flight budget ingest.inflight_bytes = {budget_bytes}; send smaller requests")]
     TooLarge {
         what: &'static str,
@@ -111,9 +116,64 @@ pub struct Reservation {
     permit: OwnedSemaphorePermit,
 }
 
+/// Decides which writes may create an index, so that the number of indexes stays within
+/// `max_indexes`. Names are admitted before their entries are appended (and acknowledged),
+/// and stay admitted until the indexer creates them, so that concurrent requests for new
+/// names cannot together pass the limit.
+struct IndexAdmission {
+    store: Arc<Store>,
+    max_indexes: usize,
+    admitted: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl IndexAdmission {
+    fn admit(&self, name: &str) -> Result<(), AppendError> {
+        if name.starts_with('_') || self.store.get(name).is_some() {
+            return Ok(());
+        }
+        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        if admitted.contains(name) {
+            return Ok(());
+        }
+        let existing: std::collections::BTreeSet<String> = self
+            .store
+            .list()
+            .iter()
+            .filter(|h| !h.name().is_builtin())
+            .map(|h| h.name().to_string())
+            .collect();
+        admitted.retain(|n| !existing.contains(n));
+        if existing.len() + admitted.len() >= self.max_indexes {
+            return Err(AppendError::TooManyIndexes {
+                index: name.to_string(),
+                limit: self.max_indexes,
+            });
+        }
+        admitted.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Admits the index of every entry; consecutive entries mostly share one, looked at once.
+    fn admit_all(&self, entries: &[Vec<u8>]) -> Result<(), AppendError> {
+        let mut last: Option<&str> = None;
+        for payload in entries {
+            // An undecodable entry is the indexer's to count and skip, not a reason to refuse.
+            let Ok(entry) = logsift_core::entry::Entry::decode(payload) else {
+                continue;
+            };
+            if last != Some(entry.index) {
+                self.admit(entry.index)?;
+                last = Some(entry.index);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A cheap, cloneable way in: what listeners and HTTP handlers hold.
 #[derive(Clone)]
 pub struct PipelineHandle {
+    indexes: Arc<IndexAdmission>,
     tx: flume::Sender<Message>,
     budget: Arc<Semaphore>,
     budget_kib: u32,
@@ -194,6 +254,10 @@ impl PipelineHandle {
             reservation.permit.merge(extra.permit);
         } else if needed < held {
             drop(reservation.permit.split(held - needed));
+        }
+        if let Err(e) = self.indexes.admit_all(&entries) {
+            Metrics::add(&self.metrics.index_limit_refused, entries.len() as u64);
+            return Err(e);
         }
         let (reply, done) = match ack {
             Ack::Durable => {
@@ -418,6 +482,11 @@ impl Pipeline {
                 .map_err(PipelineError::Thread)?
         };
         let handle = PipelineHandle {
+            indexes: Arc::new(IndexAdmission {
+                store: store.clone(),
+                max_indexes: cfg.max_indexes,
+                admitted: Default::default(),
+            }),
             tx,
             budget: Arc::new(Semaphore::new(budget_kib)),
             budget_kib: budget_kib as u32,

@@ -481,6 +481,9 @@ fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
                 .retry_after(RETRY_AFTER_SECS)
         }
+        AppendError::TooManyIndexes { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "too_many_indexes", e.to_string())
+        }
         AppendError::TooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "over_budget", e.to_string())
         }
