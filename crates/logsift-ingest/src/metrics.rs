@@ -72,6 +72,7 @@ metrics! {
         wal_entries => "logsift_wal_entries_total", "Entries appended to the WAL.";
         wal_bytes => "logsift_wal_bytes_total", "Payload bytes appended to the WAL.";
         wal_errors => "logsift_wal_errors_total", "WAL append or fsync failures.";
+        wal_skipped_bytes => "logsift_wal_skipped_bytes_total", "Damaged WAL bytes replay skipped at start to reach the valid entries after them (the entries in them are lost).";
         indexed_records => "logsift_indexed_records_total", "Records added to indexes.";
         index_commits => "logsift_index_commits_total", "Index commits.";
         index_errors => "logsift_index_errors_total", "Entries the indexer could not apply and failed commits.";
@@ -100,6 +101,7 @@ metrics! {
         wal_queue_depth => "logsift_wal_queue_depth", "Requests waiting for the WAL writer.";
         index_queue_depth => "logsift_index_queue_depth", "Batches waiting for the indexer.";
         wal_disk_bytes => "logsift_wal_disk_bytes", "Bytes of WAL files on disk.";
+        wal_damaged_files => "logsift_wal_damaged_files", "WAL files found damaged at start (beyond a torn tail of the last one), kept as *.damaged; see /health/ready.";
         ingest_refusing => "logsift_ingest_refusing", "1 while ingest is refused because the WAL cannot be written.";
         queries_running => "logsift_queries_running", "Queries (search, histogram, terms, context) holding a query slot, until their work has stopped.";
         tail_clients => "logsift_tail_clients", "Open tail streams.";

@@ -378,7 +378,11 @@ pub struct StartReport {
     pub wal_entries: u64,
     pub replayed: u64,
     pub torn_bytes: u64,
+    /// Copies (or renamed files) of WAL files found damaged, kept as `*.damaged`.
     pub damaged_files: Vec<PathBuf>,
+    /// Damaged ranges replay skipped to reach the valid entries after them, and their bytes.
+    pub skipped_ranges: u64,
+    pub skipped_bytes: u64,
     pub unreadable_entries: u64,
 }
 
@@ -427,12 +431,19 @@ impl Pipeline {
         start.wal_entries = report.entries;
         start.torn_bytes = report.torn_bytes;
         start.damaged_files = report.damaged_files;
+        start.skipped_ranges = report.skipped_ranges;
+        start.skipped_bytes = report.skipped_bytes;
+        metrics
+            .wal_damaged_files
+            .store(start.damaged_files.len() as u64, Ordering::Relaxed);
+        Metrics::add(&metrics.wal_skipped_bytes, start.skipped_bytes);
         tracing::info!(
             files = start.wal_files,
             entries = start.wal_entries,
             replayed = start.replayed,
             torn_bytes = start.torn_bytes,
             damaged_files = start.damaged_files.len(),
+            skipped_bytes = start.skipped_bytes,
             next_lsn = wal.next_lsn(),
             "WAL replayed"
         );
