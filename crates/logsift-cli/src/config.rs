@@ -294,7 +294,10 @@ impl Config {
         self.fsync_policy()?;
         self.timezone_offset_secs()?;
         for name in self.indexes.keys() {
-            logsift_core::IndexName::new(name).with_context(|| format!("[indexes.{name}]"))?;
+            // The built-in _audit index has settings (its retention) like any other.
+            if name != "_audit" {
+                logsift_core::IndexName::new(name).with_context(|| format!("[indexes.{name}]"))?;
+            }
         }
         self.index_options()?;
         logsift_core::IndexName::new(&self.syslog.index).context("syslog.index")?;
@@ -429,6 +432,20 @@ mod tests {
         let cfg = Config::load(None).unwrap();
         assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:9480");
         assert_eq!(cfg.timezone_offset_secs().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_audit_trail_has_a_default_retention_that_can_be_changed() {
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.indexes["_audit"].retention_age_secs, Some(400 * 86400));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[indexes._audit]\nretention_age_secs = 86400\n").unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.indexes["_audit"].retention_age_secs, Some(86400));
+        // Other built-in names are not configurable.
+        std::fs::write(&path, "[indexes._other]\nlogfmt = true\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
     }
 
     #[test]

@@ -337,7 +337,10 @@ async fn serve(
     let exports =
         logsift_server::export::ExportState::open(&cfg.data_dir, cfg.audit.signing_key.as_deref())
             .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
-    let audit = logsift_server::audit::Audit::new(pipeline.handle(), metrics.clone());
+    let audit = Arc::new(logsift_server::audit::Audit::new(
+        pipeline.handle(),
+        metrics.clone(),
+    ));
     let es_ids = logsift_server::es_ids::IdWindow::open(
         &cfg.data_dir.join("es-ids"),
         cfg.elasticsearch.id_window_secs,
@@ -347,7 +350,7 @@ async fn serve(
     .context("loading the Elasticsearch _id window (DATA_DIR/es-ids)")?;
     let state = AppState {
         exports: Arc::new(exports),
-        audit: Arc::new(audit),
+        audit: audit.clone(),
         store,
         pipeline: pipeline.handle(),
         metrics: metrics.clone(),
@@ -409,6 +412,14 @@ async fn serve(
     if let Some(grpc) = grpc {
         // Its connections drain like the HTTP ones before the pipeline is flushed.
         let _ = grpc.await;
+    }
+    // Refusals folded into an open window are written now, before the pipeline is flushed;
+    // bounded, so that a stuck pipeline cannot hold the shutdown here.
+    if tokio::time::timeout(Duration::from_secs(2), audit.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not write the folded audit refusals within 2 s");
     }
     Ok(())
 }

@@ -94,6 +94,7 @@ metrics! {
         exports_failed => "logsift_exports_failed_total", "Exports that stopped before their last record (client gone, error).";
         audit_records => "logsift_audit_records_total", "Entries written to the _audit index.";
         audit_dropped => "logsift_audit_dropped_total", "Audit entries that could not be written (ingest refusing or shutting down).";
+        audit_refusals_folded => "logsift_audit_refusals_folded_total", "Refused calls folded into a summary audit record (repeats of one kind from one caller within the window) instead of one record each.";
         erased_records => "logsift_erased_records_total", "Records removed by erasure requests.";
     }
     gauges {
