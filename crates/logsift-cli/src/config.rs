@@ -213,9 +213,12 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         const MIN_WRITER_MEMORY: usize = 15_000_000;
-        if self.ingest.inflight_bytes < self.ingest.max_line_bytes {
+        // An HTTP request is charged for its body and the entries made of it at once (about
+        // twice its lines' bytes, plus overhead per line): a budget under this could never
+        // admit a request holding one line of the largest size.
+        if self.ingest.inflight_bytes < 4 * self.ingest.max_line_bytes {
             bail!(
-                "ingest.inflight_bytes ({}) must be at least ingest.max_line_bytes ({})",
+                "ingest.inflight_bytes ({}) must be at least 4 × ingest.max_line_bytes ({})",
                 self.ingest.inflight_bytes,
                 self.ingest.max_line_bytes
             );
@@ -466,6 +469,9 @@ mod tests {
         assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("wal.fsync"));
         std::fs::write(&path, "[http]\nlisten = \"nowhere\"\n").unwrap();
         assert!(Config::load(Some(&path)).is_err());
+        std::fs::write(&path, "[ingest]\ninflight_bytes = 524288\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("4 × ingest.max_line_bytes"), "{err}");
         std::fs::write(&path, "[query]\nmax_concurrent_queries = 0\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("query.max_concurrent_queries"), "{err}");
