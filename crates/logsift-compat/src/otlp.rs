@@ -740,6 +740,35 @@ mod tests {
         out
     }
 
+    /// The memory of a compressed message is asked for before it is taken: a refusal stops
+    /// the decompression with the caller's error, far below the size limit.
+    #[test]
+    fn grpc_decompression_is_admitted_step_by_step() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b'a'; 16 << 20]).unwrap();
+        let bomb = framed(1, &gz.finish().unwrap());
+        let mut asked = 0;
+        let e = unframe_grpc_admitted(&bomb, GrpcEncoding::Gzip, 64 << 20, |bytes| {
+            asked = bytes;
+            if bytes > 1 << 20 {
+                Err(DecodeError::Invalid(format!("{bytes} over budget")))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert!(e.to_string().ends_with("over budget"), "{e}");
+        assert!(asked < 2 << 20, "{asked}");
+        let plain = framed(0, b"hello");
+        let out = unframe_grpc_admitted(&plain, GrpcEncoding::Gzip, 64, |bytes| {
+            assert_eq!(bytes, 5);
+            Ok::<_, DecodeError>(())
+        })
+        .unwrap();
+        assert_eq!(out, b"hello");
+    }
+
     #[test]
     fn grpc_messages_unframe_plain_and_compressed() {
         let msg = b"hello protobuf".repeat(10);
