@@ -346,9 +346,17 @@ fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served(
             "{what}: {message}"
         );
     }
+    // A body declared larger than the whole budget is refused before it is read.
+    let (status, answer) = s.ingest("logs", line.repeat(3 << 10), "application/x-ndjson");
+    assert_eq!(status, 413, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the request body would hold"),
+        "{message}"
+    );
     assert_eq!(
         s.metric("logsift_http_bad_requests_total{api=\"ingest\",reason=\"over_budget\"}"),
-        3.0
+        4.0
     );
     assert!(health_ok(&s));
     // Nothing of the bombs was stored, the budget was given back, and a normal compressed

@@ -320,7 +320,8 @@ impl PipelineHandle {
         Ok(())
     }
 
-    fn budget_bytes(&self) -> usize {
+    /// The whole in-flight budget (`ingest.inflight_bytes`, rounded up to KiB).
+    pub fn budget_bytes(&self) -> usize {
         self.budget_kib as usize * 1024
     }
 

@@ -386,6 +386,17 @@ where
     if declared.is_some_and(|len| len > cfg.max_body_bytes) {
         return Err(counted(body_too_large(cfg.max_body_bytes)));
     }
+    let budget_bytes = state.pipeline.budget_bytes();
+    if let Some(bytes) = declared.filter(|&len| len > budget_bytes) {
+        // It could never be admitted: refused before any of it is read, not after.
+        discard(body, &cfg).await;
+        let e = AppendError::TooLarge {
+            what: "the request body",
+            bytes,
+            budget_bytes,
+        };
+        return Err(counted(append_error(e, metrics)));
+    }
     if let Err(e) = state.auth.admit_ingest(principal, declared.unwrap_or(0)) {
         discard(body, &cfg).await;
         return Err(e);
