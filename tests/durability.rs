@@ -323,6 +323,46 @@ fn a_torn_wal_tail_is_cut_and_a_damaged_entry_is_skipped_and_reported() {
     let _ = last_wal_file(&data_dir);
 }
 
+/// Issue #17: one flipped byte in a closed WAL file (not the last one, so not a torn tail)
+/// made replay drop every acknowledged entry after it in that file. Now only the damaged
+/// record is lost, and the file is kept.
+#[test]
+fn a_flipped_byte_in_a_closed_wal_file_loses_only_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small WAL files, and nothing sealed: every record is in one of several WAL files.
+    let config =
+        "[wal]\nmax_file_bytes = 2048\n[index]\ncommit_interval_ms = 60000\nseal_idle_ms = 0\n";
+    let s = Server::start_in(dir.path(), config);
+    for n in 0..60 {
+        let body = format!("{{\"msg\":\"closedwal n{n}\"}}\n");
+        assert_eq!(s.ingest("logs", body, "application/x-ndjson").0, 200);
+    }
+    let data_dir = s.data_dir.clone();
+    s.kill9();
+    let mut files: Vec<_> = std::fs::read_dir(data_dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    // The middle of the first file, a closed one.
+    let first = files[0].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&first, &bytes).unwrap();
+
+    let s = Server::start_in(dir.path(), config);
+    let (_, ready) = s.get("/health/ready");
+    assert_eq!(ready["wal"], "damaged", "{ready}");
+    assert_eq!(ready["wal_replay"]["torn_bytes"], 0, "{ready}");
+    assert!(first.exists(), "the damaged file is kept");
+    let found = all_messages(&s, "closedwal");
+    assert_eq!(found.len(), 59, "{found:?}");
+    assert!(found.values().all(|&n| n == 1));
+    assert!(found.contains_key("closedwal n59"));
+}
+
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 impl Tmpfs {
