@@ -501,3 +501,107 @@ fn erasure_removes_exactly_the_matches_and_the_chain_records_it() {
     s.wait_total("audit", &[("limit", "0")], (5000 - 715) as u64);
     assert_eq!(s.search("alice", &[("limit", "0")]).1["total"], 0);
 }
+
+/// Issue #17: with tokens on, 200 requests without a token, each with a 60 KB query, left 200
+/// `_audit` records each holding the whole query. Refusals are still all accounted for: the
+/// first in full (its query capped, with its length), the rest folded into one summary.
+#[test]
+fn a_flood_of_refused_calls_leaves_a_bounded_audit_trail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = common::create_token(&tmp.path().join("data"), &["admin"], &[]);
+    let s = Server::start_in(tmp.path(), "");
+    let huge = format!("needle {}", "x".repeat(60_000));
+    for _ in 0..200 {
+        let (status, _) = s.search(&huge, &[]);
+        assert_eq!(status, 401);
+    }
+    // The summary is written once the 10 s window closes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refusals = loop {
+        let (status, body) = s.search_as(
+            &admin,
+            "fields.action:search AND fields.outcome:refused*",
+            &[("index", "_audit"), ("limit", "1000")],
+        );
+        assert_eq!(status, 200, "{body}");
+        let hits = body["hits"].as_array().unwrap().clone();
+        if hits.iter().any(|h| h["fields"]["repeated"].is_number()) {
+            break hits;
+        }
+        assert!(Instant::now() < deadline, "no summary record: {body}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    let full = refusals
+        .iter()
+        .find(|h| h["fields"]["repeated"].is_null())
+        .unwrap();
+    let summary = refusals
+        .iter()
+        .find(|h| h["fields"]["repeated"].is_number())
+        .unwrap();
+    let query = full["fields"]["query"].as_str().unwrap();
+    assert!(query.starts_with("needle xxx") && query.ends_with("…[truncated]"));
+    assert!(query.len() < 2100, "{}", query.len());
+    assert_eq!(full["fields"]["query_bytes"], huge.len());
+    assert_eq!(full["fields"]["outcome"], "refused: 401 Unauthorized");
+    assert_eq!(summary["fields"]["repeated"], 199, "{summary}");
+    assert_eq!(summary["fields"]["caller"], "peer 127.0.0.1", "{summary}");
+    assert_eq!(summary["fields"]["outcome"], "refused: 401 Unauthorized");
+    assert_eq!(summary["fields"]["queries"][0], query);
+    let stored: usize = refusals
+        .iter()
+        .map(|h| h["raw"].as_str().unwrap().len())
+        .sum();
+    assert!(stored < 16 * 1024, "{stored} bytes of audit records");
+    let metrics = s.metrics_text(Some(&admin));
+    assert!(
+        metrics.contains("logsift_audit_refusals_folded_total 199\n"),
+        "{metrics}"
+    );
+    // Calls that are answered are still recorded one by one.
+    for _ in 0..3 {
+        assert_eq!(s.search_as(&admin, "needle", &[]).0, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = s.search_as(
+            &admin,
+            // This polling is audited too; it names the index.
+            "fields.action:search AND fields.outcome:ok AND fields.query:needle \
+             AND NOT fields.index:_audit",
+            &[("index", "_audit"), ("limit", "0")],
+        );
+        if body["total"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "total {}", body["total"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Refusals folded into a window that is still open when the server stops are not lost.
+#[test]
+fn folded_refusals_are_written_at_a_graceful_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = common::create_token(&tmp.path().join("data"), &["admin"], &[]);
+    let s = Server::start_in(tmp.path(), "");
+    for _ in 0..3 {
+        assert_eq!(s.search("folded", &[]).0, 401);
+    }
+    assert!(s.stop().success());
+    let s = Server::start_in(tmp.path(), "");
+    let body = s.wait_total_as(
+        &admin,
+        "fields.action:search AND fields.outcome:refused*",
+        &[("index", "_audit")],
+        2,
+    );
+    let repeated: Vec<&Value> = body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["fields"].get("repeated"))
+        .collect();
+    assert_eq!(repeated, [&json!(2)], "{body}");
+}

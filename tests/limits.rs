@@ -290,3 +290,135 @@ fn hostile_queries_are_bounded() {
     }
     assert!(health_ok(&s));
 }
+
+/// Posts `body` to `/api/v1/{index}/ingest` with `Content-Encoding: encoding`.
+fn post_encoded(
+    s: &Server,
+    index: &str,
+    encoding: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let resp = client()
+        .post(format!("{}/api/v1/{index}/ingest", s.http))
+        .header("content-encoding", encoding)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or_default())
+}
+
+/// Issue #17: a 65 KB gzip body inflated to 64 MiB and one allocation per line, and was
+/// accepted against an in-flight budget charged on wire bytes. What a body decompresses to,
+/// and what its lines will hold, is charged before it is held.
+#[test]
+fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[ingest]\ninflight_bytes = 2097152\n");
+    let line = format!("{{\"msg\":\"bomb {}\"}}\n", "x".repeat(1000));
+    // 16 MiB of lines, eight times the budget, in a few KB of gzip and of zstd.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..(16 << 20) / line.len() {
+        gz.write_all(line.as_bytes()).unwrap();
+    }
+    let gzip_bomb = gz.finish().unwrap();
+    assert!(gzip_bomb.len() < 100_000, "{}", gzip_bomb.len());
+    let zstd_bomb = zstd::encode_all(line.repeat((16 << 20) / line.len()).as_bytes(), 3).unwrap();
+    // A body well under the budget whose one-byte lines each cost an entry: 1 MiB of "a\n"
+    // is half a million records.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&b"a\n".repeat(1 << 19)).unwrap();
+    let tiny_lines = gz.finish().unwrap();
+
+    for (what, encoding, body, needle) in [
+        ("gzip bomb", "gzip", gzip_bomb, "the decompressed body"),
+        ("zstd bomb", "zstd", zstd_bomb, "the decompressed body"),
+        ("tiny lines", "gzip", tiny_lines, "the body's lines"),
+    ] {
+        let (status, answer) = post_encoded(&s, "logs", encoding, body);
+        assert_eq!(status, 413, "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], "over_budget", "{what}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle) && message.contains("ingest.inflight_bytes = 2097152"),
+            "{what}: {message}"
+        );
+    }
+    // A body declared larger than the whole budget is refused before it is read.
+    let (status, answer) = s.ingest("logs", line.repeat(3 << 10), "application/x-ndjson");
+    assert_eq!(status, 413, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the request body would hold"),
+        "{message}"
+    );
+    assert_eq!(
+        s.metric("logsift_http_bad_requests_total{api=\"ingest\",reason=\"over_budget\"}"),
+        4.0
+    );
+    assert!(health_ok(&s));
+    // Nothing of the bombs was stored, the budget was given back, and a normal compressed
+    // request is served.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..200 {
+        writeln!(gz, "{{\"msg\":\"after the bombs {i}\"}}").unwrap();
+    }
+    let (status, answer) = post_encoded(&s, "logs", "gzip", gz.finish().unwrap());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 200);
+    s.wait_total("\"after the bombs\"", &[], 200);
+    let (_, all) = s.search("bomb", &[]);
+    assert_eq!(all["total"], 0, "{all}");
+    assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
+}
+
+/// Issue #17: any ingest token could create indexes without limit, and an index that could
+/// not be created lost its acknowledged records. New indexes beyond `index.max_indexes` are
+/// refused before anything is acknowledged; everything acknowledged survives a crash.
+#[test]
+fn indexes_beyond_max_indexes_are_refused_before_acknowledging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = "[index]\nmax_indexes = 2\n";
+    let s = Server::start_in(tmp.path(), config);
+    let line = |i: &str| format!("{{\"msg\":\"limited {i}\"}}\n");
+    assert_eq!(s.ingest("one", line("a"), "application/x-ndjson").0, 200);
+    assert_eq!(s.ingest("two", line("b"), "application/x-ndjson").0, 200);
+    let (st, answer) = s.ingest("three", line("c"), "application/x-ndjson");
+    assert_eq!(st, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_many_indexes", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"three\"") && message.contains("index.max_indexes"),
+        "{message}"
+    );
+    // The compatible routes are held to the same limit.
+    let bulk = "{\"index\":{\"_index\":\"four\"}}\n{\"message\":\"limited d\"}\n";
+    let resp = client()
+        .post(format!("{}/_bulk", s.http))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // Existing indexes are still written.
+    assert_eq!(s.ingest("one", line("e"), "application/x-ndjson").0, 200);
+    assert_eq!(s.metric("logsift_ingest_index_limit_refused_total"), 2.0);
+    let (_, listed) = s.get("/api/v1/indexes");
+    let names: Vec<&str> = listed["indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    assert_eq!(names, ["one", "two"], "{listed}");
+    // Everything acknowledged is there after a crash, and nothing refused is.
+    let data_dir = s.data_dir.clone();
+    s.kill9();
+    let s = Server::start_with(tmp.path(), &data_dir, config);
+    s.wait_total("limited", &[("index", "one")], 2);
+    s.wait_total("limited", &[("index", "two")], 1);
+    assert_eq!(s.search("limited", &[]).1["total"], 3);
+}

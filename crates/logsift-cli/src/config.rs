@@ -164,6 +164,7 @@ pub struct IndexConfig {
     pub sealed_zstd_level: i32,
     pub merge_factor: usize,
     pub merge_max_docs: u64,
+    pub max_indexes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,9 +221,12 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         const MIN_WRITER_MEMORY: usize = 15_000_000;
-        if self.ingest.inflight_bytes < self.ingest.max_line_bytes {
+        // An HTTP request is charged for its body and the entries made of it at once (about
+        // twice its lines' bytes, plus overhead per line): a budget under this could never
+        // admit a request holding one line of the largest size.
+        if self.ingest.inflight_bytes < 4 * self.ingest.max_line_bytes {
             bail!(
-                "ingest.inflight_bytes ({}) must be at least ingest.max_line_bytes ({})",
+                "ingest.inflight_bytes ({}) must be at least 4 × ingest.max_line_bytes ({})",
                 self.ingest.inflight_bytes,
                 self.ingest.max_line_bytes
             );
@@ -267,6 +271,9 @@ impl Config {
                 self.index.docstore_block_bytes
             );
         }
+        if self.index.max_indexes == 0 {
+            bail!("index.max_indexes must be at least 1");
+        }
         if self.query.query_timeout_ms == 0 {
             bail!("query.query_timeout_ms must be positive");
         }
@@ -304,7 +311,10 @@ impl Config {
         self.fsync_policy()?;
         self.timezone_offset_secs()?;
         for name in self.indexes.keys() {
-            logsift_core::IndexName::new(name).with_context(|| format!("[indexes.{name}]"))?;
+            // The built-in _audit index has settings (its retention) like any other.
+            if name != "_audit" {
+                logsift_core::IndexName::new(name).with_context(|| format!("[indexes.{name}]"))?;
+            }
         }
         self.index_options()?;
         logsift_core::IndexName::new(&self.syslog.index).context("syslog.index")?;
@@ -442,6 +452,20 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_trail_has_a_default_retention_that_can_be_changed() {
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.indexes["_audit"].retention_age_secs, Some(400 * 86400));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[indexes._audit]\nretention_age_secs = 86400\n").unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.indexes["_audit"].retention_age_secs, Some(86400));
+        // Other built-in names are not configurable.
+        std::fs::write(&path, "[indexes._other]\nlogfmt = true\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+    }
+
+    #[test]
     fn user_file_overrides_only_what_it_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
@@ -459,6 +483,9 @@ mod tests {
         assert!(format!("{:#}", Config::load(Some(&path)).unwrap_err()).contains("wal.fsync"));
         std::fs::write(&path, "[http]\nlisten = \"nowhere\"\n").unwrap();
         assert!(Config::load(Some(&path)).is_err());
+        std::fs::write(&path, "[ingest]\ninflight_bytes = 524288\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("4 × ingest.max_line_bytes"), "{err}");
         std::fs::write(&path, "[query]\nmax_concurrent_queries = 0\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("query.max_concurrent_queries"), "{err}");

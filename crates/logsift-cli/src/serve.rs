@@ -124,6 +124,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             commit_interval_ms: cfg.index.commit_interval_ms,
             inflight_bytes: cfg.ingest.inflight_bytes,
             min_free_bytes: cfg.ingest.min_free_bytes,
+            max_indexes: cfg.index.max_indexes,
         },
         store.clone(),
         metrics.clone(),
@@ -343,7 +344,10 @@ async fn serve(
     let exports =
         logsift_server::export::ExportState::open(&cfg.data_dir, cfg.audit.signing_key.as_deref())
             .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
-    let audit = logsift_server::audit::Audit::new(pipeline.handle(), metrics.clone());
+    let audit = Arc::new(logsift_server::audit::Audit::new(
+        pipeline.handle(),
+        metrics.clone(),
+    ));
     let es_ids = logsift_server::es_ids::IdWindow::open(
         &cfg.data_dir.join("es-ids"),
         cfg.elasticsearch.id_window_secs,
@@ -353,7 +357,7 @@ async fn serve(
     .context("loading the Elasticsearch _id window (DATA_DIR/es-ids)")?;
     let state = AppState {
         exports: Arc::new(exports),
-        audit: Arc::new(audit),
+        audit: audit.clone(),
         store,
         pipeline: pipeline.handle(),
         metrics: metrics.clone(),
@@ -419,6 +423,14 @@ async fn serve(
     if let Some(grpc) = grpc {
         // Its connections drain like the HTTP ones before the pipeline is flushed.
         let _ = grpc.await;
+    }
+    // Refusals folded into an open window are written now, before the pipeline is flushed;
+    // bounded, so that a stuck pipeline cannot hold the shutdown here.
+    if tokio::time::timeout(Duration::from_secs(2), audit.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not write the folded audit refusals within 2 s");
     }
     Ok(())
 }

@@ -55,6 +55,37 @@ impl DecodeError {
     }
 }
 
+/// Reads a decompressing `reader` to its end into one buffer, calling `admit(capacity)` before
+/// every growth of the buffer with the capacity it is about to take, so that the caller can
+/// charge (or refuse) the memory of a decompression bomb before it is allocated, not after.
+/// The buffer grows in steps of a quarter of its size (at least 64 KiB): geometric, so reading
+/// stays linear, yet never holding much more than was admitted.
+pub fn read_admitted<E>(
+    mut reader: impl std::io::Read,
+    mut admit: impl FnMut(usize) -> Result<(), E>,
+    io_error: impl Fn(std::io::Error) -> E,
+) -> Result<Vec<u8>, E> {
+    const MIN_STEP: usize = 64 * 1024;
+    let mut out: Vec<u8> = Vec::new();
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            let grown = out.len() + (out.len() / 4).max(MIN_STEP);
+            admit(grown)?;
+            out.reserve_exact(grown - out.len());
+            out.resize(grown, 0);
+        }
+        match reader.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
 /// A record as a compact JSON object, the bytes that get stored.
 fn to_line(value: &serde_json::Value) -> Vec<u8> {
     // Serializing a `Value` only fails for maps with non-string keys, which it cannot hold.
@@ -66,4 +97,45 @@ fn to_line(value: &serde_json::Value) -> Vec<u8> {
 fn timestamp(ns: u64) -> Option<String> {
     let ns = i64::try_from(ns).ok().filter(|&ns| ns > 0)?;
     Some(logsift_core::time::format_rfc3339(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_admitted_asks_before_it_grows_and_stops_at_a_refusal() {
+        let data = vec![7u8; 300_000];
+        let mut asked = Vec::new();
+        let out = read_admitted(
+            &data[..],
+            |cap| {
+                asked.push(cap);
+                Ok::<_, String>(())
+            },
+            |e| e.to_string(),
+        )
+        .unwrap();
+        assert_eq!(out, data);
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "{asked:?}");
+        assert!(*asked.last().unwrap() < 2 * data.len(), "{asked:?}");
+
+        // A bomb is refused at the first growth past the allowance: nothing beyond it is held.
+        let mut largest = 0;
+        let e = read_admitted(
+            std::io::repeat(0u8),
+            |cap| {
+                largest = cap;
+                if cap > 1 << 20 {
+                    Err(format!("{cap} over"))
+                } else {
+                    Ok(())
+                }
+            },
+            |e| e.to_string(),
+        )
+        .unwrap_err();
+        assert!(e.ends_with("over"), "{e}");
+        assert!(largest < (1 << 20) * 2);
+    }
 }

@@ -63,6 +63,12 @@ const HOST_LABELS: &[&str] = &["host", "hostname"];
 const APP_LABELS: &[&str] = &["app", "service_name", "job"];
 const LEVEL_LABELS: &[&str] = &["level", "severity", "detected_level"];
 
+/// The decompressed size a snappy-compressed push announces in its header, so that the
+/// caller can charge it before [`decode_protobuf`] allocates it.
+pub fn snappy_len(body: &[u8]) -> Result<usize, DecodeError> {
+    snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))
+}
+
 /// Decodes a snappy-compressed protobuf push into records. `max_decoded_bytes` bounds the
 /// decompressed size, checked from the snappy header before anything is allocated.
 pub fn decode_protobuf(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<Vec<u8>>, DecodeError> {

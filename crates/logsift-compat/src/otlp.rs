@@ -661,13 +661,26 @@ pub fn unframe_grpc(
     encoding: GrpcEncoding,
     limit: usize,
 ) -> Result<Vec<u8>, DecodeError> {
+    unframe_grpc_admitted(body, encoding, limit, |_| Ok(()))
+}
+
+/// [`unframe_grpc`] that also calls `admit(bytes)` before it allocates the message's buffer or
+/// grows it (see [`crate::read_admitted`]), so that the caller charges the memory a
+/// compressed message takes before it is taken.
+pub fn unframe_grpc_admitted<E: From<DecodeError>>(
+    body: &[u8],
+    encoding: GrpcEncoding,
+    limit: usize,
+    mut admit: impl FnMut(usize) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
     use std::io::Read;
     let bad = DecodeError::Frame;
     if body.len() < 5 {
         return Err(bad(format!(
             "a gRPC request needs a 5-byte message prefix; the body has {} bytes",
             body.len()
-        )));
+        ))
+        .into());
     }
     let (prefix, rest) = body.split_at(5);
     let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
@@ -675,34 +688,43 @@ pub fn unframe_grpc(
         return Err(bad(format!(
             "the gRPC message prefix announces {len} bytes; the body has {}",
             rest.len()
-        )));
+        ))
+        .into());
     }
     if rest.len() > len {
-        return Err(bad(
-            "Export is unary: the body holds more than one gRPC message".to_string(),
-        ));
+        return Err(
+            bad("Export is unary: the body holds more than one gRPC message".to_string()).into(),
+        );
     }
-    let mut out = Vec::new();
-    let read = match (prefix[0], encoding) {
-        (0, _) => return Ok(rest.to_vec()),
+    let io = |e: std::io::Error| E::from(bad(format!("cannot decompress the gRPC message: {e}")));
+    let out = match (prefix[0], encoding) {
+        (0, _) => {
+            admit(rest.len())?;
+            return Ok(rest.to_vec());
+        }
         (1, GrpcEncoding::Identity) => {
             return Err(bad(
                 "the message is flagged compressed but grpc-encoding is identity".to_string(),
-            ))
+            )
+            .into())
         }
-        (1, GrpcEncoding::Gzip) => flate2::read::GzDecoder::new(rest)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out),
-        (1, GrpcEncoding::Zstd) => zstd::stream::read::Decoder::new(rest)
-            .and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
-        (flag, _) => return Err(bad(format!("unknown gRPC message flag {flag}"))),
+        (1, GrpcEncoding::Gzip) => crate::read_admitted(
+            flate2::read::GzDecoder::new(rest).take(limit as u64 + 1),
+            &mut admit,
+            io,
+        )?,
+        (1, GrpcEncoding::Zstd) => {
+            let decoder = zstd::stream::read::Decoder::new(rest).map_err(io)?;
+            crate::read_admitted(decoder.take(limit as u64 + 1), &mut admit, io)?
+        }
+        (flag, _) => return Err(bad(format!("unknown gRPC message flag {flag}")).into()),
     };
-    read.map_err(|e| bad(format!("cannot decompress the gRPC message: {e}")))?;
     if out.len() > limit {
         return Err(DecodeError::TooLarge {
             decoded: out.len(),
             limit,
-        });
+        }
+        .into());
     }
     Ok(out)
 }
@@ -716,6 +738,35 @@ mod tests {
         out.extend_from_slice(&(message.len() as u32).to_be_bytes());
         out.extend_from_slice(message);
         out
+    }
+
+    /// The memory of a compressed message is asked for before it is taken: a refusal stops
+    /// the decompression with the caller's error, far below the size limit.
+    #[test]
+    fn grpc_decompression_is_admitted_step_by_step() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b'a'; 16 << 20]).unwrap();
+        let bomb = framed(1, &gz.finish().unwrap());
+        let mut asked = 0;
+        let e = unframe_grpc_admitted(&bomb, GrpcEncoding::Gzip, 64 << 20, |bytes| {
+            asked = bytes;
+            if bytes > 1 << 20 {
+                Err(DecodeError::Invalid(format!("{bytes} over budget")))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert!(e.to_string().ends_with("over budget"), "{e}");
+        assert!(asked < 2 << 20, "{asked}");
+        let plain = framed(0, b"hello");
+        let out = unframe_grpc_admitted(&plain, GrpcEncoding::Gzip, 64, |bytes| {
+            assert_eq!(bytes, 5);
+            Ok::<_, DecodeError>(())
+        })
+        .unwrap();
+        assert_eq!(out, b"hello");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum EntryError {
 }
 
 impl<'a> Entry<'a> {
+    /// Bytes of an encoded entry besides its index name, source and raw bytes.
+    pub const FIXED_BYTES: usize = FIXED_BYTES;
+
     /// Appends the encoding of `self` to `out`. Index names are at most 64 bytes and sources are
     /// cut at 65535 bytes, so the length prefixes never overflow.
     pub fn encode_into(&self, out: &mut Vec<u8>) {

@@ -17,5 +17,5 @@ pub use listeners::Lifecycle;
 pub use metrics::Metrics;
 pub use pipeline::{
     Ack, Admission, AppendError, FsyncPolicy, Pipeline, PipelineConfig, PipelineHandle,
-    Reservation, StartReport, RETRY_AFTER_SECS,
+    Reservation, StartReport, ENTRY_OVERHEAD_BYTES, RETRY_AFTER_SECS,
 };

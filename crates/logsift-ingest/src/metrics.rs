@@ -66,11 +66,13 @@ metrics! {
         loki_entries => "logsift_loki_entries_total", "Entries stored from Loki push requests.";
         otlp_log_records => "logsift_otlp_log_records_total", "Log records stored from OTLP export requests.";
         ingest_refused_lines => "logsift_ingest_refused_lines_total", "Lines refused because the WAL could not be written (disk full, I/O error).";
+        index_limit_refused => "logsift_ingest_index_limit_refused_total", "Lines refused because they would have created an index beyond index.max_indexes.";
         frame_errors => "logsift_frame_errors_total", "Malformed or oversized frames on TCP listeners and oversized UDP datagrams.";
         tcp_connections => "logsift_tcp_connections_total", "TCP connections accepted by all listeners.";
         wal_entries => "logsift_wal_entries_total", "Entries appended to the WAL.";
         wal_bytes => "logsift_wal_bytes_total", "Payload bytes appended to the WAL.";
         wal_errors => "logsift_wal_errors_total", "WAL append or fsync failures.";
+        wal_skipped_bytes => "logsift_wal_skipped_bytes_total", "Damaged WAL bytes replay skipped at start to reach the valid entries after them (the entries in them are lost).";
         indexed_records => "logsift_indexed_records_total", "Records added to indexes.";
         index_commits => "logsift_index_commits_total", "Index commits.";
         index_errors => "logsift_index_errors_total", "Entries the indexer could not apply and failed commits.";
@@ -96,6 +98,7 @@ metrics! {
         exports_failed => "logsift_exports_failed_total", "Exports that stopped before their last record (client gone, error).";
         audit_records => "logsift_audit_records_total", "Entries written to the _audit index.";
         audit_dropped => "logsift_audit_dropped_total", "Audit entries that could not be written (ingest refusing or shutting down).";
+        audit_refusals_folded => "logsift_audit_refusals_folded_total", "Refused calls folded into a summary audit record (repeats of one kind from one caller within the window) instead of one record each.";
         erased_records => "logsift_erased_records_total", "Records removed by erasure requests.";
     }
     gauges {
@@ -103,6 +106,7 @@ metrics! {
         wal_queue_depth => "logsift_wal_queue_depth", "Requests waiting for the WAL writer.";
         index_queue_depth => "logsift_index_queue_depth", "Batches waiting for the indexer.";
         wal_disk_bytes => "logsift_wal_disk_bytes", "Bytes of WAL files on disk.";
+        wal_damaged_files => "logsift_wal_damaged_files", "WAL files found damaged at start (beyond a torn tail of the last one), kept as *.damaged; see /health/ready.";
         ingest_refusing => "logsift_ingest_refusing", "1 while ingest is refused because the WAL cannot be written.";
         queries_running => "logsift_queries_running", "Queries (search, histogram, terms, context) holding a query slot, until their work has stopped.";
         tail_clients => "logsift_tail_clients", "Open tail streams.";

@@ -36,6 +36,9 @@ pub struct PipelineConfig {
     /// Ingest is refused (HTTP 507, counted for TCP/UDP) while the WAL's file system has less
     /// free space than this, so the disk never fills up under the indexes' feet.
     pub min_free_bytes: u64,
+    /// Indexes (not counting built-in `_` ones) that writes may create: a write naming a new
+    /// index beyond it is refused before it is acknowledged.
+    pub max_indexes: usize,
 }
 
 /// How long an HTTP client is told to wait after a 429.
@@ -49,6 +52,24 @@ pub enum AppendError {
     Full { budget_bytes: usize },
     #[error("cannot make records durable: {0}")]
     Storage(String),
+    #[error("index {index:?} does not exist and {limit} indexes already do, the limit of index.max_indexes; write to an existing index or raise the limit")]
+    TooManyIndexes { index: String, limit: usize },
+    #[error("{what} would hold {bytes} bytes in memory, more than the whole in-flight budget ingest.inflight_bytes = {budget_bytes}; send smaller requests")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        budget_bytes: usize,
+    },
+}
+
+/// What one entry costs in memory beyond its bytes while it is in flight: its `Vec` header,
+/// allocator rounding and its slot in the WAL writer's batch. Charged with the bytes, so that
+/// a body of many tiny lines cannot hold many times the budget it was charged for.
+pub const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// The in-flight cost of `entries`: their bytes plus [`ENTRY_OVERHEAD_BYTES`] each.
+pub fn entries_cost(entries: &[Vec<u8>]) -> usize {
+    entries.iter().map(|e| e.len() + ENTRY_OVERHEAD_BYTES).sum()
 }
 
 /// What the sender waits for.
@@ -95,9 +116,64 @@ pub struct Reservation {
     permit: OwnedSemaphorePermit,
 }
 
+/// Decides which writes may create an index, so that the number of indexes stays within
+/// `max_indexes`. Names are admitted before their entries are appended (and acknowledged),
+/// and stay admitted until the indexer creates them, so that concurrent requests for new
+/// names cannot together pass the limit.
+struct IndexAdmission {
+    store: Arc<Store>,
+    max_indexes: usize,
+    admitted: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl IndexAdmission {
+    fn admit(&self, name: &str) -> Result<(), AppendError> {
+        if name.starts_with('_') || self.store.get(name).is_some() {
+            return Ok(());
+        }
+        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        if admitted.contains(name) {
+            return Ok(());
+        }
+        let existing: std::collections::BTreeSet<String> = self
+            .store
+            .list()
+            .iter()
+            .filter(|h| !h.name().is_builtin())
+            .map(|h| h.name().to_string())
+            .collect();
+        admitted.retain(|n| !existing.contains(n));
+        if existing.len() + admitted.len() >= self.max_indexes {
+            return Err(AppendError::TooManyIndexes {
+                index: name.to_string(),
+                limit: self.max_indexes,
+            });
+        }
+        admitted.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Admits the index of every entry; consecutive entries mostly share one, looked at once.
+    fn admit_all(&self, entries: &[Vec<u8>]) -> Result<(), AppendError> {
+        let mut last: Option<&str> = None;
+        for payload in entries {
+            // An undecodable entry is the indexer's to count and skip, not a reason to refuse.
+            let Ok(entry) = logsift_core::entry::Entry::decode(payload) else {
+                continue;
+            };
+            if last != Some(entry.index) {
+                self.admit(entry.index)?;
+                last = Some(entry.index);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A cheap, cloneable way in: what listeners and HTTP handlers hold.
 #[derive(Clone)]
 pub struct PipelineHandle {
+    indexes: Arc<IndexAdmission>,
     tx: flume::Sender<Message>,
     budget: Arc<Semaphore>,
     budget_kib: u32,
@@ -116,8 +192,7 @@ impl PipelineHandle {
         if entries.is_empty() {
             return Ok(());
         }
-        let bytes: usize = entries.iter().map(Vec::len).sum();
-        let reservation = self.reserve(bytes, admission).await?;
+        let reservation = self.reserve(entries_cost(&entries), admission).await?;
         self.append_reserved(entries, reservation, ack, admission)
             .await
     }
@@ -143,7 +218,7 @@ impl PipelineHandle {
                     .try_acquire_many_owned(kib)
                     .map_err(|e| match e {
                         tokio::sync::TryAcquireError::NoPermits => AppendError::Full {
-                            budget_bytes: self.budget_kib as usize * 1024,
+                            budget_bytes: self.budget_bytes(),
                         },
                         tokio::sync::TryAcquireError::Closed => AppendError::Closed,
                     })?
@@ -164,13 +239,25 @@ impl PipelineHandle {
         if entries.is_empty() {
             return Ok(());
         }
-        let needed = self.kib(entries.iter().map(Vec::len).sum()) as usize;
+        let cost = entries_cost(&entries);
+        if admission == Admission::Try && cost > self.budget_bytes() {
+            return Err(AppendError::TooLarge {
+                what: "the request's records",
+                bytes: cost,
+                budget_bytes: self.budget_bytes(),
+            });
+        }
+        let needed = self.kib(cost) as usize;
         let held = reservation.permit.num_permits();
         if needed > held {
             let extra = self.reserve((needed - held) * 1024, admission).await?;
             reservation.permit.merge(extra.permit);
         } else if needed < held {
             drop(reservation.permit.split(held - needed));
+        }
+        if let Err(e) = self.indexes.admit_all(&entries) {
+            Metrics::add(&self.metrics.index_limit_refused, entries.len() as u64);
+            return Err(e);
         }
         let (reply, done) = match ack {
             Ack::Durable => {
@@ -192,6 +279,50 @@ impl PipelineHandle {
             Some(done) => done.await.map_err(|_| AppendError::Closed)?,
             None => Ok(()),
         }
+    }
+
+    /// Makes `reservation` cover exactly `bytes` (rounded up to KiB), growing it without
+    /// waiting or giving back what it no longer needs. For HTTP bodies, whose memory grows as
+    /// they are decompressed and decoded: each step is charged before it is allocated.
+    /// `what` names the thing in the error: [`AppendError::TooLarge`] when `bytes` exceeds
+    /// the whole budget (it could never be admitted), [`AppendError::Full`] when it exceeds
+    /// what is free now.
+    pub fn try_cover(
+        &self,
+        reservation: &mut Reservation,
+        bytes: usize,
+        what: &'static str,
+    ) -> Result<(), AppendError> {
+        if bytes > self.budget_bytes() {
+            return Err(AppendError::TooLarge {
+                what,
+                bytes,
+                budget_bytes: self.budget_bytes(),
+            });
+        }
+        let needed = self.kib(bytes) as usize;
+        let held = reservation.permit.num_permits();
+        if needed > held {
+            let extra = self
+                .budget
+                .clone()
+                .try_acquire_many_owned((needed - held) as u32)
+                .map_err(|e| match e {
+                    tokio::sync::TryAcquireError::NoPermits => AppendError::Full {
+                        budget_bytes: self.budget_bytes(),
+                    },
+                    tokio::sync::TryAcquireError::Closed => AppendError::Closed,
+                })?;
+            reservation.permit.merge(extra);
+        } else if needed < held {
+            drop(reservation.permit.split(held - needed));
+        }
+        Ok(())
+    }
+
+    /// The whole in-flight budget (`ingest.inflight_bytes`, rounded up to KiB).
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_kib as usize * 1024
     }
 
     /// Permits are KiB so that the semaphore's u32 covers any sane budget; a request larger
@@ -248,7 +379,11 @@ pub struct StartReport {
     pub wal_entries: u64,
     pub replayed: u64,
     pub torn_bytes: u64,
+    /// Copies (or renamed files) of WAL files found damaged, kept as `*.damaged`.
     pub damaged_files: Vec<PathBuf>,
+    /// Damaged ranges replay skipped to reach the valid entries after them, and their bytes.
+    pub skipped_ranges: u64,
+    pub skipped_bytes: u64,
     pub unreadable_entries: u64,
 }
 
@@ -297,12 +432,19 @@ impl Pipeline {
         start.wal_entries = report.entries;
         start.torn_bytes = report.torn_bytes;
         start.damaged_files = report.damaged_files;
+        start.skipped_ranges = report.skipped_ranges;
+        start.skipped_bytes = report.skipped_bytes;
+        metrics
+            .wal_damaged_files
+            .store(start.damaged_files.len() as u64, Ordering::Relaxed);
+        Metrics::add(&metrics.wal_skipped_bytes, start.skipped_bytes);
         tracing::info!(
             files = start.wal_files,
             entries = start.wal_entries,
             replayed = start.replayed,
             torn_bytes = start.torn_bytes,
             damaged_files = start.damaged_files.len(),
+            skipped_bytes = start.skipped_bytes,
             next_lsn = wal.next_lsn(),
             "WAL replayed"
         );
@@ -352,6 +494,11 @@ impl Pipeline {
                 .map_err(PipelineError::Thread)?
         };
         let handle = PipelineHandle {
+            indexes: Arc::new(IndexAdmission {
+                store: store.clone(),
+                max_indexes: cfg.max_indexes,
+                admitted: Default::default(),
+            }),
             tx,
             budget: Arc::new(Semaphore::new(budget_kib)),
             budget_kib: budget_kib as u32,

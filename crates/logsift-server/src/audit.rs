@@ -3,11 +3,22 @@
 //! (action, query, range, indexes), when, how many results, and the outcome. It goes through
 //! the same WAL and indexer as ingested logs, so it is as durable and as searchable
 //! (`index=_audit`), while ingest clients cannot write to it: `_` names are refused on every
-//! ingest route. Its retention is set like any index's, under `[indexes._audit]`.
+//! ingest route. Its retention is set like any index's, under `[indexes._audit]` (the embedded
+//! configuration keeps it for 400 days).
+//!
+//! Anyone who can reach the port can make a refused call, so what a refusal costs the trail
+//! is bounded: every text field is kept to [`MAX_TEXT_BYTES`] (with the original length
+//! beside it), and refusals of one kind (action and outcome) from one caller (a token, else
+//! a peer address without its port) are folded together for [`REFUSAL_WINDOW`]: the first is
+//! recorded in full, the rest in one summary record when the window closes (`repeated`, the
+//! time range, and a few of their queries). That caps the append rate per caller at two
+//! records per window, whatever the request rate.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -56,25 +67,169 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// Text fields of an audit record (a query, a path, an index list) are kept to this many
+/// bytes; the rest is replaced by [`TRUNCATION_MARKER`] and the original length is kept in
+/// `<field>_bytes`.
+pub const MAX_TEXT_BYTES: usize = 2048;
+pub const TRUNCATION_MARKER: &str = "…[truncated]";
+/// Refusals of one kind from one caller within this window after the first are folded into
+/// one summary record.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// Callers whose refusals are being folded at once; past it, refusals of further callers are
+/// folded under one key (`who` = "many callers"), so the table stays bounded too.
+const MAX_REFUSAL_WINDOWS: usize = 10_000;
+/// Distinct queries a summary record keeps as examples.
+const SAMPLE_QUERIES: usize = 5;
+
+/// Who, what and how a refusal was refused: what refusals are folded by.
+type RefusalKey = (String, String, String);
+
+/// Refusals folded since the first of a window, which was recorded in full.
+struct RefusalWindow {
+    opened: Instant,
+    first_ns: i64,
+    last_ns: i64,
+    /// Refusals after the first.
+    repeated: u64,
+    /// The last full caller name (a peer with its port), and the peer.
+    who: String,
+    peer: Option<SocketAddr>,
+    queries: Vec<String>,
+    other_queries: u64,
+}
+
 /// Writes audit records without making the audited request wait for them.
 pub struct Audit {
     pipeline: PipelineHandle,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
+    refusals: Arc<Mutex<HashMap<RefusalKey, RefusalWindow>>>,
 }
 
 impl Audit {
+    /// Starts the task that writes a summary record for each refusal window once it closes.
     pub fn new(pipeline: PipelineHandle, metrics: Arc<Metrics>) -> Self {
-        Audit {
+        let audit = Audit {
             pipeline,
             metrics,
             runtime: tokio::runtime::Handle::current(),
+            refusals: Arc::default(),
+        };
+        let flusher = Audit {
+            pipeline: audit.pipeline.clone(),
+            metrics: audit.metrics.clone(),
+            runtime: audit.runtime.clone(),
+            refusals: audit.refusals.clone(),
+        };
+        audit.runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for entry in flusher.closed_windows(false) {
+                    flusher.append(entry);
+                }
+            }
+        });
+        audit
+    }
+
+    /// Writes the summary of every refusal window, closed or not, and waits until they are
+    /// queued: at shutdown, so that no folded refusal is lost.
+    pub async fn flush(&self) {
+        for entry in self.closed_windows(true) {
+            self.append_now(entry).await;
         }
+    }
+
+    /// Takes the windows that are closed (every one with `all`) and returns the summary
+    /// entries of those that folded any refusal.
+    fn closed_windows(&self, all: bool) -> Vec<Vec<u8>> {
+        let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let closed: Vec<RefusalKey> = windows
+            .iter()
+            .filter(|(_, w)| all || w.opened.elapsed() >= REFUSAL_WINDOW)
+            .map(|(k, _)| k.clone())
+            .collect();
+        closed
+            .into_iter()
+            .filter_map(|key| {
+                let window = windows.remove(&key)?;
+                (window.repeated > 0).then(|| summary(&key, window))
+            })
+            .collect()
+    }
+
+    /// Folds a refusal into its caller's open window: `true` when it was folded (and must not
+    /// be recorded on its own), `false` when it opens a window and is to be recorded in full.
+    fn fold_refusal(&self, who: &Caller, action: &str, outcome: &str, query: Option<&str>) -> bool {
+        let caller = match (&who.principal, who.peer) {
+            (Some(p), _) if p.starts_with("token ") => p.clone(),
+            (_, Some(peer)) => format!("peer {}", peer.ip()),
+            (_, None) => who.name(),
+        };
+        let mut key = (caller, action.to_string(), outcome.to_string());
+        let now = now_ns();
+        let mut expired = None;
+        {
+            let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if !windows.contains_key(&key) && windows.len() >= MAX_REFUSAL_WINDOWS {
+                key.0 = "many callers".into();
+            }
+            match windows.get_mut(&key) {
+                Some(w) if w.opened.elapsed() < REFUSAL_WINDOW => {
+                    w.repeated += 1;
+                    w.last_ns = now;
+                    w.who = who.name();
+                    w.peer = who.peer;
+                    if let Some(q) = query {
+                        let q = capped(q).0;
+                        if !w.queries.contains(&q) {
+                            if w.queries.len() < SAMPLE_QUERIES {
+                                w.queries.push(q);
+                            } else {
+                                w.other_queries += 1;
+                            }
+                        }
+                    }
+                    return true;
+                }
+                _ => {
+                    let window = RefusalWindow {
+                        opened: Instant::now(),
+                        first_ns: now,
+                        last_ns: now,
+                        repeated: 0,
+                        who: who.name(),
+                        peer: who.peer,
+                        queries: Vec::new(),
+                        other_queries: 0,
+                    };
+                    if let Some(old) = windows.insert(key.clone(), window) {
+                        if old.repeated > 0 {
+                            expired = Some(summary(&key, old));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(entry) = expired {
+            self.append(entry);
+        }
+        false
     }
 
     /// Records one call. `what` holds the call's parameters (query, range, ids); `results` is
     /// how many records it returned or touched. Callable from async and blocking code.
+    /// Refusals may be folded into a summary record (see the module documentation).
     pub fn record(&self, who: &Caller, action: &str, what: Value, results: u64, outcome: &str) {
+        if outcome.starts_with("refused") {
+            let query = what.get("query").and_then(Value::as_str);
+            if self.fold_refusal(who, action, outcome, query) {
+                Metrics::add(&self.metrics.audit_refusals_folded, 1);
+                return;
+            }
+        }
         let mut record = Map::new();
         record.insert("timestamp".into(), json!(format_rfc3339(now_ns())));
         record.insert("app".into(), json!("logsift-audit"));
@@ -89,8 +244,18 @@ impl Audit {
         record.insert("action".into(), json!(action));
         if let Value::Object(fields) = what {
             for (k, v) in fields {
-                if !v.is_null() {
-                    record.insert(k, v);
+                match v {
+                    Value::Null => {}
+                    Value::String(text) => {
+                        let (kept, original) = capped(&text);
+                        if let Some(bytes) = original {
+                            record.insert(format!("{k}_bytes"), json!(bytes));
+                        }
+                        record.insert(k, json!(kept));
+                    }
+                    v => {
+                        record.insert(k, v);
+                    }
                 }
             }
         }
@@ -100,30 +265,96 @@ impl Audit {
             "msg".into(),
             json!(format!("{action} by {}: {outcome}", who.name())),
         );
-        let raw = Value::Object(record).to_string();
-        let entry = Entry {
-            format: Format::Json,
-            received_at: now_ns(),
-            index: AUDIT_INDEX,
-            source: "audit",
-            raw: raw.as_bytes(),
-        }
-        .encode();
+        self.append(encode(Value::Object(record)));
+    }
+
+    /// Queues one encoded entry without waiting for it.
+    fn append(&self, entry: Vec<u8>) {
         let pipeline = self.pipeline.clone();
         let metrics = self.metrics.clone();
-        self.runtime.spawn(async move {
-            match pipeline
-                .append(vec![entry], Ack::Received, Admission::Wait)
-                .await
-            {
-                Ok(()) => metrics.audit_records.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(error = %e, "an audit record could not be written");
-                    metrics.audit_dropped.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-        });
+        self.runtime
+            .spawn(async move { append_to(&pipeline, &metrics, entry).await });
     }
+
+    async fn append_now(&self, entry: Vec<u8>) {
+        append_to(&self.pipeline, &self.metrics, entry).await
+    }
+}
+
+async fn append_to(pipeline: &PipelineHandle, metrics: &Metrics, entry: Vec<u8>) {
+    match pipeline
+        .append(vec![entry], Ack::Received, Admission::Wait)
+        .await
+    {
+        Ok(()) => metrics.audit_records.fetch_add(1, Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!(error = %e, "an audit record could not be written");
+            metrics.audit_dropped.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+}
+
+fn encode(record: Value) -> Vec<u8> {
+    let raw = record.to_string();
+    Entry {
+        format: Format::Json,
+        received_at: now_ns(),
+        index: AUDIT_INDEX,
+        source: "audit",
+        raw: raw.as_bytes(),
+    }
+    .encode()
+}
+
+/// `text` kept to [`MAX_TEXT_BYTES`] (cut on a character boundary, marked), with its original
+/// length when it was cut.
+fn capped(text: &str) -> (String, Option<usize>) {
+    if text.len() <= MAX_TEXT_BYTES {
+        return (text.to_string(), None);
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (
+        format!("{}{TRUNCATION_MARKER}", &text[..end]),
+        Some(text.len()),
+    )
+}
+
+/// The record of the refusals a window folded (all but its first, recorded in full).
+fn summary(key: &RefusalKey, w: RefusalWindow) -> Vec<u8> {
+    let (caller, action, outcome) = key;
+    let mut record = Map::new();
+    record.insert("timestamp".into(), json!(format_rfc3339(w.last_ns)));
+    record.insert("app".into(), json!("logsift-audit"));
+    record.insert("level".into(), json!("warning"));
+    record.insert("who".into(), json!(w.who));
+    if let Some(peer) = w.peer {
+        record.insert("peer".into(), json!(peer.to_string()));
+    }
+    record.insert("caller".into(), json!(caller));
+    record.insert("action".into(), json!(action));
+    record.insert("outcome".into(), json!(outcome));
+    record.insert("results".into(), json!(0));
+    record.insert("repeated".into(), json!(w.repeated));
+    record.insert("first".into(), json!(format_rfc3339(w.first_ns)));
+    record.insert("last".into(), json!(format_rfc3339(w.last_ns)));
+    if !w.queries.is_empty() {
+        record.insert("queries".into(), json!(w.queries));
+    }
+    if w.other_queries > 0 {
+        record.insert("other_queries".into(), json!(w.other_queries));
+    }
+    record.insert(
+        "msg".into(),
+        json!(format!(
+            "{action} by {caller}: {outcome}, {} more times within {} s",
+            w.repeated,
+            REFUSAL_WINDOW.as_secs()
+        )),
+    );
+    encode(Value::Object(record))
 }
 
 /// How many records an answer returned, for the audit trail (set by handlers that know).

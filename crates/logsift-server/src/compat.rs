@@ -58,6 +58,12 @@ pub fn decode_error(e: DecodeError) -> ApiError {
     ApiError::new(status, e.reason(), e.to_string())
 }
 
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        decode_error(e)
+    }
+}
+
 /// Encodes decoded JSON records as WAL entries for `index`. Records over
 /// `ingest.max_line_bytes` are dropped and counted in the second value; all of them together
 /// may not exceed [`MAX_EXPANSION`] times `http.max_body_bytes`.

@@ -278,7 +278,7 @@ async fn bulk(
     let scope = principal.clone();
     let claims = Claims::new(state.es_ids.clone());
     let claimed = claims.clone();
-    let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, move |body| {
+    let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, move |body, _charge| {
         let items = parse_bulk(body).map_err(|e| {
             ApiError::bad_request(e.error_type, e.reason)
         })?;

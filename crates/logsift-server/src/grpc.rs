@@ -23,6 +23,7 @@ use hyper::body::Frame;
 use logsift_compat::otlp::{self, GrpcEncoding};
 
 use crate::compat::{content_type, decode_error};
+use crate::ingest::Charge;
 use crate::{ApiError, AppState, Principal};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
@@ -75,8 +76,15 @@ pub async fn export(
         );
     };
     let limit = state.cfg.max_body_bytes;
-    let decode = move |body: &[u8]| {
-        let message = otlp::unframe_grpc(body, encoding, limit).map_err(decode_error)?;
+    let decode = move |body: &[u8], charge: &mut Charge| {
+        // The framed body stays held while its message is decompressed beside it.
+        let wire = body.len();
+        let message = otlp::unframe_grpc_admitted(body, encoding, limit, |capacity| {
+            charge.cover(
+                wire.saturating_add(capacity),
+                "the decompressed gRPC message",
+            )
+        })?;
         otlp::decode_protobuf(&message).map_err(decode_error)
     };
     let (rejected, why) =

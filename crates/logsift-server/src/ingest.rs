@@ -10,9 +10,13 @@ use axum::Json;
 use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
-use logsift_ingest::{Ack, Admission, AppendError, Metrics, RETRY_AFTER_SECS};
+use logsift_ingest::{
+    Ack, Admission, AppendError, Metrics, PipelineHandle, Reservation, ENTRY_OVERHEAD_BYTES,
+    RETRY_AFTER_SECS,
+};
 use logsift_parse::ParseOptions;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::{ApiError, AppState, Principal, Role};
 
@@ -69,26 +73,41 @@ fn pick_format(params: &IngestParams, headers: &HeaderMap) -> Result<Format, Api
     })
 }
 
+/// Decompresses a body per its `Content-Encoding`, charging `charge` for every buffer it is
+/// about to allocate (on top of the compressed bytes, still held meanwhile) and stopping one
+/// byte past `limit`: a 65 KB gzip bomb is refused (413) at the budget, before it is in
+/// memory, not after.
 pub(crate) fn decompress(
     headers: &HeaderMap,
     body: Bytes,
     limit: usize,
-) -> Result<Vec<u8>, ApiError> {
+    charge: &mut Charge,
+) -> Result<Bytes, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity");
-
-    let mut out = Vec::new();
-    // Reading one byte past the limit tells "exactly at the limit" from "over it" without
-    // ever holding more than limit + 1 bytes of a decompression bomb.
-    let read = match encoding.trim() {
-        "identity" | "" => return Ok(body.to_vec()),
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..])
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out),
-        "zstd" => zstd::stream::read::Decoder::new(&body[..])
-            .and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
+        .unwrap_or("identity")
+        .trim();
+    let wire = body.len();
+    let mut admit = |capacity: usize| charge.cover(wire + capacity, "the decompressed body");
+    let bad = |e: std::io::Error| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("cannot decompress {encoding} body: {e}"),
+        )
+    };
+    // Reading one byte past the limit tells "exactly at the limit" from "over it".
+    let out = match encoding {
+        "identity" | "" => return Ok(body),
+        "gzip" | "x-gzip" => logsift_compat::read_admitted(
+            flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1),
+            &mut admit,
+            bad,
+        )?,
+        "zstd" => {
+            let decoder = zstd::stream::read::Decoder::new(&body[..]).map_err(bad)?;
+            logsift_compat::read_admitted(decoder.take(limit as u64 + 1), &mut admit, bad)?
+        }
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -97,16 +116,50 @@ pub(crate) fn decompress(
             ))
         }
     };
-    read.map_err(|e| {
-        ApiError::bad_request(
-            "bad_body",
-            format!("cannot decompress {encoding} body: {e}"),
-        )
-    })?;
     if out.len() > limit {
         return Err(body_too_large(limit));
     }
-    Ok(out)
+    drop(body);
+    // The compressed bytes are gone: what is held now is the decompressed body alone.
+    charge.cover(out.len(), "the decompressed body")?;
+    Ok(Bytes::from(out))
+}
+
+/// A request's share of the in-flight budget while its body is decompressed and decoded on the
+/// blocking pool: every buffer is charged before it is allocated, so that what a request can
+/// make the server hold is bounded by `ingest.inflight_bytes`, whatever its wire size.
+pub(crate) struct Charge {
+    pipeline: PipelineHandle,
+    reservation: Reservation,
+    metrics: Arc<Metrics>,
+}
+
+impl Charge {
+    /// Makes the reservation cover `bytes` held at once by the request (`what` names them in
+    /// the error): 413 when that exceeds the whole budget, 429 when it exceeds what is free.
+    pub(crate) fn cover(&mut self, bytes: usize, what: &'static str) -> Result<(), ApiError> {
+        self.pipeline
+            .try_cover(&mut self.reservation, bytes, what)
+            .map_err(|e| append_error(e, &self.metrics))
+    }
+
+    /// Charges, before a body of lines is split into entries, what the entries will hold
+    /// besides the body: each line's bytes again, plus a header naming `index` and `source`
+    /// and [`ENTRY_OVERHEAD_BYTES`] per line. Counting newlines is far cheaper than the
+    /// allocation per line it guards.
+    pub(crate) fn cover_lines(
+        &mut self,
+        body: &[u8],
+        index: &str,
+        source: &str,
+    ) -> Result<(), ApiError> {
+        let lines = body.iter().filter(|&&b| b == b'\n').count() + 1;
+        let per_line = ENTRY_OVERHEAD_BYTES + Entry::FIXED_BYTES + index.len() + source.len();
+        let bytes = lines
+            .saturating_mul(per_line)
+            .saturating_add(body.len().saturating_mul(2));
+        self.cover(bytes, "the body's lines")
+    }
 }
 
 struct Prepared {
@@ -224,21 +277,30 @@ pub async fn ingest(
     };
     let max_line_bytes = state.cfg.max_line_bytes;
     let metrics = state.metrics.clone();
-    let answer = ingest_body(&state, &principal, api, headers, body, ack, move |body| {
-        let prepared = prepare(
-            body,
-            index.as_str(),
-            format,
-            max_line_bytes,
-            &source,
-            received_at,
-        );
-        Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
-        Ok(Decoded {
-            entries: prepared.entries,
-            answer: (prepared.rejected, prepared.errors),
-        })
-    })
+    let answer = ingest_body(
+        &state,
+        &principal,
+        api,
+        headers,
+        body,
+        ack,
+        move |body, charge| {
+            charge.cover_lines(body, index.as_str(), &source)?;
+            let prepared = prepare(
+                body,
+                index.as_str(),
+                format,
+                max_line_bytes,
+                &source,
+                received_at,
+            );
+            Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
+            Ok(Decoded {
+                entries: prepared.entries,
+                answer: (prepared.rejected, prepared.errors),
+            })
+        },
+    )
     .await?;
     let Ingested {
         accepted,
@@ -289,7 +351,9 @@ pub(crate) struct Ingested<T> {
 /// body's share of the in-flight budget is taken before it is read (429 when there is none),
 /// the body is bounded and decompressed (gzip, zstd) and decoded on the blocking pool, and
 /// with [`Ack::Durable`] this returns only once every entry is fsynced in the WAL (507 when
-/// that cannot be done). `decode` gets the decompressed body; its 4xx errors, like those of
+/// that cannot be done). `decode` gets the decompressed body and its [`Charge`], which it
+/// grows before it allocates much beyond the body (the body is charged already); the entries
+/// it returns are charged with [`ENTRY_OVERHEAD_BYTES`] each. Its 4xx errors, like those of
 /// decompression, are counted per `api` in `logsift_http_bad_requests_total`.
 pub(crate) async fn ingest_body<T, F>(
     state: &AppState,
@@ -302,12 +366,13 @@ pub(crate) async fn ingest_body<T, F>(
 ) -> Result<Ingested<T>, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&[u8]) -> Result<Decoded<T>, ApiError> + Send + 'static,
+    F: FnOnce(&[u8], &mut Charge) -> Result<Decoded<T>, ApiError> + Send + 'static,
 {
     let cfg = state.cfg.clone();
     let metrics = &state.metrics;
     let counted = |e: ApiError| {
-        if e.status.is_client_error() {
+        // 429 is counted as throttling, not as a bad request.
+        if e.status.is_client_error() && e.status != StatusCode::TOO_MANY_REQUESTS {
             metrics.count_bad_request(api, e.code);
         }
         e
@@ -320,6 +385,17 @@ where
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > cfg.max_body_bytes) {
         return Err(counted(body_too_large(cfg.max_body_bytes)));
+    }
+    let budget_bytes = state.pipeline.budget_bytes();
+    if let Some(bytes) = declared.filter(|&len| len > budget_bytes) {
+        // It could never be admitted: refused before any of it is read, not after.
+        discard(body, &cfg).await;
+        let e = AppendError::TooLarge {
+            what: "the request body",
+            bytes,
+            budget_bytes,
+        };
+        return Err(counted(append_error(e, metrics)));
     }
     if let Err(e) = state.auth.admit_ingest(principal, declared.unwrap_or(0)) {
         discard(body, &cfg).await;
@@ -364,15 +440,26 @@ where
     if declared.is_none() {
         state.auth.charge_ingest(principal, body.len());
     }
+    let mut charge = Charge {
+        pipeline: state.pipeline.clone(),
+        reservation,
+        metrics: metrics.clone(),
+    };
+    // A chunked body was charged one line's worth up front: what arrived is charged now,
+    // before anything is made of it.
+    charge
+        .cover(body.len(), "the request body")
+        .map_err(counted)?;
     let decoded = tokio::task::spawn_blocking(move || {
-        let body = decompress(&headers, body, cfg.max_body_bytes)?;
+        let body = decompress(&headers, body, cfg.max_body_bytes, &mut charge)?;
         let bytes = body.len() as u64;
-        decode(&body).map(|d| (d, bytes))
+        decode(&body, &mut charge).map(|d| (d, bytes, charge))
     })
     .await
     .map_err(|e| ApiError::internal(format!("ingest task failed: {e}")))?
     .map_err(counted)?;
-    let (Decoded { entries, answer }, bytes) = decoded;
+    let (Decoded { entries, answer }, bytes, charge) = decoded;
+    let reservation = charge.reservation;
 
     Metrics::add(&metrics.http_bytes, bytes);
     let accepted = entries.len();
@@ -380,7 +467,7 @@ where
         .pipeline
         .append_reserved(entries, reservation, ack, Admission::Try)
         .await
-        .map_err(|e| append_error(e, metrics))?;
+        .map_err(|e| counted(append_error(e, metrics)))?;
     Metrics::add(&metrics.http_lines, accepted as u64);
     Ok(Ingested { accepted, answer })
 }
@@ -404,6 +491,12 @@ fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
             Metrics::add(&metrics.http_throttled, 1);
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
                 .retry_after(RETRY_AFTER_SECS)
+        }
+        AppendError::TooManyIndexes { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "too_many_indexes", e.to_string())
+        }
+        AppendError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "over_budget", e.to_string())
         }
         AppendError::Storage(_) => {
             Metrics::add(&metrics.http_refused, 1);

@@ -175,16 +175,25 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     let start = &state.start;
     let refusing = state.pipeline.is_refusing();
+    // Damage found in the WAL at start: replay kept every valid entry, but some acknowledged
+    // ones may be lost, and an operator must look at the files set aside.
+    let wal = if start.damaged_files.is_empty() {
+        "ok"
+    } else {
+        "damaged"
+    };
     if state.auth.enabled() {
         // Open to load balancers without a token: say whether we serve, not what we hold.
         return Json(json!({
             "status": "ready",
             "ingest": if refusing { "refusing" } else { "accepting" },
+            "wal": wal,
         }));
     }
     Json(json!({
         "status": "ready",
         "ingest": if refusing { "refusing" } else { "accepting" },
+        "wal": wal,
         "indexes": indexes,
         "quarantined_segments": state.store.list().iter().flat_map(|h| {
             let name = h.name().to_string();
@@ -196,6 +205,8 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             "replayed": start.replayed,
             "torn_bytes": start.torn_bytes,
             "damaged_files": start.damaged_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "skipped_ranges": start.skipped_ranges,
+            "skipped_bytes": start.skipped_bytes,
             "unreadable_entries": start.unreadable_entries,
         },
     }))

@@ -46,10 +46,13 @@ pub async fn push(
         headers,
         body,
         Ack::Durable,
-        move |body| {
+        move |body, charge| {
             let records = if json {
                 loki::decode_json(body)
             } else {
+                let len = loki::snappy_len(body).map_err(decode_error)?;
+                // The body stays held while it is decompressed beside it.
+                charge.cover(body.len().saturating_add(len), "the decompressed push")?;
                 loki::decode_protobuf(body, cfg.max_body_bytes)
             }
             .map_err(decode_error)?;

@@ -15,7 +15,7 @@ use logsift_core::time::now_ns;
 use logsift_ingest::{Ack, Metrics};
 
 use crate::compat::{content_type, decode_error, encode_records, target_index, unsupported_type};
-use crate::ingest::{ingest_body, source_of, Decoded};
+use crate::ingest::{ingest_body, source_of, Charge, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
 #[derive(Clone, Copy)]
@@ -52,7 +52,7 @@ pub async fn logs(
                 .into_response();
         }
     };
-    let decode = move |body: &[u8]| {
+    let decode = move |body: &[u8], _: &mut Charge| {
         match encoding {
             Encoding::Protobuf => otlp::decode_protobuf(body),
             Encoding::Json => otlp::decode_json(body),
@@ -86,7 +86,9 @@ pub(crate) async fn export(
     api: &'static str,
     headers: HeaderMap,
     body: Body,
-    decode: impl FnOnce(&[u8]) -> Result<otlp::ExportLogsServiceRequest, ApiError> + Send + 'static,
+    decode: impl FnOnce(&[u8], &mut Charge) -> Result<otlp::ExportLogsServiceRequest, ApiError>
+        + Send
+        + 'static,
 ) -> Result<(i64, String), ApiError> {
     let index = target_index(&headers)?;
     principal.require_index(Role::Ingest, index.as_str())?;
@@ -99,8 +101,8 @@ pub(crate) async fn export(
         headers,
         body,
         Ack::Durable,
-        move |body| {
-            let request = decode(body)?;
+        move |body, charge| {
+            let request = decode(body, charge)?;
             let records = otlp::records(&request);
             drop(request);
             let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;

@@ -359,6 +359,9 @@ pub struct Indexer {
     /// The highest LSN applied, skipped as already committed, or deferred while pending.
     applied_lsn: u64,
     dirty: BTreeMap<IndexName, Arc<IndexHandle>>,
+    /// Indexes that entries were applied for but that could not be created (thread or file
+    /// limits, I/O): [`Indexer::reapply_from`] creates them before anything commits again.
+    uncreated: std::collections::BTreeSet<IndexName>,
     reapply_pending: bool,
     /// The last [`Indexer::truncatable_lsn`] computed while no failure was pending.
     truncatable: u64,
@@ -382,6 +385,7 @@ impl Indexer {
             store,
             applied_lsn: 0,
             dirty: BTreeMap::new(),
+            uncreated: std::collections::BTreeSet::new(),
             reapply_pending: false,
             truncatable: 0,
         }
@@ -398,7 +402,23 @@ impl Indexer {
         self.applied_lsn = lsn;
         let entry = Entry::decode(payload).map_err(|source| StoreError::Entry { lsn, source })?;
         let name = IndexName::new_builtin(entry.index)?;
-        let handle = self.store.get_or_create(&name)?;
+        let handle = match self.store.get_or_create(&name) {
+            Ok(handle) => handle,
+            Err(e) => {
+                // The entry was acknowledged and `applied_lsn` now covers it: a commit from here
+                // on would let the WAL be truncated past a record that is in no index. Pending
+                // stops every commit until `reapply_from` has created the index and re-added
+                // its entries from the WAL.
+                let already_pending = self.reapply_pending;
+                self.uncreated.insert(name);
+                self.fail();
+                return if already_pending {
+                    Ok(Applied::Deferred)
+                } else {
+                    Err(e)
+                };
+            }
+        };
         if lsn <= handle.committed_lsn() {
             return Ok(Applied::AlreadyCommitted);
         }
@@ -529,6 +549,19 @@ impl Indexer {
         &mut self,
         scan: impl FnOnce(&mut dyn FnMut(u64, &[u8])) -> Result<(), String>,
     ) -> Result<u64, String> {
+        while let Some(name) = self.uncreated.pop_first() {
+            match self.store.get_or_create(&name) {
+                Ok(handle) => {
+                    self.dirty.insert(name, handle);
+                }
+                Err(e) => {
+                    let e = format!("cannot create index {name}: {e}");
+                    self.uncreated.insert(name);
+                    self.fail();
+                    return Err(e);
+                }
+            }
+        }
         let mut added = 0u64;
         let mut failure: Option<String> = None;
         let through = self.applied_lsn;
@@ -567,5 +600,82 @@ impl Indexer {
 
     pub fn applied_lsn(&self) -> u64 {
         self.applied_lsn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logsift_core::Format;
+
+    fn open(dir: &Path) -> Arc<Store> {
+        Arc::new(
+            Store::open(StoreConfig {
+                dir: dir.to_path_buf(),
+                writer_memory_bytes: 15_000_000,
+                default_offset_secs: 0,
+                docstore_block_bytes: 4096,
+                sealed_zstd_level: 1,
+                merge_factor: 0,
+                merge_max_docs: 0,
+                index_options: BTreeMap::new(),
+                seal_docs: u64::MAX,
+                seal_after_ms: u64::MAX,
+                seal_idle_ms: 0,
+            })
+            .unwrap(),
+        )
+    }
+
+    fn entry(index: &str, raw: &str) -> Vec<u8> {
+        Entry {
+            format: Format::Json,
+            received_at: 1,
+            index,
+            source: "test",
+            raw: raw.as_bytes(),
+        }
+        .encode()
+    }
+
+    /// Issue #17: the LSN was marked applied before the index was created; when creating it
+    /// failed, the next commit let the WAL be truncated past an acknowledged record.
+    #[test]
+    fn an_index_that_cannot_be_created_holds_its_record_back_until_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut indexer = Indexer::new(store.clone());
+        let wal = [
+            (1, entry("logs", r#"{"msg":"one"}"#)),
+            (2, entry("blocked", r#"{"msg":"two"}"#)),
+            (3, entry("logs", r#"{"msg":"three"}"#)),
+        ];
+        // A file where the index directory must go: creating the index fails.
+        let blocker = dir.path().join("blocked");
+        fs::write(&blocker, b"not a directory").unwrap();
+        assert!(indexer.apply(1, &wal[0].1).is_ok());
+        assert!(indexer.apply(2, &wal[1].1).is_err());
+        assert!(indexer.apply(3, &wal[2].1).is_ok());
+        assert!(matches!(indexer.commit(), Err(StoreError::Pending)));
+        assert!(
+            indexer.truncatable_lsn() < 2,
+            "the WAL may not be truncated past the record of the uncreated index"
+        );
+        let scan = |visit: &mut dyn FnMut(u64, &[u8])| {
+            for (lsn, payload) in &wal {
+                visit(*lsn, payload);
+            }
+            Ok(())
+        };
+        // Still blocked: re-applying fails and keeps everything pending.
+        assert!(indexer.reapply_from(scan).is_err());
+        assert!(indexer.needs_reapply());
+        fs::remove_file(&blocker).unwrap();
+        assert_eq!(indexer.reapply_from(scan), Ok(3));
+        assert_eq!(indexer.commit().unwrap(), 0, "nothing is sealed yet");
+        let blocked = store.get("blocked").expect("created on re-apply");
+        assert_eq!(blocked.committed_lsn(), 3);
+        assert_eq!(blocked.num_docs(), 1);
+        assert_eq!(store.get("logs").unwrap().num_docs(), 2);
     }
 }

@@ -3,6 +3,9 @@
 //! The WAL is a directory of files `wal-<first lsn, 20 digits>.log`. Each holds a header and a
 //! sequence of entries; every entry carries its own log sequence number (LSN) and a CRC32C, so a
 //! file describes itself and a torn or corrupt tail is detected instead of replayed as garbage.
+//! Damage in the middle of a file is skipped to the next valid entry (found by its CRC and
+//! LSN), and the damaged file is kept aside as `*.damaged`; only a torn tail of the last file
+//! is cut.
 //!
 //! ```text
 //! file header (16 bytes):  magic "LSFTWAL\0" | version u32 LE (=1) | reserved u32 (=0)
@@ -53,10 +56,18 @@ pub struct WalOptions {
 pub struct ReplayReport {
     pub files: usize,
     pub entries: u64,
-    /// Bytes cut from the end of a file because they did not form a whole, valid entry.
+    /// Bytes cut from the end of the last file because they did not form a whole, valid
+    /// entry: a crash in the middle of a write.
     pub torn_bytes: u64,
-    /// Files whose damage was not at the tail of the log (entries after it were lost).
+    /// Files with damage anywhere but in the torn tail of the last file: a copy of each, as
+    /// found, was set aside (`<name>.damaged`) before replay went on past the damage; a file
+    /// whose header is not a WAL header was renamed so. Never deleted.
     pub damaged_files: Vec<PathBuf>,
+    /// Damaged byte ranges that replay skipped to reach the valid entries after them (each
+    /// may have held one or more entries, which are lost).
+    pub skipped_ranges: u64,
+    /// Bytes in those ranges, plus the damaged tails of files other than the last.
+    pub skipped_bytes: u64,
 }
 
 struct WalFile {
@@ -109,35 +120,64 @@ impl Wal {
         };
         let mut next_lsn = min_next_lsn.max(1);
         let count = files.len();
-        for (i, file) in files.iter_mut().enumerate() {
+        let mut readable = Vec::with_capacity(files.len());
+        for (i, mut file) in files.into_iter().enumerate() {
             let is_last = i + 1 == count;
-            let outcome = replay_file(&file.path, &mut |lsn, payload| {
+            let outcome = match replay_file(&file.path, file.first_lsn, &mut |lsn, payload| {
                 on_entry(lsn, payload);
                 report.entries += 1;
-            })?;
+            }) {
+                Ok(outcome) => outcome,
+                Err(WalError::BadHeader { path, version }) => {
+                    // Not a WAL file (or its header was destroyed): nothing in it can be read
+                    // as entries, and it must not stop the server nor be deleted.
+                    let aside = set_aside(&path, false)?;
+                    tracing::error!(path = %path.display(), version, set_aside = %aside.display(), "WAL file with a bad header; set aside");
+                    report.damaged_files.push(aside);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             file.last_lsn = outcome.last_lsn;
-            file.bytes = outcome.valid_len;
+            file.bytes = outcome.file_len;
             if let Some(lsn) = outcome.last_lsn {
                 next_lsn = next_lsn.max(lsn + 1);
             }
             next_lsn = next_lsn.max(file.first_lsn);
-            if outcome.valid_len < outcome.file_len {
-                let torn = outcome.file_len - outcome.valid_len;
-                if is_last {
-                    tracing::warn!(path = %file.path.display(), torn_bytes = torn, "cutting torn WAL tail");
-                } else {
-                    tracing::error!(path = %file.path.display(), bad_bytes = torn, "damaged WAL file: entries after the damage are lost");
-                    report.damaged_files.push(file.path.clone());
-                }
-                report.torn_bytes += torn;
+            let tail = outcome.file_len - outcome.valid_len;
+            let torn_tail = is_last && tail > 0;
+            if !outcome.skipped.is_empty() || (tail > 0 && !is_last) {
+                // Damage that a crash mid-write cannot explain: keep the file as found, for
+                // whoever investigates, before anything (a torn-tail cut, a later truncation)
+                // changes it.
+                let aside = set_aside(&file.path, true)?;
+                let skipped: u64 = outcome.skipped.iter().map(|(_, len)| len).sum();
+                tracing::error!(
+                    path = %file.path.display(),
+                    skipped_ranges = outcome.skipped.len(),
+                    skipped_bytes = skipped,
+                    damaged_tail_bytes = if is_last { 0 } else { tail },
+                    copy = %aside.display(),
+                    "damaged WAL file: replay skipped the damage and kept every valid entry after it"
+                );
+                report.skipped_ranges += outcome.skipped.len() as u64;
+                report.skipped_bytes += skipped + if is_last { 0 } else { tail };
+                report.damaged_files.push(aside);
+            }
+            if torn_tail {
+                tracing::warn!(path = %file.path.display(), torn_bytes = tail, "cutting torn WAL tail");
+                report.torn_bytes += tail;
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&file.path)
                     .map_err(io_err(&file.path))?;
                 f.set_len(outcome.valid_len).map_err(io_err(&file.path))?;
                 f.sync_all().map_err(io_err(&file.path))?;
+                file.bytes = outcome.valid_len;
             }
+            readable.push(file);
         }
+        let files = readable;
         // A file without a single valid entry holds nothing to keep, and its name may be the
         // one the new file needs: it goes before the new file is made.
         let (empty, files): (Vec<_>, Vec<_>) =
@@ -292,13 +332,15 @@ impl Wal {
 
 /// Reads every valid entry in `dir` in LSN order without changing anything, for readers that
 /// run beside the writer (re-indexing after a failed commit). Entries still being written are
-/// simply not seen yet: a partial entry ends the scan of its file.
+/// simply not seen yet: a partial entry ends the scan of its file. Damage is skipped as in
+/// [`Wal::open`]; a file with a bad header is passed over (open sets it aside).
 pub fn scan(dir: &Path, mut on_entry: impl FnMut(u64, &[u8])) -> Result<(), WalError> {
     let mut files = list_files(dir)?;
     files.sort_by_key(|f| f.first_lsn);
     for file in files {
-        match replay_file(&file.path, &mut on_entry) {
+        match replay_file(&file.path, file.first_lsn, &mut on_entry) {
             Ok(_) => {}
+            Err(WalError::BadHeader { .. }) => {}
             // Truncated away between listing and opening: its entries were committed.
             Err(WalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -366,14 +408,52 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_err(dir))
 }
 
+/// Keeps `path` as `<name>.damaged` (or `.damaged.<n>` when taken): a copy when `copy`, else
+/// the file itself, renamed. Returns where it went.
+fn set_aside(path: &Path, copy: bool) -> Result<PathBuf, WalError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_else(|| "wal".into());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut target = dir.join(format!("{name}.damaged"));
+    let mut n = 1;
+    while target.exists() {
+        if copy && fs::read(&target).ok() == fs::read(path).ok() {
+            // Found at an earlier start and kept since: the same evidence, already kept.
+            return Ok(target);
+        }
+        target = dir.join(format!("{name}.damaged.{n}"));
+        n += 1;
+    }
+    if copy {
+        fs::copy(path, &target).map_err(io_err(&target))?;
+        File::open(&target)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&target))?;
+    } else {
+        fs::rename(path, &target).map_err(io_err(path))?;
+    }
+    sync_dir(dir)?;
+    Ok(target)
+}
+
 struct FileReplay {
     last_lsn: Option<u64>,
     /// Offset just past the last valid entry.
     valid_len: u64,
     file_len: u64,
+    /// Damaged ranges `(offset, bytes)` skipped to reach valid entries after them.
+    skipped: Vec<(u64, u64)>,
 }
 
-fn replay_file(path: &Path, on_entry: &mut dyn FnMut(u64, &[u8])) -> Result<FileReplay, WalError> {
+/// Replays the entries of one file. An entry that is not whole and valid (short, too large,
+/// a CRC mismatch, an LSN out of order) is damage: replay looks for the next valid entry after
+/// it ([`resync`]) and goes on from there, so one bad byte loses one entry, not the rest of
+/// the file. Damage with no valid entry after it ends the file (`valid_len < file_len`).
+fn replay_file(
+    path: &Path,
+    first_lsn: u64,
+    on_entry: &mut dyn FnMut(u64, &[u8]),
+) -> Result<FileReplay, WalError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let file_len = file.metadata().map_err(io_err(path))?.len();
     let mut header = [0u8; FILE_HEADER_BYTES as usize];
@@ -383,6 +463,7 @@ fn replay_file(path: &Path, on_entry: &mut dyn FnMut(u64, &[u8])) -> Result<File
             last_lsn: None,
             valid_len: 0,
             file_len,
+            skipped: Vec::new(),
         });
     }
     file.read_exact(&mut header).map_err(io_err(path))?;
@@ -393,42 +474,145 @@ fn replay_file(path: &Path, on_entry: &mut dyn FnMut(u64, &[u8])) -> Result<File
             version,
         });
     }
+    let resync_file = file.try_clone().map_err(io_err(path))?;
     file.seek(SeekFrom::Start(FILE_HEADER_BYTES))
         .map_err(io_err(path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut offset = FILE_HEADER_BYTES;
-    let mut last_lsn = None;
+    let mut valid_len = FILE_HEADER_BYTES;
+    let mut last_lsn: Option<u64> = None;
+    let mut skipped = Vec::new();
     let mut payload = Vec::new();
-    loop {
-        let mut eh = [0u8; ENTRY_HEADER_BYTES];
-        if !read_full(&mut reader, &mut eh).map_err(io_err(path))? {
-            break;
+    while offset < file_len {
+        let entry = read_entry(&mut reader, offset, file_len, last_lsn, &mut payload)
+            .map_err(io_err(path))?;
+        match entry {
+            Some(lsn) => {
+                on_entry(lsn, &payload);
+                last_lsn = Some(lsn);
+                offset += (ENTRY_HEADER_BYTES + payload.len()) as u64;
+                valid_len = offset;
+            }
+            None => {
+                // Entries in a file are numbered on from its name's LSN without gaps.
+                let before = last_lsn.unwrap_or(first_lsn.saturating_sub(1));
+                match resync(&resync_file, offset, file_len, before).map_err(io_err(path))? {
+                    Some(next) => {
+                        skipped.push((offset, next - offset));
+                        reader.seek(SeekFrom::Start(next)).map_err(io_err(path))?;
+                        offset = next;
+                    }
+                    None => break,
+                }
+            }
         }
-        let len = u32::from_le_bytes([eh[0], eh[1], eh[2], eh[3]]) as usize;
-        let crc = u32::from_le_bytes([eh[4], eh[5], eh[6], eh[7]]);
-        let lsn = u64::from_le_bytes(eh[8..16].try_into().unwrap_or_default());
-        if len > MAX_ENTRY_BYTES || offset + (ENTRY_HEADER_BYTES + len) as u64 > file_len {
-            break;
-        }
-        payload.resize(len, 0);
-        if !read_full(&mut reader, &mut payload).map_err(io_err(path))? {
-            break;
-        }
-        let actual = crc32c::crc32c_append(crc32c::crc32c(&eh[8..16]), &payload);
-        // LSNs must strictly increase: a stale entry from an earlier file that survived a
-        // truncate-and-reuse would otherwise be replayed twice.
-        if actual != crc || last_lsn.is_some_and(|last| lsn <= last) {
-            break;
-        }
-        on_entry(lsn, &payload);
-        last_lsn = Some(lsn);
-        offset += (ENTRY_HEADER_BYTES + len) as u64;
     }
     Ok(FileReplay {
         last_lsn,
-        valid_len: offset,
+        valid_len,
         file_len,
+        skipped,
     })
+}
+
+/// Reads the entry at `offset` into `payload`: `Some(lsn)` when it is whole and valid, `None`
+/// when it is not (the reader's position is then undefined).
+fn read_entry(
+    reader: &mut impl Read,
+    offset: u64,
+    file_len: u64,
+    last_lsn: Option<u64>,
+    payload: &mut Vec<u8>,
+) -> io::Result<Option<u64>> {
+    let mut eh = [0u8; ENTRY_HEADER_BYTES];
+    if !read_full(reader, &mut eh)? {
+        return Ok(None);
+    }
+    let (len, crc, lsn) = parse_entry_header(&eh);
+    if len > MAX_ENTRY_BYTES || offset + (ENTRY_HEADER_BYTES + len) as u64 > file_len {
+        return Ok(None);
+    }
+    payload.resize(len, 0);
+    if !read_full(reader, payload)? {
+        return Ok(None);
+    }
+    // LSNs must strictly increase: a stale entry from an earlier file that survived a
+    // truncate-and-reuse would otherwise be replayed twice.
+    if entry_crc(&eh, payload) != crc || last_lsn.is_some_and(|last| lsn <= last) {
+        return Ok(None);
+    }
+    Ok(Some(lsn))
+}
+
+fn parse_entry_header(eh: &[u8; ENTRY_HEADER_BYTES]) -> (usize, u32, u64) {
+    let len = u32::from_le_bytes([eh[0], eh[1], eh[2], eh[3]]) as usize;
+    let crc = u32::from_le_bytes([eh[4], eh[5], eh[6], eh[7]]);
+    let mut lsn = [0u8; 8];
+    lsn.copy_from_slice(&eh[8..16]);
+    (len, crc, u64::from_le_bytes(lsn))
+}
+
+fn entry_crc(eh: &[u8; ENTRY_HEADER_BYTES], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&eh[8..16]), payload)
+}
+
+/// Finds the first valid entry after damage at `damaged`, where an entry numbered `before + 1`
+/// should have started. Every entry carries its LSN and a CRC over it and its payload, so any
+/// offset can be tried: one is taken only if its length fits the file, its LSN is one that
+/// could follow (above `before`, and at most one more than entries of 16 bytes or more could
+/// fit since `damaged`) and its CRC matches. The offset just past the damaged entry's own
+/// length is tried first: a flipped payload byte is then skipped without a search.
+fn resync(file: &File, damaged: u64, file_len: u64, before: u64) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let entry_at = |pos: u64, eh: &[u8; ENTRY_HEADER_BYTES]| -> io::Result<bool> {
+        let (len, crc, lsn) = parse_entry_header(eh);
+        let max_lsn = before + 2 + (pos - damaged) / ENTRY_HEADER_BYTES as u64;
+        if len > MAX_ENTRY_BYTES
+            || pos + (ENTRY_HEADER_BYTES + len) as u64 > file_len
+            || lsn <= before
+            || lsn > max_lsn
+        {
+            return Ok(false);
+        }
+        let mut payload = vec![0u8; len];
+        file.read_exact_at(&mut payload, pos + ENTRY_HEADER_BYTES as u64)?;
+        Ok(entry_crc(eh, &payload) == crc)
+    };
+    let header_at = |pos: u64| -> io::Result<Option<[u8; ENTRY_HEADER_BYTES]>> {
+        if pos + ENTRY_HEADER_BYTES as u64 > file_len {
+            return Ok(None);
+        }
+        let mut eh = [0u8; ENTRY_HEADER_BYTES];
+        file.read_exact_at(&mut eh, pos)?;
+        Ok(Some(eh))
+    };
+    if let Some(eh) = header_at(damaged)? {
+        let (len, _, _) = parse_entry_header(&eh);
+        let next = damaged + (ENTRY_HEADER_BYTES + len.min(MAX_ENTRY_BYTES)) as u64;
+        if let Some(next_eh) = header_at(next)? {
+            if entry_at(next, &next_eh)? {
+                return Ok(Some(next));
+            }
+        }
+    }
+    // Byte by byte, through a window read in large blocks.
+    const WINDOW: u64 = 1 << 20;
+    let mut window = Vec::new();
+    let mut start = damaged + 1;
+    while start + ENTRY_HEADER_BYTES as u64 <= file_len {
+        let end = (start + WINDOW + ENTRY_HEADER_BYTES as u64).min(file_len);
+        window.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut window, start)?;
+        for i in 0..=window.len() - ENTRY_HEADER_BYTES {
+            let mut eh = [0u8; ENTRY_HEADER_BYTES];
+            eh.copy_from_slice(&window[i..i + ENTRY_HEADER_BYTES]);
+            if entry_at(start + i as u64, &eh)? {
+                return Ok(Some(start + i as u64));
+            }
+        }
+        start = end + 1 - ENTRY_HEADER_BYTES as u64;
+    }
+    Ok(None)
 }
 
 /// Reads exactly `buf.len()` bytes; `Ok(false)` on a clean or partial EOF.
@@ -509,8 +693,29 @@ mod tests {
         assert_eq!(wal.append(b"next").unwrap(), 10);
     }
 
+    /// The offset of entry `i` (0-based) in a file of entries of `payload` bytes each.
+    fn entry_offset(i: usize, payload: usize) -> usize {
+        FILE_HEADER_BYTES as usize + i * (ENTRY_HEADER_BYTES + payload)
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[at] ^= 0x40;
+        fs::write(path, &bytes).unwrap();
+    }
+
+    fn damaged_copies(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".damaged"))
+            .collect();
+        out.sort();
+        out
+    }
+
     #[test]
-    fn flipped_byte_stops_replay_at_the_damage() {
+    fn a_flipped_byte_in_the_open_file_loses_only_its_entry() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
         for i in 0..10u8 {
@@ -519,14 +724,122 @@ mod tests {
         wal.sync().unwrap();
         let path = wal.current.path.clone();
         drop(wal);
+        let original = fs::read(&path).unwrap();
+        flip(&path, entry_offset(4, 100) + ENTRY_HEADER_BYTES + 7);
+        let (_, report, seen) = reopen(dir.path(), 1 << 20);
+        let lsns: Vec<u64> = seen.iter().map(|(lsn, _)| *lsn).collect();
+        assert_eq!(lsns, [1, 2, 3, 4, 6, 7, 8, 9, 10]);
+        assert!(seen.iter().all(|(lsn, p)| p == &[*lsn as u8 - 1; 100]));
+        assert_eq!((report.torn_bytes, report.skipped_ranges), (0, 1));
+        assert_eq!(report.skipped_bytes, (ENTRY_HEADER_BYTES + 100) as u64);
+        // The file is kept whole, and a copy as found is set aside.
+        assert_eq!(report.damaged_files, damaged_copies(dir.path()));
+        assert_eq!(report.damaged_files.len(), 1);
+        assert_eq!(fs::read(&path).unwrap().len(), original.len());
+        let mut copy = fs::read(&report.damaged_files[0]).unwrap();
+        copy[entry_offset(4, 100) + ENTRY_HEADER_BYTES + 7] ^= 0x40;
+        assert_eq!(copy, original);
+        // A second start finds the same damage and keeps the one copy.
+        let (_, report, seen) = reopen(dir.path(), 1 << 20);
+        assert_eq!(seen.len(), 9);
+        assert_eq!(damaged_copies(dir.path()), report.damaged_files);
+    }
+
+    /// Issue #17: one bad byte in a closed file cut it there, losing every fsynced entry
+    /// after it.
+    #[test]
+    fn a_flipped_byte_in_a_closed_file_keeps_the_entries_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Five entries per file.
+        let (mut wal, _, _) = reopen(dir.path(), entry_offset(5, 100) as u64);
+        for i in 0..15u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        let first = wal.closed[0].path.clone();
+        drop(wal);
+        assert!(list_files(dir.path()).unwrap().len() >= 3);
+        // The middle entry of the first, closed file.
+        flip(&first, entry_offset(2, 100) + ENTRY_HEADER_BYTES + 50);
+        let (_, report, seen) = reopen(dir.path(), 1 << 20);
+        let lsns: Vec<u64> = seen.iter().map(|(lsn, _)| *lsn).collect();
+        assert_eq!(lsns, [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(report.torn_bytes, 0);
+        assert_eq!(report.damaged_files.len(), 1);
+        assert!(first.exists(), "a damaged file is never deleted");
+        let mut scanned = Vec::new();
+        scan(dir.path(), |lsn, _| scanned.push(lsn)).unwrap();
+        assert_eq!(scanned, lsns);
+    }
+
+    #[test]
+    fn a_broken_length_is_resynced_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
+        for i in 0..10u8 {
+            wal.append(&vec![i; 100 + i as usize]).unwrap();
+        }
+        wal.sync().unwrap();
+        let path = wal.current.path.clone();
+        drop(wal);
+        // The length of entry 4 (LSN 4) now points into the middle of a later entry.
+        let at: usize = FILE_HEADER_BYTES as usize
+            + (0..3).map(|i| ENTRY_HEADER_BYTES + 100 + i).sum::<usize>();
         let mut bytes = fs::read(&path).unwrap();
-        let fifth_payload =
-            FILE_HEADER_BYTES as usize + 4 * (ENTRY_HEADER_BYTES + 100) + ENTRY_HEADER_BYTES + 7;
-        bytes[fifth_payload] ^= 0x40;
+        bytes[at..at + 4].copy_from_slice(&250u32.to_le_bytes());
         fs::write(&path, &bytes).unwrap();
-        let (_, _, seen) = reopen(dir.path(), 1 << 20);
-        assert_eq!(seen.len(), 4);
-        assert!(seen.iter().all(|(_, p)| p.len() == 100));
+        let (mut wal, report, seen) = reopen(dir.path(), 1 << 20);
+        let lsns: Vec<u64> = seen.iter().map(|(lsn, _)| *lsn).collect();
+        assert_eq!(lsns, [1, 2, 3, 5, 6, 7, 8, 9, 10]);
+        assert_eq!((report.skipped_ranges, report.torn_bytes), (1, 0));
+        assert_eq!(wal.append(b"next").unwrap(), 11);
+    }
+
+    #[test]
+    fn damage_then_a_torn_tail_in_the_last_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
+        for i in 0..10u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        let path = wal.current.path.clone();
+        drop(wal);
+        flip(&path, entry_offset(3, 100) + 9);
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 30)
+            .unwrap();
+        let (mut wal, report, seen) = reopen(dir.path(), 1 << 20);
+        let lsns: Vec<u64> = seen.iter().map(|(lsn, _)| *lsn).collect();
+        assert_eq!(lsns, [1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!(report.torn_bytes, 86);
+        assert_eq!(report.damaged_files.len(), 1);
+        // The torn entry was never acknowledged: its LSN is reused.
+        assert_eq!(wal.append(b"next").unwrap(), 10);
+    }
+
+    #[test]
+    fn a_file_with_a_bad_header_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = reopen(dir.path(), entry_offset(5, 100) as u64);
+        for i in 0..10u8 {
+            wal.append(&[i; 100]).unwrap();
+        }
+        wal.sync().unwrap();
+        let first = wal.closed[0].path.clone();
+        drop(wal);
+        flip(&first, 2);
+        let original = fs::read(&first).unwrap();
+        let (_, report, seen) = reopen(dir.path(), 1 << 20);
+        assert_eq!(seen.first().map(|(lsn, _)| *lsn), Some(6));
+        assert_eq!(seen.len(), 5);
+        assert_eq!(report.damaged_files, damaged_copies(dir.path()));
+        assert_eq!(fs::read(&report.damaged_files[0]).unwrap(), original);
+        assert!(!first.exists());
     }
 
     #[test]
