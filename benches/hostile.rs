@@ -18,7 +18,8 @@
 //! duplicated (both must be zero). `target/bench/hostile.md` gets the tables.
 //!
 //! Flags (after `--`): `--secs N` (default 60), `--rate N` (legitimate batches per second per
-//! sender, default 5; 2 senders, 200 records a batch), `--tails N` (default 1000).
+//! sender, default 5; 2 senders, 200 records a batch), `--tails N` (default 1000), `--skip
+//! LIST` (attacks to leave out: `bombs,audit,tails,slowloris,queries,indexes`).
 //! `LOGSIFT_E2E_BINARY=PATH` measures another build. Run without `--bench` (as `cargo test
 //! --benches` does) it only prints how to run it.
 
@@ -46,6 +47,8 @@ struct Args {
     secs: u64,
     rate: f64,
     tails: usize,
+    /// Attacks left out (`--skip bombs,tails`), to see what each one costs.
+    skip: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         secs: 60,
         rate: 5.0,
         tails: 1000,
+        skip: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--secs" => a.secs = value()?.parse().map_err(|_| "bad --secs")?,
             "--rate" => a.rate = value()?.parse().map_err(|_| "bad --rate")?,
             "--tails" => a.tails = value()?.parse().map_err(|_| "bad --tails")?,
+            "--skip" => a.skip = value()?.split(',').map(str::to_string).collect(),
             // Flags cargo passes to every bench target.
             _ => {}
         }
@@ -352,22 +357,35 @@ fn run(args: &Args) -> Result<String, String> {
     // The legitimate index exists before the index flood starts.
     std::thread::sleep(Duration::from_secs(1));
     let mut attackers = Vec::new();
-    for _ in 0..2 {
-        let (ctx, bomb) = (ctx.clone(), bomb.clone());
-        attackers.push(std::thread::spawn(move || bombs(&ctx, &bomb)));
+    let on = |name: &str| !args.skip.iter().any(|s| s == name);
+    if on("bombs") {
+        for _ in 0..2 {
+            let (ctx, bomb) = (ctx.clone(), bomb.clone());
+            attackers.push(std::thread::spawn(move || bombs(&ctx, &bomb)));
+        }
     }
-    for _ in 0..2 {
+    if on("queries") {
+        for _ in 0..2 {
+            let c = ctx.clone();
+            attackers.push(std::thread::spawn(move || huge_queries(&c)));
+        }
+    }
+    if on("audit") {
         let c = ctx.clone();
-        attackers.push(std::thread::spawn(move || huge_queries(&c)));
+        attackers.push(std::thread::spawn(move || audit_flood(&c)));
     }
-    let c = ctx.clone();
-    attackers.push(std::thread::spawn(move || audit_flood(&c)));
-    let c = ctx.clone();
-    attackers.push(std::thread::spawn(move || index_flood(&c)));
-    let (c, want) = (ctx.clone(), args.tails);
-    attackers.push(std::thread::spawn(move || tails(&c, want)));
-    let c = ctx.clone();
-    attackers.push(std::thread::spawn(move || slowloris(&c)));
+    if on("indexes") {
+        let c = ctx.clone();
+        attackers.push(std::thread::spawn(move || index_flood(&c)));
+    }
+    if on("tails") {
+        let (c, want) = (ctx.clone(), args.tails);
+        attackers.push(std::thread::spawn(move || tails(&c, want)));
+    }
+    if on("slowloris") {
+        let c = ctx.clone();
+        attackers.push(std::thread::spawn(move || slowloris(&c)));
+    }
 
     let started = Instant::now();
     let peak_during = Arc::new(AtomicU64::new(0));
@@ -449,8 +467,13 @@ fn run(args: &Args) -> Result<String, String> {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let mut md = String::new();
     md.push_str(&format!(
-        "# Hostile soak ({} s)\n\n| measure | value | target |\n|---|---|---|\n",
-        args.secs
+        "# Hostile soak ({} s{})\n\n| measure | value | target |\n|---|---|---|\n",
+        args.secs,
+        if args.skip.is_empty() {
+            String::new()
+        } else {
+            format!(", without {}", args.skip.join(", "))
+        }
     ));
     md.push_str(&format!(
         "| server peak RSS | {:.0} MiB | ≤ {:.0} MiB (inflight_bytes {:.0} + writer memory {:.0} + 256): **{}** |\n",

@@ -131,7 +131,9 @@ pub struct IndexHandle {
     /// Segments that failed their checks: reported, not served.
     quarantined: RwLock<Vec<(String, String)>>,
     catalog: Mutex<Catalog>,
-    /// `None` only between dropping a broken writer and opening its replacement.
+    /// The hot tier's writer, opened by the first record after open, a seal or a reset. An
+    /// idle index holds none: a writer costs megabytes (its hash table, its worker and merge
+    /// threads), and an index-name flood or a thousand quiet indexes must not multiply that.
     writer: Mutex<Option<IndexWriter>>,
     schema: LogSchema,
     writer_memory_bytes: usize,
@@ -198,7 +200,6 @@ impl IndexHandle {
         let query_index = Index::create_in_ram(schema.schema.clone());
         LogSchema::register_tokenizers(query_index.tokenizers());
         let hot = new_hot(schema).map_err(tantivy_err)?;
-        let writer = new_writer(&hot.index, cfg.writer_memory_bytes).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
             dir: dir.to_path_buf(),
@@ -212,7 +213,7 @@ impl IndexHandle {
             stopping: AtomicBool::new(false),
             committed_lsn: AtomicU64::new(catalog.max_lsn()),
             catalog: Mutex::new(catalog),
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(None),
             schema: schema.clone(),
             writer_memory_bytes: cfg.writer_memory_bytes,
             sealed_settings: sealed_settings(cfg),
@@ -505,19 +506,11 @@ impl IndexHandle {
     pub(crate) fn reset_writer(&self) {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.uncommitted.store(0, Ordering::Release);
-        // The old writer holds the index lock: it must be gone before a new one is made.
         *slot = None;
         self.hot_raw_bytes.store(
             self.committed_raw_bytes.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
-        match new_writer(&hot.index, self.writer_memory_bytes) {
-            Ok(w) => *slot = Some(w),
-            Err(e) => {
-                tracing::warn!(index = %self.name, error = %e, "cannot reopen the index writer yet; will retry")
-            }
-        }
     }
 
     /// Notes that the record `lsn` was added to the hot tier (not yet committed).
@@ -565,6 +558,14 @@ impl IndexHandle {
     pub(crate) fn commit(&self, through_lsn: u64) -> Result<(), StoreError> {
         // Under the writer lock throughout: a seal (which may run on an erasure's thread)
         // sees either everything before this commit or everything after it.
+        {
+            let slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() && self.uncommitted.load(Ordering::Acquire) == 0 {
+                // Nothing was added since the writer went: everything is already visible.
+                self.committed_lsn.fetch_max(through_lsn, Ordering::AcqRel);
+                return Ok(());
+            }
+        }
         self.with_writer(|writer| {
             let raw = self.hot_raw_bytes.load(Ordering::Relaxed);
             writer.commit()?;
@@ -642,6 +643,22 @@ impl IndexHandle {
         Ok(doomed.len())
     }
 
+    /// Whether the hot tier has a writer open (it costs megabytes, see `writer`).
+    pub(crate) fn writer_open(&self) -> bool {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// How long since a record was last added.
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.last_add
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
     /// Why the hot tier is due to be sealed now, if it is: it holds `seal_docs` records, it
     /// is older than `seal_after`, nothing was added for `seal_idle` (so that a quiet index
     /// leaves nothing unsealed behind), or it holds back more than `seal_docs` WAL entries
@@ -698,10 +715,9 @@ impl IndexHandle {
                 return Ok(None);
             }
             let fresh = new_hot(&self.schema).map_err(|e| self.tantivy_err(e))?;
-            let writer = new_writer(&fresh.index, self.writer_memory_bytes)
-                .map_err(|e| self.tantivy_err(e))?;
-            // The old writer goes first: dropping it stops its merges on the old tier.
-            *slot = Some(writer);
+            // Dropping the old writer stops its merges on the old tier; the next record opens
+            // a writer on the fresh one.
+            *slot = None;
             let old = std::mem::replace(&mut *hot, fresh);
             let tier = Arc::new(Sealing {
                 id: id.clone(),
@@ -716,6 +732,7 @@ impl IndexHandle {
                     "idle" => "sealed: idle",
                     "wal" => "sealed: WAL bound",
                     "erasure" => "sealed: for erasure",
+                    "writers" => "sealed: open writer limit",
                     _ => "sealed: shutdown",
                 },
                 v1_dir: None,

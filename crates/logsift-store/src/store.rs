@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::document::build_document;
 use crate::handle::IndexHandle;
@@ -318,6 +319,11 @@ impl Store {
     /// every seal, so that what was committed is in sealed segments (covered by
     /// `segments verify`) and the WAL can be truncated. A seal that fails now is not retried:
     /// its records stay in the WAL for the next start.
+    /// Hot-tier writers open now (see [`MAX_OPEN_WRITERS`]).
+    pub fn open_writers(&self) -> usize {
+        self.list().iter().filter(|h| h.writer_open()).count()
+    }
+
     pub fn seal_all_and_wait(&self) {
         for handle in self.list() {
             handle.wait_for_seal();
@@ -346,6 +352,13 @@ impl Store {
             .unwrap_or(0)
     }
 }
+
+/// Hot-tier writers open at once before the quietest are sealed early (each costs about
+/// 5–6 MiB and a handful of threads, measured with tantivy 0.27).
+pub const MAX_OPEN_WRITERS: usize = 8;
+/// A tier written to more recently than this is never sealed for the writer limit: the busy
+/// indexes keep their writers.
+const WRITER_IDLE: Duration = Duration::from_millis(250);
 
 /// Applies WAL entries to the store, in LSN order, and commits them. Single-threaded by design:
 /// one indexer owns all writers, so commit payloads always describe a prefix of the WAL.
@@ -421,6 +434,13 @@ impl Indexer {
         };
         if lsn <= handle.committed_lsn() {
             return Ok(Applied::AlreadyCommitted);
+        }
+        if !self.reapply_pending && !handle.writer_open() {
+            // Not applied yet while room is made: the commit this may run must not cover it.
+            self.applied_lsn = lsn - 1;
+            let made = self.make_room_for_writer();
+            self.applied_lsn = lsn;
+            made?;
         }
         self.dirty.entry(name).or_insert_with(|| handle.clone());
         if self.reapply_pending {
@@ -522,7 +542,46 @@ impl Indexer {
                 }
             }
         }
+        self.limit_open_writers(WRITER_IDLE, MAX_OPEN_WRITERS);
         self.truncatable_lsn()
+    }
+
+    /// Before a writer opens: at [`MAX_OPEN_WRITERS`], commit and seal the quietest tiers at
+    /// once (a burst of new index names comes faster than tiers go idle).
+    fn make_room_for_writer(&mut self) -> Result<(), StoreError> {
+        if self.store.open_writers() < MAX_OPEN_WRITERS {
+            return Ok(());
+        }
+        // A seal needs its tier committed.
+        self.commit()?;
+        self.limit_open_writers(Duration::ZERO, MAX_OPEN_WRITERS - 1);
+        Ok(())
+    }
+
+    /// Every open hot-tier writer costs megabytes whatever it holds (tantivy sizes its tables
+    /// and starts its threads up front), so a flood of new index names, or many quiet indexes
+    /// written now and then, would multiply that. Past `cap`, the tiers idle longest (and for
+    /// at least `min_idle`) are sealed early, which closes their writers.
+    fn limit_open_writers(&mut self, min_idle: Duration, cap: usize) {
+        let mut open: Vec<_> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|h| h.writer_open())
+            .collect();
+        if open.len() <= cap {
+            return;
+        }
+        open.sort_by_key(|h| std::cmp::Reverse(h.idle_for()));
+        let excess = open.len() - cap;
+        for handle in open.iter().take(excess) {
+            if handle.idle_for() < min_idle {
+                break;
+            }
+            if let Err(e) = handle.seal("writers") {
+                tracing::error!(index = %handle.name(), error = %e, "cannot start sealing; will retry");
+            }
+        }
     }
 
     /// The LSN through which the WAL may be truncated: below the first record that is not in
@@ -677,5 +736,39 @@ mod tests {
         assert_eq!(blocked.committed_lsn(), 3);
         assert_eq!(blocked.num_docs(), 1);
         assert_eq!(store.get("logs").unwrap().num_docs(), 2);
+    }
+
+    /// Issue #17: each new index opened a writer (about 6 MiB and a handful of threads) that
+    /// stayed open until its tier went idle, so a burst of new index names multiplied them.
+    #[test]
+    fn a_burst_of_new_indexes_keeps_few_writers_open_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut indexer = Indexer::new(store.clone());
+        let names: Vec<String> = (0..3 * MAX_OPEN_WRITERS)
+            .map(|i| format!("burst{i}"))
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            let lsn = i as u64 + 1;
+            indexer
+                .apply(lsn, &entry(name, &format!(r#"{{"msg":"record {lsn}"}}"#)))
+                .unwrap();
+            assert!(
+                store.open_writers() <= MAX_OPEN_WRITERS,
+                "{} writers open after {} indexes",
+                store.open_writers(),
+                i + 1
+            );
+        }
+        indexer.commit().unwrap();
+        store.seal_all_and_wait();
+        for name in &names {
+            assert_eq!(store.get(name).unwrap().num_docs(), 1, "{name}");
+        }
+        assert_eq!(
+            indexer.truncatable_lsn(),
+            names.len() as u64,
+            "everything is sealed once all is sealed"
+        );
     }
 }
