@@ -16,6 +16,11 @@ const CONFIG: &str = "[index]\nseal_docs = 2000\nmerge_factor = 0\n";
 
 /// `n` records, one second apart from 2024-03-01, every 7th mentioning alice.
 fn seed(s: &Server, n: usize, batch: usize) {
+    seed_with(s, n, batch, |_| {});
+}
+
+/// [`seed`], calling `after` with the number of batches sent after each is searchable.
+fn seed_with(s: &Server, n: usize, batch: usize, after: impl Fn(usize)) {
     for b in (0..n).step_by(batch) {
         let body: String = (b..(b + batch).min(n))
             .map(|i| {
@@ -31,6 +36,7 @@ fn seed(s: &Server, n: usize, batch: usize) {
         assert_eq!(status, 200, "{answer}");
         // Each batch committed on its own, so that seals happen at batch boundaries.
         s.wait_total("audit", &[("limit", "0")], (b + batch).min(n) as u64);
+        after(b / batch + 1);
     }
 }
 
@@ -367,16 +373,19 @@ fn retention_spares_what_a_hold_covers_until_it_is_released() {
     assert_eq!(status, 201, "{hold}");
     let (status, bad) = post(&s, "/api/v1/holds", json!({"index": "logs", "reason": " "}));
     assert_eq!(status, 400, "{bad}");
-    seed(&s, 3_000, 1_000);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.get("/api/v1/segments").1["indexes"][0]["segments"]
-        .as_array()
-        .map_or(0, |a| a.len())
-        < 3
-    {
-        assert!(Instant::now() < deadline, "segments were not sealed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // One segment per batch: each batch is sealed before the next is sent (a batch arriving
+    // while the previous seal runs would be sealed with the one after it).
+    seed_with(&s, 3_000, 1_000, |batches| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while s.get("/api/v1/segments").1["indexes"][0]["segments"]
+            .as_array()
+            .map_or(0, |a| a.len())
+            < batches
+        {
+            assert!(Instant::now() < deadline, "batch {batches} was not sealed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
     assert!(s.stop().success());
 
     let s = Server::start_in(dir.path(), config);
