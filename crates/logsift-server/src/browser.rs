@@ -203,7 +203,9 @@ mod tests {
     fn writes_from_other_sites_are_refused() {
         let allowed = AllowedHosts::default();
         let host = Some("127.0.0.1:9200");
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        // (method, extra headers, served)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             ("POST", &[], true),
             ("POST", &[("origin", "http://127.0.0.1:9200")], true),
             ("POST", &[("sec-fetch-site", "same-origin")], true),
