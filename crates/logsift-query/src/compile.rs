@@ -16,6 +16,9 @@ use tantivy::query::{
 use tantivy::schema::{Field, IndexRecordOption, Type};
 use tantivy::{Index, Term};
 
+use logsift_store::tokens;
+
+use crate::folded::{Check, FoldAware, Place, Verified};
 use crate::lang::{Ast, Keyword, Leaf, Target};
 use crate::QueryError;
 
@@ -28,6 +31,10 @@ const JSON_PATH_SEGMENT_SEP: u8 = 1;
 pub(crate) struct Compiler<'a> {
     pub schema: &'a LogSchema,
     pub index: &'a Index,
+    /// The index's parse options that decide a record's message and `fields`: a folded
+    /// token's candidates are verified against the record parsed again.
+    pub logfmt: bool,
+    pub default_offset_secs: i32,
 }
 
 type Q = Box<dyn Query>;
@@ -83,12 +90,16 @@ impl Compiler<'_> {
         }
     }
 
-    /// The tokens `text` becomes in `field`, with their positions.
+    /// The tokens `text` becomes in `field`, with their positions: for the message and
+    /// `fields`, the words before folding (see [`Self::fold_aware`]).
     fn tokens(&self, field: Field, text: &str) -> Result<Vec<(usize, String)>, QueryError> {
-        let mut analyzer = self
-            .index
-            .tokenizer_for_field(field)
-            .map_err(|e| QueryError::BadQuery(format!("cannot tokenize: {e}")))?;
+        let mut analyzer = if field == self.schema.message || field == self.schema.fields {
+            tokens::word_analyzer()
+        } else {
+            self.index
+                .tokenizer_for_field(field)
+                .map_err(|e| QueryError::BadQuery(format!("cannot tokenize: {e}")))?
+        };
         let mut out = Vec::new();
         let mut stream = analyzer.token_stream(text);
         stream.process(&mut |t| out.push((t.position, t.text.clone())));
@@ -119,7 +130,7 @@ impl Compiler<'_> {
                     .iter()
                     .map(|(pos, tok)| (*pos, self.term(target, tok)))
                     .collect();
-                let text_query = terms_query(terms);
+                let text_query = self.fold_aware(target, &tokens, false, terms_query(terms));
                 match target {
                     // A JSON value may also be a number or a boolean: `fields.status:500`.
                     Target::Json(key) => {
@@ -143,16 +154,9 @@ impl Compiler<'_> {
             }
             Leaf::Prefix { target, prefix } => {
                 let tokens = self.tokens(self.field(target), prefix)?;
-                let mut terms: Vec<Term> =
-                    tokens.iter().map(|(_, t)| self.term(target, t)).collect();
-                match terms.len() {
-                    0 => Box::new(AllQuery),
-                    1 => match terms.pop() {
-                        Some(t) => prefix_query(t),
-                        None => Box::new(AllQuery),
-                    },
-                    _ => Box::new(PhrasePrefixQuery::new(terms)),
-                }
+                let terms: Vec<Term> = tokens.iter().map(|(_, t)| self.term(target, t)).collect();
+                let plain = prefix_terms_query(terms);
+                self.fold_aware(target, &tokens, true, plain)
             }
             Leaf::Exists { target } => self.exists(target),
             Leaf::Range {
@@ -202,6 +206,78 @@ impl Compiler<'_> {
                     ))
                 }
             }
+        })
+    }
+
+    /// `plain` for segments that index every word whole; for segments with folded tokens (see
+    /// `logsift_store::tokens`), the same query over bucket terms, verified against the record.
+    /// A prefix may also be the start of a folded token: those are found through their prefix
+    /// terms and verified.
+    fn fold_aware(&self, target: &Target, tokens: &[(usize, String)], prefix: bool, plain: Q) -> Q {
+        let place = match target {
+            Target::Message => Place::Message,
+            Target::Json(key) => Place::Field(key.clone()),
+            Target::Keyword(_) => return plain,
+        };
+        let n = tokens.len();
+        let folded_at = |i: usize| tokens::is_high_entropy(&tokens[i].1) && !(prefix && i + 1 == n);
+        let any_folded = (0..n).any(folded_at);
+        if !any_folded && !prefix {
+            return plain;
+        }
+        let check = Check {
+            place,
+            words: tokens.iter().map(|(_, t)| t.clone()).collect(),
+            last_is_prefix: prefix,
+            logfmt: self.logfmt,
+            default_offset_secs: self.default_offset_secs,
+        };
+        let verified = |inner: Q| -> Q {
+            Box::new(Verified {
+                inner,
+                check: check.clone(),
+                schema: self.schema.clone(),
+            })
+        };
+        let mapped = |last: Option<&str>| -> Vec<(usize, Term)> {
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(i, (pos, tok))| {
+                    let text = match last {
+                        Some(l) if i + 1 == n => l.to_string(),
+                        _ if folded_at(i) => tokens::bucket_term(tok),
+                        _ => tok.clone(),
+                    };
+                    (*pos, self.term(target, &text))
+                })
+                .collect()
+        };
+        let folded: Q = if prefix {
+            // Words of the prefix ending in a whole word, or in a folded token's prefix term
+            // (which sits at the folded token's position).
+            let words = mapped(None).into_iter().map(|(_, t)| t).collect();
+            let last_prefix = tokens.last().map(|(_, t)| tokens::prefix_term(t));
+            let ids = mapped(last_prefix.as_deref())
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            let words = if any_folded {
+                verified(prefix_terms_query(words))
+            } else {
+                prefix_terms_query(words)
+            };
+            Box::new(BooleanQuery::new(vec![
+                (Occur::Should, words),
+                (Occur::Should, verified(prefix_terms_query(ids))),
+            ]))
+        } else {
+            verified(terms_query(mapped(None)))
+        };
+        Box::new(FoldAware {
+            field: self.field(target),
+            plain,
+            folded,
         })
     }
 
@@ -373,6 +449,19 @@ fn terms_query(mut terms: Vec<(usize, Term)>) -> Q {
             None => Box::new(AllQuery),
         },
         _ => Box::new(PhraseQuery::new_with_offset(terms)),
+    }
+}
+
+/// Every run of terms whose last one starts with the last of `terms`; nothing to look for
+/// matches everything.
+fn prefix_terms_query(mut terms: Vec<Term>) -> Q {
+    match terms.len() {
+        0 => Box::new(AllQuery),
+        1 => match terms.pop() {
+            Some(t) => prefix_query(t),
+            None => Box::new(AllQuery),
+        },
+        _ => Box::new(PhrasePrefixQuery::new(terms)),
     }
 }
 

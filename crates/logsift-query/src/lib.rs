@@ -16,6 +16,7 @@ mod collector;
 mod compile;
 pub mod erase;
 pub mod export;
+mod folded;
 pub mod lang;
 mod parts;
 pub mod tail;
@@ -168,9 +169,12 @@ pub(crate) fn compile(
     let schema = store.schema();
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     if *ast != Ast::All {
+        let opts = store.parse_options(handle.name().as_str(), 0);
         let compiler = compile::Compiler {
             schema,
             index: handle.index(),
+            logfmt: opts.logfmt,
+            default_offset_secs: opts.default_offset_secs,
         };
         clauses.push((Occur::Must, compiler.compile(ast)?));
     }

@@ -27,6 +27,7 @@
 //! sealing it): at open, each is sealed into a segment like any hot tier, with a catalog entry
 //! saying so, and removed.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -904,15 +905,21 @@ impl IndexHandle {
             return false;
         }
         let live: Vec<CatalogEntry> = self.segments();
-        let sealed: Vec<String> = self
+        // Segments by whether they fold ids (see `tokens`): tantivy merges only segments of one
+        // schema, so those written before folding are merged among themselves.
+        let sealed: HashMap<String, bool> = self
             .sealed
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|s| s.entry.segment.clone())
+            .map(|s| {
+                let folds = LogSchema::folds_ids(s.reader.searcher().schema());
+                (s.entry.segment.clone(), folds)
+            })
             .collect();
         // Quarantined segments are never merged: their bytes are not to be trusted.
-        let Some(sources) = pick_merge(&live, factor, max_docs, |e| !sealed.contains(&e.segment))
+        let Some(sources) =
+            pick_merge(&live, factor, max_docs, |e| sealed.get(&e.segment).copied())
         else {
             return false;
         };
@@ -1194,7 +1201,7 @@ fn pick_merge(
     live: &[CatalogEntry],
     factor: usize,
     max_docs: u64,
-    skip: impl Fn(&CatalogEntry) -> bool,
+    kind: impl Fn(&CatalogEntry) -> Option<bool>,
 ) -> Option<Vec<CatalogEntry>> {
     if factor < 2 {
         return None;
@@ -1205,7 +1212,11 @@ fn pick_merge(
     by_lsn.windows(factor).find_map(|w| {
         let first = class(w[0].docs);
         let total: u64 = w.iter().map(|e| e.docs).sum();
-        let fits = total <= max_docs && w.iter().all(|e| class(e.docs) == first && !skip(e));
+        let first_kind = kind(w[0]);
+        let fits = total <= max_docs
+            && first_kind.is_some()
+            && w.iter()
+                .all(|e| class(e.docs) == first && kind(e) == first_kind);
         fits.then(|| w.iter().map(|e| (*e).clone()).collect())
     })
 }
@@ -1310,7 +1321,13 @@ fn new_hot(schema: &LogSchema) -> tantivy::Result<Hot> {
 /// Opens a v1 on-disk hot index, to upgrade it.
 fn open_v1(dir: &Path, schema: &LogSchema) -> tantivy::Result<Index> {
     let directory = MmapDirectory::open(dir)?;
-    let index = Index::open_or_create(directory, schema.schema.clone())?;
+    // A v1 index keeps its own schema (words indexed whole, before ids were folded); it is
+    // sealed as it is and searched with the plain queries.
+    let index = if Index::exists(&directory)? {
+        Index::open(directory)?
+    } else {
+        Index::create(directory, schema.schema.clone(), IndexSettings::default())?
+    };
     LogSchema::register_tokenizers(index.tokenizers());
     Ok(index)
 }

@@ -13,6 +13,7 @@ mod schema;
 pub mod segment;
 mod store;
 mod summary;
+pub mod tokens;
 mod verify;
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};

@@ -81,7 +81,7 @@ impl LogSchema {
             "message",
             TextOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
-                    .set_tokenizer("default")
+                    .set_tokenizer(crate::tokens::TEXT_TOKENIZER)
                     .set_index_option(IndexRecordOption::WithFreqsAndPositions)
                     .set_fieldnorms(false),
             ),
@@ -92,7 +92,7 @@ impl LogSchema {
                 .set_expand_dots_enabled()
                 .set_indexing_options(
                     TextFieldIndexing::default()
-                        .set_tokenizer("default")
+                        .set_tokenizer(crate::tokens::TEXT_TOKENIZER)
                         .set_index_option(IndexRecordOption::WithFreqsAndPositions)
                         .set_fieldnorms(false),
                 ),
@@ -133,6 +133,20 @@ impl LogSchema {
         }
     }
 
+    /// Whether segments of `schema` index the message and `fields` with folded ids
+    /// ([`crate::tokens`]); those written before folding index every word whole.
+    pub fn folds_ids(schema: &Schema) -> bool {
+        schema
+            .get_field("message")
+            .ok()
+            .map(|f| schema.get_field_entry(f).field_type())
+            .and_then(|t| match t {
+                tantivy::schema::FieldType::Str(o) => o.get_indexing_options(),
+                _ => None,
+            })
+            .is_some_and(|i| i.tokenizer() == crate::tokens::TEXT_TOKENIZER)
+    }
+
     /// Registers the tokenizers the schema names; tantivy does not persist them with the index.
     pub fn register_tokenizers(tokenizers: &TokenizerManager) {
         tokenizers.register(
@@ -140,6 +154,10 @@ impl LogSchema {
             TextAnalyzer::builder(RawTokenizer::default())
                 .filter(LowerCaser)
                 .build(),
+        );
+        tokenizers.register(
+            crate::tokens::TEXT_TOKENIZER,
+            crate::tokens::text_analyzer(),
         );
     }
 }

@@ -1,0 +1,302 @@
+//! Queries over folded tokens (see `logsift_store::tokens`): the indexer writes ids, long
+//! numbers and hex strings as one of 2^16 bucket terms, so a bucket's postings are candidates
+//! that must be checked against the record itself.
+//!
+//! [`Verified`] wraps the candidate query of one leaf and keeps only the documents whose
+//! message (or `fields.<key>` value) really holds the words, in sequence, re-parsing the stored
+//! raw bytes as a hit is rendered. Checking at the leaf keeps boolean logic exact: `-id` or
+//! `a OR id` see only true matches. [`FoldAware`] picks, per searched segment, the plain query
+//! (segments written before folding existed index every token whole) or the folded one.
+
+use std::fmt;
+
+use logsift_store::tokens::{word_analyzer, TEXT_TOKENIZER};
+use logsift_store::LogSchema;
+use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::schema::{Field, FieldType, Schema, Value as _};
+use tantivy::{DocId, DocSet, Score, SegmentReader, TantivyDocument, TERMINATED};
+
+type Q = Box<dyn Query>;
+
+/// Whether `field` of a segment with `schema` was indexed with folded tokens.
+pub(crate) fn folds(schema: &Schema, field: Field) -> bool {
+    let entry = schema.get_field_entry(field);
+    let indexing = match entry.field_type() {
+        FieldType::Str(o) => o.get_indexing_options(),
+        FieldType::JsonObject(o) => o.get_text_indexing_options(),
+        _ => None,
+    };
+    indexing.is_some_and(|i| i.tokenizer() == TEXT_TOKENIZER)
+}
+
+/// The plain query for segments indexed word by word, the folded one for the others.
+pub(crate) struct FoldAware {
+    pub field: Field,
+    pub plain: Q,
+    pub folded: Q,
+}
+
+impl Clone for FoldAware {
+    fn clone(&self) -> Self {
+        FoldAware {
+            field: self.field,
+            plain: self.plain.box_clone(),
+            folded: self.folded.box_clone(),
+        }
+    }
+}
+
+impl fmt::Debug for FoldAware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FoldAware")
+            .field("plain", &self.plain)
+            .field("folded", &self.folded)
+            .finish()
+    }
+}
+
+impl Query for FoldAware {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        if folds(enable_scoring.schema(), self.field) {
+            self.folded.weight(enable_scoring)
+        } else {
+            self.plain.weight(enable_scoring)
+        }
+    }
+}
+
+/// Where the words of a [`Check`] must be.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Place {
+    Message,
+    /// The values of `fields.<key>` (names are flattened with dots, as the indexer wrote them).
+    Field(String),
+}
+
+/// What a candidate must hold: `words` (lowercased, as the word analyzer makes them) in a row,
+/// the last one only as a prefix when `last_is_prefix`.
+#[derive(Clone, Debug)]
+pub(crate) struct Check {
+    pub place: Place,
+    pub words: Vec<String>,
+    pub last_is_prefix: bool,
+    /// The parse options of the index: logfmt extraction decides what `fields` hold.
+    pub logfmt: bool,
+    pub default_offset_secs: i32,
+}
+
+impl Check {
+    fn holds_in(&self, text: &str) -> bool {
+        let mut analyzer = word_analyzer();
+        let mut tokens = Vec::new();
+        let mut stream = analyzer.token_stream(text);
+        stream.process(&mut |t| tokens.push(t.text.clone()));
+        let n = self.words.len();
+        if n == 0 {
+            return true;
+        }
+        tokens.windows(n).any(|w| {
+            w.iter().zip(&self.words).enumerate().all(|(i, (t, q))| {
+                if self.last_is_prefix && i == n - 1 {
+                    t.starts_with(q.as_str())
+                } else {
+                    t == q
+                }
+            })
+        })
+    }
+
+    /// Whether the stored record `doc` holds the words.
+    fn holds(&self, schema: &LogSchema, doc: &TantivyDocument) -> bool {
+        let raw: &[u8] = doc
+            .get_first(schema.raw)
+            .and_then(|v| v.as_bytes())
+            .unwrap_or_default();
+        let received_at = doc
+            .get_first(schema.received_at)
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        let format = doc
+            .get_first(schema.format)
+            .and_then(|v| v.as_u64())
+            .and_then(|c| logsift_core::Format::from_code(c as u8))
+            .unwrap_or_default();
+        let opts = logsift_parse::ParseOptions {
+            received_at_ns: received_at,
+            default_offset_secs: self.default_offset_secs,
+            logfmt: self.logfmt,
+        };
+        let record = logsift_parse::parse(format, raw, &opts);
+        match &self.place {
+            Place::Message => self.holds_in(&record.message),
+            Place::Field(key) => record.fields().any(|(name, value)| {
+                name == key.as_str()
+                    && match value {
+                        logsift_core::FieldValue::Str(s) => self.holds_in(s),
+                        logsift_core::FieldValue::Json(t) | logsift_core::FieldValue::Number(t) => {
+                            self.holds_in(t)
+                        }
+                        logsift_core::FieldValue::Bool(_) | logsift_core::FieldValue::Null => false,
+                    }
+            }),
+        }
+    }
+}
+
+/// The documents of `inner` that pass `check`.
+pub(crate) struct Verified {
+    pub inner: Q,
+    pub check: Check,
+    pub schema: LogSchema,
+}
+
+impl Clone for Verified {
+    fn clone(&self) -> Self {
+        Verified {
+            inner: self.inner.box_clone(),
+            check: self.check.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("inner", &self.inner)
+            .field("check", &self.check)
+            .finish()
+    }
+}
+
+impl Query for Verified {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(VerifiedWeight {
+            inner: self.inner.weight(enable_scoring)?,
+            check: self.check.clone(),
+            schema: self.schema.clone(),
+        }))
+    }
+}
+
+struct VerifiedWeight {
+    inner: Box<dyn Weight>,
+    check: Check,
+    schema: LogSchema,
+}
+
+/// Doc store blocks a verifying scorer keeps decompressed: candidates of one bucket are
+/// spread over the segment, so a small cache is all that helps.
+const VERIFY_CACHE_BLOCKS: usize = 2;
+
+impl Weight for VerifiedWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let inner = self.inner.scorer(reader, boost)?;
+        let store = reader.get_store_reader(VERIFY_CACHE_BLOCKS)?;
+        let mut scorer = VerifiedScorer {
+            inner,
+            store,
+            check: self.check.clone(),
+            schema: self.schema.clone(),
+        };
+        let first = scorer.inner.doc();
+        if first != TERMINATED && !scorer.passes(first) {
+            scorer.advance();
+        }
+        Ok(Box::new(scorer))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        let mut scorer = self.scorer(reader, 1.0)?;
+        if scorer.seek(doc) != doc {
+            return Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document {doc} does not match"
+            )));
+        }
+        Ok(Explanation::new("verified", scorer.score()))
+    }
+}
+
+struct VerifiedScorer {
+    inner: Box<dyn Scorer>,
+    store: tantivy::store::StoreReader,
+    check: Check,
+    schema: LogSchema,
+}
+
+impl VerifiedScorer {
+    fn passes(&self, doc: DocId) -> bool {
+        // A record that cannot be read is not a match; integrity checks report the damage.
+        match self.store.get::<TantivyDocument>(doc) {
+            Ok(d) => self.check.holds(&self.schema, &d),
+            Err(_) => false,
+        }
+    }
+}
+
+impl DocSet for VerifiedScorer {
+    fn advance(&mut self) -> DocId {
+        loop {
+            let doc = self.inner.advance();
+            if doc == TERMINATED || self.passes(doc) {
+                return doc;
+            }
+        }
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        let doc = self.inner.seek(target);
+        if doc == TERMINATED || self.passes(doc) {
+            doc
+        } else {
+            self.advance()
+        }
+    }
+
+    fn doc(&self) -> DocId {
+        self.inner.doc()
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.inner.size_hint()
+    }
+
+    fn cost(&self) -> u64 {
+        // Each candidate is a doc store read and a parse: make intersections lead with
+        // anything cheaper.
+        self.inner.cost().saturating_mul(64)
+    }
+}
+
+impl Scorer for VerifiedScorer {
+    fn score(&mut self) -> Score {
+        self.inner.score()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(words: &[&str], prefix: bool) -> Check {
+        Check {
+            place: Place::Message,
+            words: words.iter().map(|w| w.to_string()).collect(),
+            last_is_prefix: prefix,
+            logfmt: false,
+            default_offset_secs: 0,
+        }
+    }
+
+    #[test]
+    fn words_must_follow_each_other_and_a_prefix_only_starts_the_last() {
+        let text = "GET /users/Req7f3a9c01 took 250ms";
+        assert!(check(&["req7f3a9c01"], false).holds_in(text));
+        assert!(check(&["users", "req7f3a9c01"], false).holds_in(text));
+        assert!(!check(&["get", "req7f3a9c01"], false).holds_in(text));
+        assert!(!check(&["req7f3a9c0"], false).holds_in(text));
+        assert!(check(&["req7f3a9c0"], true).holds_in(text));
+        assert!(check(&["users", "req7"], true).holds_in(text));
+        assert!(!check(&["req7", "took"], true).holds_in(text));
+    }
+}
