@@ -954,7 +954,7 @@ fn tail_delivers_new_matching_records_within_a_second() {
     assert!(stopping.elapsed() < Duration::from_secs(10));
 }
 
-/// Ids, long numbers and hex strings are indexed as one of 2^16 bucket terms (issue #16), so
+/// Ids, long numbers and hex strings are indexed as one of 2^18 bucket terms (issue #16), so
 /// different ids share a bucket. Answers must still be exact: ids that collide on purpose,
 /// in the message and in `fields`, alone, in phrases, negated and as prefixes, in the hot tier
 /// and in a sealed segment after a restart.

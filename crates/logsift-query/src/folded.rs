@@ -1,5 +1,5 @@
 //! Queries over folded tokens (see `logsift_store::tokens`): the indexer writes ids, long
-//! numbers and hex strings as one of 2^16 bucket terms, so a bucket's postings are candidates
+//! numbers and hex strings as one of 2^18 bucket terms, so a bucket's postings are candidates
 //! that must be checked against the record itself.
 //!
 //! [`Verified`] wraps the candidate query of one leaf and keeps only the documents whose
@@ -175,6 +175,7 @@ impl Query for Verified {
             inner: self.inner.weight(enable_scoring)?,
             check: self.check.clone(),
             schema: self.schema.clone(),
+            searcher: enable_scoring.searcher().cloned(),
         }))
     }
 }
@@ -183,16 +184,31 @@ struct VerifiedWeight {
     inner: Box<dyn Weight>,
     check: Check,
     schema: LogSchema,
+    /// Reads candidates through the searcher's store readers, whose block caches outlive one
+    /// query: looking up the same id again (as one does during an incident) decompresses
+    /// nothing.
+    searcher: Option<tantivy::Searcher>,
 }
 
-/// Doc store blocks a verifying scorer keeps decompressed: candidates of one bucket are
-/// spread over the segment, so a small cache is all that helps.
+/// Doc store blocks a verifying scorer keeps decompressed when it has no searcher to read
+/// through: candidates of one bucket are spread over the segment, so a small cache is all
+/// that helps.
 const VERIFY_CACHE_BLOCKS: usize = 2;
 
 impl Weight for VerifiedWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
         let inner = self.inner.scorer(reader, boost)?;
-        let store = reader.get_store_reader(VERIFY_CACHE_BLOCKS)?;
+        let cached = self.searcher.as_ref().and_then(|searcher| {
+            let ord = searcher
+                .segment_readers()
+                .iter()
+                .position(|r| r.segment_id() == reader.segment_id())?;
+            Some((searcher.clone(), ord as u32))
+        });
+        let store = match cached {
+            Some((searcher, ord)) => Store::Searcher(searcher, ord),
+            None => Store::Own(reader.get_store_reader(VERIFY_CACHE_BLOCKS)?),
+        };
         let mut scorer = VerifiedScorer {
             inner,
             store,
@@ -217,9 +233,15 @@ impl Weight for VerifiedWeight {
     }
 }
 
+enum Store {
+    /// The searcher and the segment's ordinal in it.
+    Searcher(tantivy::Searcher, u32),
+    Own(tantivy::store::StoreReader),
+}
+
 struct VerifiedScorer {
     inner: Box<dyn Scorer>,
-    store: tantivy::store::StoreReader,
+    store: Store,
     check: Check,
     schema: LogSchema,
 }
@@ -227,7 +249,13 @@ struct VerifiedScorer {
 impl VerifiedScorer {
     fn passes(&self, doc: DocId) -> bool {
         // A record that cannot be read is not a match; integrity checks report the damage.
-        match self.store.get::<TantivyDocument>(doc) {
+        let read = match &self.store {
+            Store::Searcher(searcher, ord) => {
+                searcher.doc::<TantivyDocument>(tantivy::DocAddress::new(*ord, doc))
+            }
+            Store::Own(store) => store.get::<TantivyDocument>(doc),
+        };
+        match read {
             Ok(d) => self.check.holds(&self.schema, &d),
             Err(_) => false,
         }

@@ -5,7 +5,7 @@
 //! Why: ids, trace ids, long numbers and hex strings are nearly unique per record. Each one
 //! costs a term dictionary entry and a postings list at every commit and again at every merge,
 //! and they are most of the terms (issue #16: ~1.7 single-record terms per record, the largest
-//! part of indexing CPU). Folding them into 2^16 bucket terms keeps the dictionary small; a
+//! part of indexing CPU). Folding them into 2^18 bucket terms keeps the dictionary small; a
 //! query for such a token reads its bucket and verifies each candidate against the record
 //! (see `logsift-query`'s verified term), so answers stay exact. A bucket plays the role of
 //! VictoriaLogs' per-block bloom filters, inside tantivy.
@@ -28,7 +28,7 @@ pub const BUCKET_MARK: char = '\u{1}';
 pub const PREFIX_MARK: char = '\u{2}';
 /// Characters of a folded token kept in its prefix term.
 pub const PREFIX_CHARS: usize = 3;
-const BUCKET_BITS: u32 = 16;
+const BUCKET_BITS: u32 = 18;
 
 /// Whether the indexer folds `token` (already lowercased) into a bucket: at least 6 bytes and
 /// at least one digit. Words stay words; numbers of up to five digits (ports, status codes,
@@ -37,7 +37,7 @@ pub fn is_high_entropy(token: &str) -> bool {
     token.len() >= 6 && token.bytes().any(|b| b.is_ascii_digit())
 }
 
-/// The bucket term of a folded token: the mark and 4 hex digits of a stable hash.
+/// The bucket term of a folded token: the mark and 5 hex digits of a stable hash.
 pub fn bucket_term(token: &str) -> String {
     // FNV-1a: stable across versions and platforms, unlike the std hasher; segments written
     // today must find their buckets in any later build.
@@ -47,7 +47,7 @@ pub fn bucket_term(token: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let bucket = (h ^ (h >> 32)) & ((1 << BUCKET_BITS) - 1);
-    format!("{BUCKET_MARK}{bucket:04x}")
+    format!("{BUCKET_MARK}{bucket:05x}")
 }
 
 /// The prefix term of a folded token, or of a query prefix of up to [`PREFIX_CHARS`] chars.
@@ -172,6 +172,7 @@ mod tests {
     #[test]
     fn buckets_are_stable_and_spread() {
         // Pinned: segments on disk depend on these values.
+        assert_eq!(bucket_term("req7f3a9c01"), "\u{1}3105f");
         assert_eq!(
             bucket_term("req7f3a9c01"),
             bucket_term("REQ7F3A9C01".to_lowercase().as_str())
