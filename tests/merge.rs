@@ -192,3 +192,89 @@ fn kill_9_during_merges_loses_and_duplicates_nothing() {
         "only {interrupted} kills landed during a merge; the test proved little"
     );
 }
+
+/// Segments are sealed at a low zstd level (paid while ingesting) and rewritten at a higher
+/// one once their index is quiet: the chain records each rewrite, every record stays exactly
+/// once, the files verify, and the doc stores say the new level.
+#[test]
+fn quiet_segments_are_recompressed_at_the_idle_level() {
+    const RECOMPRESS: &str = "[index]\nseal_docs = 100\nseal_idle_ms = 200\nmerge_factor = 0\n\
+        sealed_zstd_level = 1\nidle_zstd_level = 9\nidle_recompress_ms = 500\n";
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), RECOMPRESS);
+    for b in 0..3 {
+        ingest_batch(&s, b, 100);
+        s.wait_total("merge", &[("limit", "0")], ((b + 1) * 100) as u64);
+    }
+    let catalog_of = |data: &std::path::Path| -> Vec<Value> {
+        let catalog: Value =
+            serde_json::from_slice(&std::fs::read(data.join("indexes/logs/catalog.json")).unwrap())
+                .unwrap();
+        catalog["entries"].as_array().unwrap().clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let entries = catalog_of(&s.data_dir);
+        let recompressed = entries
+            .iter()
+            .filter(|e| e["reason"] == "recompressed at zstd level 9")
+            .count();
+        let sealed: u64 = live_segments(&s)
+            .iter()
+            .map(|e| e["docs"].as_u64().unwrap())
+            .sum();
+        if recompressed == 3 && sealed == 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every segment was recompressed: {entries:?}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_each_once(&s, 300);
+    // Recompressed once: a quiet index is not rewritten again and again.
+    std::thread::sleep(Duration::from_secs(2));
+    let entries = catalog_of(&s.data_dir);
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("recompressed at"))
+            .count(),
+        3,
+        "{entries:?}"
+    );
+    let deletes = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "delete"
+                && e["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("recompressed into")
+        })
+        .count();
+    assert_eq!(deletes, 3, "{entries:?}");
+    let data = s.data_dir.clone();
+    assert!(s.stop().success());
+    let (ok, out) = segments_verify(&data);
+    assert!(ok, "{out}");
+    // The level is read back from each segment: a restart does not rewrite them again.
+    let s = Server::start_in(dir.path(), RECOMPRESS);
+    assert_each_once(&s, 300);
+    std::thread::sleep(Duration::from_secs(3));
+    let again = catalog_of(&s.data_dir)
+        .iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("recompressed at")
+        })
+        .count();
+    assert_eq!(again, 3);
+}

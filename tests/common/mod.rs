@@ -20,6 +20,9 @@ const TEST_CONFIG: &str = r#"
 [index]
 commit_interval_ms = 200
 writer_memory_bytes = 15000000
+# Tests that count or name segments must not see them rewritten when a test pauses;
+# tests/merge.rs turns it on.
+idle_recompress_ms = 0
 "#;
 
 pub struct Server {

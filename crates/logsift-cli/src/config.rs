@@ -162,6 +162,8 @@ pub struct IndexConfig {
     pub writer_memory_bytes: usize,
     pub docstore_block_bytes: usize,
     pub sealed_zstd_level: i32,
+    pub idle_zstd_level: i32,
+    pub idle_recompress_ms: u64,
     pub merge_factor: usize,
     pub merge_max_docs: u64,
     pub max_indexes: usize,
@@ -263,6 +265,12 @@ impl Config {
             bail!(
                 "index.sealed_zstd_level must be between 1 and 22, not {}",
                 self.index.sealed_zstd_level
+            );
+        }
+        if !(0..=22).contains(&self.index.idle_zstd_level) {
+            bail!(
+                "index.idle_zstd_level must be between 0 (never) and 22, not {}",
+                self.index.idle_zstd_level
             );
         }
         if !(4096..=16 << 20).contains(&self.index.docstore_block_bytes) {

@@ -106,6 +106,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         default_offset_secs: cfg.timezone_offset_secs()?,
         docstore_block_bytes: cfg.index.docstore_block_bytes,
         sealed_zstd_level: cfg.index.sealed_zstd_level,
+        idle_zstd_level: cfg.index.idle_zstd_level,
+        idle_recompress_ms: cfg.index.idle_recompress_ms,
         merge_factor: cfg.index.merge_factor,
         merge_max_docs: cfg.index.merge_max_docs,
         seal_docs: cfg.index.seal_docs,

@@ -246,6 +246,8 @@ mod tests {
                 default_offset_secs: 0,
                 docstore_block_bytes: 65536,
                 sealed_zstd_level: 1,
+                idle_zstd_level: 0,
+                idle_recompress_ms: 0,
                 merge_factor: 0,
                 merge_max_docs: 0,
                 index_options: Default::default(),

@@ -140,6 +140,9 @@ pub struct IndexHandle {
     writer_memory_bytes: usize,
     /// How sealed and merged segments are written.
     sealed_settings: IndexSettings,
+    /// How quiet segments are rewritten (a higher zstd level), if they are; see
+    /// [`Self::maybe_recompress`].
+    idle_settings: Option<IndexSettings>,
     /// The merge running in the background, if any: one at a time per index bounds the memory
     /// and I/O merging takes.
     merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -217,7 +220,9 @@ impl IndexHandle {
             writer: Mutex::new(None),
             schema: schema.clone(),
             writer_memory_bytes: cfg.writer_memory_bytes,
-            sealed_settings: sealed_settings(cfg),
+            sealed_settings: zstd_settings(cfg, cfg.sealed_zstd_level),
+            idle_settings: (cfg.idle_zstd_level > 0 && cfg.idle_recompress_ms > 0)
+                .then(|| zstd_settings(cfg, cfg.idle_zstd_level)),
             merge_thread: Mutex::new(None),
             rewriting: Mutex::new(()),
             hot_first_lsn: AtomicU64::new(0),
@@ -875,7 +880,8 @@ impl IndexHandle {
 
     /// Writes `segments` as one sorted segment of a new index in `out` (emptied first).
     fn write_merged(&self, segments: &[tantivy::Segment], out: &Path) -> Result<Index, StoreError> {
-        self.write_filtered(segments, segments.iter().map(|_| None).collect(), out)
+        let alive = segments.iter().map(|_| None).collect();
+        self.write_filtered(segments, alive, out, &self.sealed_settings)
     }
 
     /// Like [`Self::write_merged`], leaving out the documents `alive` marks deleted.
@@ -884,22 +890,48 @@ impl IndexHandle {
         segments: &[tantivy::Segment],
         alive: Vec<Option<AliveBitSet>>,
         out: &Path,
+        settings: &IndexSettings,
     ) -> Result<Index, StoreError> {
         if out.exists() {
             fs::remove_dir_all(out).map_err(io_err(out))?;
         }
         fs::create_dir_all(out).map_err(io_err(out))?;
         let directory = MmapDirectory::open(out).map_err(|e| self.store_err(e.to_string()))?;
-        let merged =
-            merge_filtered_segments(segments, self.sealed_settings.clone(), alive, directory)
-                .map_err(|e| self.tantivy_err(e))?;
+        let merged = merge_filtered_segments(segments, settings.clone(), alive, directory)
+            .map_err(|e| self.tantivy_err(e))?;
         LogSchema::register_tokenizers(merged.tokenizers());
         Ok(merged)
     }
 
+    /// A served segment written at a lower zstd level than the idle settings', oldest first,
+    /// once nothing was added to the index for `idle` (and its hot tier is sealed): the
+    /// level paid while ingesting is low, the bytes kept for months are not.
+    fn pick_recompress(&self, idle: Duration) -> Option<(CatalogEntry, IndexSettings)> {
+        let settings = self.idle_settings.as_ref()?;
+        let target = zstd_level(settings)?;
+        if self.idle_for() < idle || self.writer_open() {
+            return None;
+        }
+        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+        sealed
+            .iter()
+            .filter(|s| {
+                let level = zstd_level(s.reader.searcher().index().settings());
+                level.is_some_and(|l| l < target)
+            })
+            .min_by_key(|s| s.entry.max_lsn)
+            .map(|s| (s.entry.clone(), settings.clone()))
+    }
+
     /// Starts merging small sealed segments in the background when a run of `factor` adjacent
-    /// ones of the same size class exists and no merge is running. Returns whether one started.
-    pub(crate) fn maybe_merge(self: &Arc<Self>, factor: usize, max_docs: u64) -> bool {
+    /// ones of the same size class exists and no merge is running; else, on a quiet index,
+    /// recompressing one segment at the idle zstd level. Returns whether one started.
+    pub(crate) fn maybe_merge(
+        self: &Arc<Self>,
+        factor: usize,
+        max_docs: u64,
+        idle: Duration,
+    ) -> bool {
         let mut slot = self.merge_thread.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|t| !t.is_finished()) {
             return false;
@@ -918,18 +950,29 @@ impl IndexHandle {
             })
             .collect();
         // Quarantined segments are never merged: their bytes are not to be trusted.
-        let Some(sources) =
-            pick_merge(&live, factor, max_docs, |e| sealed.get(&e.segment).copied())
-        else {
-            return false;
+        let work = match pick_merge(&live, factor, max_docs, |e| sealed.get(&e.segment).copied()) {
+            Some(sources) => Background::Merge(sources),
+            None => match self.pick_recompress(idle) {
+                Some(picked) => Background::Recompress(Box::new(picked)),
+                None => return false,
+            },
         };
         let handle = self.clone();
         let spawned = std::thread::Builder::new()
             .name("logsift-merge".into())
-            .spawn(move || {
-                let ids: Vec<String> = sources.iter().map(|e| e.segment.clone()).collect();
-                if let Err(e) = handle.merge(sources) {
-                    tracing::error!(index = %handle.name, segments = ?ids, error = %e, "merging segments failed; they stay as they are");
+            .spawn(move || match work {
+                Background::Merge(sources) => {
+                    let ids: Vec<String> = sources.iter().map(|e| e.segment.clone()).collect();
+                    if let Err(e) = handle.merge(sources) {
+                        tracing::error!(index = %handle.name, segments = ?ids, error = %e, "merging segments failed; they stay as they are");
+                    }
+                }
+                Background::Recompress(picked) => {
+                    let (source, settings) = *picked;
+                    let id = source.segment.clone();
+                    if let Err(e) = handle.recompress(source, &settings) {
+                        tracing::error!(index = %handle.name, segment = %id, error = %e, "recompressing a segment failed; it stays as it is");
+                    }
                 }
             });
         match spawned {
@@ -969,6 +1012,21 @@ impl IndexHandle {
             "m",
             &format!("merge of {}", names.join(", ")),
             "merged into",
+            &self.sealed_settings,
+        )?;
+        Ok(())
+    }
+
+    /// Rewrites one sealed segment with the idle settings (a higher zstd level).
+    fn recompress(&self, source: CatalogEntry, settings: &IndexSettings) -> Result<(), StoreError> {
+        let level = zstd_level(settings).unwrap_or(0);
+        self.rewrite(
+            &[source],
+            vec![None],
+            "z",
+            &format!("recompressed at zstd level {level}"),
+            "recompressed into",
+            settings,
         )?;
         Ok(())
     }
@@ -1027,7 +1085,14 @@ impl IndexHandle {
         let mut bytes = Vec::new();
         write_alive_bitset(&bits, &mut bytes).map_err(io_err(&self.dir))?;
         let alive = AliveBitSet::open(tantivy::directory::OwnedBytes::new(bytes));
-        self.rewrite(&[entry], vec![Some(alive)], "e", reason, "erased into")
+        self.rewrite(
+            &[entry],
+            vec![Some(alive)],
+            "e",
+            reason,
+            "erased into",
+            &self.sealed_settings,
+        )
     }
 
     /// Writes `sources` (live, served) as one new segment keeping only what `alive` keeps,
@@ -1041,6 +1106,7 @@ impl IndexHandle {
         tag: &str,
         add_reason: &str,
         delete_reason: &str,
+        settings: &IndexSettings,
     ) -> Result<Rewritten, StoreError> {
         let _one_at_a_time = self.rewriting.lock().unwrap_or_else(|p| p.into_inner());
         {
@@ -1102,7 +1168,7 @@ impl IndexHandle {
         let file = self.segment_path(&id);
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
         let written = if kept > 0 {
-            let merged = self.write_filtered(&segments, alive, &work)?;
+            let merged = self.write_filtered(&segments, alive, &work, settings)?;
             Some(
                 sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
                     .map_err(|e| self.store_err(e))?,
@@ -1288,10 +1354,24 @@ fn sealed_info(
 /// in v2 (300 MB e2e): the doc store shrank by 0.007 bytes per raw byte, but reading records
 /// in time order (exports, pages of hits) then decompressed a different block for nearly
 /// every record, and an export took 11× as long.
-fn sealed_settings(cfg: &StoreConfig) -> IndexSettings {
+/// Work for the background thread of an index (one at a time).
+enum Background {
+    Merge(Vec<CatalogEntry>),
+    Recompress(Box<(CatalogEntry, IndexSettings)>),
+}
+
+/// The zstd level of a doc store's settings (`None`: not zstd, or tantivy's default).
+fn zstd_level(settings: &IndexSettings) -> Option<i32> {
+    match settings.docstore_compression {
+        Compressor::Zstd(z) => z.compression_level,
+        _ => None,
+    }
+}
+
+fn zstd_settings(cfg: &StoreConfig, level: i32) -> IndexSettings {
     IndexSettings {
         docstore_compression: Compressor::Zstd(ZstdCompressor {
-            compression_level: Some(cfg.sealed_zstd_level),
+            compression_level: Some(level),
         }),
         docstore_blocksize: cfg.docstore_block_bytes,
         ..IndexSettings::default()
@@ -1380,6 +1460,8 @@ mod tests {
                 default_offset_secs: 0,
                 docstore_block_bytes: 65536,
                 sealed_zstd_level: 1,
+                idle_zstd_level: 0,
+                idle_recompress_ms: 0,
                 merge_factor: 0,
                 merge_max_docs: 0,
                 index_options: Default::default(),

@@ -45,8 +45,13 @@ pub struct StoreConfig {
     /// Doc store block size of sealed segments: larger compresses better, costs more per
     /// fetched hit.
     pub docstore_block_bytes: usize,
-    /// zstd level of sealed segments' doc stores (1–22).
+    /// zstd level of sealed segments' doc stores (1–22) when they are sealed or merged:
+    /// low, since it is paid while ingesting.
     pub sealed_zstd_level: i32,
+    /// The level sealed segments are recompressed to once their index is quiet for
+    /// `idle_recompress_ms` (0: never).
+    pub idle_zstd_level: i32,
+    pub idle_recompress_ms: u64,
     /// Sealed segments are merged `merge_factor` at a time (of similar size, adjacent in
     /// time); below 2, never.
     pub merge_factor: usize,
@@ -277,7 +282,13 @@ impl Store {
     pub fn start_merges(&self) -> usize {
         self.list()
             .iter()
-            .filter(|h| h.maybe_merge(self.cfg.merge_factor, self.cfg.merge_max_docs))
+            .filter(|h| {
+                h.maybe_merge(
+                    self.cfg.merge_factor,
+                    self.cfg.merge_max_docs,
+                    std::time::Duration::from_millis(self.cfg.idle_recompress_ms),
+                )
+            })
             .count()
     }
 
@@ -675,6 +686,8 @@ mod tests {
                 default_offset_secs: 0,
                 docstore_block_bytes: 4096,
                 sealed_zstd_level: 1,
+                idle_zstd_level: 0,
+                idle_recompress_ms: 0,
                 merge_factor: 0,
                 merge_max_docs: 0,
                 index_options: BTreeMap::new(),
