@@ -274,11 +274,7 @@ impl Compiler<'_> {
         } else {
             verified(terms_query(mapped(None)))
         };
-        Box::new(FoldAware {
-            field: self.field(target),
-            plain,
-            folded,
-        })
+        Box::new(FoldAware { plain, folded })
     }
 
     /// A keyword value as the indexer stored it (lowercased for keyword fields).

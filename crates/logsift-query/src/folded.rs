@@ -10,28 +10,16 @@
 
 use std::fmt;
 
-use logsift_store::tokens::{word_analyzer, TEXT_TOKENIZER};
-use logsift_store::LogSchema;
+use logsift_store::tokens::word_analyzer;
+use logsift_store::{LogSchema, Stored};
 use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
-use tantivy::schema::{Field, FieldType, Schema, Value as _};
 use tantivy::{DocId, DocSet, Score, SegmentReader, TantivyDocument, TERMINATED};
 
 type Q = Box<dyn Query>;
 
-/// Whether `field` of a segment with `schema` was indexed with folded tokens.
-pub(crate) fn folds(schema: &Schema, field: Field) -> bool {
-    let entry = schema.get_field_entry(field);
-    let indexing = match entry.field_type() {
-        FieldType::Str(o) => o.get_indexing_options(),
-        FieldType::JsonObject(o) => o.get_text_indexing_options(),
-        _ => None,
-    };
-    indexing.is_some_and(|i| i.tokenizer() == TEXT_TOKENIZER)
-}
-
-/// The plain query for segments indexed word by word, the folded one for the others.
+/// The plain query for segments indexed word by word, the folded one for the others (the
+/// message and `fields` are always of one kind, [`LogSchema::folds_ids`]).
 pub(crate) struct FoldAware {
-    pub field: Field,
     pub plain: Q,
     pub folded: Q,
 }
@@ -39,7 +27,6 @@ pub(crate) struct FoldAware {
 impl Clone for FoldAware {
     fn clone(&self) -> Self {
         FoldAware {
-            field: self.field,
             plain: self.plain.box_clone(),
             folded: self.folded.box_clone(),
         }
@@ -57,7 +44,7 @@ impl fmt::Debug for FoldAware {
 
 impl Query for FoldAware {
     fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        if folds(enable_scoring.schema(), self.field) {
+        if LogSchema::folds_ids(enable_scoring.schema()) {
             self.folded.weight(enable_scoring)
         } else {
             self.plain.weight(enable_scoring)
@@ -108,25 +95,13 @@ impl Check {
 
     /// Whether the stored record `doc` holds the words.
     fn holds(&self, schema: &LogSchema, doc: &TantivyDocument) -> bool {
-        let raw: &[u8] = doc
-            .get_first(schema.raw)
-            .and_then(|v| v.as_bytes())
-            .unwrap_or_default();
-        let received_at = doc
-            .get_first(schema.received_at)
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        let format = doc
-            .get_first(schema.format)
-            .and_then(|v| v.as_u64())
-            .and_then(|c| logsift_core::Format::from_code(c as u8))
-            .unwrap_or_default();
+        let stored = Stored::of(schema, doc);
         let opts = logsift_parse::ParseOptions {
-            received_at_ns: received_at,
+            received_at_ns: stored.received_at.unwrap_or(0),
             default_offset_secs: self.default_offset_secs,
             logfmt: self.logfmt,
         };
-        let record = logsift_parse::parse(format, raw, &opts);
+        let record = logsift_parse::parse(stored.format, stored.raw, &opts);
         match &self.place {
             Place::Message => self.holds_in(&record.message),
             Place::Field(key) => record.fields().any(|(name, value)| {

@@ -93,6 +93,36 @@ fn field_json(value: &FieldValue<'_>) -> Value {
     }
 }
 
+/// What a stored document keeps of its record: the bytes to parse again and how.
+pub struct Stored<'a> {
+    pub raw: &'a [u8],
+    /// `None` in documents that lack it (none written by logsift do).
+    pub received_at: Option<i64>,
+    pub source: &'a str,
+    pub format: Format,
+}
+
+impl<'a> Stored<'a> {
+    pub fn of(schema: &LogSchema, doc: &'a TantivyDocument) -> Self {
+        Stored {
+            raw: doc
+                .get_first(schema.raw)
+                .and_then(|v| v.as_bytes())
+                .unwrap_or_default(),
+            received_at: doc.get_first(schema.received_at).and_then(|v| v.as_i64()),
+            source: doc
+                .get_first(schema.source)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default(),
+            format: doc
+                .get_first(schema.format)
+                .and_then(|v| v.as_u64())
+                .and_then(|c| Format::from_code(c as u8))
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The JSON hit of one stored document, as `GET /api/v1/search` answers it. Everything but the
 /// id and timestamp is derived by parsing the stored raw bytes again.
 pub(crate) fn hit_json(
@@ -102,24 +132,13 @@ pub(crate) fn hit_json(
     timestamp: i64,
     doc: &TantivyDocument,
 ) -> Value {
-    let schema = store.schema();
-    let raw: &[u8] = doc
-        .get_first(schema.raw)
-        .and_then(|v| v.as_bytes())
-        .unwrap_or_default();
-    let received_at = doc
-        .get_first(schema.received_at)
-        .and_then(|v| v.as_i64())
-        .unwrap_or(timestamp);
-    let source = doc
-        .get_first(schema.source)
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let format = doc
-        .get_first(schema.format)
-        .and_then(|v| v.as_u64())
-        .and_then(|c| Format::from_code(c as u8))
-        .unwrap_or_default();
+    let Stored {
+        raw,
+        received_at,
+        source,
+        format,
+    } = Stored::of(store.schema(), doc);
+    let received_at = received_at.unwrap_or(timestamp);
     let opts = store.parse_options(index, received_at);
     let record = logsift_parse::parse(format, raw, &opts);
     let mut fields = Map::new();

@@ -17,7 +17,7 @@ pub mod tokens;
 mod verify;
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
-pub use document::build_document;
+pub use document::{build_document, Stored};
 pub use handle::{IndexHandle, Rewritten};
 pub use holds::HoldRecord;
 pub use schema::{LogSchema, KEYWORD_TOKENIZER};
