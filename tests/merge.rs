@@ -198,13 +198,16 @@ fn kill_9_during_merges_loses_and_duplicates_nothing() {
 /// once, the files verify, and the doc stores say the new level.
 #[test]
 fn quiet_segments_are_recompressed_at_the_idle_level() {
-    const RECOMPRESS: &str = "[index]\nseal_docs = 100\nseal_idle_ms = 200\nmerge_factor = 0\n\
-        sealed_zstd_level = 1\nidle_zstd_level = 9\nidle_recompress_ms = 500\n";
+    // Small doc store blocks, so that each segment has enough of them for tantivy's merge to
+    // copy blocks as they are (which it does whatever the zstd level).
+    const RECOMPRESS: &str = "[index]\nseal_docs = 4000\nseal_idle_ms = 200\nmerge_factor = 0\n\
+        docstore_block_bytes = 32768\nsealed_zstd_level = 1\nidle_zstd_level = 9\n\
+        idle_recompress_ms = 500\n";
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_in(dir.path(), RECOMPRESS);
     for b in 0..3 {
-        ingest_batch(&s, b, 100);
-        s.wait_total("merge", &[("limit", "0")], ((b + 1) * 100) as u64);
+        ingest_batch(&s, b, 4000);
+        s.wait_total("merge", &[("limit", "0")], ((b + 1) * 4000) as u64);
     }
     let catalog_of = |data: &std::path::Path| -> Vec<Value> {
         let catalog: Value =
@@ -223,7 +226,7 @@ fn quiet_segments_are_recompressed_at_the_idle_level() {
             .iter()
             .map(|e| e["docs"].as_u64().unwrap())
             .sum();
-        if recompressed == 3 && sealed == 300 {
+        if recompressed == 3 && sealed == 12000 {
             break;
         }
         assert!(
@@ -233,7 +236,7 @@ fn quiet_segments_are_recompressed_at_the_idle_level() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_each_once(&s, 300);
+    assert_each_once(&s, 12000);
     // Recompressed once: a quiet index is not rewritten again and again.
     std::thread::sleep(Duration::from_secs(2));
     let entries = catalog_of(&s.data_dir);
@@ -259,13 +262,26 @@ fn quiet_segments_are_recompressed_at_the_idle_level() {
         })
         .count();
     assert_eq!(deletes, 3, "{entries:?}");
+    // Each rewrite really compressed better: its file is smaller than its source's.
+    for e in entries.iter().filter(|e| e["action"] == "delete") {
+        let into = e["reason"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("recompressed into ");
+        let new = entries.iter().find(|n| n["segment"] == into).unwrap();
+        let (before, after) = (
+            e["file_bytes"].as_u64().unwrap(),
+            new["file_bytes"].as_u64().unwrap(),
+        );
+        assert!(after < before, "{into}: {after} bytes, its source {before}");
+    }
     let data = s.data_dir.clone();
     assert!(s.stop().success());
     let (ok, out) = segments_verify(&data);
     assert!(ok, "{out}");
     // The level is read back from each segment: a restart does not rewrite them again.
     let s = Server::start_in(dir.path(), RECOMPRESS);
-    assert_each_once(&s, 300);
+    assert_each_once(&s, 12000);
     std::thread::sleep(Duration::from_secs(3));
     let again = catalog_of(&s.data_dir)
         .iter()

@@ -1169,6 +1169,11 @@ impl IndexHandle {
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
         let written = if kept > 0 {
             let merged = self.write_filtered(&segments, alive, &work, settings)?;
+            if zstd_level(settings) != zstd_level(&self.sealed_settings) {
+                // tantivy's merge copies doc store blocks as they are when the compressor kind
+                // matches, whatever its level: write the store again at the new level.
+                rewrite_store(&merged, &work, settings).map_err(|e| self.store_err(e))?;
+            }
             Some(
                 sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
                     .map_err(|e| self.store_err(e))?,
@@ -1354,6 +1359,37 @@ fn sealed_info(
 /// in v2 (300 MB e2e): the doc store shrank by 0.007 bytes per raw byte, but reading records
 /// in time order (exports, pages of hits) then decompressed a different block for nearly
 /// every record, and an export took 11× as long.
+/// Writes the doc store of every segment of `index` again with `settings`' compressor and
+/// block size, replacing the old file; `dir` holds the index, which is being built (nothing
+/// reads it yet).
+fn rewrite_store(index: &Index, dir: &Path, settings: &IndexSettings) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("recompressing the doc store: {e}");
+    for segment in index.searchable_segments().map_err(|e| err(&e))? {
+        let path = segment.relative_path(tantivy::index::SegmentComponent::Store);
+        let tmp = path.with_extension("store-recompressed");
+        {
+            let reader = tantivy::SegmentReader::open(&segment).map_err(|e| err(&e))?;
+            let store = reader.get_store_reader(1).map_err(|e| err(&e))?;
+            let write =
+                tantivy::Directory::open_write(index.directory(), &tmp).map_err(|e| err(&e))?;
+            let mut writer = tantivy::store::StoreWriter::new(
+                write,
+                settings.docstore_compression,
+                settings.docstore_blocksize,
+                false,
+            )
+            .map_err(|e| err(&e))?;
+            for doc in 0..reader.max_doc() {
+                let bytes = store.get_document_bytes(doc).map_err(|e| err(&e))?;
+                writer.store_bytes(bytes.as_slice()).map_err(|e| err(&e))?;
+            }
+            writer.close().map_err(|e| err(&e))?;
+        }
+        fs::rename(dir.join(&tmp), dir.join(&path)).map_err(|e| err(&e))?;
+    }
+    Ok(())
+}
+
 /// Work for the background thread of an index (one at a time).
 enum Background {
     Merge(Vec<CatalogEntry>),
