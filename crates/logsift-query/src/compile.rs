@@ -31,10 +31,9 @@ const JSON_PATH_SEGMENT_SEP: u8 = 1;
 pub(crate) struct Compiler<'a> {
     pub schema: &'a LogSchema,
     pub index: &'a Index,
-    /// The index's parse options that decide a record's message and `fields`: a folded
+    /// The index's parse options, which decide a record's message and `fields`: a folded
     /// token's candidates are verified against the record parsed again.
-    pub logfmt: bool,
-    pub default_offset_secs: i32,
+    pub parse: logsift_parse::ParseOptions,
 }
 
 type Q = Box<dyn Query>;
@@ -229,8 +228,7 @@ impl Compiler<'_> {
             place,
             words: tokens.iter().map(|(_, t)| t.clone()).collect(),
             last_is_prefix: prefix,
-            logfmt: self.logfmt,
-            default_offset_secs: self.default_offset_secs,
+            parse: self.parse,
         };
         let verified = |inner: Q| -> Q {
             Box::new(Verified {

@@ -13,12 +13,14 @@ use std::fmt;
 use logsift_store::tokens::word_analyzer;
 use logsift_store::{LogSchema, Stored};
 use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocId, DocSet, Score, SegmentReader, TantivyDocument, TERMINATED};
 
 type Q = Box<dyn Query>;
 
 /// The plain query for segments indexed word by word, the folded one for the others (the
 /// message and `fields` are always of one kind, [`LogSchema::folds_ids`]).
+#[derive(Debug)]
 pub(crate) struct FoldAware {
     pub plain: Q,
     pub folded: Q,
@@ -30,15 +32,6 @@ impl Clone for FoldAware {
             plain: self.plain.box_clone(),
             folded: self.folded.box_clone(),
         }
-    }
-}
-
-impl fmt::Debug for FoldAware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FoldAware")
-            .field("plain", &self.plain)
-            .field("folded", &self.folded)
-            .finish()
     }
 }
 
@@ -67,14 +60,13 @@ pub(crate) struct Check {
     pub place: Place,
     pub words: Vec<String>,
     pub last_is_prefix: bool,
-    /// The parse options of the index: logfmt extraction decides what `fields` hold.
-    pub logfmt: bool,
-    pub default_offset_secs: i32,
+    /// The index's parse options (logfmt extraction decides what `fields` hold); the receive
+    /// time is each record's own.
+    pub parse: logsift_parse::ParseOptions,
 }
 
 impl Check {
-    fn holds_in(&self, text: &str) -> bool {
-        let mut analyzer = word_analyzer();
+    fn holds_in(&self, analyzer: &mut TextAnalyzer, text: &str) -> bool {
         let mut tokens = Vec::new();
         let mut stream = analyzer.token_stream(text);
         stream.process(&mut |t| tokens.push(t.text.clone()));
@@ -94,22 +86,26 @@ impl Check {
     }
 
     /// Whether the stored record `doc` holds the words.
-    fn holds(&self, schema: &LogSchema, doc: &TantivyDocument) -> bool {
+    fn holds(
+        &self,
+        analyzer: &mut TextAnalyzer,
+        schema: &LogSchema,
+        doc: &TantivyDocument,
+    ) -> bool {
         let stored = Stored::of(schema, doc);
         let opts = logsift_parse::ParseOptions {
             received_at_ns: stored.received_at.unwrap_or(0),
-            default_offset_secs: self.default_offset_secs,
-            logfmt: self.logfmt,
+            ..self.parse
         };
         let record = logsift_parse::parse(stored.format, stored.raw, &opts);
         match &self.place {
-            Place::Message => self.holds_in(&record.message),
+            Place::Message => self.holds_in(analyzer, &record.message),
             Place::Field(key) => record.fields().any(|(name, value)| {
                 name == key.as_str()
                     && match value {
-                        logsift_core::FieldValue::Str(s) => self.holds_in(s),
+                        logsift_core::FieldValue::Str(s) => self.holds_in(analyzer, s),
                         logsift_core::FieldValue::Json(t) | logsift_core::FieldValue::Number(t) => {
-                            self.holds_in(t)
+                            self.holds_in(analyzer, t)
                         }
                         logsift_core::FieldValue::Bool(_) | logsift_core::FieldValue::Null => false,
                     }
@@ -189,6 +185,7 @@ impl Weight for VerifiedWeight {
             store,
             check: self.check.clone(),
             schema: self.schema.clone(),
+            analyzer: word_analyzer(),
         };
         let first = scorer.inner.doc();
         if first != TERMINATED && !scorer.passes(first) {
@@ -219,10 +216,12 @@ struct VerifiedScorer {
     store: Store,
     check: Check,
     schema: LogSchema,
+    /// Built once per segment, not per candidate.
+    analyzer: TextAnalyzer,
 }
 
 impl VerifiedScorer {
-    fn passes(&self, doc: DocId) -> bool {
+    fn passes(&mut self, doc: DocId) -> bool {
         // A record that cannot be read is not a match; integrity checks report the damage.
         let read = match &self.store {
             Store::Searcher(searcher, ord) => {
@@ -231,7 +230,7 @@ impl VerifiedScorer {
             Store::Own(store) => store.get::<TantivyDocument>(doc),
         };
         match read {
-            Ok(d) => self.check.holds(&self.schema, &d),
+            Ok(d) => self.check.holds(&mut self.analyzer, &self.schema, &d),
             Err(_) => false,
         }
     }
@@ -286,20 +285,19 @@ mod tests {
             place: Place::Message,
             words: words.iter().map(|w| w.to_string()).collect(),
             last_is_prefix: prefix,
-            logfmt: false,
-            default_offset_secs: 0,
+            parse: Default::default(),
         }
     }
 
     #[test]
     fn words_must_follow_each_other_and_a_prefix_only_starts_the_last() {
         let text = "GET /users/Req7f3a9c01 took 250ms";
-        assert!(check(&["req7f3a9c01"], false).holds_in(text));
-        assert!(check(&["users", "req7f3a9c01"], false).holds_in(text));
-        assert!(!check(&["get", "req7f3a9c01"], false).holds_in(text));
-        assert!(!check(&["req7f3a9c0"], false).holds_in(text));
-        assert!(check(&["req7f3a9c0"], true).holds_in(text));
-        assert!(check(&["users", "req7"], true).holds_in(text));
-        assert!(!check(&["req7", "took"], true).holds_in(text));
+        assert!(check(&["req7f3a9c01"], false).holds_in(&mut word_analyzer(), text));
+        assert!(check(&["users", "req7f3a9c01"], false).holds_in(&mut word_analyzer(), text));
+        assert!(!check(&["get", "req7f3a9c01"], false).holds_in(&mut word_analyzer(), text));
+        assert!(!check(&["req7f3a9c0"], false).holds_in(&mut word_analyzer(), text));
+        assert!(check(&["req7f3a9c0"], true).holds_in(&mut word_analyzer(), text));
+        assert!(check(&["users", "req7"], true).holds_in(&mut word_analyzer(), text));
+        assert!(!check(&["req7", "took"], true).holds_in(&mut word_analyzer(), text));
     }
 }

@@ -169,12 +169,10 @@ pub(crate) fn compile(
     let schema = store.schema();
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     if *ast != Ast::All {
-        let opts = store.parse_options(handle.name().as_str(), 0);
         let compiler = compile::Compiler {
             schema,
             index: handle.index(),
-            logfmt: opts.logfmt,
-            default_offset_secs: opts.default_offset_secs,
+            parse: store.parse_options(handle.name().as_str(), 0),
         };
         clauses.push((Occur::Must, compiler.compile(ast)?));
     }

@@ -1354,11 +1354,6 @@ fn sealed_info(
     ))
 }
 
-/// How sealed and merged segments are stored: zstd at the configured level in large blocks,
-/// documents in arrival order (about time order). Sorting by stream (host, app) was measured
-/// in v2 (300 MB e2e): the doc store shrank by 0.007 bytes per raw byte, but reading records
-/// in time order (exports, pages of hits) then decompressed a different block for nearly
-/// every record, and an export took 11× as long.
 /// Writes the doc store of every segment of `index` again with `settings`' compressor and
 /// block size, replacing the old file; `dir` holds the index, which is being built (nothing
 /// reads it yet).
@@ -1404,6 +1399,11 @@ fn zstd_level(settings: &IndexSettings) -> Option<i32> {
     }
 }
 
+/// How sealed and merged segments are stored: zstd at `level` in large blocks,
+/// documents in arrival order (about time order). Sorting by stream (host, app) was measured
+/// in v2 (300 MB e2e): the doc store shrank by 0.007 bytes per raw byte, but reading records
+/// in time order (exports, pages of hits) then decompressed a different block for nearly
+/// every record, and an export took 11× as long.
 fn zstd_settings(cfg: &StoreConfig, level: i32) -> IndexSettings {
     IndexSettings {
         docstore_compression: Compressor::Zstd(ZstdCompressor {
