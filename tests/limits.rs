@@ -374,6 +374,63 @@ fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served(
     assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
 }
 
+/// Issue #17: Loki stream labels and OTLP resource attributes are copied into every record
+/// made from a push, so a JSON push of 200 KB decoded to 200 MB of records, and as much again
+/// of WAL entries, before its size was looked at. Each record is charged as it is made: such
+/// pushes are refused at the in-flight budget, the server's memory stays small, and a normal
+/// push is served after them.
+#[test]
+fn pushes_whose_labels_repeat_into_every_record_are_refused_at_the_budget() {
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "[ingest]\ninflight_bytes = 2097152\n");
+    let big = "x".repeat(100_000);
+    let ns = |i: usize| format!("{}", 1_714_557_600_000_000_000u64 + i as u64);
+    let loki = json!({"streams": [{
+        "stream": {"host": "h1", "big": big},
+        "values": (0..2000).map(|i| json!([ns(i), format!("line {i}")])).collect::<Vec<_>>(),
+    }]});
+    let otlp = json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "big", "value": {"stringValue": big}}]},
+        "scopeLogs": [{"logRecords": (0..2000)
+            .map(|i| json!({"timeUnixNano": ns(i), "body": {"stringValue": format!("line {i}")}}))
+            .collect::<Vec<_>>()}],
+    }]});
+    let push = |path: &str, body: &serde_json::Value| {
+        let resp = client()
+            .post(format!("{}{path}", s.http))
+            .header("content-type", "application/json")
+            .header("x-logsift-index", "pushes")
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    for (path, body) in [("/loki/api/v1/push", &loki), ("/v1/logs", &otlp)] {
+        assert!(serde_json::to_vec(body).unwrap().len() < 300_000);
+        let (status, text) = push(path, body);
+        assert_eq!(status, 413, "{path}: {text}");
+        assert!(
+            text.contains("the decoded records")
+                && text.contains("ingest.inflight_bytes = 2097152"),
+            "{path}: {text}"
+        );
+    }
+    // Decoded whole, each push held 2000 records of 100 KB and their entries: 400 MB.
+    let peak_mib = s.proc_status_kb("VmHWM") >> 10;
+    assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
+    assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
+    let small = json!({"streams": [{
+        "stream": {"host": "h2", "env": "prod"},
+        "values": (0..50).map(|i| json!([ns(i), format!("after the pushes {i}")])).collect::<Vec<_>>(),
+    }]});
+    let (status, text) = push("/loki/api/v1/push", &small);
+    assert_eq!(status, 204, "{text}");
+    s.wait_total("\"after the pushes\"", &[("index", "pushes")], 50);
+    let (_, all) = s.search("line", &[("index", "pushes")]);
+    assert_eq!(all["total"], 0, "{all}");
+}
+
 /// Issue #17: any ingest token could create indexes without limit, and an index that could
 /// not be created lost its acknowledged records. New indexes beyond `index.max_indexes` are
 /// refused before anything is acknowledged; everything acknowledged survives a crash.

@@ -209,24 +209,53 @@ pub fn es_bulk(data: &[u8]) {
     }
 }
 
+/// A decoder offers every record it keeps to its admission, one by one, in order, and stops
+/// at the first refusal: decoding again with a budget one byte short of what `all` holds
+/// fails after offering exactly the records that fit, plus the one that did not.
+fn check_admission(
+    all: &[Vec<u8>],
+    decode: impl Fn(
+        logsift_compat::Admit<'_, logsift_compat::DecodeError>,
+    ) -> Result<Vec<Vec<u8>>, logsift_compat::DecodeError>,
+) {
+    let total: usize = all.iter().map(Vec::len).sum();
+    if total == 0 {
+        return;
+    }
+    let mut offered = Vec::new();
+    let mut admit = |len: usize| {
+        offered.push(len);
+        if offered.iter().sum::<usize>() >= total {
+            return Err(logsift_compat::DecodeError::Invalid("over".into()));
+        }
+        Ok(())
+    };
+    assert!(decode(&mut admit).is_err());
+    let lens: Vec<usize> = all.iter().map(Vec::len).collect();
+    assert_eq!(offered[..], lens[..offered.len()]);
+}
+
 /// Loki pushes: JSON, snappy as sent (random bytes), and the input as a protobuf inside valid
 /// snappy; also the label set parser on the input as text.
 pub fn loki(data: &[u8]) {
+    use logsift_compat::admit_all;
     use logsift_compat::loki::{decode_json, decode_protobuf};
     const LIMIT: usize = 1 << 20;
-    if let Ok(records) = decode_json(data) {
+    if let Ok(records) = decode_json(data, &mut admit_all) {
         check_compat_records(&records);
+        check_admission(&records, |admit| decode_json(data, admit));
     }
-    if let Ok(records) = decode_protobuf(data, LIMIT) {
+    if let Ok(records) = decode_protobuf(data, LIMIT, &mut admit_all) {
         check_compat_records(&records);
     }
     if let Ok(snappy) = snap::raw::Encoder::new().compress_vec(data) {
-        if let Ok(records) = decode_protobuf(&snappy, LIMIT) {
+        if let Ok(records) = decode_protobuf(&snappy, LIMIT, &mut admit_all) {
             check_compat_records(&records);
+            check_admission(&records, |admit| decode_protobuf(&snappy, LIMIT, admit));
         }
         // The decompressed size is checked before anything is decompressed.
         if !data.is_empty() {
-            assert!(decode_protobuf(&snappy, data.len() - 1).is_err());
+            assert!(decode_protobuf(&snappy, data.len() - 1, &mut admit_all).is_err());
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
@@ -242,16 +271,19 @@ pub fn loki(data: &[u8]) {
 /// to bytes that decode to the same request (compared as bytes, since NaN != NaN). The same
 /// bytes as a gRPC body unframe within the decompression limit or fail with a message.
 pub fn otlp(data: &[u8]) {
+    use logsift_compat::admit_all;
     use logsift_compat::otlp::{decode_json, decode_protobuf, records, unframe_grpc, GrpcEncoding};
     use prost::Message;
     if let Ok(request) = decode_protobuf(data) {
-        check_compat_records(&records(&request));
+        let all = records(&request, &mut admit_all).expect("admit_all admits every record");
+        check_compat_records(&all);
+        check_admission(&all, |admit| records(&request, admit));
         let once = request.encode_to_vec();
         let again = decode_protobuf(&once).expect("re-encoded request decodes");
         assert_eq!(again.encode_to_vec(), once);
     }
     if let Ok(request) = decode_json(data) {
-        check_compat_records(&records(&request));
+        check_compat_records(&records(&request, &mut admit_all).expect("admit_all admits"));
     }
     // The same bytes as an OTLP/gRPC request body, in each message encoding.
     for encoding in [
@@ -263,7 +295,7 @@ pub fn otlp(data: &[u8]) {
             Ok(message) => {
                 assert!(message.len() <= 1 << 20);
                 if let Ok(request) = decode_protobuf(&message) {
-                    check_compat_records(&records(&request));
+                    check_compat_records(&records(&request, &mut admit_all).expect("admit_all admits"));
                 }
             }
             Err(e) => assert!(!e.to_string().is_empty()),

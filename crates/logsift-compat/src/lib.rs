@@ -55,6 +55,19 @@ impl DecodeError {
     }
 }
 
+/// Offered the size of each record a decoder has made, before the record is kept and before
+/// the next one is made; an error stops decoding and is returned as is. Labels and resource
+/// attributes are copied into every record of their stream, so a push of a few hundred KB can
+/// decode to gigabytes: the caller charges each record to its budget here (or refuses), so
+/// that what a push makes the server hold is bounded before it is held. [`admit_all`] admits
+/// everything.
+pub type Admit<'a, E> = &'a mut dyn FnMut(usize) -> Result<(), E>;
+
+/// An [`Admit`] for callers with no budget of their own (tests, fuzzing, tools).
+pub fn admit_all(_: usize) -> Result<(), DecodeError> {
+    Ok(())
+}
+
 /// Reads a decompressing `reader` to its end into one buffer, calling `admit(capacity)` before
 /// every growth of the buffer with the capacity it is about to take, so that the caller can
 /// charge (or refuse) the memory of a decompression bomb before it is allocated, not after.

@@ -9,7 +9,7 @@
 use prost::Message;
 use serde_json::{Map, Value};
 
-use crate::{parse_labels, timestamp, to_line, DecodeError};
+use crate::{parse_labels, timestamp, to_line, Admit, DecodeError};
 
 /// `logproto.PushRequest` from Loki's `push.proto`.
 #[derive(Clone, PartialEq, Message)]
@@ -70,14 +70,20 @@ pub fn snappy_len(body: &[u8]) -> Result<usize, DecodeError> {
 }
 
 /// Decodes a snappy-compressed protobuf push into records. `max_decoded_bytes` bounds the
-/// decompressed size, checked from the snappy header before anything is allocated.
-pub fn decode_protobuf(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<Vec<u8>>, DecodeError> {
+/// decompressed size, checked from the snappy header before anything is allocated; each record
+/// is offered to `admit` before it is kept.
+pub fn decode_protobuf<E: From<DecodeError>>(
+    body: &[u8],
+    max_decoded_bytes: usize,
+    admit: Admit<'_, E>,
+) -> Result<Vec<Vec<u8>>, E> {
     let len = snap::raw::decompress_len(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
     if len > max_decoded_bytes {
         return Err(DecodeError::TooLarge {
             decoded: len,
             limit: max_decoded_bytes,
-        });
+        }
+        .into());
     }
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
@@ -100,15 +106,20 @@ pub fn decode_protobuf(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<Vec<
                 .iter()
                 .map(|p| (p.name.as_str(), p.value.as_str()))
                 .collect();
-            out.push(record(&labels, ns, &entry.line, &metadata));
+            let record = record(&labels, ns, &entry.line, &metadata);
+            admit(record.len())?;
+            out.push(record);
         }
     }
     Ok(out)
 }
 
 /// Decodes a JSON push (`{"streams": [{"stream": {labels}, "values": [["<ns>", "line",
-/// {metadata}?], ...]}]}`) into records.
-pub fn decode_json(body: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
+/// {metadata}?], ...]}]}`) into records, each offered to `admit` before it is kept.
+pub fn decode_json<E: From<DecodeError>>(
+    body: &[u8],
+    admit: Admit<'_, E>,
+) -> Result<Vec<Vec<u8>>, E> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     let invalid = |what: &str| DecodeError::Invalid(format!("Loki push: {what}"));
@@ -127,7 +138,7 @@ pub fn decode_json(body: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
                     _ => Err(invalid(&format!("label {k:?} is not a string"))),
                 })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err(invalid("\"stream\" is not an object of labels")),
+            Some(_) => return Err(invalid("\"stream\" is not an object of labels").into()),
         };
         let values = stream
             .get("values")
@@ -136,7 +147,7 @@ pub fn decode_json(body: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
         for v in values {
             let (ns, line, metadata) = match v.as_array().map(Vec::as_slice) {
                 Some([ts, line, rest @ ..]) if rest.len() <= 1 => (ts, line, rest.first()),
-                _ => return Err(invalid("each value must be [\"<unix ns>\", \"<line>\"] or [\"<unix ns>\", \"<line>\", {metadata}]")),
+                _ => return Err(invalid("each value must be [\"<unix ns>\", \"<line>\"] or [\"<unix ns>\", \"<line>\", {metadata}]").into()),
             };
             // Loki writes nanoseconds as a string (they do not fit a double); numbers are
             // taken too when they are exact integers.
@@ -163,9 +174,11 @@ pub fn decode_json(body: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
                             .ok_or_else(|| invalid(&format!("metadata {k:?} is not a string")))
                     })
                     .collect::<Result<_, _>>()?,
-                Some(_) => return Err(invalid("structured metadata is not an object")),
+                Some(_) => return Err(invalid("structured metadata is not an object").into()),
             };
-            out.push(record(&labels, Some(ns), line, &metadata));
+            let record = record(&labels, Some(ns), line, &metadata);
+            admit(record.len())?;
+            out.push(record);
         }
     }
     Ok(out)
@@ -248,7 +261,7 @@ mod tests {
         let body = snap::raw::Encoder::new()
             .compress_vec(&request.encode_to_vec())
             .unwrap();
-        let records = decode_protobuf(&body, 1 << 20).unwrap();
+        let records = decode_protobuf(&body, 1 << 20, &mut crate::admit_all).unwrap();
         assert_eq!(records.len(), 1);
         let r = parsed(&records[0]);
         assert_eq!(r.message, "disk almost full");
@@ -262,18 +275,18 @@ mod tests {
         assert!(!r.fields.contains("labels.job"));
 
         assert!(matches!(
-            decode_protobuf(&body, 10),
+            decode_protobuf(&body, 10, &mut crate::admit_all),
             Err(DecodeError::TooLarge { .. })
         ));
         assert!(matches!(
-            decode_protobuf(b"\x05not snappy", 1 << 20),
+            decode_protobuf(b"\x05not snappy", 1 << 20, &mut crate::admit_all),
             Err(DecodeError::Snappy(_))
         ));
         let garbage = snap::raw::Encoder::new()
             .compress_vec(b"\xff\xff\xff")
             .unwrap();
         assert!(matches!(
-            decode_protobuf(&garbage, 1 << 20),
+            decode_protobuf(&garbage, 1 << 20, &mut crate::admit_all),
             Err(DecodeError::Protobuf { .. })
         ));
     }
@@ -281,7 +294,7 @@ mod tests {
     #[test]
     fn json_push() {
         let body = br#"{"streams":[{"stream":{"service_name":"checkout","hostname":"db-2"},"values":[["1714557600000000000","payment failed"],["1714557601000000000","retry",{"user":"42"}]]}]}"#;
-        let records = decode_json(body).unwrap();
+        let records = decode_json(body, &mut crate::admit_all).unwrap();
         assert_eq!(records.len(), 2);
         let r = parsed(&records[1]);
         assert_eq!(r.message, "retry");
@@ -299,11 +312,52 @@ mod tests {
             br#"[]"#,
         ] {
             assert!(
-                matches!(decode_json(bad), Err(DecodeError::Invalid(_))),
+                matches!(
+                    decode_json(bad, &mut crate::admit_all),
+                    Err(DecodeError::Invalid(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(matches!(decode_json(b"{"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            decode_json(b"{", &mut crate::admit_all),
+            Err(DecodeError::Json(_))
+        ));
+    }
+
+    /// Issue #17: a label is copied into every record of its stream, so a push of a few
+    /// hundred KB could decode to gigabytes before anything was charged. Each record is
+    /// offered before it is kept, and the first refusal stops decoding.
+    #[test]
+    fn records_are_admitted_one_by_one_and_a_refusal_stops_decoding() {
+        let label = "x".repeat(100_000);
+        let values: Vec<_> = (0..2000)
+            .map(|i| serde_json::json!([format!("{}", 1_714_557_600_000_000_000i64 + i), "a"]))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "streams": [{"stream": {"big": label}, "values": values}]
+        }))
+        .unwrap();
+        assert!(body.len() < 200_000, "{}", body.len());
+        let mut offered = Vec::new();
+        let mut admit = |len: usize| {
+            offered.push(len);
+            if offered.iter().sum::<usize>() > 1 << 20 {
+                return Err(DecodeError::TooLarge {
+                    decoded: offered.iter().sum(),
+                    limit: 1 << 20,
+                });
+            }
+            Ok(())
+        };
+        let err = decode_json(&body, &mut admit).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { .. }), "{err:?}");
+        assert_eq!(offered.len(), 11, "{offered:?}");
+        assert!(offered.iter().all(|&len| len > 100_000), "{offered:?}");
+        assert_eq!(
+            decode_json(&body, &mut crate::admit_all).unwrap().len(),
+            2000
+        );
     }
 }

@@ -10,7 +10,7 @@
 use prost::Message;
 use serde_json::{Map, Value};
 
-use crate::{timestamp, to_line, DecodeError};
+use crate::{timestamp, to_line, Admit, DecodeError};
 
 /// `opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -212,8 +212,17 @@ pub fn decode_json(body: &[u8]) -> Result<ExportLogsServiceRequest, DecodeError>
     })
 }
 
-/// The records of a request, one per `LogRecord`, in request order.
-pub fn records(request: &ExportLogsServiceRequest) -> Vec<Vec<u8>> {
+/// The size of `request` in protobuf: a floor for what its strings and bytes hold in memory.
+pub fn request_bytes(request: &ExportLogsServiceRequest) -> usize {
+    request.encoded_len()
+}
+
+/// The records of a request, one per `LogRecord`, in request order, each offered to `admit`
+/// before it is kept (the resource and scope are copied into every record).
+pub fn records<E>(
+    request: &ExportLogsServiceRequest,
+    admit: Admit<'_, E>,
+) -> Result<Vec<Vec<u8>>, E> {
     let mut out = Vec::new();
     for rl in &request.resource_logs {
         let resource = rl
@@ -241,11 +250,13 @@ pub fn records(request: &ExportLogsServiceRequest) -> Vec<Vec<u8>> {
                 m
             });
             for lr in &sl.log_records {
-                out.push(record(lr, &resource, host, app, scope.as_ref()));
+                let record = record(lr, &resource, host, app, scope.as_ref());
+                admit(record.len())?;
+                out.push(record);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 fn record(
@@ -867,7 +878,7 @@ mod tests {
         let bytes = sample().encode_to_vec();
         let request = decode_protobuf(&bytes).unwrap();
         assert_eq!(request, sample());
-        let lines = records(&request);
+        let lines = records(&request, &mut crate::admit_all).unwrap();
         assert_eq!(lines.len(), 1);
         let r = parse_json(&lines[0], &ParseOptions::default());
         assert_eq!(r.parse_error, None);
@@ -936,7 +947,7 @@ mod tests {
         });
         lr.time_unix_nano = 0;
         lr.observed_time_unix_nano = 1_000_000_000_000_000_000;
-        let line = &records(&req)[0];
+        let line = &records(&req, &mut crate::admit_all).unwrap()[0];
         let r = parse_json(line, &ParseOptions::default());
         assert_eq!(
             r.fields.get("body.event"),

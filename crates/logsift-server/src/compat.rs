@@ -6,6 +6,9 @@ use logsift_compat::DecodeError;
 use logsift_core::entry::Entry;
 use logsift_core::{Format, IndexName};
 
+use logsift_ingest::ENTRY_OVERHEAD_BYTES;
+
+use crate::ingest::Charge;
 use crate::{ApiError, ServerConfig};
 
 /// The header that picks the index for Loki and OTLP requests, whose protocols name none.
@@ -13,9 +16,66 @@ pub const INDEX_HEADER: &str = "x-logsift-index";
 
 /// How much bigger than `http.max_body_bytes` the records decoded from one request may be.
 /// Protobuf and Loki label sets expand when every entry becomes a self-contained JSON record
-/// (labels are repeated per entry); beyond this the request is refused (413) rather than
-/// held in memory.
+/// (labels are repeated per entry); beyond this the request is refused (413) whatever the
+/// in-flight budget.
 const MAX_EXPANSION: usize = 4;
+
+/// Charges the records a shipper's push decodes to, one by one as the decoder makes them
+/// (see [`logsift_compat::Admit`]), to the request's share of the in-flight budget. Each record
+/// is held twice until the round is written (as decoded and as its WAL entry, with the entry's
+/// header and [`ENTRY_OVERHEAD_BYTES`]), beside what the request already holds. A push that
+/// does not fit is refused (413 past the whole budget, 429 past what is free) before its next
+/// record is made, so a 1 MB label repeated into 200 k entries costs at most the budget.
+pub(crate) struct RecordBudget<'a> {
+    charge: &'a mut Charge,
+    /// Bytes the request holds besides its records (body, decompressed and decoded forms).
+    held: usize,
+    per_record: usize,
+    records: usize,
+    bytes: usize,
+    limit: usize,
+}
+
+impl<'a> RecordBudget<'a> {
+    pub(crate) fn new(
+        charge: &'a mut Charge,
+        held: usize,
+        index: &IndexName,
+        source: &str,
+        cfg: &ServerConfig,
+    ) -> Self {
+        RecordBudget {
+            charge,
+            held,
+            per_record: ENTRY_OVERHEAD_BYTES
+                + Entry::FIXED_BYTES
+                + index.as_str().len()
+                + source.len(),
+            records: 0,
+            bytes: 0,
+            limit: cfg.max_body_bytes.saturating_mul(MAX_EXPANSION),
+        }
+    }
+
+    /// Admits one more record of `len` bytes, or refuses the push.
+    pub(crate) fn admit(&mut self, len: usize) -> Result<(), ApiError> {
+        self.records += 1;
+        self.bytes = self.bytes.saturating_add(len);
+        if self.bytes > self.limit {
+            return Err(decode_error(DecodeError::TooLarge {
+                decoded: self.bytes,
+                limit: self.limit,
+            }));
+        }
+        let entries = self
+            .bytes
+            .saturating_add(self.records.saturating_mul(self.per_record));
+        self.charge.cover(
+            self.held.saturating_add(self.bytes).saturating_add(entries),
+            "the decoded records",
+        )
+    }
+}
 
 /// The media type of the request, lowercase, without parameters (`; charset=utf-8`).
 pub fn content_type(headers: &HeaderMap) -> String {
@@ -64,24 +124,15 @@ impl From<DecodeError> for ApiError {
     }
 }
 
-/// Encodes decoded JSON records as WAL entries for `index`. Records over
-/// `ingest.max_line_bytes` are dropped and counted in the second value; all of them together
-/// may not exceed [`MAX_EXPANSION`] times `http.max_body_bytes`.
+/// Encodes decoded JSON records (admitted by a [`RecordBudget`]) as WAL entries for `index`.
+/// Records over `ingest.max_line_bytes` are dropped and counted in the second value.
 pub fn encode_records(
     records: &[Vec<u8>],
     index: &IndexName,
     source: &str,
     received_at: i64,
     cfg: &ServerConfig,
-) -> Result<(Vec<Vec<u8>>, usize), ApiError> {
-    let total: usize = records.iter().map(Vec::len).sum();
-    let limit = cfg.max_body_bytes.saturating_mul(MAX_EXPANSION);
-    if total > limit {
-        return Err(decode_error(DecodeError::TooLarge {
-            decoded: total,
-            limit,
-        }));
-    }
+) -> (Vec<Vec<u8>>, usize) {
     let mut entries = Vec::with_capacity(records.len());
     let mut rejected = 0;
     for raw in records {
@@ -100,5 +151,5 @@ pub fn encode_records(
             .encode(),
         );
     }
-    Ok((entries, rejected))
+    (entries, rejected)
 }

@@ -132,6 +132,8 @@ pub(crate) struct Charge {
     pipeline: PipelineHandle,
     reservation: Reservation,
     metrics: Arc<Metrics>,
+    /// What the last successful [`Charge::cover`] covered.
+    covered: usize,
 }
 
 impl Charge {
@@ -140,7 +142,14 @@ impl Charge {
     pub(crate) fn cover(&mut self, bytes: usize, what: &'static str) -> Result<(), ApiError> {
         self.pipeline
             .try_cover(&mut self.reservation, bytes, what)
-            .map_err(|e| append_error(e, &self.metrics))
+            .map_err(|e| append_error(e, &self.metrics))?;
+        self.covered = bytes;
+        Ok(())
+    }
+
+    /// The bytes the request is charged for now.
+    pub(crate) fn covered(&self) -> usize {
+        self.covered
     }
 
     /// Charges, before a body of lines is split into entries, what the entries will hold
@@ -444,6 +453,7 @@ where
         pipeline: state.pipeline.clone(),
         reservation,
         metrics: metrics.clone(),
+        covered: 0,
     };
     // A chunked body was charged one line's worth up front: what arrived is charged now,
     // before anything is made of it.

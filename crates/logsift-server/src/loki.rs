@@ -12,7 +12,9 @@ use logsift_compat::loki;
 use logsift_core::time::now_ns;
 use logsift_ingest::{Ack, Metrics};
 
-use crate::compat::{content_type, decode_error, encode_records, target_index, unsupported_type};
+use crate::compat::{
+    content_type, decode_error, encode_records, target_index, unsupported_type, RecordBudget,
+};
 use crate::ingest::{ingest_body, source_of, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
@@ -48,15 +50,21 @@ pub async fn push(
         Ack::Durable,
         move |body, charge| {
             let records = if json {
-                loki::decode_json(body)
+                // What is charged stays held beside the JSON tree parsed from the body.
+                let held = charge.covered().saturating_add(body.len());
+                let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
+                loki::decode_json(body, &mut |len| budget.admit(len))?
             } else {
                 let len = loki::snappy_len(body).map_err(decode_error)?;
-                // The body stays held while it is decompressed beside it.
-                charge.cover(body.len().saturating_add(len), "the decompressed push")?;
-                loki::decode_protobuf(body, cfg.max_body_bytes)
-            }
-            .map_err(decode_error)?;
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
+                // The body stays held while it is decompressed beside it, and the message
+                // while it is decoded.
+                let held = charge.covered().saturating_add(len);
+                charge.cover(held, "the decompressed push")?;
+                let held = held.saturating_add(len);
+                let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
+                loki::decode_protobuf(body, cfg.max_body_bytes, &mut |len| budget.admit(len))?
+            };
+            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
             Ok(Decoded {
                 entries,
                 answer: rejected,

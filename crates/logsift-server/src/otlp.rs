@@ -14,7 +14,9 @@ use logsift_compat::otlp;
 use logsift_core::time::now_ns;
 use logsift_ingest::{Ack, Metrics};
 
-use crate::compat::{content_type, decode_error, encode_records, target_index, unsupported_type};
+use crate::compat::{
+    content_type, decode_error, encode_records, target_index, unsupported_type, RecordBudget,
+};
 use crate::ingest::{ingest_body, source_of, Charge, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
@@ -103,9 +105,15 @@ pub(crate) async fn export(
         Ack::Durable,
         move |body, charge| {
             let request = decode(body, charge)?;
-            let records = otlp::records(&request);
+            // What is charged (the body, or the gRPC message beside its frame) stays held
+            // beside the request decoded from it.
+            let held = charge
+                .covered()
+                .saturating_add(otlp::request_bytes(&request));
+            let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
+            let records = otlp::records(&request, &mut |len| budget.admit(len))?;
             drop(request);
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg)?;
+            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
             Ok(Decoded {
                 entries,
                 answer: rejected,
