@@ -44,6 +44,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
     }
 }
 
+/// An injected I/O failure named `name`, for the crash-consistency tests (`tests/faults.rs`,
+/// built with the `fail` crate's `failpoints` feature); a no-op in every other build.
+fn fault(name: &str, path: &Path) -> Result<(), WalError> {
+    fail::fail_point!(name, |_| Err(WalError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(format!("injected failure at {name}")),
+    }));
+    let _ = (name, path);
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct WalOptions {
     pub dir: PathBuf,
@@ -91,6 +102,9 @@ pub struct Wal {
     /// The state as of the last successful flush or sync: what [`Wal::rollback`] returns to
     /// after a failed write, so that a half-written entry never stays in the log.
     good: Checkpoint,
+    /// A write failed and no rollback has succeeded since: buffered or written bytes of a
+    /// refused round may be in the way, so nothing is written until a rollback succeeds.
+    broken: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +214,7 @@ impl Wal {
                     next_lsn,
                     last_lsn: None,
                 },
+                broken: false,
             },
             report,
         ))
@@ -211,12 +226,20 @@ impl Wal {
     }
 
     /// Appends one entry to the OS buffers (not durable until [`Wal::sync`]) and returns its LSN.
+    ///
+    /// The entries appended between two flushes or syncs are a round: on failure
+    /// [`Wal::rollback`] removes the whole round. A full file is therefore rotated only when a
+    /// round starts (a file may exceed `max_file_bytes` by one round): rotating syncs and closes
+    /// the file, and a round whose first part sat durable in a closed file while the rest
+    /// failed was answered 507, retried by its sender, and came back twice after a crash.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, WalError> {
         if payload.len() > MAX_ENTRY_BYTES {
             return Err(WalError::EntryTooLarge { len: payload.len() });
         }
-        if self.current_bytes >= self.max_file_bytes {
-            self.rotate()?;
+        self.heal()?;
+        let round_starts = self.current_bytes == self.good.bytes;
+        if round_starts && self.current_bytes >= self.max_file_bytes {
+            self.guard(Self::rotate)?;
         }
         let lsn = self.next_lsn;
         let lsn_bytes = lsn.to_le_bytes();
@@ -226,9 +249,12 @@ impl Wal {
         header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&crc.to_le_bytes());
         header[8..16].copy_from_slice(&lsn_bytes);
-        let path = &self.current.path;
-        self.writer.write_all(&header).map_err(io_err(path))?;
-        self.writer.write_all(payload).map_err(io_err(path))?;
+        self.guard(|wal| {
+            let path = &wal.current.path;
+            fault("wal::append", path)?;
+            wal.writer.write_all(&header).map_err(io_err(path))?;
+            wal.writer.write_all(payload).map_err(io_err(path))
+        })?;
         self.current_bytes += (ENTRY_HEADER_BYTES + payload.len()) as u64;
         self.current.last_lsn = Some(lsn);
         self.next_lsn += 1;
@@ -238,9 +264,13 @@ impl Wal {
     /// Makes every appended entry durable (write + fdatasync). On error, call
     /// [`Wal::rollback`]: the entries appended since the last success are not durable.
     pub fn sync(&mut self) -> Result<(), WalError> {
-        let path = &self.current.path;
-        self.writer.flush().map_err(io_err(path))?;
-        self.writer.get_ref().sync_data().map_err(io_err(path))?;
+        self.heal()?;
+        self.guard(|wal| {
+            wal.write_buffer()?;
+            let path = &wal.current.path;
+            fault("wal::sync", path)?;
+            wal.writer.get_ref().sync_data().map_err(io_err(path))
+        })?;
         self.checkpoint();
         Ok(())
     }
@@ -248,8 +278,42 @@ impl Wal {
     /// Hands appended entries to the OS without waiting for the disk (they survive a crash of
     /// the process, not of the machine). On error, call [`Wal::rollback`].
     pub fn flush(&mut self) -> Result<(), WalError> {
-        self.writer.flush().map_err(io_err(&self.current.path))?;
+        self.heal()?;
+        self.guard(Self::write_buffer)?;
         self.checkpoint();
+        Ok(())
+    }
+
+    fn write_buffer(&mut self) -> Result<(), WalError> {
+        let path = &self.current.path;
+        fail::fail_point!("wal::flush-torn", |_| {
+            // Part of the buffer reaches the file, then the write fails: a torn round.
+            let half = self.writer.buffer()[..self.writer.buffer().len() / 2].to_vec();
+            let _ = self.writer.get_mut().write_all(&half);
+            Err(WalError::Io {
+                path: path.clone(),
+                source: io::Error::other("injected failure at wal::flush-torn"),
+            })
+        });
+        fault("wal::flush", path)?;
+        self.writer.flush().map_err(io_err(path))
+    }
+
+    /// Runs a write step; a failure marks the log broken until a rollback succeeds.
+    fn guard<T>(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        let result = step(self);
+        self.broken |= result.is_err();
+        result
+    }
+
+    /// Rolls back a failed round whose rollback failed too, before anything new is written.
+    fn heal(&mut self) -> Result<(), WalError> {
+        if self.broken {
+            self.rollback()?;
+        }
         Ok(())
     }
 
@@ -266,7 +330,9 @@ impl Wal {
     /// write (disk full, I/O error), so that the log holds only whole entries and ingest can
     /// resume by itself once the cause is gone.
     pub fn rollback(&mut self) -> Result<(), WalError> {
+        self.broken = true;
         let path = self.current.path.clone();
+        fault("wal::rollback", &path)?;
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -277,39 +343,52 @@ impl Wal {
         let (_old_file, _unwritten) = old.into_parts();
         let file = self.writer.get_mut();
         file.set_len(self.good.bytes).map_err(io_err(&path))?;
+        // The cut must outlive a crash: bytes of the refused round left on disk would be
+        // replayed as records their sender was told were not taken.
+        file.sync_all().map_err(io_err(&path))?;
         file.seek(SeekFrom::Start(self.good.bytes))
             .map_err(io_err(&path))?;
         self.current_bytes = self.good.bytes;
         self.next_lsn = self.good.next_lsn;
         self.current.last_lsn = self.good.last_lsn;
+        self.broken = false;
         Ok(())
     }
 
     /// Deletes closed files whose entries all have LSN ≤ `lsn`. If the open file is also fully
     /// covered it is rotated first, so that a quiet server does not keep a stale log around.
     pub fn truncate_through(&mut self, lsn: u64) -> Result<usize, WalError> {
-        if self.current.last_lsn.is_some_and(|last| last <= lsn) {
-            self.rotate()?;
+        if self.current.last_lsn.is_some_and(|last| last <= lsn) && !self.broken {
+            self.guard(Self::rotate)?;
         }
         let mut removed = 0;
-        let mut keep = Vec::with_capacity(self.closed.len());
-        for file in self.closed.drain(..) {
-            let covered = match file.last_lsn {
-                Some(last) => last <= lsn,
-                None => true,
-            };
-            if covered {
-                fs::remove_file(&file.path).map_err(io_err(&file.path))?;
-                removed += 1;
-            } else {
-                keep.push(file);
+        let mut failed = None;
+        // A file that could not be removed stays listed (and is tried again next time).
+        self.closed.retain(|file| {
+            let covered = file.last_lsn.is_none_or(|last| last <= lsn);
+            if !covered || failed.is_some() {
+                return true;
             }
-        }
-        self.closed = keep;
+            match fault("wal::truncate", &file.path)
+                .and_then(|()| fs::remove_file(&file.path).map_err(io_err(&file.path)))
+            {
+                Ok(()) => {
+                    removed += 1;
+                    false
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    true
+                }
+            }
+        });
         if removed > 0 {
             sync_dir(&self.dir)?;
         }
-        Ok(removed)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Bytes in WAL files on disk, including the open one.
@@ -378,16 +457,31 @@ fn list_files(dir: &Path) -> Result<Vec<WalFile>, WalError> {
 
 fn create_file(dir: &Path, first_lsn: u64) -> Result<(WalFile, BufWriter<File>), WalError> {
     let path = dir.join(file_name(first_lsn));
-    // create_new: reusing a name would silently replace a file that still holds entries.
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    // create_new: reusing a name would silently replace a file that still holds entries. A
+    // file of this name without a whole entry was left by a rotation that failed after
+    // creating it (its header write or an fsync failed); it holds nothing and is taken over,
+    // else every later rotation would fail on it until a restart.
+    let created = OpenOptions::new().create_new(true).write(true).open(&path);
+    let mut file = match created {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let len = fs::metadata(&path).map_err(io_err(&path))?.len();
+            if len > FILE_HEADER_BYTES {
+                return Err(io_err(&path)(e));
+            }
+            OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(io_err(&path))?
+        }
+        other => other.map_err(io_err(&path))?,
+    };
+    fault("wal::create", &path)?;
     let mut header = [0u8; FILE_HEADER_BYTES as usize];
     header[0..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
     file.write_all(&header).map_err(io_err(&path))?;
+    fault("wal::create-sync", &path)?;
     file.sync_all().map_err(io_err(&path))?;
     sync_dir(dir)?;
     let writer = BufWriter::with_capacity(1 << 20, file);
@@ -403,6 +497,7 @@ fn create_file(dir: &Path, first_lsn: u64) -> Result<(WalFile, BufWriter<File>),
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    fault("wal::dir-sync", dir)?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
@@ -673,6 +768,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
         for i in 0..10u8 {
             wal.append(&[i; 100]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.sync().unwrap();
         let path = wal.current.path.clone();
@@ -720,6 +817,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
         for i in 0..10u8 {
             wal.append(&[i; 100]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.sync().unwrap();
         let path = wal.current.path.clone();
@@ -754,6 +853,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), entry_offset(5, 100) as u64);
         for i in 0..15u8 {
             wal.append(&[i; 100]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.sync().unwrap();
         let first = wal.closed[0].path.clone();
@@ -801,6 +902,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), 1 << 20);
         for i in 0..10u8 {
             wal.append(&[i; 100]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.sync().unwrap();
         let path = wal.current.path.clone();
@@ -828,6 +931,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), entry_offset(5, 100) as u64);
         for i in 0..10u8 {
             wal.append(&[i; 100]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.sync().unwrap();
         let first = wal.closed[0].path.clone();
@@ -848,6 +953,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), 200);
         for i in 0..20u8 {
             wal.append(&[i; 60]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.sync().unwrap();
         let files_before = list_files(dir.path()).unwrap().len();
@@ -877,6 +984,8 @@ mod tests {
         let (mut wal, _, _) = reopen(dir.path(), 200);
         for i in 0..20u8 {
             wal.append(&[i; 60]).unwrap();
+            // One entry per round: files rotate only between rounds.
+            wal.flush().unwrap();
         }
         wal.flush().unwrap();
         let on_disk = |d: &Path| -> u64 {
