@@ -371,7 +371,7 @@ fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served(
     s.wait_total("\"after the bombs\"", &[], 200);
     let (_, all) = s.search("bomb", &[]);
     assert_eq!(all["total"], 0, "{all}");
-    assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
+    s.wait_metric("logsift_ingest_inflight_bytes", 0.0);
 }
 
 /// Issue #17: Loki stream labels and OTLP resource attributes are copied into every record
@@ -419,7 +419,7 @@ fn pushes_whose_labels_repeat_into_every_record_are_refused_at_the_budget() {
     // Decoded whole, each push held 2000 records of 100 KB and their entries: 400 MB.
     let peak_mib = s.proc_status_kb("VmHWM") >> 10;
     assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
-    assert_eq!(s.metric("logsift_ingest_inflight_bytes"), 0.0);
+    s.wait_metric("logsift_ingest_inflight_bytes", 0.0);
     let small = json!({"streams": [{
         "stream": {"host": "h2", "env": "prod"},
         "values": (0..50).map(|i| json!([ns(i), format!("after the pushes {i}")])).collect::<Vec<_>>(),

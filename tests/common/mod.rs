@@ -181,6 +181,23 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
+    /// Waits (up to 10 s) until metric `name` reads `value`, for gauges that settle after the
+    /// answer (a batch gives its in-flight bytes back once the indexer has dropped it).
+    pub fn wait_metric(&self, name: &str, value: f64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = self.metric(name);
+            if now == value {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} stayed at {now}, not {value}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

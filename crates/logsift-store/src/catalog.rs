@@ -147,10 +147,23 @@ impl Catalog {
             why: e.to_string(),
         })?;
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        crate::fault("store::catalog-write").map_err(io(&tmp))?;
         f.write_all(&bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
+        crate::fault("store::catalog-rename").map_err(io(&path))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+        // Once renamed, the new catalog is what a restart reads: the save took effect, and
+        // reporting a failure now would make the caller undo in memory (and delete the
+        // segment file of) an entry that is on disk. A directory that cannot be fsynced is
+        // tried once more and else logged: only a power loss could bring the old catalog back.
+        let sync = || {
+            crate::fault("store::catalog-dir-sync")?;
+            File::open(dir).and_then(|d| d.sync_all())
+        };
+        if let Err(e) = sync().or_else(|_| sync()) {
+            tracing::error!(path = %path.display(), error = %e, "the catalog was replaced but its directory could not be fsynced; a power loss now may bring back the previous catalog");
+        }
+        Ok(())
     }
 
     fn head_hash(&self) -> &str {

@@ -895,6 +895,7 @@ impl IndexHandle {
         if out.exists() {
             fs::remove_dir_all(out).map_err(io_err(out))?;
         }
+        crate::fault("store::build").map_err(io_err(out))?;
         fs::create_dir_all(out).map_err(io_err(out))?;
         let directory = MmapDirectory::open(out).map_err(|e| self.store_err(e.to_string()))?;
         let merged = merge_filtered_segments(segments, settings.clone(), alive, directory)
@@ -1194,6 +1195,7 @@ impl IndexHandle {
                 tracing::info!(index = %self.name, "a rewrite's source was deleted meanwhile; dropping the rewrite");
                 return Ok(Rewritten::SourcesGone);
             }
+            let before = catalog.entries.len();
             let entry = written
                 .as_ref()
                 .map(|(info, _)| catalog.add_with_reason(info.clone(), add_reason).clone());
@@ -1204,9 +1206,16 @@ impl IndexHandle {
                 };
                 catalog.delete(src, &why);
             }
-            catalog
-                .save(&self.dir)
-                .map_err(|e| StoreError::Catalog(e.to_string()))?;
+            if let Err(e) = catalog.save(&self.dir) {
+                // Not recorded: the sources stay live and served. Kept in memory, the entries
+                // would be saved by the next catalog update while the segment is not served
+                // (and its file may be gone by then).
+                catalog.entries.truncate(before);
+                drop(catalog);
+                let _ = fs::remove_file(&file);
+                let _ = fs::remove_dir_all(&work);
+                return Err(StoreError::Catalog(e.to_string()));
+            }
             entry
         };
         {
@@ -1220,7 +1229,7 @@ impl IndexHandle {
         drop(indexes);
         for src in &names {
             let path = self.segment_path(src);
-            if let Err(e) = fs::remove_file(&path) {
+            if let Err(e) = crate::fault("store::remove").and_then(|()| fs::remove_file(&path)) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a replaced segment's file; it is removed at next start");
             }
         }

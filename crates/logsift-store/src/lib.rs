@@ -16,6 +16,25 @@ mod summary;
 pub mod tokens;
 mod verify;
 
+static FAULTS_FIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An injected I/O failure named `name`, for the crash-consistency tests (`tests/faults.rs`,
+/// built with the `fail` crate's `failpoints` feature); a no-op in every other build.
+pub(crate) fn fault(name: &str) -> std::io::Result<()> {
+    fail::fail_point!(name, |_| {
+        FAULTS_FIRED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(std::io::Error::other(format!("injected failure at {name}")))
+    });
+    let _ = name;
+    Ok(())
+}
+
+/// How many injected failures have fired in this process (always 0 outside the fault tests).
+#[doc(hidden)]
+pub fn faults_fired() -> usize {
+    FAULTS_FIRED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use document::{build_document, Stored};
 pub use handle::{IndexHandle, Rewritten};

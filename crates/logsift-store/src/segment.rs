@@ -98,7 +98,9 @@ pub fn write_bundle(src: &Path, names: &[String], dest: &Path) -> Result<Written
         path: tmp.clone(),
         source: e.into_error(),
     })?;
+    crate::fault("store::bundle-sync").map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
+    crate::fault("store::bundle-rename").map_err(io_err(dest))?;
     fs::rename(&tmp, dest).map_err(io_err(dest))?;
     if let Some(parent) = dest.parent() {
         File::open(parent)
