@@ -5,6 +5,9 @@
 //! attackers run at once:
 //!
 //! - **bombs**: gzip bodies of 64 MiB of one-byte lines (about 64 KB on the wire);
+//! - **label bombs**: Loki JSON pushes of about 3 MB whose 1 MB label is copied into each of
+//!   200 k entries (200 GB if decoded whole);
+//! - **chunked**: uploads of 64 MiB sent chunked, without a Content-Length;
 //! - **audit flood**: searches without a token carrying a 60 KB query (401, audited);
 //! - **tails**: up to 1000 tail streams held open, reopened when refused;
 //! - **slowloris**: 200 connections sending a header byte every two seconds;
@@ -19,7 +22,8 @@
 //!
 //! Flags (after `--`): `--secs N` (default 60), `--rate N` (legitimate batches per second per
 //! sender, default 5; 2 senders, 200 records a batch), `--tails N` (default 1000), `--skip
-//! LIST` (attacks to leave out: `bombs,audit,tails,slowloris,queries,indexes`).
+//! LIST` (attacks to leave out:
+//! `bombs,labels,chunked,audit,tails,slowloris,queries,indexes`).
 //! `LOGSIFT_E2E_BINARY=PATH` measures another build. Run without `--bench` (as `cargo test
 //! --benches` does) it only prints how to run it.
 
@@ -178,6 +182,74 @@ fn bombs(ctx: &Ctx, body: &[u8]) {
             .send();
         ctx.outcomes.status("bombs", &r);
     }
+}
+
+fn label_bombs(ctx: &Ctx, body: &[u8]) {
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let r = ctx
+            .client
+            .post(format!("{}/loki/api/v1/push", ctx.http))
+            .bearer_auth(&ctx.ingest)
+            .header("content-type", "application/json")
+            .header("x-logsift-index", "bomb")
+            .body(body.to_vec())
+            .send();
+        ctx.outcomes.status("label bombs", &r);
+    }
+}
+
+/// `lines` copies of `line`, read without holding them.
+struct Repeat {
+    line: &'static [u8],
+    lines: usize,
+    at: usize,
+}
+
+impl std::io::Read for Repeat {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() && self.lines > 0 {
+            let take = (self.line.len() - self.at).min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&self.line[self.at..self.at + take]);
+            n += take;
+            self.at += take;
+            if self.at == self.line.len() {
+                self.at = 0;
+                self.lines -= 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn chunked(ctx: &Ctx) {
+    const LINE: &[u8] = b"{\"msg\":\"chunked upload, sent without a Content-Length\"}\n";
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let body = Repeat {
+            line: LINE,
+            lines: (64 << 20) / LINE.len(),
+            at: 0,
+        };
+        let r = ctx
+            .client
+            .post(format!("{}/api/v1/bomb/ingest", ctx.http))
+            .bearer_auth(&ctx.ingest)
+            .header("content-type", "application/x-ndjson")
+            .body(reqwest::blocking::Body::new(body))
+            .send();
+        ctx.outcomes.status("chunked", &r);
+    }
+}
+
+/// A Loki JSON push of about 3 MB: one 1 MB label over 200 k entries.
+fn label_bomb() -> Vec<u8> {
+    let values: Vec<_> = (0..200_000u64)
+        .map(|i| serde_json::json!([format!("{}", 1_700_000_000_000_000_000u64 + i), "x"]))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "streams": [{"stream": {"host": "h", "big": "x".repeat(1 << 20)}, "values": values}]
+    }))
+    .expect("json")
 }
 
 fn audit_flood(ctx: &Ctx) {
@@ -362,6 +434,19 @@ fn run(args: &Args) -> Result<String, String> {
         for _ in 0..2 {
             let (ctx, bomb) = (ctx.clone(), bomb.clone());
             attackers.push(std::thread::spawn(move || bombs(&ctx, &bomb)));
+        }
+    }
+    if on("labels") {
+        let body = Arc::new(label_bomb());
+        for _ in 0..2 {
+            let (ctx, body) = (ctx.clone(), body.clone());
+            attackers.push(std::thread::spawn(move || label_bombs(&ctx, &body)));
+        }
+    }
+    if on("chunked") {
+        for _ in 0..4 {
+            let ctx = ctx.clone();
+            attackers.push(std::thread::spawn(move || chunked(&ctx)));
         }
     }
     if on("queries") {

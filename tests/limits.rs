@@ -374,6 +374,49 @@ fn decompression_bombs_are_refused_at_the_inflight_budget_and_others_are_served(
     s.wait_metric("logsift_ingest_inflight_bytes", 0.0);
 }
 
+/// Issue #17: a chunked body (no Content-Length) was reserved one line's worth and read whole,
+/// up to `http.max_body_bytes`, before the rest of it was charged, so chunked uploads at once
+/// held many times the in-flight budget. Each growth of the body is charged as it arrives.
+#[test]
+fn chunked_bodies_are_charged_as_they_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        tmp.path(),
+        "[ingest]\ninflight_bytes = 2097152\nmax_line_bytes = 65536\n",
+    );
+    let line = format!("{{\"msg\":\"chunked {}\"}}\n", "y".repeat(200));
+    let body = std::sync::Arc::new(line.repeat((24 << 20) / line.len()).into_bytes());
+    let url = format!("{}/api/v1/chunked/ingest", s.http);
+    let uploads: Vec<_> = (0..16)
+        .map(|_| {
+            let (body, url) = (body.clone(), url.clone());
+            std::thread::spawn(move || {
+                // A reader of unknown length: reqwest sends it chunked, with no Content-Length.
+                let reader = std::io::Cursor::new(body.to_vec());
+                client()
+                    .post(url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(reqwest::blocking::Body::new(reader))
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    // The server may answer and close before the upload is through.
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    for upload in uploads {
+        let status = upload.join().unwrap();
+        assert!([413, 429, 0].contains(&status), "{status}");
+    }
+    // Read whole, 16 uploads of 24 MiB held 384 MiB at once.
+    let peak_mib = s.proc_status_kb("VmHWM") >> 10;
+    assert!(peak_mib < 200, "peak RSS {peak_mib} MiB");
+    s.wait_metric("logsift_ingest_inflight_bytes", 0.0);
+    let (status, answer) = s.ingest("chunked", line.repeat(100), "application/x-ndjson");
+    assert_eq!(status, 200, "{answer}");
+    s.wait_total("chunked", &[("index", "chunked")], 100);
+}
+
 /// Issue #17: Loki stream labels and OTLP resource attributes are copied into every record
 /// made from a push, so a JSON push of 200 KB decoded to 200 MB of records, and as much again
 /// of WAL entries, before its size was looked at. Each record is charged as it is made: such

@@ -423,43 +423,35 @@ where
             return Err(append_error(e, metrics));
         }
     };
-    // A whole-body deadline, not a per-read one: a client trickling a byte at a time must
-    // not hold a connection and its in-flight reservation for ever.
-    let timeout = std::time::Duration::from_millis(cfg.body_read_timeout_ms);
-    let body = tokio::time::timeout(timeout, axum::body::to_bytes(body, cfg.max_body_bytes))
-        .await
-        .map_err(|_| {
-            Metrics::add(&metrics.http_timeouts, 1);
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within http.body_read_timeout_ms = {}",
-                    cfg.body_read_timeout_ms
-                ),
-            )
-        })?
-        .map_err(|e| match std::error::Error::source(&e) {
-            Some(inner) if inner.is::<http_body_util::LengthLimitError>() => {
-                body_too_large(cfg.max_body_bytes)
-            }
-            _ => ApiError::bad_request("bad_body", format!("cannot read the request body: {e}")),
-        })
-        .map_err(counted)?;
-    if declared.is_none() {
-        state.auth.charge_ingest(principal, body.len());
-    }
     let mut charge = Charge {
         pipeline: state.pipeline.clone(),
         reservation,
         metrics: metrics.clone(),
-        covered: 0,
+        covered: declared.unwrap_or(cfg.max_line_bytes),
     };
-    // A chunked body was charged one line's worth up front: what arrived is charged now,
-    // before anything is made of it.
-    charge
-        .cover(body.len(), "the request body")
-        .map_err(counted)?;
+    // A whole-body deadline, not a per-read one: a client trickling a byte at a time must
+    // not hold a connection and its in-flight reservation for ever.
+    let timeout = std::time::Duration::from_millis(cfg.body_read_timeout_ms);
+    let body = tokio::time::timeout(
+        timeout,
+        read_charged(body, cfg.max_body_bytes, declared, &mut charge),
+    )
+    .await
+    .map_err(|_| {
+        Metrics::add(&metrics.http_timeouts, 1);
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within http.body_read_timeout_ms = {}",
+                cfg.body_read_timeout_ms
+            ),
+        )
+    })?
+    .map_err(counted)?;
+    if declared.is_none() {
+        state.auth.charge_ingest(principal, body.len());
+    }
     let decoded = tokio::task::spawn_blocking(move || {
         let body = decompress(&headers, body, cfg.max_body_bytes, &mut charge)?;
         let bytes = body.len() as u64;
@@ -517,6 +509,44 @@ fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
             )
         }
     }
+}
+
+/// Reads `body` (at most `limit` bytes) into one buffer that grows a quarter at a time, each
+/// growth charged to `charge` before it is allocated. A body with a Content-Length was
+/// reserved whole before this; a chunked one declares nothing, and was reserved one line's
+/// worth: read whole before being charged, a few hundred chunked uploads at once held
+/// `http.max_body_bytes` each, far past the in-flight budget (issue #17).
+async fn read_charged(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    charge: &mut Charge,
+) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    const MIN_STEP: usize = 64 * 1024;
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("bad_body", format!("cannot read the request body: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = buf.len() + data.len();
+        if need > limit {
+            return Err(body_too_large(limit));
+        }
+        if need > buf.capacity() {
+            let grown = need
+                .max(buf.capacity() + (buf.capacity() / 4).max(MIN_STEP))
+                .min(limit);
+            charge.cover(grown.max(charge.covered()), "the request body")?;
+            buf.reserve_exact(grown - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Reads a body to its end (at most `max_body_bytes`, within `body_read_timeout_ms`), keeping
