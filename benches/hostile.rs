@@ -170,31 +170,19 @@ fn legit(ctx: &Ctx, k: usize, rate: f64) -> (Vec<u64>, Vec<Duration>) {
     (acked, latencies)
 }
 
-fn bombs(ctx: &Ctx, body: &[u8]) {
+/// Posts `body` to `path` (with `headers`, as the ingest token) until the attack ends,
+/// counting the answers as `who`'s.
+fn post_repeatedly(ctx: &Ctx, who: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
     while !ctx.stop.load(Ordering::Relaxed) {
-        let r = ctx
+        let mut request = ctx
             .client
-            .post(format!("{}/api/v1/bomb/ingest", ctx.http))
-            .bearer_auth(&ctx.ingest)
-            .header("content-type", "application/x-ndjson")
-            .header("content-encoding", "gzip")
-            .body(body.to_vec())
-            .send();
-        ctx.outcomes.status("bombs", &r);
-    }
-}
-
-fn label_bombs(ctx: &Ctx, body: &[u8]) {
-    while !ctx.stop.load(Ordering::Relaxed) {
-        let r = ctx
-            .client
-            .post(format!("{}/loki/api/v1/push", ctx.http))
-            .bearer_auth(&ctx.ingest)
-            .header("content-type", "application/json")
-            .header("x-logsift-index", "bomb")
-            .body(body.to_vec())
-            .send();
-        ctx.outcomes.status("label bombs", &r);
+            .post(format!("{}{path}", ctx.http))
+            .bearer_auth(&ctx.ingest);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let r = request.body(body.to_vec()).send();
+        ctx.outcomes.status(who, &r);
     }
 }
 
@@ -433,14 +421,26 @@ fn run(args: &Args) -> Result<String, String> {
     if on("bombs") {
         for _ in 0..2 {
             let (ctx, bomb) = (ctx.clone(), bomb.clone());
-            attackers.push(std::thread::spawn(move || bombs(&ctx, &bomb)));
+            attackers.push(std::thread::spawn(move || {
+                let headers = [
+                    ("content-type", "application/x-ndjson"),
+                    ("content-encoding", "gzip"),
+                ];
+                post_repeatedly(&ctx, "bombs", "/api/v1/bomb/ingest", &headers, &bomb)
+            }));
         }
     }
     if on("labels") {
         let body = Arc::new(label_bomb());
         for _ in 0..2 {
             let (ctx, body) = (ctx.clone(), body.clone());
-            attackers.push(std::thread::spawn(move || label_bombs(&ctx, &body)));
+            attackers.push(std::thread::spawn(move || {
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("x-logsift-index", "bomb"),
+                ];
+                post_repeatedly(&ctx, "label bombs", "/loki/api/v1/push", &headers, &body)
+            }));
         }
     }
     if on("chunked") {

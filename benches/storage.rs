@@ -131,19 +131,9 @@ fn segment_build(c: &mut Criterion) {
                     let dir = tempfile::tempdir().expect("temp dir");
                     let store = Arc::new(
                         Store::open(StoreConfig {
-                            dir: dir.path().join("indexes"),
                             writer_memory_bytes: 64 << 20,
-                            default_offset_secs: 0,
                             docstore_block_bytes: 262144,
-                            sealed_zstd_level: 1,
-                            idle_zstd_level: 0,
-                            idle_recompress_ms: 0,
-                            merge_factor: 0,
-                            merge_max_docs: 0,
-                            index_options: Default::default(),
-                            seal_docs: u64::MAX,
-                            seal_after_ms: u64::MAX,
-                            seal_idle_ms: 0,
+                            ..StoreConfig::manual(dir.path().join("indexes"))
                         })
                         .expect("open store"),
                     );

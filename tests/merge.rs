@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{all_messages, segments_verify, Server};
+use common::{all_messages, segments_verify, wait_until, Server};
 use serde_json::Value;
 
 /// Segments of 100 records, merged two at a time.
@@ -60,21 +60,13 @@ fn merges_keep_every_record_once_and_are_recorded_in_the_chain() {
     }
     // Merges run every few seconds in the background; wait until one segment came out of
     // two merges (400 records), i.e. the size classes climbed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(60, || {
         let segs = live_segments(&s);
         let sealed: u64 = segs.iter().map(|e| e["docs"].as_u64().unwrap()).sum();
         let largest = segs.iter().map(|e| e["docs"].as_u64().unwrap()).max();
-        if sealed == 1200 && largest >= Some(400) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no merge to 400 records happened: {segs:?}\n{}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (sealed != 1200 || largest < Some(400))
+            .then(|| format!("no merge to 400 records happened: {segs:?}\n{}", s.log()))
+    });
     assert_each_once(&s, 1200);
     // Time filters, aggregations and context still see the merged records.
     s.wait_total(
@@ -215,8 +207,7 @@ fn quiet_segments_are_recompressed_at_the_idle_level() {
                 .unwrap();
         catalog["entries"].as_array().unwrap().clone()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(60, || {
         let entries = catalog_of(&s.data_dir);
         let recompressed = entries
             .iter()
@@ -226,16 +217,13 @@ fn quiet_segments_are_recompressed_at_the_idle_level() {
             .iter()
             .map(|e| e["docs"].as_u64().unwrap())
             .sum();
-        if recompressed == 3 && sealed == 12000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every segment was recompressed: {entries:?}\n{}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (recompressed != 3 || sealed != 12000).then(|| {
+            format!(
+                "not every segment was recompressed: {entries:?}\n{}",
+                s.log()
+            )
+        })
+    });
     assert_each_once(&s, 12000);
     // Recompressed once: a quiet index is not rewritten again and again.
     std::thread::sleep(Duration::from_secs(2));

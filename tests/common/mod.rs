@@ -501,3 +501,16 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "python failed: {stderr}");
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
+
+/// Calls `check` every 200 ms until it returns `None` (the awaited state came), and fails with
+/// the last thing it returned once `secs` seconds have passed.
+pub fn wait_until(secs: u64, mut check: impl FnMut() -> Option<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match check() {
+            None => return,
+            Some(why) => assert!(std::time::Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -239,24 +239,7 @@ mod tests {
     use logsift_store::{Indexer, StoreConfig};
 
     fn store(dir: &std::path::Path) -> Arc<Store> {
-        Arc::new(
-            Store::open(StoreConfig {
-                dir: dir.join("indexes"),
-                writer_memory_bytes: 32 << 20,
-                default_offset_secs: 0,
-                docstore_block_bytes: 65536,
-                sealed_zstd_level: 1,
-                idle_zstd_level: 0,
-                idle_recompress_ms: 0,
-                merge_factor: 0,
-                merge_max_docs: 0,
-                index_options: Default::default(),
-                seal_docs: u64::MAX,
-                seal_after_ms: u64::MAX,
-                seal_idle_ms: 0,
-            })
-            .expect("open store"),
-        )
+        Arc::new(Store::open(StoreConfig::manual(dir.join("indexes"))).expect("open store"))
     }
 
     /// Many records with one timestamp (a burst logged within one clock tick, or lines

@@ -51,7 +51,10 @@ pub async fn push(
         move |body, charge| {
             let records = if json {
                 // What is charged stays held beside the JSON tree parsed from the body.
-                let held = charge.covered().saturating_add(body.len());
+                let held = charge
+                    .covered()
+                    .saturating_add(logsift_compat::json_tree_bytes(body));
+                charge.cover(held, "the parsed push")?;
                 let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
                 loki::decode_json(body, &mut |len| budget.admit(len))?
             } else {

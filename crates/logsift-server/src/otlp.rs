@@ -54,12 +54,16 @@ pub async fn logs(
                 .into_response();
         }
     };
-    let decode = move |body: &[u8], _: &mut Charge| {
+    let decode = move |body: &[u8], charge: &mut Charge| {
         match encoding {
-            Encoding::Protobuf => otlp::decode_protobuf(body),
-            Encoding::Json => otlp::decode_json(body),
+            Encoding::Protobuf => otlp::decode_protobuf(body).map_err(decode_error),
+            Encoding::Json => {
+                // The body stays held beside the JSON tree parsed from it.
+                let tree = logsift_compat::json_tree_bytes(body);
+                charge.cover(charge.covered().saturating_add(tree), "the parsed request")?;
+                otlp::decode_json(body).map_err(decode_error)
+            }
         }
-        .map_err(decode_error)
     };
     let (rejected, why) = match export(&state, &principal, &peer, api, headers, body, decode).await
     {

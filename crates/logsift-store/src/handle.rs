@@ -1498,24 +1498,7 @@ mod tests {
     #[test]
     fn concurrent_erasures_of_one_segment_take_turns() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            Store::open(StoreConfig {
-                dir: dir.path().join("indexes"),
-                writer_memory_bytes: 32 << 20,
-                default_offset_secs: 0,
-                docstore_block_bytes: 65536,
-                sealed_zstd_level: 1,
-                idle_zstd_level: 0,
-                idle_recompress_ms: 0,
-                merge_factor: 0,
-                merge_max_docs: 0,
-                index_options: Default::default(),
-                seal_docs: u64::MAX,
-                seal_after_ms: u64::MAX,
-                seal_idle_ms: 0,
-            })
-            .unwrap(),
-        );
+        let store = Arc::new(Store::open(StoreConfig::manual(dir.path().join("indexes"))).unwrap());
         let mut indexer = Indexer::new(store.clone());
         for lsn in 1..=100u64 {
             let raw = format!(r#"{{"message":"record {lsn}"}}"#);

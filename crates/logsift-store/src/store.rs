@@ -76,6 +76,27 @@ pub(crate) struct SealPolicy {
 }
 
 impl StoreConfig {
+    /// A store in `dir` that seals, merges and recompresses only when told to (tests,
+    /// benchmarks, tools): no size, age or idle seals, no background merges, zstd level 1 in
+    /// 64 KiB blocks, a 32 MiB writer. Change what a use needs with `..StoreConfig::manual(dir)`.
+    pub fn manual(dir: PathBuf) -> Self {
+        StoreConfig {
+            dir,
+            writer_memory_bytes: 32 << 20,
+            default_offset_secs: 0,
+            docstore_block_bytes: 65536,
+            sealed_zstd_level: 1,
+            idle_zstd_level: 0,
+            idle_recompress_ms: 0,
+            merge_factor: 0,
+            merge_max_docs: 0,
+            index_options: BTreeMap::new(),
+            seal_docs: u64::MAX,
+            seal_after_ms: u64::MAX,
+            seal_idle_ms: 0,
+        }
+    }
+
     pub(crate) fn seal_policy(&self) -> SealPolicy {
         SealPolicy {
             docs: self.seal_docs.max(1),
@@ -681,19 +702,9 @@ mod tests {
     fn open(dir: &Path) -> Arc<Store> {
         Arc::new(
             Store::open(StoreConfig {
-                dir: dir.to_path_buf(),
                 writer_memory_bytes: 15_000_000,
-                default_offset_secs: 0,
                 docstore_block_bytes: 4096,
-                sealed_zstd_level: 1,
-                idle_zstd_level: 0,
-                idle_recompress_ms: 0,
-                merge_factor: 0,
-                merge_max_docs: 0,
-                index_options: BTreeMap::new(),
-                seal_docs: u64::MAX,
-                seal_after_ms: u64::MAX,
-                seal_idle_ms: 0,
+                ..StoreConfig::manual(dir.to_path_buf())
             })
             .unwrap(),
         )

@@ -35,19 +35,11 @@ const PER_ROUND: u64 = 6;
 fn open(dir: &Path) -> Arc<Store> {
     Arc::new(
         Store::open(StoreConfig {
-            dir: dir.to_path_buf(),
             writer_memory_bytes: 15_000_000,
-            default_offset_secs: 0,
             docstore_block_bytes: 4096,
-            sealed_zstd_level: 1,
-            idle_zstd_level: 0,
-            idle_recompress_ms: 0,
             merge_factor: 2,
-            merge_max_docs: 0,
-            index_options: BTreeMap::new(),
             seal_docs: 8,
-            seal_after_ms: u64::MAX,
-            seal_idle_ms: 0,
+            ..StoreConfig::manual(dir.to_path_buf())
         })
         .unwrap(),
     )
