@@ -114,22 +114,66 @@ pub fn decode_protobuf<E: From<DecodeError>>(
     Ok(out)
 }
 
+/// A push as parsed before its entries: each stream's labels, and its values left as text
+/// (borrowed from the body) to be parsed one entry at a time.
+#[derive(serde::Deserialize)]
+struct JsonPush<'a> {
+    #[serde(borrow)]
+    streams: Vec<JsonStream<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonStream<'a> {
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(borrow, default)]
+    values: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Hands each element of a JSON array to `each`, one parsed at a time; an error of `each`
+/// stops it.
+struct EachElement<'f>(&'f mut dyn FnMut(Value) -> Result<(), ()>);
+
+impl<'de> serde::de::Visitor<'de> for EachElement<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a \"values\" array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            (self.0)(v).map_err(|()| serde::de::Error::custom("stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// How much the parsed streams of a push hold besides its body, at most: a stream's place
+/// (labels and a reference to its values) is 48 bytes, and the smallest stream,
+/// `{"values":[]},`, is 14 bytes of text.
+pub fn json_streams_bytes(body: &[u8]) -> usize {
+    body.len().saturating_mul(4)
+}
+
 /// Decodes a JSON push (`{"streams": [{"stream": {labels}, "values": [["<ns>", "line",
-/// {metadata}?], ...]}]}`) into records, each offered to `admit` before it is kept.
+/// {metadata}?], ...]}]}`) into records, each offered to `admit` before it is kept. Entries
+/// are parsed one at a time from the body (a tree of the whole push would hold some 200
+/// bytes per tiny entry, 40 MB for a 3 MB push); [`json_streams_bytes`] bounds the rest.
 pub fn decode_json<E: From<DecodeError>>(
     body: &[u8],
     admit: Admit<'_, E>,
 ) -> Result<Vec<Vec<u8>>, E> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     let invalid = |what: &str| DecodeError::Invalid(format!("Loki push: {what}"));
-    let streams = value
-        .get("streams")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("expected an object with a \"streams\" array"))?;
+    let push: JsonPush = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => invalid(&format!(
+            "expected an object with a \"streams\" array of streams: {e}"
+        )),
+        _ => DecodeError::Json(e.to_string()),
+    })?;
     let mut out = Vec::new();
-    for stream in streams {
-        let labels = match stream.get("stream") {
+    for stream in &push.streams {
+        let labels: Vec<(String, String)> = match &stream.stream {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(map)) => map
                 .iter()
@@ -141,45 +185,56 @@ pub fn decode_json<E: From<DecodeError>>(
             Some(_) => return Err(invalid("\"stream\" is not an object of labels").into()),
         };
         let values = stream
-            .get("values")
-            .and_then(Value::as_array)
+            .values
             .ok_or_else(|| invalid("a stream has no \"values\" array"))?;
-        for v in values {
-            let (ns, line, metadata) = match v.as_array().map(Vec::as_slice) {
-                Some([ts, line, rest @ ..]) if rest.len() <= 1 => (ts, line, rest.first()),
-                _ => return Err(invalid("each value must be [\"<unix ns>\", \"<line>\"] or [\"<unix ns>\", \"<line>\", {metadata}]").into()),
+        // What stopped the entries: a bad entry or a refused record.
+        let mut stop: Option<E> = None;
+        let mut each = |v: Value| -> Result<(), ()> {
+            let mut entry = || -> Result<(), E> {
+                let (ns, line, metadata) = match v.as_array().map(Vec::as_slice) {
+                    Some([ts, line, rest @ ..]) if rest.len() <= 1 => (ts, line, rest.first()),
+                    _ => return Err(invalid("each value must be [\"<unix ns>\", \"<line>\"] or [\"<unix ns>\", \"<line>\", {metadata}]").into()),
+                };
+                // Loki writes nanoseconds as a string (they do not fit a double); numbers are
+                // taken too when they are exact integers.
+                let ns = match ns {
+                    Value::String(s) => s.parse::<i64>().ok(),
+                    Value::Number(n) => n.as_i64(),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    invalid(&format!(
+                        "timestamp {ns} is not an integer of Unix nanoseconds"
+                    ))
+                })?;
+                let line = line
+                    .as_str()
+                    .ok_or_else(|| invalid("a log line is not a string"))?;
+                let metadata: Vec<(&str, &str)> = match metadata {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Object(map)) => map
+                        .iter()
+                        .map(|(k, v)| {
+                            v.as_str()
+                                .map(|s| (k.as_str(), s))
+                                .ok_or_else(|| invalid(&format!("metadata {k:?} is not a string")))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => return Err(invalid("structured metadata is not an object").into()),
+                };
+                let record = record(&labels, Some(ns), line, &metadata);
+                admit(record.len())?;
+                out.push(record);
+                Ok(())
             };
-            // Loki writes nanoseconds as a string (they do not fit a double); numbers are
-            // taken too when they are exact integers.
-            let ns = match ns {
-                Value::String(s) => s.parse::<i64>().ok(),
-                Value::Number(n) => n.as_i64(),
-                _ => None,
-            }
-            .ok_or_else(|| {
-                invalid(&format!(
-                    "timestamp {ns} is not an integer of Unix nanoseconds"
-                ))
-            })?;
-            let line = line
-                .as_str()
-                .ok_or_else(|| invalid("a log line is not a string"))?;
-            let metadata: Vec<(&str, &str)> = match metadata {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Object(map)) => map
-                    .iter()
-                    .map(|(k, v)| {
-                        v.as_str()
-                            .map(|s| (k.as_str(), s))
-                            .ok_or_else(|| invalid(&format!("metadata {k:?} is not a string")))
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(_) => return Err(invalid("structured metadata is not an object").into()),
-            };
-            let record = record(&labels, Some(ns), line, &metadata);
-            admit(record.len())?;
-            out.push(record);
+            entry().map_err(|e| stop = Some(e))
+        };
+        let mut de = serde_json::Deserializer::from_str(values.get());
+        let walked = serde::Deserializer::deserialize_seq(&mut de, EachElement(&mut each));
+        if let Some(e) = stop {
+            return Err(e);
         }
+        walked.map_err(|e| invalid(&format!("a stream has no \"values\" array: {e}")))?;
     }
     Ok(out)
 }

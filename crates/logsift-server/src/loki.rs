@@ -50,10 +50,11 @@ pub async fn push(
         Ack::Durable,
         move |body, charge| {
             let records = if json {
-                // What is charged stays held beside the JSON tree parsed from the body.
+                // What is charged stays held beside the streams parsed from the body (their
+                // entries are parsed one at a time).
                 let held = charge
                     .covered()
-                    .saturating_add(logsift_compat::json_tree_bytes(body));
+                    .saturating_add(loki::json_streams_bytes(body));
                 charge.cover(held, "the parsed push")?;
                 let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
                 loki::decode_json(body, &mut |len| budget.admit(len))?
