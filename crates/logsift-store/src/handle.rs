@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use logsift_core::IndexName;
@@ -150,6 +150,9 @@ pub struct IndexHandle {
     /// (it comes from the catalog's next sequence number) and write into one directory, and
     /// the second would copy a segment the first is replacing.
     rewriting: Mutex<()>,
+    /// Where the rewrite in progress writes (its work directory, its segment file and id), so
+    /// that a shutdown can take its unfinished output away (see [`Self::abandon_rewrite`]).
+    rewrite_output: Mutex<Option<(PathBuf, PathBuf, String)>>,
     /// Every record of this index with an id ≤ this is searchable (hot tier committed, or
     /// sealed).
     committed_lsn: AtomicU64,
@@ -225,6 +228,7 @@ impl IndexHandle {
                 .then(|| zstd_settings(cfg, cfg.idle_zstd_level)),
             merge_thread: Mutex::new(None),
             rewriting: Mutex::new(()),
+            rewrite_output: Mutex::new(None),
             hot_first_lsn: AtomicU64::new(0),
             last_add: Mutex::new(Instant::now()),
             uncommitted: AtomicU64::new(0),
@@ -323,7 +327,7 @@ impl IndexHandle {
         self.finish_seal(&tier)
     }
 
-    fn lock_catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+    fn lock_catalog(&self) -> MutexGuard<'_, Catalog> {
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -965,6 +969,9 @@ impl IndexHandle {
                 Background::Merge(sources) => {
                     let ids: Vec<String> = sources.iter().map(|e| e.segment.clone()).collect();
                     if let Err(e) = handle.merge(sources) {
+                        if matches!(e, StoreError::Stopping) {
+                            return;
+                        }
                         tracing::error!(index = %handle.name, segments = ?ids, error = %e, "merging segments failed; they stay as they are");
                     }
                 }
@@ -972,6 +979,9 @@ impl IndexHandle {
                     let (source, settings) = *picked;
                     let id = source.segment.clone();
                     if let Err(e) = handle.recompress(source, &settings) {
+                        if matches!(e, StoreError::Stopping) {
+                            return;
+                        }
                         tracing::error!(index = %handle.name, segment = %id, error = %e, "recompressing a segment failed; it stays as it is");
                     }
                 }
@@ -1168,13 +1178,18 @@ impl IndexHandle {
         let work = self.dir.join(format!("{MERGING_PREFIX}{id}"));
         let file = self.segment_path(&id);
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
+        *self.lock_rewrite_output() = Some((work.clone(), file.clone(), id.clone()));
+        let _clear = ClearOnDrop(&self.rewrite_output);
         let written = if kept > 0 {
             let merged = self.write_filtered(&segments, alive, &work, settings)?;
             if zstd_level(settings) != zstd_level(&self.sealed_settings) {
+                self.check_not_abandoned(&work, &file)?;
                 // tantivy's merge copies doc store blocks as they are when the compressor kind
                 // matches, whatever its level: write the store again at the new level.
                 rewrite_store(&merged, &work, settings).map_err(|e| self.store_err(e))?;
             }
+            crate::fault("store::rewrite-bundle").map_err(io_err(&work))?;
+            self.check_not_abandoned(&work, &file)?;
             Some(
                 sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
                     .map_err(|e| self.store_err(e))?,
@@ -1184,6 +1199,12 @@ impl IndexHandle {
         };
         let entry = {
             let mut catalog = self.lock_catalog();
+            // Under the catalog lock: `abandon_rewrite` takes it after raising `stopping`, so
+            // a rewrite either is recorded before it looks or sees the flag here.
+            if self.stopping.load(Ordering::Acquire) {
+                drop(catalog);
+                return Err(self.abandoned(&work, &file));
+            }
             let live = catalog.live();
             if !sources
                 .iter()
@@ -1239,6 +1260,60 @@ impl IndexHandle {
         self.segments_written.fetch_add(1, Ordering::Relaxed);
         tracing::info!(index = %self.name, segment = %id, sources = names.len(), docs = kept, bytes = written.map_or(0, |w| w.1), reason = add_reason, "rewrote segments");
         Ok(entry.map_or(Rewritten::Emptied, Rewritten::Into))
+    }
+
+    fn lock_rewrite_output(&self) -> MutexGuard<'_, Option<(PathBuf, PathBuf, String)>> {
+        self.rewrite_output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives up a rewrite once the server is stopping: its output is removed and its sources
+    /// stay as they are.
+    fn check_not_abandoned(&self, work: &Path, file: &Path) -> Result<(), StoreError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(self.abandoned(work, file));
+        }
+        Ok(())
+    }
+
+    fn abandoned(&self, work: &Path, file: &Path) -> StoreError {
+        let _ = fs::remove_file(file);
+        let _ = fs::remove_dir_all(work);
+        StoreError::Stopping
+    }
+
+    /// At shutdown: a merge or recompression still running (a large one takes seconds, and
+    /// tantivy cannot be interrupted) is abandoned. Its sources stay catalogued and served, so
+    /// nothing is lost; what it wrote so far is removed now rather than at the next start, so
+    /// that a stopped data directory holds only catalogued segments. Removing its work
+    /// directory also makes the rewrite fail at the next file it creates there.
+    pub(crate) fn abandon_rewrite(&self) {
+        self.stopping.store(true, Ordering::Release);
+        // A rewrite that checked the flag before it was raised has saved the catalog by now.
+        drop(self.lock_catalog());
+        let Some((work, file, id)) = self.lock_rewrite_output().clone() else {
+            return;
+        };
+        let remove = || {
+            if work.exists() {
+                if let Err(e) = fs::remove_dir_all(&work) {
+                    tracing::debug!(path = %work.display(), error = %e, "removing an abandoned rewrite's directory");
+                }
+            }
+            let catalogued = self.lock_catalog().live().iter().any(|e| e.segment == id);
+            if !catalogued && file.exists() {
+                let _ = fs::remove_file(&file);
+            }
+        };
+        remove();
+        // Give the thread a moment to notice (a file it had open may be written to the end).
+        let deadline = Instant::now() + ABANDON_GRACE;
+        while self.lock_rewrite_output().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        remove();
+        tracing::info!(index = %self.name, segment = %id, "stopping: abandoned a segment rewrite in progress (its sources stay)");
     }
 
     /// Erasure reaches unsealed records by sealing them first: the hot tier lives in memory
@@ -1392,6 +1467,19 @@ fn rewrite_store(index: &Index, dir: &Path, settings: &IndexSettings) -> Result<
         fs::rename(dir.join(&tmp), dir.join(&path)).map_err(|e| err(&e))?;
     }
     Ok(())
+}
+
+/// How long a shutdown waits for an abandoned rewrite to notice before it removes its output
+/// again and goes on.
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
+
+/// Clears the record of the rewrite in progress however the rewrite ends.
+struct ClearOnDrop<'a>(&'a Mutex<Option<(PathBuf, PathBuf, String)>>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// Work for the background thread of an index (one at a time).

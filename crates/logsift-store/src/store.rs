@@ -32,6 +32,8 @@ pub enum StoreError {
         "an earlier write failure is still being recovered from; nothing is committed until then"
     )]
     Pending,
+    #[error("the server is stopping; the rewrite was abandoned and its sources stay as they are")]
+    Stopping,
 }
 
 #[derive(Debug, Clone)]
@@ -357,6 +359,9 @@ impl Store {
     }
 
     pub fn seal_all_and_wait(&self) {
+        for handle in self.list() {
+            handle.abandon_rewrite();
+        }
         for handle in self.list() {
             handle.wait_for_seal();
             handle.stop_retrying();
