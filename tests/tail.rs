@@ -270,12 +270,17 @@ fn cli_search_colours_only_when_asked() {
     assert_eq!(hit["message"], "disk is full");
 }
 
-/// Opens `GET /api/v1/tail` on a raw connection and returns it with the status line's code.
+/// Opens `GET /api/v1/tail?q=*` on a raw connection and returns it with the status line's
+/// code.
 fn open_tail(addr: &str) -> (TcpStream, u16) {
+    open_tail_of(addr, "*")
+}
+
+fn open_tail_of(addr: &str, q: &str) -> (TcpStream, u16) {
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "GET /api/v1/tail?q=* HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        "GET /api/v1/tail?q={q} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
     )
     .unwrap();
     stream
@@ -383,4 +388,65 @@ fn tails_and_exports_are_bounded() {
         assert!(Instant::now() < deadline, "the stalled export never let go");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Reads `stream` until `text` has come (or the read timeout fails the test).
+fn read_until(stream: &mut TcpStream, text: &str) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(text) {
+        let n = stream.read(&mut buf).expect("the tail delivers");
+        assert!(n > 0, "the tail ended before {text:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Tails with the same query over the same indexes share one poller, which renders each
+/// record once for all of them (issue #17: 64 tails of one query each polled and rendered
+/// every record themselves, and legitimate ingest waited 1.5 s at p99 behind them). Each
+/// stream still gets every record, and a poller ends with its last client.
+#[test]
+fn tails_of_one_query_share_one_poller_and_each_gets_every_record() {
+    let s = Server::start();
+    let addr = s.http.trim_start_matches("http://").to_string();
+    let mut shared: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let (stream, code) = open_tail_of(&addr, "disk");
+            assert_eq!(code, 200);
+            stream
+        })
+        .collect();
+    let (mut other, code) = open_tail_of(&addr, "full");
+    assert_eq!(code, 200);
+    wait_until("the tails are open", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 4.0
+    });
+    assert_eq!(
+        s.metric("logsift_tail_pollers"),
+        2.0,
+        "one poller per query"
+    );
+
+    ingest_line(&s, "db-1", "disk is full");
+    for stream in shared.iter_mut().chain(std::iter::once(&mut other)) {
+        read_until(stream, "disk is full");
+    }
+    // A second record reaches the streams that stay.
+    drop(shared.pop());
+    drop(shared.pop());
+    wait_until("two tails are gone", Duration::from_secs(10), || {
+        s.metric("logsift_tail_clients") == 2.0
+    });
+    assert_eq!(s.metric("logsift_tail_pollers"), 2.0);
+    ingest_line(&s, "db-1", "disk is full again");
+    read_until(&mut shared[0], "disk is full again");
+    read_until(&mut other, "disk is full again");
+
+    drop(shared);
+    drop(other);
+    wait_until(
+        "the pollers end with their clients",
+        Duration::from_secs(10),
+        || s.metric("logsift_tail_pollers") == 0.0 && s.metric("logsift_tail_clients") == 0.0,
+    );
 }

@@ -110,6 +110,7 @@ metrics! {
         ingest_refusing => "logsift_ingest_refusing", "1 while ingest is refused because the WAL cannot be written.";
         queries_running => "logsift_queries_running", "Queries (search, histogram, terms, context) holding a query slot, until their work has stopped.";
         tail_clients => "logsift_tail_clients", "Open tail streams.";
+        tail_pollers => "logsift_tail_pollers", "Tail pollers running: streams with the same query over the same indexes share one, which renders each record once for all of them.";
     }
     histograms {
         fsync_seconds => "logsift_wal_fsync_seconds", "Time spent in WAL fsync.";

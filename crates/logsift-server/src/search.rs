@@ -28,6 +28,8 @@ pub(crate) struct QueryLimits {
     /// Exports streaming (each took a query slot for its estimate).
     exports: Arc<Semaphore>,
     max_exports: usize,
+    /// Tails with the same query over the same indexes, polled once for all of them.
+    pub(crate) tail_hubs: Arc<crate::tail::TailHubs>,
 }
 
 impl QueryLimits {
@@ -43,6 +45,7 @@ impl QueryLimits {
             max_tails: cfg.max_tail_clients.max(1),
             exports: Arc::new(Semaphore::new(cfg.max_concurrent_exports.max(1))),
             max_exports: cfg.max_concurrent_exports.max(1),
+            tail_hubs: Arc::default(),
         }
     }
 
