@@ -871,7 +871,9 @@ fn index_loop(
             if indexer.needs_reapply() {
                 tracing::error!("stopping with uncommitted records; they stay in the WAL and are replayed at next start");
             }
-            // What was committed is sealed (a hot tier holds committed records only).
+            // Merges and recompressions in progress are given up (their sources stay), then
+            // what was committed is sealed (a hot tier holds committed records only).
+            indexer.store().abandon_rewrites();
             indexer.store().seal_all_and_wait();
             truncatable.store(indexer.truncatable_lsn(), Ordering::Release);
             break;

@@ -153,6 +153,8 @@ pub struct IndexHandle {
     /// Where the rewrite in progress writes (its work directory, its segment file and id), so
     /// that a shutdown can take its unfinished output away (see [`Self::abandon_rewrite`]).
     rewrite_output: Mutex<Option<(PathBuf, PathBuf, String)>>,
+    /// Set at shutdown: rewrites still running give up, and none is recorded any more.
+    rewrites_abandoned: AtomicBool,
     /// Every record of this index with an id ≤ this is searchable (hot tier committed, or
     /// sealed).
     committed_lsn: AtomicU64,
@@ -229,6 +231,7 @@ impl IndexHandle {
             merge_thread: Mutex::new(None),
             rewriting: Mutex::new(()),
             rewrite_output: Mutex::new(None),
+            rewrites_abandoned: AtomicBool::new(false),
             hot_first_lsn: AtomicU64::new(0),
             last_add: Mutex::new(Instant::now()),
             uncommitted: AtomicU64::new(0),
@@ -1199,9 +1202,9 @@ impl IndexHandle {
         };
         let entry = {
             let mut catalog = self.lock_catalog();
-            // Under the catalog lock: `abandon_rewrite` takes it after raising `stopping`, so
+            // Under the catalog lock: `abandon_rewrite` takes it after raising the flag, so
             // a rewrite either is recorded before it looks or sees the flag here.
-            if self.stopping.load(Ordering::Acquire) {
+            if self.rewrites_abandoned.load(Ordering::Acquire) {
                 drop(catalog);
                 return Err(self.abandoned(&work, &file));
             }
@@ -1271,7 +1274,7 @@ impl IndexHandle {
     /// Gives up a rewrite once the server is stopping: its output is removed and its sources
     /// stay as they are.
     fn check_not_abandoned(&self, work: &Path, file: &Path) -> Result<(), StoreError> {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.rewrites_abandoned.load(Ordering::Acquire) {
             return Err(self.abandoned(work, file));
         }
         Ok(())
@@ -1289,7 +1292,7 @@ impl IndexHandle {
     /// that a stopped data directory holds only catalogued segments. Removing its work
     /// directory also makes the rewrite fail at the next file it creates there.
     pub(crate) fn abandon_rewrite(&self) {
-        self.stopping.store(true, Ordering::Release);
+        self.rewrites_abandoned.store(true, Ordering::Release);
         // A rewrite that checked the flag before it was raised has saved the catalog by now.
         drop(self.lock_catalog());
         let Some((work, file, id)) = self.lock_rewrite_output().clone() else {

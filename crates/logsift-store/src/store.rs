@@ -349,6 +349,15 @@ impl Store {
         }
     }
 
+    /// At shutdown, before [`Self::seal_all_and_wait`]: merges and recompressions running
+    /// now are abandoned and their output removed (see `IndexHandle::abandon_rewrite`), and no
+    /// rewrite is recorded from now on; erasures have stopped with the HTTP server.
+    pub fn abandon_rewrites(&self) {
+        for handle in self.list() {
+            handle.abandon_rewrite();
+        }
+    }
+
     /// Graceful shutdown: seals every hot tier that holds committed records and waits for
     /// every seal, so that what was committed is in sealed segments (covered by
     /// `segments verify`) and the WAL can be truncated. A seal that fails now is not retried:
@@ -359,9 +368,6 @@ impl Store {
     }
 
     pub fn seal_all_and_wait(&self) {
-        for handle in self.list() {
-            handle.abandon_rewrite();
-        }
         for handle in self.list() {
             handle.wait_for_seal();
             handle.stop_retrying();

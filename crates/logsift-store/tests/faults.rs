@@ -287,6 +287,8 @@ fn a_stop_during_a_merge_abandons_it_and_leaves_only_catalogued_files() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // What the pipeline does at a graceful stop.
+    store.abandon_rewrites();
     store.seal_all_and_wait();
     assert_eq!(uncatalogued(tmp.path(), &store), Vec::<String>::new());
     assert_eq!(served(&store), expected, "after the stop");
