@@ -150,9 +150,9 @@ pub struct IndexHandle {
     /// (it comes from the catalog's next sequence number) and write into one directory, and
     /// the second would copy a segment the first is replacing.
     rewriting: Mutex<()>,
-    /// Where the rewrite in progress writes (its work directory, its segment file and id), so
-    /// that a shutdown can take its unfinished output away (see [`Self::abandon_rewrite`]).
-    rewrite_output: Mutex<Option<(PathBuf, PathBuf, String)>>,
+    /// The new segment id of the rewrite in progress, so that a shutdown can take its
+    /// unfinished output away (see [`Self::abandon_rewrite`]).
+    rewrite_output: Mutex<Option<String>>,
     /// Set at shutdown: rewrites still running give up, and none is recorded any more.
     rewrites_abandoned: AtomicBool,
     /// Every record of this index with an id ≤ this is searchable (hot tier committed, or
@@ -875,6 +875,11 @@ impl IndexHandle {
         Ok(())
     }
 
+    /// Where the rewrite that makes segment `id` writes its one-segment index.
+    fn rewrite_work(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{MERGING_PREFIX}{id}"))
+    }
+
     fn segment_path(&self, id: &str) -> PathBuf {
         self.dir
             .join(SEGMENTS_DIR)
@@ -1178,21 +1183,19 @@ impl IndexHandle {
         // Raw bytes of what is kept, in proportion (the catalog's figure is informative).
         let raw_bytes =
             sources.iter().map(|e| e.raw_bytes).sum::<u64>() * kept / source_docs.max(1);
-        let work = self.dir.join(format!("{MERGING_PREFIX}{id}"));
-        let file = self.segment_path(&id);
+        let mut output = RewriteOutput::new(self, &id);
+        let (work, file) = (output.work.clone(), output.file.clone());
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
-        *self.lock_rewrite_output() = Some((work.clone(), file.clone(), id.clone()));
-        let _clear = ClearOnDrop(&self.rewrite_output);
         let written = if kept > 0 {
             let merged = self.write_filtered(&segments, alive, &work, settings)?;
             if zstd_level(settings) != zstd_level(&self.sealed_settings) {
-                self.check_not_abandoned(&work, &file)?;
+                self.check_not_abandoned()?;
                 // tantivy's merge copies doc store blocks as they are when the compressor kind
                 // matches, whatever its level: write the store again at the new level.
                 rewrite_store(&merged, &work, settings).map_err(|e| self.store_err(e))?;
             }
             crate::fault("store::rewrite-bundle").map_err(io_err(&work))?;
-            self.check_not_abandoned(&work, &file)?;
+            self.check_not_abandoned()?;
             Some(
                 sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
                     .map_err(|e| self.store_err(e))?,
@@ -1204,18 +1207,12 @@ impl IndexHandle {
             let mut catalog = self.lock_catalog();
             // Under the catalog lock: `abandon_rewrite` takes it after raising the flag, so
             // a rewrite either is recorded before it looks or sees the flag here.
-            if self.rewrites_abandoned.load(Ordering::Acquire) {
-                drop(catalog);
-                return Err(self.abandoned(&work, &file));
-            }
+            self.check_not_abandoned()?;
             let live = catalog.live();
             if !sources
                 .iter()
                 .all(|src| live.iter().any(|l| l.segment == src.segment))
             {
-                drop(catalog);
-                let _ = fs::remove_file(&file);
-                let _ = fs::remove_dir_all(&work);
                 tracing::info!(index = %self.name, "a rewrite's source was deleted meanwhile; dropping the rewrite");
                 return Ok(Rewritten::SourcesGone);
             }
@@ -1235,11 +1232,9 @@ impl IndexHandle {
                 // would be saved by the next catalog update while the segment is not served
                 // (and its file may be gone by then).
                 catalog.entries.truncate(before);
-                drop(catalog);
-                let _ = fs::remove_file(&file);
-                let _ = fs::remove_dir_all(&work);
                 return Err(StoreError::Catalog(e.to_string()));
             }
+            output.recorded = true;
             entry
         };
         {
@@ -1265,25 +1260,19 @@ impl IndexHandle {
         Ok(entry.map_or(Rewritten::Emptied, Rewritten::Into))
     }
 
-    fn lock_rewrite_output(&self) -> MutexGuard<'_, Option<(PathBuf, PathBuf, String)>> {
+    fn lock_rewrite_output(&self) -> MutexGuard<'_, Option<String>> {
         self.rewrite_output
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Gives up a rewrite once the server is stopping: its output is removed and its sources
-    /// stay as they are.
-    fn check_not_abandoned(&self, work: &Path, file: &Path) -> Result<(), StoreError> {
+    /// Gives up a rewrite once the server is stopping (its output goes with its
+    /// [`RewriteOutput`]; its sources stay as they are).
+    fn check_not_abandoned(&self) -> Result<(), StoreError> {
         if self.rewrites_abandoned.load(Ordering::Acquire) {
-            return Err(self.abandoned(work, file));
+            return Err(StoreError::Stopping);
         }
         Ok(())
-    }
-
-    fn abandoned(&self, work: &Path, file: &Path) -> StoreError {
-        let _ = fs::remove_file(file);
-        let _ = fs::remove_dir_all(work);
-        StoreError::Stopping
     }
 
     /// At shutdown: a merge or recompression still running (a large one takes seconds, and
@@ -1295,9 +1284,10 @@ impl IndexHandle {
         self.rewrites_abandoned.store(true, Ordering::Release);
         // A rewrite that checked the flag before it was raised has saved the catalog by now.
         drop(self.lock_catalog());
-        let Some((work, file, id)) = self.lock_rewrite_output().clone() else {
+        let Some(id) = self.lock_rewrite_output().clone() else {
             return;
         };
+        let (work, file) = (self.rewrite_work(&id), self.segment_path(&id));
         let remove = || {
             if work.exists() {
                 if let Err(e) = fs::remove_dir_all(&work) {
@@ -1310,7 +1300,8 @@ impl IndexHandle {
             }
         };
         remove();
-        // Give the thread a moment to notice (a file it had open may be written to the end).
+        // Give the thread a moment to notice and clean up after itself (a file it had open may
+        // be written to the end); the process may exit right after this returns.
         let deadline = Instant::now() + ABANDON_GRACE;
         while self.lock_rewrite_output().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -1476,12 +1467,38 @@ fn rewrite_store(index: &Index, dir: &Path, settings: &IndexSettings) -> Result<
 /// again and goes on.
 const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
-/// Clears the record of the rewrite in progress however the rewrite ends.
-struct ClearOnDrop<'a>(&'a Mutex<Option<(PathBuf, PathBuf, String)>>);
+/// The output of the rewrite in progress. However the rewrite ends, its work directory goes,
+/// and so does its segment file unless the catalog recorded it; meanwhile its id is where
+/// [`IndexHandle::abandon_rewrite`] finds it.
+struct RewriteOutput<'h> {
+    handle: &'h IndexHandle,
+    work: PathBuf,
+    file: PathBuf,
+    /// The catalog lists the new segment: its file stays.
+    recorded: bool,
+}
 
-impl Drop for ClearOnDrop<'_> {
+impl<'h> RewriteOutput<'h> {
+    fn new(handle: &'h IndexHandle, id: &str) -> Self {
+        *handle.lock_rewrite_output() = Some(id.to_string());
+        RewriteOutput {
+            handle,
+            work: handle.rewrite_work(id),
+            file: handle.segment_path(id),
+            recorded: false,
+        }
+    }
+}
+
+impl Drop for RewriteOutput<'_> {
     fn drop(&mut self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if !self.recorded {
+            let _ = fs::remove_file(&self.file);
+        }
+        if self.work.exists() {
+            let _ = fs::remove_dir_all(&self.work);
+        }
+        *self.handle.lock_rewrite_output() = None;
     }
 }
 
