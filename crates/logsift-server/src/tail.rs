@@ -154,6 +154,7 @@ pub(crate) struct TailHubs {
 }
 
 struct Hub {
+    key: HubKey,
     subscribers: Mutex<Vec<Arc<Outbox>>>,
     /// Cancelled when the hub leaves the map (its last client went): its task stops.
     retired: CancellationToken,
@@ -179,6 +180,7 @@ impl TailHubs {
             return (hub.clone(), false);
         }
         let hub = Arc::new(Hub {
+            key: key.clone(),
             subscribers: Mutex::new(vec![outbox]),
             retired: CancellationToken::new(),
         });
@@ -186,29 +188,30 @@ impl TailHubs {
         (hub, true)
     }
 
-    /// Takes `outbox` off `hub`; the hub is retired when no client is left. Under the map's
-    /// lock, so that a client joining at the same time finds either this hub with a client
-    /// or no hub (and starts one).
-    fn leave(&self, key: &HubKey, hub: &Arc<Hub>, outbox: &Arc<Outbox>) {
+    /// Keeps the clients of `hub` that `keep` wants; the hub is retired when none is left
+    /// (a client leaving, or the last ones dropped as too slow whose streams have not ended
+    /// yet). Under the map's lock, so that a client joining at the same time finds either
+    /// this hub with a client or no hub (and starts one).
+    fn unsubscribe(&self, hub: &Arc<Hub>, keep: impl Fn(&Arc<Outbox>) -> bool) {
         let mut hubs = self.lock();
         let mut subscribers = hub.subscribers();
-        subscribers.retain(|o| !Arc::ptr_eq(o, outbox));
+        subscribers.retain(keep);
         if subscribers.is_empty() {
             drop(subscribers);
-            retire(&mut hubs, key, hub);
+            retire(&mut hubs, hub);
         }
     }
 
     /// Ends `hub` for good (its poll failed or the server stops): a client arriving next
     /// starts a new one.
-    fn remove(&self, key: &HubKey, hub: &Arc<Hub>) {
-        retire(&mut self.lock(), key, hub);
+    fn remove(&self, hub: &Arc<Hub>) {
+        retire(&mut self.lock(), hub);
     }
 }
 
-fn retire(hubs: &mut HashMap<HubKey, Arc<Hub>>, key: &HubKey, hub: &Arc<Hub>) {
-    if hubs.get(key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
-        hubs.remove(key);
+fn retire(hubs: &mut HashMap<HubKey, Arc<Hub>>, hub: &Arc<Hub>) {
+    if hubs.get(&hub.key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+        hubs.remove(&hub.key);
     }
     hub.retired.cancel();
 }
@@ -218,7 +221,6 @@ struct Client {
     outbox: Arc<Outbox>,
     hub: Arc<Hub>,
     hubs: Arc<TailHubs>,
-    key: HubKey,
     told: bool,
     metrics: Arc<Metrics>,
     /// One of `query.max_tail_clients`, held while the stream is open.
@@ -227,7 +229,9 @@ struct Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.hubs.leave(&self.key, &self.hub, &self.outbox);
+        let outbox = &self.outbox;
+        self.hubs
+            .unsubscribe(&self.hub, |o| !Arc::ptr_eq(o, outbox));
         self.metrics.tail_clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -271,7 +275,6 @@ pub async fn tail(
         outbox,
         hub: hub.clone(),
         hubs: hubs.clone(),
-        key: key.clone(),
         told: false,
         metrics: metrics.clone(),
         _permit: permit,
@@ -280,7 +283,6 @@ pub async fn tail(
         let poller = Poller {
             hub,
             hubs,
-            key,
             store,
             ast: Arc::new(ast),
             indexes,
@@ -325,7 +327,6 @@ pub async fn tail(
 struct Poller {
     hub: Arc<Hub>,
     hubs: Arc<TailHubs>,
-    key: HubKey,
     store: Arc<Store>,
     ast: Arc<Ast>,
     indexes: Vec<String>,
@@ -338,7 +339,7 @@ impl Poller {
     async fn run(self, mut cursor: TailCursor) {
         self.metrics.tail_pollers.fetch_add(1, Ordering::Relaxed);
         let last = self.follow(&mut cursor).await;
-        self.hubs.remove(&self.key, &self.hub);
+        self.hubs.remove(&self.hub);
         if let Some(last) = last {
             for outbox in self.hub.subscribers().iter() {
                 outbox.finish(last.clone());
@@ -382,17 +383,16 @@ impl Poller {
                         return None;
                     }
                 };
+                let failed = |e: &dyn std::fmt::Display| {
+                    Some(Some(Event::default().event("error").data(e.to_string())))
+                };
                 let hits = match polled {
                     Ok((next, Ok(hits))) => {
                         *cursor = next;
                         hits
                     }
-                    Ok((_, Err(e))) => {
-                        return Some(Some(Event::default().event("error").data(e.to_string())))
-                    }
-                    Err(e) => {
-                        return Some(Some(Event::default().event("error").data(e.to_string())))
-                    }
+                    Ok((_, Err(e))) => return failed(&e),
+                    Err(e) => return failed(&e),
                 };
                 let full_batch = hits.len() == POLL_LIMIT;
                 // Rendered once for every client of the hub.
@@ -414,47 +414,36 @@ impl Poller {
     }
 
     fn deliver(&self, events: &[Event]) {
-        let subscribers: Vec<Arc<Outbox>> = self.hub.subscribers().clone();
-        let mut dropped = false;
-        for outbox in &subscribers {
+        self.each_client(|outbox| {
             for event in events {
                 match outbox.offer(event.clone()) {
                     Offered::Queued => {}
-                    Offered::TooSlow => {
-                        Metrics::add(&self.metrics.tail_dropped, 1);
-                        dropped = true;
-                        break;
-                    }
-                    Offered::Gone => {
-                        dropped = true;
-                        break;
-                    }
+                    Offered::TooSlow => return true,
+                    Offered::Gone => return false,
                 }
             }
-        }
-        if dropped {
-            self.forget_dropped();
-        }
+            false
+        });
     }
 
     fn drop_slow_clients(&self, now: Instant) {
-        let subscribers: Vec<Arc<Outbox>> = self.hub.subscribers().clone();
-        let mut dropped = false;
-        for outbox in &subscribers {
-            if outbox.check(now) {
-                Metrics::add(&self.metrics.tail_dropped, 1);
-                dropped = true;
-            }
-        }
-        if dropped {
-            self.forget_dropped();
-        }
+        self.each_client(|outbox| outbox.check(now));
     }
 
-    /// Dropped clients get no more events; their streams end on their own (and leave).
-    fn forget_dropped(&self) {
-        self.hub
-            .subscribers()
-            .retain(|o| !o.dropped.load(Ordering::Relaxed));
+    /// Runs `found_too_slow` on each client, counts those it dropped, and lets every dropped
+    /// client go: it gets no more events, and its stream ends on its own.
+    fn each_client(&self, found_too_slow: impl Fn(&Outbox) -> bool) {
+        let subscribers: Vec<Arc<Outbox>> = self.hub.subscribers().clone();
+        let mut any_dropped = false;
+        for outbox in &subscribers {
+            if found_too_slow(outbox) {
+                Metrics::add(&self.metrics.tail_dropped, 1);
+            }
+            any_dropped |= outbox.dropped.load(Ordering::Relaxed);
+        }
+        if any_dropped {
+            self.hubs
+                .unsubscribe(&self.hub, |o| !o.dropped.load(Ordering::Relaxed));
+        }
     }
 }
