@@ -325,13 +325,7 @@ fn tails_and_exports_are_bounded() {
         "application/x-ndjson",
     );
     assert_eq!(status, 200);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("for the tails") {
-        let n = first.read(&mut buf).expect("the open tail delivers");
-        assert!(n > 0, "the open tail ended");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut first, "for the tails");
     // A closed stream gives its place back.
     drop(second);
     wait_until("the closed tail is gone", Duration::from_secs(10), || {
