@@ -32,7 +32,7 @@ use crate::collector::{SortKey, TopByTime};
 use crate::lang::Ast;
 use crate::parts::{self, Coverage, Covered};
 use crate::{
-    check_range, compile, parse_query, range_split, resolve_indexes, search_error, Budget,
+    check_range, parse_query, range_split, resolve_indexes, search_error, Budget, Compiled,
     QueryError, SortOrder,
 };
 
@@ -202,10 +202,7 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
         end,
     };
     parts.retain(|p| p.max_ts >= start && p.min_ts < end);
-    let queries = handles
-        .iter()
-        .map(|h| compile(store, h, &ast, query_start, query_end))
-        .collect::<Result<Vec<_>, _>>()?;
+    let queries = Compiled::new(store, &handles, &ast, query_start, query_end)?;
     let match_all = ast == Ast::All && interval % SUMMARY_BUCKET_NS == 0;
     let (counts, done) = parts::run(
         &parts,
@@ -215,7 +212,7 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
             if let Some(summary) = part.whole_summary(match_all, Some(start), Some(end)) {
                 return Ok(histogram_of_summary(summary, origin, interval));
             }
-            let query = budget.wrap(queries[part.handle].box_clone());
+            let query = budget.wrap(queries.get(part.handle).box_clone());
             part.searcher
                 .search(&*query, &collector)
                 .map_err(search_error(&handles[part.handle]))
@@ -485,10 +482,7 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
     let ast = parse_query(&req.query)?;
     let handles = resolve_indexes(store, &req.indexes)?;
     req.budget.check()?;
-    let queries = handles
-        .iter()
-        .map(|h| compile(store, h, &ast, req.start, req.end))
-        .collect::<Result<Vec<_>, _>>()?;
+    let queries = Compiled::new(store, &handles, &ast, req.start, req.end)?;
     let parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
     let collector = TermsCollector {
         field: req.field.clone(),
@@ -514,7 +508,7 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
                     req.max_values,
                 ));
             }
-            let query = budget.wrap(queries[part.handle].box_clone());
+            let query = budget.wrap(queries.get(part.handle).box_clone());
             part.searcher
                 .search(&*query, &collector)
                 .map_err(search_error(&handles[part.handle]))

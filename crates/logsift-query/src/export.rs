@@ -21,8 +21,8 @@ use tantivy::{DocAddress, Term};
 
 use crate::collector::{sort_keys, SortKey, TopByTime};
 use crate::{
-    check_range, compile, format_cursor, parse_cursor, parse_query, parts, resolve_indexes,
-    search_error, Budget, QueryError, SortOrder,
+    check_range, format_cursor, parse_cursor, parse_query, parts, resolve_indexes, search_error,
+    Budget, Compiled, QueryError, SortOrder,
 };
 
 /// Records read per window at most: bounds memory (keys plus one batch of documents).
@@ -137,16 +137,7 @@ pub fn export(
             )) as Box<dyn Query>,
             None => id_range.box_clone(),
         };
-        let queries = handles
-            .iter()
-            .map(|h| {
-                let q = compile(store, h, &ast, Some(lo), Some(hi))?;
-                Ok(Box::new(BooleanQuery::new(vec![
-                    (Occur::Must, q),
-                    (Occur::Must, ids.box_clone()),
-                ])) as Box<dyn Query>)
-            })
-            .collect::<Result<Vec<_>, QueryError>>()?;
+        let matches = Compiled::new(store, &handles, &ast, Some(lo), Some(hi))?;
         let collector = TopByTime {
             limit: BATCH,
             order: SortOrder::Asc,
@@ -157,9 +148,13 @@ pub fn export(
         let mut top: Vec<(SortKey, usize, DocAddress)> = Vec::new();
         let mut remaining = 0u64;
         for (at, part) in parts.iter().enumerate() {
+            let query = BooleanQuery::new(vec![
+                (Occur::Must, matches.get(part.handle).box_clone()),
+                (Occur::Must, ids.box_clone()),
+            ]);
             let fruit = part
                 .searcher
-                .search(&*queries[part.handle], &collector)
+                .search(&query, &collector)
                 .map_err(search_error(&handles[part.handle]))?;
             remaining += fruit.after_cursor;
             position.visited += fruit.total;

@@ -192,10 +192,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl IndexHandle {
+    /// `query_index` is the store's empty index that queries are compiled against (shared:
+    /// one per index cost a few KiB each, and an index-name flood makes a thousand).
     pub(crate) fn open_or_create(
         dir: &Path,
         name: IndexName,
         schema: &LogSchema,
+        query_index: &Index,
         cfg: &StoreConfig,
     ) -> Result<Self, StoreError> {
         let tantivy_err = |source| StoreError::Tantivy {
@@ -206,13 +209,11 @@ impl IndexHandle {
         fs::create_dir_all(&segments_dir).map_err(io_err(&segments_dir))?;
         let catalog = Catalog::load(dir).map_err(|e| StoreError::Catalog(e.to_string()))?;
 
-        let query_index = Index::create_in_ram(schema.schema.clone());
-        LogSchema::register_tokenizers(query_index.tokenizers());
         let hot = new_hot(schema).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
             dir: dir.to_path_buf(),
-            query_index,
+            query_index: query_index.clone(),
             hot: RwLock::new(hot),
             sealing: RwLock::new(Vec::new()),
             sealed: RwLock::new(Vec::new()),
@@ -918,7 +919,10 @@ impl IndexHandle {
 
     /// A served segment written at a lower zstd level than the idle settings', oldest first,
     /// once nothing was added to the index for `idle` (and its hot tier is sealed): the
-    /// level paid while ingesting is low, the bytes kept for months are not.
+    /// level paid while ingesting is low, the bytes kept for months are not. Segments holding
+    /// less than one doc store block of raw text are left alone: a higher level saves next
+    /// to nothing there, and an index-name flood would otherwise rewrite a thousand
+    /// one-record segments the moment they all go quiet.
     fn pick_recompress(&self, idle: Duration) -> Option<(CatalogEntry, IndexSettings)> {
         let settings = self.idle_settings.as_ref()?;
         let target = zstd_level(settings)?;
@@ -928,6 +932,7 @@ impl IndexHandle {
         let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
         sealed
             .iter()
+            .filter(|s| s.entry.raw_bytes >= settings.docstore_blocksize as u64)
             .filter(|s| {
                 let level = zstd_level(s.reader.searcher().index().settings());
                 level.is_some_and(|l| l < target)
@@ -939,6 +944,15 @@ impl IndexHandle {
     /// Starts merging small sealed segments in the background when a run of `factor` adjacent
     /// ones of the same size class exists and no merge is running; else, on a quiet index,
     /// recompressing one segment at the idle zstd level. Returns whether one started.
+    /// Whether a merge or recompression of this index is running.
+    pub(crate) fn merge_running(&self) -> bool {
+        self.merge_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     pub(crate) fn maybe_merge(
         self: &Arc<Self>,
         factor: usize,
