@@ -16,7 +16,8 @@
 //!
 //! Flags (after `--`): `--size 100MB` (default; decimal units), `--commit N` (default 15000:
 //! what a 500 ms hot-tier commit holds at about 30 k records/s), `--only NAME` (variants
-//! whose name contains NAME), `--terms`.
+//! whose name contains NAME), `--terms`, `--space` (bytes per raw byte of each file kind and
+//! field of the merged segment, for the `current` variant or the `--only` one).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
 
@@ -43,6 +44,7 @@ struct Args {
     commit: usize,
     only: Option<String>,
     terms: bool,
+    space: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         commit: 15_000,
         only: None,
         terms: false,
+        space: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--bench" => a.bench = true,
             "--terms" => a.terms = true,
+            "--space" => a.space = true,
             "--size" => {
                 let v = value()?;
                 let (digits, unit) =
@@ -338,6 +342,13 @@ fn main() {
             total,
             bytes as f64 / (merged - started) / 1e6,
         );
+        let chosen = args
+            .only
+            .as_deref()
+            .map_or(name == "current", |o| name.contains(o));
+        if args.space && chosen {
+            print_space(&index, bytes as f64);
+        }
         if args.terms
             && args
                 .only
@@ -349,5 +360,40 @@ fn main() {
     }
     if let Some((index, schema)) = terms_of {
         print_terms(&index, &schema);
+    }
+}
+
+/// Bytes per raw byte of each file kind of the merged segment, and of each field in it.
+fn print_space(index: &Index, raw: f64) {
+    let searcher = index.reader().expect("reader").searcher();
+    let usage = searcher.space_usage().expect("space usage");
+    println!("\n| part | field | bytes per raw byte |\n|---|---|---:|");
+    for segment in usage.segments() {
+        let kinds = [
+            ("term dictionary", segment.termdict()),
+            ("postings", segment.postings()),
+            ("positions", segment.positions()),
+            ("fast fields", segment.fast_fields()),
+            ("field norms", segment.fieldnorms()),
+        ];
+        for (kind, per_field) in kinds {
+            println!(
+                "| {kind} | (all) | {:.4} |",
+                per_field.total().get_bytes() as f64 / raw
+            );
+            let mut fields: Vec<_> = per_field.fields().collect();
+            fields.sort_by_key(|f| std::cmp::Reverse(f.total().get_bytes()));
+            for f in fields.iter().take(8) {
+                println!(
+                    "| {kind} | {} | {:.4} |",
+                    f.field_name(),
+                    f.total().get_bytes() as f64 / raw
+                );
+            }
+        }
+        println!(
+            "| doc store (tantivy default compressor) | (all) | {:.4} |",
+            segment.store().total().get_bytes() as f64 / raw
+        );
     }
 }
