@@ -769,6 +769,10 @@ fn free_bytes(path: &Path) -> Option<u64> {
 /// How often retention looks for sealed segments to delete.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often background merges and recompressions are started. They take turns across the
+/// store (see `Store::start_merges`), so the next one waits at most this long.
+const MERGE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How often a failed index write is retried (by re-applying from the WAL).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -783,6 +787,7 @@ fn index_loop(
     let mut last_commit = Instant::now();
     let mut last_reapply = Instant::now();
     let mut last_retention: Option<Instant> = None;
+    let mut last_merges: Option<Instant> = None;
     loop {
         if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL) {
             last_retention = Some(Instant::now());
@@ -792,6 +797,9 @@ fn index_loop(
             if deleted > 0 {
                 Metrics::add(&metrics.segments_deleted, deleted as u64);
             }
+        }
+        if last_merges.is_none_or(|t| t.elapsed() >= MERGE_INTERVAL) {
+            last_merges = Some(Instant::now());
             indexer.store().start_merges();
         }
         let next = if indexer.has_uncommitted() {

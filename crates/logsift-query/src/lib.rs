@@ -295,6 +295,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     let ((query_start, query_end), (start, end)) = range_split(&ast, req.start, req.end);
     let queries = Compiled::new(store, &handles, &ast, query_start, query_end)?;
     let parts = parts::collect(&handles, req.start, req.end, req.order)?;
+    let count_only = ast == Ast::All && req.limit == 0 && after.is_none();
     let collector = TopByTime {
         limit: req.limit,
         order: req.order,
@@ -315,6 +316,17 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         &req.budget,
         Found::default(),
         |part, budget| {
+            if count_only && part.inside(req.start, req.end) {
+                // Every live document of the part matches: its count is its size, and no
+                // timestamp column is read (23 M records: 46 ms, and 140 MiB of mapped
+                // columns left resident, before this).
+                let docs = part.searcher.num_docs();
+                return Ok(collector::Fruit {
+                    total: docs,
+                    after_cursor: docs,
+                    top: Vec::new(),
+                });
+            }
             let query = budget.wrap(queries.get(part.handle).box_clone());
             part.searcher
                 .search(&*query, &collector)

@@ -40,9 +40,14 @@ impl Part {
         start: Option<i64>,
         end: Option<i64>,
     ) -> Option<&logsift_store::SegmentSummary> {
-        let inside = start.is_none_or(|s| self.min_ts >= s) && end.is_none_or(|e| self.max_ts < e);
         let summary = self.summary.as_deref()?;
-        (match_all && inside && summary.docs == self.searcher.num_docs()).then_some(summary)
+        (match_all && self.inside(start, end) && summary.docs == self.searcher.num_docs())
+            .then_some(summary)
+    }
+
+    /// Whether every record of the part lies in `[start, end)` (`None`: open).
+    pub(crate) fn inside(&self, start: Option<i64>, end: Option<i64>) -> bool {
+        start.is_none_or(|s| self.min_ts >= s) && end.is_none_or(|e| self.max_ts < e)
     }
 
     /// The hit (as the API shapes it) of the document at `addr` in this part.

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -138,6 +139,8 @@ pub struct Store {
     /// An empty in-memory index with the schema and tokenizers, shared by every index: what
     /// queries are compiled against.
     query_index: tantivy::Index,
+    /// Where [`Self::start_merges`] starts looking: after the index it last started.
+    next_rewrite: AtomicUsize,
     indexes: RwLock<BTreeMap<IndexName, Arc<IndexHandle>>>,
     /// Holds placed through the API (the configured ones are in `cfg.index_options`).
     holds: Mutex<crate::holds::Holds>,
@@ -184,6 +187,7 @@ impl Store {
             cfg,
             schema,
             query_index,
+            next_rewrite: AtomicUsize::new(0),
             indexes: RwLock::new(indexes),
             holds: Mutex::new(holds),
         })
@@ -320,12 +324,21 @@ impl Store {
     /// The store-wide cap is what keeps many indexes from rewriting together: a thousand
     /// indexes going quiet in the same second each started a thread with its own tantivy
     /// writer (measured: 198 at once, 46 MiB of RSS that fragmentation then kept). The next
-    /// call (the pipeline calls this every few seconds) starts the ones left waiting.
+    /// call (the pipeline calls this every second) starts the ones left waiting.
     pub fn start_merges(&self) -> usize {
         let handles = self.list();
         let mut running = handles.iter().filter(|h| h.merge_running()).count();
         let mut started = 0;
-        for h in &handles {
+        // Round robin: the indexes after the last one started go first, so that a busy index
+        // (or `_audit`, first by name) cannot keep the others waiting.
+        let first = self.next_rewrite.load(Ordering::Relaxed) % handles.len().max(1);
+        for (pos, h) in handles
+            .iter()
+            .enumerate()
+            .cycle()
+            .skip(first)
+            .take(handles.len())
+        {
             if running >= max_rewrites() {
                 break;
             }
@@ -336,6 +349,7 @@ impl Store {
             ) {
                 running += 1;
                 started += 1;
+                self.next_rewrite.store(pos + 1, Ordering::Relaxed);
             }
         }
         started
