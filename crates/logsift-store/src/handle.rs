@@ -789,8 +789,7 @@ impl IndexHandle {
             return;
         }
         {
-            let thread = self.seal_thread.lock().unwrap_or_else(|p| p.into_inner());
-            if thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if running(&self.seal_thread.lock().unwrap_or_else(|p| p.into_inner())) {
                 return;
             }
         }
@@ -941,18 +940,14 @@ impl IndexHandle {
             .map(|s| (s.entry.clone(), settings.clone()))
     }
 
+    /// Whether a merge or recompression of this index is running.
+    pub(crate) fn merge_running(&self) -> bool {
+        running(&self.merge_thread.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Starts merging small sealed segments in the background when a run of `factor` adjacent
     /// ones of the same size class exists and no merge is running; else, on a quiet index,
     /// recompressing one segment at the idle zstd level. Returns whether one started.
-    /// Whether a merge or recompression of this index is running.
-    pub(crate) fn merge_running(&self) -> bool {
-        self.merge_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-    }
-
     pub(crate) fn maybe_merge(
         self: &Arc<Self>,
         factor: usize,
@@ -960,7 +955,7 @@ impl IndexHandle {
         idle: Duration,
     ) -> bool {
         let mut slot = self.merge_thread.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+        if running(&slot) {
             return false;
         }
         let live: Vec<CatalogEntry> = self.segments();
@@ -1480,6 +1475,11 @@ fn rewrite_store(index: &Index, dir: &Path, settings: &IndexSettings) -> Result<
 /// How long a shutdown waits for an abandoned rewrite to notice before it removes its output
 /// again and goes on.
 const ABANDON_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the background thread in `slot` (a seal's, a merge's) is still at work.
+fn running(slot: &Option<std::thread::JoinHandle<()>>) -> bool {
+    slot.as_ref().is_some_and(|t| !t.is_finished())
+}
 
 /// The output of the rewrite in progress. However the rewrite ends, its work directory goes,
 /// and so does its segment file unless the catalog recorded it; meanwhile its id is where

@@ -141,6 +141,10 @@ pub struct Store {
     query_index: tantivy::Index,
     /// Where [`Self::start_merges`] starts looking: after the index it last started.
     next_rewrite: AtomicUsize,
+    /// Merges and recompressions running at once in the whole store: one per two cores. Each
+    /// takes about a core while it runs; ingest and seals need the rest. Read once: the
+    /// core count comes from cgroup files.
+    max_rewrites: usize,
     indexes: RwLock<BTreeMap<IndexName, Arc<IndexHandle>>>,
     /// Holds placed through the API (the configured ones are in `cfg.index_options`).
     holds: Mutex<crate::holds::Holds>,
@@ -188,6 +192,7 @@ impl Store {
             schema,
             query_index,
             next_rewrite: AtomicUsize::new(0),
+            max_rewrites: (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
             indexes: RwLock::new(indexes),
             holds: Mutex::new(holds),
         })
@@ -318,7 +323,7 @@ impl Store {
     }
 
     /// Starts background merges of small sealed segments (or recompressions of quiet ones),
-    /// at most one per index and [`max_rewrites`] in the whole store at once. Returns how
+    /// at most one per index and `max_rewrites` in the whole store at once. Returns how
     /// many started.
     ///
     /// The store-wide cap is what keeps many indexes from rewriting together: a thousand
@@ -339,7 +344,7 @@ impl Store {
             .skip(first)
             .take(handles.len())
         {
-            if running >= max_rewrites() {
+            if running >= self.max_rewrites {
                 break;
             }
             if h.maybe_merge(
@@ -434,13 +439,6 @@ impl Store {
             .max()
             .unwrap_or(0)
     }
-}
-
-/// Merges and recompressions running at once in the whole store: one per two cores. Each
-/// takes about a core while it runs; ingest and seals need the rest.
-fn max_rewrites() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / 2).max(1)
 }
 
 /// Hot-tier writers open at once before the quietest are sealed early (each costs about
@@ -894,10 +892,10 @@ mod tests {
         let mut started = 0;
         loop {
             let now = store.start_merges();
-            assert!(now <= max_rewrites(), "{now} rewrites started at once");
+            assert!(now <= store.max_rewrites, "{now} rewrites started at once");
             let running = store.list().iter().filter(|h| h.merge_running()).count();
             assert!(
-                running <= max_rewrites(),
+                running <= store.max_rewrites,
                 "{running} rewrites running at once"
             );
             if now == 0 {
