@@ -8,9 +8,15 @@
 //! as a seal does (`merge`). Each figure is process CPU time (user + system) per record, so
 //! it holds up on a shared machine better than wall time; compare variants of one run.
 //!
-//! Variants: `current` (the server's schema), `no positions` (message and fields without
+//! Variants: `current` (the server's schema, ids folded into bucket terms), `words whole` (ids
+//! indexed as words, as before folding), `no positions` (message and fields without
 //! frequencies and positions), `fields not indexed` (the JSON `fields` object not indexed),
 //! `no keyword columns` (host, app, ... without their fast columns), `lean` (all three).
+//!
+//! Then the `blocks` prototypes (see `docs/block-index.md`): one document per block of up to
+//! 128 records of one stream, indexing each distinct word of the block once, with ids folded
+//! into bucket terms, or kept out of the index in a per-block bloom filter (with or without
+//! coarse bucket terms). They price the index side of a block index; nothing queries them.
 //! With `--terms` it also prints, for the `current` variant, the unique terms and postings per
 //! field and JSON path, and how many terms occur in one record only (ids, numbers).
 //!
@@ -283,12 +289,18 @@ fn main() {
     println!("\n| variant | parse+doc µs/rec | index µs/rec | merge µs/rec | total µs/rec | one core at this cost |");
     println!("|---|---:|---:|---:|---:|---:|");
     let variants = [
-        ("current", variant(true, true, true, "default")),
-        ("ids folded", variant(true, true, true, TEXT_TOKENIZER)),
-        ("no positions", variant(false, true, true, "default")),
-        ("fields not indexed", variant(true, false, true, "default")),
-        ("no keyword columns", variant(true, true, false, "default")),
-        ("lean", variant(false, false, false, "default")),
+        ("current", variant(true, true, true, TEXT_TOKENIZER)),
+        ("words whole", variant(true, true, true, "default")),
+        ("no positions", variant(false, true, true, TEXT_TOKENIZER)),
+        (
+            "fields not indexed",
+            variant(true, false, true, TEXT_TOKENIZER),
+        ),
+        (
+            "no keyword columns",
+            variant(true, true, false, TEXT_TOKENIZER),
+        ),
+        ("lean", variant(false, false, false, TEXT_TOKENIZER)),
     ];
     let opts = logsift_parse::ParseOptions {
         received_at_ns: 0,
@@ -358,6 +370,28 @@ fn main() {
             terms_of = Some((index, schema));
         }
     }
+    if args.only.as_deref().is_none_or(|o| "blocks".contains(o)) {
+        for (bloom, coarse) in [(false, None), (true, None), (true, Some(14))] {
+            let (parse, index_s, merge, index) = blocks(&lines, &opts, args.commit, bloom, coarse);
+            let per = |s: f64| s / records * 1e6;
+            let ids = match (bloom, coarse) {
+                (false, _) => "ids folded".to_string(),
+                (true, None) => "ids in a bloom filter".to_string(),
+                (true, Some(b)) => format!("ids in a bloom filter and 2^{b} bucket terms"),
+            };
+            println!(
+            "| blocks of {BLOCK_RECORDS}, {ids} (prototype) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} MB/s |",
+            per(parse),
+            per(index_s),
+            per(merge),
+            per(parse + index_s + merge),
+            bytes as f64 / (parse + index_s + merge) / 1e6,
+        );
+            if args.space && args.only.is_some() {
+                print_space(&index, bytes as f64);
+            }
+        }
+    }
     if let Some((index, schema)) = terms_of {
         print_terms(&index, &schema);
     }
@@ -396,4 +430,261 @@ fn print_space(index: &Index, raw: f64) {
             segment.store().total().get_bytes() as f64 / raw
         );
     }
+}
+
+/// Records per block in the `blocks` prototype.
+const BLOCK_RECORDS: usize = 128;
+
+/// The `blocks` prototype: one tantivy document per block of up to [`BLOCK_RECORDS`] records of
+/// one stream (host, app), as VictoriaLogs keeps per-block token filters. Each block indexes the
+/// set of its records' words once (message words, `key=word` for fields and keyword fields),
+/// without frequencies or positions; its stored value is the raw lines with their timestamps.
+/// A query would read candidate blocks and check each record against the query, so this prices
+/// the index side of that design on the same records and analyzer as the server's.
+///
+/// Returns (parse+doc, index, merge) CPU seconds and the index.
+fn blocks(
+    lines: &[(Format, Vec<u8>)],
+    opts: &logsift_parse::ParseOptions,
+    commit_records: usize,
+    bloom: bool,
+    coarse_bits: Option<u32>,
+) -> (f64, f64, f64, Index) {
+    use std::collections::{HashMap, HashSet};
+    use tantivy::tokenizer::{PreTokenizedString, Token};
+    let mut b = Schema::builder();
+    let ts_min = b.add_i64_field("ts_min", FAST);
+    let ts_max = b.add_i64_field("ts_max", FAST);
+    let first_id = b.add_u64_field("first_id", FAST);
+    let stream = b.add_u64_field("stream", FAST);
+    let words = b.add_text_field(
+        "words",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("raw")
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
+        ),
+    );
+    let body = b.add_bytes_field("body", BytesOptions::default().set_stored());
+    let bloom_field = b.add_bytes_field("bloom", BytesOptions::default().set_stored());
+    let schema = b.build();
+
+    /// A block's words: each kept once, deduplicated by a 64-bit hash (a collision would
+    /// only drop a word from the prototype's index, not change its cost).
+    #[derive(Default)]
+    struct Block {
+        seen: HashSet<u64>,
+        words: Vec<String>,
+        /// Hashes of high-entropy tokens, for the block's bloom filter.
+        ids: Vec<u64>,
+        body: Vec<u8>,
+        ts_min: i64,
+        ts_max: i64,
+        first_id: u64,
+        records: usize,
+    }
+    // FNV-1a: the std hasher (SipHash) would cost more than the rest of the word.
+    fn fnv(word: &str) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+    impl Block {
+        fn add(&mut self, word: &str) {
+            if self.seen.insert(fnv(word)) {
+                self.words.push(word.to_string());
+            }
+        }
+        fn add_id(&mut self, word: &str, coarse_bits: Option<u32>) {
+            let h = fnv(word);
+            if self.seen.insert(h) {
+                self.ids.push(h);
+                if let Some(bits) = coarse_bits {
+                    let bucket = format!("\u{1}{:x}", h >> (64 - bits));
+                    self.add(&bucket);
+                }
+            }
+        }
+    }
+    let emit = |key: u64, blk: Block| {
+        let mut doc = tantivy::TantivyDocument::new();
+        doc.add_i64(ts_min, blk.ts_min);
+        doc.add_i64(ts_max, blk.ts_max);
+        doc.add_u64(first_id, blk.first_id);
+        doc.add_u64(stream, key);
+        let tokens = blk
+            .words
+            .into_iter()
+            .enumerate()
+            .map(|(position, text)| Token {
+                offset_from: 0,
+                offset_to: 0,
+                position,
+                position_length: 1,
+                text,
+            })
+            .collect();
+        doc.add_pre_tokenized_text(
+            words,
+            PreTokenizedString {
+                text: String::new(),
+                tokens,
+            },
+        );
+        doc.add_bytes(body, &blk.body);
+        if !blk.ids.is_empty() {
+            // 10 bits per token and 3 probes: about 1 % false positives.
+            let bits = (blk.ids.len() * 10).next_multiple_of(64);
+            let mut filter = vec![0u64; bits / 64];
+            for h in &blk.ids {
+                let (h1, h2) = (*h, h.rotate_left(32) | 1);
+                for i in 0..3u64 {
+                    let bit = (h1.wrapping_add(i.wrapping_mul(h2)) % bits as u64) as usize;
+                    filter[bit / 64] |= 1 << (bit % 64);
+                }
+            }
+            let bytes: Vec<u8> = filter.iter().flat_map(|w| w.to_le_bytes()).collect();
+            doc.add_bytes(bloom_field, &bytes);
+        }
+        doc
+    };
+
+    let started = cpu_seconds();
+    let mut analyzer = if bloom {
+        logsift_store::tokens::word_analyzer()
+    } else {
+        logsift_store::tokens::text_analyzer()
+    };
+    let entropy = |t: &str| bloom && logsift_store::tokens::is_high_entropy(t);
+    let mut open: HashMap<u64, Block> = HashMap::new();
+    let mut docs = Vec::new();
+    let mut word = String::new();
+    for (lsn, (format, raw)) in lines.iter().enumerate() {
+        let record = logsift_parse::parse(*format, raw, opts);
+        let key = logsift_store::stream_key(record.host.as_deref(), record.app.as_deref());
+        let blk = open.entry(key).or_default();
+        let ts = record.timestamp.unwrap_or(0);
+        if blk.records == 0 {
+            blk.first_id = lsn as u64;
+            blk.ts_min = ts;
+            blk.ts_max = ts;
+        }
+        blk.ts_min = blk.ts_min.min(ts);
+        blk.ts_max = blk.ts_max.max(ts);
+        blk.records += 1;
+        blk.body
+            .extend_from_slice(&((ts - blk.ts_min) as u32).to_le_bytes());
+        blk.body
+            .extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        blk.body.extend_from_slice(raw);
+        {
+            let mut stream = analyzer.token_stream(&record.message);
+            while stream.advance() {
+                let t = &stream.token().text;
+                if entropy(t) {
+                    blk.add_id(t, coarse_bits);
+                } else {
+                    blk.add(t);
+                }
+            }
+        }
+        let mut keyed = |blk: &mut Block, key: &str, value: &str| {
+            if entropy(value) {
+                // Found by value alone; the query checks the key against the record.
+                blk.add_id(value, coarse_bits);
+                return;
+            }
+            word.clear();
+            word.push_str(key);
+            word.push('\u{0}');
+            word.push_str(value);
+            blk.add(&word);
+        };
+        for (name, value) in [
+            ("h", &record.host),
+            ("a", &record.app),
+            ("p", &record.procid),
+            ("m", &record.msgid),
+        ] {
+            if let Some(v) = value {
+                keyed(blk, name, &v.to_lowercase());
+            }
+        }
+        if let Some(s) = record.severity {
+            keyed(blk, "s", s.name());
+        }
+        for (k, v) in &record.fields {
+            let text = match v {
+                logsift_core::FieldValue::Str(s) => s.as_ref(),
+                logsift_core::FieldValue::Number(n) | logsift_core::FieldValue::Json(n) => n,
+                _ => continue,
+            };
+            let mut stream = analyzer.token_stream(text);
+            while stream.advance() {
+                keyed(blk, k, &stream.token().text);
+            }
+        }
+        if blk.records == BLOCK_RECORDS {
+            let full = std::mem::take(blk);
+            docs.push(emit(key, full));
+        }
+    }
+    for (key, blk) in open.drain() {
+        if blk.records > 0 {
+            docs.push(emit(key, blk));
+        }
+    }
+    let parsed = cpu_seconds();
+    let blocks = docs.len();
+    let words_total: usize = docs
+        .iter()
+        .map(|d: &tantivy::TantivyDocument| {
+            d.get_all(words)
+                .filter_map(|v| {
+                    use tantivy::schema::Value;
+                    v.as_pre_tokenized_text().map(|p| p.tokens.len())
+                })
+                .sum::<usize>()
+        })
+        .sum();
+    eprintln!(
+        "blocks: {blocks} blocks, {:.1} records and {:.1} words per block, {:.2} words per record",
+        lines.len() as f64 / blocks as f64,
+        words_total as f64 / blocks as f64,
+        words_total as f64 / lines.len() as f64
+    );
+    // Stored as sealed segments are (zstd in 256 KiB blocks) rather than tantivy's default
+    // LZ4, so that its doc store compares with the server's sealed `.store`.
+    let settings = tantivy::IndexSettings {
+        docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor {
+            compression_level: Some(3),
+        }),
+        docstore_blocksize: 256 << 10,
+        ..Default::default()
+    };
+    let index = Index::builder()
+        .schema(schema)
+        .settings(settings)
+        .create_in_ram()
+        .expect("index");
+    let mut writer: IndexWriter = index.writer_with_num_threads(1, 256 << 20).expect("writer");
+    writer.set_merge_policy(Box::new(NoMergePolicy));
+    // Commit as often (in records) as the per-record variants do.
+    let per_commit = (commit_records / BLOCK_RECORDS).max(1);
+    for (i, doc) in docs.into_iter().enumerate() {
+        writer.add_document(doc).expect("add");
+        if (i + 1) % per_commit == 0 {
+            writer.commit().expect("commit");
+        }
+    }
+    writer.commit().expect("commit");
+    let indexed = cpu_seconds();
+    let segments = index.searchable_segment_ids().expect("segments");
+    writer.merge(&segments).wait().expect("merge");
+    let merged = cpu_seconds();
+    (parsed - started, indexed - parsed, merged - indexed, index)
 }

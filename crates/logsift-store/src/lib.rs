@@ -39,7 +39,7 @@ pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use document::{build_document, Stored};
 pub use handle::{IndexHandle, Rewritten};
 pub use holds::HoldRecord;
-pub use schema::{LogSchema, KEYWORD_TOKENIZER};
+pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};
 pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
 pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
 pub use verify::{list_segments, verify_index, VerifyReport};
