@@ -432,6 +432,66 @@ fn print_space(index: &Index, raw: f64) {
     }
 }
 
+/// How a needle query would find its blocks in the bloom prototype: every block's filter is
+/// checked for the id (3 probes), in memory, one thread. Prints the time per filter and the
+/// candidate blocks per needle, true ones included; ids come from every 997th record.
+fn probe_filters(
+    filters: &[(Vec<u64>, Vec<u64>)],
+    lines: &[(Format, Vec<u8>)],
+    opts: &logsift_parse::ParseOptions,
+    analyzer: &mut tantivy::tokenizer::TextAnalyzer,
+) {
+    let mut needles = Vec::new();
+    for (format, raw) in lines.iter().step_by(997) {
+        let record = logsift_parse::parse(*format, raw, opts);
+        let mut stream = analyzer.token_stream(&record.message);
+        while stream.advance() {
+            let t = &stream.token().text;
+            if logsift_store::tokens::is_high_entropy(t) {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for b in t.bytes() {
+                    h ^= u64::from(b);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+                needles.push(h);
+                break;
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut candidates = 0usize;
+    for h in &needles {
+        let (h1, h2) = (*h, h.rotate_left(32) | 1);
+        for (filter, _) in filters {
+            let bits = filter.len() as u64 * 64;
+            candidates += (0..3u64).all(|i| {
+                let bit = (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize;
+                filter[bit / 64] & (1 << (bit % 64)) != 0
+            }) as usize;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let truly: usize = needles
+        .iter()
+        .map(|h| {
+            filters
+                .iter()
+                .filter(|(_, ids)| ids.binary_search(h).is_ok())
+                .count()
+        })
+        .sum();
+    let checks = (needles.len() * filters.len()).max(1) as f64;
+    eprintln!(
+        "blocks: needle scan of {} filters: {:.1} ns per filter ({:.3} ms per needle), {:.2} candidate blocks per needle, {:.2} of them holding it ({} needles)",
+        filters.len(),
+        elapsed / checks * 1e9,
+        elapsed / needles.len().max(1) as f64 * 1e3,
+        candidates as f64 / needles.len().max(1) as f64,
+        truly as f64 / needles.len().max(1) as f64,
+        needles.len()
+    );
+}
+
 /// Records per block in the `blocks` prototype.
 const BLOCK_RECORDS: usize = 128;
 
@@ -510,6 +570,7 @@ fn blocks(
             }
         }
     }
+    let filters: std::cell::RefCell<Vec<(Vec<u64>, Vec<u64>)>> = Default::default();
     let emit = |key: u64, blk: Block| {
         let mut doc = tantivy::TantivyDocument::new();
         doc.add_i64(ts_min, blk.ts_min);
@@ -549,6 +610,9 @@ fn blocks(
             }
             let bytes: Vec<u8> = filter.iter().flat_map(|w| w.to_le_bytes()).collect();
             doc.add_bytes(bloom_field, &bytes);
+            let mut ids = blk.ids.clone();
+            ids.sort_unstable();
+            filters.borrow_mut().push((filter, ids));
         }
         doc
     };
@@ -686,5 +750,8 @@ fn blocks(
     let segments = index.searchable_segment_ids().expect("segments");
     writer.merge(&segments).wait().expect("merge");
     let merged = cpu_seconds();
+    if bloom {
+        probe_filters(&filters.into_inner(), lines, opts, &mut analyzer);
+    }
     (parsed - started, indexed - parsed, merged - indexed, index)
 }
