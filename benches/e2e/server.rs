@@ -387,11 +387,8 @@ pub fn sealed_space(indexes: &Path) -> (u64, u64, Vec<(String, u64)>) {
         for e in entries {
             raw += e.raw_bytes;
             file += e.file_bytes;
-            let path = index
-                .path()
-                .join("segments")
-                .join(format!("{}.lsseg", e.segment));
-            if let Ok(bundle) = logsift_store::segment::BundleDirectory::open(&path) {
+            let files = logsift_store::LocalSegments::at(&index.path().join("segments"));
+            if let Ok(bundle) = logsift_store::SegmentFiles::open(&files, &e.segment) {
                 for (name, bytes) in bundle.file_sizes() {
                     let ext = name.rsplit_once('.').map_or("", |(_, e)| e).to_string();
                     *by.entry(ext).or_default() += bytes;

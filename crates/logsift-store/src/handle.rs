@@ -42,7 +42,7 @@ use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
 
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
-use crate::segment::{write_bundle, BundleDirectory, SEGMENT_EXT};
+use crate::files::{LocalSegments, SegmentFiles};
 use crate::store::{SealPolicy, StoreConfig, StoreError};
 use crate::summary::{SegmentSummary, SUMMARY_FILE};
 use crate::LogSchema;
@@ -115,6 +115,8 @@ pub struct Sealed {
 pub struct IndexHandle {
     name: IndexName,
     dir: PathBuf,
+    /// The sealed segment files (`segments/` in `dir`).
+    files: Arc<dyn SegmentFiles>,
     /// An empty in-memory index with the same schema and tokenizers: what queries are
     /// compiled against, whichever index they then run on.
     query_index: Index,
@@ -205,14 +207,15 @@ impl IndexHandle {
             index: name.to_string(),
             source,
         };
-        let segments_dir = dir.join(SEGMENTS_DIR);
-        fs::create_dir_all(&segments_dir).map_err(io_err(&segments_dir))?;
+        let files = LocalSegments::create(&dir.join(SEGMENTS_DIR))
+            .map_err(|e| StoreError::Catalog(format!("index {name}: {e}")))?;
         let catalog = Catalog::load(dir).map_err(|e| StoreError::Catalog(e.to_string()))?;
 
         let hot = new_hot(schema).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
             dir: dir.to_path_buf(),
+            files: Arc::new(files),
             query_index: query_index.clone(),
             hot: RwLock::new(hot),
             sealing: RwLock::new(Vec::new()),
@@ -251,19 +254,15 @@ impl IndexHandle {
         for entry in &live {
             self.serve_segment(entry.clone());
         }
-        let segments_dir = self.dir.join(SEGMENTS_DIR);
-        for file in fs::read_dir(&segments_dir).map_err(io_err(&segments_dir))? {
-            let path = file.map_err(io_err(&segments_dir))?.path();
-            let id = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let listed = path.extension().is_some_and(|e| e == SEGMENT_EXT)
-                && live.iter().any(|e| e.segment == id);
-            if !listed {
-                tracing::warn!(index = %self.name, path = %path.display(), "removing a segment file the catalog does not list (an interrupted seal or deletion)");
-                fs::remove_file(&path).map_err(io_err(&path))?;
+        let files_err = |e: crate::segment::SegmentError| self.store_err(e.to_string());
+        for name in self.files.leftovers().map_err(files_err)? {
+            tracing::warn!(index = %self.name, file = %name, "removing a leftover among the segment files (an interrupted seal or merge)");
+            self.files.remove_leftover(&name).map_err(files_err)?;
+        }
+        for id in self.files.list().map_err(files_err)? {
+            if !live.iter().any(|e| e.segment == id) {
+                tracing::warn!(index = %self.name, segment = %self.files.location(&id), "removing a segment the catalog does not list (an interrupted seal or deletion)");
+                self.files.remove(&id).map_err(files_err)?;
             }
         }
         let mut v1_dirs = Vec::new();
@@ -337,11 +336,9 @@ impl IndexHandle {
 
     /// Opens a catalogued segment for searching, or quarantines it.
     fn serve_segment(&self, entry: CatalogEntry) {
-        let path = self
-            .dir
-            .join(SEGMENTS_DIR)
-            .join(format!("{}.{SEGMENT_EXT}", entry.segment));
-        let opened = BundleDirectory::open(&path)
+        let opened = self
+            .files
+            .open(&entry.segment)
             .map_err(|e| e.to_string())
             .and_then(|dir| Index::open(dir).map_err(|e| e.to_string()))
             .and_then(|index| {
@@ -458,8 +455,7 @@ impl IndexHandle {
             .collect();
         let mut failed = 0;
         for entry in entries {
-            let path = self.segment_path(&entry.segment);
-            let why = match crate::segment::sha256_file(&path) {
+            let why = match self.files.sha256(&entry.segment) {
                 Ok(sha) if sha == entry.sha256 => continue,
                 Ok(sha) => format!(
                     "sha256 {sha} differs from {} recorded in the catalog",
@@ -645,12 +641,8 @@ impl IndexHandle {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|s| !doomed.iter().any(|(d, _)| *d == s.entry.segment));
         for (segment, reason) in &doomed {
-            let path = self
-                .dir
-                .join(SEGMENTS_DIR)
-                .join(format!("{segment}.{SEGMENT_EXT}"));
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a deleted segment's file; it is removed at next start");
+            if let Err(e) = self.files.remove(segment) {
+                tracing::warn!(%segment, error = %e, "cannot remove a deleted segment's file; it is removed at next start");
             }
             tracing::info!(index = %self.name, %segment, %reason, "deleted segment");
         }
@@ -844,10 +836,15 @@ impl IndexHandle {
             .map_err(|e| self.tantivy_err(e))?;
         let out = self.dir.join(format!("{BUILDING_PREFIX}{}", tier.id));
         let sealed = self.write_merged(&segments, &out)?;
-        let file = self.segment_path(&tier.id);
-        let (info, written) =
-            sealed_info(&sealed, &out, &file, &tier.id, tier.raw_bytes, tier.max_lsn)
-                .map_err(|e| self.store_err(e))?;
+        let (info, written) = sealed_info(
+            &sealed,
+            &out,
+            &*self.files,
+            &tier.id,
+            tier.raw_bytes,
+            tier.max_lsn,
+        )
+        .map_err(|e| self.store_err(e))?;
         drop(sealed);
         let entry = {
             let mut catalog = self.lock_catalog();
@@ -855,7 +852,7 @@ impl IndexHandle {
             if let Err(e) = catalog.save(&self.dir) {
                 // Not recorded: take the entry back so the next attempt starts clean.
                 catalog.entries.pop();
-                let _ = fs::remove_file(&file);
+                let _ = self.files.remove(&tier.id);
                 return Err(StoreError::Catalog(e.to_string()));
             }
             entry
@@ -878,12 +875,6 @@ impl IndexHandle {
     /// Where the rewrite that makes segment `id` writes its one-segment index.
     fn rewrite_work(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{MERGING_PREFIX}{id}"))
-    }
-
-    fn segment_path(&self, id: &str) -> PathBuf {
-        self.dir
-            .join(SEGMENTS_DIR)
-            .join(format!("{id}.{SEGMENT_EXT}"))
     }
 
     fn store_err(&self, why: String) -> StoreError {
@@ -1193,7 +1184,7 @@ impl IndexHandle {
         let raw_bytes =
             sources.iter().map(|e| e.raw_bytes).sum::<u64>() * kept / source_docs.max(1);
         let mut output = RewriteOutput::new(self, &id);
-        let (work, file) = (output.work.clone(), output.file.clone());
+        let work = output.work.clone();
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
         let written = if kept > 0 {
             let merged = self.write_filtered(&segments, alive, &work, settings)?;
@@ -1206,7 +1197,7 @@ impl IndexHandle {
             crate::fault("store::rewrite-bundle").map_err(io_err(&work))?;
             self.check_not_abandoned()?;
             Some(
-                sealed_info(&merged, &work, &file, &id, raw_bytes, max_lsn)
+                sealed_info(&merged, &work, &*self.files, &id, raw_bytes, max_lsn)
                     .map_err(|e| self.store_err(e))?,
             )
         } else {
@@ -1256,9 +1247,11 @@ impl IndexHandle {
         }
         drop(indexes);
         for src in &names {
-            let path = self.segment_path(src);
-            if let Err(e) = crate::fault("store::remove").and_then(|()| fs::remove_file(&path)) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a replaced segment's file; it is removed at next start");
+            let removed = crate::fault("store::remove")
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.files.remove(src).map_err(|e| e.to_string()));
+            if let Err(e) = removed {
+                tracing::warn!(segment = %src, error = %e, "cannot remove a replaced segment's file; it is removed at next start");
             }
         }
         if work.exists() {
@@ -1296,7 +1289,7 @@ impl IndexHandle {
         let Some(id) = self.lock_rewrite_output().clone() else {
             return;
         };
-        let (work, file) = (self.rewrite_work(&id), self.segment_path(&id));
+        let work = self.rewrite_work(&id);
         let remove = || {
             if work.exists() {
                 if let Err(e) = fs::remove_dir_all(&work) {
@@ -1304,8 +1297,8 @@ impl IndexHandle {
                 }
             }
             let catalogued = self.lock_catalog().live().iter().any(|e| e.segment == id);
-            if !catalogued && file.exists() {
-                let _ = fs::remove_file(&file);
+            if !catalogued {
+                let _ = self.files.remove(&id);
             }
         };
         remove();
@@ -1383,7 +1376,7 @@ fn pick_merge(
 fn sealed_info(
     index: &Index,
     dir: &Path,
-    file: &Path,
+    files: &dyn SegmentFiles,
     id: &str,
     raw_bytes: u64,
     max_lsn: u64,
@@ -1425,7 +1418,7 @@ fn sealed_info(
             names.push(name);
         }
     }
-    let written = write_bundle(dir, &names, file).map_err(|e| e.to_string())?;
+    let written = files.write(id, dir, &names).map_err(|e| e.to_string())?;
     Ok((
         SegmentInfo {
             segment: id.to_string(),
@@ -1486,8 +1479,8 @@ fn running(slot: &Option<std::thread::JoinHandle<()>>) -> bool {
 /// [`IndexHandle::abandon_rewrite`] finds it.
 struct RewriteOutput<'h> {
     handle: &'h IndexHandle,
+    id: String,
     work: PathBuf,
-    file: PathBuf,
     /// The catalog lists the new segment: its file stays.
     recorded: bool,
 }
@@ -1497,8 +1490,8 @@ impl<'h> RewriteOutput<'h> {
         *handle.lock_rewrite_output() = Some(id.to_string());
         RewriteOutput {
             handle,
+            id: id.to_string(),
             work: handle.rewrite_work(id),
-            file: handle.segment_path(id),
             recorded: false,
         }
     }
@@ -1507,7 +1500,7 @@ impl<'h> RewriteOutput<'h> {
 impl Drop for RewriteOutput<'_> {
     fn drop(&mut self) {
         if !self.recorded {
-            let _ = fs::remove_file(&self.file);
+            let _ = self.handle.files.remove(&self.id);
         }
         if self.work.exists() {
             let _ = fs::remove_dir_all(&self.work);

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod document;
+pub mod files;
 mod handle;
 mod holds;
 mod schema;
@@ -37,6 +38,7 @@ pub fn faults_fired() -> usize {
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use document::{build_document, Stored};
+pub use files::{LocalSegments, SegmentFiles};
 pub use handle::{IndexHandle, Rewritten};
 pub use holds::HoldRecord;
 pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};

@@ -1,11 +1,10 @@
 //! Offline checks of what is on disk, without opening anything for writing: what
 //! `logsift segments list` and `logsift segments verify` print.
 
-use std::fs;
 use std::path::Path;
 
 use crate::catalog::{Catalog, CatalogEntry};
-use crate::segment::{sha256_file, BundleDirectory, SEGMENT_EXT};
+use crate::files::{LocalSegments, SegmentFiles};
 
 /// What `verify` found in one index directory.
 #[derive(Debug, Default)]
@@ -47,28 +46,27 @@ pub fn verify_index(dir: &Path) -> VerifyReport {
             .into_iter()
             .map(|p| format!("catalog: {p}")),
     );
-    let segments_dir = dir.join("segments");
+    let files = LocalSegments::at(&dir.join("segments"));
     let live = catalog.live();
     for entry in &live {
         report.segments_checked += 1;
-        let path = segments_dir.join(format!("{}.{SEGMENT_EXT}", entry.segment));
         let name = &entry.segment;
-        match fs::metadata(&path) {
-            Err(_) => {
+        match files.size(name) {
+            Ok(None) => {
                 report.problems.push(format!(
                     "segment {name}: file {} is missing",
-                    path.display()
+                    files.location(name)
                 ));
                 continue;
             }
-            Ok(m) if m.len() != entry.file_bytes => report.problems.push(format!(
-                "segment {name}: file is {} bytes, the catalog says {}",
-                m.len(),
+            Ok(Some(len)) if len != entry.file_bytes => report.problems.push(format!(
+                "segment {name}: file is {len} bytes, the catalog says {}",
                 entry.file_bytes
             )),
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            Err(e) => report.problems.push(format!("segment {name}: {e}")),
         }
-        match sha256_file(&path) {
+        match files.sha256(name) {
             Ok(sha) if sha != entry.sha256 => report.problems.push(format!(
                 "segment {name}: sha256 {sha} differs from the catalog's {} (altered or replaced)",
                 entry.sha256
@@ -76,25 +74,27 @@ pub fn verify_index(dir: &Path) -> VerifyReport {
             Ok(_) => {}
             Err(e) => report.problems.push(format!("segment {name}: {e}")),
         }
-        match BundleDirectory::open(&path).and_then(|d| d.verify_files()) {
+        match files.open(name).and_then(|d| d.verify_files()) {
             Ok(()) => {}
             Err(e) => report.problems.push(format!("segment {name}: {e}")),
         }
     }
-    if let Ok(files) = fs::read_dir(&segments_dir) {
-        for file in files.flatten() {
-            let path = file.path();
-            let id = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            if !live.iter().any(|e| e.segment == id) {
-                report.problems.push(format!(
-                    "file {} is not in the catalog (not served)",
-                    path.display()
-                ));
-            }
-        }
+    // Not being able to list the directory at all is reported by the checks above.
+    let unlisted = files
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| !live.iter().any(|e| e.segment == *id))
+        .map(|id| files.location(&id));
+    let leftovers = files
+        .leftovers()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|name| dir.join("segments").join(name).display().to_string());
+    for path in unlisted.chain(leftovers) {
+        report
+            .problems
+            .push(format!("file {path} is not in the catalog (not served)"));
     }
     report
 }
