@@ -2,7 +2,8 @@
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
 # `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), rsyslog with
 # its TLS driver (rsyslog-gnutls), syslog-ng unpacked into a private prefix, Chromium and
-# Node.js with playwright-core (the web UI test), and the Python shipper clients.
+# Node.js with playwright-core (the web UI test), the Python shipper clients, and s3s-fs (an
+# S3-protocol server).
 # Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +74,15 @@ if ! "$venv/bin/python" -c 'import elasticsearch, opentelemetry.sdk._logs, opent
     'opentelemetry-exporter-otlp-proto-grpc>=1.20'
 fi
 export LOGSIFT_PYTHON="$venv/bin/python"
+
+# A real S3-protocol server for tests/object_storage.rs and logsift-store's tests/object.rs:
+# s3s-fs from crates.io (it keeps objects as files under a directory).
+s3s_fs="${LOGSIFT_S3S_FS:-$HOME/.cargo/bin/s3s-fs}"
+if [ ! -x "$s3s_fs" ]; then
+  echo "installing s3s-fs (an S3-protocol server) for the object storage tests"
+  cargo install -q --locked s3s-fs --version 0.14.1 --features binary
+fi
+export LOGSIFT_S3S_FS="$s3s_fs"
 
 if [ ! -d ../shared/corpus ]; then
   echo "note: ../shared/corpus is absent; corpus tests will skip" >&2

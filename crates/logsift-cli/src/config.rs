@@ -30,6 +30,53 @@ pub struct Config {
     #[serde(default)]
     pub tls: TlsSection,
     pub security: SecuritySection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// Where sealed segment files are kept: each index's directory under `data_dir` (`url`
+/// empty), or an S3-compatible object store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `""` or `s3://bucket/prefix`.
+    pub url: String,
+    /// `http(s)://host:port` of an S3-compatible service; empty for AWS.
+    pub endpoint: String,
+    pub region: String,
+    /// Empty: from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub allow_http: bool,
+    /// Local copies of segments, which searches map; default `<data_dir>/segment-cache`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The segment storage the config names, connected (nothing is requested yet).
+    pub fn segment_storage(&self) -> anyhow::Result<logsift_store::SegmentStorage> {
+        let s = &self.storage;
+        if s.url.is_empty() {
+            return Ok(logsift_store::SegmentStorage::Local);
+        }
+        let cache = s
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("segment-cache"));
+        let opts = logsift_store::S3Options {
+            endpoint: s.endpoint.clone(),
+            region: s.region.clone(),
+            access_key_id: s.access_key_id.clone(),
+            secret_access_key: s.secret_access_key.clone(),
+            allow_http: s.allow_http,
+            part_bytes: 0,
+        };
+        let store = logsift_store::ObjectStorage::s3(&s.url, &opts, &cache)
+            .map_err(|e| anyhow::anyhow!("storage: {e}"))?;
+        Ok(logsift_store::SegmentStorage::Object(std::sync::Arc::new(
+            store,
+        )))
+    }
 }
 
 /// PEM files for every listener that has TLS turned on.
@@ -235,6 +282,12 @@ impl Config {
         }
         if self.shutdown_timeout_ms == 0 {
             bail!("shutdown_timeout_ms must be positive");
+        }
+        if !(self.storage.url.is_empty() || self.storage.url.starts_with("s3://")) {
+            bail!(
+                "storage.url must be empty (segments in data_dir) or s3://bucket/prefix, not {:?}",
+                self.storage.url
+            );
         }
         if self.index.writer_memory_bytes < MIN_WRITER_MEMORY {
             bail!(

@@ -21,16 +21,38 @@ enum SegmentsCommand {
 
 #[derive(Debug, Args)]
 struct Target {
-    /// The server's data directory (works offline; the server may be running).
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
+    /// The server's data directory (works offline; the server may be running). Default: the
+    /// config's `data_dir`, else `./data`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The server's config file: where its data directory is, and where its segments are
+    /// stored (`[storage]`), so that `verify` rehashes segments in an object store.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Only this index.
     #[arg(long)]
     index: Option<String>,
 }
 
-fn index_dirs(t: &Target) -> anyhow::Result<Vec<PathBuf>> {
-    let root = t.data_dir.join("indexes");
+/// The data directory and the segment storage `t` names.
+fn place(t: &Target) -> anyhow::Result<(PathBuf, logsift_store::SegmentStorage)> {
+    match &t.config {
+        Some(file) => {
+            let cfg = crate::config::Config::load(Some(file))?;
+            let dir = t.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone());
+            Ok((dir, cfg.segment_storage()?))
+        }
+        None => Ok((
+            t.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            logsift_store::SegmentStorage::Local,
+        )),
+    }
+}
+
+fn index_dirs(t: &Target, data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let root = data_dir.join("indexes");
     if let Some(name) = &t.index {
         logsift_core::IndexName::new_builtin(name)?;
         let dir = root.join(name);
@@ -64,7 +86,8 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
                 "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} sha256",
                 "index", "segment", "docs", "raw bytes", "file bytes", "from", "to"
             );
-            for dir in index_dirs(&t)? {
+            let (data_dir, _) = place(&t)?;
+            for dir in index_dirs(&t, &data_dir)? {
                 for e in logsift_store::list_segments(&dir).map_err(anyhow::Error::msg)? {
                     println!(
                         "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} {}",
@@ -83,8 +106,9 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         }
         SegmentsCommand::Verify(t) => {
             let mut bad = false;
-            for dir in index_dirs(&t)? {
-                let report = logsift_store::verify_index(&dir);
+            let (data_dir, storage) = place(&t)?;
+            for dir in index_dirs(&t, &data_dir)? {
+                let report = logsift_store::verify_index(&dir, &storage);
                 if report.problems.is_empty() {
                     println!(
                         "{}: ok, {} segments, catalog head {}",

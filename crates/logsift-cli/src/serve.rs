@@ -114,6 +114,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         seal_after_ms: cfg.index.seal_interval_ms,
         seal_idle_ms: cfg.index.seal_idle_ms,
         index_options: cfg.index_options()?,
+        segments: cfg.segment_storage()?,
     })?);
     store.spawn_integrity_check();
     crate::memory::spawn_trimmer(metrics.clone(), store.clone());

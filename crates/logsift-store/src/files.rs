@@ -7,15 +7,51 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::object::ObjectStorage;
 
 use crate::segment::{
     sha256_file, write_bundle, BundleDirectory, SegmentError, Written, SEGMENT_EXT,
 };
 
+/// The directory of an index's segment files when they are local.
+pub const SEGMENTS_DIR: &str = "segments";
+
+/// Where the store keeps every index's segment files.
+#[derive(Debug, Clone, Default)]
+pub enum SegmentStorage {
+    /// `segments/` in each index's directory.
+    #[default]
+    Local,
+    /// An object store, read through a local cache (see [`crate::object`]).
+    Object(Arc<ObjectStorage>),
+}
+
+impl SegmentStorage {
+    /// The segment files of index `name`, whose local directory is `index_dir`.
+    pub(crate) fn for_index(
+        &self,
+        index_dir: &Path,
+        name: &str,
+    ) -> Result<Arc<dyn SegmentFiles>, SegmentError> {
+        Ok(match self {
+            SegmentStorage::Local => {
+                Arc::new(LocalSegments::create(&index_dir.join(SEGMENTS_DIR))?)
+            }
+            SegmentStorage::Object(store) => Arc::new(store.for_index(name)?),
+        })
+    }
+}
+
 /// The segment files of one index. Ids are the catalog's segment ids (no `.` in them).
 pub trait SegmentFiles: Send + Sync {
-    /// Where segment `id` lives, for messages and logs.
-    fn location(&self, id: &str) -> String;
+    /// Where this index's segment files live (a directory, a URL), for messages and logs.
+    fn root(&self) -> String;
+    /// Where segment `id` lives.
+    fn location(&self, id: &str) -> String {
+        format!("{}/{id}.{SEGMENT_EXT}", self.root())
+    }
     /// Bundles the files `names` of the one-segment index in `src` as segment `id`, durably:
     /// after a crash, `id` holds either the whole segment or nothing.
     fn write(&self, id: &str, src: &Path, names: &[String]) -> Result<Written, SegmentError>;
@@ -23,8 +59,13 @@ pub trait SegmentFiles: Send + Sync {
     fn open(&self, id: &str) -> Result<BundleDirectory, SegmentError>;
     /// The size of segment `id` in bytes, or `None` when it is not there.
     fn size(&self, id: &str) -> Result<Option<u64>, SegmentError>;
-    /// sha256 of segment `id` as stored, hex.
+    /// sha256 of segment `id` as stored, hex: what `logsift segments verify` checks.
     fn sha256(&self, id: &str) -> Result<String, SegmentError>;
+    /// sha256 of the copy of segment `id` that searches read, hex: what the server checks
+    /// after it starts. The same file, unless segments are kept elsewhere and cached.
+    fn sha256_served(&self, id: &str) -> Result<String, SegmentError> {
+        self.sha256(id)
+    }
     /// Removes segment `id`; one that is not there is not an error.
     fn remove(&self, id: &str) -> Result<(), SegmentError>;
     /// The ids of the segments stored, catalogued or not.
@@ -106,8 +147,8 @@ impl LocalSegments {
 }
 
 impl SegmentFiles for LocalSegments {
-    fn location(&self, id: &str) -> String {
-        self.path(id).display().to_string()
+    fn root(&self) -> String {
+        self.dir.display().to_string()
     }
 
     fn write(&self, id: &str, src: &Path, names: &[String]) -> Result<Written, SegmentError> {

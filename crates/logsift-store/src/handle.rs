@@ -42,7 +42,7 @@ use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
 
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
-use crate::files::{LocalSegments, SegmentFiles};
+use crate::files::SegmentFiles;
 use crate::store::{SealPolicy, StoreConfig, StoreError};
 use crate::summary::{SegmentSummary, SUMMARY_FILE};
 use crate::LogSchema;
@@ -51,7 +51,6 @@ use crate::LogSchema;
 const V1_HOT_DIR: &str = "hot";
 /// v1 only: a former hot index being sealed when the server stopped.
 const V1_SEALING_PREFIX: &str = "sealing-";
-const SEGMENTS_DIR: &str = "segments";
 const BUILDING_PREFIX: &str = "building-";
 const MERGING_PREFIX: &str = "merging-";
 /// The hot tier's doc store blocks: small, because hot hits are fetched often and the seal
@@ -207,7 +206,10 @@ impl IndexHandle {
             index: name.to_string(),
             source,
         };
-        let files = LocalSegments::create(&dir.join(SEGMENTS_DIR))
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let files = cfg
+            .segments
+            .for_index(dir, name.as_str())
             .map_err(|e| StoreError::Catalog(format!("index {name}: {e}")))?;
         let catalog = Catalog::load(dir).map_err(|e| StoreError::Catalog(e.to_string()))?;
 
@@ -215,7 +217,7 @@ impl IndexHandle {
         let handle = IndexHandle {
             name: name.clone(),
             dir: dir.to_path_buf(),
-            files: Arc::new(files),
+            files,
             query_index: query_index.clone(),
             hot: RwLock::new(hot),
             sealing: RwLock::new(Vec::new()),
@@ -455,7 +457,7 @@ impl IndexHandle {
             .collect();
         let mut failed = 0;
         for entry in entries {
-            let why = match self.files.sha256(&entry.segment) {
+            let why = match self.files.sha256_served(&entry.segment) {
                 Ok(sha) if sha == entry.sha256 => continue,
                 Ok(sha) => format!(
                     "sha256 {sha} differs from {} recorded in the catalog",
@@ -1657,7 +1659,10 @@ mod tests {
         let live = handle.segments();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].docs, 90);
-        let report = crate::verify_index(&dir.path().join("indexes").join("logs"));
+        let report = crate::verify_index(
+            &dir.path().join("indexes").join("logs"),
+            &crate::SegmentStorage::Local,
+        );
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 }

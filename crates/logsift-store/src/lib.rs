@@ -10,6 +10,7 @@ mod document;
 pub mod files;
 mod handle;
 mod holds;
+pub mod object;
 mod schema;
 pub mod segment;
 mod store;
@@ -38,9 +39,10 @@ pub fn faults_fired() -> usize {
 
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use document::{build_document, Stored};
-pub use files::{LocalSegments, SegmentFiles};
+pub use files::{LocalSegments, SegmentFiles, SegmentStorage};
 pub use handle::{IndexHandle, Rewritten};
 pub use holds::HoldRecord;
+pub use object::{ObjectStorage, S3Options};
 pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};
 pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
 pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};

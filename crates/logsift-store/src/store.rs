@@ -69,6 +69,8 @@ pub struct StoreConfig {
     /// ...or once nothing was added to it for this long (0: never), so that a quiet index
     /// leaves nothing unsealed in memory and the WAL.
     pub seal_idle_ms: u64,
+    /// Where sealed segment files are kept.
+    pub segments: crate::SegmentStorage,
 }
 
 /// When a hot tier is sealed (see [`IndexHandle::seal_due`]).
@@ -97,6 +99,7 @@ impl StoreConfig {
             seal_docs: u64::MAX,
             seal_after_ms: u64::MAX,
             seal_idle_ms: 0,
+            segments: crate::SegmentStorage::Local,
         }
     }
 

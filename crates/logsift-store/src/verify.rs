@@ -2,9 +2,10 @@
 //! `logsift segments list` and `logsift segments verify` print.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogEntry};
-use crate::files::{LocalSegments, SegmentFiles};
+use crate::files::{LocalSegments, SegmentFiles, SegmentStorage, SEGMENTS_DIR};
 
 /// What `verify` found in one index directory.
 #[derive(Debug, Default)]
@@ -22,8 +23,9 @@ pub fn list_segments(dir: &Path) -> Result<Vec<CatalogEntry>, String> {
     Ok(catalog.live().into_iter().cloned().collect())
 }
 
-/// Rehashes every segment file of the index in `dir` and walks the catalog's chain.
-pub fn verify_index(dir: &Path) -> VerifyReport {
+/// Rehashes every segment file of the index in `dir` (kept in `storage`) and walks the
+/// catalog's chain.
+pub fn verify_index(dir: &Path, storage: &SegmentStorage) -> VerifyReport {
     let index = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -46,7 +48,17 @@ pub fn verify_index(dir: &Path) -> VerifyReport {
             .into_iter()
             .map(|p| format!("catalog: {p}")),
     );
-    let files = LocalSegments::at(&dir.join("segments"));
+    let files: Arc<dyn SegmentFiles> = match storage {
+        // Offline: look without creating anything.
+        SegmentStorage::Local => Arc::new(LocalSegments::at(&dir.join(SEGMENTS_DIR))),
+        other => match other.for_index(dir, &report.index) {
+            Ok(f) => f,
+            Err(e) => {
+                report.problems.push(format!("segment storage: {e}"));
+                return report;
+            }
+        },
+    };
     let live = catalog.live();
     for entry in &live {
         report.segments_checked += 1;
@@ -90,7 +102,7 @@ pub fn verify_index(dir: &Path) -> VerifyReport {
         .leftovers()
         .unwrap_or_default()
         .into_iter()
-        .map(|name| dir.join("segments").join(name).display().to_string());
+        .map(|name| format!("{}/{name}", files.root()));
     for path in unlisted.chain(leftovers) {
         report
             .problems
