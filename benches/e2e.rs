@@ -24,7 +24,10 @@
 //! the temporary directory), `--gen-only DIR` (write the corpus to DIR, print its expected
 //! answers, and stop), `--import` (then also time `logsift import` of the same files into a
 //! second fresh server, against the listeners' figure of the same run), `--server-config FILE`
-//! (TOML appended to the server's configuration, to compare settings). `LOGSIFT_E2E_BINARY=PATH`
+//! (TOML appended to the server's configuration, to compare settings), `--object-store` (keep
+//! segments in an S3-protocol server, `s3s-fs` from `tests/run-all.sh`, then report upload
+//! times, the store's bytes, and a cold start without the segment cache followed by the query
+//! suite again). `LOGSIFT_E2E_BINARY=PATH`
 //! measures another `logsift` build (an older version) instead of the one just built.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
@@ -39,6 +42,10 @@ mod report;
 mod server;
 #[path = "e2e/ship.rs"]
 mod ship;
+// The S3-protocol server the object storage tests start (s3s-fs); only std inside.
+#[allow(dead_code)]
+#[path = "../tests/common/s3.rs"]
+mod s3;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -62,6 +69,8 @@ pub struct Args {
     keep: bool,
     gen_only: Option<PathBuf>,
     import: bool,
+    /// Keep segments in an S3-protocol server (s3s-fs) and measure publishing and a cold start.
+    object_store: bool,
     /// TOML appended to the server's configuration.
     server_config: String,
 }
@@ -133,6 +142,7 @@ fn parse_args() -> Result<Args, String> {
         keep: false,
         gen_only: None,
         import: false,
+        object_store: false,
         server_config: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -179,6 +189,7 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = PathBuf::from(value()?),
             "--keep" => a.keep = true,
             "--import" => a.import = true,
+            "--object-store" => a.object_store = true,
             "--server-config" => {
                 let path = value()?;
                 a.server_config = std::fs::read_to_string(&path)
@@ -330,7 +341,18 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     // 3. Ingest.
     let server_dir = root.join("server");
     std::fs::create_dir_all(&server_dir).map_err(|e| e.to_string())?;
-    let mut srv = server::Server::start(&server_dir, &args.server_config)?;
+    let s3 = args
+        .object_store
+        .then(|| s3::S3::start(&root.join("s3"), OBJECT_BUCKET));
+    let overlay = match &s3 {
+        Some(s3) => format!(
+            "{}\n{}",
+            args.server_config,
+            s3.storage_config(OBJECT_BUCKET, "bench")
+        ),
+        None => args.server_config.clone(),
+    };
+    let mut srv = server::Server::start(&server_dir, &overlay)?;
     eprintln!(
         "e2e: logsift pid {} http {} syslog-tcp {} json-tcp {}",
         srv.pid, srv.http, srv.syslog_tcp, srv.json_tcp
@@ -435,6 +457,17 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     let wal_bytes = server::dir_bytes(&srv.data_dir.join("wal"));
     let index_files = server::bytes_by_extension(&srv.data_dir.join("indexes"));
     let sealed = server::sealed_space(&srv.data_dir.join("indexes"));
+    let object_report = match &s3 {
+        Some(s3) => Some(object_store_report(
+            args,
+            &corpus,
+            &cases,
+            &server_dir,
+            &overlay,
+            s3,
+        )?),
+        None => None,
+    };
 
     // 6. Optionally, the same files through `logsift import` into a fresh server.
     let import = if args.import {
@@ -502,6 +535,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let md = md + object_report.as_deref().unwrap_or_default();
     std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
     println!("\n{md}");
     eprintln!(
@@ -510,6 +544,103 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         md_path.display()
     );
     Ok(())
+}
+
+const OBJECT_BUCKET: &str = "logsift-bench";
+
+/// With `--object-store`, after the stopped run: how long uploads took (from the server's
+/// `uploaded segment` log lines), how many bytes the store holds, and a cold start: the
+/// segment cache removed, the server started again on the same data directory (it downloads
+/// every catalogued segment before it is ready) and the query suite run once more.
+fn object_store_report(
+    args: &Args,
+    corpus: &gen::Corpus,
+    cases: &[queries::Case],
+    server_dir: &std::path::Path,
+    overlay: &str,
+    s3: &s3::S3,
+) -> Result<String, String> {
+    let log = std::fs::read_to_string(server_dir.join("server.log")).unwrap_or_default();
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let at = line.find(&format!("{key}="))? + key.len() + 1;
+        line[at..]
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut uploads: Vec<(f64, f64)> = log
+        .lines()
+        .filter(|l| l.contains("uploaded segment"))
+        .filter_map(|l| Some((field(l, "upload_ms")?, field(l, "bytes")?)))
+        .collect();
+    uploads.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let ms: Vec<f64> = uploads.iter().map(|u| u.0).collect();
+    let uploaded: f64 = uploads.iter().map(|u| u.1).sum();
+    let upload_secs: f64 = ms.iter().sum::<f64>() / 1e3;
+    let stored = server::dir_bytes(&s3.root);
+
+    let cache = server_dir.join("data/segment-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    eprintln!("e2e: cold start from the object store (segment cache removed)");
+    let started = Instant::now();
+    let mut srv = server::Server::start(server_dir, overlay)?;
+    let ready = started.elapsed();
+    let downloaded = server::dir_bytes(&cache);
+    let fetched = std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|index| {
+            std::fs::read_dir(index.path())
+                .into_iter()
+                .flatten()
+                .count()
+        })
+        .sum::<usize>();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rows = String::new();
+    for case in cases {
+        for scope in [queries::Scope::Whole, queries::Scope::Window] {
+            let t = queries::run_case(&client, &srv.http, case, scope, corpus, args.reps);
+            rows += &format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {} |\n",
+                case.name,
+                scope.name(),
+                t.first_ms,
+                t.p50_ms,
+                t.p99_ms,
+                t.status
+            );
+        }
+    }
+    srv.stop(Duration::from_secs(300))?;
+    let pct = |p: f64| queries::percentile(&ms, p);
+    Ok(format!(
+        "\n## Segments on object storage (s3s-fs on loopback)\n\n\
+         | measure | value |\n|---|---:|\n\
+         | segments uploaded | {} ({:.1} MB) |\n\
+         | upload time per segment p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |\n\
+         | upload throughput | {:.1} MB/s |\n\
+         | bytes in the object store (the local disk then holds the catalog and WAL) | {:.1} MB, {:.3} per raw byte |\n\
+         | cold start: ready after | {:.2} s, {} segments ({:.1} MB) downloaded |\n\n\
+         After the cold start (every segment cached again), ms:\n\n\
+         | query | scope | first | p50 | p99 | status |\n|---|---|---:|---:|---:|---|\n{rows}",
+        ms.len(),
+        mb(uploaded as u64),
+        pct(0.5),
+        pct(0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+        mb(uploaded as u64) / upload_secs.max(1e-9),
+        mb(stored),
+        stored as f64 / corpus.expected.bytes.max(1) as f64,
+        ready.as_secs_f64(),
+        fetched,
+        mb(downloaded),
+    ))
 }
 
 #[derive(Debug, Clone, Default)]

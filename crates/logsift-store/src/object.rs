@@ -276,10 +276,18 @@ impl SegmentFiles for ObjectSegments {
     fn write(&self, id: &str, src: &Path, names: &[String]) -> Result<Written, SegmentError> {
         let cached = self.cached(id);
         let written = write_bundle(src, names, &cached)?;
+        let started = std::time::Instant::now();
         if let Err(e) = self.upload(&cached, &format!("{id}.{SEGMENT_EXT}")) {
             let _ = fs::remove_file(&cached);
             return Err(e);
         }
+        // benches/e2e.rs reads publish latency from this line.
+        tracing::info!(
+            segment = %self.location(id),
+            bytes = written.bytes,
+            upload_ms = started.elapsed().as_secs_f64() * 1e3,
+            "uploaded segment"
+        );
         Ok(written)
     }
 
@@ -315,6 +323,7 @@ impl SegmentFiles for ObjectSegments {
                 path: cached.clone(),
                 source,
             })?;
+            tracing::info!(segment = %self.location(id), "downloaded segment into the cache");
         }
         BundleDirectory::open(&cached)
     }
