@@ -381,7 +381,9 @@ pub fn sealed_space(indexes: &Path) -> (u64, u64, Vec<(String, u64)>) {
     let (mut raw, mut file) = (0, 0);
     let mut by: HashMap<String, u64> = HashMap::new();
     for index in std::fs::read_dir(indexes).into_iter().flatten().flatten() {
-        let Ok(entries) = logsift_store::list_segments(&index.path()) else {
+        let Ok(entries) =
+            logsift_store::list_segments(&index.path(), &logsift_store::Metastore::Files)
+        else {
             continue;
         };
         for e in entries {

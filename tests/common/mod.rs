@@ -2,6 +2,7 @@
 //! to it the way users do: sockets, HTTP, `logger`, `nc`, the `logsift` CLI.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod pki;
 pub mod s3;
 

@@ -32,6 +32,17 @@ pub struct Config {
     pub security: SecuritySection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub metastore: MetastoreSection,
+}
+
+/// Where each index's catalog is kept: `catalog.json` in its directory (`url` empty), or
+/// PostgreSQL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetastoreSection {
+    /// `""` or `postgres://user:password@host:port/database`.
+    pub url: String,
 }
 
 /// Where sealed segment files are kept: each index's directory under `data_dir` (`url`
@@ -53,6 +64,16 @@ pub struct StorageSection {
 }
 
 impl Config {
+    /// The metastore the config names, connected.
+    pub fn metastore(&self) -> anyhow::Result<logsift_store::Metastore> {
+        if self.metastore.url.is_empty() {
+            return Ok(logsift_store::Metastore::Files);
+        }
+        let pg = logsift_store::PgMetastore::connect(&self.metastore.url)
+            .map_err(|e| anyhow::anyhow!("metastore: {e}"))?;
+        Ok(logsift_store::Metastore::Postgres(std::sync::Arc::new(pg)))
+    }
+
     /// The segment storage the config names, connected (nothing is requested yet).
     pub fn segment_storage(&self) -> anyhow::Result<logsift_store::SegmentStorage> {
         let s = &self.storage;
@@ -282,6 +303,12 @@ impl Config {
         }
         if self.shutdown_timeout_ms == 0 {
             bail!("shutdown_timeout_ms must be positive");
+        }
+        let m = &self.metastore.url;
+        if !(m.is_empty() || m.starts_with("postgres://") || m.starts_with("postgresql://")) {
+            bail!(
+                "metastore.url must be empty (catalogs in data_dir) or postgres://..., not {m:?}"
+            );
         }
         if !(self.storage.url.is_empty() || self.storage.url.starts_with("s3://")) {
             bail!(

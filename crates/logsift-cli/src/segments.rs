@@ -34,20 +34,31 @@ struct Target {
     index: Option<String>,
 }
 
-/// The data directory and the segment storage `t` names.
-fn place(t: &Target) -> anyhow::Result<(PathBuf, logsift_store::SegmentStorage)> {
+/// Where `t`'s data directory, segment files and catalogs are.
+struct Place {
+    data_dir: PathBuf,
+    segments: logsift_store::SegmentStorage,
+    metastore: logsift_store::Metastore,
+}
+
+fn place(t: &Target) -> anyhow::Result<Place> {
     match &t.config {
         Some(file) => {
             let cfg = crate::config::Config::load(Some(file))?;
-            let dir = t.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone());
-            Ok((dir, cfg.segment_storage()?))
+            Ok(Place {
+                data_dir: t.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone()),
+                segments: cfg.segment_storage()?,
+                metastore: cfg.metastore()?,
+            })
         }
-        None => Ok((
-            t.data_dir
+        None => Ok(Place {
+            data_dir: t
+                .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("./data")),
-            logsift_store::SegmentStorage::Local,
-        )),
+            segments: logsift_store::SegmentStorage::Local,
+            metastore: logsift_store::Metastore::Files,
+        }),
     }
 }
 
@@ -86,9 +97,11 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
                 "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} sha256",
                 "index", "segment", "docs", "raw bytes", "file bytes", "from", "to"
             );
-            let (data_dir, _) = place(&t)?;
-            for dir in index_dirs(&t, &data_dir)? {
-                for e in logsift_store::list_segments(&dir).map_err(anyhow::Error::msg)? {
+            let at = place(&t)?;
+            for dir in index_dirs(&t, &at.data_dir)? {
+                for e in
+                    logsift_store::list_segments(&dir, &at.metastore).map_err(anyhow::Error::msg)?
+                {
                     println!(
                         "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} {}",
                         name_of(&dir),
@@ -106,9 +119,9 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
         }
         SegmentsCommand::Verify(t) => {
             let mut bad = false;
-            let (data_dir, storage) = place(&t)?;
-            for dir in index_dirs(&t, &data_dir)? {
-                let report = logsift_store::verify_index(&dir, &storage);
+            let at = place(&t)?;
+            for dir in index_dirs(&t, &at.data_dir)? {
+                let report = logsift_store::verify_index(&dir, &at.segments, &at.metastore);
                 if report.problems.is_empty() {
                     println!(
                         "{}: ok, {} segments, catalog head {}",

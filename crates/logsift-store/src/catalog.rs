@@ -90,6 +90,8 @@ pub enum CatalogError {
     },
     #[error("{path}: unreadable catalog: {why}")]
     Corrupt { path: PathBuf, why: String },
+    #[error("metastore {0}")]
+    Metastore(String),
 }
 
 /// Fields of a new entry; `seq`, the hashes and the action are filled in by the catalog.
@@ -106,6 +108,14 @@ pub struct SegmentInfo {
 }
 
 impl Catalog {
+    /// An empty catalog of the current format.
+    pub fn new() -> Catalog {
+        Catalog {
+            format_version: FORMAT_VERSION,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn load(dir: &Path) -> Result<Catalog, CatalogError> {
         let path = dir.join(CATALOG_FILE);
         match fs::read(&path) {
@@ -126,10 +136,7 @@ impl Catalog {
                 }
                 Ok(catalog)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog {
-                format_version: FORMAT_VERSION,
-                entries: Vec::new(),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::new()),
             Err(source) => Err(CatalogError::Io { path, source }),
         }
     }

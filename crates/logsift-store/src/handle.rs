@@ -43,6 +43,7 @@ use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Sear
 
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
 use crate::files::SegmentFiles;
+use crate::metastore::Metastore;
 use crate::store::{SealPolicy, StoreConfig, StoreError};
 use crate::summary::{SegmentSummary, SUMMARY_FILE};
 use crate::LogSchema;
@@ -116,6 +117,8 @@ pub struct IndexHandle {
     dir: PathBuf,
     /// The sealed segment files (`segments/` in `dir`).
     files: Arc<dyn SegmentFiles>,
+    /// Where `catalog` is saved.
+    metastore: Metastore,
     /// An empty in-memory index with the same schema and tokenizers: what queries are
     /// compiled against, whichever index they then run on.
     query_index: Index,
@@ -211,13 +214,17 @@ impl IndexHandle {
             .segments
             .for_index(dir, name.as_str())
             .map_err(|e| StoreError::Catalog(format!("index {name}: {e}")))?;
-        let catalog = Catalog::load(dir).map_err(|e| StoreError::Catalog(e.to_string()))?;
+        let catalog = cfg
+            .metastore
+            .load(dir, name.as_str())
+            .map_err(|e| StoreError::Catalog(e.to_string()))?;
 
         let hot = new_hot(schema).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
             dir: dir.to_path_buf(),
             files,
+            metastore: cfg.metastore.clone(),
             query_index: query_index.clone(),
             hot: RwLock::new(hot),
             sealing: RwLock::new(Vec::new()),
@@ -330,6 +337,10 @@ impl IndexHandle {
             .unwrap_or_else(|p| p.into_inner())
             .push(tier.clone());
         self.finish_seal(&tier)
+    }
+
+    fn save_catalog(&self, catalog: &Catalog) -> Result<(), crate::CatalogError> {
+        self.metastore.save(&self.dir, self.name.as_str(), catalog)
     }
 
     fn lock_catalog(&self) -> MutexGuard<'_, Catalog> {
@@ -634,8 +645,7 @@ impl IndexHandle {
         for (segment, reason) in &doomed {
             catalog.delete(segment, reason);
         }
-        catalog
-            .save(&self.dir)
+        self.save_catalog(&catalog)
             .map_err(|e| StoreError::Catalog(e.to_string()))?;
         drop(catalog);
         self.sealed
@@ -851,7 +861,7 @@ impl IndexHandle {
         let entry = {
             let mut catalog = self.lock_catalog();
             let entry = catalog.add_with_reason(info, tier.reason).clone();
-            if let Err(e) = catalog.save(&self.dir) {
+            if let Err(e) = self.save_catalog(&catalog) {
                 // Not recorded: take the entry back so the next attempt starts clean.
                 catalog.entries.pop();
                 let _ = self.files.remove(&tier.id);
@@ -1229,7 +1239,7 @@ impl IndexHandle {
                 };
                 catalog.delete(src, &why);
             }
-            if let Err(e) = catalog.save(&self.dir) {
+            if let Err(e) = self.save_catalog(&catalog) {
                 // Not recorded: the sources stay live and served. Kept in memory, the entries
                 // would be saved by the next catalog update while the segment is not served
                 // (and its file may be gone by then).
@@ -1662,6 +1672,7 @@ mod tests {
         let report = crate::verify_index(
             &dir.path().join("indexes").join("logs"),
             &crate::SegmentStorage::Local,
+            &crate::Metastore::Files,
         );
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }

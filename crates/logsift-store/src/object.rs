@@ -7,10 +7,7 @@
 //! machine, a cleared cache) is downloaded whole first. Integrity checks rehash the object in
 //! the store, not the cached copy: what an auditor trusts is what the store holds.
 //!
-//! The store's seal and merge threads are plain threads and `SegmentFiles` is synchronous, so
-//! object storage runs on a small runtime of its own and its callers wait for it; waiting
-//! through a channel rather than `block_on` works from any thread, a tokio worker included.
-//! Requests retry briefly and then fail: a seal that fails is retried by the store every few
+//! Requests run on the store's [`IoRuntime`]. Requests retry briefly and then fail: a seal that fails is retried by the store every few
 //! seconds with its records kept in memory and the WAL, which is the back-off.
 //!
 //! Not yet: a bounded cache (an indexer keeps a copy of every segment it serves), reading only
@@ -30,6 +27,7 @@ use object_store::{ObjectStore, PutPayload, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 use crate::files::SegmentFiles;
+use crate::runtime::IoRuntime;
 use crate::segment::{write_bundle, BundleDirectory, SegmentError, Written, SEGMENT_EXT};
 
 /// Parts of a multipart upload; S3 wants at least 5 MiB per part but the last.
@@ -56,21 +54,12 @@ pub struct ObjectStorage {
     prefix: String,
     cache: PathBuf,
     part_bytes: usize,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: IoRuntime,
 }
 
 impl std::fmt::Debug for ObjectStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ObjectStorage({})", self.url)
-    }
-}
-
-impl Drop for ObjectStorage {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another's async context panics; this works anywhere.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
     }
 }
 
@@ -110,12 +99,8 @@ impl ObjectStorage {
             .build()
             .map_err(|e| format!("storage url {url:?}: {e}"))?;
         fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("logsift-object")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("object storage runtime: {e}"))?;
+        let runtime =
+            IoRuntime::new("logsift-object").map_err(|e| format!("object storage runtime: {e}"))?;
         Ok(ObjectStorage {
             url: url.trim_end_matches('/').to_string(),
             store: Arc::new(store),
@@ -126,7 +111,7 @@ impl ObjectStorage {
             } else {
                 opts.part_bytes
             },
-            runtime: Some(runtime),
+            runtime,
         })
     }
 
@@ -162,22 +147,14 @@ impl ObjectStorage {
         &self,
         f: impl Future<Output = Result<T, object_store::Error>> + Send + 'static,
     ) -> io::Result<T> {
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| io::Error::other("object storage is shut down"))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(async move {
-            let _ = tx.send(f.await);
-        });
-        match rx.recv() {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(object_store::Error::NotFound { path, source })) => Err(io::Error::new(
+        match self.runtime.run(f) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(object_store::Error::NotFound { path, source })) => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{path}: {source}"),
             )),
-            Ok(Err(e)) => Err(io::Error::other(e.to_string())),
-            Err(_) => Err(io::Error::other("object storage request abandoned")),
+            Some(Err(e)) => Err(io::Error::other(e.to_string())),
+            None => Err(io::Error::other("object storage is shut down")),
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct StoreConfig {
     pub seal_idle_ms: u64,
     /// Where sealed segment files are kept.
     pub segments: crate::SegmentStorage,
+    /// Where each index's catalog is kept.
+    pub metastore: crate::Metastore,
 }
 
 /// When a hot tier is sealed (see [`IndexHandle::seal_due`]).
@@ -100,6 +102,7 @@ impl StoreConfig {
             seal_after_ms: u64::MAX,
             seal_idle_ms: 0,
             segments: crate::SegmentStorage::Local,
+            metastore: crate::Metastore::Files,
         }
     }
 
@@ -164,6 +167,18 @@ impl Store {
         let schema = LogSchema::new();
         let query_index = tantivy::Index::create_in_ram(schema.schema.clone());
         LogSchema::register_tokenizers(query_index.tokenizers());
+        // Indexes whose catalog is in a shared metastore get their local directory here, so
+        // that a new machine serves what was sealed elsewhere.
+        let shared = cfg
+            .metastore
+            .indexes()
+            .map_err(|e| StoreError::Catalog(e.to_string()))?;
+        for name in shared {
+            if IndexName::new_builtin(&name).is_ok() {
+                let dir = cfg.dir.join(&name);
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+            }
+        }
         let mut indexes = BTreeMap::new();
         for entry in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
             let entry = entry.map_err(io(&cfg.dir))?;

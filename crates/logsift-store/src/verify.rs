@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, CatalogEntry};
+use crate::catalog::CatalogEntry;
 use crate::files::{LocalSegments, SegmentFiles, SegmentStorage, SEGMENTS_DIR};
+use crate::metastore::Metastore;
 
 /// What `verify` found in one index directory.
 #[derive(Debug, Default)]
@@ -18,23 +19,28 @@ pub struct VerifyReport {
 }
 
 /// The live segments of the index in `dir`, oldest first.
-pub fn list_segments(dir: &Path) -> Result<Vec<CatalogEntry>, String> {
-    let catalog = Catalog::load(dir).map_err(|e| e.to_string())?;
+pub fn list_segments(dir: &Path, metastore: &Metastore) -> Result<Vec<CatalogEntry>, String> {
+    let catalog = metastore
+        .load(dir, &index_name(dir))
+        .map_err(|e| e.to_string())?;
     Ok(catalog.live().into_iter().cloned().collect())
 }
 
-/// Rehashes every segment file of the index in `dir` (kept in `storage`) and walks the
-/// catalog's chain.
-pub fn verify_index(dir: &Path, storage: &SegmentStorage) -> VerifyReport {
-    let index = dir
-        .file_name()
+fn index_name(dir: &Path) -> String {
+    dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Rehashes every segment file of the index in `dir` (kept in `storage`) and walks the
+/// catalog's chain (kept in `metastore`).
+pub fn verify_index(dir: &Path, storage: &SegmentStorage, metastore: &Metastore) -> VerifyReport {
+    let index = index_name(dir);
     let mut report = VerifyReport {
         index,
         ..Default::default()
     };
-    let catalog = match Catalog::load(dir) {
+    let catalog = match metastore.load(dir, &report.index) {
         Ok(c) => c,
         Err(e) => {
             report.problems.push(format!("catalog: {e}"));

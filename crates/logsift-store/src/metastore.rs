@@ -1,0 +1,263 @@
+//! Where each index's catalog (its hash chain of segment additions and deletions) is kept:
+//! `catalog.json` in the index's directory, or a PostgreSQL table (issue #18), so that the
+//! list of segments outlives any one machine and several processes can share it.
+//!
+//! PostgreSQL: one row per catalog entry, `(index_name, seq)` its key and the entry as JSON.
+//! A save appends, in one transaction, the entries the table does not have yet; an index's
+//! saves are serialized by a transaction-scoped advisory lock on its name, and a catalog
+//! whose chain the table has already moved past (another writer) is refused, not merged. A
+//! catalog the table does not know yet but `catalog.json` holds (a data directory from before
+//! the metastore) is imported on first load, in one transaction.
+//!
+//! While PostgreSQL is unreachable, saves fail: a seal keeps its records in memory and in the
+//! WAL and is retried, as with any failed catalog save. The connection is made again on the
+//! next call after it broke.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::{Catalog, CatalogEntry, CatalogError};
+use crate::runtime::IoRuntime;
+
+/// Where catalogs are kept.
+#[derive(Clone, Default)]
+pub enum Metastore {
+    /// `catalog.json` in each index's directory.
+    #[default]
+    Files,
+    Postgres(Arc<PgMetastore>),
+}
+
+impl std::fmt::Debug for Metastore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Metastore::Files => write!(f, "Files"),
+            Metastore::Postgres(p) => write!(f, "Postgres({})", p.shown),
+        }
+    }
+}
+
+impl Metastore {
+    /// The catalog of index `name`, whose directory is `dir`.
+    pub fn load(&self, dir: &Path, name: &str) -> Result<Catalog, CatalogError> {
+        match self {
+            Metastore::Files => Catalog::load(dir),
+            Metastore::Postgres(pg) => pg.load(dir, name),
+        }
+    }
+
+    /// The indexes the metastore holds catalogs of that may have no directory here (a new
+    /// machine); none for catalog files, which live in those directories.
+    pub fn indexes(&self) -> Result<Vec<String>, CatalogError> {
+        match self {
+            Metastore::Files => Ok(Vec::new()),
+            Metastore::Postgres(pg) => pg.indexes(),
+        }
+    }
+
+    /// Saves `catalog` of index `name` durably: after `Ok`, a restart loads it.
+    pub fn save(&self, dir: &Path, name: &str, catalog: &Catalog) -> Result<(), CatalogError> {
+        match self {
+            Metastore::Files => catalog.save(dir),
+            Metastore::Postgres(pg) => pg.append(name, &catalog.entries),
+        }
+    }
+}
+
+/// Catalogs in a PostgreSQL database.
+pub struct PgMetastore {
+    url: String,
+    /// The URL without its password, for messages.
+    shown: String,
+    runtime: IoRuntime,
+    client: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// Held for a whole load or save: statements of two callers on one connection would
+    /// interleave, and a save is a transaction.
+    busy: Mutex<()>,
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS logsift_catalog (
+    index_name text NOT NULL,
+    seq bigint NOT NULL,
+    entry jsonb NOT NULL,
+    PRIMARY KEY (index_name, seq)
+)";
+
+fn pg_err(shown: &str, e: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Metastore(format!("{shown}: {e}"))
+}
+
+impl PgMetastore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and creates the
+    /// table if needed. Fails if the database cannot be reached now.
+    pub fn connect(url: &str) -> Result<Self, String> {
+        let shown = match url.split_once('@') {
+            Some((creds, rest)) => match creds.split_once("//") {
+                Some((scheme, user)) => {
+                    let user = user.split(':').next().unwrap_or_default();
+                    format!("{scheme}//{user}@{rest}")
+                }
+                None => rest.to_string(),
+            },
+            None => url.to_string(),
+        };
+        let runtime =
+            IoRuntime::new("logsift-metastore").map_err(|e| format!("metastore runtime: {e}"))?;
+        let store = PgMetastore {
+            url: url.to_string(),
+            shown,
+            runtime,
+            client: Mutex::new(None),
+            busy: Mutex::new(()),
+        };
+        store.client().map_err(|e| e.to_string())?;
+        Ok(store)
+    }
+
+    /// The open connection, or a new one (with the table made) if it broke.
+    fn client(&self) -> Result<Arc<tokio_postgres::Client>, CatalogError> {
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let url = self.url.clone();
+        let connected = self.runtime.run(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "metastore connection closed");
+                }
+            });
+            client.batch_execute(SCHEMA).await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        let client = match connected {
+            Some(Ok(c)) => Arc::new(c),
+            Some(Err(e)) => return Err(pg_err(&self.shown, e)),
+            None => return Err(pg_err(&self.shown, "shut down")),
+        };
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        match self.runtime.run(f) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(pg_err(&self.shown, e)),
+            None => Err(pg_err(&self.shown, "shut down")),
+        }
+    }
+
+    fn indexes(&self) -> Result<Vec<String>, CatalogError> {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let client = self.client()?;
+        let rows = self.run(async move {
+            client
+                .query(
+                    "SELECT DISTINCT index_name FROM logsift_catalog ORDER BY 1",
+                    &[],
+                )
+                .await
+        })?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    fn load(&self, dir: &Path, name: &str) -> Result<Catalog, CatalogError> {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let client = self.client()?;
+        let index = name.to_string();
+        let rows = self.run(async move {
+            client
+                .query(
+                    "SELECT entry::text FROM logsift_catalog WHERE index_name = $1 ORDER BY seq",
+                    &[&index],
+                )
+                .await
+        })?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let text: String = row.get(0);
+            let entry: CatalogEntry = serde_json::from_str(&text)
+                .map_err(|e| pg_err(&self.shown, format!("index {name}: an entry: {e}")))?;
+            entries.push(entry);
+        }
+        drop(busy);
+        let mut catalog = Catalog::new();
+        if entries.is_empty() {
+            // A data directory from before the metastore: its catalog moves to the table.
+            let local = Catalog::load(dir)?;
+            if !local.entries.is_empty() {
+                self.append(name, &local.entries)?;
+                tracing::info!(index = name, entries = local.entries.len(), metastore = %self.shown, "imported catalog.json into the metastore");
+                return Ok(local);
+            }
+        }
+        catalog.entries = entries;
+        Ok(catalog)
+    }
+
+    /// Appends the entries of `entries` past the table's last one, in one transaction.
+    fn append(&self, name: &str, entries: &[CatalogEntry]) -> Result<(), CatalogError> {
+        crate::fault("store::catalog-write").map_err(|e| pg_err(&self.shown, e))?;
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let client = self.client()?;
+        let index = name.to_string();
+        let rows: Vec<(i64, String)> = entries
+            .iter()
+            .map(|e| Ok((e.seq as i64, serde_json::to_string(e)?)))
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|e| pg_err(&self.shown, e))?;
+        let last_seq = entries.last().map_or(0, |e| e.seq as i64);
+        let outcome = self.run(async move {
+            // `transaction` needs a mutable client; a statement block does the same.
+            client.batch_execute("BEGIN").await?;
+            let result = async {
+                client
+                    .execute(
+                        "SELECT pg_advisory_xact_lock(hashtext('logsift_catalog:' || $1))",
+                        &[&index],
+                    )
+                    .await?;
+                let have: i64 = client
+                    .query_one(
+                        "SELECT COALESCE(MAX(seq), 0) FROM logsift_catalog WHERE index_name = $1",
+                        &[&index],
+                    )
+                    .await?
+                    .get(0);
+                if have > last_seq {
+                    return Ok(Some(have));
+                }
+                for (seq, entry) in rows.iter().filter(|(seq, _)| *seq > have) {
+                    client
+                        .execute(
+                            "INSERT INTO logsift_catalog (index_name, seq, entry) VALUES ($1, $2, $3::text::jsonb)",
+                            &[&index, seq, entry],
+                        )
+                        .await?;
+                }
+                Ok::<_, tokio_postgres::Error>(None)
+            }
+            .await;
+            match &result {
+                Ok(None) => client.batch_execute("COMMIT").await?,
+                _ => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+            }
+            result
+        })?;
+        match outcome {
+            None => Ok(()),
+            Some(have) => Err(pg_err(
+                &self.shown,
+                format!(
+                    "index {name}: the metastore holds entries up to {have}, past this catalog's {last_seq}: another process writes this index"
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Catalogs in PostgreSQL (`[metastore] url = "postgres://..."`, issue #18), against a real
+//! PostgreSQL 15 cluster made by the test (`common::pg`): with segments in an S3-protocol
+//! server too, a new node on an empty data directory serves everything sealed before; a data
+//! directory's `catalog.json` moves into the table; and while PostgreSQL is down, seals wait
+//! and nothing acknowledged is lost.
+
+mod common;
+
+use common::pg::Pg;
+use common::s3::S3;
+use common::{all_messages, wait_until, Server};
+
+const SEAL_QUICKLY: &str = "[index]\nseal_idle_ms = 300\n";
+
+fn metastore(pg: &Pg) -> String {
+    format!("[metastore]\nurl = \"{}\"\n", pg.url())
+}
+
+fn ingest_batch(s: &Server, batch: u32, n: u32) {
+    let body: String = (0..n)
+        .map(|i| format!("{{\"msg\":\"catalogued b{batch}r{i}\"}}\n"))
+        .collect();
+    let (status, resp) = s.ingest("logs", body, "application/x-ndjson");
+    assert_eq!(status, 200, "{resp}");
+}
+
+fn sealed_docs(s: &Server) -> u64 {
+    let (_, body) = s.get("/api/v1/segments");
+    body["indexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["index"] == "logs")
+        .flat_map(|i| i["segments"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["docs"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn wait_sealed(s: &Server, want: u64) {
+    wait_until(60, || {
+        let got = sealed_docs(s);
+        (got != want).then(|| format!("{got} of {want} records sealed"))
+    });
+}
+
+fn each_once(s: &Server, records: usize) {
+    let found = all_messages(s, "catalogued");
+    assert_eq!(found.len(), records, "records found");
+    assert!(found.values().all(|&c| c == 1), "a record was found twice");
+}
+
+#[test]
+fn with_catalogs_in_postgresql_and_segments_in_s3_a_new_node_serves_what_was_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Pg::start(&dir.path().join("pg"));
+    let s3 = S3::start(&dir.path().join("s3"), "segments");
+    let config = format!(
+        "{SEAL_QUICKLY}{}{}",
+        metastore(&pg),
+        s3.storage_config("segments", "cluster")
+    );
+    let node_a = dir.path().join("node-a");
+    std::fs::create_dir_all(&node_a).unwrap();
+    let s = Server::start_in(&node_a, &config);
+    for batch in 0..3 {
+        ingest_batch(&s, batch, 150);
+        wait_sealed(&s, u64::from(batch + 1) * 150);
+    }
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
+        "3"
+    );
+    assert!(
+        !node_a.join("data/indexes/logs/catalog.json").exists(),
+        "the catalog went to a file"
+    );
+    assert_eq!(s.stop().code(), Some(0));
+
+    // Another machine: nothing of node A's disk, the same PostgreSQL and object store.
+    let node_b = dir.path().join("node-b");
+    std::fs::create_dir_all(&node_b).unwrap();
+    let s = Server::start_in(&node_b, &config);
+    each_once(&s, 450);
+    let (_, hits) = s.search("b2r149", &[]);
+    assert_eq!(hits["total"], 1, "{hits}");
+    // Node B's records get ids above every catalogued one, so they are sealed, not skipped.
+    ingest_batch(&s, 3, 150);
+    wait_sealed(&s, 600);
+    each_once(&s, 600);
+    assert_eq!(s.stop().code(), Some(0));
+
+    let out = std::process::Command::new(common::BIN)
+        .args(["segments", "verify", "--config"])
+        .arg(node_b.join("test-config.toml"))
+        .arg("--data-dir")
+        .arg(node_b.join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("logs: ok, 4 segments"), "{text}");
+}
+
+#[test]
+fn a_catalog_file_moves_into_postgresql_and_while_it_is_down_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = Pg::start(&dir.path().join("pg"));
+    // First without a metastore: the catalog is catalog.json.
+    let s = Server::start_in(dir.path(), SEAL_QUICKLY);
+    ingest_batch(&s, 0, 100);
+    wait_sealed(&s, 100);
+    assert_eq!(s.stop().code(), Some(0));
+    assert!(dir.path().join("data/indexes/logs/catalog.json").exists());
+
+    let config = format!("{SEAL_QUICKLY}{}", metastore(&pg));
+    let s = Server::start_in(dir.path(), &config);
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
+        "1",
+        "catalog.json was imported"
+    );
+    each_once(&s, 100);
+
+    pg.pause();
+    ingest_batch(&s, 1, 100);
+    s.wait_total("catalogued", &[("limit", "0")], 200);
+    wait_until(60, || {
+        (!s.log().contains("sealing failed; will retry"))
+            .then(|| "no failed seal logged yet".to_string())
+    });
+    assert_eq!(sealed_docs(&s), 100);
+    each_once(&s, 200);
+
+    pg.resume();
+    wait_sealed(&s, 200);
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
+        "2"
+    );
+    s.kill9();
+    let s = Server::start_in(dir.path(), &config);
+    each_once(&s, 200);
+}
