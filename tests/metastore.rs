@@ -141,3 +141,60 @@ fn a_catalog_file_moves_into_postgresql_and_while_it_is_down_nothing_is_lost() {
     let s = Server::start_in(dir.path(), &config);
     each_once(&s, 200);
 }
+
+/// A second server on the same PostgreSQL is refused at start while the first runs: record
+/// ids are each process's WAL positions, so a second writer's records could be taken for
+/// sealed ones. Once the first stops, the second starts and serves what the first sealed.
+#[test]
+fn a_second_writer_is_refused_at_start_until_the_first_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Pg::start(&dir.path().join("pg"));
+    let s3 = S3::start(&dir.path().join("s3"), "segments");
+    let config = format!(
+        "{SEAL_QUICKLY}{}{}",
+        metastore(&pg),
+        s3.storage_config("segments", "one-writer")
+    );
+    let (node_a, node_b) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    std::fs::create_dir_all(&node_a).unwrap();
+    std::fs::create_dir_all(&node_b).unwrap();
+    let a = Server::start_in(&node_a, &config);
+    ingest_batch(&a, 0, 50);
+    wait_sealed(&a, 50);
+
+    let mut second = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(node_a.join("test-config.toml"))
+        .arg("--data-dir")
+        .arg(node_b.join("data"))
+        .args(["--http", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"])
+        .args(["--syslog-udp", "127.0.0.1:0", "--json-tcp", "127.0.0.1:0"])
+        .args(["--otlp-grpc", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second writer started on the same metastore");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("writer lease"), "{stderr}");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
+        "1"
+    );
+
+    assert_eq!(a.stop().code(), Some(0));
+    let b = Server::start_in(&node_b, &config);
+    each_once(&b, 50);
+}

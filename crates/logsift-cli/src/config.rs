@@ -64,12 +64,13 @@ pub struct StorageSection {
 }
 
 impl Config {
-    /// The metastore the config names, connected.
-    pub fn metastore(&self) -> anyhow::Result<logsift_store::Metastore> {
+    /// The metastore the config names, connected; a `writer` (the server) takes the writer
+    /// lease, offline commands only read.
+    pub fn metastore(&self, writer: bool) -> anyhow::Result<logsift_store::Metastore> {
         if self.metastore.url.is_empty() {
             return Ok(logsift_store::Metastore::Files);
         }
-        let pg = logsift_store::PgMetastore::connect(&self.metastore.url)
+        let pg = logsift_store::PgMetastore::connect(&self.metastore.url, writer)
             .map_err(|e| anyhow::anyhow!("metastore: {e}"))?;
         Ok(logsift_store::Metastore::Postgres(std::sync::Arc::new(pg)))
     }

@@ -48,7 +48,7 @@ fn place(t: &Target) -> anyhow::Result<Place> {
             Ok(Place {
                 data_dir: t.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone()),
                 segments: cfg.segment_storage()?,
-                metastore: cfg.metastore()?,
+                metastore: cfg.metastore(false)?,
             })
         }
         None => Ok(Place {

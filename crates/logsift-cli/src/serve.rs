@@ -115,7 +115,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         seal_idle_ms: cfg.index.seal_idle_ms,
         index_options: cfg.index_options()?,
         segments: cfg.segment_storage()?,
-        metastore: cfg.metastore()?,
+        metastore: cfg.metastore(true)?,
     })?);
     store.spawn_integrity_check();
     crate::memory::spawn_trimmer(metrics.clone(), store.clone());

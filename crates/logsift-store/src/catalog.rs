@@ -92,6 +92,10 @@ pub enum CatalogError {
     Corrupt { path: PathBuf, why: String },
     #[error("metastore {0}")]
     Metastore(String),
+    /// The save may or may not have taken effect (the metastore went away mid-commit): the
+    /// caller must keep whatever the entries point to.
+    #[error("metastore: a catalog save could not be confirmed: {0}")]
+    Unconfirmed(String),
 }
 
 /// Fields of a new entry; `seq`, the hashes and the action are filled in by the catalog.

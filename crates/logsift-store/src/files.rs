@@ -70,6 +70,13 @@ pub trait SegmentFiles: Send + Sync {
     fn remove(&self, id: &str) -> Result<(), SegmentError>;
     /// The ids of the segments stored, catalogued or not.
     fn list(&self) -> Result<Vec<String>, SegmentError>;
+    /// The ids of stored segments that no write can still be publishing: what recovery may
+    /// remove when the catalog does not list them. Locally that is every one (this process
+    /// is the only writer and has not started one); a shared store keeps recent ones, which
+    /// another process may be about to catalogue.
+    fn settled(&self) -> Result<Vec<String>, SegmentError> {
+        self.list()
+    }
     /// What else is stored: leftovers of interrupted writes, and anything put there by hand.
     fn leftovers(&self) -> Result<Vec<String>, SegmentError>;
     /// Removes a leftover that [`Self::leftovers`] named.

@@ -268,7 +268,7 @@ impl IndexHandle {
             tracing::warn!(index = %self.name, file = %name, "removing a leftover among the segment files (an interrupted seal or merge)");
             self.files.remove_leftover(&name).map_err(files_err)?;
         }
-        for id in self.files.list().map_err(files_err)? {
+        for id in self.files.settled().map_err(files_err)? {
             if !live.iter().any(|e| e.segment == id) {
                 tracing::warn!(index = %self.name, segment = %self.files.location(&id), "removing a segment the catalog does not list (an interrupted seal or deletion)");
                 self.files.remove(&id).map_err(files_err)?;
@@ -862,9 +862,19 @@ impl IndexHandle {
             let mut catalog = self.lock_catalog();
             let entry = catalog.add_with_reason(info, tier.reason).clone();
             if let Err(e) = self.save_catalog(&catalog) {
-                // Not recorded: take the entry back so the next attempt starts clean.
+                // Not recorded: take the entry back so the next attempt starts clean. A save
+                // that may have been recorded keeps the file it would point to (an unlisted
+                // one is removed at the next start).
                 catalog.entries.pop();
-                let _ = self.files.remove(&tier.id);
+                if matches!(e, crate::CatalogError::Unconfirmed(_)) {
+                    // Trying again would write a different file under the same id, which
+                    // the entry (if it was recorded) does not describe. The records stay in
+                    // memory and the WAL; a restart loads the metastore's chain.
+                    self.stopping.store(true, Ordering::Release);
+                    tracing::error!(index = %self.name, segment = %tier.id, "a catalog save could not be confirmed; this index seals no more until logsift is restarted");
+                } else {
+                    let _ = self.files.remove(&tier.id);
+                }
                 return Err(StoreError::Catalog(e.to_string()));
             }
             entry
@@ -1244,6 +1254,8 @@ impl IndexHandle {
                 // would be saved by the next catalog update while the segment is not served
                 // (and its file may be gone by then).
                 catalog.entries.truncate(before);
+                // A save that may have been recorded keeps the new file (see finish_seal).
+                output.recorded = matches!(e, crate::CatalogError::Unconfirmed(_));
                 return Err(StoreError::Catalog(e.to_string()));
             }
             output.recorded = true;

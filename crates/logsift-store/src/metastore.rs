@@ -70,11 +70,20 @@ pub struct PgMetastore {
     /// The URL without its password, for messages.
     shown: String,
     runtime: IoRuntime,
+    /// Whether this process writes catalogs: it then holds the writer lease (below).
+    writer: bool,
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
     /// Held for a whole load or save: statements of two callers on one connection would
     /// interleave, and a save is a transaction.
     busy: Mutex<()>,
 }
+
+/// The writer lease: a session-level advisory lock that the one process writing catalogs
+/// holds on its connection. Record ids are LSNs of that process's WAL, and the catalog's
+/// highest LSN tells replay what is sealed, so a second writer's records could be taken for
+/// sealed ones; until indexers get ids of their own (issue #18), a second writer is refused at
+/// start. The lock goes with the connection, so a stopped or killed writer frees it.
+const WRITER_LEASE: &str = "SELECT pg_try_advisory_lock(hashtext('logsift_catalog_writer'))";
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS logsift_catalog (
     index_name text NOT NULL,
@@ -89,8 +98,9 @@ fn pg_err(shown: &str, e: impl std::fmt::Display) -> CatalogError {
 
 impl PgMetastore {
     /// Connects to `url` (`postgres://user:password@host:port/database`) and creates the
-    /// table if needed. Fails if the database cannot be reached now.
-    pub fn connect(url: &str) -> Result<Self, String> {
+    /// table if needed. A `writer` takes the writer lease. Fails if the database cannot be
+    /// reached now, or another writer holds the lease.
+    pub fn connect(url: &str, writer: bool) -> Result<Self, String> {
         let shown = match url.split_once('@') {
             Some((creds, rest)) => match creds.split_once("//") {
                 Some((scheme, user)) => {
@@ -107,6 +117,7 @@ impl PgMetastore {
             url: url.to_string(),
             shown,
             runtime,
+            writer,
             client: Mutex::new(None),
             busy: Mutex::new(()),
         };
@@ -120,7 +131,7 @@ impl PgMetastore {
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let url = self.url.clone();
+        let (url, writer) = (self.url.clone(), self.writer);
         let connected = self.runtime.run(async move {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(async move {
@@ -129,10 +140,17 @@ impl PgMetastore {
                 }
             });
             client.batch_execute(SCHEMA).await?;
-            Ok::<_, tokio_postgres::Error>(client)
+            let leased = !writer || client.query_one(WRITER_LEASE, &[]).await?.get::<_, bool>(0);
+            Ok::<_, tokio_postgres::Error>((client, leased))
         });
         let client = match connected {
-            Some(Ok(c)) => Arc::new(c),
+            Some(Ok((c, true))) => Arc::new(c),
+            Some(Ok((_, false))) => {
+                return Err(pg_err(
+                    &self.shown,
+                    "another logsift process writes catalogs to this metastore (it holds the writer lease); one writer at a time is supported for now",
+                ))
+            }
             Some(Err(e)) => return Err(pg_err(&self.shown, e)),
             None => return Err(pg_err(&self.shown, "shut down")),
         };
@@ -199,20 +217,23 @@ impl PgMetastore {
         Ok(catalog)
     }
 
-    /// Appends the entries of `entries` past the table's last one, in one transaction.
+    /// Appends the entries of `entries` past the table's last one, in one transaction. The
+    /// table's last entry must be one of `entries` (same sequence number and hash): otherwise
+    /// another process, or a save this one could not confirm, moved the chain elsewhere, and
+    /// the save is refused rather than forking the chain.
     fn append(&self, name: &str, entries: &[CatalogEntry]) -> Result<(), CatalogError> {
         crate::fault("store::catalog-write").map_err(|e| pg_err(&self.shown, e))?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let client = self.client()?;
         let index = name.to_string();
-        let rows: Vec<(i64, String)> = entries
+        let rows: Vec<(i64, String, String)> = entries
             .iter()
-            .map(|e| Ok((e.seq as i64, serde_json::to_string(e)?)))
+            .map(|e| Ok((e.seq as i64, e.hash.clone(), serde_json::to_string(e)?)))
             .collect::<Result<_, serde_json::Error>>()
             .map_err(|e| pg_err(&self.shown, e))?;
-        let last_seq = entries.last().map_or(0, |e| e.seq as i64);
         let outcome = self.run(async move {
-            // `transaction` needs a mutable client; a statement block does the same.
+            // `transaction` needs a mutable client; statements do the same on this one, which
+            // `busy` keeps to this caller.
             client.batch_execute("BEGIN").await?;
             let result = async {
                 client
@@ -221,17 +242,20 @@ impl PgMetastore {
                         &[&index],
                     )
                     .await?;
-                let have: i64 = client
-                    .query_one(
-                        "SELECT COALESCE(MAX(seq), 0) FROM logsift_catalog WHERE index_name = $1",
+                let last = client
+                    .query_opt(
+                        "SELECT seq, entry->>'hash' FROM logsift_catalog WHERE index_name = $1 ORDER BY seq DESC LIMIT 1",
                         &[&index],
                     )
                     .await?
-                    .get(0);
-                if have > last_seq {
-                    return Ok(Some(have));
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+                let have = last.as_ref().map_or(0, |l| l.0);
+                if let Some((seq, hash)) = &last {
+                    if !rows.iter().any(|(s, h, _)| s == seq && h == hash) {
+                        return Ok(Some(*seq));
+                    }
                 }
-                for (seq, entry) in rows.iter().filter(|(seq, _)| *seq > have) {
+                for (seq, _, entry) in rows.iter().filter(|(seq, _, _)| *seq > have) {
                     client
                         .execute(
                             "INSERT INTO logsift_catalog (index_name, seq, entry) VALUES ($1, $2, $3::text::jsonb)",
@@ -249,15 +273,43 @@ impl PgMetastore {
                 }
             }
             result
-        })?;
+        });
         match outcome {
-            None => Ok(()),
-            Some(have) => Err(pg_err(
+            Ok(None) => Ok(()),
+            Ok(Some(seq)) => Err(pg_err(
                 &self.shown,
                 format!(
-                    "index {name}: the metastore holds entries up to {have}, past this catalog's {last_seq}: another process writes this index"
+                    "index {name}: the metastore's chain ends at entry {seq}, which this process does not hold: another process writes this index, or an earlier save here was not confirmed; restart to load the metastore's chain"
                 ),
             )),
+            Err(e) => {
+                // The connection may have failed after the commit reached the server: look.
+                let last = entries.last().map(|e| (e.seq as i64, e.hash.clone()));
+                match (last, self.landed(name, entries)) {
+                    (None, _) | (_, Ok(false)) => Err(e),
+                    (_, Ok(true)) => Ok(()),
+                    (_, Err(_)) => Err(CatalogError::Unconfirmed(e.to_string())),
+                }
+            }
         }
+    }
+
+    /// Whether the last of `entries` is in the table, on a fresh connection.
+    fn landed(&self, name: &str, entries: &[CatalogEntry]) -> Result<bool, CatalogError> {
+        let Some(last) = entries.last() else {
+            return Ok(true);
+        };
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let client = self.client()?;
+        let (index, seq, hash) = (name.to_string(), last.seq as i64, last.hash.clone());
+        let found = self.run(async move {
+            client
+                .query_opt(
+                    "SELECT 1 FROM logsift_catalog WHERE index_name = $1 AND seq = $2 AND entry->>'hash' = $3",
+                    &[&index, &seq, &hash],
+                )
+                .await
+        })?;
+        Ok(found.is_some())
     }
 }

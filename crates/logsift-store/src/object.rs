@@ -30,6 +30,10 @@ use crate::files::SegmentFiles;
 use crate::runtime::IoRuntime;
 use crate::segment::{write_bundle, BundleDirectory, SegmentError, Written, SEGMENT_EXT};
 
+/// How long an uploaded segment that no catalog lists is left alone: another process sharing
+/// the store may be about to catalogue it (a seal uploads first, then saves the catalog).
+const PUBLISH_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// Parts of a multipart upload; S3 wants at least 5 MiB per part but the last.
 pub const PART_BYTES: usize = 8 << 20;
 
@@ -228,8 +232,11 @@ impl ObjectSegments {
             .map_err(self.err(name))
     }
 
-    /// Names of every object of the index.
-    fn names(&self) -> Result<Vec<String>, SegmentError> {
+    /// Names of the objects of the index last written before `before` (all if `None`).
+    fn names_before(
+        &self,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<String>, SegmentError> {
         let store = self.storage.store.clone();
         let prefix = ObjectPath::from(self.dir.as_str());
         let metas = self
@@ -238,10 +245,26 @@ impl ObjectSegments {
             .map_err(self.err(""))?;
         let mut names: Vec<String> = metas
             .into_iter()
+            .filter(|m| before.is_none_or(|b| m.last_modified < b))
             .filter_map(|m| m.location.filename().map(str::to_string))
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    fn names(&self) -> Result<Vec<String>, SegmentError> {
+        self.names_before(None)
+    }
+
+    fn ids(names: Vec<String>) -> Vec<String> {
+        names
+            .into_iter()
+            .filter_map(|n| {
+                n.strip_suffix(&format!(".{SEGMENT_EXT}"))
+                    .filter(|id| !id.is_empty() && !id.contains('.'))
+                    .map(str::to_string)
+            })
+            .collect()
     }
 }
 
@@ -357,15 +380,12 @@ impl SegmentFiles for ObjectSegments {
     }
 
     fn list(&self) -> Result<Vec<String>, SegmentError> {
-        Ok(self
-            .names()?
-            .into_iter()
-            .filter_map(|n| {
-                n.strip_suffix(&format!(".{SEGMENT_EXT}"))
-                    .filter(|id| !id.is_empty() && !id.contains('.'))
-                    .map(str::to_string)
-            })
-            .collect())
+        Ok(Self::ids(self.names()?))
+    }
+
+    fn settled(&self) -> Result<Vec<String>, SegmentError> {
+        let cutoff = chrono::Utc::now() - PUBLISH_GRACE;
+        Ok(Self::ids(self.names_before(Some(cutoff))?))
     }
 
     fn leftovers(&self) -> Result<Vec<String>, SegmentError> {
