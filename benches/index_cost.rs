@@ -219,6 +219,27 @@ fn corpus(size: u64) -> Vec<(Format, Vec<u8>)> {
     lines
 }
 
+/// Adds `docs`, committing every `every` documents as the hot tier does, then merges the
+/// segments into one as a seal does. Returns the process CPU seconds after each step.
+fn index_then_merge(
+    index: &Index,
+    writer: &mut IndexWriter,
+    docs: Vec<tantivy::TantivyDocument>,
+    every: usize,
+) -> (f64, f64) {
+    for (i, doc) in docs.into_iter().enumerate() {
+        writer.add_document(doc).expect("add");
+        if (i + 1) % every == 0 {
+            writer.commit().expect("commit");
+        }
+    }
+    writer.commit().expect("commit");
+    let indexed = cpu_seconds();
+    let segments = index.searchable_segment_ids().expect("segments");
+    writer.merge(&segments).wait().expect("merge");
+    (indexed, cpu_seconds())
+}
+
 /// Unique terms, postings and single-record terms per field (per JSON path and value type
 /// for `fields`), largest first.
 fn print_terms(index: &Index, schema: &LogSchema) {
@@ -333,17 +354,7 @@ fn main() {
         LogSchema::register_tokenizers(index.tokenizers());
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 256 << 20).expect("writer");
         writer.set_merge_policy(Box::new(NoMergePolicy));
-        for (i, doc) in docs.into_iter().enumerate() {
-            writer.add_document(doc).expect("add");
-            if (i + 1) % args.commit == 0 {
-                writer.commit().expect("commit");
-            }
-        }
-        writer.commit().expect("commit");
-        let indexed = cpu_seconds();
-        let segments = index.searchable_segment_ids().expect("segments");
-        writer.merge(&segments).wait().expect("merge");
-        let merged = cpu_seconds();
+        let (indexed, merged) = index_then_merge(&index, &mut writer, docs, args.commit);
         let per = |a: f64, b: f64| (b - a) / records * 1e6;
         let total = per(started, merged);
         println!(
@@ -739,17 +750,7 @@ fn blocks(
     writer.set_merge_policy(Box::new(NoMergePolicy));
     // Commit as often (in records) as the per-record variants do.
     let per_commit = (commit_records / BLOCK_RECORDS).max(1);
-    for (i, doc) in docs.into_iter().enumerate() {
-        writer.add_document(doc).expect("add");
-        if (i + 1) % per_commit == 0 {
-            writer.commit().expect("commit");
-        }
-    }
-    writer.commit().expect("commit");
-    let indexed = cpu_seconds();
-    let segments = index.searchable_segment_ids().expect("segments");
-    writer.merge(&segments).wait().expect("merge");
-    let merged = cpu_seconds();
+    let (indexed, merged) = index_then_merge(&index, &mut writer, docs, per_commit);
     if bloom {
         probe_filters(&filters.into_inner(), lines, opts, &mut analyzer);
     }

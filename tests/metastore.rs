@@ -8,7 +8,7 @@ mod common;
 
 use common::pg::Pg;
 use common::s3::S3;
-use common::{all_messages, wait_until, Server};
+use common::{all_messages, segments_verify_config, wait_until, Server};
 
 const SEAL_QUICKLY: &str = "[index]\nseal_idle_ms = 300\n";
 
@@ -24,23 +24,25 @@ fn ingest_batch(s: &Server, batch: u32, n: u32) {
     assert_eq!(status, 200, "{resp}");
 }
 
-fn sealed_docs(s: &Server) -> u64 {
-    let (_, body) = s.get("/api/v1/segments");
-    body["indexes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["index"] == "logs")
-        .flat_map(|i| i["segments"].as_array().cloned().unwrap_or_default())
-        .map(|e| e["docs"].as_u64().unwrap_or(0))
-        .sum()
+/// A PostgreSQL cluster, an S3-protocol server, and the config overlay that uses both, with
+/// segments under `prefix`.
+fn cluster(dir: &std::path::Path, prefix: &str) -> (Pg, S3, String) {
+    let pg = Pg::start(&dir.join("pg"));
+    let s3 = S3::start(&dir.join("s3"), "segments");
+    let config = format!(
+        "{SEAL_QUICKLY}{}{}",
+        metastore(&pg),
+        s3.storage_config("segments", prefix)
+    );
+    (pg, s3, config)
 }
 
-fn wait_sealed(s: &Server, want: u64) {
-    wait_until(60, || {
-        let got = sealed_docs(s);
-        (got != want).then(|| format!("{got} of {want} records sealed"))
-    });
+/// Two server directories under `dir`.
+fn nodes(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (dir.join("node-a"), dir.join("node-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    (a, b)
 }
 
 fn each_once(s: &Server, records: usize) {
@@ -52,19 +54,12 @@ fn each_once(s: &Server, records: usize) {
 #[test]
 fn with_catalogs_in_postgresql_and_segments_in_s3_a_new_node_serves_what_was_sealed() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Pg::start(&dir.path().join("pg"));
-    let s3 = S3::start(&dir.path().join("s3"), "segments");
-    let config = format!(
-        "{SEAL_QUICKLY}{}{}",
-        metastore(&pg),
-        s3.storage_config("segments", "cluster")
-    );
-    let node_a = dir.path().join("node-a");
-    std::fs::create_dir_all(&node_a).unwrap();
+    let (pg, _s3, config) = cluster(dir.path(), "cluster");
+    let (node_a, node_b) = nodes(dir.path());
     let s = Server::start_in(&node_a, &config);
     for batch in 0..3 {
         ingest_batch(&s, batch, 150);
-        wait_sealed(&s, u64::from(batch + 1) * 150);
+        s.wait_sealed("logs", u64::from(batch + 1) * 150);
     }
     assert_eq!(
         pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
@@ -77,27 +72,18 @@ fn with_catalogs_in_postgresql_and_segments_in_s3_a_new_node_serves_what_was_sea
     assert_eq!(s.stop().code(), Some(0));
 
     // Another machine: nothing of node A's disk, the same PostgreSQL and object store.
-    let node_b = dir.path().join("node-b");
-    std::fs::create_dir_all(&node_b).unwrap();
     let s = Server::start_in(&node_b, &config);
     each_once(&s, 450);
     let (_, hits) = s.search("b2r149", &[]);
     assert_eq!(hits["total"], 1, "{hits}");
     // Node B's records get ids above every catalogued one, so they are sealed, not skipped.
     ingest_batch(&s, 3, 150);
-    wait_sealed(&s, 600);
+    s.wait_sealed("logs", 600);
     each_once(&s, 600);
     assert_eq!(s.stop().code(), Some(0));
 
-    let out = std::process::Command::new(common::BIN)
-        .args(["segments", "verify", "--config"])
-        .arg(node_b.join("test-config.toml"))
-        .arg("--data-dir")
-        .arg(node_b.join("data"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = segments_verify_config(&node_b);
+    assert!(ok, "{text}");
     assert!(text.contains("logs: ok, 4 segments"), "{text}");
 }
 
@@ -108,7 +94,7 @@ fn a_catalog_file_moves_into_postgresql_and_while_it_is_down_nothing_is_lost() {
     // First without a metastore: the catalog is catalog.json.
     let s = Server::start_in(dir.path(), SEAL_QUICKLY);
     ingest_batch(&s, 0, 100);
-    wait_sealed(&s, 100);
+    s.wait_sealed("logs", 100);
     assert_eq!(s.stop().code(), Some(0));
     assert!(dir.path().join("data/indexes/logs/catalog.json").exists());
 
@@ -128,11 +114,11 @@ fn a_catalog_file_moves_into_postgresql_and_while_it_is_down_nothing_is_lost() {
         (!s.log().contains("sealing failed; will retry"))
             .then(|| "no failed seal logged yet".to_string())
     });
-    assert_eq!(sealed_docs(&s), 100);
+    assert_eq!(s.sealed_docs("logs"), 100);
     each_once(&s, 200);
 
     pg.resume();
-    wait_sealed(&s, 200);
+    s.wait_sealed("logs", 200);
     assert_eq!(
         pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
         "2"
@@ -148,19 +134,11 @@ fn a_catalog_file_moves_into_postgresql_and_while_it_is_down_nothing_is_lost() {
 #[test]
 fn a_second_writer_is_refused_at_start_until_the_first_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Pg::start(&dir.path().join("pg"));
-    let s3 = S3::start(&dir.path().join("s3"), "segments");
-    let config = format!(
-        "{SEAL_QUICKLY}{}{}",
-        metastore(&pg),
-        s3.storage_config("segments", "one-writer")
-    );
-    let (node_a, node_b) = (dir.path().join("node-a"), dir.path().join("node-b"));
-    std::fs::create_dir_all(&node_a).unwrap();
-    std::fs::create_dir_all(&node_b).unwrap();
+    let (pg, _s3, config) = cluster(dir.path(), "one-writer");
+    let (node_a, node_b) = nodes(dir.path());
     let a = Server::start_in(&node_a, &config);
     ingest_batch(&a, 0, 50);
-    wait_sealed(&a, 50);
+    a.wait_sealed("logs", 50);
 
     let mut second = std::process::Command::new(common::BIN)
         .args(["serve", "--config"])

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::s3::S3;
-use common::{all_messages, wait_until, Server, BIN};
+use common::{all_messages, segments_verify_config, wait_until, Server};
 
 const BUCKET: &str = "logs-bucket";
 const PREFIX: &str = "prod/eu";
@@ -33,33 +31,6 @@ fn ingest_batch(s: &Server, batch: u32, n: u32) {
     assert_eq!(status, 200, "{resp}");
 }
 
-/// Records in sealed segments of index `logs`.
-fn sealed_docs(s: &Server) -> u64 {
-    let (_, body) = s.get("/api/v1/segments");
-    body["indexes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["index"] == "logs")
-        .flat_map(|i| i["segments"].as_array().cloned().unwrap_or_default())
-        .map(|e| e["docs"].as_u64().unwrap_or(0))
-        .sum()
-}
-
-fn verify(cfg_dir: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["segments", "verify", "--config"])
-        .arg(cfg_dir.join("test-config.toml"))
-        .arg("--data-dir")
-        .arg(cfg_dir.join("data"))
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 fn each_once(s: &Server, batches: u32, n: u32) {
     let found = all_messages(s, "stored");
     assert_eq!(found.len() as u32, batches * n, "records found");
@@ -74,11 +45,7 @@ fn segments_live_in_the_object_store_and_come_back_from_it_without_the_local_cac
     let s = Server::start_in(dir.path(), &cfg);
     for batch in 0..3 {
         ingest_batch(&s, batch, 200);
-        let want = u64::from(batch + 1) * 200;
-        wait_until(30, || {
-            let got = sealed_docs(&s);
-            (got != want).then(|| format!("{got} of {want} records sealed"))
-        });
+        s.wait_sealed("logs", u64::from(batch + 1) * 200);
     }
     let objects = s3.segments(BUCKET, PREFIX, "logs");
     assert_eq!(objects.len(), 3, "one object per seal: {objects:?}");
@@ -100,7 +67,7 @@ fn segments_live_in_the_object_store_and_come_back_from_it_without_the_local_cac
     assert_eq!(cached, 3, "every served segment was downloaded");
     assert_eq!(s.stop().code(), Some(0));
 
-    let (ok, out) = verify(dir.path());
+    let (ok, out) = segments_verify_config(dir.path());
     assert!(ok, "{out}");
     assert!(out.contains("logs: ok, 3 segments"), "{out}");
 
@@ -109,7 +76,7 @@ fn segments_live_in_the_object_store_and_come_back_from_it_without_the_local_cac
     let mut bytes = std::fs::read(victim).unwrap();
     bytes[100] ^= 0x20;
     std::fs::write(victim, bytes).unwrap();
-    let (ok, out) = verify(dir.path());
+    let (ok, out) = segments_verify_config(dir.path());
     assert!(!ok, "{out}");
     let id = victim.file_stem().unwrap().to_string_lossy().into_owned();
     assert!(
@@ -125,10 +92,7 @@ fn while_the_object_store_is_down_seals_wait_and_nothing_is_lost() {
     let cfg = config(&s3);
     let s = Server::start_in(dir.path(), &cfg);
     ingest_batch(&s, 0, 100);
-    wait_until(30, || {
-        let got = sealed_docs(&s);
-        (got != 100).then(|| format!("{got} of 100 records sealed"))
-    });
+    s.wait_sealed("logs", 100);
 
     s3.pause();
     // Acknowledged: in the WAL. Searchable from memory while the seal cannot upload.
@@ -139,17 +103,14 @@ fn while_the_object_store_is_down_seals_wait_and_nothing_is_lost() {
             .then(|| "no failed seal logged yet".to_string())
     });
     assert_eq!(
-        sealed_docs(&s),
+        s.sealed_docs("logs"),
         100,
         "a segment was catalogued without its object"
     );
     each_once(&s, 2, 100);
 
     s3.resume();
-    wait_until(60, || {
-        let got = sealed_docs(&s);
-        (got != 200).then(|| format!("{got} of 200 records sealed after the store came back"))
-    });
+    s.wait_sealed("logs", 200);
     assert_eq!(s3.segments(BUCKET, PREFIX, "logs").len(), 2);
 
     // A crash right after: the catalog, the WAL and the store agree on every record.

@@ -311,6 +311,27 @@ impl Server {
         (status, resp.json().unwrap_or(Value::Null))
     }
 
+    /// Records in the sealed segments of `index`.
+    pub fn sealed_docs(&self, index: &str) -> u64 {
+        let (_, body) = self.get("/api/v1/segments");
+        body["indexes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["index"] == index)
+            .flat_map(|i| i["segments"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["docs"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Waits up to a minute until `index`'s sealed segments hold `records` records.
+    pub fn wait_sealed(&self, index: &str, records: u64) {
+        wait_until(60, || {
+            let got = self.sealed_docs(index);
+            (got != records).then(|| format!("{got} of {records} records of {index} sealed"))
+        });
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -461,8 +482,21 @@ pub fn all_messages(s: &Server, q: &str) -> std::collections::HashMap<String, u3
 
 /// `logsift segments verify --data-dir DATA`: whether it passed, and what it printed.
 pub fn segments_verify(data: &Path) -> (bool, String) {
+    segments_verify_with(&[], data)
+}
+
+/// `logsift segments verify --config DIR/test-config.toml --data-dir DIR/data`, for a server
+/// started with [`Server::start_in`] on DIR (its segments or catalogs may live elsewhere).
+pub fn segments_verify_config(dir: &Path) -> (bool, String) {
+    let config = dir.join("test-config.toml");
+    segments_verify_with(&["--config", config.to_str().unwrap()], &dir.join("data"))
+}
+
+fn segments_verify_with(args: &[&str], data: &Path) -> (bool, String) {
     let out = Command::new(BIN)
-        .args(["segments", "verify", "--data-dir"])
+        .args(["segments", "verify"])
+        .args(args)
+        .arg("--data-dir")
         .arg(data)
         .output()
         .unwrap();

@@ -108,14 +108,8 @@ impl Pg {
             self.port,
             self.data.display()
         );
-        let out = pg_command(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&self.log)
-            .args(["-o", &opts, "-w", "-t", "60", "start"])
-            .output()
-            .expect("run pg_ctl");
+        let log = self.log.display().to_string();
+        let out = self.pg_ctl(&["-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}{}",
@@ -130,12 +124,18 @@ impl Pg {
         if !self.running {
             return;
         }
-        let _ = pg_command(&self.bin.join("pg_ctl"))
+        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+        self.running = false;
+    }
+
+    /// `pg_ctl -D DATA ARGS`, as the cluster's owner.
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        pg_command(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-        self.running = false;
+            .args(args)
+            .output()
+            .expect("run pg_ctl")
     }
 
     /// Runs one SQL statement with `psql` and returns its unaligned output.
