@@ -15,6 +15,28 @@ use crate::segment::{
     sha256_file, write_bundle, BundleDirectory, SegmentError, Written, SEGMENT_EXT,
 };
 
+/// The segment id a stored file or object name stands for (`<id>.lsseg`, the id without a
+/// dot), or `None` for anything else: a leftover.
+pub(crate) fn segment_id(name: &str) -> Option<&str> {
+    name.strip_suffix(SEGMENT_EXT)
+        .and_then(|n| n.strip_suffix('.'))
+        .filter(|id| !id.is_empty() && !id.contains('.'))
+}
+
+/// Splits stored names into segment ids and leftovers, each sorted.
+pub(crate) fn split_names(names: impl IntoIterator<Item = String>) -> (Vec<String>, Vec<String>) {
+    let (mut ids, mut rest) = (Vec::new(), Vec::new());
+    for name in names {
+        match segment_id(&name) {
+            Some(id) => ids.push(id.to_string()),
+            None => rest.push(name),
+        }
+    }
+    ids.sort();
+    rest.sort();
+    (ids, rest)
+}
+
 /// The directory of an index's segment files when they are local.
 pub const SEGMENTS_DIR: &str = "segments";
 
@@ -135,21 +157,16 @@ impl LocalSegments {
             path: self.dir.clone(),
             source,
         };
-        let (mut ids, mut rest) = (Vec::new(), Vec::new());
+        let mut names = Vec::new();
         for file in fs::read_dir(&self.dir).map_err(err)? {
-            let name = file
-                .map_err(err)?
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            match name.strip_suffix(&format!(".{SEGMENT_EXT}")) {
-                Some(id) if !id.is_empty() && !id.contains('.') => ids.push(id.to_string()),
-                _ => rest.push(name),
-            }
+            names.push(
+                file.map_err(err)?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
-        ids.sort();
-        rest.sort();
-        Ok((ids, rest))
+        Ok(split_names(names))
     }
 }
 

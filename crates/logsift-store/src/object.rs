@@ -26,7 +26,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 
-use crate::files::SegmentFiles;
+use crate::files::{split_names, SegmentFiles};
 use crate::runtime::IoRuntime;
 use crate::segment::{write_bundle, BundleDirectory, SegmentError, Written, SEGMENT_EXT};
 
@@ -243,28 +243,11 @@ impl ObjectSegments {
             .storage
             .run(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })
             .map_err(self.err(""))?;
-        let mut names: Vec<String> = metas
+        Ok(metas
             .into_iter()
             .filter(|m| before.is_none_or(|b| m.last_modified < b))
             .filter_map(|m| m.location.filename().map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    fn names(&self) -> Result<Vec<String>, SegmentError> {
-        self.names_before(None)
-    }
-
-    fn ids(names: Vec<String>) -> Vec<String> {
-        names
-            .into_iter()
-            .filter_map(|n| {
-                n.strip_suffix(&format!(".{SEGMENT_EXT}"))
-                    .filter(|id| !id.is_empty() && !id.contains('.'))
-                    .map(str::to_string)
-            })
-            .collect()
+            .collect())
     }
 }
 
@@ -380,24 +363,16 @@ impl SegmentFiles for ObjectSegments {
     }
 
     fn list(&self) -> Result<Vec<String>, SegmentError> {
-        Ok(Self::ids(self.names()?))
+        Ok(split_names(self.names_before(None)?).0)
     }
 
     fn settled(&self) -> Result<Vec<String>, SegmentError> {
         let cutoff = chrono::Utc::now() - PUBLISH_GRACE;
-        Ok(Self::ids(self.names_before(Some(cutoff))?))
+        Ok(split_names(self.names_before(Some(cutoff))?).0)
     }
 
     fn leftovers(&self) -> Result<Vec<String>, SegmentError> {
-        let ids = self.list()?;
-        Ok(self
-            .names()?
-            .into_iter()
-            .filter(|n| {
-                !ids.iter()
-                    .any(|id| n.strip_suffix(&format!(".{SEGMENT_EXT}")) == Some(id))
-            })
-            .collect())
+        Ok(split_names(self.names_before(None)?).1)
     }
 
     fn remove_leftover(&self, name: &str) -> Result<(), SegmentError> {
