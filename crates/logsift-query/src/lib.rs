@@ -18,6 +18,7 @@ pub mod erase;
 pub mod export;
 mod folded;
 pub mod lang;
+pub mod matcher;
 mod parts;
 pub mod tail;
 
