@@ -11,6 +11,7 @@
 //! (`partial`, `covered`) and that its total is a lower bound (`total_exact: false`).
 
 pub mod agg;
+pub mod blocks;
 mod budget;
 mod collector;
 mod compile;
