@@ -13,10 +13,11 @@
 //! frequencies and positions), `fields not indexed` (the JSON `fields` object not indexed),
 //! `no keyword columns` (host, app, ... without their fast columns), `lean` (all three).
 //!
-//! Then the `blocks` prototypes (see `docs/block-index.md`): one document per block of up to
-//! 128 records of one stream, indexing each distinct word of the block once, with ids folded
-//! into bucket terms, or kept out of the index in a per-block bloom filter (with or without
-//! coarse bucket terms). They price the index side of a block index; nothing queries them.
+//! Then a block segment (`logsift_store::blocks`, see `docs/block-index.md`): one document
+//! per block of up to 128 records of one stream, each distinct word once per record holding
+//! it, ids in bloom filters. Its bytes per raw byte, and the e2e benchmark's queries on it and
+//! on the `current` index side by side (`logsift_query::blocks::search`: total and the 100
+//! newest hits with their lines; warm, in this process).
 //! With `--terms` it also prints, for the `current` variant, the unique terms and postings per
 //! field and JSON path, and how many terms occur in one record only (ids, numbers).
 //!
@@ -216,7 +217,18 @@ fn corpus(size: u64) -> Vec<(Format, Vec<u8>)> {
     for i in (1..lines.len()).rev() {
         lines.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    lines
+    // Then in time order, as concurrent senders of live logs deliver them (the channels mixed
+    // within a moment), so that a block's time range is as narrow as in the server.
+    let opts = logsift_parse::ParseOptions::default();
+    let mut keyed: Vec<(i64, (Format, Vec<u8>))> = lines
+        .into_iter()
+        .map(|(f, l)| {
+            let ts = logsift_parse::parse(f, &l, &opts).timestamp.unwrap_or(0);
+            (ts, (f, l))
+        })
+        .collect();
+    keyed.sort_by_key(|(ts, _)| *ts);
+    keyed.into_iter().map(|(_, line)| line).collect()
 }
 
 /// Adds `docs`, committing every `every` documents as the hot tier does, then merges the
@@ -329,8 +341,14 @@ fn main() {
         logfmt: true,
     };
     let mut terms_of = None;
+    let mut current = None;
     for (name, schema) in variants {
-        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+        // `--only blocks` keeps `current` as the baseline of the block segment's queries.
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|o| !(name.contains(o) || name == "current" && "blocks".contains(o)))
+        {
             continue;
         }
         let started = cpu_seconds();
@@ -378,30 +396,14 @@ fn main() {
                 .as_deref()
                 .map_or(name == "current", |o| name.contains(o))
         {
-            terms_of = Some((index, schema));
+            terms_of = Some((index.clone(), schema.clone()));
+        }
+        if name == "current" {
+            current = Some((index, schema));
         }
     }
     if args.only.as_deref().is_none_or(|o| "blocks".contains(o)) {
-        for (bloom, coarse) in [(false, None), (true, None), (true, Some(14))] {
-            let (parse, index_s, merge, index) = blocks(&lines, &opts, args.commit, bloom, coarse);
-            let per = |s: f64| s / records * 1e6;
-            let ids = match (bloom, coarse) {
-                (false, _) => "ids folded".to_string(),
-                (true, None) => "ids in a bloom filter".to_string(),
-                (true, Some(b)) => format!("ids in a bloom filter and 2^{b} bucket terms"),
-            };
-            println!(
-            "| blocks of {BLOCK_RECORDS}, {ids} (prototype) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} MB/s |",
-            per(parse),
-            per(index_s),
-            per(merge),
-            per(parse + index_s + merge),
-            bytes as f64 / (parse + index_s + merge) / 1e6,
-        );
-            if args.space && args.only.is_some() {
-                print_space(&index, bytes as f64);
-            }
-        }
+        real_blocks(&lines, &opts, bytes as f64, current.as_ref());
     }
     if let Some((index, schema)) = terms_of {
         print_terms(&index, &schema);
@@ -443,316 +445,181 @@ fn print_space(index: &Index, raw: f64) {
     }
 }
 
-/// How a needle query would find its blocks in the bloom prototype: every block's filter is
-/// checked for the id (3 probes), in memory, one thread. Prints the time per filter and the
-/// candidate blocks per needle, true ones included; ids come from every 997th record.
-fn probe_filters(
-    filters: &[(Vec<u64>, Vec<u64>)],
+/// A block segment built by `logsift_store::blocks` from the same lines, timed as the
+/// variants are: `parse+doc` is parsing and collecting each block's words and bytes, `index`
+/// is closing the blocks (zstd) and writing the block index. Then its bytes per raw byte, and
+/// the query suite on it and on the `current` index (if built in this run).
+fn real_blocks(
     lines: &[(Format, Vec<u8>)],
     opts: &logsift_parse::ParseOptions,
-    analyzer: &mut tantivy::tokenizer::TextAnalyzer,
+    bytes: f64,
+    current: Option<&(Index, LogSchema)>,
 ) {
+    use logsift_store::blocks::{BlockRecord, BlockWriter};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let records = lines.len() as f64;
+    let started = cpu_seconds();
+    let block_records: usize = std::env::var("BLOCK_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(logsift_store::blocks::BLOCK_RECORDS);
+    let level: i32 = std::env::var("BLOCK_ZSTD_LEVEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut writer = BlockWriter::with_block_records(level, block_records);
+    for (lsn, (format, raw)) in lines.iter().enumerate() {
+        let record = logsift_parse::parse(*format, raw, opts);
+        let rec = BlockRecord {
+            id: lsn as u64,
+            timestamp: record.timestamp.unwrap_or(0),
+            received_at: 0,
+            format: *format,
+            source: "syslog-tcp 127.0.0.1:40112",
+            raw,
+        };
+        writer.add(&rec, &record);
+    }
+    let added = cpu_seconds();
+    let segment = writer
+        .finish(&dir.path().join("blocks"))
+        .expect("block segment");
+    let finished = cpu_seconds();
+    let per = |a: f64, b: f64| (b - a) / records * 1e6;
+    println!(
+        "| blocks of {} (`logsift_store::blocks`) | {:.2} | {:.2} | 0 | {:.2} | {:.1} MB/s |",
+        block_records,
+        per(started, added),
+        per(added, finished),
+        per(started, finished),
+        bytes / (finished - started) / 1e6,
+    );
+    let (index_b, body_b, filters_b) = segment.sizes();
+    println!(
+        "\nblock segment: {} blocks; bytes per raw byte: index {:.4}, bodies {:.4}, filters {:.4}, total {:.4}",
+        segment.blocks.len(),
+        index_b as f64 / bytes,
+        body_b as f64 / bytes,
+        filters_b as f64 / bytes,
+        (index_b + body_b + filters_b) as f64 / bytes
+    );
+    // The baseline of the issue: zstd -3 of the lines in arrival order, as one stream.
+    let mut all = Vec::with_capacity(bytes as usize);
+    for (_, raw) in lines {
+        all.extend_from_slice(raw);
+        all.push(b'\n');
+    }
+    let whole = zstd::bulk::compress(&all, 3).map_or(0, |c| c.len());
+    println!(
+        "baseline: `zstd -3` of the lines as one stream: {:.4} bytes per raw byte",
+        whole as f64 / bytes
+    );
+    query_suite(lines, opts, &segment, current);
+}
+
+/// Latency of the e2e benchmark's queries (total and the 100 newest hits with their lines) on
+/// the block segment and on the record-per-document index, in this process, warm.
+fn query_suite(
+    lines: &[(Format, Vec<u8>)],
+    opts: &logsift_parse::ParseOptions,
+    segment: &logsift_store::blocks::BlockSegment,
+    current: Option<&(Index, LogSchema)>,
+) {
+    use tantivy::collector::{Count, TopDocs};
+    use tantivy::Order;
+    let mut analyzer = logsift_store::tokens::word_analyzer();
+    // Needles: the first id-like token of every 4999th record.
     let mut needles = Vec::new();
-    for (format, raw) in lines.iter().step_by(997) {
+    for (format, raw) in lines.iter().step_by(4999) {
         let record = logsift_parse::parse(*format, raw, opts);
         let mut stream = analyzer.token_stream(&record.message);
         while stream.advance() {
             let t = &stream.token().text;
-            if logsift_store::tokens::is_high_entropy(t) {
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-                for b in t.bytes() {
-                    h ^= u64::from(b);
-                    h = h.wrapping_mul(0x0100_0000_01b3);
-                }
-                needles.push(h);
+            if logsift_store::tokens::is_high_entropy(t) && t.len() >= 12 {
+                needles.push(t.clone());
                 break;
             }
         }
     }
-    let started = std::time::Instant::now();
-    let mut candidates = 0usize;
-    for h in &needles {
-        let (h1, h2) = (*h, h.rotate_left(32) | 1);
-        for (filter, _) in filters {
-            let bits = filter.len() as u64 * 64;
-            candidates += (0..3u64).all(|i| {
-                let bit = (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize;
-                filter[bit / 64] & (1 << (bit % 64)) != 0
-            }) as usize;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let truly: usize = needles
-        .iter()
-        .map(|h| {
-            filters
-                .iter()
-                .filter(|(_, ids)| ids.binary_search(h).is_ok())
-                .count()
-        })
-        .sum();
-    let checks = (needles.len() * filters.len()).max(1) as f64;
-    eprintln!(
-        "blocks: needle scan of {} filters: {:.1} ns per filter ({:.3} ms per needle), {:.2} candidate blocks per needle, {:.2} of them holding it ({} needles)",
-        filters.len(),
-        elapsed / checks * 1e9,
-        elapsed / needles.len().max(1) as f64 * 1e3,
-        candidates as f64 / needles.len().max(1) as f64,
-        truly as f64 / needles.len().max(1) as f64,
-        needles.len()
-    );
-}
-
-/// Records per block in the `blocks` prototype.
-const BLOCK_RECORDS: usize = 128;
-
-/// The `blocks` prototype: one tantivy document per block of up to [`BLOCK_RECORDS`] records of
-/// one stream (host, app), as VictoriaLogs keeps per-block token filters. Each block indexes the
-/// set of its records' words once (message words, `key=word` for fields and keyword fields),
-/// without frequencies or positions; its stored value is the raw lines with their timestamps.
-/// A query would read candidate blocks and check each record against the query, so this prices
-/// the index side of that design on the same records and analyzer as the server's.
-///
-/// Returns (parse+doc, index, merge) CPU seconds and the index.
-fn blocks(
-    lines: &[(Format, Vec<u8>)],
-    opts: &logsift_parse::ParseOptions,
-    commit_records: usize,
-    bloom: bool,
-    coarse_bits: Option<u32>,
-) -> (f64, f64, f64, Index) {
-    use std::collections::{HashMap, HashSet};
-    use tantivy::tokenizer::{PreTokenizedString, Token};
-    let mut b = Schema::builder();
-    let ts_min = b.add_i64_field("ts_min", FAST);
-    let ts_max = b.add_i64_field("ts_max", FAST);
-    let first_id = b.add_u64_field("first_id", FAST);
-    let stream = b.add_u64_field("stream", FAST);
-    let words = b.add_text_field(
-        "words",
-        TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("raw")
-                .set_index_option(IndexRecordOption::Basic)
-                .set_fieldnorms(false),
-        ),
-    );
-    let body = b.add_bytes_field("body", BytesOptions::default().set_stored());
-    let bloom_field = b.add_bytes_field("bloom", BytesOptions::default().set_stored());
-    let schema = b.build();
-
-    /// A block's words: each kept once, deduplicated by a 64-bit hash (a collision would
-    /// only drop a word from the prototype's index, not change its cost).
-    #[derive(Default)]
-    struct Block {
-        seen: HashSet<u64>,
-        words: Vec<String>,
-        /// Hashes of high-entropy tokens, for the block's bloom filter.
-        ids: Vec<u64>,
-        body: Vec<u8>,
-        ts_min: i64,
-        ts_max: i64,
-        first_id: u64,
-        records: usize,
-    }
-    // FNV-1a: the std hasher (SipHash) would cost more than the rest of the word.
-    fn fnv(word: &str) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in word.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
-    }
-    impl Block {
-        fn add(&mut self, word: &str) {
-            if self.seen.insert(fnv(word)) {
-                self.words.push(word.to_string());
-            }
-        }
-        fn add_id(&mut self, word: &str, coarse_bits: Option<u32>) {
-            let h = fnv(word);
-            if self.seen.insert(h) {
-                self.ids.push(h);
-                if let Some(bits) = coarse_bits {
-                    let bucket = format!("\u{1}{:x}", h >> (64 - bits));
-                    self.add(&bucket);
-                }
-            }
-        }
-    }
-    let filters: std::cell::RefCell<Vec<(Vec<u64>, Vec<u64>)>> = Default::default();
-    let emit = |key: u64, blk: Block| {
-        let mut doc = tantivy::TantivyDocument::new();
-        doc.add_i64(ts_min, blk.ts_min);
-        doc.add_i64(ts_max, blk.ts_max);
-        doc.add_u64(first_id, blk.first_id);
-        doc.add_u64(stream, key);
-        let tokens = blk
-            .words
-            .into_iter()
-            .enumerate()
-            .map(|(position, text)| Token {
-                offset_from: 0,
-                offset_to: 0,
-                position,
-                position_length: 1,
-                text,
-            })
-            .collect();
-        doc.add_pre_tokenized_text(
-            words,
-            PreTokenizedString {
-                text: String::new(),
-                tokens,
-            },
-        );
-        doc.add_bytes(body, &blk.body);
-        if !blk.ids.is_empty() {
-            // 10 bits per token and 3 probes: about 1 % false positives.
-            let bits = (blk.ids.len() * 10).next_multiple_of(64);
-            let mut filter = vec![0u64; bits / 64];
-            for h in &blk.ids {
-                let (h1, h2) = (*h, h.rotate_left(32) | 1);
-                for i in 0..3u64 {
-                    let bit = (h1.wrapping_add(i.wrapping_mul(h2)) % bits as u64) as usize;
-                    filter[bit / 64] |= 1 << (bit % 64);
-                }
-            }
-            let bytes: Vec<u8> = filter.iter().flat_map(|w| w.to_le_bytes()).collect();
-            doc.add_bytes(bloom_field, &bytes);
-            let mut ids = blk.ids.clone();
-            ids.sort_unstable();
-            filters.borrow_mut().push((filter, ids));
-        }
-        doc
-    };
-
-    let started = cpu_seconds();
-    let mut analyzer = if bloom {
-        logsift_store::tokens::word_analyzer()
-    } else {
-        logsift_store::tokens::text_analyzer()
-    };
-    let entropy = |t: &str| bloom && logsift_store::tokens::is_high_entropy(t);
-    let mut open: HashMap<u64, Block> = HashMap::new();
-    let mut docs = Vec::new();
-    let mut word = String::new();
-    for (lsn, (format, raw)) in lines.iter().enumerate() {
-        let record = logsift_parse::parse(*format, raw, opts);
-        let key = logsift_store::stream_key(record.host.as_deref(), record.app.as_deref());
-        let blk = open.entry(key).or_default();
-        let ts = record.timestamp.unwrap_or(0);
-        if blk.records == 0 {
-            blk.first_id = lsn as u64;
-            blk.ts_min = ts;
-            blk.ts_max = ts;
-        }
-        blk.ts_min = blk.ts_min.min(ts);
-        blk.ts_max = blk.ts_max.max(ts);
-        blk.records += 1;
-        blk.body
-            .extend_from_slice(&((ts - blk.ts_min) as u32).to_le_bytes());
-        blk.body
-            .extend_from_slice(&(raw.len() as u32).to_le_bytes());
-        blk.body.extend_from_slice(raw);
-        {
-            let mut stream = analyzer.token_stream(&record.message);
-            while stream.advance() {
-                let t = &stream.token().text;
-                if entropy(t) {
-                    blk.add_id(t, coarse_bits);
-                } else {
-                    blk.add(t);
-                }
-            }
-        }
-        let mut keyed = |blk: &mut Block, key: &str, value: &str| {
-            if entropy(value) {
-                // Found by value alone; the query checks the key against the record.
-                blk.add_id(value, coarse_bits);
-                return;
-            }
-            word.clear();
-            word.push_str(key);
-            word.push('\u{0}');
-            word.push_str(value);
-            blk.add(&word);
+    let searcher = current.map(|(index, _)| index.reader().expect("reader").searcher());
+    let run_records = |q: &str| -> Option<(u64, f64)> {
+        let (index, schema) = current?;
+        let searcher = searcher.as_ref()?;
+        let ast = logsift_query::parse_query(q).ok()?;
+        let started = std::time::Instant::now();
+        let query: Box<dyn tantivy::query::Query> = if ast == logsift_query::lang::Ast::All {
+            Box::new(tantivy::query::AllQuery)
+        } else {
+            logsift_query::compile_for_index(schema, index, &ast, *opts).ok()?
         };
-        for (name, value) in [
-            ("h", &record.host),
-            ("a", &record.app),
-            ("p", &record.procid),
-            ("m", &record.msgid),
-        ] {
-            if let Some(v) = value {
-                keyed(blk, name, &v.to_lowercase());
-            }
+        let top = TopDocs::with_limit(100).order_by_fast_field::<i64>("timestamp", Order::Desc);
+        let (total, hits) = searcher.search(&query, &(Count, top)).ok()?;
+        for (_, addr) in hits {
+            let doc: tantivy::TantivyDocument = searcher.doc(addr).ok()?;
+            std::hint::black_box(logsift_store::Stored::of(schema, &doc).raw.len());
         }
-        if let Some(s) = record.severity {
-            keyed(blk, "s", s.name());
-        }
-        for (k, v) in &record.fields {
-            let text = match v {
-                logsift_core::FieldValue::Str(s) => s.as_ref(),
-                logsift_core::FieldValue::Number(n) | logsift_core::FieldValue::Json(n) => n,
-                _ => continue,
-            };
-            let mut stream = analyzer.token_stream(text);
-            while stream.advance() {
-                keyed(blk, k, &stream.token().text);
-            }
-        }
-        if blk.records == BLOCK_RECORDS {
-            let full = std::mem::take(blk);
-            docs.push(emit(key, full));
-        }
-    }
-    for (key, blk) in open.drain() {
-        if blk.records > 0 {
-            docs.push(emit(key, blk));
-        }
-    }
-    let parsed = cpu_seconds();
-    let blocks = docs.len();
-    let words_total: usize = docs
-        .iter()
-        .map(|d: &tantivy::TantivyDocument| {
-            d.get_all(words)
-                .filter_map(|v| {
-                    use tantivy::schema::Value;
-                    v.as_pre_tokenized_text().map(|p| p.tokens.len())
-                })
-                .sum::<usize>()
-        })
-        .sum();
-    eprintln!(
-        "blocks: {blocks} blocks, {:.1} records and {:.1} words per block, {:.2} words per record",
-        lines.len() as f64 / blocks as f64,
-        words_total as f64 / blocks as f64,
-        words_total as f64 / lines.len() as f64
-    );
-    // Stored as sealed segments are (zstd in 256 KiB blocks) rather than tantivy's default
-    // LZ4, so that its doc store compares with the server's sealed `.store`.
-    let settings = tantivy::IndexSettings {
-        docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor {
-            compression_level: Some(3),
-        }),
-        docstore_blocksize: 256 << 10,
-        ..Default::default()
+        Some((total as u64, started.elapsed().as_secs_f64() * 1e3))
     };
-    let index = Index::builder()
-        .schema(schema)
-        .settings(settings)
-        .create_in_ram()
-        .expect("index");
-    let mut writer: IndexWriter = index.writer_with_num_threads(1, 256 << 20).expect("writer");
-    writer.set_merge_policy(Box::new(NoMergePolicy));
-    // Commit as often (in records) as the per-record variants do.
-    let per_commit = (commit_records / BLOCK_RECORDS).max(1);
-    let (indexed, merged) = index_then_merge(&index, &mut writer, docs, per_commit);
-    if bloom {
-        probe_filters(&filters.into_inner(), lines, opts, &mut analyzer);
+    let run_blocks = |q: &str| -> (u64, usize, f64) {
+        let ast = logsift_query::parse_query(q).expect("query");
+        let started = std::time::Instant::now();
+        let found =
+            logsift_query::blocks::search(segment, &ast, opts, None, None, 100).expect("search");
+        (
+            found.total,
+            found.blocks_read,
+            started.elapsed().as_secs_f64() * 1e3,
+        )
+    };
+    let p = |mut v: Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!("\n| query | total (records / blocks) | blocks read | records p50 ms | blocks p50 ms | blocks p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let mut rows: Vec<(String, Vec<String>)> = vec![(
+        format!("needle ({} ids, one run each)", needles.len()),
+        needles.clone(),
+    )];
+    for q in [
+        "segfault",
+        "GET",
+        "\"upstream timed out\"",
+        "host:web-01",
+        "severity:error",
+        "*",
+    ] {
+        rows.push((format!("`{q}`"), vec![q.to_string(); 15]));
     }
-    (parsed - started, indexed - parsed, merged - indexed, index)
+    for (label, queries) in rows {
+        let (mut rec_ms, mut blk_ms, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rec_total, mut blk_total) = (0u64, 0u64);
+        // One call each first, so both run warm.
+        run_blocks(&queries[0]);
+        run_records(&queries[0]);
+        for q in &queries {
+            let (t, r, ms) = run_blocks(q);
+            blk_total = t;
+            reads.push(r as f64);
+            blk_ms.push(ms);
+            if let Some((t, ms)) = run_records(q) {
+                rec_total = t;
+                rec_ms.push(ms);
+            }
+        }
+        let agree = if current.is_none() {
+            format!("– / {blk_total}")
+        } else {
+            format!("{rec_total} / {blk_total}")
+        };
+        println!(
+            "| {label} | {agree} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            p(reads, 0.5),
+            p(rec_ms, 0.5),
+            p(blk_ms.clone(), 0.5),
+            p(blk_ms, 0.99)
+        );
+    }
 }

@@ -101,6 +101,11 @@ pub fn search(
     };
     let mut matcher = Matcher::new(ast);
     let mut block = DecodedBlock::default();
+    let required: Vec<memchr::memmem::Finder<'static>> = required_words(ast, &mut analyzer)
+        .iter()
+        .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
+        .collect();
+    let mut lower = Vec::new();
     // Min-heap of the newest `limit` (timestamp, id) with their lines.
     let mut top: BinaryHeap<Reverse<(i64, u64, Vec<u8>)>> = BinaryHeap::new();
     let full_enough = |top: &BinaryHeap<Reverse<(i64, u64, Vec<u8>)>>, ts_max: i64| {
@@ -118,8 +123,15 @@ pub fn search(
             .read_block(ord, &mut block)
             .map_err(|e| QueryError::BadRequest(e.to_string()))?;
         out.blocks_read += 1;
+        if !required.is_empty() {
+            lower.clear();
+            lower.extend(block.data.iter().map(u8::to_ascii_lowercase));
+        }
         for r in &block.records {
             if start.is_some_and(|s| r.timestamp < s) || end.is_some_and(|e| r.timestamp >= e) {
+                continue;
+            }
+            if !required.is_empty() && lacks_words(&required, &lower[r.raw.clone()]) {
                 continue;
             }
             let opts = logsift_parse::ParseOptions {
@@ -150,6 +162,44 @@ pub fn search(
     hits.sort_by_key(|h| Reverse((h.0, h.1)));
     out.hits = hits;
     Ok(out)
+}
+
+/// Words every match holds in its message or fields: those of the positive message and
+/// `fields.*` words and phrases the whole query requires (its leaf, or its AND's leaves).
+fn required_words(ast: &Ast, analyzer: &mut tantivy::tokenizer::TextAnalyzer) -> Vec<String> {
+    let mut out = Vec::new();
+    let leaves: Vec<&Ast> = match ast {
+        Ast::And(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    for leaf in leaves {
+        if let Ast::Leaf(Leaf::Word { target, text } | Leaf::Phrase { target, text }) = leaf {
+            if matches!(target, Target::Message | Target::Json(_)) {
+                // A fields word may match a typed value, whose text need not be a word.
+                if matches!(target, Target::Json(_)) && typed(text).is_some() {
+                    continue;
+                }
+                let mut stream = analyzer.token_stream(text);
+                stream.process(&mut |t| {
+                    if t.text.is_ascii() {
+                        out.push(t.text.clone());
+                    }
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a line (lowercased) certainly lacks one of `required`, so that it cannot match
+/// and need not be parsed. Only ASCII lines without escapes are judged: a `\u0041` in JSON or
+/// a non-ASCII letter that lowercases to ASCII (the Kelvin sign) could hide a word from a
+/// plain search, so such lines are always parsed.
+fn lacks_words(required: &[memchr::memmem::Finder<'static>], lower: &[u8]) -> bool {
+    if !lower.is_ascii() || memchr::memchr(b'\\', lower).is_some() {
+        return false;
+    }
+    required.iter().any(|f| f.find(lower).is_none())
 }
 
 /// Whether the query is one leaf whose plan word is exact at block level: a record holds the

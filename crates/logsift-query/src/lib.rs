@@ -159,6 +159,22 @@ pub fn parse_query(text: &str) -> Result<Ast, QueryError> {
     lang::parse(text).map_err(|e| QueryError::BadQuery(e.to_string()))
 }
 
+/// The tantivy query of `ast` over a bare index of the record schema, for benchmarks that
+/// price queries without a store (`benches/index_cost.rs` compares it with block segments).
+pub fn compile_for_index(
+    schema: &logsift_store::LogSchema,
+    index: &tantivy::Index,
+    ast: &Ast,
+    parse: logsift_parse::ParseOptions,
+) -> Result<Box<dyn Query>, QueryError> {
+    compile::Compiler {
+        schema,
+        index,
+        parse,
+    }
+    .compile(ast)
+}
+
 /// The tantivy query of `ast` within `[start, end)` for one index; wrap it in a budget
 /// ([`Budget::wrap`]) to run it.
 pub(crate) fn compile(

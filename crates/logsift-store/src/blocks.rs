@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use logsift_core::{FieldValue, Format, Record};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
-use tantivy::tokenizer::{PreTokenizedString, TextAnalyzer, Token};
+use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
 use crate::tokens;
@@ -39,6 +39,12 @@ pub const BLOCK_RECORDS: usize = 128;
 /// The version of the block segment layout, in `filters.dat`'s header.
 pub const BLOCKS_VERSION: u32 = 1;
 const FILTERS_MAGIC: &[u8; 8] = b"LSBLKF01";
+/// `filters.dat` starts with the magic, the version (u32) and the lengths (u64) of the segment
+/// filter and of the zstd dictionary.
+const HEADER: usize = 28;
+/// A block's plain size is bounded by its records (128 lines of at most a few MiB each); a
+/// larger figure is damage, not a reason to allocate.
+const MAX_PLAIN: usize = 1 << 30;
 const BODY_FILE: &str = "body.dat";
 const FILTERS_FILE: &str = "filters.dat";
 const INDEX_DIR: &str = "index";
@@ -80,6 +86,65 @@ pub struct BlockRecord<'a> {
     pub raw: &'a [u8],
 }
 
+/// The tokenizer of the `words` field: words joined by [`WORD_SEP`], each repeated once per
+/// record holding it. One string per block, split in place, instead of a `String` per posting.
+pub const WORDS_TOKENIZER: &str = "blockwords";
+/// Ends each word in a block's word text; words containing it are not indexed (a query for
+/// one plans to every block, and the record check decides).
+pub const WORD_SEP: char = '\u{1f}';
+
+#[derive(Clone, Default)]
+struct WordsTokenizer {
+    token: tantivy::tokenizer::Token,
+}
+
+struct WordsStream<'a> {
+    rest: &'a str,
+    offset: usize,
+    token: &'a mut tantivy::tokenizer::Token,
+}
+
+impl tantivy::tokenizer::Tokenizer for WordsTokenizer {
+    type TokenStream<'a> = WordsStream<'a>;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordsStream<'a> {
+        self.token.reset();
+        WordsStream {
+            rest: text,
+            offset: 0,
+            token: &mut self.token,
+        }
+    }
+}
+
+impl tantivy::tokenizer::TokenStream for WordsStream<'_> {
+    fn advance(&mut self) -> bool {
+        let Some(end) = self.rest.find(WORD_SEP) else {
+            return false;
+        };
+        self.token.text.clear();
+        self.token.text.push_str(&self.rest[..end]);
+        self.token.offset_from = self.offset;
+        self.token.offset_to = self.offset + end;
+        self.token.position = self.token.position.wrapping_add(1);
+        let step = end + WORD_SEP.len_utf8();
+        self.rest = &self.rest[step..];
+        self.offset += step;
+        true
+    }
+    fn token(&self) -> &tantivy::tokenizer::Token {
+        self.token
+    }
+    fn token_mut(&mut self) -> &mut tantivy::tokenizer::Token {
+        self.token
+    }
+}
+
+fn register_words_tokenizer(index: &Index) {
+    index
+        .tokenizers()
+        .register(WORDS_TOKENIZER, WordsTokenizer::default());
+}
+
 /// The block-level fields of the tantivy index.
 #[derive(Clone)]
 pub struct BlockSchema {
@@ -93,6 +158,7 @@ pub struct BlockSchema {
     pub stream: Field,
     pub body_offset: Field,
     pub body_len: Field,
+    pub plain_len: Field,
     pub filter_offset: Field,
     pub filter_len: Field,
 }
@@ -105,7 +171,7 @@ impl BlockSchema {
             "words",
             TextOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
-                    .set_tokenizer("raw")
+                    .set_tokenizer(WORDS_TOKENIZER)
                     .set_index_option(IndexRecordOption::WithFreqs)
                     .set_fieldnorms(false),
             ),
@@ -118,6 +184,7 @@ impl BlockSchema {
         let stream = b.add_u64_field("stream", FAST);
         let body_offset = b.add_u64_field("body_offset", FAST);
         let body_len = b.add_u64_field("body_len", FAST);
+        let plain_len = b.add_u64_field("plain_len", FAST);
         let filter_offset = b.add_u64_field("filter_offset", FAST);
         let filter_len = b.add_u64_field("filter_len", FAST);
         BlockSchema {
@@ -131,6 +198,7 @@ impl BlockSchema {
             stream,
             body_offset,
             body_len,
+            plain_len,
             filter_offset,
             filter_len,
         }
@@ -210,21 +278,33 @@ struct OpenBlock {
     /// The first record's timestamp and id: the body stores the others as deltas from them.
     base_ts: i64,
     base_id: u64,
+    base_recv: i64,
+    /// Per-record columns, each a delta from the record before (see [`encode_record`]).
+    prev: (i64, u64, i64),
+    ts_deltas: Vec<i64>,
+    id_col: Vec<u8>,
+    recv_deltas: Vec<i64>,
+    meta_col: Vec<u8>,
+    len_col: Vec<u8>,
 }
 
 impl OpenBlock {
     fn word(&mut self, word: &str) {
+        if word.contains(WORD_SEP) {
+            return;
+        }
         let h = hash_word(word.as_bytes());
         let record = self.records;
-        match self.seen.get_mut(&h) {
-            Some((pos, last)) => {
+        match self.seen.entry(h) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let (pos, last) = e.get_mut();
                 if *last != record {
                     *last = record;
                     self.words[*pos as usize].1 += 1;
                 }
             }
-            None => {
-                self.seen.insert(h, (self.words.len() as u32, record));
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((self.words.len() as u32, record));
                 self.words.push((word.to_string(), 1));
             }
         }
@@ -235,33 +315,62 @@ impl OpenBlock {
     }
 }
 
+/// Plain bytes of closed blocks gathered before the segment's zstd dictionary is trained on
+/// them. Blocks of 128 records are small frames, which compress poorly alone; a dictionary
+/// learnt from the segment's own first blocks recovers most of what one large frame gets,
+/// and a block still reads alone.
+const DICT_TRAIN_BYTES: usize = 2 << 20;
+/// At least this much to train on at all (a small segment compresses its blocks plainly).
+const DICT_MIN_BYTES: usize = 128 << 10;
+const DICT_MAX_BYTES: usize = 64 << 10;
+
 /// Builds one block segment from records in any order: each stream's records fill its open
 /// block, which closes at [`BLOCK_RECORDS`].
 pub struct BlockWriter {
     schema: BlockSchema,
     analyzer: TextAnalyzer,
     open: HashMap<u64, OpenBlock>,
+    /// Closed blocks as (document, plain body) until the dictionary exists.
+    pending: Vec<(TantivyDocument, Vec<u8>)>,
+    pending_bytes: usize,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    dictionary: Vec<u8>,
     closed: Vec<TantivyDocument>,
     body: Vec<u8>,
     filters: Vec<u8>,
     segment_ids: Vec<u64>,
     scratch: String,
     level: i32,
+    block_records: usize,
 }
 
 impl BlockWriter {
+    /// A writer whose blocks close at `block_records` records instead of [`BLOCK_RECORDS`]
+    /// (the benchmark weighs block sizes with it).
+    pub fn with_block_records(zstd_level: i32, block_records: usize) -> Self {
+        BlockWriter {
+            block_records: block_records.clamp(1, 1 << 16),
+            ..Self::new(zstd_level)
+        }
+    }
+
     /// `zstd_level` compresses each block's body.
     pub fn new(zstd_level: i32) -> Self {
         BlockWriter {
             schema: BlockSchema::new(),
             analyzer: tokens::word_analyzer(),
             open: HashMap::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            compressor: None,
+            dictionary: Vec::new(),
             closed: Vec::new(),
             body: Vec::new(),
             filters: Vec::new(),
             segment_ids: Vec::new(),
             scratch: String::new(),
             level: zstd_level,
+            block_records: BLOCK_RECORDS,
         }
     }
 
@@ -276,119 +385,26 @@ impl BlockWriter {
             blk.last_id = rec.id;
             blk.base_ts = rec.timestamp;
             blk.base_id = rec.id;
+            blk.base_recv = rec.received_at;
+            blk.prev = (rec.timestamp, rec.id, rec.received_at);
         }
         blk.ts_min = blk.ts_min.min(rec.timestamp);
         blk.ts_max = blk.ts_max.max(rec.timestamp);
         blk.first_id = blk.first_id.min(rec.id);
         blk.last_id = blk.last_id.max(rec.id);
-        self.words_of(&mut blk, parsed, rec.source);
+        words_of(
+            &mut self.analyzer,
+            &mut self.scratch,
+            &mut blk,
+            parsed,
+            rec.source,
+        );
         encode_record(&mut blk, rec);
         blk.records += 1;
-        if blk.records as usize == BLOCK_RECORDS {
+        if blk.records as usize >= self.block_records {
             self.close(key, blk);
         } else {
             self.open.insert(key, blk);
-        }
-    }
-
-    fn words_of(&mut self, blk: &mut OpenBlock, parsed: &Record<'_>, source: &str) {
-        let analyzer = &mut self.analyzer;
-        let mut stream = analyzer.token_stream(&parsed.message);
-        while stream.advance() {
-            let t = &stream.token().text;
-            if tokens::is_high_entropy(t) {
-                blk.id(t);
-            } else {
-                blk.word(t);
-            }
-        }
-        drop(stream);
-        let word = &mut self.scratch;
-        let mut keyword = |blk: &mut OpenBlock, name: &str, value: &str, lower: bool| {
-            word.clear();
-            word.push(KEYWORD_MARK);
-            word.push_str(name);
-            word.push('\0');
-            if lower {
-                word.push_str(&value.to_lowercase());
-            } else {
-                word.push_str(value);
-            }
-            blk.word(word);
-        };
-        for (name, value) in [
-            ("host", &parsed.host),
-            ("app", &parsed.app),
-            ("procid", &parsed.procid),
-            ("msgid", &parsed.msgid),
-        ] {
-            if let Some(v) = value {
-                keyword(blk, name, v, true);
-            }
-        }
-        if let Some(f) = parsed.facility {
-            keyword(blk, "facility", f.name(), true);
-        }
-        if let Some(s) = parsed.severity {
-            keyword(blk, "severity", &s.code().to_string(), false);
-        }
-        if let Some(e) = &parsed.parse_error {
-            keyword(blk, "parse_error", e, true);
-        }
-        keyword(blk, "source", source, false);
-        for (name, value) in parsed.fields() {
-            // Key presence, for `fields.a:*` and `fields.a.b:*` alike.
-            for (i, _) in name.match_indices('.').chain([(name.len(), "")]) {
-                word.clear();
-                word.push(FIELD_KEY_MARK);
-                word.push_str(&name[..i]);
-                blk.word(word);
-            }
-            let text = match value {
-                FieldValue::Str(s) => s.as_ref(),
-                FieldValue::Json(t) => t,
-                FieldValue::Number(n) => {
-                    let typed = if let Ok(i) = n.parse::<i64>() {
-                        format!("i:{i}")
-                    } else if let Ok(u) = n.parse::<u64>() {
-                        format!("u:{u}")
-                    } else if let Ok(f) = n.parse::<f64>() {
-                        format!("f:{f}")
-                    } else {
-                        continue;
-                    };
-                    word.clear();
-                    word.push(FIELD_TYPED_MARK);
-                    word.push_str(name);
-                    word.push('\0');
-                    word.push_str(&typed);
-                    blk.word(word);
-                    continue;
-                }
-                FieldValue::Bool(b) => {
-                    word.clear();
-                    word.push(FIELD_TYPED_MARK);
-                    word.push_str(name);
-                    word.push_str(if *b { "\0b:true" } else { "\0b:false" });
-                    blk.word(word);
-                    continue;
-                }
-                FieldValue::Null => continue,
-            };
-            let mut stream = self.analyzer.token_stream(text);
-            while stream.advance() {
-                let t = &stream.token().text;
-                if tokens::is_high_entropy(t) {
-                    blk.id(t);
-                } else {
-                    word.clear();
-                    word.push(FIELD_WORD_MARK);
-                    word.push_str(name);
-                    word.push('\0');
-                    word.push_str(t);
-                    blk.word(word);
-                }
-            }
         }
     }
 
@@ -402,7 +418,17 @@ impl BlockWriter {
         doc.add_u64(s.records, u64::from(blk.records));
         doc.add_u64(s.stream, key);
         // Header: the sources the records name, then the records.
-        let mut plain = Vec::with_capacity(blk.body.len() + 64);
+        let (ts_col, ts_unit) = scaled_column(&blk.ts_deltas);
+        let (recv_col, recv_unit) = scaled_column(&blk.recv_deltas);
+        let columns = [
+            &ts_col,
+            &blk.id_col,
+            &recv_col,
+            &blk.meta_col,
+            &blk.len_col,
+            &blk.body,
+        ];
+        let mut plain = Vec::with_capacity(columns.iter().map(|c| c.len()).sum::<usize>() + 64);
         put_varint(&mut plain, blk.sources.len() as u64);
         for src in &blk.sources {
             put_varint(&mut plain, src.len() as u64);
@@ -411,14 +437,12 @@ impl BlockWriter {
         put_varint(&mut plain, u64::from(blk.records));
         put_varint(&mut plain, blk.base_id);
         plain.extend_from_slice(&blk.base_ts.to_le_bytes());
-        plain.extend_from_slice(&blk.body);
-        let frame = zstd::bulk::compress(&plain, self.level).unwrap_or_else(|_| {
-            // zstd fails only on invalid parameters; level 0 (its default) always works.
-            zstd::bulk::compress(&plain, 0).expect("zstd at its default level")
-        });
-        doc.add_u64(s.body_offset, self.body.len() as u64);
-        doc.add_u64(s.body_len, frame.len() as u64);
-        self.body.extend_from_slice(&frame);
+        plain.extend_from_slice(&blk.base_recv.to_le_bytes());
+        plain.push(ts_unit);
+        plain.push(recv_unit);
+        for column in columns {
+            plain.extend_from_slice(column);
+        }
         let mut ids = blk.ids;
         ids.sort_unstable();
         ids.dedup();
@@ -427,26 +451,61 @@ impl BlockWriter {
         doc.add_u64(s.filter_len, filter.len() as u64);
         self.filters.extend_from_slice(&filter);
         self.segment_ids.extend_from_slice(&ids);
-        let tokens = blk
-            .words
-            .into_iter()
-            .flat_map(|(text, count)| std::iter::repeat_n(text, count as usize))
-            .enumerate()
-            .map(|(position, text)| Token {
-                offset_from: 0,
-                offset_to: 0,
-                position,
-                position_length: 1,
-                text,
-            })
-            .collect();
-        doc.add_pre_tokenized_text(
-            s.words,
-            PreTokenizedString {
-                text: String::new(),
-                tokens,
-            },
+        let mut text = String::with_capacity(
+            blk.words
+                .iter()
+                .map(|(w, c)| (w.len() + 1) * *c as usize)
+                .sum(),
         );
+        for (word, count) in &blk.words {
+            for _ in 0..*count {
+                text.push_str(word);
+                text.push(WORD_SEP);
+            }
+        }
+        doc.add_text(s.words, &text);
+        if self.compressor.is_some() {
+            self.compress(doc, &plain);
+        } else {
+            self.pending_bytes += plain.len();
+            self.pending.push((doc, plain));
+            if self.pending_bytes >= DICT_TRAIN_BYTES {
+                self.train();
+            }
+        }
+    }
+
+    /// Trains the segment's dictionary on the pending blocks (when there are enough of them)
+    /// and compresses them.
+    fn train(&mut self) {
+        if self.pending_bytes >= DICT_MIN_BYTES && self.pending.len() >= 8 {
+            let samples: Vec<&[u8]> = self.pending.iter().map(|(_, p)| p.as_slice()).collect();
+            // Training can fail on samples it finds too uniform; blocks then go without.
+            if let Ok(dict) = zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
+                self.dictionary = dict;
+            }
+        }
+        let compressor = zstd::bulk::Compressor::with_dictionary(self.level, &self.dictionary)
+            .or_else(|_| zstd::bulk::Compressor::new(0))
+            .expect("a zstd context at its default level");
+        self.compressor = Some(compressor);
+        for (doc, plain) in std::mem::take(&mut self.pending) {
+            self.compress(doc, &plain);
+        }
+        self.pending_bytes = 0;
+    }
+
+    fn compress(&mut self, mut doc: TantivyDocument, plain: &[u8]) {
+        let s = &self.schema;
+        let frame = match self.compressor.as_mut().map(|c| c.compress(plain)) {
+            Some(Ok(frame)) => frame,
+            // zstd fails only on invalid parameters; a fresh default context always works.
+            _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
+        };
+        doc.add_u64(s.body_offset, self.body.len() as u64);
+        doc.add_u64(s.body_len, frame.len() as u64);
+        doc.add_u64(s.plain_len, plain.len() as u64);
+        self.body.extend_from_slice(&frame);
         self.closed.push(doc);
     }
 
@@ -457,6 +516,9 @@ impl BlockWriter {
         for (key, blk) in open {
             self.close(key, blk);
         }
+        if self.compressor.is_none() {
+            self.train();
+        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| BlockError::Io { path, source }
@@ -464,6 +526,7 @@ impl BlockWriter {
         let index_dir = dir.join(INDEX_DIR);
         std::fs::create_dir_all(&index_dir).map_err(io(&index_dir))?;
         let index = Index::create_in_dir(&index_dir, self.schema.schema.clone())?;
+        register_words_tokenizer(&index);
         {
             // One thread and room for every block in memory: one tantivy segment, so that
             // block ordinals are document ids.
@@ -483,11 +546,127 @@ impl BlockWriter {
         f.write_all(FILTERS_MAGIC)
             .and_then(|_| f.write_all(&BLOCKS_VERSION.to_le_bytes()))
             .and_then(|_| f.write_all(&(segment_filter.len() as u64).to_le_bytes()))
+            .and_then(|_| f.write_all(&(self.dictionary.len() as u64).to_le_bytes()))
             .and_then(|_| f.write_all(&segment_filter))
+            .and_then(|_| f.write_all(&self.dictionary))
             .and_then(|_| f.write_all(&self.filters))
             .and_then(|_| f.sync_all())
             .map_err(io(&filters_path))?;
         BlockSegment::open(dir)
+    }
+}
+
+/// Pushes `name \0 value` after `mark` into `word`, lowercased (ASCII fast, else Unicode) when
+/// `lower`.
+fn marked(word: &mut String, mark: char, name: &str, value: &str, lower: bool) {
+    word.clear();
+    word.push(mark);
+    word.push_str(name);
+    word.push('\0');
+    if !lower {
+        word.push_str(value);
+    } else if value.is_ascii() {
+        word.extend(value.chars().map(|c| c.to_ascii_lowercase()));
+    } else {
+        word.push_str(&value.to_lowercase());
+    }
+}
+
+/// Collects the words and ids of one record into its block.
+fn words_of(
+    analyzer: &mut TextAnalyzer,
+    word: &mut String,
+    blk: &mut OpenBlock,
+    parsed: &Record<'_>,
+    source: &str,
+) {
+    use std::fmt::Write as _;
+    let mut stream = analyzer.token_stream(&parsed.message);
+    while stream.advance() {
+        let t = &stream.token().text;
+        if tokens::is_high_entropy(t) {
+            blk.id(t);
+        } else {
+            blk.word(t);
+        }
+    }
+    drop(stream);
+    for (name, value) in [
+        ("host", &parsed.host),
+        ("app", &parsed.app),
+        ("procid", &parsed.procid),
+        ("msgid", &parsed.msgid),
+    ] {
+        if let Some(v) = value {
+            marked(word, KEYWORD_MARK, name, v, true);
+            blk.word(word);
+        }
+    }
+    if let Some(f) = parsed.facility {
+        marked(word, KEYWORD_MARK, "facility", f.name(), true);
+        blk.word(word);
+    }
+    if let Some(sev) = parsed.severity {
+        marked(word, KEYWORD_MARK, "severity", "", false);
+        let _ = write!(word, "{}", sev.code());
+        blk.word(word);
+    }
+    if let Some(e) = &parsed.parse_error {
+        marked(word, KEYWORD_MARK, "parse_error", e, true);
+        blk.word(word);
+    }
+    marked(word, KEYWORD_MARK, "source", source, false);
+    blk.word(word);
+    for (name, value) in parsed.fields() {
+        // Key presence, for `fields.a:*` and `fields.a.b:*` alike.
+        for (i, _) in name.match_indices('.').chain([(name.len(), "")]) {
+            word.clear();
+            word.push(FIELD_KEY_MARK);
+            word.push_str(&name[..i]);
+            blk.word(word);
+        }
+        let text = match value {
+            FieldValue::Str(s) => s.as_ref(),
+            FieldValue::Json(t) => t,
+            FieldValue::Number(n) => {
+                marked(word, FIELD_TYPED_MARK, name, "", false);
+                let typed = if let Ok(i) = n.parse::<i64>() {
+                    write!(word, "i:{i}")
+                } else if let Ok(u) = n.parse::<u64>() {
+                    write!(word, "u:{u}")
+                } else if let Ok(f) = n.parse::<f64>() {
+                    write!(word, "f:{f}")
+                } else {
+                    continue;
+                };
+                if typed.is_ok() {
+                    blk.word(word);
+                }
+                continue;
+            }
+            FieldValue::Bool(b) => {
+                marked(
+                    word,
+                    FIELD_TYPED_MARK,
+                    name,
+                    if *b { "b:true" } else { "b:false" },
+                    false,
+                );
+                blk.word(word);
+                continue;
+            }
+            FieldValue::Null => continue,
+        };
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            let t = &stream.token().text;
+            if tokens::is_high_entropy(t) {
+                blk.id(t);
+            } else {
+                marked(word, FIELD_WORD_MARK, name, t, false);
+                blk.word(word);
+            }
+        }
     }
 }
 
@@ -499,16 +678,36 @@ fn encode_record(blk: &mut OpenBlock, rec: &BlockRecord<'_>) {
             blk.sources.len() - 1
         }
     };
-    // Deltas against the block's first record keep each header to a few bytes; zigzag, as
-    // neither timestamps nor ids need arrive in order.
-    let b = &mut blk.body;
-    put_varint(b, zigzag(rec.timestamp.wrapping_sub(blk.base_ts)));
-    put_varint(b, zigzag(rec.id.wrapping_sub(blk.base_id) as i64));
-    put_varint(b, zigzag(rec.received_at.wrapping_sub(rec.timestamp)));
-    b.push(rec.format.code());
-    put_varint(b, source as u64);
-    put_varint(b, rec.raw.len() as u64);
-    b.extend_from_slice(rec.raw);
+    // Column by column, each value a delta from the record before: arrival order keeps
+    // receive times and ids close, a stream's timestamps mostly rise, and zstd finds the
+    // repeats of a column far better than in headers interleaved with lines. Zigzag, as no
+    // value need arrive in order.
+    let (ts, id, recv) = blk.prev;
+    blk.ts_deltas.push(rec.timestamp.wrapping_sub(ts));
+    put_varint(&mut blk.id_col, zigzag(rec.id.wrapping_sub(id) as i64));
+    blk.recv_deltas.push(rec.received_at.wrapping_sub(recv));
+    blk.prev = (rec.timestamp, rec.id, rec.received_at);
+    blk.meta_col.push(rec.format.code());
+    put_varint(&mut blk.meta_col, source as u64);
+    put_varint(&mut blk.len_col, rec.raw.len() as u64);
+    blk.body.extend_from_slice(rec.raw);
+}
+
+/// A column of time deltas as varints in the largest power of ten that divides them all (its
+/// exponent is returned): timestamps written in ms or µs are ns counts ending in zeros, which
+/// varints would otherwise spend two or three bytes on, per record.
+fn scaled_column(deltas: &[i64]) -> (Vec<u8>, u8) {
+    let mut exp = 0u8;
+    let mut unit = 1i64;
+    while exp < 18 && deltas.iter().all(|d| d % (unit * 10) == 0) {
+        unit *= 10;
+        exp += 1;
+    }
+    let mut out = Vec::with_capacity(deltas.len() * 2);
+    for d in deltas {
+        put_varint(&mut out, zigzag(d / unit));
+    }
+    (out, exp)
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -551,12 +750,13 @@ pub struct RecordMeta {
     pub raw: std::ops::Range<usize>,
 }
 
-/// A block's records, decompressed.
-#[derive(Debug, Default)]
+/// A block's records, decompressed; reused from block to block (with its zstd context).
+#[derive(Default)]
 pub struct DecodedBlock {
     pub sources: Vec<String>,
     pub records: Vec<RecordMeta>,
     pub data: Vec<u8>,
+    dctx: Option<zstd::zstd_safe::DCtx<'static>>,
 }
 
 impl DecodedBlock {
@@ -577,6 +777,8 @@ pub struct BlockSegment {
     body: memmap2::Mmap,
     filters: Vec<u8>,
     segment_filter: std::ops::Range<usize>,
+    /// The dictionary the bodies were compressed with, if any.
+    ddict: Option<zstd::zstd_safe::DDict<'static>>,
     /// Per block: (ts_min, ts_max, records, body range, filter range), by block ordinal.
     pub blocks: Vec<BlockInfo>,
 }
@@ -589,6 +791,7 @@ pub struct BlockInfo {
     pub last_id: u64,
     pub records: u32,
     pub stream: u64,
+    plain_len: usize,
     body: std::ops::Range<usize>,
     filter: std::ops::Range<usize>,
 }
@@ -600,6 +803,7 @@ impl BlockSegment {
             why,
         };
         let index = Index::open_in_dir(dir.join(INDEX_DIR))?;
+        register_words_tokenizer(&index);
         let schema = BlockSchema::new();
         let reader = index
             .reader_builder()
@@ -624,7 +828,7 @@ impl BlockSegment {
             path: filters_path,
             source,
         })?;
-        if filters.len() < 20 || &filters[..8] != FILTERS_MAGIC {
+        if filters.len() < HEADER || &filters[..8] != FILTERS_MAGIC {
             return Err(damaged("filters.dat does not start with its magic".into()));
         }
         let version = u32::from_le_bytes(filters[8..12].try_into().unwrap_or_default());
@@ -633,11 +837,26 @@ impl BlockSegment {
                 "block layout version {version}, this build reads {BLOCKS_VERSION}"
             )));
         }
-        let seg_len = u64::from_le_bytes(filters[12..20].try_into().unwrap_or_default()) as usize;
-        let base = 20usize
+        let len_at = |at: usize| {
+            u64::from_le_bytes(filters[at..at + 8].try_into().unwrap_or_default()) as usize
+        };
+        let (seg_len, dict_len) = (len_at(12), len_at(20));
+        let dict_at = HEADER
             .checked_add(seg_len)
             .filter(|end| *end <= filters.len())
             .ok_or_else(|| damaged("segment filter runs past the file".into()))?;
+        let base = dict_at
+            .checked_add(dict_len)
+            .filter(|end| *end <= filters.len())
+            .ok_or_else(|| damaged("dictionary runs past the file".into()))?;
+        let ddict = if dict_len == 0 {
+            None
+        } else {
+            Some(
+                zstd::zstd_safe::DDict::try_create(&filters[dict_at..base])
+                    .ok_or_else(|| damaged("the zstd dictionary does not load".into()))?,
+            )
+        };
         let mut blocks = Vec::new();
         if let Some(seg) = searcher.segment_readers().first() {
             let ff = seg.fast_fields();
@@ -647,6 +866,7 @@ impl BlockSegment {
             let (first_id, last_id) = (col_u("first_id")?, col_u("last_id")?);
             let (records, stream) = (col_u("records")?, col_u("stream")?);
             let (bo, bl) = (col_u("body_offset")?, col_u("body_len")?);
+            let plain_len = col_u("plain_len")?;
             let (fo, fl) = (col_u("filter_offset")?, col_u("filter_len")?);
             for doc in 0..seg.max_doc() {
                 let get_u = |c: &tantivy::columnar::Column<u64>| c.first(doc).unwrap_or(0);
@@ -660,13 +880,14 @@ impl BlockSegment {
                     last_id: get_u(&last_id),
                     records: get_u(&records) as u32,
                     stream: get_u(&stream),
+                    plain_len: get_u(&plain_len) as usize,
                     body,
                     filter,
                 });
             }
         }
         for (ord, b) in blocks.iter().enumerate() {
-            if b.body.end > body.len() || b.filter.end > filters.len() {
+            if b.body.end > body.len() || b.filter.end > filters.len() || b.plain_len > MAX_PLAIN {
                 return Err(damaged(format!("block {ord} points past its files")));
             }
         }
@@ -677,7 +898,8 @@ impl BlockSegment {
             searcher,
             body,
             filters,
-            segment_filter: 20..base,
+            segment_filter: HEADER..dict_at,
+            ddict,
             blocks,
         })
     }
@@ -720,10 +942,27 @@ impl BlockSegment {
         out.data.clear();
         out.records.clear();
         out.sources.clear();
-        let mut decoder =
-            zstd::stream::read::Decoder::new(frame).map_err(|e| damaged(format!("zstd: {e}")))?;
-        std::io::Read::read_to_end(&mut decoder, &mut out.data)
-            .map_err(|e| damaged(format!("zstd: {e}")))?;
+        out.data.reserve(info.plain_len);
+        let dctx = out.dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+        let done = match &self.ddict {
+            Some(ddict) => dctx.decompress_using_ddict(&mut out.data, frame, ddict),
+            None => dctx.decompress(&mut out.data, frame),
+        };
+        match done {
+            Ok(n) if n == info.plain_len => {}
+            Ok(n) => {
+                return Err(damaged(format!(
+                    "{n} bytes decompressed, {} expected",
+                    info.plain_len
+                )))
+            }
+            Err(code) => {
+                return Err(damaged(format!(
+                    "zstd: {}",
+                    zstd::zstd_safe::get_error_name(code)
+                )))
+            }
+        }
         let data = &out.data;
         let mut at = 0usize;
         let short = || damaged("truncated".into());
@@ -734,38 +973,70 @@ impl BlockSegment {
             out.sources.push(String::from_utf8_lossy(s).into_owned());
             at += len;
         }
-        let n = get_varint(data, &mut at).ok_or_else(short)?;
+        let n = get_varint(data, &mut at).ok_or_else(short)? as usize;
+        if n > 1 << 20 {
+            return Err(damaged(format!("{n} records")));
+        }
         let base_id = get_varint(data, &mut at).ok_or_else(short)?;
-        let base_ts = i64::from_le_bytes(
-            data.get(at..at + 8)
+        let mut fixed = || -> Result<i64, BlockError> {
+            let v = data
+                .get(at..at + 8)
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(short)?,
-        );
-        at += 8;
+                .map(i64::from_le_bytes)
+                .ok_or_else(short)?;
+            at += 8;
+            Ok(v)
+        };
+        let (base_ts, base_recv) = (fixed()?, fixed()?);
+        let unit = |at: &mut usize| -> Result<i64, BlockError> {
+            let exp = *data.get(*at).ok_or_else(short)?;
+            *at += 1;
+            10i64
+                .checked_pow(u32::from(exp))
+                .ok_or_else(|| damaged(format!("time unit 10^{exp}")))
+        };
+        let ts_unit = unit(&mut at)?;
+        let recv_unit = unit(&mut at)?;
+        let column = |at: &mut usize| -> Result<Vec<u64>, BlockError> {
+            (0..n)
+                .map(|_| get_varint(data, at).ok_or_else(short))
+                .collect()
+        };
+        let ts = column(&mut at)?;
+        let ids = column(&mut at)?;
+        let recvs = column(&mut at)?;
+        let mut meta = Vec::with_capacity(n);
         for _ in 0..n {
-            let ts = base_ts.wrapping_add(unzigzag(get_varint(data, &mut at).ok_or_else(short)?));
-            let id =
-                base_id.wrapping_add(unzigzag(get_varint(data, &mut at).ok_or_else(short)?) as u64);
-            let recv = ts.wrapping_add(unzigzag(get_varint(data, &mut at).ok_or_else(short)?));
             let format = data
                 .get(at)
                 .and_then(|c| Format::from_code(*c))
                 .ok_or_else(|| damaged("unknown record format".into()))?;
             at += 1;
-            let source = get_varint(data, &mut at).ok_or_else(short)? as usize;
-            let len = get_varint(data, &mut at).ok_or_else(short)? as usize;
-            if at + len > data.len() {
-                return Err(short());
-            }
-            out.records.push(RecordMeta {
-                id,
-                timestamp: ts,
-                received_at: recv,
+            meta.push((
                 format,
-                source,
-                raw: at..at + len,
+                get_varint(data, &mut at).ok_or_else(short)? as usize,
+            ));
+        }
+        let lens = column(&mut at)?;
+        let (mut t, mut i, mut r) = (base_ts, base_id, base_recv);
+        for k in 0..n {
+            t = t.wrapping_add(unzigzag(ts[k]).wrapping_mul(ts_unit));
+            i = i.wrapping_add(unzigzag(ids[k]) as u64);
+            r = r.wrapping_add(unzigzag(recvs[k]).wrapping_mul(recv_unit));
+            let len = lens[k] as usize;
+            let end = at
+                .checked_add(len)
+                .filter(|e| *e <= data.len())
+                .ok_or_else(short)?;
+            out.records.push(RecordMeta {
+                id: i,
+                timestamp: t,
+                received_at: r,
+                format: meta[k].0,
+                source: meta[k].1,
+                raw: at..end,
             });
-            at += len;
+            at = end;
         }
         Ok(())
     }
