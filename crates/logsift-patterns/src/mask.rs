@@ -1,0 +1,378 @@
+//! Splitting a message into tokens and masking the variable parts as slots (`<*>`).
+//!
+//! The rules are about the *shape* of a token, never about a particular system: a log line from a
+//! program nobody has seen before is masked by the same rules. A token is a run of non-whitespace
+//! bytes. Whole-token shapes are tried first (URL, e-mail, path, IPv6, `host:port`, a single
+//! quoted value); otherwise a `key=value` token keeps its key, and the rest is cut at punctuation
+//! into segments, each of which becomes a slot when it holds a digit or looks like a long hex id.
+//! Digits are the strongest generic signal: numbers, sizes and durations with units, IPv4,
+//! dates and times, `blk_-123`, `node-246`, `0x1f` all carry one.
+//!
+//! The masked form of every token is written into one reusable buffer, so masking a message does
+//! not allocate once the buffers have grown.
+
+/// What a masked token consists of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// No slot: the token is constant text.
+    Const,
+    /// The whole token is one slot.
+    Slot,
+    /// Constant text around one or more slots, such as `uid=<*>` or `(<*>)`.
+    Mixed,
+}
+
+/// One token of a masked message: a range of [`Masked::text`] and a hash of that range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    pub start: u32,
+    pub end: u32,
+    pub hash: u64,
+    pub kind: TokenKind,
+}
+
+/// The text of a slot in masked output and templates.
+pub const SLOT: &str = "<*>";
+
+/// A masked message: tokens separated by single spaces in `text`. Reused across messages.
+#[derive(Debug, Default, Clone)]
+pub struct Masked {
+    text: String,
+    tokens: Vec<Token>,
+}
+
+impl Masked {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The masked message, tokens joined by single spaces.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// The masked text of token `i`.
+    pub fn token_text(&self, i: usize) -> &str {
+        let t = &self.tokens[i];
+        &self.text[t.start as usize..t.end as usize]
+    }
+
+    /// Masks `message`, replacing what this buffer held. At most `max_tokens` tokens are kept:
+    /// everything after the last one is folded into a final slot, which bounds the work and
+    /// the size of a template whatever the message.
+    pub fn mask(&mut self, message: &str, max_tokens: usize) {
+        self.text.clear();
+        self.tokens.clear();
+        let max_tokens = max_tokens.max(1);
+        let mut words = message.split_ascii_whitespace();
+        while let Some(word) = words.next() {
+            let start = self.text.len();
+            if !self.tokens.is_empty() {
+                self.text.push(' ');
+            }
+            let start_tok = if self.tokens.is_empty() {
+                start
+            } else {
+                start + 1
+            };
+            let kind = if self.tokens.len() + 1 == max_tokens && words.clone().next().is_some() {
+                // The rest of the message is folded into this last token.
+                self.text.push_str(SLOT);
+                for _ in words.by_ref() {}
+                TokenKind::Slot
+            } else {
+                mask_word(word, &mut self.text)
+            };
+            let end = self.text.len();
+            self.tokens.push(Token {
+                start: start_tok as u32,
+                end: end as u32,
+                hash: hash_bytes(self.text[start_tok..end].as_bytes()),
+                kind,
+            });
+        }
+    }
+}
+
+/// FNV-1a, 64 bits. Part of the state format (template tokens are stored with their hash), so
+/// it must never change without a format version bump; std's hasher promises no stability.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The hash of a slot token, i.e. of `<*>`.
+pub fn slot_hash() -> u64 {
+    hash_bytes(SLOT.as_bytes())
+}
+
+const LEADING: &[u8] = b"([{<\"'`";
+const TRAILING: &[u8] = b")]}>\"'`,;:.!?";
+
+/// Appends the masked form of one whitespace-free word to `out`.
+fn mask_word(word: &str, out: &mut String) -> TokenKind {
+    let bytes = word.as_bytes();
+    // A single quoted value ('Active', "eth0") is a value whatever it contains.
+    if bytes.len() >= 3 {
+        let (first, last) = (bytes[0], bytes[bytes.len() - 1]);
+        if (first == b'\'' || first == b'"' || first == b'`') && last == first {
+            out.push(first as char);
+            out.push_str(SLOT);
+            out.push(last as char);
+            return TokenKind::Mixed;
+        }
+    }
+    let lead = bytes.iter().take_while(|b| LEADING.contains(b)).count();
+    let trail = bytes[lead..]
+        .iter()
+        .rev()
+        .take_while(|b| TRAILING.contains(b))
+        .count();
+    let core = &word[lead..word.len() - trail];
+    if core.is_empty() {
+        out.push_str(word);
+        return TokenKind::Const;
+    }
+    out.push_str(&word[..lead]);
+    let mut kind = mask_core(core, out);
+    out.push_str(&word[word.len() - trail..]);
+    if kind == TokenKind::Slot && (lead > 0 || trail > 0) {
+        kind = TokenKind::Mixed;
+    }
+    kind
+}
+
+/// Masks a word stripped of surrounding brackets and punctuation.
+fn mask_core(core: &str, out: &mut String) -> TokenKind {
+    if is_whole_value(core) {
+        out.push_str(SLOT);
+        return TokenKind::Slot;
+    }
+    // key=value keeps the key: `uid=0` and `uid=1000` share `uid=<*>`, while the key itself
+    // stays a constant that tells events apart.
+    if let Some(eq) = core.find('=') {
+        if eq > 0 && !core[..eq].bytes().any(|b| b.is_ascii_digit()) {
+            out.push_str(&core[..=eq]);
+            let value = &core[eq + 1..];
+            if value.is_empty() {
+                return TokenKind::Const;
+            }
+            let k = mask_word(value, out);
+            return if k == TokenKind::Const {
+                TokenKind::Const
+            } else {
+                TokenKind::Mixed
+            };
+        }
+    }
+    mask_segments(core, out)
+}
+
+/// Whole-token shapes that are values however they are punctuated inside.
+fn is_whole_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    if s.contains("://") {
+        return true; // URL
+    }
+    if is_path(b) || is_email(b) || is_ipv6(s) || is_host_port(s) {
+        return true;
+    }
+    false
+}
+
+fn is_path(b: &[u8]) -> bool {
+    if b.len() >= 2 && b[0] == b'/' && b[1] != b'/' && b.iter().skip(1).any(|c| c.is_ascii_alphanumeric()) {
+        return true;
+    }
+    if b.starts_with(b"./") || b.starts_with(b"../") || b.starts_with(b"~/") {
+        return b.len() > 3;
+    }
+    // C:\dir or \\server\share
+    if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && (b[2] == b'\\' || b[2] == b'/') {
+        return true;
+    }
+    b.starts_with(b"\\\\") && b.len() > 2
+}
+
+fn is_email(b: &[u8]) -> bool {
+    let Some(at) = b.iter().position(|&c| c == b'@') else {
+        return false;
+    };
+    at > 0
+        && b[at + 1..].contains(&b'.')
+        && b[..at]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._%+-".contains(c))
+        && b[at + 1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b".-".contains(c))
+        && b.last().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// IPv6 with optional brackets and port: hex groups and at least two colons, with `::` or
+/// enough groups that it cannot be a time of day or a `key:value`.
+fn is_ipv6(s: &str) -> bool {
+    let s = s.strip_prefix('[').unwrap_or(s);
+    let addr = match s.find(']') {
+        Some(i) => &s[..i],
+        None => s,
+    };
+    let colons = addr.bytes().filter(|&c| c == b':').count();
+    if colons < 2 || addr.len() < 3 {
+        return false;
+    }
+    let all_hex = addr
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
+    all_hex && (addr.contains("::") || colons >= 5)
+}
+
+/// `name:port` where the name is dotted (a host name or IPv4) and the port is a number.
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|c| c.is_ascii_digit())
+        && host.len() >= 3
+        && host.contains('.')
+        && !host.starts_with('.')
+        && host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
+}
+
+const SEGMENT_DELIMITERS: &[u8] = b":,;()[]{}\"'<>|#=/";
+
+/// Cuts `core` at punctuation and masks each segment that looks like a value. Adjacent slots
+/// (`<*>:<*>:<*>` of a time) stay apart: the delimiters are part of the shape.
+fn mask_segments(core: &str, out: &mut String) -> TokenKind {
+    let b = core.as_bytes();
+    let mut slots = 0usize;
+    let mut pieces = 0usize;
+    let mut seg_start = 0usize;
+    for i in 0..=b.len() {
+        if i < b.len() && !SEGMENT_DELIMITERS.contains(&b[i]) {
+            continue;
+        }
+        let seg = &core[seg_start..i];
+        if !seg.is_empty() {
+            pieces += 1;
+            if is_value_segment(seg.as_bytes()) {
+                out.push_str(SLOT);
+                slots += 1;
+            } else {
+                out.push_str(seg);
+            }
+        }
+        if i < b.len() {
+            out.push(b[i] as char);
+            pieces += 1;
+        }
+        seg_start = i + 1;
+    }
+    match (slots, pieces) {
+        (0, _) => TokenKind::Const,
+        (1, 1) => TokenKind::Slot,
+        _ => TokenKind::Mixed,
+    }
+}
+
+/// A segment (no delimiters inside) that is a value: it holds a digit (numbers, sizes,
+/// durations, IPv4, dates, `blk_-123`, `0x1f`), or it is a long run of hex digits (ids that
+/// happen to have no decimal digit).
+fn is_value_segment(s: &[u8]) -> bool {
+    if s.iter().any(u8::is_ascii_digit) {
+        return true;
+    }
+    let hex = s
+        .iter()
+        .filter(|c| c.is_ascii_hexdigit() || **c == b'-')
+        .count();
+    s.len() >= 8 && hex == s.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(msg: &str) -> String {
+        let mut m = Masked::new();
+        m.mask(msg, 64);
+        m.text().to_string()
+    }
+
+    #[test]
+    fn numbers_and_units() {
+        assert_eq!(masked("took 12ms for 4KB"), "took <*> for <*>");
+        assert_eq!(masked("offset -42 ratio 0.75 flags 0x1f"), "offset <*> ratio <*> flags <*>");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(masked("from 10.0.0.1 closed"), "from <*> closed");
+        assert_eq!(masked("from 10.0.0.1:8080 closed"), "from <*> closed");
+        assert_eq!(masked("peer fe80::1ff:fe23:4567:890a up"), "peer <*> up");
+        assert_eq!(masked("peer [2001:db8::1]:443 up"), "peer <*> up");
+        assert_eq!(masked("to proxy.example.com:5070 ok"), "to <*> ok");
+        assert_eq!(masked("mail bob.smith@example.org now"), "mail <*> now");
+        assert_eq!(masked("get https://a.b/c?d=1 done"), "get <*> done");
+    }
+
+    #[test]
+    fn ids_paths_and_quotes() {
+        assert_eq!(
+            masked("[instance: 70c1714b-c11b-4c88-b300-239afe1f5ff8] claimed"),
+            "[instance: <*>] claimed"
+        );
+        assert_eq!(masked("block blk_-1608999687919862906 gone"), "block <*> gone");
+        assert_eq!(masked("on node-246 job_2015"), "on <*> <*>");
+        assert_eq!(masked("hash deadbeefcafe"), "hash <*>");
+        assert_eq!(masked("open /var/lib/x.db and C:\\Temp\\a.txt"), "open <*> and <*>");
+        assert_eq!(masked("state 'Active' now"), "state '<*>' now");
+        assert_eq!(masked("uid=0 euid=1000 tty=pts ruser="), "uid=<*> euid=<*> tty=pts ruser=");
+    }
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(masked("at 2005-06-03 15:42:50.675 ok"), "at <*> <*>:<*>:<*> ok");
+        assert_eq!(masked("at Sun Jul 24 02:38:22 2005"), "at Sun Jul <*> <*>:<*>:<*> <*>");
+    }
+
+    #[test]
+    fn kinds_and_hashes() {
+        let mut m = Masked::new();
+        m.mask("a uid=3 7 (x)", 64);
+        let kinds: Vec<_> = m.tokens().iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            [TokenKind::Const, TokenKind::Mixed, TokenKind::Slot, TokenKind::Const]
+        );
+        assert_eq!(m.tokens()[2].hash, slot_hash());
+        assert_eq!(m.token_text(1), "uid=<*>");
+    }
+
+    #[test]
+    fn token_cap_folds_the_tail() {
+        let mut m = Masked::new();
+        m.mask("a b c d e f", 3);
+        assert_eq!(m.text(), "a b <*>");
+        assert_eq!(m.tokens().len(), 3);
+    }
+
+    #[test]
+    fn odd_input_does_not_panic() {
+        for s in ["", "   ", "=", "==", "'", "''", "\"\"\"", "[]", "é=ü", "a=é1", ":::", "[::", "]:"] {
+            let _ = masked(s);
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The online miner: messages in, stable pattern ids out.
+
+use std::collections::HashMap;
+
+use crate::mask::{slot_hash, Masked, TokenKind, SLOT};
+
+/// A pattern id. Ids start at 1, are handed out in order and never reused, and always refer to
+/// the same group of messages, however its template generalises later.
+pub type PatternId = u32;
+
+/// Tuning and limits. One set of values serves every kind of log; [`MinerConfig::default`] is
+/// what the accuracy table in the README was measured with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinerConfig {
+    /// A message joins the most similar template of its length and leading token when at least
+    /// this fraction of positions agree (0.0 to 1.0).
+    pub similarity: f32,
+    /// At most this many patterns are learnt; after that, a message that matches none goes to
+    /// the catch-all pattern of its token count (`<*> <*> ...`), of which there are at most
+    /// `max_tokens` more.
+    pub max_patterns: u32,
+    /// Messages are cut to this many tokens; the rest of a longer message is one final slot.
+    pub max_tokens: u16,
+    /// At most this many templates share one (token count, leading token) bucket; a message
+    /// that would add one more goes to the catch-all of its token count. Bounds the work per
+    /// message.
+    pub max_bucket_patterns: u16,
+    /// Tokens of template text longer than this are cut (with `…`) when shown; matching still
+    /// uses the whole token.
+    pub max_token_text_bytes: u16,
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        Self {
+            similarity: 0.5,
+            max_patterns: 20_000,
+            max_tokens: 128,
+            max_bucket_patterns: 200,
+            max_token_text_bytes: 200,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("pattern similarity must be between 0.0 and 1.0, got {0}")]
+    Similarity(f32),
+    #[error("{name} must be at least 1, got 0")]
+    Zero { name: &'static str },
+}
+
+impl MinerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.similarity) {
+            return Err(ConfigError::Similarity(self.similarity));
+        }
+        for (name, v) in [
+            ("max_patterns", self.max_patterns),
+            ("max_tokens", u32::from(self.max_tokens)),
+            ("max_bucket_patterns", u32::from(self.max_bucket_patterns)),
+            ("max_token_text_bytes", u32::from(self.max_token_text_bytes)),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { name });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One token of a template: the hash that matching compares, and the text shown.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TemplateToken {
+    pub(crate) hash: u64,
+    pub(crate) text: Box<str>,
+}
+
+/// A template of one token count. A pattern has one variant of each token count it was seen
+/// with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Variant {
+    pub(crate) pattern: PatternId,
+    /// The bucket it lives in: the hash of the leading token it was created from (0 for a
+    /// slot). Kept even when that token later becomes a slot, so a restore finds it again.
+    pub(crate) key_hash: u64,
+    pub(crate) tokens: Vec<TemplateToken>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pattern {
+    pub(crate) count: u64,
+    pub(crate) catch_all: bool,
+    /// The variants of this pattern, indexes into `Miner::variants`; the first gives the text.
+    pub(crate) variants: Vec<u32>,
+    pub(crate) template: String,
+}
+
+/// What [`Miner::patterns`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatternInfo<'a> {
+    pub id: PatternId,
+    /// Template text, `<*>` for each slot.
+    pub template: &'a str,
+    /// Messages given this id, over the miner's whole life (restores included).
+    pub count: u64,
+    /// True for the catch-all of a token count, used once the pattern cap is reached.
+    pub catch_all: bool,
+}
+
+/// Key of a bucket: token count and the hash of the leading token (0 when it is a slot).
+type BucketKey = (u16, u64);
+
+/// The miner. Not thread-safe by itself; one per ingest pipeline, serialised with
+/// [`Miner::to_bytes`] alongside the data it describes.
+#[derive(Debug, Clone)]
+pub struct Miner {
+    pub(crate) config: MinerConfig,
+    /// Pattern `id` is at index `id - 1`.
+    pub(crate) patterns: Vec<Pattern>,
+    pub(crate) variants: Vec<Variant>,
+    buckets: HashMap<BucketKey, Vec<u32>>,
+    /// Catch-all variant per token count.
+    catch_alls: HashMap<u16, u32>,
+    /// Count of patterns that are not catch-alls (what `max_patterns` limits).
+    learnt: u32,
+    masked: Masked,
+}
+
+impl Miner {
+    pub fn new(config: MinerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            patterns: Vec::new(),
+            variants: Vec::new(),
+            buckets: HashMap::new(),
+            catch_alls: HashMap::new(),
+            learnt: 0,
+            masked: Masked::new(),
+        })
+    }
+
+    pub fn config(&self) -> &MinerConfig {
+        &self.config
+    }
+
+    /// Number of patterns, catch-alls included.
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Learns from `message` and returns its pattern id. The id's template may generalise as
+    /// more messages arrive; the id stays.
+    pub fn ingest(&mut self, message: &str) -> PatternId {
+        let mut masked = std::mem::take(&mut self.masked);
+        masked.mask(message, usize::from(self.config.max_tokens));
+        let id = self.ingest_masked(&masked);
+        self.masked = masked;
+        id
+    }
+
+    /// The template text of `id`.
+    pub fn template(&self, id: PatternId) -> Option<&str> {
+        self.pattern(id).map(|p| p.template)
+    }
+
+    pub fn pattern(&self, id: PatternId) -> Option<PatternInfo<'_>> {
+        let p = self.patterns.get((id as usize).checked_sub(1)?)?;
+        Some(PatternInfo {
+            id,
+            template: &p.template,
+            count: p.count,
+            catch_all: p.catch_all,
+        })
+    }
+
+    /// Every pattern, in id order.
+    pub fn patterns(&self) -> impl Iterator<Item = PatternInfo<'_>> + '_ {
+        self.patterns.iter().enumerate().map(|(i, p)| PatternInfo {
+            id: i as PatternId + 1,
+            template: &p.template,
+            count: p.count,
+            catch_all: p.catch_all,
+        })
+    }
+
+    fn ingest_masked(&mut self, m: &Masked) -> PatternId {
+        let toks = m.tokens();
+        let len = toks.len() as u16;
+        let key = bucket_key(m);
+        let slot = slot_hash();
+
+        let mut best: Option<(u32, f32)> = None;
+        if let Some(bucket) = self.buckets.get(&key) {
+            for &vi in bucket {
+                let v = &self.variants[vi as usize];
+                let mut equal = 0usize;
+                for (t, mt) in v.tokens.iter().zip(toks) {
+                    if t.hash == mt.hash || t.hash == slot {
+                        equal += 1;
+                    }
+                }
+                let sim = equal as f32 / f32::from(len.max(1));
+                if sim >= self.config.similarity && best.is_none_or(|(_, s)| sim > s) {
+                    best = Some((vi, sim));
+                }
+            }
+        }
+        let vi = match best {
+            Some((vi, _)) => {
+                self.generalise(vi, m);
+                vi
+            }
+            None => self.new_variant(key, m),
+        };
+        let id = self.variants[vi as usize].pattern;
+        self.patterns[id as usize - 1].count += 1;
+        id
+    }
+
+    /// Turns every position where `m` differs from variant `vi` into a slot.
+    fn generalise(&mut self, vi: u32, m: &Masked) {
+        let slot = slot_hash();
+        let v = &mut self.variants[vi as usize];
+        let mut changed = false;
+        for (t, mt) in v.tokens.iter_mut().zip(m.tokens()) {
+            if t.hash != mt.hash && t.hash != slot {
+                t.hash = slot;
+                t.text = SLOT.into();
+                changed = true;
+            }
+        }
+        if changed {
+            let pid = v.pattern;
+            self.refresh_template(pid);
+        }
+    }
+
+    pub(crate) fn refresh_template(&mut self, pid: PatternId) {
+        let p = &self.patterns[pid as usize - 1];
+        let Some(&first) = p.variants.first() else {
+            return;
+        };
+        let text = render(&self.variants[first as usize].tokens);
+        self.patterns[pid as usize - 1].template = text;
+    }
+
+    fn new_variant(&mut self, key: BucketKey, m: &Masked) -> u32 {
+        let bucket_full = self
+            .buckets
+            .get(&key)
+            .is_some_and(|b| b.len() >= usize::from(self.config.max_bucket_patterns));
+        if bucket_full || self.learnt >= self.config.max_patterns {
+            return self.catch_all(key.0);
+        }
+        let max_text = usize::from(self.config.max_token_text_bytes);
+        let tokens = m
+            .tokens()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TemplateToken {
+                hash: t.hash,
+                text: cut_text(m.token_text(i), max_text).into(),
+            })
+            .collect();
+        let pid = self.patterns.len() as PatternId + 1;
+        let vi = self.variants.len() as u32;
+        self.variants.push(Variant {
+            pattern: pid,
+            key_hash: key.1,
+            tokens,
+        });
+        self.patterns.push(Pattern {
+            count: 0,
+            catch_all: false,
+            variants: vec![vi],
+            template: String::new(),
+        });
+        self.learnt += 1;
+        self.refresh_template(pid);
+        self.buckets.entry(key).or_default().push(vi);
+        vi
+    }
+
+    fn catch_all(&mut self, len: u16) -> u32 {
+        if let Some(&vi) = self.catch_alls.get(&len) {
+            return vi;
+        }
+        let slot = slot_hash();
+        let tokens = (0..len)
+            .map(|_| TemplateToken {
+                hash: slot,
+                text: SLOT.into(),
+            })
+            .collect();
+        let pid = self.patterns.len() as PatternId + 1;
+        let vi = self.variants.len() as u32;
+        self.variants.push(Variant {
+            pattern: pid,
+            key_hash: 0,
+            tokens,
+        });
+        self.patterns.push(Pattern {
+            count: 0,
+            catch_all: true,
+            variants: vec![vi],
+            template: String::new(),
+        });
+        self.refresh_template(pid);
+        self.catch_alls.insert(len, vi);
+        vi
+    }
+
+    /// Rebuilds the lookup structures from `patterns` and `variants` (after a restore).
+    pub(crate) fn from_parts(
+        config: MinerConfig,
+        patterns: Vec<Pattern>,
+        variants: Vec<Variant>,
+    ) -> Self {
+        let mut miner = Self {
+            config,
+            patterns,
+            variants,
+            buckets: HashMap::new(),
+            catch_alls: HashMap::new(),
+            learnt: 0,
+            masked: Masked::new(),
+        };
+        for p in &miner.patterns {
+            if p.catch_all {
+                if let Some(&vi) = p.variants.first() {
+                    let len = miner.variants[vi as usize].tokens.len() as u16;
+                    miner.catch_alls.insert(len, vi);
+                }
+                continue;
+            }
+            miner.learnt += 1;
+            for &vi in &p.variants {
+                let v = &miner.variants[vi as usize];
+                let key = (v.tokens.len() as u16, v.key_hash);
+                miner.buckets.entry(key).or_default().push(vi);
+            }
+        }
+        for pid in 1..=miner.patterns.len() as PatternId {
+            miner.refresh_template(pid);
+        }
+        miner
+    }
+}
+
+fn bucket_key(m: &Masked) -> BucketKey {
+    let toks = m.tokens();
+    let first = match toks.first() {
+        Some(t) if t.kind != TokenKind::Slot => t.hash,
+        _ => 0,
+    };
+    (toks.len() as u16, first)
+}
+
+fn render(tokens: &[TemplateToken]) -> String {
+    let mut s = String::with_capacity(tokens.iter().map(|t| t.text.len() + 1).sum());
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&t.text);
+    }
+    s
+}
+
+fn cut_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,229 @@
+//! The miner's state as bytes: a self-describing, checksummed, versioned image (layout in the
+//! crate README). Restoring never trusts the bytes: every count, index and length is checked,
+//! so damage gives a [`StateError`], never a panic or a miner that misbehaves later.
+
+use crate::mask::{hash_bytes, slot_hash, SLOT};
+use crate::miner::{Miner, MinerConfig, Pattern, PatternId, TemplateToken, Variant};
+
+/// First bytes of every state image.
+pub const STATE_MAGIC: &[u8; 8] = b"LSPATRN\0";
+/// The format version this code writes; it reads only this one so far.
+pub const STATE_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 4 + 8 + 4;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StateError {
+    #[error("pattern state is not a logsift pattern state (bad magic); was the right file given?")]
+    BadMagic,
+    #[error("pattern state has format version {0}, this build reads version {STATE_VERSION}; upgrade logsift or start a new state")]
+    UnsupportedVersion(u32),
+    #[error("pattern state is damaged: {0}; restore a backup or start a new state (pattern ids will restart)")]
+    Damaged(&'static str),
+    #[error("pattern state holds an invalid configuration: {0}")]
+    Config(#[from] crate::miner::ConfigError),
+}
+
+impl Miner {
+    /// The whole state: configuration, patterns with their counts, and templates.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(64 + self.variants.len() * 64);
+        let c = &self.config;
+        body.extend_from_slice(&c.similarity.to_bits().to_le_bytes());
+        body.extend_from_slice(&c.max_patterns.to_le_bytes());
+        body.extend_from_slice(&c.max_tokens.to_le_bytes());
+        body.extend_from_slice(&c.max_bucket_patterns.to_le_bytes());
+        body.extend_from_slice(&c.max_token_text_bytes.to_le_bytes());
+        body.extend_from_slice(&(self.patterns.len() as u32).to_le_bytes());
+        for p in &self.patterns {
+            body.push(u8::from(p.catch_all));
+            body.extend_from_slice(&p.count.to_le_bytes());
+        }
+        body.extend_from_slice(&(self.variants.len() as u32).to_le_bytes());
+        for v in &self.variants {
+            body.extend_from_slice(&v.pattern.to_le_bytes());
+            body.extend_from_slice(&v.key_hash.to_le_bytes());
+            body.extend_from_slice(&(v.tokens.len() as u16).to_le_bytes());
+            for t in &v.tokens {
+                body.extend_from_slice(&t.hash.to_le_bytes());
+                body.extend_from_slice(&(t.text.len() as u16).to_le_bytes());
+                body.extend_from_slice(t.text.as_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Restores a state written by [`Miner::to_bytes`]; the configuration comes from the state,
+    /// so a restored miner behaves exactly as the one that was saved.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Miner, StateError> {
+        if bytes.len() < HEADER_BYTES || &bytes[..8] != STATE_MAGIC {
+            if bytes.len() >= 8 && &bytes[..8] == STATE_MAGIC {
+                return Err(StateError::Damaged("header cut short"));
+            }
+            return Err(StateError::BadMagic);
+        }
+        let mut h = Reader {
+            bytes: &bytes[8..HEADER_BYTES],
+        };
+        let version = h.u32()?;
+        if version != STATE_VERSION {
+            return Err(StateError::UnsupportedVersion(version));
+        }
+        if h.u32()? != 0 {
+            return Err(StateError::Damaged("reserved header field is not zero"));
+        }
+        let body_len = h.u64()?;
+        let crc = h.u32()?;
+        let body = &bytes[HEADER_BYTES..];
+        if body.len() as u64 != body_len {
+            return Err(StateError::Damaged("length does not match the header"));
+        }
+        if crc32c::crc32c(body) != crc {
+            return Err(StateError::Damaged("checksum mismatch"));
+        }
+        decode_body(body)
+    }
+}
+
+fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
+    let mut r = Reader { bytes: body };
+    let config = MinerConfig {
+        similarity: f32::from_bits(r.u32()?),
+        max_patterns: r.u32()?,
+        max_tokens: r.u16()?,
+        max_bucket_patterns: r.u16()?,
+        max_token_text_bytes: r.u16()?,
+    };
+    config.validate()?;
+    let max_text = usize::from(config.max_token_text_bytes) + '…'.len_utf8();
+
+    let n_patterns = r.u32()? as usize;
+    // Each pattern takes 9 bytes, so a count the body cannot hold is damage, caught before
+    // allocating for it.
+    if n_patterns > r.bytes.len() / 9 {
+        return Err(StateError::Damaged("pattern count exceeds the data"));
+    }
+    let mut patterns = Vec::with_capacity(n_patterns);
+    for _ in 0..n_patterns {
+        let catch_all = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(StateError::Damaged("unknown pattern flags")),
+        };
+        patterns.push(Pattern {
+            count: r.u64()?,
+            catch_all,
+            variants: Vec::new(),
+            template: String::new(),
+        });
+    }
+    let learnt = patterns.iter().filter(|p| !p.catch_all).count();
+    if learnt > config.max_patterns as usize {
+        return Err(StateError::Damaged("more patterns than the configured cap"));
+    }
+
+    let n_variants = r.u32()? as usize;
+    if n_variants > r.bytes.len() / 14 {
+        return Err(StateError::Damaged("template count exceeds the data"));
+    }
+    let slot = slot_hash();
+    let mut catch_all_lens = std::collections::HashSet::new();
+    let mut variants = Vec::with_capacity(n_variants);
+    for vi in 0..n_variants {
+        let pattern: PatternId = r.u32()?;
+        let key_hash = r.u64()?;
+        let n_tokens = usize::from(r.u16()?);
+        if pattern == 0 || pattern as usize > patterns.len() {
+            return Err(StateError::Damaged("template refers to a pattern that does not exist"));
+        }
+        if n_tokens == 0 || n_tokens > usize::from(config.max_tokens) {
+            return Err(StateError::Damaged("template token count out of range"));
+        }
+        let mut tokens = Vec::with_capacity(n_tokens);
+        for _ in 0..n_tokens {
+            let hash = r.u64()?;
+            let len = usize::from(r.u16()?);
+            if len > max_text {
+                return Err(StateError::Damaged("template token longer than the cap"));
+            }
+            let text = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| StateError::Damaged("template text is not UTF-8"))?;
+            // A slot's hash is known, and an uncut token's hash is its text's: a mismatch
+            // means flipped bits that would silently split or merge patterns.
+            if (text == SLOT) != (hash == slot)
+                || (!text.ends_with('…') && hash != hash_bytes(text.as_bytes()))
+            {
+                return Err(StateError::Damaged("template token does not match its hash"));
+            }
+            tokens.push(TemplateToken {
+                hash,
+                text: text.into(),
+            });
+        }
+        let p = &mut patterns[pattern as usize - 1];
+        if p.catch_all {
+            if !tokens.iter().all(|t| t.hash == slot)
+                || !p.variants.is_empty()
+                || !catch_all_lens.insert(n_tokens)
+            {
+                return Err(StateError::Damaged("malformed catch-all pattern"));
+            }
+        }
+        p.variants.push(vi as u32);
+        variants.push(Variant {
+            pattern,
+            key_hash,
+            tokens,
+        });
+    }
+    if !r.bytes.is_empty() {
+        return Err(StateError::Damaged("trailing bytes after the last template"));
+    }
+    if patterns.iter().any(|p| p.variants.is_empty()) {
+        return Err(StateError::Damaged("pattern without a template"));
+    }
+    Ok(Miner::from_parts(config, patterns, variants))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
+        if self.bytes.len() < n {
+            return Err(StateError::Damaged("cut short"));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, StateError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, StateError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, StateError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, StateError> {
+        self.array().map(u64::from_le_bytes)
+    }
+}
