@@ -11,7 +11,15 @@ use logsift_patterns::{Miner, MinerConfig};
 
 fn main() {
     let verbose = std::env::args().any(|a| a == "--verbose");
-    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--") && a.parse::<f32>().is_err());
+    // Experiments only: `--sim 0.7` overrides the similarity threshold.
+    let mut config = MinerConfig::default();
+    if let Some(s) = std::env::args().skip_while(|a| a != "--sim").nth(1) {
+        config.similarity = s.parse().expect("--sim takes a number");
+    }
+    if let Some(s) = std::env::args().skip_while(|a| a != "--word").nth(1) {
+        config.word_difference = s.parse().expect("--word takes a number");
+    }
     let dir = common::corpus_dir();
     let Some(systems) = common::load_systems(&dir) else {
         eprintln!("no Loghub corpus at {}", dir.display());
@@ -25,14 +33,14 @@ fn main() {
             continue;
         }
         let truth: Vec<String> = sys.rows.iter().map(|r| r.1.clone()).collect();
-        let mut miner = Miner::new(MinerConfig::default()).expect("default config is valid");
+        let mut miner = Miner::new(config).expect("config is valid");
         let ids: Vec<u32> = sys.rows.iter().map(|r| miner.ingest(&r.0)).collect();
         let ga = common::grouping_accuracy(&ids, &truth);
         // Timing: a fresh miner over the same messages, repeated to get above timer noise.
         let reps = 20;
         let start = Instant::now();
         for _ in 0..reps {
-            let mut m = Miner::new(MinerConfig::default()).expect("valid");
+            let mut m = Miner::new(config).expect("valid");
             for r in &sys.rows {
                 std::hint::black_box(m.ingest(&r.0));
             }

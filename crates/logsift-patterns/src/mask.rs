@@ -29,6 +29,8 @@ pub struct Token {
     pub end: u32,
     pub hash: u64,
     pub kind: TokenKind,
+    /// A constant that is a plain word ([`is_plain_word`]).
+    pub plain: bool,
 }
 
 /// The text of a slot in masked output and templates.
@@ -79,20 +81,44 @@ impl Masked {
             } else {
                 start + 1
             };
-            let kind = if self.tokens.len() + 1 == max_tokens && words.clone().next().is_some() {
-                // The rest of the message is folded into this last token.
-                self.text.push_str(SLOT);
-                for _ in words.by_ref() {}
-                TokenKind::Slot
-            } else {
-                mask_word(word, &mut self.text)
-            };
+            let mut kind =
+                if self.tokens.len() + 1 == max_tokens && words.clone().next().is_some() {
+                    // The rest of the message is folded into this last token.
+                    self.text.push_str(SLOT);
+                    for _ in words.by_ref() {}
+                    TokenKind::Slot
+                } else {
+                    mask_word(word, &mut self.text)
+                };
+            // `5.2 KB` and `93 B` are one quantity written in two tokens: the unit goes with
+            // the number, or sizes in different units would split one event.
+            if kind == TokenKind::Const
+                && self.tokens.last().is_some_and(|t| t.kind != TokenKind::Const)
+            {
+                let trail = word
+                    .bytes()
+                    .rev()
+                    .take_while(|b| TRAILING.contains(b))
+                    .count();
+                if is_unit(&word[..word.len() - trail]) {
+                    self.text.truncate(start_tok);
+                    self.text.push_str(SLOT);
+                    self.text.push_str(&word[word.len() - trail..]);
+                    kind = if trail == 0 {
+                        TokenKind::Slot
+                    } else {
+                        TokenKind::Mixed
+                    };
+                }
+            }
             let end = self.text.len();
+            let text = &self.text[start_tok..end];
             self.tokens.push(Token {
                 start: start_tok as u32,
                 end: end as u32,
-                hash: hash_bytes(self.text[start_tok..end].as_bytes()),
+                hash: hash_bytes(text.as_bytes()),
                 kind,
+                plain: kind == TokenKind::Const && is_plain_word(text),
             });
         }
     }
@@ -114,19 +140,61 @@ pub fn slot_hash() -> u64 {
     hash_bytes(SLOT.as_bytes())
 }
 
+/// Units of size and time written apart from their number.
+fn is_unit(s: &str) -> bool {
+    const UNITS: &[&str] = &[
+        "B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "bytes", "ns", "us",
+        "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes",
+        "h", "hour", "hours", "day", "days",
+    ];
+    UNITS.contains(&s)
+}
+
+/// Letters only (and at most one trailing digit: `eth0`, `SOCKS5`) once surrounding brackets,
+/// quotes and punctuation are set aside, or a `key=` followed by such a word: the kind of
+/// token whose change means another event (`Paused`/`Resumed`, `user=root`/`user=guest`),
+/// unlike compound names (`a.b.c`, `x_y`) that are more often identifiers.
+pub fn is_plain_word(text: &str) -> bool {
+    let b = text.as_bytes();
+    let b = match b.iter().rposition(|&c| c == b'=') {
+        Some(eq) if eq > 0 => &b[eq + 1..],
+        _ => b,
+    };
+    let lead = b.iter().take_while(|c| LEADING.contains(c)).count();
+    let trail = b[lead..]
+        .iter()
+        .rev()
+        .take_while(|c| TRAILING.contains(c))
+        .count();
+    let core = &b[lead..b.len() - trail];
+    let letters = match core.last() {
+        Some(c) if c.is_ascii_digit() => &core[..core.len() - 1],
+        _ => core,
+    };
+    letters.len() >= 2 && letters.iter().all(u8::is_ascii_alphabetic)
+        || !core.is_empty() && core.iter().all(u8::is_ascii_alphabetic)
+}
+
 const LEADING: &[u8] = b"([{<\"'`";
 const TRAILING: &[u8] = b")]}>\"'`,;:.!?";
 
 /// Appends the masked form of one whitespace-free word to `out`.
 fn mask_word(word: &str, out: &mut String) -> TokenKind {
     let bytes = word.as_bytes();
-    // A single quoted value ('Active', "eth0") is a value whatever it contains.
-    if bytes.len() >= 3 {
-        let (first, last) = (bytes[0], bytes[bytes.len() - 1]);
+    // A single quoted value ('Active', "eth0",) is a value whatever it contains.
+    let punct = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b",;:.)]}".contains(b))
+        .count();
+    let quoted = &bytes[..bytes.len() - punct];
+    if quoted.len() >= 3 {
+        let (first, last) = (quoted[0], quoted[quoted.len() - 1]);
         if (first == b'\'' || first == b'"' || first == b'`') && last == first {
             out.push(first as char);
             out.push_str(SLOT);
             out.push(last as char);
+            out.push_str(&word[quoted.len()..]);
             return TokenKind::Mixed;
         }
     }
@@ -182,10 +250,46 @@ fn is_whole_value(s: &str) -> bool {
     if s.contains("://") {
         return true; // URL
     }
-    if is_path(b) || is_email(b) || is_ipv6(s) || is_host_port(s) {
+    is_path(b) || is_email(b) || is_ipv6(s) || is_host_port(s) || is_domain(s) || is_date_word(s)
+}
+
+/// Names of months and weekdays, English, as log timestamps spell them.
+fn is_date_word(s: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
+        "dec", "january", "february", "march", "april", "june", "july", "august", "september",
+        "october", "november", "december", "mon", "tue", "tues", "wed", "thu", "thur", "thurs",
+        "fri", "sat", "sun", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+        "sunday",
+    ];
+    s.len() <= 9
+        && s.as_bytes()[0].is_ascii_uppercase()
+        && WORDS.iter().any(|w| w.eq_ignore_ascii_case(s))
+}
+
+/// A DNS name: dotted labels ending in a top-level domain. Generic ones (`.com`) need one
+/// dot; two-letter country codes need two, since `name.cc` or `name.py` is more often a file.
+/// Java-style `org.example.Class` names end in a capitalised label and are not taken.
+fn is_domain(s: &str) -> bool {
+    const GENERIC: &[&str] = &[
+        "com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "io", "local", "lan",
+        "internal", "arpa",
+    ];
+    let Some((rest, tld)) = s.rsplit_once('.') else {
+        return false;
+    };
+    if rest.is_empty()
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
+        || s.contains("..")
+    {
+        return false;
+    }
+    if GENERIC.contains(&tld) {
         return true;
     }
-    false
+    tld.len() == 2 && tld.bytes().all(|c| c.is_ascii_lowercase()) && rest.contains('.')
 }
 
 fn is_path(b: &[u8]) -> bool {
@@ -253,12 +357,14 @@ fn is_host_port(s: &str) -> bool {
 
 const SEGMENT_DELIMITERS: &[u8] = b":,;()[]{}\"'<>|#=/";
 
-/// Cuts `core` at punctuation and masks each segment that looks like a value. Adjacent slots
-/// (`<*>:<*>:<*>` of a time) stay apart: the delimiters are part of the shape.
+/// Cuts `core` at punctuation and masks each segment that looks like a value. A core made
+/// only of values and punctuation (a time `02:38:22`, a list `10.0.0.1,10.0.0.2`) is one slot:
+/// how many parts such a value has is itself variable.
 fn mask_segments(core: &str, out: &mut String) -> TokenKind {
     let b = core.as_bytes();
+    let rollback = out.len();
     let mut slots = 0usize;
-    let mut pieces = 0usize;
+    let mut consts = 0usize;
     let mut seg_start = 0usize;
     for i in 0..=b.len() {
         if i < b.len() && !SEGMENT_DELIMITERS.contains(&b[i]) {
@@ -266,24 +372,27 @@ fn mask_segments(core: &str, out: &mut String) -> TokenKind {
         }
         let seg = &core[seg_start..i];
         if !seg.is_empty() {
-            pieces += 1;
             if is_value_segment(seg.as_bytes()) {
                 out.push_str(SLOT);
                 slots += 1;
             } else {
                 out.push_str(seg);
+                consts += 1;
             }
         }
         if i < b.len() {
             out.push(b[i] as char);
-            pieces += 1;
         }
         seg_start = i + 1;
     }
-    match (slots, pieces) {
-        (0, _) => TokenKind::Const,
-        (1, 1) => TokenKind::Slot,
-        _ => TokenKind::Mixed,
+    if slots == 0 {
+        TokenKind::Const
+    } else if consts == 0 {
+        out.truncate(rollback);
+        out.push_str(SLOT);
+        TokenKind::Slot
+    } else {
+        TokenKind::Mixed
     }
 }
 
@@ -292,7 +401,12 @@ fn mask_segments(core: &str, out: &mut String) -> TokenKind {
 /// happen to have no decimal digit).
 fn is_value_segment(s: &[u8]) -> bool {
     if s.iter().any(u8::is_ascii_digit) {
-        return true;
+        // Letters with one trailing digit name a thing (`eth0`, `SOCKS5`, `IPV4`) rather
+        // than count it.
+        let letters = s.len() - 1;
+        return !(letters >= 2
+            && s[letters].is_ascii_digit()
+            && s[..letters].iter().all(u8::is_ascii_alphabetic));
     }
     let hex = s
         .iter()
@@ -314,6 +428,8 @@ mod tests {
     #[test]
     fn numbers_and_units() {
         assert_eq!(masked("took 12ms for 4KB"), "took <*> for <*>");
+        assert_eq!(masked("size 5.2 KB, free 93 B"), "size <*> <*>, free <*> <*>");
+        assert_eq!(masked("B is up via eth0 SOCKS5"), "B is up via eth0 SOCKS5");
         assert_eq!(masked("offset -42 ratio 0.75 flags 0x1f"), "offset <*> ratio <*> flags <*>");
     }
 
@@ -325,6 +441,9 @@ mod tests {
         assert_eq!(masked("peer [2001:db8::1]:443 up"), "peer <*> up");
         assert_eq!(masked("to proxy.example.com:5070 ok"), "to <*> ok");
         assert_eq!(masked("mail bob.smith@example.org now"), "mail <*> now");
+        assert_eq!(masked("rhost=host.example.com user"), "rhost=<*> user");
+        assert_eq!(masked("at www.cs.edu.pl in org.apache.Foo a.py"), "at <*> in org.apache.Foo a.py");
+        assert_eq!(masked("from 10.0.0.1,10.0.0.2 ok"), "from <*> ok");
         assert_eq!(masked("get https://a.b/c?d=1 done"), "get <*> done");
     }
 
@@ -339,13 +458,15 @@ mod tests {
         assert_eq!(masked("hash deadbeefcafe"), "hash <*>");
         assert_eq!(masked("open /var/lib/x.db and C:\\Temp\\a.txt"), "open <*> and <*>");
         assert_eq!(masked("state 'Active' now"), "state '<*>' now");
+        assert_eq!(masked("tag=\"View\", x"), "tag=\"<*>\", x");
         assert_eq!(masked("uid=0 euid=1000 tty=pts ruser="), "uid=<*> euid=<*> tty=pts ruser=");
     }
 
     #[test]
     fn dates_and_times() {
-        assert_eq!(masked("at 2005-06-03 15:42:50.675 ok"), "at <*> <*>:<*>:<*> ok");
-        assert_eq!(masked("at Sun Jul 24 02:38:22 2005"), "at Sun Jul <*> <*>:<*>:<*> <*>");
+        assert_eq!(masked("at 2005-06-03 15:42:50.675 ok"), "at <*> <*> ok");
+        assert_eq!(masked("at Sun Jul 24 02:38:22 2005"), "at <*> <*> <*> <*> <*>");
+        assert_eq!(masked("Sunday is a day, may be"), "<*> is a day, may be");
     }
 
     #[test]

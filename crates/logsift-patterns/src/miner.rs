@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::mask::{slot_hash, Masked, TokenKind, SLOT};
+use crate::mask::{is_plain_word, slot_hash, Masked, SLOT};
 
 /// A pattern id. Ids start at 1, are handed out in order and never reused, and always refer to
 /// the same group of messages, however its template generalises later.
@@ -13,8 +13,12 @@ pub type PatternId = u32;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MinerConfig {
     /// A message joins the most similar template of its length and leading token when at least
-    /// this fraction of positions agree (0.0 to 1.0).
+    /// this fraction of positions agree (0.0 to 1.0)...
     pub similarity: f32,
+    /// ...and at most this fraction of positions hold two different constant words. A
+    /// difference where either side already has a slot is weak evidence of another event;
+    /// two different words (`Paused`/`Resumed`, `GET`/`DELETE`) are strong evidence.
+    pub word_difference: f32,
     /// At most this many patterns are learnt; after that, a message that matches none goes to
     /// the catch-all pattern of its token count (`<*> <*> ...`), of which there are at most
     /// `max_tokens` more.
@@ -34,6 +38,7 @@ impl Default for MinerConfig {
     fn default() -> Self {
         Self {
             similarity: 0.5,
+            word_difference: 0.0,
             max_patterns: 20_000,
             max_tokens: 128,
             max_bucket_patterns: 200,
@@ -44,16 +49,18 @@ impl Default for MinerConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("pattern similarity must be between 0.0 and 1.0, got {0}")]
-    Similarity(f32),
+    #[error("pattern similarity and word_difference must be between 0.0 and 1.0, got {0}")]
+    Fraction(f32),
     #[error("{name} must be at least 1, got 0")]
     Zero { name: &'static str },
 }
 
 impl MinerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(0.0..=1.0).contains(&self.similarity) {
-            return Err(ConfigError::Similarity(self.similarity));
+        for v in [self.similarity, self.word_difference] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::Fraction(v));
+            }
         }
         for (name, v) in [
             ("max_patterns", self.max_patterns),
@@ -73,6 +80,10 @@ impl MinerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TemplateToken {
     pub(crate) hash: u64,
+    /// The token holds a slot (derived from the text, so a restore gets it back).
+    pub(crate) var: bool,
+    /// The token is a plain word (derived from the text).
+    pub(crate) plain: bool,
     pub(crate) text: Box<str>,
 }
 
@@ -120,6 +131,9 @@ pub struct Miner {
     pub(crate) patterns: Vec<Pattern>,
     pub(crate) variants: Vec<Variant>,
     buckets: HashMap<BucketKey, Vec<u32>>,
+    /// Variants by leading-token hash, every token count: where a message that matches no
+    /// template of its own length looks for one of another length.
+    families: HashMap<u64, Vec<u32>>,
     /// Catch-all variant per token count.
     catch_alls: HashMap<u16, u32>,
     /// Count of patterns that are not catch-alls (what `max_patterns` limits).
@@ -135,6 +149,7 @@ impl Miner {
             patterns: Vec::new(),
             variants: Vec::new(),
             buckets: HashMap::new(),
+            families: HashMap::new(),
             catch_alls: HashMap::new(),
             learnt: 0,
             masked: Masked::new(),
@@ -193,30 +208,40 @@ impl Miner {
         let toks = m.tokens();
         let len = toks.len() as u16;
         let key = bucket_key(m);
-        let slot = slot_hash();
-
-        let mut best: Option<(u32, f32)> = None;
+        
+        let n = f32::from(len.max(1));
+        let max_differ = ((1.0 - self.config.similarity) * n + 1e-4) as usize;
+        let max_hard = (self.config.word_difference * n + 1e-4) as usize;
+        // Best so far: (variant, differing positions, of which between two words).
+        let mut best: Option<(u32, usize, usize)> = None;
         if let Some(bucket) = self.buckets.get(&key) {
             for &vi in bucket {
                 let v = &self.variants[vi as usize];
-                let mut equal = 0usize;
+                let (mut differ, mut hard) = (0usize, 0usize);
                 for (t, mt) in v.tokens.iter().zip(toks) {
-                    if t.hash == mt.hash || t.hash == slot {
-                        equal += 1;
+                    if t.hash != mt.hash {
+                        differ += 1;
+                        hard += usize::from(t.plain && mt.plain);
                     }
                 }
-                let sim = equal as f32 / f32::from(len.max(1));
-                if sim >= self.config.similarity && best.is_none_or(|(_, s)| sim > s) {
-                    best = Some((vi, sim));
+                if differ <= max_differ
+                    && hard <= max_hard
+                    && best.is_none_or(|(_, d, h)| (hard, differ) < (h, d))
+                {
+                    best = Some((vi, differ, hard));
                 }
             }
         }
+        let best = best.map(|(vi, _, _)| (vi, ()));
         let vi = match best {
             Some((vi, _)) => {
                 self.generalise(vi, m);
                 vi
             }
-            None => self.new_variant(key, m),
+            None => {
+                let sibling = self.sibling(key.1, m);
+                self.new_variant(key, m, sibling)
+            }
         };
         let id = self.variants[vi as usize].pattern;
         self.patterns[id as usize - 1].count += 1;
@@ -231,6 +256,8 @@ impl Miner {
         for (t, mt) in v.tokens.iter_mut().zip(m.tokens()) {
             if t.hash != mt.hash && t.hash != slot {
                 t.hash = slot;
+                t.var = true;
+                t.plain = false;
                 t.text = SLOT.into();
                 changed = true;
             }
@@ -250,7 +277,21 @@ impl Miner {
         self.patterns[pid as usize - 1].template = text;
     }
 
-    fn new_variant(&mut self, key: BucketKey, m: &Masked) -> u32 {
+    /// A pattern with a template of another token count whose constant tokens are exactly the
+    /// message's, in the same order: the two differ only in how many slots they have (`<1 sec`
+    /// against `00:39`, a size with or without `(1.2 KB)`), so they are one event.
+    fn sibling(&self, key_hash: u64, m: &Masked) -> Option<PatternId> {
+        let family = self.families.get(&key_hash)?;
+        family
+            .iter()
+            .take(usize::from(self.config.max_bucket_patterns))
+            .map(|&vi| &self.variants[vi as usize])
+            .find(|v| v.tokens.len() != m.tokens().len() && same_skeleton(&v.tokens, m))
+            .map(|v| v.pattern)
+    }
+
+    /// Starts a template for `m`: of pattern `sibling` if given, else of a new pattern.
+    fn new_variant(&mut self, key: BucketKey, m: &Masked, sibling: Option<PatternId>) -> u32 {
         let bucket_full = self
             .buckets
             .get(&key)
@@ -263,27 +304,41 @@ impl Miner {
             .tokens()
             .iter()
             .enumerate()
-            .map(|(i, t)| TemplateToken {
-                hash: t.hash,
-                text: cut_text(m.token_text(i), max_text).into(),
+            .map(|(i, t)| {
+                let text = m.token_text(i);
+                TemplateToken {
+                    hash: t.hash,
+                    var: text.contains(SLOT),
+                    plain: is_plain_word(text),
+                    text: cut_text(text, max_text).into(),
+                }
             })
             .collect();
-        let pid = self.patterns.len() as PatternId + 1;
         let vi = self.variants.len() as u32;
+        let pid = match sibling {
+            Some(pid) => {
+                self.patterns[pid as usize - 1].variants.push(vi);
+                pid
+            }
+            None => {
+                self.patterns.push(Pattern {
+                    count: 0,
+                    catch_all: false,
+                    variants: vec![vi],
+                    template: String::new(),
+                });
+                self.patterns.len() as PatternId
+            }
+        };
         self.variants.push(Variant {
             pattern: pid,
             key_hash: key.1,
             tokens,
         });
-        self.patterns.push(Pattern {
-            count: 0,
-            catch_all: false,
-            variants: vec![vi],
-            template: String::new(),
-        });
         self.learnt += 1;
         self.refresh_template(pid);
         self.buckets.entry(key).or_default().push(vi);
+        self.families.entry(key.1).or_default().push(vi);
         vi
     }
 
@@ -295,6 +350,8 @@ impl Miner {
         let tokens = (0..len)
             .map(|_| TemplateToken {
                 hash: slot,
+                var: true,
+                plain: false,
                 text: SLOT.into(),
             })
             .collect();
@@ -327,6 +384,7 @@ impl Miner {
             patterns,
             variants,
             buckets: HashMap::new(),
+            families: HashMap::new(),
             catch_alls: HashMap::new(),
             learnt: 0,
             masked: Masked::new(),
@@ -339,11 +397,12 @@ impl Miner {
                 }
                 continue;
             }
-            miner.learnt += 1;
             for &vi in &p.variants {
+                miner.learnt += 1;
                 let v = &miner.variants[vi as usize];
                 let key = (v.tokens.len() as u16, v.key_hash);
                 miner.buckets.entry(key).or_default().push(vi);
+                miner.families.entry(v.key_hash).or_default().push(vi);
             }
         }
         for pid in 1..=miner.patterns.len() as PatternId {
@@ -356,10 +415,26 @@ impl Miner {
 fn bucket_key(m: &Masked) -> BucketKey {
     let toks = m.tokens();
     let first = match toks.first() {
-        Some(t) if t.kind != TokenKind::Slot => t.hash,
+        // Only a plain word leads a bucket: a leading name or id (`com.example.job:`) varies
+        // within one event, and would scatter it over buckets that never meet.
+        Some(t) if t.plain => t.hash,
         _ => 0,
     };
     (toks.len() as u16, first)
+}
+
+/// The constant tokens of `template` and of `m` are the same sequence.
+fn same_skeleton(template: &[TemplateToken], m: &Masked) -> bool {
+    let mut consts = m
+        .tokens()
+        .iter()
+        .filter(|t| t.kind == crate::mask::TokenKind::Const)
+        .map(|t| t.hash);
+    template
+        .iter()
+        .filter(|t| !t.var)
+        .all(|t| consts.next() == Some(t.hash))
+        && consts.next().is_none()
 }
 
 fn render(tokens: &[TemplateToken]) -> String {

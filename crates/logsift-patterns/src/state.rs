@@ -2,7 +2,7 @@
 //! crate README). Restoring never trusts the bytes: every count, index and length is checked,
 //! so damage gives a [`StateError`], never a panic or a miner that misbehaves later.
 
-use crate::mask::{hash_bytes, slot_hash, SLOT};
+use crate::mask::{hash_bytes, is_plain_word, slot_hash, SLOT};
 use crate::miner::{Miner, MinerConfig, Pattern, PatternId, TemplateToken, Variant};
 
 /// First bytes of every state image.
@@ -29,6 +29,7 @@ impl Miner {
         let mut body = Vec::with_capacity(64 + self.variants.len() * 64);
         let c = &self.config;
         body.extend_from_slice(&c.similarity.to_bits().to_le_bytes());
+        body.extend_from_slice(&c.word_difference.to_bits().to_le_bytes());
         body.extend_from_slice(&c.max_patterns.to_le_bytes());
         body.extend_from_slice(&c.max_tokens.to_le_bytes());
         body.extend_from_slice(&c.max_bucket_patterns.to_le_bytes());
@@ -95,6 +96,7 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
     let mut r = Reader { bytes: body };
     let config = MinerConfig {
         similarity: f32::from_bits(r.u32()?),
+        word_difference: f32::from_bits(r.u32()?),
         max_patterns: r.u32()?,
         max_tokens: r.u16()?,
         max_bucket_patterns: r.u16()?,
@@ -163,6 +165,8 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
             }
             tokens.push(TemplateToken {
                 hash,
+                var: text.contains(SLOT),
+                plain: is_plain_word(text),
                 text: text.into(),
             });
         }
