@@ -31,6 +31,8 @@ pub struct Token {
     pub kind: TokenKind,
     /// A constant that is a plain word ([`is_plain_word`]).
     pub plain: bool,
+    /// Part of the message's skeleton ([`is_anchor`]).
+    pub anchor: bool,
 }
 
 /// The text of a slot in masked output and templates.
@@ -119,6 +121,7 @@ impl Masked {
                 hash: hash_bytes(text.as_bytes()),
                 kind,
                 plain: kind == TokenKind::Const && is_plain_word(text),
+                anchor: is_anchor(text),
             });
         }
     }
@@ -138,6 +141,14 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 /// The hash of a slot token, i.e. of `<*>`.
 pub fn slot_hash() -> u64 {
     hash_bytes(SLOT.as_bytes())
+}
+
+/// Tokens that carry constant meaning: constants, and slots with letters around them
+/// (`uid=<*>`), but not bare slots nor slots in mere punctuation (`(<*>`). The sequence of
+/// anchors is a message's skeleton; messages with the same skeleton differ only in how many
+/// values they list.
+pub fn is_anchor(text: &str) -> bool {
+    !text.contains(SLOT) || text.bytes().any(|c| c.is_ascii_alphabetic())
 }
 
 /// Units of size and time written apart from their number.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::mask::{is_plain_word, slot_hash, Masked, SLOT};
+use crate::mask::{is_anchor, is_plain_word, slot_hash, Masked, SLOT};
 
 /// A pattern id. Ids start at 1, are handed out in order and never reused, and always refer to
 /// the same group of messages, however its template generalises later.
@@ -37,7 +37,7 @@ pub struct MinerConfig {
 impl Default for MinerConfig {
     fn default() -> Self {
         Self {
-            similarity: 0.5,
+            similarity: 0.8,
             word_difference: 0.0,
             max_patterns: 20_000,
             max_tokens: 128,
@@ -84,6 +84,8 @@ pub(crate) struct TemplateToken {
     pub(crate) var: bool,
     /// The token is a plain word (derived from the text).
     pub(crate) plain: bool,
+    /// The token is part of the skeleton ([`is_anchor`], derived from the text).
+    pub(crate) anchor: bool,
     pub(crate) text: Box<str>,
 }
 
@@ -258,6 +260,7 @@ impl Miner {
                 t.hash = slot;
                 t.var = true;
                 t.plain = false;
+                t.anchor = false;
                 t.text = SLOT.into();
                 changed = true;
             }
@@ -310,6 +313,7 @@ impl Miner {
                     hash: t.hash,
                     var: text.contains(SLOT),
                     plain: is_plain_word(text),
+                    anchor: is_anchor(text),
                     text: cut_text(text, max_text).into(),
                 }
             })
@@ -352,6 +356,7 @@ impl Miner {
                 hash: slot,
                 var: true,
                 plain: false,
+                anchor: false,
                 text: SLOT.into(),
             })
             .collect();
@@ -423,18 +428,15 @@ fn bucket_key(m: &Masked) -> BucketKey {
     (toks.len() as u16, first)
 }
 
-/// The constant tokens of `template` and of `m` are the same sequence.
+/// `template` and `m` have the same non-empty skeleton (sequence of anchor tokens).
 fn same_skeleton(template: &[TemplateToken], m: &Masked) -> bool {
-    let mut consts = m
-        .tokens()
-        .iter()
-        .filter(|t| t.kind == crate::mask::TokenKind::Const)
-        .map(|t| t.hash);
-    template
-        .iter()
-        .filter(|t| !t.var)
-        .all(|t| consts.next() == Some(t.hash))
-        && consts.next().is_none()
+    let mut anchors = m.tokens().iter().filter(|t| t.anchor).map(|t| t.hash);
+    let mut any = false;
+    template.iter().filter(|t| t.anchor).all(|t| {
+        any = true;
+        anchors.next() == Some(t.hash)
+    }) && any
+        && anchors.next().is_none()
 }
 
 fn render(tokens: &[TemplateToken]) -> String {

@@ -2,7 +2,7 @@
 //! crate README). Restoring never trusts the bytes: every count, index and length is checked,
 //! so damage gives a [`StateError`], never a panic or a miner that misbehaves later.
 
-use crate::mask::{hash_bytes, is_plain_word, slot_hash, SLOT};
+use crate::mask::{hash_bytes, is_anchor, is_plain_word, slot_hash, SLOT};
 use crate::miner::{Miner, MinerConfig, Pattern, PatternId, TemplateToken, Variant};
 
 /// First bytes of every state image.
@@ -167,6 +167,7 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
                 hash,
                 var: text.contains(SLOT),
                 plain: is_plain_word(text),
+                anchor: is_anchor(text),
                 text: text.into(),
             });
         }
