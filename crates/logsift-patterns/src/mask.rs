@@ -97,11 +97,7 @@ impl Masked {
             if kind == TokenKind::Const
                 && self.tokens.last().is_some_and(|t| t.kind != TokenKind::Const)
             {
-                let trail = word
-                    .bytes()
-                    .rev()
-                    .take_while(|b| TRAILING.contains(b))
-                    .count();
+                let trail = word.bytes().rev().take_while(|&c| is(c, TRAIL)).count();
                 if is_unit(&word[..word.len() - trail]) {
                     self.text.truncate(start_tok);
                     self.text.push_str(SLOT);
@@ -121,7 +117,7 @@ impl Masked {
                 hash: hash_bytes(text.as_bytes()),
                 kind,
                 plain: kind == TokenKind::Const && is_plain_word(text),
-                anchor: is_anchor(text),
+                anchor: kind == TokenKind::Const || text.bytes().any(|c| c.is_ascii_alphabetic()),
             });
         }
     }
@@ -171,12 +167,8 @@ pub fn is_plain_word(text: &str) -> bool {
         Some(eq) if eq > 0 => &b[eq + 1..],
         _ => b,
     };
-    let lead = b.iter().take_while(|c| LEADING.contains(c)).count();
-    let trail = b[lead..]
-        .iter()
-        .rev()
-        .take_while(|c| TRAILING.contains(c))
-        .count();
+    let lead = b.iter().take_while(|&&c| is(c, LEAD)).count();
+    let trail = b[lead..].iter().rev().take_while(|&&c| is(c, TRAIL)).count();
     let core = &b[lead..b.len() - trail];
     let letters = match core.last() {
         Some(c) if c.is_ascii_digit() => &core[..core.len() - 1],
@@ -186,8 +178,57 @@ pub fn is_plain_word(text: &str) -> bool {
         || !core.is_empty() && core.iter().all(u8::is_ascii_alphabetic)
 }
 
-const LEADING: &[u8] = b"([{<\"'`";
-const TRAILING: &[u8] = b")]}>\"'`,;:.!?";
+// Byte classes, looked up in one table: a linear `contains` per byte cost more than
+// everything else in masking put together.
+const LEAD: u8 = 1;
+const TRAIL: u8 = 2;
+const DELIM: u8 = 4;
+const AFTER_QUOTE: u8 = 8;
+const DIGIT: u8 = 16;
+/// Bytes that make a word need more than the plain-word path: digits and the punctuation of
+/// paths, URLs, addresses, e-mails and `key=value`.
+const SPECIAL: u8 = 32;
+
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut f = 0;
+        if matches!(c, b'(' | b'[' | b'{' | b'<' | b'"' | b'\'' | b'`') {
+            f |= LEAD;
+        }
+        if matches!(
+            c,
+            b')' | b']' | b'}' | b'>' | b'"' | b'\'' | b'`' | b',' | b';' | b':' | b'.' | b'!' | b'?'
+        ) {
+            f |= TRAIL;
+        }
+        if matches!(
+            c,
+            b':' | b',' | b';' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b'\'' | b'<'
+                | b'>' | b'|' | b'#' | b'=' | b'/'
+        ) {
+            f |= DELIM;
+        }
+        if matches!(c, b',' | b';' | b':' | b'.' | b')' | b']' | b'}') {
+            f |= AFTER_QUOTE;
+        }
+        if c.is_ascii_digit() {
+            f |= DIGIT | SPECIAL;
+        }
+        if matches!(c, b':' | b'/' | b'\\' | b'@' | b'=' | b'.') {
+            f |= SPECIAL;
+        }
+        t[i] = f;
+        i += 1;
+    }
+    t
+};
+
+fn is(c: u8, class: u8) -> bool {
+    CLASS[c as usize] & class != 0
+}
 
 /// Appends the masked form of one whitespace-free word to `out`.
 fn mask_word(word: &str, out: &mut String) -> TokenKind {
@@ -196,7 +237,7 @@ fn mask_word(word: &str, out: &mut String) -> TokenKind {
     let punct = bytes
         .iter()
         .rev()
-        .take_while(|b| b",;:.)]}".contains(b))
+        .take_while(|&&c| is(c, AFTER_QUOTE))
         .count();
     let quoted = &bytes[..bytes.len() - punct];
     if quoted.len() >= 3 {
@@ -209,11 +250,11 @@ fn mask_word(word: &str, out: &mut String) -> TokenKind {
             return TokenKind::Mixed;
         }
     }
-    let lead = bytes.iter().take_while(|b| LEADING.contains(b)).count();
+    let lead = bytes.iter().take_while(|&&c| is(c, LEAD)).count();
     let trail = bytes[lead..]
         .iter()
         .rev()
-        .take_while(|b| TRAILING.contains(b))
+        .take_while(|&&c| is(c, TRAIL))
         .count();
     let core = &word[lead..word.len() - trail];
     if core.is_empty() {
@@ -231,6 +272,23 @@ fn mask_word(word: &str, out: &mut String) -> TokenKind {
 
 /// Masks a word stripped of surrounding brackets and punctuation.
 fn mask_core(core: &str, out: &mut String) -> TokenKind {
+    let (mut special, mut delim) = (false, false);
+    for &c in core.as_bytes() {
+        special |= is(c, SPECIAL);
+        delim |= is(c, DELIM);
+    }
+    if !special {
+        // Most tokens are words: only a month or weekday name can make one a value.
+        if is_date_word(core) {
+            out.push_str(SLOT);
+            return TokenKind::Slot;
+        }
+        if !delim {
+            out.push_str(core);
+            return TokenKind::Const;
+        }
+        return mask_segments(core, out);
+    }
     if is_whole_value(core) {
         out.push_str(SLOT);
         return TokenKind::Slot;
@@ -274,7 +332,7 @@ fn is_date_word(s: &str) -> bool {
         "sunday",
     ];
     s.len() <= 9
-        && s.as_bytes()[0].is_ascii_uppercase()
+        && s.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
         && WORDS.iter().any(|w| w.eq_ignore_ascii_case(s))
 }
 
@@ -366,7 +424,6 @@ fn is_host_port(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
 }
 
-const SEGMENT_DELIMITERS: &[u8] = b":,;()[]{}\"'<>|#=/";
 
 /// Cuts `core` at punctuation and masks each segment that looks like a value. A core made
 /// only of values and punctuation (a time `02:38:22`, a list `10.0.0.1,10.0.0.2`) is one slot:
@@ -378,7 +435,7 @@ fn mask_segments(core: &str, out: &mut String) -> TokenKind {
     let mut consts = 0usize;
     let mut seg_start = 0usize;
     for i in 0..=b.len() {
-        if i < b.len() && !SEGMENT_DELIMITERS.contains(&b[i]) {
+        if i < b.len() && !is(b[i], DELIM) {
             continue;
         }
         let seg = &core[seg_start..i];
