@@ -22,7 +22,7 @@ pub struct MinerConfig {
     /// At most this many patterns are learnt; after that, a message that matches none goes to
     /// the catch-all pattern of its token count (`<*> <*> ...`), of which there are at most
     /// `max_tokens` more.
-    pub max_patterns: u32,
+    pub max_templates: u32,
     /// Messages are cut to this many tokens; the rest of a longer message is one final slot.
     pub max_tokens: u16,
     /// At most this many templates share one (token count, leading token) bucket; a message
@@ -39,7 +39,7 @@ impl Default for MinerConfig {
         Self {
             similarity: 0.8,
             word_difference: 0.0,
-            max_patterns: 20_000,
+            max_templates: 20_000,
             max_tokens: 128,
             max_bucket_patterns: 200,
             max_token_text_bytes: 200,
@@ -63,7 +63,7 @@ impl MinerConfig {
             }
         }
         for (name, v) in [
-            ("max_patterns", self.max_patterns),
+            ("max_templates", self.max_templates),
             ("max_tokens", u32::from(self.max_tokens)),
             ("max_bucket_patterns", u32::from(self.max_bucket_patterns)),
             ("max_token_text_bytes", u32::from(self.max_token_text_bytes)),
@@ -138,7 +138,7 @@ pub struct Miner {
     families: HashMap<u64, Vec<u32>>,
     /// Catch-all variant per token count.
     catch_alls: HashMap<u16, u32>,
-    /// Count of patterns that are not catch-alls (what `max_patterns` limits).
+    /// Count of patterns that are not catch-alls (what `max_templates` limits).
     learnt: u32,
     masked: Masked,
 }
@@ -206,37 +206,22 @@ impl Miner {
         })
     }
 
-    fn ingest_masked(&mut self, m: &Masked) -> PatternId {
-        let toks = m.tokens();
-        let len = toks.len() as u16;
-        let key = bucket_key(m);
-        
-        let n = f32::from(len.max(1));
-        let max_differ = ((1.0 - self.config.similarity) * n + 1e-4) as usize;
-        let max_hard = (self.config.word_difference * n + 1e-4) as usize;
-        // Best so far: (variant, differing positions, of which between two words).
-        let mut best: Option<(u32, usize, usize)> = None;
-        if let Some(bucket) = self.buckets.get(&key) {
-            for &vi in bucket {
-                let v = &self.variants[vi as usize];
-                let (mut differ, mut hard) = (0usize, 0usize);
-                for (t, mt) in v.tokens.iter().zip(toks) {
-                    if t.hash != mt.hash {
-                        differ += 1;
-                        hard += usize::from(t.plain && mt.plain);
-                    }
-                }
-                if differ <= max_differ
-                    && hard <= max_hard
-                    && best.is_none_or(|(_, d, h)| (hard, differ) < (h, d))
-                {
-                    best = Some((vi, differ, hard));
-                }
-            }
+    /// The pattern `message` would get, without learning from it: `None` when it would start
+    /// a new pattern. For asking "which pattern is this line" at query time.
+    pub fn lookup(&self, message: &str) -> Option<PatternId> {
+        let mut m = Masked::new();
+        m.mask(message, usize::from(self.config.max_tokens));
+        let key = bucket_key(&m);
+        match self.best_match(key, &m) {
+            Some(vi) => Some(self.variants[vi as usize].pattern),
+            None => self.sibling(key.1, &m),
         }
-        let best = best.map(|(vi, _, _)| (vi, ()));
-        let vi = match best {
-            Some((vi, _)) => {
+    }
+
+    fn ingest_masked(&mut self, m: &Masked) -> PatternId {
+        let key = bucket_key(m);
+        let vi = match self.best_match(key, m) {
+            Some(vi) => {
                 self.generalise(vi, m);
                 vi
             }
@@ -248,6 +233,37 @@ impl Miner {
         let id = self.variants[vi as usize].pattern;
         self.patterns[id as usize - 1].count += 1;
         id
+    }
+
+    /// The template of `m`'s bucket that `m` joins: the fewest differing word pairs, then the
+    /// fewest differing positions, within the configured limits; the oldest on a tie.
+    fn best_match(&self, key: BucketKey, m: &Masked) -> Option<u32> {
+        let toks = m.tokens();
+        let bucket = self.buckets.get(&key)?;
+        let slot = slot_hash();
+        let n = toks.len().max(1) as f32;
+        // The epsilon keeps 0.8 * 10 from rounding down to 7.
+        let max_differ = ((1.0 - self.config.similarity) * n + 1e-4) as usize;
+        let max_words = (self.config.word_difference * n + 1e-4) as usize;
+        let mut best: Option<(u32, usize, usize)> = None;
+        for &vi in bucket {
+            let v = &self.variants[vi as usize];
+            let (mut differ, mut words) = (0usize, 0usize);
+            for (t, mt) in v.tokens.iter().zip(toks) {
+                // A slot of the template takes anything, as in Drain.
+                if t.hash != mt.hash && t.hash != slot {
+                    differ += 1;
+                    words += usize::from(t.plain && mt.plain);
+                }
+            }
+            if differ <= max_differ
+                && words <= max_words
+                && best.is_none_or(|(_, d, w)| (words, differ) < (w, d))
+            {
+                best = Some((vi, differ, words));
+            }
+        }
+        best.map(|(vi, _, _)| vi)
     }
 
     /// Turns every position where `m` differs from variant `vi` into a slot.
@@ -299,7 +315,7 @@ impl Miner {
             .buckets
             .get(&key)
             .is_some_and(|b| b.len() >= usize::from(self.config.max_bucket_patterns));
-        if bucket_full || self.learnt >= self.config.max_patterns {
+        if bucket_full || self.learnt >= self.config.max_templates {
             return self.catch_all(key.0);
         }
         let max_text = usize::from(self.config.max_token_text_bytes);

@@ -30,7 +30,7 @@ impl Miner {
         let c = &self.config;
         body.extend_from_slice(&c.similarity.to_bits().to_le_bytes());
         body.extend_from_slice(&c.word_difference.to_bits().to_le_bytes());
-        body.extend_from_slice(&c.max_patterns.to_le_bytes());
+        body.extend_from_slice(&c.max_templates.to_le_bytes());
         body.extend_from_slice(&c.max_tokens.to_le_bytes());
         body.extend_from_slice(&c.max_bucket_patterns.to_le_bytes());
         body.extend_from_slice(&c.max_token_text_bytes.to_le_bytes());
@@ -97,7 +97,7 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
     let config = MinerConfig {
         similarity: f32::from_bits(r.u32()?),
         word_difference: f32::from_bits(r.u32()?),
-        max_patterns: r.u32()?,
+        max_templates: r.u32()?,
         max_tokens: r.u16()?,
         max_bucket_patterns: r.u16()?,
         max_token_text_bytes: r.u16()?,
@@ -125,12 +125,9 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
             template: String::new(),
         });
     }
-    let learnt = patterns.iter().filter(|p| !p.catch_all).count();
-    if learnt > config.max_patterns as usize {
-        return Err(StateError::Damaged("more patterns than the configured cap"));
-    }
 
     let n_variants = r.u32()? as usize;
+    // Each template takes at least 14 bytes.
     if n_variants > r.bytes.len() / 14 {
         return Err(StateError::Damaged("template count exceeds the data"));
     }
@@ -144,7 +141,7 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
         if pattern == 0 || pattern as usize > patterns.len() {
             return Err(StateError::Damaged("template refers to a pattern that does not exist"));
         }
-        if n_tokens == 0 || n_tokens > usize::from(config.max_tokens) {
+        if n_tokens > usize::from(config.max_tokens) {
             return Err(StateError::Damaged("template token count out of range"));
         }
         let mut tokens = Vec::with_capacity(n_tokens);
@@ -192,6 +189,14 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
     }
     if patterns.iter().any(|p| p.variants.is_empty()) {
         return Err(StateError::Damaged("pattern without a template"));
+    }
+    let learnt: usize = patterns
+        .iter()
+        .filter(|p| !p.catch_all)
+        .map(|p| p.variants.len())
+        .sum();
+    if learnt > config.max_templates as usize {
+        return Err(StateError::Damaged("more templates than the configured cap"));
     }
     Ok(Miner::from_parts(config, patterns, variants))
 }
