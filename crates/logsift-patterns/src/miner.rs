@@ -476,3 +476,148 @@ fn cut_text(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn miner() -> Miner {
+        Miner::new(MinerConfig::default()).expect("default config is valid")
+    }
+
+    #[test]
+    fn variable_parts_share_a_pattern() {
+        let mut m = miner();
+        let a = m.ingest("Connection from 10.0.0.1 closed after 12ms");
+        let b = m.ingest("Connection from 192.168.1.7:8080 closed after 3s");
+        let c = m.ingest("Connection from 10.0.0.9 refused");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(m.template(a), Some("Connection from <*> closed after <*>"));
+        assert_eq!(m.pattern(a).map(|p| p.count), Some(2));
+    }
+
+    #[test]
+    fn ids_stay_while_templates_generalise() {
+        let mut m = miner();
+        let id = m.ingest("user alice logged in from host-a.example.com via ssh");
+        assert_eq!(m.ingest("user alice logged in from host-b.example.com via ssh"), id);
+        // A compound name differs: the template generalises, the id stays.
+        assert_eq!(m.ingest("user alice logged in from host-b.example.com via ssh_v2"), id);
+        assert_eq!(
+            m.template(id),
+            Some("user alice logged in from <*> via <*>")
+        );
+        // Two different plain words are another event.
+        let other = m.ingest("user alice logged out from host-b.example.com via ssh");
+        assert_ne!(other, id);
+        assert_eq!(m.patterns().map(|p| p.id).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn other_token_counts_with_the_same_constants_join() {
+        let mut m = miner();
+        let a = m.ingest("host:80 close, 785 bytes sent, lifetime 00:39");
+        let b = m.ingest("host:80 close, 785 bytes (1.2 KB) sent, lifetime <1 sec");
+        assert_eq!(a, b);
+        assert_ne!(a, m.ingest("host:80 close, 785 bytes sent, lifetime 00:39 early"));
+        assert_eq!(m.lookup("host:80 close, 9 bytes (9.9 KB) sent, lifetime 00:01"), Some(a));
+    }
+
+    #[test]
+    fn lookup_does_not_learn() {
+        let mut m = miner();
+        let id = m.ingest("disk full on /var after 3 retries");
+        assert_eq!(m.lookup("disk full on /home after 7 retries"), Some(id));
+        assert_eq!(m.lookup("something else entirely"), None);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.pattern(id).map(|p| p.count), Some(1));
+    }
+
+    #[test]
+    fn the_template_cap_sends_new_kinds_to_catch_alls() {
+        let config = MinerConfig {
+            max_templates: 3,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+        let ids: Vec<_> = words
+            .iter()
+            .map(|w| m.ingest(&format!("{w} started worker {w}")))
+            .collect();
+        assert_eq!(ids[..3], [1, 2, 3]);
+        // Everything beyond the cap shares the catch-all of its token count.
+        assert_eq!(ids[3], 4);
+        assert!(ids[3..].iter().all(|&i| i == 4));
+        let p = m.pattern(4).expect("catch-all exists");
+        assert!(p.catch_all);
+        assert_eq!(p.template, "<*> <*> <*> <*>");
+        assert_eq!(p.count, 3);
+        // Learnt patterns still match.
+        assert_eq!(m.ingest("bravo started worker bravo"), 2);
+        // One catch-all per token count, and no more.
+        assert_eq!(m.ingest("golf went"), 5);
+        assert_eq!(m.ingest("hotel went"), 5);
+        assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn a_full_bucket_sends_new_kinds_to_the_catch_all() {
+        let config = MinerConfig {
+            max_bucket_patterns: 2,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        let a = m.ingest("job alpha done");
+        let b = m.ingest("job bravo done");
+        let c = m.ingest("job charlie done");
+        assert!(a != b && b != c && a != c);
+        assert!(m.pattern(c).expect("exists").catch_all);
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_max_tokens() {
+        let config = MinerConfig {
+            max_tokens: 4,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        let a = m.ingest("a b c d e f g");
+        let b = m.ingest("a b c x y z w v u");
+        assert_eq!(a, b);
+        assert_eq!(m.template(a), Some("a b c <*>"));
+    }
+
+    #[test]
+    fn empty_and_odd_messages() {
+        let mut m = miner();
+        let e = m.ingest("");
+        assert_eq!(m.ingest("   \t "), e);
+        assert_eq!(m.template(e), Some(""));
+        let long = "x".repeat(10_000);
+        let id = m.ingest(&long);
+        assert!(m.template(id).is_some_and(|t| t.len() < 300));
+        assert_eq!(m.ingest(&long), id);
+        m.ingest("ünïcödé 名前 = ✓");
+        assert_eq!(m.template(0), None);
+        assert_eq!(m.template(999), None);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let bad = MinerConfig {
+            similarity: 1.5,
+            ..MinerConfig::default()
+        };
+        assert_eq!(Miner::new(bad).err(), Some(ConfigError::Fraction(1.5)));
+        let bad = MinerConfig {
+            max_tokens: 0,
+            ..MinerConfig::default()
+        };
+        assert_eq!(
+            Miner::new(bad).err(),
+            Some(ConfigError::Zero { name: "max_tokens" })
+        );
+    }
+}
