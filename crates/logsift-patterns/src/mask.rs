@@ -83,19 +83,22 @@ impl Masked {
             } else {
                 start + 1
             };
-            let mut kind =
-                if self.tokens.len() + 1 == max_tokens && words.clone().next().is_some() {
-                    // The rest of the message is folded into this last token.
-                    self.text.push_str(SLOT);
-                    for _ in words.by_ref() {}
-                    TokenKind::Slot
-                } else {
-                    mask_word(word, &mut self.text, 0)
-                };
+            let mut kind = if self.tokens.len() + 1 == max_tokens && words.clone().next().is_some()
+            {
+                // The rest of the message is folded into this last token.
+                self.text.push_str(SLOT);
+                for _ in words.by_ref() {}
+                TokenKind::Slot
+            } else {
+                mask_word(word, &mut self.text, 0)
+            };
             // `5.2 KB` and `93 B` are one quantity written in two tokens: the unit goes with
             // the number, or sizes in different units would split one event.
             if kind == TokenKind::Const
-                && self.tokens.last().is_some_and(|t| t.kind != TokenKind::Const)
+                && self
+                    .tokens
+                    .last()
+                    .is_some_and(|t| t.kind != TokenKind::Const)
             {
                 let trail = word.bytes().rev().take_while(|&c| is(c, TRAIL)).count();
                 if is_unit(&word[..word.len() - trail]) {
@@ -123,15 +126,30 @@ impl Masked {
     }
 }
 
-/// FNV-1a, 64 bits. Part of the state format (template tokens are stored with their hash), so
-/// it must never change without a format version bump; std's hasher promises no stability.
+/// A 64-bit hash of a token, eight bytes per step (the byte-at-a-time FNV it replaced was a
+/// fifth of masking). Part of the state format (template tokens are stored with their hash),
+/// so it must never change without a format version bump; std's hasher promises no stability.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
     }
-    h
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    // murmur3's finaliser: every input bit reaches every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// The hash of a slot token, i.e. of `<*>`.
@@ -168,7 +186,11 @@ pub fn is_plain_word(text: &str) -> bool {
         _ => b,
     };
     let lead = b.iter().take_while(|&&c| is(c, LEAD)).count();
-    let trail = b[lead..].iter().rev().take_while(|&&c| is(c, TRAIL)).count();
+    let trail = b[lead..]
+        .iter()
+        .rev()
+        .take_while(|&&c| is(c, TRAIL))
+        .count();
     let core = &b[lead..b.len() - trail];
     let letters = match core.last() {
         Some(c) if c.is_ascii_digit() => &core[..core.len() - 1],
@@ -200,14 +222,39 @@ const CLASS: [u8; 256] = {
         }
         if matches!(
             c,
-            b')' | b']' | b'}' | b'>' | b'"' | b'\'' | b'`' | b',' | b';' | b':' | b'.' | b'!' | b'?'
+            b')' | b']'
+                | b'}'
+                | b'>'
+                | b'"'
+                | b'\''
+                | b'`'
+                | b','
+                | b';'
+                | b':'
+                | b'.'
+                | b'!'
+                | b'?'
         ) {
             f |= TRAIL;
         }
         if matches!(
             c,
-            b':' | b',' | b';' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b'\'' | b'<'
-                | b'>' | b'|' | b'#' | b'=' | b'/'
+            b':' | b','
+                | b';'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'"'
+                | b'\''
+                | b'<'
+                | b'>'
+                | b'|'
+                | b'#'
+                | b'='
+                | b'/'
         ) {
             f |= DELIM;
         }
@@ -350,10 +397,46 @@ fn is_whole_value(s: &str) -> bool {
 /// Names of months and weekdays, English, as log timestamps spell them.
 fn is_date_word(s: &str) -> bool {
     const WORDS: &[&str] = &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
-        "dec", "january", "february", "march", "april", "june", "july", "august", "september",
-        "october", "november", "december", "mon", "tue", "tues", "wed", "thu", "thur", "thurs",
-        "fri", "sat", "sun", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "mon",
+        "tue",
+        "tues",
+        "wed",
+        "thu",
+        "thur",
+        "thurs",
+        "fri",
+        "sat",
+        "sun",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
         "sunday",
     ];
     s.len() <= 9
@@ -387,14 +470,19 @@ fn is_domain(s: &str) -> bool {
 }
 
 fn is_path(b: &[u8]) -> bool {
-    if b.len() >= 2 && b[0] == b'/' && b[1] != b'/' && b.iter().skip(1).any(|c| c.is_ascii_alphanumeric()) {
+    if b.len() >= 2
+        && b[0] == b'/'
+        && b[1] != b'/'
+        && b.iter().skip(1).any(|c| c.is_ascii_alphanumeric())
+    {
         return true;
     }
     if b.starts_with(b"./") || b.starts_with(b"../") || b.starts_with(b"~/") {
         return b.len() > 3;
     }
     // C:\dir or \\server\share
-    if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && (b[2] == b'\\' || b[2] == b'/') {
+    if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && (b[2] == b'\\' || b[2] == b'/')
+    {
         return true;
     }
     b.starts_with(b"\\\\") && b.len() > 2
@@ -448,7 +536,6 @@ fn is_host_port(s: &str) -> bool {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
 }
-
 
 /// Cuts `core` at punctuation and masks each segment that looks like a value. A core made
 /// only of values and punctuation (a time `02:38:22`, a list `10.0.0.1,10.0.0.2`) is one slot:
@@ -521,9 +608,15 @@ mod tests {
     #[test]
     fn numbers_and_units() {
         assert_eq!(masked("took 12ms for 4KB"), "took <*> for <*>");
-        assert_eq!(masked("size 5.2 KB, free 93 B"), "size <*> <*>, free <*> <*>");
+        assert_eq!(
+            masked("size 5.2 KB, free 93 B"),
+            "size <*> <*>, free <*> <*>"
+        );
         assert_eq!(masked("B is up via eth0 SOCKS5"), "B is up via eth0 SOCKS5");
-        assert_eq!(masked("offset -42 ratio 0.75 flags 0x1f"), "offset <*> ratio <*> flags <*>");
+        assert_eq!(
+            masked("offset -42 ratio 0.75 flags 0x1f"),
+            "offset <*> ratio <*> flags <*>"
+        );
     }
 
     #[test]
@@ -535,7 +628,10 @@ mod tests {
         assert_eq!(masked("to proxy.example.com:5070 ok"), "to <*> ok");
         assert_eq!(masked("mail bob.smith@example.org now"), "mail <*> now");
         assert_eq!(masked("rhost=host.example.com user"), "rhost=<*> user");
-        assert_eq!(masked("at www.cs.edu.pl in org.apache.Foo a.py"), "at <*> in org.apache.Foo a.py");
+        assert_eq!(
+            masked("at www.cs.edu.pl in org.apache.Foo a.py"),
+            "at <*> in org.apache.Foo a.py"
+        );
         assert_eq!(masked("from 10.0.0.1,10.0.0.2 ok"), "from <*> ok");
         assert_eq!(masked("get https://a.b/c?d=1 done"), "get <*> done");
     }
@@ -546,19 +642,31 @@ mod tests {
             masked("[instance: 70c1714b-c11b-4c88-b300-239afe1f5ff8] claimed"),
             "[instance: <*>] claimed"
         );
-        assert_eq!(masked("block blk_-1608999687919862906 gone"), "block <*> gone");
+        assert_eq!(
+            masked("block blk_-1608999687919862906 gone"),
+            "block <*> gone"
+        );
         assert_eq!(masked("on node-246 job_2015"), "on <*> <*>");
         assert_eq!(masked("hash deadbeefcafe"), "hash <*>");
-        assert_eq!(masked("open /var/lib/x.db and C:\\Temp\\a.txt"), "open <*> and <*>");
+        assert_eq!(
+            masked("open /var/lib/x.db and C:\\Temp\\a.txt"),
+            "open <*> and <*>"
+        );
         assert_eq!(masked("state 'Active' now"), "state '<*>' now");
         assert_eq!(masked("tag=\"View\", x"), "tag=\"<*>\", x");
-        assert_eq!(masked("uid=0 euid=1000 tty=pts ruser="), "uid=<*> euid=<*> tty=pts ruser=");
+        assert_eq!(
+            masked("uid=0 euid=1000 tty=pts ruser="),
+            "uid=<*> euid=<*> tty=pts ruser="
+        );
     }
 
     #[test]
     fn dates_and_times() {
         assert_eq!(masked("at 2005-06-03 15:42:50.675 ok"), "at <*> <*> ok");
-        assert_eq!(masked("at Sun Jul 24 02:38:22 2005"), "at <*> <*> <*> <*> <*>");
+        assert_eq!(
+            masked("at Sun Jul 24 02:38:22 2005"),
+            "at <*> <*> <*> <*> <*>"
+        );
         assert_eq!(masked("Sunday is a day, may be"), "<*> is a day, may be");
     }
 
@@ -569,7 +677,12 @@ mod tests {
         let kinds: Vec<_> = m.tokens().iter().map(|t| t.kind).collect();
         assert_eq!(
             kinds,
-            [TokenKind::Const, TokenKind::Mixed, TokenKind::Slot, TokenKind::Const]
+            [
+                TokenKind::Const,
+                TokenKind::Mixed,
+                TokenKind::Slot,
+                TokenKind::Const
+            ]
         );
         assert_eq!(m.tokens()[2].hash, slot_hash());
         assert_eq!(m.token_text(1), "uid=<*>");
@@ -587,7 +700,9 @@ mod tests {
     fn odd_input_does_not_panic() {
         let deep = "a=".repeat(50_000);
         assert!(masked(&deep).starts_with("a=a=a=a="));
-        for s in ["", "   ", "=", "==", "'", "''", "\"\"\"", "[]", "é=ü", "a=é1", ":::", "[::", "]:"] {
+        for s in [
+            "", "   ", "=", "==", "'", "''", "\"\"\"", "[]", "é=ü", "a=é1", ":::", "[::", "]:",
+        ] {
             let _ = masked(s);
         }
     }

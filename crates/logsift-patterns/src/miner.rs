@@ -254,6 +254,9 @@ impl Miner {
                 if t.hash != mt.hash && t.hash != slot {
                     differ += 1;
                     words += usize::from(t.plain && mt.plain);
+                    if differ > max_differ || words > max_words {
+                        break;
+                    }
                 }
             }
             if differ <= max_differ
@@ -501,9 +504,15 @@ mod tests {
     fn ids_stay_while_templates_generalise() {
         let mut m = miner();
         let id = m.ingest("user alice logged in from host-a.example.com via ssh");
-        assert_eq!(m.ingest("user alice logged in from host-b.example.com via ssh"), id);
+        assert_eq!(
+            m.ingest("user alice logged in from host-b.example.com via ssh"),
+            id
+        );
         // A compound name differs: the template generalises, the id stays.
-        assert_eq!(m.ingest("user alice logged in from host-b.example.com via ssh_v2"), id);
+        assert_eq!(
+            m.ingest("user alice logged in from host-b.example.com via ssh_v2"),
+            id
+        );
         assert_eq!(
             m.template(id),
             Some("user alice logged in from <*> via <*>")
@@ -520,8 +529,14 @@ mod tests {
         let a = m.ingest("host:80 close, 785 bytes sent, lifetime 00:39");
         let b = m.ingest("host:80 close, 785 bytes (1.2 KB) sent, lifetime <1 sec");
         assert_eq!(a, b);
-        assert_ne!(a, m.ingest("host:80 close, 785 bytes sent, lifetime 00:39 early"));
-        assert_eq!(m.lookup("host:80 close, 9 bytes (9.9 KB) sent, lifetime 00:01"), Some(a));
+        assert_ne!(
+            a,
+            m.ingest("host:80 close, 785 bytes sent, lifetime 00:39 early")
+        );
+        assert_eq!(
+            m.lookup("host:80 close, 9 bytes (9.9 KB) sent, lifetime 00:01"),
+            Some(a)
+        );
     }
 
     #[test]

@@ -139,7 +139,9 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
         let key_hash = r.u64()?;
         let n_tokens = usize::from(r.u16()?);
         if pattern == 0 || pattern as usize > patterns.len() {
-            return Err(StateError::Damaged("template refers to a pattern that does not exist"));
+            return Err(StateError::Damaged(
+                "template refers to a pattern that does not exist",
+            ));
         }
         if n_tokens > usize::from(config.max_tokens) {
             return Err(StateError::Damaged("template token count out of range"));
@@ -158,7 +160,9 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
             if (text == SLOT) != (hash == slot)
                 || (!text.ends_with('…') && hash != hash_bytes(text.as_bytes()))
             {
-                return Err(StateError::Damaged("template token does not match its hash"));
+                return Err(StateError::Damaged(
+                    "template token does not match its hash",
+                ));
             }
             tokens.push(TemplateToken {
                 hash,
@@ -185,7 +189,9 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
         });
     }
     if !r.bytes.is_empty() {
-        return Err(StateError::Damaged("trailing bytes after the last template"));
+        return Err(StateError::Damaged(
+            "trailing bytes after the last template",
+        ));
     }
     if patterns.iter().any(|p| p.variants.is_empty()) {
         return Err(StateError::Damaged("pattern without a template"));
@@ -196,7 +202,9 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
         .map(|p| p.variants.len())
         .sum();
     if learnt > config.max_templates as usize {
-        return Err(StateError::Damaged("more templates than the configured cap"));
+        return Err(StateError::Damaged(
+            "more templates than the configured cap",
+        ));
     }
     Ok(Miner::from_parts(config, patterns, variants))
 }
@@ -327,7 +335,10 @@ mod tests {
 
     #[test]
     fn header_errors_say_what_is_wrong() {
-        assert_eq!(Miner::from_bytes(b"hello").err(), Some(StateError::BadMagic));
+        assert_eq!(
+            Miner::from_bytes(b"hello").err(),
+            Some(StateError::BadMagic)
+        );
         let mut bytes = trained().to_bytes();
         bytes[8] = 2;
         assert_eq!(
