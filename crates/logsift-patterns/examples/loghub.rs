@@ -99,7 +99,7 @@ fn report_mistakes(miner: &Miner, ids: &[u32], truth: &[String], rows: &[(String
             (ps.len() > 1).then_some((m.len(), *t, ps))
         })
         .collect();
-    split.sort_by(|a, b| b.0.cmp(&a.0));
+    split.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (size, t, ps) in split.iter().take(6) {
         println!("  SPLIT {t} ({size} msgs) into {} patterns:", ps.len());
         for p in ps.iter().take(4) {
@@ -125,7 +125,7 @@ fn report_mistakes(miner: &Miner, ids: &[u32], truth: &[String], rows: &[(String
             (ts.len() > 1).then_some((m.len(), *p, ts))
         })
         .collect();
-    merged.sort_by(|a, b| b.0.cmp(&a.0));
+    merged.sort_by_key(|m| std::cmp::Reverse(m.0));
     for (size, p, ts) in merged.iter().take(6) {
         println!(
             "  MERGED #{p} ({size} msgs) {:?} events {:?}",

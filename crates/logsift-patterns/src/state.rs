@@ -173,13 +173,13 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
             });
         }
         let p = &mut patterns[pattern as usize - 1];
-        if p.catch_all {
-            if !tokens.iter().all(|t| t.hash == slot)
+        // A catch-all is one all-slot template, the only one of its token count.
+        if p.catch_all
+            && (!tokens.iter().all(|t| t.hash == slot)
                 || !p.variants.is_empty()
-                || !catch_all_lens.insert(n_tokens)
-            {
-                return Err(StateError::Damaged("malformed catch-all pattern"));
-            }
+                || !catch_all_lens.insert(n_tokens))
+        {
+            return Err(StateError::Damaged("malformed catch-all pattern"));
         }
         p.variants.push(vi as u32);
         variants.push(Variant {
