@@ -19,10 +19,15 @@ pub struct MinerConfig {
     /// difference where either side already has a slot is weak evidence of another event;
     /// two different words (`Paused`/`Resumed`, `GET`/`DELETE`) are strong evidence.
     pub word_difference: f32,
-    /// At most this many patterns are learnt; after that, a message that matches none goes to
-    /// the catch-all pattern of its token count (`<*> <*> ...`), of which there are at most
-    /// `max_tokens` more.
+    /// At most this many templates are learnt (a pattern has one per token count it was seen
+    /// with, so there are at most as many patterns); after that, a message that matches none
+    /// goes to the catch-all pattern of its token count (`<*> <*> ...`), of which there are at
+    /// most `max_tokens + 1` more.
     pub max_templates: u32,
+    /// Learnt templates take at most about this much memory (their tokens, texts and index
+    /// entries, as estimated by the miner); past it, as past `max_templates`, new kinds of
+    /// message go to the catch-alls.
+    pub max_memory_bytes: u64,
     /// Messages are cut to this many tokens; the rest of a longer message is one final slot.
     pub max_tokens: u16,
     /// At most this many templates share one (token count, leading token) bucket; a message
@@ -40,6 +45,7 @@ impl Default for MinerConfig {
             similarity: 0.8,
             word_difference: 0.0,
             max_templates: 20_000,
+            max_memory_bytes: 64 << 20,
             max_tokens: 128,
             max_bucket_patterns: 200,
             max_token_text_bytes: 200,
@@ -56,6 +62,7 @@ pub enum ConfigError {
 }
 
 impl MinerConfig {
+    /// Checks every field, so that a miner never runs on limits that make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for v in [self.similarity, self.word_difference] {
             if !(0.0..=1.0).contains(&v) {
@@ -63,10 +70,11 @@ impl MinerConfig {
             }
         }
         for (name, v) in [
-            ("max_templates", self.max_templates),
-            ("max_tokens", u32::from(self.max_tokens)),
-            ("max_bucket_patterns", u32::from(self.max_bucket_patterns)),
-            ("max_token_text_bytes", u32::from(self.max_token_text_bytes)),
+            ("max_templates", u64::from(self.max_templates)),
+            ("max_memory_bytes", self.max_memory_bytes),
+            ("max_tokens", u64::from(self.max_tokens)),
+            ("max_bucket_patterns", u64::from(self.max_bucket_patterns)),
+            ("max_token_text_bytes", u64::from(self.max_token_text_bytes)),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero { name });
@@ -138,8 +146,10 @@ pub struct Miner {
     families: HashMap<u64, Vec<u32>>,
     /// Catch-all variant per token count.
     catch_alls: HashMap<u16, u32>,
-    /// Count of patterns that are not catch-alls (what `max_templates` limits).
+    /// Templates of patterns that are not catch-alls (what `max_templates` limits).
     learnt: u32,
+    /// Estimated memory of those templates (what `max_memory_bytes` limits).
+    learnt_bytes: u64,
     masked: Masked,
 }
 
@@ -154,6 +164,7 @@ impl Miner {
             families: HashMap::new(),
             catch_alls: HashMap::new(),
             learnt: 0,
+            learnt_bytes: 0,
             masked: Masked::new(),
         })
     }
@@ -169,6 +180,11 @@ impl Miner {
 
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
+    }
+
+    /// Estimated memory of the learnt templates, the figure `max_memory_bytes` bounds.
+    pub fn memory_bytes(&self) -> u64 {
+        self.learnt_bytes
     }
 
     /// Learns from `message` and returns its pattern id. The id's template may generalise as
@@ -274,6 +290,7 @@ impl Miner {
         let slot = slot_hash();
         let v = &mut self.variants[vi as usize];
         let mut changed = false;
+        let before = variant_bytes(&v.tokens);
         for (t, mt) in v.tokens.iter_mut().zip(m.tokens()) {
             if t.hash != mt.hash && t.hash != slot {
                 t.hash = slot;
@@ -286,6 +303,10 @@ impl Miner {
         }
         if changed {
             let pid = v.pattern;
+            let after = variant_bytes(&v.tokens);
+            if !self.patterns[pid as usize - 1].catch_all {
+                self.learnt_bytes = self.learnt_bytes - before + after;
+            }
             self.refresh_template(pid);
         }
     }
@@ -322,7 +343,7 @@ impl Miner {
             return self.catch_all(key.0);
         }
         let max_text = usize::from(self.config.max_token_text_bytes);
-        let tokens = m
+        let tokens: Vec<TemplateToken> = m
             .tokens()
             .iter()
             .enumerate()
@@ -337,6 +358,10 @@ impl Miner {
                 }
             })
             .collect();
+        let bytes = variant_bytes(&tokens);
+        if self.learnt_bytes + bytes > self.config.max_memory_bytes {
+            return self.catch_all(key.0);
+        }
         let vi = self.variants.len() as u32;
         let pid = match sibling {
             Some(pid) => {
@@ -359,6 +384,7 @@ impl Miner {
             tokens,
         });
         self.learnt += 1;
+        self.learnt_bytes += bytes;
         self.refresh_template(pid);
         self.buckets.entry(key).or_default().push(vi);
         self.families.entry(key.1).or_default().push(vi);
@@ -411,6 +437,7 @@ impl Miner {
             families: HashMap::new(),
             catch_alls: HashMap::new(),
             learnt: 0,
+            learnt_bytes: 0,
             masked: Masked::new(),
         };
         for p in &miner.patterns {
@@ -424,6 +451,7 @@ impl Miner {
             for &vi in &p.variants {
                 miner.learnt += 1;
                 let v = &miner.variants[vi as usize];
+                miner.learnt_bytes += variant_bytes(&v.tokens);
                 let key = (v.tokens.len() as u16, v.key_hash);
                 miner.buckets.entry(key).or_default().push(vi);
                 miner.families.entry(v.key_hash).or_default().push(vi);
@@ -434,6 +462,16 @@ impl Miner {
         }
         miner
     }
+}
+
+/// Estimated memory of a template: its tokens, their text twice (tokens and the rendered
+/// template) and its entries in the pattern, bucket and family lists.
+fn variant_bytes(tokens: &[TemplateToken]) -> u64 {
+    let text: usize = tokens.iter().map(|t| 2 * t.text.len() + 1).sum();
+    (std::mem::size_of::<Variant>()
+        + tokens.len() * std::mem::size_of::<TemplateToken>()
+        + text
+        + 3 * std::mem::size_of::<u32>()) as u64
 }
 
 fn bucket_key(m: &Masked) -> BucketKey {
@@ -575,6 +613,24 @@ mod tests {
         assert_eq!(m.ingest("golf went"), 5);
         assert_eq!(m.ingest("hotel went"), 5);
         assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn the_memory_cap_sends_new_kinds_to_catch_alls() {
+        let config = MinerConfig {
+            max_memory_bytes: 4096,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        for i in 0..1000 {
+            let word: String = (0..8)
+                .map(|k| (b'a' + ((i >> k) & 7) as u8 + k as u8) as char)
+                .collect();
+            m.ingest(&format!("{word} did something with {word}"));
+            assert!(m.memory_bytes() <= 4096);
+        }
+        assert!(m.patterns().any(|p| p.catch_all));
+        assert!(m.len() < 100);
     }
 
     #[test]

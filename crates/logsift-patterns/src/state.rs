@@ -31,6 +31,7 @@ impl Miner {
         body.extend_from_slice(&c.similarity.to_bits().to_le_bytes());
         body.extend_from_slice(&c.word_difference.to_bits().to_le_bytes());
         body.extend_from_slice(&c.max_templates.to_le_bytes());
+        body.extend_from_slice(&c.max_memory_bytes.to_le_bytes());
         body.extend_from_slice(&c.max_tokens.to_le_bytes());
         body.extend_from_slice(&c.max_bucket_patterns.to_le_bytes());
         body.extend_from_slice(&c.max_token_text_bytes.to_le_bytes());
@@ -98,6 +99,7 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
         similarity: f32::from_bits(r.u32()?),
         word_difference: f32::from_bits(r.u32()?),
         max_templates: r.u32()?,
+        max_memory_bytes: r.u64()?,
         max_tokens: r.u16()?,
         max_bucket_patterns: r.u16()?,
         max_token_text_bytes: r.u16()?,
@@ -379,7 +381,7 @@ mod tests {
         }
         // A huge pattern count is refused before anything is allocated for it.
         let mut d = body.clone();
-        d[18..22].copy_from_slice(&u32::MAX.to_le_bytes());
+        d[26..30].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             Miner::from_bytes(&sealed(&d)),
             Err(StateError::Damaged(_))
