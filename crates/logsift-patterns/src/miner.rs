@@ -469,7 +469,7 @@ impl Miner {
 fn variant_bytes(tokens: &[TemplateToken]) -> u64 {
     let text: usize = tokens.iter().map(|t| 2 * t.text.len() + 1).sum();
     (std::mem::size_of::<Variant>()
-        + tokens.len() * std::mem::size_of::<TemplateToken>()
+        + std::mem::size_of_val(tokens)
         + text
         + 3 * std::mem::size_of::<u32>()) as u64
 }
