@@ -12,7 +12,7 @@ pub type PatternId = u32;
 /// what the accuracy table in the README was measured with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MinerConfig {
-    /// A message joins the most similar template of its length and leading token when at least
+    /// A message joins the most similar template of its length and leading word when at least
     /// this fraction of positions agree (0.0 to 1.0)...
     pub similarity: f32,
     /// ...and at most this fraction of positions hold two different constant words. A
@@ -30,7 +30,7 @@ pub struct MinerConfig {
     pub max_memory_bytes: u64,
     /// Messages are cut to this many tokens; the rest of a longer message is one final slot.
     pub max_tokens: u16,
-    /// At most this many templates share one (token count, leading token) bucket; a message
+    /// At most this many templates share one (token count, leading word) bucket; a message
     /// that would add one more goes to the catch-all of its token count. Bounds the work per
     /// message.
     pub max_bucket_patterns: u16,
@@ -102,8 +102,9 @@ pub(crate) struct TemplateToken {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Variant {
     pub(crate) pattern: PatternId,
-    /// The bucket it lives in: the hash of the leading token it was created from (0 for a
-    /// slot). Kept even when that token later becomes a slot, so a restore finds it again.
+    /// The bucket it lives in ([`bucket_key`] of the message it was created from, less the
+    /// token count). Kept even when that token later becomes a slot, so a restore finds it
+    /// again.
     pub(crate) key_hash: u64,
     pub(crate) tokens: Vec<TemplateToken>,
 }
@@ -129,7 +130,11 @@ pub struct PatternInfo<'a> {
     pub catch_all: bool,
 }
 
-/// Key of a bucket: token count and the hash of the leading token (0 when it is a slot).
+/// How many leading tokens are looked at for the word that keys a bucket.
+const KEY_TOKENS: usize = 3;
+
+/// Key of a bucket: token count, and the hash and position of the first plain word among the
+/// leading tokens (0 when there is none).
 type BucketKey = (u16, u64);
 
 /// The miner. Not thread-safe by itself; one per ingest pipeline, serialised with
@@ -476,12 +481,16 @@ fn variant_bytes(tokens: &[TemplateToken]) -> u64 {
 
 fn bucket_key(m: &Masked) -> BucketKey {
     let toks = m.tokens();
-    let first = match toks.first() {
-        // Only a plain word leads a bucket: a leading name or id (`com.example.job:`) varies
-        // within one event, and would scatter it over buckets that never meet.
-        Some(t) if t.plain => t.hash,
-        _ => 0,
-    };
+    // The first plain word among the leading tokens names the bucket, with its position: a
+    // leading name, id or timestamp (`com.example.job:`, `12:00:01`) varies within one event
+    // and would scatter it over buckets that never meet, while keying everything without a
+    // leading word on token count alone would make that one bucket hold most templates.
+    let first = toks
+        .iter()
+        .take(KEY_TOKENS)
+        .enumerate()
+        .find(|(_, t)| t.plain)
+        .map_or(0, |(i, t)| t.hash.rotate_left(i as u32 * 8) | 1);
     (toks.len() as u16, first)
 }
 
