@@ -696,6 +696,39 @@ mod tests {
         assert_eq!(m.tokens().len(), 3);
     }
 
+    /// Random text of words, digits, punctuation and non-ASCII: masking never panics, and its
+    /// output keeps its invariants.
+    #[test]
+    fn random_messages_keep_the_invariants() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const PIECES: &[&str] = &[
+            "a", "Zq", "7", "0x1f", " ", "  ", "\t", ".", ":", "=", "\"", "'", "(", ")", "[", "]",
+            "/", "\\", "@", ",", "-", "_", "é", "名", "<*>", "://", "Jan", "KB", "::", "#",
+        ];
+        let mut m = Masked::new();
+        for _ in 0..20_000 {
+            let n = (next() % 24) as usize;
+            let msg: String = (0..n)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let max_tokens = 1 + (next() % 8) as usize;
+            m.mask(&msg, max_tokens);
+            assert!(m.tokens().len() <= max_tokens, "{msg:?}");
+            let joined: Vec<&str> = (0..m.tokens().len()).map(|i| m.token_text(i)).collect();
+            assert_eq!(joined.join(" "), m.text(), "{msg:?}");
+            for (i, t) in m.tokens().iter().enumerate() {
+                assert_eq!(t.hash, hash_bytes(m.token_text(i).as_bytes()), "{msg:?}");
+                assert!(!m.token_text(i).is_empty(), "{msg:?}");
+            }
+        }
+    }
+
     #[test]
     fn odd_input_does_not_panic() {
         let deep = "a=".repeat(50_000);

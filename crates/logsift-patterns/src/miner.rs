@@ -270,11 +270,14 @@ impl Miner {
         for &vi in bucket {
             let v = &self.variants[vi as usize];
             let (mut differ, mut words) = (0usize, 0usize);
-            for (t, mt) in v.tokens.iter().zip(toks) {
+            for (i, (t, mt)) in v.tokens.iter().zip(toks).enumerate() {
                 // A slot of the template takes anything, as in Drain.
                 if t.hash != mt.hash && t.hash != slot {
                     differ += 1;
-                    words += usize::from(t.plain && mt.plain);
+                    // `eth0` and `eth1` are two instances of one thing, not two words.
+                    words += usize::from(
+                        t.plain && mt.plain && !differ_in_digits(&t.text, m.token_text(i)),
+                    );
                     if differ > max_differ || words > max_words {
                         break;
                     }
@@ -445,28 +448,33 @@ impl Miner {
             learnt_bytes: 0,
             masked: Masked::new(),
         };
-        for p in &miner.patterns {
-            if p.catch_all {
-                if let Some(&vi) = p.variants.first() {
-                    let len = miner.variants[vi as usize].tokens.len() as u16;
-                    miner.catch_alls.insert(len, vi);
-                }
+        // In creation order, as `ingest` filled them: ties between equally good templates go
+        // to the oldest, and a restored miner must break them the same way.
+        for (vi, v) in miner.variants.iter().enumerate() {
+            let vi = vi as u32;
+            if miner.patterns[v.pattern as usize - 1].catch_all {
+                miner.catch_alls.insert(v.tokens.len() as u16, vi);
                 continue;
             }
-            for &vi in &p.variants {
-                miner.learnt += 1;
-                let v = &miner.variants[vi as usize];
-                miner.learnt_bytes += variant_bytes(&v.tokens);
-                let key = (v.tokens.len() as u16, v.key_hash);
-                miner.buckets.entry(key).or_default().push(vi);
-                miner.families.entry(v.key_hash).or_default().push(vi);
-            }
+            miner.learnt += 1;
+            miner.learnt_bytes += variant_bytes(&v.tokens);
+            let key = (v.tokens.len() as u16, v.key_hash);
+            miner.buckets.entry(key).or_default().push(vi);
+            miner.families.entry(v.key_hash).or_default().push(vi);
         }
         for pid in 1..=miner.patterns.len() as PatternId {
             miner.refresh_template(pid);
         }
         miner
     }
+}
+
+/// Same length, and every byte where they differ is a digit in both.
+fn differ_in_digits(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || x.is_ascii_digit() && y.is_ascii_digit())
 }
 
 /// Estimated memory of a template: its tokens, their text twice (tokens and the rendered
@@ -564,10 +572,15 @@ mod tests {
             m.template(id),
             Some("user alice logged in from <*> via <*>")
         );
+        // Numbered instances of one thing are one event.
+        assert_eq!(
+            m.ingest("link up on eth1 at 10 Mbps"),
+            m.ingest("link up on eth0 at 100 Mbps")
+        );
         // Two different plain words are another event.
         let other = m.ingest("user alice logged out from host-b.example.com via ssh");
         assert_ne!(other, id);
-        assert_eq!(m.patterns().map(|p| p.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(m.patterns().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
     }
 
     #[test]

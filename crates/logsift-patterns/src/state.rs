@@ -305,6 +305,45 @@ mod tests {
         assert_eq!(total as usize, LINES.len() + 1 + more.len());
     }
 
+    /// Random messages with restarts at random points get the ids of a miner that never
+    /// restarts.
+    #[test]
+    fn restarts_anywhere_change_no_id() {
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        const WORDS: &[&str] = &[
+            "open", "close", "user", "from", "failed", "ok", "10.0.0.1", "42", "/var/log", "x=1",
+            "x=y", "(a)", "node-7", "eth0", "eth1", "'q'", "Jan", "12ms", "a.b.c",
+        ];
+        let messages: Vec<String> = (0..3000)
+            .map(|_| {
+                let n = 1 + (next() % 7) as usize;
+                let mut words: Vec<&str> = vec![WORDS[(next() % 4) as usize]];
+                words.extend((1..n).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]));
+                words.join(" ")
+            })
+            .collect();
+        let config = MinerConfig {
+            max_templates: 150,
+            ..MinerConfig::default()
+        };
+        let mut model = Miner::new(config).expect("valid");
+        let mut restarted = Miner::new(config).expect("valid");
+        for msg in &messages {
+            if next() % 50 == 0 {
+                restarted = Miner::from_bytes(&restarted.to_bytes()).expect("restores");
+            }
+            assert_eq!(restarted.ingest(msg), model.ingest(msg), "{msg}");
+        }
+        assert_eq!(restarted.to_bytes(), model.to_bytes());
+        assert!(model.patterns().any(|p| p.catch_all), "the cap was reached");
+    }
+
     #[test]
     fn empty_miner_round_trips() {
         let m = Miner::new(MinerConfig::default()).expect("valid");

@@ -48,7 +48,11 @@ fn version_1_state_still_reads() {
         restored.patterns().collect::<Vec<_>>(),
         built.patterns().collect::<Vec<_>>()
     );
-    assert_eq!(built.to_bytes(), golden, "the same messages give the same bytes");
+    assert_eq!(
+        built.to_bytes(),
+        golden,
+        "the same messages give the same bytes"
+    );
     let templates: Vec<_> = restored.patterns().map(|p| p.template).collect();
     assert_eq!(templates[0], "Connection from <*> closed");
     assert!(restored.patterns().any(|p| p.catch_all));
