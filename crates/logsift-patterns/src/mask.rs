@@ -366,6 +366,15 @@ fn mask_core(core: &str, out: &mut String, depth: u8) -> TokenKind {
         out.push_str(SLOT);
         return TokenKind::Slot;
     }
+    // `key:/a/path` is a key and a path.
+    if let Some(colon) = core.find(":/") {
+        let (key, value) = (&core[..colon], &core[colon + 1..]);
+        if !key.is_empty() && !key.contains('/') && is_path(value.as_bytes()) {
+            out.push_str(&core[..=colon]);
+            out.push_str(SLOT);
+            return TokenKind::Mixed;
+        }
+    }
     // A key with dots or colons in it (`a.b=3`), which `mask_word` leaves whole.
     if let Some(eq) = core.find('=').filter(|_| depth < MAX_KEY_DEPTH) {
         if eq > 0 && !core[..eq].bytes().any(|b| b.is_ascii_digit()) {
@@ -652,6 +661,7 @@ mod tests {
             masked("open /var/lib/x.db and C:\\Temp\\a.txt"),
             "open <*> and <*>"
         );
+        assert_eq!(masked("source path:/var/log/x, ok"), "source path:<*>, ok");
         assert_eq!(masked("state 'Active' now"), "state '<*>' now");
         assert_eq!(masked("tag=\"View\", x"), "tag=\"<*>\", x");
         assert_eq!(
