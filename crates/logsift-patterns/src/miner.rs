@@ -266,9 +266,15 @@ impl Miner {
         // The epsilon keeps 0.8 * 10 from rounding down to 7.
         let max_differ = ((1.0 - self.config.similarity) * n + 1e-4) as usize;
         let max_words = (self.config.word_difference * n + 1e-4) as usize;
+        let message_anchored = toks.iter().any(|t| t.anchor);
         let mut best: Option<(u32, usize, usize)> = None;
         for &vi in bucket {
             let v = &self.variants[vi as usize];
+            // A template of nothing but slots would take any message of its length; it only
+            // takes messages that are nothing but values too.
+            if message_anchored && !v.tokens.iter().any(|t| t.anchor) {
+                continue;
+            }
             let (mut differ, mut words) = (0usize, 0usize);
             for (i, (t, mt)) in v.tokens.iter().zip(toks).enumerate() {
                 // A slot of the template takes anything, as in Drain.
@@ -597,6 +603,14 @@ mod tests {
             m.lookup("host:80 close, 9 bytes (9.9 KB) sent, lifetime 00:01"),
             Some(a)
         );
+    }
+
+    #[test]
+    fn an_all_slot_template_takes_only_values() {
+        let mut m = miner();
+        let values = m.ingest("12 34 56");
+        assert_eq!(m.ingest("7 8.5 0x1f"), values);
+        assert_ne!(m.ingest("a.b c_d x:y"), values);
     }
 
     #[test]
