@@ -47,7 +47,7 @@ impl Default for MinerConfig {
             max_templates: 20_000,
             max_memory_bytes: 64 << 20,
             max_tokens: 128,
-            max_bucket_patterns: 200,
+            max_bucket_patterns: 512,
             max_token_text_bytes: 200,
         }
     }
