@@ -28,6 +28,10 @@ fn main() {
         eprintln!("no Loghub corpus at {}", dir.display());
         return;
     };
+    if std::env::args().any(|a| a == "--shared") {
+        shared(&systems, config);
+        return;
+    }
     let mut total = 0.0;
     let mut n = 0usize;
     let (mut secs, mut msgs) = (0.0f64, 0usize);
@@ -73,6 +77,34 @@ fn main() {
         "average GA {:.4} over {n} systems, {:.3} us/msg",
         total / n as f64,
         secs * 1e6 / msgs as f64
+    );
+}
+
+/// All systems through one miner, interleaved line by line, as one logsift index holding
+/// every application's logs would see them: GA per system from the shared ids.
+fn shared(systems: &[common::System], config: MinerConfig) {
+    let mut miner = Miner::new(config).expect("config is valid");
+    let mut ids: Vec<Vec<u32>> = systems.iter().map(|_| Vec::new()).collect();
+    let longest = systems.iter().map(|s| s.rows.len()).max().unwrap_or(0);
+    for i in 0..longest {
+        for (s, sys) in systems.iter().enumerate() {
+            if let Some(r) = sys.rows.get(i) {
+                ids[s].push(miner.ingest(&r.0));
+            }
+        }
+    }
+    let mut total = 0.0;
+    for (s, sys) in systems.iter().enumerate() {
+        let truth: Vec<String> = sys.rows.iter().map(|r| r.1.clone()).collect();
+        let ga = common::grouping_accuracy(&ids[s], &truth);
+        println!("{:<10} GA {ga:.3} (shared miner)", sys.name);
+        total += ga;
+    }
+    println!(
+        "average GA {:.4} over {} systems in one miner of {} patterns",
+        total / systems.len() as f64,
+        systems.len(),
+        miner.len()
     );
 }
 
