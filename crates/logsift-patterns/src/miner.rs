@@ -362,13 +362,15 @@ impl Miner {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let text = m.token_text(i);
+                // Flags from the stored (possibly cut) text, as a restore derives them: a
+                // restored miner must decide exactly as this one would.
+                let text = cut_text(m.token_text(i), max_text);
                 TemplateToken {
                     hash: t.hash,
                     var: text.contains(SLOT),
-                    plain: is_plain_word(text),
-                    anchor: is_anchor(text),
-                    text: cut_text(text, max_text).into(),
+                    plain: is_plain_word(&text),
+                    anchor: is_anchor(&text),
+                    text: text.into(),
                 }
             })
             .collect();

@@ -316,16 +316,37 @@ mod tests {
             x ^= x << 17;
             x
         };
-        const WORDS: &[&str] = &[
-            "open", "close", "user", "from", "failed", "ok", "10.0.0.1", "42", "/var/log", "x=1",
-            "x=y", "(a)", "node-7", "eth0", "eth1", "'q'", "Jan", "12ms", "a.b.c",
+        let long_word = "w".repeat(300);
+        let long_mixed = format!("{}=1", "k".repeat(300));
+        let words: Vec<&str> = vec![
+            "open",
+            "close",
+            "user",
+            "from",
+            "failed",
+            "ok",
+            "10.0.0.1",
+            "42",
+            "/var/log",
+            "x=1",
+            "x=y",
+            "(a)",
+            "node-7",
+            "eth0",
+            "eth1",
+            "'q'",
+            "Jan",
+            "12ms",
+            "a.b.c",
+            &long_word,
+            &long_mixed,
         ];
         let messages: Vec<String> = (0..3000)
             .map(|_| {
                 let n = 1 + (next() % 7) as usize;
-                let mut words: Vec<&str> = vec![WORDS[(next() % 4) as usize]];
-                words.extend((1..n).map(|_| WORDS[(next() % WORDS.len() as u64) as usize]));
-                words.join(" ")
+                let mut picked: Vec<&str> = vec![words[(next() % 4) as usize]];
+                picked.extend((1..n).map(|_| words[(next() % words.len() as u64) as usize]));
+                picked.join(" ")
             })
             .collect();
         let config = MinerConfig {
