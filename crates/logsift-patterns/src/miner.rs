@@ -241,17 +241,27 @@ impl Miner {
 
     fn ingest_masked(&mut self, m: &Masked) -> PatternId {
         let key = bucket_key(m);
-        let vi = match self.best_match(key, m) {
+        let id = match self.best_match(key, m) {
             Some(vi) => {
                 self.generalise(vi, m);
-                vi
+                self.variants[vi as usize].pattern
             }
             None => {
                 let sibling = self.sibling(key.1, m);
-                self.new_variant(key, m, sibling)
+                match self.new_variant(key, m, sibling) {
+                    Some(vi) => self.variants[vi as usize].pattern,
+                    // At a limit a message still gets the pattern its skeleton names, if any,
+                    // without a template being stored for its token count.
+                    None => match sibling {
+                        Some(pid) => pid,
+                        None => {
+                            let vi = self.catch_all(key.0);
+                            self.variants[vi as usize].pattern
+                        }
+                    },
+                }
             }
         };
-        let id = self.variants[vi as usize].pattern;
         self.patterns[id as usize - 1].count += 1;
         id
     }
@@ -347,14 +357,20 @@ impl Miner {
             .map(|v| v.pattern)
     }
 
-    /// Starts a template for `m`: of pattern `sibling` if given, else of a new pattern.
-    fn new_variant(&mut self, key: BucketKey, m: &Masked, sibling: Option<PatternId>) -> u32 {
+    /// Starts a template for `m`: of pattern `sibling` if given, else of a new pattern. `None`
+    /// when a limit forbids it.
+    fn new_variant(
+        &mut self,
+        key: BucketKey,
+        m: &Masked,
+        sibling: Option<PatternId>,
+    ) -> Option<u32> {
         let bucket_full = self
             .buckets
             .get(&key)
             .is_some_and(|b| b.len() >= usize::from(self.config.max_bucket_patterns));
         if bucket_full || self.learnt >= self.config.max_templates {
-            return self.catch_all(key.0);
+            return None;
         }
         let max_text = usize::from(self.config.max_token_text_bytes);
         let tokens: Vec<TemplateToken> = m
@@ -376,7 +392,7 @@ impl Miner {
             .collect();
         let bytes = variant_bytes(&tokens);
         if self.learnt_bytes + bytes > self.config.max_memory_bytes {
-            return self.catch_all(key.0);
+            return None;
         }
         let vi = self.variants.len() as u32;
         let pid = match sibling {
@@ -404,7 +420,7 @@ impl Miner {
         self.refresh_template(pid);
         self.buckets.entry(key).or_default().push(vi);
         self.families.entry(key.1).or_default().push(vi);
-        vi
+        Some(vi)
     }
 
     fn catch_all(&mut self, len: u16) -> u32 {
@@ -645,8 +661,9 @@ mod tests {
         assert!(p.catch_all);
         assert_eq!(p.template, "<*> <*> <*> <*>");
         assert_eq!(p.count, 3);
-        // Learnt patterns still match.
+        // Learnt patterns still match, in other token counts too.
         assert_eq!(m.ingest("bravo started worker bravo"), 2);
+        assert_eq!(m.ingest("bravo started worker bravo 42 7"), 2);
         // One catch-all per token count, and no more.
         assert_eq!(m.ingest("golf went"), 5);
         assert_eq!(m.ingest("hotel went"), 5);
