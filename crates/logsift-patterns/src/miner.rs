@@ -126,7 +126,7 @@ pub struct PatternInfo<'a> {
     pub template: &'a str,
     /// Messages given this id, over the miner's whole life (restores included).
     pub count: u64,
-    /// True for the catch-all of a token count, used once the pattern cap is reached.
+    /// True for the catch-all of a token count, used once a limit is reached.
     pub catch_all: bool,
 }
 
@@ -137,7 +137,8 @@ const KEY_TOKENS: usize = 3;
 /// leading tokens (0 when there is none).
 type BucketKey = (u16, u64);
 
-/// The miner. Not thread-safe by itself; one per ingest pipeline, serialised with
+/// The miner. Learning takes `&mut self`, so a pipeline with several writer threads shares one
+/// behind a lock (ids must come from one sequence); its state is saved with
 /// [`Miner::to_bytes`] alongside the data it describes.
 #[derive(Debug, Clone)]
 pub struct Miner {
