@@ -72,7 +72,13 @@ impl Masked {
         self.text.clear();
         self.tokens.clear();
         let max_tokens = max_tokens.max(1);
-        let mut words = message.split_ascii_whitespace();
+        // Token offsets into the masked text are u32, and masking can triple a message (`1` is
+        // `<*>`): anything past 1 GiB, far beyond any line limit, is ignored.
+        let mut cut = message.len().min(1 << 30);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut words = message[..cut].split_ascii_whitespace();
         while let Some(word) = words.next() {
             let start = self.text.len();
             if !self.tokens.is_empty() {

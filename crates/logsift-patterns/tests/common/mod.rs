@@ -116,6 +116,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_missing_corpus_is_none() {
+        assert!(load_systems(std::path::Path::new("/nonexistent/loghub")).is_none());
+    }
+
+    #[test]
+    fn grouping_accuracy_is_all_or_nothing_per_group() {
+        let truth: Vec<String> = ["a", "a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(grouping_accuracy(&[1, 1, 2, 3], &truth), 1.0);
+        // b and c merged: both wrong; a split: both wrong.
+        assert_eq!(grouping_accuracy(&[1, 1, 2, 2], &truth), 0.5);
+        assert_eq!(grouping_accuracy(&[1, 4, 2, 3], &truth), 0.5);
+    }
+
+    #[test]
     fn csv_quotes() {
         let r = parse_csv("a,b\r\n1,\"x, \"\"y\"\"\nz\"\n");
         assert_eq!(r, vec![vec!["a", "b"], vec!["1", "x, \"y\"\nz"]]);
