@@ -1,0 +1,750 @@
+//! The online miner: messages in, stable pattern ids out.
+
+use std::collections::HashMap;
+
+use crate::mask::{is_anchor, is_plain_word, slot_hash, Masked, SLOT};
+
+/// A pattern id. Ids start at 1, are handed out in order and never reused, and always refer to
+/// the same group of messages, however its template generalises later.
+pub type PatternId = u32;
+
+/// Tuning and limits. One set of values serves every kind of log; [`MinerConfig::default`] is
+/// what the accuracy table in the README was measured with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinerConfig {
+    /// A message joins the most similar template of its length and leading word when at least
+    /// this fraction of positions agree (0.0 to 1.0)...
+    pub similarity: f32,
+    /// ...and at most this fraction of positions hold two different constant words. A
+    /// difference where either side already has a slot is weak evidence of another event;
+    /// two different words (`Paused`/`Resumed`, `GET`/`DELETE`) are strong evidence.
+    pub word_difference: f32,
+    /// At most this many templates are learnt (a pattern has one per token count it was seen
+    /// with, so there are at most as many patterns); after that, a message that matches none
+    /// goes to the catch-all pattern of its token count (`<*> <*> ...`), of which there are at
+    /// most `max_tokens + 1` more.
+    pub max_templates: u32,
+    /// Learnt templates take at most about this much memory (their tokens, texts and index
+    /// entries, as estimated by the miner); past it, as past `max_templates`, new kinds of
+    /// message go to the catch-alls.
+    pub max_memory_bytes: u64,
+    /// Messages are cut to this many tokens; the rest of a longer message is one final slot.
+    pub max_tokens: u16,
+    /// At most this many templates share one (token count, leading word) bucket; a message
+    /// that would add one more goes to the catch-all of its token count. Bounds the work per
+    /// message.
+    pub max_bucket_patterns: u16,
+    /// Tokens of template text longer than this are cut (with `…`) when shown; matching still
+    /// uses the whole token.
+    pub max_token_text_bytes: u16,
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        Self {
+            similarity: 0.8,
+            word_difference: 0.0,
+            max_templates: 20_000,
+            max_memory_bytes: 64 << 20,
+            max_tokens: 128,
+            max_bucket_patterns: 512,
+            max_token_text_bytes: 200,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("pattern similarity and word_difference must be between 0.0 and 1.0, got {0}")]
+    Fraction(f32),
+    #[error("{name} must be at least 1, got 0")]
+    Zero { name: &'static str },
+}
+
+impl MinerConfig {
+    /// Checks every field, so that a miner never runs on limits that make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for v in [self.similarity, self.word_difference] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::Fraction(v));
+            }
+        }
+        for (name, v) in [
+            ("max_templates", u64::from(self.max_templates)),
+            ("max_memory_bytes", self.max_memory_bytes),
+            ("max_tokens", u64::from(self.max_tokens)),
+            ("max_bucket_patterns", u64::from(self.max_bucket_patterns)),
+            ("max_token_text_bytes", u64::from(self.max_token_text_bytes)),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero { name });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One token of a template: the hash that matching compares, and the text shown.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TemplateToken {
+    pub(crate) hash: u64,
+    /// The token holds a slot (derived from the text, so a restore gets it back).
+    pub(crate) var: bool,
+    /// The token is a plain word (derived from the text).
+    pub(crate) plain: bool,
+    /// The token is part of the skeleton ([`is_anchor`], derived from the text).
+    pub(crate) anchor: bool,
+    pub(crate) text: Box<str>,
+}
+
+/// A template of one token count. A pattern has one variant of each token count it was seen
+/// with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Variant {
+    pub(crate) pattern: PatternId,
+    /// The bucket it lives in ([`bucket_key`] of the message it was created from, less the
+    /// token count). Kept even when that token later becomes a slot, so a restore finds it
+    /// again.
+    pub(crate) key_hash: u64,
+    pub(crate) tokens: Vec<TemplateToken>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pattern {
+    pub(crate) count: u64,
+    pub(crate) catch_all: bool,
+    /// The variants of this pattern, indexes into `Miner::variants`; the first gives the text.
+    pub(crate) variants: Vec<u32>,
+    pub(crate) template: String,
+}
+
+/// What [`Miner::patterns`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatternInfo<'a> {
+    pub id: PatternId,
+    /// Template text, `<*>` for each slot.
+    pub template: &'a str,
+    /// Messages given this id, over the miner's whole life (restores included).
+    pub count: u64,
+    /// True for the catch-all of a token count, used once a limit is reached.
+    pub catch_all: bool,
+}
+
+/// How many leading tokens are looked at for the word that keys a bucket.
+const KEY_TOKENS: usize = 3;
+
+/// Key of a bucket: token count, and the hash and position of the first plain word among the
+/// leading tokens (0 when there is none).
+type BucketKey = (u16, u64);
+
+/// The miner. Learning takes `&mut self`, so a pipeline with several writer threads shares one
+/// behind a lock (ids must come from one sequence); its state is saved with
+/// [`Miner::to_bytes`] alongside the data it describes.
+#[derive(Debug, Clone)]
+pub struct Miner {
+    pub(crate) config: MinerConfig,
+    /// Pattern `id` is at index `id - 1`.
+    pub(crate) patterns: Vec<Pattern>,
+    pub(crate) variants: Vec<Variant>,
+    buckets: HashMap<BucketKey, Vec<u32>>,
+    /// Variants by leading-token hash, every token count: where a message that matches no
+    /// template of its own length looks for one of another length.
+    families: HashMap<u64, Vec<u32>>,
+    /// Catch-all variant per token count.
+    catch_alls: HashMap<u16, u32>,
+    /// Templates of patterns that are not catch-alls (what `max_templates` limits).
+    learnt: u32,
+    /// Estimated memory of those templates (what `max_memory_bytes` limits).
+    learnt_bytes: u64,
+    masked: Masked,
+}
+
+impl Miner {
+    pub fn new(config: MinerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            patterns: Vec::new(),
+            variants: Vec::new(),
+            buckets: HashMap::new(),
+            families: HashMap::new(),
+            catch_alls: HashMap::new(),
+            learnt: 0,
+            learnt_bytes: 0,
+            masked: Masked::new(),
+        })
+    }
+
+    pub fn config(&self) -> &MinerConfig {
+        &self.config
+    }
+
+    /// Number of patterns, catch-alls included.
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Estimated memory of the learnt templates, the figure `max_memory_bytes` bounds.
+    pub fn memory_bytes(&self) -> u64 {
+        self.learnt_bytes
+    }
+
+    /// Learns from `message` and returns its pattern id. The id's template may generalise as
+    /// more messages arrive; the id stays.
+    pub fn ingest(&mut self, message: &str) -> PatternId {
+        let mut masked = std::mem::take(&mut self.masked);
+        masked.mask(message, usize::from(self.config.max_tokens));
+        let id = self.ingest_masked(&masked);
+        self.masked = masked;
+        id
+    }
+
+    /// The template text of `id`.
+    pub fn template(&self, id: PatternId) -> Option<&str> {
+        self.pattern(id).map(|p| p.template)
+    }
+
+    pub fn pattern(&self, id: PatternId) -> Option<PatternInfo<'_>> {
+        let p = self.patterns.get((id as usize).checked_sub(1)?)?;
+        Some(PatternInfo {
+            id,
+            template: &p.template,
+            count: p.count,
+            catch_all: p.catch_all,
+        })
+    }
+
+    /// Every pattern, in id order.
+    pub fn patterns(&self) -> impl Iterator<Item = PatternInfo<'_>> + '_ {
+        self.patterns.iter().enumerate().map(|(i, p)| PatternInfo {
+            id: i as PatternId + 1,
+            template: &p.template,
+            count: p.count,
+            catch_all: p.catch_all,
+        })
+    }
+
+    /// The pattern `message` would get, without learning from it: `None` when it would start
+    /// a new pattern. For asking "which pattern is this line" at query time.
+    pub fn lookup(&self, message: &str) -> Option<PatternId> {
+        let mut m = Masked::new();
+        m.mask(message, usize::from(self.config.max_tokens));
+        let key = bucket_key(&m);
+        match self.best_match(key, &m) {
+            Some(vi) => Some(self.variants[vi as usize].pattern),
+            None => self.sibling(key.1, &m),
+        }
+    }
+
+    fn ingest_masked(&mut self, m: &Masked) -> PatternId {
+        let key = bucket_key(m);
+        let id = match self.best_match(key, m) {
+            Some(vi) => {
+                self.generalise(vi, m);
+                self.variants[vi as usize].pattern
+            }
+            None => {
+                let sibling = self.sibling(key.1, m);
+                match self.new_variant(key, m, sibling) {
+                    Some(vi) => self.variants[vi as usize].pattern,
+                    // At a limit a message still gets the pattern its skeleton names, if any,
+                    // without a template being stored for its token count.
+                    None => match sibling {
+                        Some(pid) => pid,
+                        None => {
+                            let vi = self.catch_all(key.0);
+                            self.variants[vi as usize].pattern
+                        }
+                    },
+                }
+            }
+        };
+        self.patterns[id as usize - 1].count += 1;
+        id
+    }
+
+    /// The template of `m`'s bucket that `m` joins: the fewest differing word pairs, then the
+    /// fewest differing positions, within the configured limits; the oldest on a tie.
+    fn best_match(&self, key: BucketKey, m: &Masked) -> Option<u32> {
+        let toks = m.tokens();
+        let bucket = self.buckets.get(&key)?;
+        let slot = slot_hash();
+        let n = toks.len().max(1) as f32;
+        // The epsilon keeps 0.8 * 10 from rounding down to 7.
+        let max_differ = ((1.0 - self.config.similarity) * n + 1e-4) as usize;
+        let max_words = (self.config.word_difference * n + 1e-4) as usize;
+        let message_anchored = toks.iter().any(|t| t.anchor);
+        let mut best: Option<(u32, usize, usize)> = None;
+        for &vi in bucket {
+            let v = &self.variants[vi as usize];
+            // A template of nothing but slots would take any message of its length; it only
+            // takes messages that are nothing but values too.
+            if message_anchored && !v.tokens.iter().any(|t| t.anchor) {
+                continue;
+            }
+            let (mut differ, mut words) = (0usize, 0usize);
+            for (i, (t, mt)) in v.tokens.iter().zip(toks).enumerate() {
+                // A slot of the template takes anything, as in Drain.
+                if t.hash != mt.hash && t.hash != slot {
+                    differ += 1;
+                    // `eth0` and `eth1` are two instances of one thing, not two words.
+                    words += usize::from(
+                        t.plain && mt.plain && !differ_in_digits(&t.text, m.token_text(i)),
+                    );
+                    if differ > max_differ || words > max_words {
+                        break;
+                    }
+                }
+            }
+            if differ <= max_differ
+                && words <= max_words
+                && best.is_none_or(|(_, d, w)| (words, differ) < (w, d))
+            {
+                best = Some((vi, differ, words));
+            }
+        }
+        best.map(|(vi, _, _)| vi)
+    }
+
+    /// Turns every position where `m` differs from variant `vi` into a slot.
+    fn generalise(&mut self, vi: u32, m: &Masked) {
+        let slot = slot_hash();
+        let v = &mut self.variants[vi as usize];
+        let mut changed = false;
+        let before = variant_bytes(&v.tokens);
+        for (t, mt) in v.tokens.iter_mut().zip(m.tokens()) {
+            if t.hash != mt.hash && t.hash != slot {
+                t.hash = slot;
+                t.var = true;
+                t.plain = false;
+                t.anchor = false;
+                t.text = SLOT.into();
+                changed = true;
+            }
+        }
+        if changed {
+            let pid = v.pattern;
+            let after = variant_bytes(&v.tokens);
+            if !self.patterns[pid as usize - 1].catch_all {
+                self.learnt_bytes = self.learnt_bytes - before + after;
+            }
+            self.refresh_template(pid);
+        }
+    }
+
+    pub(crate) fn refresh_template(&mut self, pid: PatternId) {
+        let p = &self.patterns[pid as usize - 1];
+        let Some(&first) = p.variants.first() else {
+            return;
+        };
+        let text = render(&self.variants[first as usize].tokens);
+        self.patterns[pid as usize - 1].template = text;
+    }
+
+    /// A pattern with a template of another token count whose constant tokens are exactly the
+    /// message's, in the same order: the two differ only in how many slots they have (`<1 sec`
+    /// against `00:39`, a size with or without `(1.2 KB)`), so they are one event.
+    fn sibling(&self, key_hash: u64, m: &Masked) -> Option<PatternId> {
+        let family = self.families.get(&key_hash)?;
+        family
+            .iter()
+            .take(usize::from(self.config.max_bucket_patterns))
+            .map(|&vi| &self.variants[vi as usize])
+            .find(|v| v.tokens.len() != m.tokens().len() && same_skeleton(&v.tokens, m))
+            .map(|v| v.pattern)
+    }
+
+    /// Starts a template for `m`: of pattern `sibling` if given, else of a new pattern. `None`
+    /// when a limit forbids it.
+    fn new_variant(
+        &mut self,
+        key: BucketKey,
+        m: &Masked,
+        sibling: Option<PatternId>,
+    ) -> Option<u32> {
+        let bucket_full = self
+            .buckets
+            .get(&key)
+            .is_some_and(|b| b.len() >= usize::from(self.config.max_bucket_patterns));
+        if bucket_full || self.learnt >= self.config.max_templates {
+            return None;
+        }
+        let max_text = usize::from(self.config.max_token_text_bytes);
+        let tokens: Vec<TemplateToken> = m
+            .tokens()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                // Flags from the stored (possibly cut) text, as a restore derives them: a
+                // restored miner must decide exactly as this one would.
+                let text = cut_text(m.token_text(i), max_text);
+                TemplateToken {
+                    hash: t.hash,
+                    var: text.contains(SLOT),
+                    plain: is_plain_word(&text),
+                    anchor: is_anchor(&text),
+                    text: text.into(),
+                }
+            })
+            .collect();
+        let bytes = variant_bytes(&tokens);
+        if self.learnt_bytes + bytes > self.config.max_memory_bytes {
+            return None;
+        }
+        let vi = self.variants.len() as u32;
+        let pid = match sibling {
+            Some(pid) => {
+                self.patterns[pid as usize - 1].variants.push(vi);
+                pid
+            }
+            None => {
+                self.patterns.push(Pattern {
+                    count: 0,
+                    catch_all: false,
+                    variants: vec![vi],
+                    template: String::new(),
+                });
+                self.patterns.len() as PatternId
+            }
+        };
+        self.variants.push(Variant {
+            pattern: pid,
+            key_hash: key.1,
+            tokens,
+        });
+        self.learnt += 1;
+        self.learnt_bytes += bytes;
+        self.refresh_template(pid);
+        self.buckets.entry(key).or_default().push(vi);
+        self.families.entry(key.1).or_default().push(vi);
+        Some(vi)
+    }
+
+    fn catch_all(&mut self, len: u16) -> u32 {
+        if let Some(&vi) = self.catch_alls.get(&len) {
+            return vi;
+        }
+        let slot = slot_hash();
+        let tokens = (0..len)
+            .map(|_| TemplateToken {
+                hash: slot,
+                var: true,
+                plain: false,
+                anchor: false,
+                text: SLOT.into(),
+            })
+            .collect();
+        let pid = self.patterns.len() as PatternId + 1;
+        let vi = self.variants.len() as u32;
+        self.variants.push(Variant {
+            pattern: pid,
+            key_hash: 0,
+            tokens,
+        });
+        self.patterns.push(Pattern {
+            count: 0,
+            catch_all: true,
+            variants: vec![vi],
+            template: String::new(),
+        });
+        self.refresh_template(pid);
+        self.catch_alls.insert(len, vi);
+        vi
+    }
+
+    /// Rebuilds the lookup structures from `patterns` and `variants` (after a restore).
+    pub(crate) fn from_parts(
+        config: MinerConfig,
+        patterns: Vec<Pattern>,
+        variants: Vec<Variant>,
+    ) -> Self {
+        let mut miner = Self {
+            config,
+            patterns,
+            variants,
+            buckets: HashMap::new(),
+            families: HashMap::new(),
+            catch_alls: HashMap::new(),
+            learnt: 0,
+            learnt_bytes: 0,
+            masked: Masked::new(),
+        };
+        // In creation order, as `ingest` filled them: ties between equally good templates go
+        // to the oldest, and a restored miner must break them the same way.
+        for (vi, v) in miner.variants.iter().enumerate() {
+            let vi = vi as u32;
+            if miner.patterns[v.pattern as usize - 1].catch_all {
+                miner.catch_alls.insert(v.tokens.len() as u16, vi);
+                continue;
+            }
+            miner.learnt += 1;
+            miner.learnt_bytes += variant_bytes(&v.tokens);
+            let key = (v.tokens.len() as u16, v.key_hash);
+            miner.buckets.entry(key).or_default().push(vi);
+            miner.families.entry(v.key_hash).or_default().push(vi);
+        }
+        for pid in 1..=miner.patterns.len() as PatternId {
+            miner.refresh_template(pid);
+        }
+        miner
+    }
+}
+
+/// Same length, and every byte where they differ is a digit in both.
+fn differ_in_digits(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || x.is_ascii_digit() && y.is_ascii_digit())
+}
+
+/// Estimated memory of a template: its tokens, their text twice (tokens and the rendered
+/// template) and its entries in the pattern, bucket and family lists.
+fn variant_bytes(tokens: &[TemplateToken]) -> u64 {
+    let text: usize = tokens.iter().map(|t| 2 * t.text.len() + 1).sum();
+    (std::mem::size_of::<Variant>()
+        + std::mem::size_of_val(tokens)
+        + text
+        + 3 * std::mem::size_of::<u32>()) as u64
+}
+
+fn bucket_key(m: &Masked) -> BucketKey {
+    let toks = m.tokens();
+    // The first plain word among the leading tokens names the bucket, with its position: a
+    // leading name, id or timestamp (`com.example.job:`, `12:00:01`) varies within one event
+    // and would scatter it over buckets that never meet, while keying everything without a
+    // leading word on token count alone would make that one bucket hold most templates.
+    let first = toks
+        .iter()
+        .take(KEY_TOKENS)
+        .enumerate()
+        .find(|(_, t)| t.plain)
+        .map_or(0, |(i, t)| t.hash.rotate_left(i as u32 * 8) | 1);
+    (toks.len() as u16, first)
+}
+
+/// `template` and `m` have the same non-empty skeleton (sequence of anchor tokens).
+fn same_skeleton(template: &[TemplateToken], m: &Masked) -> bool {
+    let mut anchors = m.tokens().iter().filter(|t| t.anchor).map(|t| t.hash);
+    let mut any = false;
+    template.iter().filter(|t| t.anchor).all(|t| {
+        any = true;
+        anchors.next() == Some(t.hash)
+    }) && any
+        && anchors.next().is_none()
+}
+
+fn render(tokens: &[TemplateToken]) -> String {
+    let mut s = String::with_capacity(tokens.iter().map(|t| t.text.len() + 1).sum());
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&t.text);
+    }
+    s
+}
+
+fn cut_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn miner() -> Miner {
+        Miner::new(MinerConfig::default()).expect("default config is valid")
+    }
+
+    #[test]
+    fn variable_parts_share_a_pattern() {
+        let mut m = miner();
+        let a = m.ingest("Connection from 10.0.0.1 closed after 12ms");
+        let b = m.ingest("Connection from 192.168.1.7:8080 closed after 3s");
+        let c = m.ingest("Connection from 10.0.0.9 refused");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(m.template(a), Some("Connection from <*> closed after <*>"));
+        assert_eq!(m.pattern(a).map(|p| p.count), Some(2));
+    }
+
+    #[test]
+    fn ids_stay_while_templates_generalise() {
+        let mut m = miner();
+        let id = m.ingest("user alice logged in from host-a.example.com via ssh");
+        assert_eq!(
+            m.ingest("user alice logged in from host-b.example.com via ssh"),
+            id
+        );
+        // A compound name differs: the template generalises, the id stays.
+        assert_eq!(
+            m.ingest("user alice logged in from host-b.example.com via ssh_v2"),
+            id
+        );
+        assert_eq!(
+            m.template(id),
+            Some("user alice logged in from <*> via <*>")
+        );
+        // Numbered instances of one thing are one event.
+        assert_eq!(
+            m.ingest("link up on eth1 at 10 Mbps"),
+            m.ingest("link up on eth0 at 100 Mbps")
+        );
+        // Two different plain words are another event.
+        let other = m.ingest("user alice logged out from host-b.example.com via ssh");
+        assert_ne!(other, id);
+        assert_eq!(m.patterns().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn other_token_counts_with_the_same_constants_join() {
+        let mut m = miner();
+        let a = m.ingest("host:80 close, 785 bytes sent, lifetime 00:39");
+        let b = m.ingest("host:80 close, 785 bytes (1.2 KB) sent, lifetime <1 sec");
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            m.ingest("host:80 close, 785 bytes sent, lifetime 00:39 early")
+        );
+        assert_eq!(
+            m.lookup("host:80 close, 9 bytes (9.9 KB) sent, lifetime 00:01"),
+            Some(a)
+        );
+    }
+
+    #[test]
+    fn an_all_slot_template_takes_only_values() {
+        let mut m = miner();
+        let values = m.ingest("12 34 56");
+        assert_eq!(m.ingest("7 8.5 0x1f"), values);
+        assert_ne!(m.ingest("a.b c_d x:y"), values);
+    }
+
+    #[test]
+    fn lookup_does_not_learn() {
+        let mut m = miner();
+        let id = m.ingest("disk full on /var after 3 retries");
+        assert_eq!(m.lookup("disk full on /home after 7 retries"), Some(id));
+        assert_eq!(m.lookup("something else entirely"), None);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.pattern(id).map(|p| p.count), Some(1));
+    }
+
+    #[test]
+    fn the_template_cap_sends_new_kinds_to_catch_alls() {
+        let config = MinerConfig {
+            max_templates: 3,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+        let ids: Vec<_> = words
+            .iter()
+            .map(|w| m.ingest(&format!("{w} started worker {w}")))
+            .collect();
+        assert_eq!(ids[..3], [1, 2, 3]);
+        // Everything beyond the cap shares the catch-all of its token count.
+        assert_eq!(ids[3], 4);
+        assert!(ids[3..].iter().all(|&i| i == 4));
+        let p = m.pattern(4).expect("catch-all exists");
+        assert!(p.catch_all);
+        assert_eq!(p.template, "<*> <*> <*> <*>");
+        assert_eq!(p.count, 3);
+        // Learnt patterns still match, in other token counts too.
+        assert_eq!(m.ingest("bravo started worker bravo"), 2);
+        assert_eq!(m.ingest("bravo started worker bravo 42 7"), 2);
+        // One catch-all per token count, and no more.
+        assert_eq!(m.ingest("golf went"), 5);
+        assert_eq!(m.ingest("hotel went"), 5);
+        assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn the_memory_cap_sends_new_kinds_to_catch_alls() {
+        let config = MinerConfig {
+            max_memory_bytes: 4096,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        for i in 0..1000 {
+            let word: String = (0..8)
+                .map(|k| (b'a' + ((i >> k) & 7) as u8 + k as u8) as char)
+                .collect();
+            m.ingest(&format!("{word} did something with {word}"));
+            assert!(m.memory_bytes() <= 4096);
+        }
+        assert!(m.patterns().any(|p| p.catch_all));
+        assert!(m.len() < 100);
+    }
+
+    #[test]
+    fn a_full_bucket_sends_new_kinds_to_the_catch_all() {
+        let config = MinerConfig {
+            max_bucket_patterns: 2,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        let a = m.ingest("job alpha done");
+        let b = m.ingest("job bravo done");
+        let c = m.ingest("job charlie done");
+        assert!(a != b && b != c && a != c);
+        assert!(m.pattern(c).expect("exists").catch_all);
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_max_tokens() {
+        let config = MinerConfig {
+            max_tokens: 4,
+            ..MinerConfig::default()
+        };
+        let mut m = Miner::new(config).expect("valid");
+        let a = m.ingest("a b c d e f g");
+        let b = m.ingest("a b c x y z w v u");
+        assert_eq!(a, b);
+        assert_eq!(m.template(a), Some("a b c <*>"));
+    }
+
+    #[test]
+    fn empty_and_odd_messages() {
+        let mut m = miner();
+        let e = m.ingest("");
+        assert_eq!(m.ingest("   \t "), e);
+        assert_eq!(m.template(e), Some(""));
+        let long = "x".repeat(10_000);
+        let id = m.ingest(&long);
+        assert!(m.template(id).is_some_and(|t| t.len() < 300));
+        assert_eq!(m.ingest(&long), id);
+        m.ingest("ünïcödé 名前 = ✓");
+        assert_eq!(m.template(0), None);
+        assert_eq!(m.template(999), None);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let bad = MinerConfig {
+            similarity: 1.5,
+            ..MinerConfig::default()
+        };
+        assert_eq!(Miner::new(bad).err(), Some(ConfigError::Fraction(1.5)));
+        let bad = MinerConfig {
+            max_tokens: 0,
+            ..MinerConfig::default()
+        };
+        assert_eq!(
+            Miner::new(bad).err(),
+            Some(ConfigError::Zero { name: "max_tokens" })
+        );
+    }
+}
