@@ -609,6 +609,16 @@ fn query_suite(
                 rec_ms.push(ms);
             }
         }
+        if queries.len() > 1 && queries[0] != queries[1] {
+            // Needles: the slowest one, to see why.
+            let slowest = queries
+                .iter()
+                .map(|q| (run_blocks(q), q))
+                .max_by(|a, b| a.0 .2.total_cmp(&b.0 .2));
+            if let Some(((total, read, ms), q)) = slowest {
+                eprintln!("slowest needle {q}: {total} records, {read} blocks read, {ms:.2} ms");
+            }
+        }
         let agree = if current.is_none() {
             format!("– / {blk_total}")
         } else {

@@ -373,7 +373,7 @@ fn words_plan(
             .iter()
             .map(|w| {
                 if tokens::is_high_entropy(w) {
-                    Plan::Id(hash_word(w.as_bytes()))
+                    Plan::Id(hash_word(mark(w).as_bytes()))
                 } else {
                     Plan::Word(mark(w))
                 }

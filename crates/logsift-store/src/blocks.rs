@@ -16,7 +16,8 @@
 //! Words are the word analyzer's tokens of the message; keyword values (`\u{2}name\0value`,
 //! lowercased); the words of `fields.<key>` string values (`\u{3}key\0word`); typed field values
 //! (`\u{4}key\0i:500`, `f:0.25`, `b:true`); and field key presence (`\u{5}key`, for each dotted
-//! prefix). A query plans over these words and then checks each record of the candidate blocks.
+//! prefix). Ids are filtered as the words they would be (a field's under its key). A query
+//! plans over these words and then checks each record of the candidate blocks.
 //!
 //! Not wired into the server yet: `benches/index_cost.rs` builds and queries block segments
 //! side by side with the record-per-document index (step 1 of the plan).
@@ -660,10 +661,12 @@ fn words_of(
         let mut stream = analyzer.token_stream(text);
         while stream.advance() {
             let t = &stream.token().text;
+            marked(word, FIELD_WORD_MARK, name, t, false);
+            // Ids of a field are filtered under their key: a trace id shared by a thousand
+            // records' fields must not send a message needle to every one of their blocks.
             if tokens::is_high_entropy(t) {
-                blk.id(t);
+                blk.id(word);
             } else {
-                marked(word, FIELD_WORD_MARK, name, t, false);
                 blk.word(word);
             }
         }
