@@ -100,6 +100,10 @@ struct Sealing {
     reason: &'static str,
     /// v1 upgrade: the on-disk index this tier was opened from, removed once sealed.
     v1_dir: Option<PathBuf>,
+    /// The segment an attempt wrote (and uploaded) but could not catalogue: while the
+    /// metastore is down, a retry only tries the catalog again instead of merging and
+    /// uploading the whole tier every few seconds.
+    written: Mutex<Option<SegmentInfo>>,
 }
 
 /// A sealed segment being served.
@@ -174,6 +178,8 @@ pub struct IndexHandle {
     committed_raw_bytes: AtomicU64,
     /// Segments written by seals, merges and rewrites since open.
     segments_written: AtomicU64,
+    /// Seals that merged and wrote a segment file (a retry that only catalogues does not).
+    segments_built: AtomicU64,
 }
 
 /// What a rewrite (merge or erasure) of sealed segments did.
@@ -251,6 +257,7 @@ impl IndexHandle {
             hot_raw_bytes: AtomicU64::new(0),
             committed_raw_bytes: AtomicU64::new(0),
             segments_written: AtomicU64::new(0),
+            segments_built: AtomicU64::new(0),
         };
         handle.recover()?;
         Ok(handle)
@@ -331,6 +338,7 @@ impl IndexHandle {
             raw_bytes,
             reason: "upgrade: v1 hot index sealed",
             v1_dir: Some(path.to_path_buf()),
+            written: Mutex::new(None),
         });
         self.sealing
             .write()
@@ -497,6 +505,11 @@ impl IndexHandle {
     /// Segments written by seals, merges and rewrites since open.
     pub fn segments_written(&self) -> u64 {
         self.segments_written.load(Ordering::Relaxed)
+    }
+
+    /// Seal attempts that merged a tier and wrote its segment file, catalogued or not.
+    pub fn segments_built(&self) -> u64 {
+        self.segments_built.load(Ordering::Relaxed)
     }
 
     /// Segments that could not be opened, with the reason.
@@ -754,6 +767,7 @@ impl IndexHandle {
                     _ => "sealed: shutdown",
                 },
                 v1_dir: None,
+                written: Mutex::new(None),
             });
             self.committed_raw_bytes.store(0, Ordering::Relaxed);
             sealing.push(tier.clone());
@@ -847,20 +861,41 @@ impl IndexHandle {
             .searchable_segments()
             .map_err(|e| self.tantivy_err(e))?;
         let out = self.dir.join(format!("{BUILDING_PREFIX}{}", tier.id));
-        let sealed = self.write_merged(&segments, &out)?;
-        let (info, written) = sealed_info(
-            &sealed,
-            &out,
-            &*self.files,
-            &tier.id,
-            tier.raw_bytes,
-            tier.max_lsn,
-        )
-        .map_err(|e| self.store_err(e))?;
-        drop(sealed);
+        let kept = tier
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            // Only if the file is still there as written.
+            .filter(|info| {
+                self.files
+                    .size(&tier.id)
+                    .is_ok_and(|size| size == Some(info.file_bytes))
+            });
+        let info = match kept {
+            Some(info) => {
+                tracing::info!(index = %self.name, segment = %tier.id, "cataloguing the segment written by the last attempt");
+                info
+            }
+            None => {
+                let sealed = self.write_merged(&segments, &out)?;
+                let (info, _) = sealed_info(
+                    &sealed,
+                    &out,
+                    &*self.files,
+                    &tier.id,
+                    tier.raw_bytes,
+                    tier.max_lsn,
+                )
+                .map_err(|e| self.store_err(e))?;
+                self.segments_built.fetch_add(1, Ordering::Relaxed);
+                info
+            }
+        };
+        let written = info.file_bytes;
         let entry = {
             let mut catalog = self.lock_catalog();
-            let entry = catalog.add_with_reason(info, tier.reason).clone();
+            let entry = catalog.add_with_reason(info.clone(), tier.reason).clone();
             if let Err(e) = self.save_catalog(&catalog) {
                 // Not recorded: take the entry back so the next attempt starts clean. A save
                 // that may have been recorded keeps the file it would point to (an unlisted
@@ -873,7 +908,9 @@ impl IndexHandle {
                     self.stopping.store(true, Ordering::Release);
                     tracing::error!(index = %self.name, segment = %tier.id, "a catalog save could not be confirmed; this index seals no more until logsift is restarted");
                 } else {
-                    let _ = self.files.remove(&tier.id);
+                    // Kept for the next attempt; if logsift stops first, the next start
+                    // collects it as an unlisted file and seals the records again from the WAL.
+                    *tier.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
                 }
                 return Err(StoreError::Catalog(e.to_string()));
             }
@@ -885,7 +922,11 @@ impl IndexHandle {
             self.serve_segment(entry.clone());
             sealing.retain(|t| t.id != tier.id);
         }
-        fs::remove_dir_all(&out).map_err(io_err(&out))?;
+        match fs::remove_dir_all(&out) {
+            // A retry that only catalogued may find no work directory left.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&out)(e)),
+            _ => {}
+        }
         if let Some(dir) = &tier.v1_dir {
             fs::remove_dir_all(dir).map_err(io_err(dir))?;
         }

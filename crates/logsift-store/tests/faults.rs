@@ -307,3 +307,46 @@ fn a_stop_during_a_merge_abandons_it_and_leaves_only_catalogued_files() {
     indexer.commit().unwrap();
     assert_eq!(served(&store), expected, "after a restart");
 }
+
+/// #18: while the metastore refuses saves, a seal's retry catalogues the segment the failed
+/// attempt wrote (and uploaded) instead of merging and writing the tier again each time.
+#[test]
+fn a_seal_whose_catalog_save_failed_is_catalogued_by_its_retry_without_a_rebuild() {
+    let _scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let mut indexer = Indexer::new(store.clone());
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    // Two failed saves: the first attempt's and the first retry's.
+    fail::cfg("store::catalog-write", "2*return").unwrap();
+    for lsn in 1..=16u64 {
+        indexer.apply(lsn, &payload(lsn)).unwrap();
+        expected.insert(
+            format!("{}/{}", INDEXES[(lsn % 2) as usize], message(lsn)),
+            1,
+        );
+    }
+    indexer.commit().unwrap();
+    let catalogued =
+        |store: &Store| -> usize { store.list().iter().map(|h| h.segments().len()).sum() };
+    let started = std::time::Instant::now();
+    while catalogued(&store) < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the seals were never catalogued"
+        );
+        indexer.maintain();
+        for h in store.list() {
+            h.wait_for_seal();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    fail::remove("store::catalog-write");
+    assert_eq!(served(&store), expected);
+    let built: u64 = store.list().iter().map(|h| h.segments_built()).sum();
+    assert_eq!(
+        built, 2,
+        "one segment built per index, however often its save was tried"
+    );
+    assert_eq!(uncatalogued(tmp.path(), &store), Vec::<String>::new());
+}
