@@ -83,6 +83,12 @@ fn segments_live_in_the_object_store_and_come_back_from_it_without_the_local_cac
         out.contains(&format!("segment {id}: sha256")) && out.contains("altered"),
         "{out}"
     );
+    // The stored object's own checksums are checked too, from the same one download.
+    assert!(
+        out.contains(&format!("{id}.lsseg: not a logsift segment"))
+            && out.contains("fails its checksum"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -83,6 +83,13 @@ pub trait SegmentFiles: Send + Sync {
     fn size(&self, id: &str) -> Result<Option<u64>, SegmentError>;
     /// sha256 of segment `id` as stored, hex: what `logsift segments verify` checks.
     fn sha256(&self, id: &str) -> Result<String, SegmentError>;
+    /// Checks segment `id` as stored, for `logsift segments verify`: its sha256 (hex), and
+    /// whether every bundled file matches its CRC32C (the inner result). Where reading is
+    /// costly, implementations read the stored bytes once for both.
+    fn check(&self, id: &str) -> Result<(String, Result<(), SegmentError>), SegmentError> {
+        let sha = self.sha256(id)?;
+        Ok((sha, self.open(id).and_then(|d| d.verify_files())))
+    }
     /// sha256 of the copy of segment `id` that searches read, hex: what the server checks
     /// after it starts. The same file, unless segments are kept elsewhere and cached.
     fn sha256_served(&self, id: &str) -> Result<String, SegmentError> {

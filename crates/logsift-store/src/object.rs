@@ -336,6 +336,58 @@ impl SegmentFiles for ObjectSegments {
             .map_err(self.err(id))
     }
 
+    /// One download for both checks, into a temporary file beside the cache (not the cache:
+    /// what is checked is the object as stored, and an offline check serves nothing).
+    fn check(&self, id: &str) -> Result<(String, Result<(), SegmentError>), SegmentError> {
+        let name = format!("{id}.{SEGMENT_EXT}");
+        let tmp = self
+            .cache
+            .join(format!("{id}.verify-{}.tmp", std::process::id()));
+        fs::create_dir_all(&self.cache).map_err(|source| SegmentError::Io {
+            path: self.cache.clone(),
+            source,
+        })?;
+        let out = File::create(&tmp).map_err(|source| SegmentError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        let store = self.storage.store.clone();
+        let object = self.object(&name);
+        let fetched = self.storage.run(async move {
+            let mut out = out;
+            let mut sha = Sha256::new();
+            let mut stream = store.get(&object).await?.into_stream();
+            while let Some(chunk) = stream.try_next().await? {
+                sha.update(&chunk);
+                std::io::Write::write_all(&mut out, &chunk).map_err(|e| {
+                    object_store::Error::Generic {
+                        store: "verify copy",
+                        source: Box::new(e),
+                    }
+                })?;
+            }
+            Ok(hex::encode(sha.finalize()))
+        });
+        let result = match fetched {
+            Ok(sha) => {
+                let inner = BundleDirectory::open(&tmp)
+                    .and_then(|d| d.verify_files())
+                    // Named as the object, not the temporary copy.
+                    .map_err(|e| match e {
+                        SegmentError::Corrupt { why, .. } => SegmentError::Corrupt {
+                            path: PathBuf::from(self.location(id)),
+                            why,
+                        },
+                        other => other,
+                    });
+                Ok((sha, inner))
+            }
+            Err(e) => Err(self.err(&name)(e)),
+        };
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
     fn sha256_served(&self, id: &str) -> Result<String, SegmentError> {
         let cached = self.cached(id);
         if cached.exists() {

@@ -84,16 +84,18 @@ pub fn verify_index(dir: &Path, storage: &SegmentStorage, metastore: &Metastore)
             Ok(Some(_)) => {}
             Err(e) => report.problems.push(format!("segment {name}: {e}")),
         }
-        match files.sha256(name) {
-            Ok(sha) if sha != entry.sha256 => report.problems.push(format!(
-                "segment {name}: sha256 {sha} differs from the catalog's {} (altered or replaced)",
-                entry.sha256
-            )),
-            Ok(_) => {}
-            Err(e) => report.problems.push(format!("segment {name}: {e}")),
-        }
-        match files.open(name).and_then(|d| d.verify_files()) {
-            Ok(()) => {}
+        match files.check(name) {
+            Ok((sha, inner)) => {
+                if sha != entry.sha256 {
+                    report.problems.push(format!(
+                        "segment {name}: sha256 {sha} differs from the catalog's {} (altered or replaced)",
+                        entry.sha256
+                    ));
+                }
+                if let Err(e) = inner {
+                    report.problems.push(format!("segment {name}: {e}"));
+                }
+            }
             Err(e) => report.problems.push(format!("segment {name}: {e}")),
         }
     }
