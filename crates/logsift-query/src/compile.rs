@@ -335,23 +335,8 @@ impl Compiler<'_> {
         lower: &Bound<String>,
         upper: &Bound<String>,
     ) -> Result<Q, QueryError> {
-        let num = |b: &Bound<String>| -> Option<Bound<f64>> {
-            match b {
-                Bound::Unbounded => Some(Bound::Unbounded),
-                Bound::Included(s) => s
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| !f.is_nan())
-                    .map(Bound::Included),
-                Bound::Excluded(s) => s
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| !f.is_nan())
-                    .map(Bound::Excluded),
-            }
-        };
         let path = self.json_path(key);
-        if let (Some(lo), Some(hi)) = (num(lower), num(upper)) {
+        if let Some((lo, hi)) = numeric_bounds(lower, upper) {
             let f64_term = |v: f64| {
                 let mut t = path.clone();
                 t.append_type_and_fast_value::<f64>(v);
@@ -364,18 +349,7 @@ impl Compiler<'_> {
             };
             let f_lo = map_or(lo, f64_term(f64::NEG_INFINITY), f64_term);
             let f_hi = map_or(hi, f64_term(f64::INFINITY), f64_term);
-            let i_lo = match lo {
-                Bound::Unbounded => Bound::Included(i64::MIN),
-                Bound::Included(x) => Bound::Included(ceil_i64(x)),
-                Bound::Excluded(x) if x.fract() == 0.0 => Bound::Excluded(clamp_i64(x)),
-                Bound::Excluded(x) => Bound::Included(ceil_i64(x)),
-            };
-            let i_hi = match hi {
-                Bound::Unbounded => Bound::Included(i64::MAX),
-                Bound::Included(x) => Bound::Included(floor_i64(x)),
-                Bound::Excluded(x) if x.fract() == 0.0 => Bound::Excluded(clamp_i64(x)),
-                Bound::Excluded(x) => Bound::Included(floor_i64(x)),
-            };
+            let (i_lo, i_hi) = integer_bounds(lo, hi);
             return Ok(Box::new(BooleanQuery::new(vec![
                 (
                     Occur::Should,
@@ -420,6 +394,40 @@ fn map_or(b: Bound<f64>, unbounded: Term, f: impl Fn(f64) -> Term) -> Bound<Term
         Bound::Included(x) => Bound::Included(f(x)),
         Bound::Excluded(x) => Bound::Excluded(f(x)),
     }
+}
+
+/// Both bounds of a range as numbers, when both are (or are open); NaN is not a number here.
+pub(crate) fn numeric_bounds(
+    lower: &Bound<String>,
+    upper: &Bound<String>,
+) -> Option<(Bound<f64>, Bound<f64>)> {
+    let num = |b: &Bound<String>| -> Option<Bound<f64>> {
+        let parse = |s: &String| s.parse::<f64>().ok().filter(|f| !f.is_nan());
+        match b {
+            Bound::Unbounded => Some(Bound::Unbounded),
+            Bound::Included(s) => parse(s).map(Bound::Included),
+            Bound::Excluded(s) => parse(s).map(Bound::Excluded),
+        }
+    };
+    Some((num(lower)?, num(upper)?))
+}
+
+/// The integers of a float range as an integer range: bounds round inwards, open ends become
+/// the ends of i64.
+pub(crate) fn integer_bounds(lo: Bound<f64>, hi: Bound<f64>) -> (Bound<i64>, Bound<i64>) {
+    let lo = match lo {
+        Bound::Unbounded => Bound::Included(i64::MIN),
+        Bound::Included(x) => Bound::Included(ceil_i64(x)),
+        Bound::Excluded(x) if x.fract() == 0.0 => Bound::Excluded(clamp_i64(x)),
+        Bound::Excluded(x) => Bound::Included(ceil_i64(x)),
+    };
+    let hi = match hi {
+        Bound::Unbounded => Bound::Included(i64::MAX),
+        Bound::Included(x) => Bound::Included(floor_i64(x)),
+        Bound::Excluded(x) if x.fract() == 0.0 => Bound::Excluded(clamp_i64(x)),
+        Bound::Excluded(x) => Bound::Included(floor_i64(x)),
+    };
+    (lo, hi)
 }
 
 fn clamp_i64(x: f64) -> i64 {

@@ -456,38 +456,10 @@ fn json_range(
     upper: &Bound<String>,
     analyzer: &mut TextAnalyzer,
 ) -> Check {
-    let num = |b: &Bound<String>| -> Option<Bound<f64>> {
-        match b {
-            Bound::Unbounded => Some(Bound::Unbounded),
-            Bound::Included(s) => s
-                .parse::<f64>()
-                .ok()
-                .filter(|f| !f.is_nan())
-                .map(Bound::Included),
-            Bound::Excluded(s) => s
-                .parse::<f64>()
-                .ok()
-                .filter(|f| !f.is_nan())
-                .map(Bound::Excluded),
-        }
-    };
-    if let (Some(lo), Some(hi)) = (num(lower), num(upper)) {
-        // Integer bounds round inwards, as the compiled i64 range does; `as` saturates.
-        let int_lo = match lo {
-            Bound::Unbounded => Bound::Unbounded,
-            Bound::Included(x) => Bound::Included(x.ceil() as i64),
-            Bound::Excluded(x) if x.fract() == 0.0 => Bound::Excluded(x as i64),
-            Bound::Excluded(x) => Bound::Included(x.ceil() as i64),
-        };
-        let int_hi = match hi {
-            Bound::Unbounded => Bound::Unbounded,
-            Bound::Included(x) => Bound::Included(x.floor() as i64),
-            Bound::Excluded(x) if x.fract() == 0.0 => Bound::Excluded(x as i64),
-            Bound::Excluded(x) => Bound::Included(x.floor() as i64),
-        };
+    if let Some((lo, hi)) = crate::compile::numeric_bounds(lower, upper) {
         return Check::FieldNumRange {
             key: key.to_string(),
-            ints: (int_lo, int_hi),
+            ints: crate::compile::integer_bounds(lo, hi),
             floats: (lo, hi),
         };
     }
