@@ -98,7 +98,8 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "info,tantivy=warn")
-            .env("NO_COLOR", "1")
+            // Not set: the log is a file, so it must come out without colour codes anyway.
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

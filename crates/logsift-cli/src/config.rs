@@ -9,11 +9,24 @@ use serde::Deserialize;
 /// The embedded default configuration: `config/logsift.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/logsift.toml");
 
+/// How the server writes its own log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers (logsift can ingest its own log).
+    Json,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub shutdown_timeout_ms: u64,
+    #[serde(default)]
+    pub log_format: LogFormat,
     pub http: HttpConfig,
     pub syslog: SyslogConfig,
     pub json: JsonConfig,

@@ -42,18 +42,35 @@ pub struct ServeArgs {
     /// OTLP/gRPC address [default: 127.0.0.1:4317].
     #[arg(long, value_name = "ADDR")]
     otlp_grpc: Option<SocketAddr>,
+    /// The server's log on stderr: text, or JSON lines for log shippers [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<crate::config::LogFormat>,
+}
+
+/// Logs to stderr in `format`. Text gets ANSI colours only on a terminal (and not with
+/// `NO_COLOR`): escape codes in a file or a pipe are noise to whoever reads or ships it.
+fn init_logging(format: crate::config::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        crate::config::LogFormat::Json => builder.json().with_current_span(false).init(),
+        crate::config::LogFormat::Text => builder
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
+            .init(),
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::memory::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut cfg = Config::load(args.config.as_deref())?;
+    init_logging(args.log_format.unwrap_or(cfg.log_format));
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
