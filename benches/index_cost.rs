@@ -541,6 +541,35 @@ fn query_suite(
             }
         }
     }
+    // What a block read costs: decompressing every block, then lowercasing its bytes for the
+    // prefilter, averaged over the segment.
+    {
+        let mut block = logsift_store::blocks::DecodedBlock::default();
+        let started = std::time::Instant::now();
+        let mut bytes = 0usize;
+        for ord in 0..segment.blocks.len() {
+            segment.read_block(ord, &mut block).expect("block");
+            bytes += block.data.len();
+        }
+        let read = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let mut lower = Vec::new();
+        for ord in 0..segment.blocks.len() {
+            segment.read_block(ord, &mut block).expect("block");
+            lower.clear();
+            lower.extend(block.data.iter().map(u8::to_ascii_lowercase));
+            std::hint::black_box(memchr::memmem::find(&lower, b"upstream timed out"));
+        }
+        let both = started.elapsed().as_secs_f64();
+        let n = segment.blocks.len().max(1) as f64;
+        println!(
+            "block reads: {:.1} µs to decompress a block ({:.0} KB plain, {:.0} MB/s), {:.1} µs more to lowercase and search it",
+            read / n * 1e6,
+            bytes as f64 / n / 1e3,
+            bytes as f64 / read / 1e6,
+            (both - read) / n * 1e6
+        );
+    }
     let searcher = current.map(|(index, _)| index.reader().expect("reader").searcher());
     let run_records = |q: &str| -> Option<(u64, f64)> {
         let (index, schema) = current?;
