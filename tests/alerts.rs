@@ -278,7 +278,8 @@ fn count_rule_fires_in_alertmanager_resolves_and_survives_a_restart() {
         .as_str()
         .unwrap()
         .contains("disk full on /var/lib/pg"));
-    let starts_at = in_am["startsAt"].as_str().unwrap().to_string();
+    // Alertmanager keeps milliseconds; logsift sends nanoseconds.
+    let starts_at = millis(&in_am["startsAt"]);
 
     // The webhook gets the same alert with the link and the first lines, as a list.
     let sent = hook.wait_for(10, |a| a["status"] == "firing" && a["rule"] == "disk_full");
@@ -323,14 +324,14 @@ fn count_rule_fires_in_alertmanager_resolves_and_survives_a_restart() {
     let after = am.alerts("disk_full");
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(
-        after[0]["startsAt"],
-        starts_at.as_str(),
+        millis(&after[0]["startsAt"]),
+        starts_at,
         "the same alert, not a new one"
     );
     for a in hook.drain() {
         assert_eq!(
-            a["startsAt"],
-            starts_at.as_str(),
+            millis(&a["startsAt"]),
+            starts_at,
             "resends keep startsAt: {a}"
         );
     }
@@ -340,9 +341,9 @@ fn count_rule_fires_in_alertmanager_resolves_and_survives_a_restart() {
     let resolved = hook.wait_for(30, |a| {
         a["status"] == "resolved" && a["rule"] == "disk_full"
     });
-    assert_eq!(resolved["startsAt"], starts_at.as_str());
-    let ends = resolved["endsAt"].as_str().unwrap();
-    assert!(ends > starts_at.as_str(), "{ends} after {starts_at}");
+    assert_eq!(millis(&resolved["startsAt"]), starts_at);
+    let ends = millis(&resolved["endsAt"]);
+    assert!(ends > starts_at, "{ends} after {starts_at}");
     assert_eq!(groups(&s, "disk_full")[0]["state"], "resolved");
     wait_until(10, || {
         let left = am.alerts("disk_full");
@@ -374,6 +375,14 @@ fn count_rule_fires_in_alertmanager_resolves_and_survives_a_restart() {
         );
         (body["total"].as_u64().unwrap_or(0) < 2).then(|| format!("audit: {body}"))
     });
+}
+
+/// An RFC 3339 UTC time cut to milliseconds, as Alertmanager keeps it.
+fn millis(ts: &Value) -> String {
+    let ts = ts.as_str().unwrap_or_else(|| panic!("not a time: {ts}"));
+    let ts = ts.trim_end_matches('Z');
+    let (head, frac) = ts.split_once('.').unwrap_or((ts, ""));
+    format!("{head}.{:0<3}Z", &frac[..frac.len().min(3)])
 }
 
 fn metric(text: &str, name: &str) -> f64 {

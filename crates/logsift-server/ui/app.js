@@ -727,6 +727,7 @@ function init() {
     sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
     $("token").value = "";
     $("auth").hidden = true;
+    loadSaved();
     runSearch();
   });
   $("search").addEventListener("submit", (ev) => {
