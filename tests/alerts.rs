@@ -514,6 +514,22 @@ fn rules_and_saved_searches_over_the_api() {
     );
     assert_eq!(delete(&s, "/api/v1/alerts/rules/disk_full").0, 409);
     assert_eq!(delete(&s, "/api/v1/alerts/rules/nope").0, 404);
+    // The configured rule counts an index that does not exist yet: reported, not skipped.
+    wait_until(10, || {
+        let (_, body) = s.get("/api/v1/alerts");
+        let rule = &body["rules"][0];
+        (rule["state"] != "error" || !rule["error"].as_str().unwrap_or("").contains("logs"))
+            .then(|| format!("{body}"))
+    });
+    let failures = metric(
+        &s.metrics_text(None),
+        "logsift_alert_evaluation_failures_total",
+    );
+    assert!(failures >= 1.0, "{failures}");
+    assert_eq!(
+        metric(&s.metrics_text(None), "logsift_alert_rules_failing"),
+        1.0
+    );
     assert_eq!(post(&s, "/api/v1/alerts/rules", &good).0, 201);
     assert_eq!(
         post(&s, "/api/v1/alerts/rules", &good).0,

@@ -202,6 +202,16 @@ pub struct RuleState {
     pub seen_bootstrapped: bool,
 }
 
+impl RuleState {
+    /// Whether only the evaluation's time and duration differ.
+    fn same_but_times(&self, other: &RuleState) -> bool {
+        self.groups == other.groups
+            && self.seen == other.seen
+            && self.error == other.error
+            && self.seen_bootstrapped == other.seen_bootstrapped
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     rules: BTreeMap<String, Rule>,
@@ -384,16 +394,24 @@ impl Alerts {
         let mut batch = Vec::new();
         let doc = {
             let mut inner = self.lock();
+            let mut changed = false;
             for (spec, state, notes) in results {
                 // A rule deleted or replaced while it was evaluated keeps no state from it.
                 if inner.rules.get(&spec.name).is_some_and(|r| r.spec == spec) {
+                    changed |= inner
+                        .states
+                        .get(&spec.name)
+                        .is_none_or(|old| !old.same_but_times(&state));
                     inner.states.insert(spec.name, state);
                     batch.extend(notes);
                 }
             }
-            json!({ "rules": inner.states })
+            // Evaluation times alone are not worth an fsync every interval.
+            changed.then(|| json!({ "rules": inner.states }))
         };
-        self.save_state(doc).await;
+        if let Some(doc) = doc {
+            self.save_state(doc).await;
+        }
         if batch.is_empty() {
             return;
         }
