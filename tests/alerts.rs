@@ -621,3 +621,66 @@ fn a_bad_rule_in_the_config_stops_the_start_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn failed_deliveries_are_retried_counted_and_audited_while_evaluation_goes_on() {
+    // Nothing listens there: every attempt is refused.
+    let closed = format!("http://127.0.0.1:{}/hook", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[alerts]
+webhook_url = "{closed}"
+[[alerts.rules]]
+name = "any_error"
+query = "error"
+index = "apps"
+window = "1m"
+condition = "count > 0"
+interval = "1s"
+"#
+    );
+    let s = Server::start_in(dir.path(), &config);
+    let (status, body) = s.ingest(
+        "apps",
+        ndjson(&[json!({"host": "a", "message": "error: boom"})]),
+        "application/x-ndjson",
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until(15, || {
+        let text = s.metrics_text(None);
+        let failed = metric(
+            &text,
+            "logsift_alert_notifications_failed_total{target=\"webhook\"}",
+        );
+        let retries = metric(
+            &text,
+            "logsift_alert_notification_retries_total{target=\"webhook\"}",
+        );
+        (failed < 1.0 || retries < 3.0).then(|| format!("failed {failed}, retries {retries}"))
+    });
+    // Delivery's retries did not hold evaluation up.
+    let before = metric(&s.metrics_text(None), "logsift_alert_evaluations_total");
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = metric(&s.metrics_text(None), "logsift_alert_evaluations_total");
+    assert!(after >= before + 2.0, "{before} → {after}");
+    assert_eq!(groups(&s, "any_error")[0]["state"], "firing");
+    assert_eq!(
+        metric(
+            &s.metrics_text(None),
+            "logsift_alert_notifications_sent_total{target=\"webhook\"}"
+        ),
+        0.0
+    );
+    wait_until(10, || {
+        let (_, body) = s.search(
+            "fields.action:\"alert notification\"",
+            &[("index", "_audit"), ("limit", "10")],
+        );
+        let outcome = body["hits"][0]["fields"]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        (!outcome.starts_with("failed")).then(|| format!("audit: {body}"))
+    });
+}
