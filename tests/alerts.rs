@@ -684,3 +684,56 @@ interval = "1s"
         (!outcome.starts_with("failed")).then(|| format!("audit: {body}"))
     });
 }
+
+#[test]
+fn rate_rule_compares_with_the_previous_window_and_waits_for_its_for_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[[alerts.rules]]
+name = "error_surge"
+query = "error"
+index = "web"
+window = "4s"
+condition = "rate > 3"
+interval = "1s"
+for = "1s"
+"#;
+    let s = Server::start_in(dir.path(), config);
+    let lines = |n: usize| {
+        let l: Vec<Value> = (0..n)
+            .map(|i| json!({"host": "w", "message": format!("error {i}")}))
+            .collect();
+        let (status, body) = s.ingest("web", ndjson(&l), "application/x-ndjson");
+        assert_eq!(status, 200, "{body}");
+    };
+    lines(4);
+    std::thread::sleep(Duration::from_millis(3200));
+    assert!(
+        groups(&s, "error_surge").is_empty(),
+        "no baseline before the 4: no rate, no alert"
+    );
+    // Ten times the previous window: pending at once, firing once it held for 1 s (and
+    // before the 4 leave the previous window, 4 s after they came).
+    lines(40);
+    let burst = Instant::now();
+
+    let mut first_pending = None;
+    wait_until(8, || {
+        let g = groups(&s, "error_surge");
+        match g.first().map(|g| (g["state"].as_str().unwrap_or(""), g)) {
+            Some(("pending", g)) => {
+                first_pending.get_or_insert((burst.elapsed(), g["value"].clone()));
+                Some("pending".into())
+            }
+            Some(("firing", _)) => None,
+            other => Some(format!("{other:?} {}", s.get("/api/v1/alerts").1)),
+        }
+    });
+    let (pending_at, value) = first_pending.expect("pending before firing");
+    assert_eq!(value, "10", "40 over the previous window's 4");
+    assert!(
+        burst.elapsed() >= pending_at + Duration::from_millis(700),
+        "firing {:?} after pending",
+        burst.elapsed() - pending_at
+    );
+}

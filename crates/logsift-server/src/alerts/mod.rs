@@ -512,25 +512,25 @@ impl Alerts {
                 .collect(),
             Measure::Rate => {
                 let previous = count(now - 2 * window, now - window)?;
-                let groups: BTreeSet<&String> = current.keys().chain(previous.keys()).collect();
-                groups
-                    .into_iter()
-                    .map(|g| {
-                        let cur = current.get(g).copied().unwrap_or(0) as f64;
-                        let prev = previous.get(g).copied().unwrap_or(0) as f64;
-                        let rate = match (cur, prev) {
-                            (c, p) if p > 0.0 => c / p,
-                            (c, _) if c > 0.0 => f64::INFINITY,
-                            _ => 0.0,
-                        };
-                        (g.clone(), rate)
+                // Without records in the previous window there is no baseline to compare
+                // with: such a group has no rate and does not meet the condition (a rule
+                // for lines appearing from nothing is `count > N`).
+                previous
+                    .iter()
+                    .filter(|(_, &p)| p > 0)
+                    .map(|(g, &p)| {
+                        let cur = current.get(g).copied().unwrap_or(0);
+                        (g.clone(), cur as f64 / p as f64)
                     })
                     .collect()
             }
         };
         if rule.spec.group_by.is_none() {
-            values.entry(String::new()).or_insert(0.0);
-        } else if rule.condition.quiet_fires() {
+            if rule.condition.measure == Measure::Count {
+                values.entry(String::new()).or_insert(0.0);
+            }
+        } else if rule.condition.measure == Measure::Count && rule.condition.quiet_fires() {
+            // (A rate rule sees a quiet group through the previous window already.)
             if !state.seen_bootstrapped {
                 let earlier = count(now - rule.lookback_ms * NS_PER_MS, now - window)?;
                 for g in earlier.into_keys() {
@@ -831,9 +831,7 @@ struct CountKey {
 }
 
 fn format_value(v: f64) -> String {
-    if v.is_infinite() {
-        "+Inf".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
         format!("{v:.3}")

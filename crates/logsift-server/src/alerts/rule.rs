@@ -21,7 +21,8 @@ pub struct RuleSpec {
     /// The range each evaluation counts: `[now - window, now)`.
     pub window: String,
     /// `count > N`, `count >= N`, `count < N`, `count <= N`, `count == N`, `count != N`, or
-    /// the same with `rate`: this window's count divided by the previous window's.
+    /// the same with `rate`: this window's count divided by the previous window's (no rate,
+    /// hence no alert, when the previous window had no records).
     pub condition: String,
     /// A terms field (`host`, `app`, ...): each value is its own alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
