@@ -737,3 +737,55 @@ for = "1s"
         burst.elapsed() - pending_at
     );
 }
+
+#[test]
+fn changing_rules_needs_admin_and_saved_searches_need_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = common::create_token(&data, &["admin"], &[]);
+    let reader = common::create_token(&data, &["search"], &["logs"]);
+    let shipper = common::create_token(&data, &["ingest"], &[]);
+    let s = Server::start_in(dir.path(), "");
+    let call = |method: &str, path: &str, token: &str, body: Option<&Value>| -> u16 {
+        let mut req = client()
+            .request(method.parse().unwrap(), format!("{}{path}", s.http))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().unwrap().status().as_u16()
+    };
+    let rule = json!({"name": "r1", "window": "1m", "condition": "count > 1"});
+    assert_eq!(
+        call("POST", "/api/v1/alerts/rules", &reader, Some(&rule)),
+        403
+    );
+    assert_eq!(
+        call("POST", "/api/v1/alerts/rules", &shipper, Some(&rule)),
+        403
+    );
+    assert_eq!(
+        call("POST", "/api/v1/alerts/rules", &admin, Some(&rule)),
+        201
+    );
+    assert_eq!(call("GET", "/api/v1/alerts", &reader, None), 200);
+    assert_eq!(call("GET", "/api/v1/alerts", &shipper, None), 403);
+    assert_eq!(
+        call("DELETE", "/api/v1/alerts/rules/r1", &reader, None),
+        403
+    );
+    assert_eq!(call("GET", "/api/v1/saved", "not-a-token", None), 401);
+    let saved = json!({"name": "mine", "query": "error"});
+    assert_eq!(call("POST", "/api/v1/saved", &reader, Some(&saved)), 201);
+    assert_eq!(call("POST", "/api/v1/saved", &shipper, Some(&saved)), 403);
+    assert_eq!(call("GET", "/api/v1/saved/mine", &reader, None), 200);
+    // Someone else's saved search is theirs to delete, or an admin's.
+    let other = common::create_token(&data, &["search"], &[]);
+    // tokens.json is re-read when it changes.
+    wait_until(10, || {
+        (call("GET", "/api/v1/saved", &other, None) != 200).then(|| "new token not seen".into())
+    });
+    assert_eq!(call("DELETE", "/api/v1/saved/mine", &other, None), 403);
+    assert_eq!(call("DELETE", "/api/v1/saved/mine", &reader, None), 200);
+    assert_eq!(call("DELETE", "/api/v1/alerts/rules/r1", &admin, None), 200);
+}
