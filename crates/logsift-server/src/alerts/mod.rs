@@ -37,7 +37,6 @@ use logsift_query::{Budget, SearchRequest, SortOrder};
 use logsift_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
 pub use rule::{Condition, Measure, Rule, RuleSpec};
 
@@ -242,7 +241,7 @@ pub struct Alerts {
     write_lock: tokio::sync::Mutex<()>,
     metrics: AlertMetrics,
     delivery: Arc<notify::DeliveryMetrics>,
-    sender: OnceLock<mpsc::Sender<Vec<notify::Notification>>>,
+    deliveries: OnceLock<notify::Deliveries>,
     external_url: OnceLock<String>,
 }
 
@@ -303,7 +302,7 @@ impl Alerts {
             write_lock: tokio::sync::Mutex::new(()),
             metrics: AlertMetrics::default(),
             delivery: Arc::default(),
-            sender: OnceLock::new(),
+            deliveries: OnceLock::new(),
             external_url: OnceLock::new(),
         })
     }
@@ -325,13 +324,13 @@ impl Alerts {
             alertmanager: self.settings.alertmanager_url.clone(),
             webhook: self.settings.webhook_url.clone(),
         };
-        let tx = notify::start(
+        let deliveries = notify::start(
             targets,
             self.delivery.clone(),
             self.audit.clone(),
             shutdown.clone(),
         );
-        let _ = self.sender.set(tx);
+        let _ = self.deliveries.set(deliveries);
         let configured: Vec<String> = self
             .settings
             .rules
@@ -415,11 +414,12 @@ impl Alerts {
         if batch.is_empty() {
             return;
         }
-        if let Some(tx) = self.sender.get() {
-            if tx.try_send(batch).is_err() {
+        if let Some(deliveries) = self.deliveries.get() {
+            for target in deliveries.send(batch) {
                 self.metrics.dropped_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    "alert notifications dropped: {} batches already wait for delivery",
+                    target,
+                    "alert notifications dropped: {} batches already wait for delivery there",
                     notify::QUEUE_BATCHES
                 );
             }

@@ -1,6 +1,6 @@
 //! Delivery of notifications to Prometheus Alertmanager (`POST /api/v2/alerts`, a JSON array
 //! of alerts) and to a generic webhook (one JSON object per batch). Evaluation hands batches
-//! over a bounded channel and never waits; this task retries each target a few times with
+//! to a bounded queue per target and never waits; each target's task retries a few times with
 //! backoff, counts what was sent and what failed, and writes each delivery to the audit trail.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,46 +77,79 @@ pub struct Targets {
     pub webhook: Option<String>,
 }
 
-/// Starts the delivery task; returns the sender evaluation uses.
+/// Where each batch goes: one queue and one task per target, so that a slow or dead
+/// Alertmanager does not hold up the webhook, nor the other way round.
+pub struct Deliveries {
+    queues: Vec<(usize, mpsc::Sender<Arc<Vec<Notification>>>)>,
+}
+
+impl Deliveries {
+    /// Queues `batch` for every target without waiting; the targets whose queue is full, by
+    /// name (the batch is dropped for them).
+    pub fn send(&self, batch: Vec<Notification>) -> Vec<&'static str> {
+        let batch = Arc::new(batch);
+        self.queues
+            .iter()
+            .filter(|(_, tx)| tx.try_send(batch.clone()).is_err())
+            .map(|(target, _)| TARGETS[*target])
+            .collect()
+    }
+}
+
+/// Starts one delivery task per configured target.
 pub fn start(
     targets: Targets,
     metrics: Arc<DeliveryMetrics>,
     audit: Arc<Audit>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> mpsc::Sender<Vec<Notification>> {
-    let (tx, mut rx) = mpsc::channel::<Vec<Notification>>(QUEUE_BATCHES);
+) -> Deliveries {
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
         .unwrap_or_default();
-    tokio::spawn(async move {
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                b = rx.recv() => match b { Some(b) => b, None => break },
-            };
-            if let Some(base) = &targets.alertmanager {
-                let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-                let body = Value::Array(batch.iter().map(Notification::alertmanager).collect());
-                deliver(&client, 0, &url, &body, &batch, &metrics, &audit).await;
-            }
-            if let Some(url) = &targets.webhook {
-                let status = if batch.iter().any(|n| n.status == "firing") {
-                    "firing"
-                } else {
-                    "resolved"
+    let mut queues = Vec::new();
+    let urls = [
+        targets
+            .alertmanager
+            .map(|base| format!("{}/api/v2/alerts", base.trim_end_matches('/'))),
+        targets.webhook,
+    ];
+    for (target, url) in urls.into_iter().enumerate() {
+        let Some(url) = url else { continue };
+        let (tx, mut rx) = mpsc::channel::<Arc<Vec<Notification>>>(QUEUE_BATCHES);
+        queues.push((target, tx));
+        let (client, metrics, audit, shutdown) = (
+            client.clone(),
+            metrics.clone(),
+            audit.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    b = rx.recv() => match b { Some(b) => b, None => break },
                 };
-                let body = json!({
-                    "version": "1",
-                    "receiver": "logsift",
-                    "status": status,
-                    "alerts": batch.iter().map(Notification::webhook).collect::<Vec<_>>(),
-                });
-                deliver(&client, 1, url, &body, &batch, &metrics, &audit).await;
+                let body = if target == 0 {
+                    Value::Array(batch.iter().map(Notification::alertmanager).collect())
+                } else {
+                    let status = if batch.iter().any(|n| n.status == "firing") {
+                        "firing"
+                    } else {
+                        "resolved"
+                    };
+                    json!({
+                        "version": "1",
+                        "receiver": "logsift",
+                        "status": status,
+                        "alerts": batch.iter().map(Notification::webhook).collect::<Vec<_>>(),
+                    })
+                };
+                deliver(&client, target, &url, &body, &batch, &metrics, &audit).await;
             }
-        }
-    });
-    tx
+        });
+    }
+    Deliveries { queues }
 }
 
 async fn deliver(
