@@ -266,3 +266,28 @@ pub async fn delete(
         json!({"saved": removed}),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written by format version 1 (`testdata/v1`) is still read.
+    #[test]
+    fn version_1_file_is_read() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v1");
+        let saved = SavedSearches::open(&dir).unwrap();
+        let list = saved.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].name, "pg-disk");
+        assert_eq!(list[0].query, "\"disk full\" AND app:pg");
+        assert_eq!(list[0].start, "now-1h");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("web-01_errors.v2", "x").is_ok());
+        for bad in ["", "a b", "../x", "a/b", "é", &"n".repeat(129)] {
+            assert!(check_name(bad, "x").is_err(), "{bad:?}");
+        }
+    }
+}

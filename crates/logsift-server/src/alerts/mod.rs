@@ -1200,6 +1200,36 @@ mod tests {
         assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 
+    /// Files written by format version 1 (`testdata/v1`) are still read.
+    #[test]
+    fn version_1_files_are_read() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v1");
+        let doc = crate::persist::read(&dir.join("state.json"), STATE_FORMAT, VERSION)
+            .unwrap()
+            .unwrap();
+        let states: BTreeMap<String, RuleState> =
+            serde_json::from_value(doc["rules"].clone()).unwrap();
+        let firing = &states["disk_full"].groups[""];
+        assert_eq!(
+            (firing.phase, firing.active_at_ns),
+            (Phase::Firing, 1796309445521716948)
+        );
+        let hb = &states["heartbeat"];
+        assert_eq!(hb.groups["host-b"].phase, Phase::Resolved);
+        assert!(hb.seen_bootstrapped && hb.seen.len() == 2 && hb.error.is_some());
+        let doc = crate::persist::read(&dir.join("rules.json"), RULES_FORMAT, VERSION)
+            .unwrap()
+            .unwrap();
+        let specs: Vec<RuleSpec> = serde_json::from_value(doc["rules"].clone()).unwrap();
+        let rules: Vec<Rule> = specs
+            .into_iter()
+            .map(|s| Rule::new(s, "api").unwrap())
+            .collect();
+        assert_eq!(rules[0].condition.measure, Measure::Rate);
+        assert_eq!((rules[1].for_ms, rules[1].lookback_ms), (60_000, 7_200_000));
+        assert_eq!(rules[1].spec.group_by.as_deref(), Some("host"));
+    }
+
     #[test]
     fn config_errors_name_the_rule() {
         let mut cfg = AlertsConfig::default();
