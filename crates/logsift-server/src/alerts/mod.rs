@@ -125,6 +125,9 @@ impl AlertsConfig {
                 self.resend_interval
             )
         })?;
+        if resend_ms > rule::MAX_DURATION_MS {
+            return Err("alerts.resend_interval must be at most 366 days".into());
+        }
         if self.first_lines > 100 {
             return Err("alerts.first_lines must be at most 100".into());
         }

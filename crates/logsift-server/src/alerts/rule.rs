@@ -152,6 +152,9 @@ pub struct Rule {
 
 /// Evaluations are scheduled on a 250 ms tick; shorter intervals would only pretend.
 pub const MIN_INTERVAL_MS: i64 = 1_000;
+/// Windows, intervals and `for` beyond this are mistakes; bounding them keeps the time
+/// arithmetic (ns since the epoch, lookbacks of ten windows) far from overflow.
+pub const MAX_DURATION_MS: i64 = 366 * 86_400_000;
 const MAX_NAME_BYTES: usize = 128;
 const MAX_QUERY_BYTES: usize = 16 * 1024;
 const MAX_LABELS: usize = 64;
@@ -162,9 +165,13 @@ fn duration(field: &str, text: &str, allow_zero: bool) -> Result<i64, String> {
     if allow_zero && matches!(t, "0" | "0s" | "0ms" | "0m") {
         return Ok(0);
     }
-    parse_interval(t).map_err(|_| {
+    let ms = parse_interval(t).map_err(|_| {
         format!("{field} {text:?} is not a duration like 30s, 5m or 1h (units ms, s, m, h, d)")
-    })
+    })?;
+    if ms > MAX_DURATION_MS {
+        return Err(format!("{field} {text:?} is longer than 366 days"));
+    }
+    Ok(ms)
 }
 
 /// Prometheus label names, which Alertmanager requires.
@@ -326,6 +333,8 @@ mod tests {
         assert!(err(&|s| s.name = "a b".into()).contains("name"));
         assert!(err(&|s| s.query = "(unclosed".into()).contains("query"));
         assert!(err(&|s| s.window = "soon".into()).contains("window"));
+        assert!(err(&|s| s.window = "9999999999d".into()).contains("window"));
+        assert!(err(&|s| s.for_ = "400d".into()).contains("366 days"));
         assert!(err(&|s| s.interval = "100ms".into()).contains("minimum"));
         assert!(err(&|s| s.group_by = Some("message".into())).contains("group_by"));
         assert!(err(&|s| s.index = "Bad Index".into()).contains("index"));
