@@ -47,6 +47,8 @@ use crate::{ApiError, AppState, Principal, Role};
 pub const TICK: Duration = Duration::from_millis(250);
 /// A resolved group is shown (and kept in the state file) this long, then forgotten.
 pub const RESOLVED_KEEP_NS: i64 = 15 * 60 * 1_000_000_000;
+/// Rules at most (configured and API together): each is evaluated every interval.
+pub const MAX_RULES: usize = 1000;
 /// Groups one rule tracks; the terms aggregation counts at most this many values.
 pub const MAX_GROUPS: usize = 1000;
 /// Each sample line in a notification is cut to this many characters.
@@ -133,6 +135,9 @@ impl AlertsConfig {
         }
         let mut rules = Vec::new();
         let mut names = BTreeSet::new();
+        if self.rules.len() > MAX_RULES {
+            return Err(format!("at most {MAX_RULES} [[alerts.rules]]"));
+        }
         for (i, spec) in self.rules.iter().enumerate() {
             let rule = Rule::new(spec.clone(), "config")
                 .map_err(|e| format!("[[alerts.rules]] #{}: {e}", i + 1))?;
@@ -1068,6 +1073,11 @@ pub async fn put_rule(
                 }
                 replaced = true;
                 changed = old.spec != rule.spec;
+            } else if rules.len() >= MAX_RULES {
+                return Err(ApiError::bad_request(
+                    "too_many_rules",
+                    format!("{MAX_RULES} alert rules exist already; delete some first"),
+                ));
             }
             rules.insert(name.clone(), rule);
             Ok(())
