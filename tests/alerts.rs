@@ -789,3 +789,27 @@ fn changing_rules_needs_admin_and_saved_searches_need_search() {
     assert_eq!(call("DELETE", "/api/v1/saved/mine", &reader, None), 200);
     assert_eq!(call("DELETE", "/api/v1/alerts/rules/r1", &admin, None), 200);
 }
+
+#[test]
+fn a_firing_alert_survives_kill_9_with_its_start_time() {
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[alerts]\nwebhook_url = \"{}\"\nresend_interval = \"2s\"\n{COUNT_RULE}",
+        hook.url
+    );
+    let s = Server::start_in(dir.path(), &config);
+    burst(&s, 8);
+    let fired = hook.wait_for(10, |a| a["rule"] == "disk_full" && a["status"] == "firing");
+    let starts_at = fired["startsAt"].clone();
+    s.kill9();
+    let s = Server::start_in(dir.path(), &config);
+    let g = groups(&s, "disk_full");
+    assert_eq!(g.len(), 1, "state read back at start: {g:?}");
+    assert_eq!(g[0]["state"], "firing");
+    // Resends after the crash carry the first start time; nothing resolved in between.
+    let _ = hook.drain();
+    let again = hook.wait_for(10, |a| a["rule"] == "disk_full");
+    assert_eq!(again["status"], "firing", "{again}");
+    assert_eq!(again["startsAt"], starts_at);
+}
