@@ -2,8 +2,8 @@
 # Runs every test of logsift, after installing the system tools the end-to-end tests drive:
 # `logger` (bsdutils), `nc` (netcat-openbsd), `openssl` and `curl` (TLS tests), rsyslog with
 # its TLS driver (rsyslog-gnutls), syslog-ng unpacked into a private prefix, Chromium and
-# Node.js with playwright-core (the web UI test), the Python shipper clients, PostgreSQL 15
-# and s3s-fs (an S3-protocol server).
+# Node.js with playwright-core (the web UI test), the Python shipper clients, PostgreSQL 15,
+# Prometheus Alertmanager and s3s-fs (an S3-protocol server).
 # Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need+=(rsyslog-gnutls)
 # PostgreSQL 15 for tests/metastore.rs, which makes a throwaway cluster of its own.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+# Prometheus Alertmanager 0.25 for tests/alerts.rs, which starts its own on a free port.
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 apt_updated=""

@@ -57,7 +57,11 @@ fn search_page_in_chromium() {
     // (searches, histogram, facets, context, the tail stream) are exercised.
     let tmp = tempfile::tempdir().unwrap();
     let token = common::create_token(&tmp.path().join("data"), &["admin"], &[]);
-    let s = Server::start_in(tmp.path(), "");
+    // A rule, so that the page's alerts panel has something to list.
+    let s = Server::start_in(
+        tmp.path(),
+        "[[alerts.rules]]\nname = \"ui_errors\"\nquery = \"severity:error\"\nwindow = \"5m\"\ncondition = \"count > 0\"\ninterval = \"1s\"\n",
+    );
     let (status, body) = s.ingest_as(&token, "logs", seed(), "application/x-ndjson");
     assert_eq!(status, 200, "{body}");
     s.wait_total_as(&token, "", &[("limit", "0")], RECORDS as u64);

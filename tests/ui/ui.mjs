@@ -204,6 +204,30 @@ try {
   check((await page.locator("#hits .hit.new .sev").first().innerText()) === "error", "tail line coloured by severity");
   await shot(page, "tail");
 
+  // 11. Save the current search under a name, then open it by name as a colleague would.
+  await page.uncheck("#tail");
+  await page.goto(`${base}/?range=all&q=host:web-01`);
+  await waitTotal(page, expected.web01, "the search to save");
+  page.once("dialog", (d) => d.accept("web01-all"));
+  await page.click("#save");
+  await page.waitForSelector("#saved option[value='web01-all']", { state: "attached" });
+  await page.goto(`${base}/?saved=web01-all`);
+  await waitTotal(page, expected.web01, "the saved search, opened by name");
+  check((await page.inputValue("#q")) === "host:web-01", "saved query restored");
+  await page.goto(`${base}/?range=all`);
+  await waitTotal(page, expected.all + 1, "back to everything (and the tail's line)");
+  await page.selectOption("#saved", "web01-all");
+  await waitTotal(page, expected.web01, "the saved search, picked from the list");
+  await shot(page, "saved");
+
+  // 12. The alerts panel lists the rules and their state.
+  await page.click("#show-alerts");
+  await page.waitForSelector("#alerts:not([hidden]) .alert-rule");
+  const rules = await page.locator("#alerts-body").innerText();
+  check(rules.includes("ui_errors") && rules.includes("count > 0"), "alert rule listed: " + rules);
+  await shot(page, "alerts");
+  await page.click("#alerts-close");
+
   check(errors.length === 0, "no errors in the page: " + errors.join("; "));
   console.log(`ui: ${step} steps passed; screenshots in ${shots}`);
 } catch (e) {

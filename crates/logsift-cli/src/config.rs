@@ -47,6 +47,9 @@ pub struct Config {
     pub storage: StorageSection,
     #[serde(default)]
     pub metastore: MetastoreSection,
+    /// Alert rules and where notifications go (`[alerts]`, `[[alerts.rules]]`).
+    #[serde(default)]
+    pub alerts: logsift_server::alerts::AlertsConfig,
 }
 
 /// Where each index's catalog is kept: `catalog.json` in its directory (`url` empty), or
@@ -408,6 +411,7 @@ impl Config {
                 bail!("{key} must be positive");
             }
         }
+        self.alerts.validate().map_err(|e| anyhow::anyhow!(e))?;
         self.http_tls()?;
         self.syslog_tls()?;
         self.fsync_policy()?;

@@ -294,6 +294,7 @@ async fn serve(
         .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     let scheme = if http_tls.is_some() { "https" } else { "http" };
     ready.push(format!("{scheme}={}", http.local_addr()?));
+    let http_url = format!("{scheme}://{}", http.local_addr()?);
     let grpc = match cfg.otlp.grpc {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -376,7 +377,24 @@ async fn serve(
         logsift_core::time::now_ns(),
     )
     .context("loading the Elasticsearch _id window (DATA_DIR/es-ids)")?;
+    let alert_settings = cfg.alerts.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let alerts = Arc::new(
+        logsift_server::alerts::Alerts::open(
+            &cfg.data_dir,
+            alert_settings,
+            store.clone(),
+            audit.clone(),
+            Duration::from_millis(cfg.query.query_timeout_ms),
+            cfg.query.terms_max_values,
+        )
+        .map_err(|e| anyhow::anyhow!("alerts: {e}"))?,
+    );
+    let saved = logsift_server::saved::SavedSearches::open(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("saved searches: {e}"))?;
+    alerts.start(&http_url, life.shutdown.clone());
     let state = AppState {
+        alerts,
+        saved: Arc::new(saved),
         exports: Arc::new(exports),
         audit: audit.clone(),
         store,

@@ -388,6 +388,9 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<String> {
         "search" | "histogram" | "terms" | "context" | "tail" | "indexes" | "segments" | "keys"
         | "holds" | "delete" => first.to_string(),
         "exports" => "export manifest".to_string(),
+        "saved" => "saved searches".to_string(),
+        "alerts" if rest.starts_with("alerts/rules") => "alert rules".to_string(),
+        "alerts" => "alerts".to_string(),
         _ => return None,
     };
     Some(
@@ -518,6 +521,14 @@ mod tests {
             Some("holds post")
         );
         assert_eq!(action_of(&Method::POST, "/api/v1/logs/ingest"), None);
+        assert_eq!(
+            action_of(&Method::DELETE, "/api/v1/alerts/rules/x").as_deref(),
+            Some("alert rules delete")
+        );
+        assert_eq!(
+            action_of(&Method::POST, "/api/v1/saved").as_deref(),
+            Some("saved searches post")
+        );
         assert_eq!(action_of(&Method::POST, "/api/v1/export"), None);
         assert_eq!(action_of(&Method::GET, "/health/ready"), None);
     }

@@ -6,6 +6,7 @@
 //! splitting bodies, searching) runs on the blocking pool, never on a tokio worker.
 
 mod aggs;
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 mod browser;
@@ -20,6 +21,8 @@ mod holds;
 mod ingest;
 mod loki;
 mod otlp;
+mod persist;
+pub mod saved;
 mod search;
 mod serve;
 mod tail;
@@ -78,6 +81,9 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Elasticsearch `_id`s stored recently, for `create` conflicts.
     pub es_ids: Arc<es_ids::IdWindow>,
+    /// Alert rules, their state and delivery.
+    pub alerts: Arc<alerts::Alerts>,
+    pub saved: Arc<saved::SavedSearches>,
 }
 
 /// The routes, each behind what it needs: the UI page and `/health/*` are open; the rest
@@ -102,6 +108,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/v1/indexes", get(indexes))
         .route("/api/v1/segments", get(segments))
+        .route("/api/v1/saved", get(saved::list).post(saved::save))
+        .route(
+            "/api/v1/saved/{name}",
+            get(saved::get).delete(saved::delete),
+        )
+        .route("/api/v1/alerts", get(alerts::list_alerts))
+        // Changing rules needs admin (checked in the handlers): a rule's query runs over
+        // every index, whatever its author's scope.
+        .route(
+            "/api/v1/alerts/rules",
+            get(alerts::list_rules).post(alerts::put_rule),
+        )
+        .route(
+            "/api/v1/alerts/rules/{name}",
+            axum::routing::delete(alerts::delete_rule),
+        )
         .route_layer(role(Role::Search));
     let exports = Router::new()
         .route("/api/v1/export", post(export::start_export))
@@ -271,5 +293,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     m.ingest_refusing
         .store(state.pipeline.is_refusing() as u64, relaxed);
     m.render(&mut out);
+    state.alerts.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

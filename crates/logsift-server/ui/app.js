@@ -19,6 +19,7 @@ const el = (tag, cls, text) => {
 
 const state = {
   q: "",
+  index: "", // comma-separated; empty: every index the token may read
   range: "15m",
   start: null, // ms, absolute ranges only
   end: null,
@@ -33,6 +34,7 @@ const state = {
 function readUrl() {
   const p = new URLSearchParams(location.search);
   state.q = p.get("q") || "";
+  state.index = p.get("index") || "";
   const start = p.get("start");
   const end = p.get("end");
   if (start && end && !isNaN(Date.parse(start)) && !isNaN(Date.parse(end))) {
@@ -49,6 +51,7 @@ function readUrl() {
 function writeUrl() {
   const p = new URLSearchParams();
   if (state.q) p.set("q", state.q);
+  if (state.index) p.set("index", state.index);
   if (state.range === "abs") {
     p.set("start", new Date(state.start).toISOString());
     p.set("end", new Date(state.end).toISOString());
@@ -58,6 +61,9 @@ function writeUrl() {
   if ($("tail").checked) p.set("tail", "1");
   history.replaceState(null, "", "?" + p.toString());
 }
+
+// The indexes of the current search, as API parameters.
+const scope = () => (state.index ? { index: state.index } : {});
 
 // The time window of the current search, as API parameters.
 function window_() {
@@ -295,7 +301,7 @@ async function runSearch() {
   const win = window_();
   stopTail();
   try {
-    const page = await api("/api/v1/search", { q: state.q, limit: PAGE, ...win });
+    const page = await api("/api/v1/search", { q: state.q, ...scope(), limit: PAGE, ...win });
     if (gen !== state.generation) return;
     renderSummary(page);
     appendHits(page);
@@ -335,7 +341,7 @@ async function loadMore() {
   const gen = state.generation;
   $("more").textContent = "loading…";
   try {
-    const page = await api("/api/v1/search", { q: state.q, limit: PAGE, cursor: state.cursor, ...window_() });
+    const page = await api("/api/v1/search", { q: state.q, ...scope(), limit: PAGE, cursor: state.cursor, ...window_() });
     if (gen === state.generation) appendHits(page);
   } catch (err) {
     $("more").textContent = "loading more failed: " + err.message;
@@ -349,7 +355,7 @@ async function loadMore() {
 async function loadHistogram(gen, win) {
   const box = $("histogram");
   try {
-    const h = await api("/api/v1/histogram", { q: state.q, ...win });
+    const h = await api("/api/v1/histogram", { q: state.q, ...scope(), ...win });
     if (gen !== state.generation) return;
     drawHistogram(h);
   } catch (err) {
@@ -531,6 +537,7 @@ function startTail() {
   stopTail();
   const u = new URL("/api/v1/tail", location.origin);
   if (state.q) u.searchParams.set("q", state.q);
+  if (state.index) u.searchParams.set("index", state.index);
   const terms = highlightTerms(state.q);
   const ctl = new AbortController();
   const onEvent = (event, data) => {
@@ -583,7 +590,7 @@ function download(blob, name) {
 
 async function runExport(format) {
   const win = window_();
-  const body = { q: state.q, format, ...win };
+  const body = { q: state.q, ...scope(), format, ...win };
   const status = $("summary");
   status.append(" · exporting…");
   try {
@@ -609,6 +616,107 @@ async function runExport(format) {
   }
 }
 
+// ---- saved searches: a name for a query, its indexes and range, shared by name
+// (`/?saved=NAME` opens one) ----
+
+async function loadSaved() {
+  const box = $("saved");
+  try {
+    const r = await api("/api/v1/saved", {});
+    box.textContent = "";
+    box.append(el("option", null, "Saved searches…"));
+    for (const s of r.saved) {
+      const o = el("option", null, s.name);
+      o.value = s.name;
+      o.title = s.query;
+      box.append(o);
+    }
+    box.firstChild.value = "";
+    return r.saved;
+  } catch {
+    return [];
+  }
+}
+
+function openSaved(s) {
+  state.q = s.query || "";
+  state.index = s.index || "";
+  const now = Date.now();
+  const parse = (v) => {
+    if (!v) return NaN;
+    const rel = /^now-(\d+)([smhd])$/.exec(v);
+    if (rel) return now - Number(rel[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[rel[2]];
+    return v === "now" ? now : Date.parse(v);
+  };
+  const start = parse(s.start);
+  const end = s.end ? parse(s.end) : now;
+  const span = end - start;
+  const named = Object.keys(RANGES).find((k) => RANGES[k] === span);
+  if (!s.start) state.range = "all";
+  else if (named && (!s.end || s.end === "now")) state.range = named;
+  else if (!isNaN(start) && !isNaN(end)) {
+    state.range = "abs";
+    state.start = start;
+    state.end = end;
+  }
+  syncForm();
+  runSearch();
+}
+
+async function saveCurrent() {
+  const name = prompt("Save this search as (letters, digits, - _ .):");
+  if (!name) return;
+  const w = state.range === "all" ? {} : state.range === "abs" ? window_() : { start: "now-" + state.range };
+  const body = { name, query: state.q, index: state.index, start: w.start || "", end: w.end || "" };
+  const r = await fetch("/api/v1/saved", {
+    method: "POST",
+    headers: { ...authHeaders(), "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    $("summary").append(" · not saved: " + ((answer.error && answer.error.message) || r.statusText));
+    return;
+  }
+  await loadSaved();
+  $("summary").append(` · saved as ${name} (share ${location.origin}/?saved=${encodeURIComponent(name)})`);
+}
+
+// ---- alerts: every rule's state and its active groups, each with a link to its lines ----
+
+async function showAlerts() {
+  const box = $("alerts-body");
+  box.textContent = "loading…";
+  $("alerts").hidden = false;
+  try {
+    const r = await api("/api/v1/alerts", {});
+    box.textContent = "";
+    if (r.rules.length === 0) box.append(el("div", "alert-rule", "No alert rules."));
+    for (const rule of r.rules) {
+      const row = el("div", "alert-rule state-" + rule.state);
+      row.append(el("span", "alert-state", rule.state), el("b", null, rule.name), el("span", "alert-cond", ` ${rule.spec.condition} over ${rule.spec.window}` + (rule.spec.group_by ? ` by ${rule.spec.group_by}` : "") + ` · every ${rule.spec.interval} · ${rule.source}`));
+      if (rule.error) row.append(el("div", "alert-error", rule.error));
+      const groups = r.alerts.filter((a) => a.rule === rule.name);
+      for (const g of groups) {
+        const line = el("div", "alert-group state-" + g.state);
+        const label = Object.entries(g.group).map(([k, v]) => `${k}=${v}`).join(" ") || "(rule)";
+        const open = el("a", null, label);
+        const q = Object.entries(g.group).reduce((acc, [k, v]) => (acc ? `(${acc}) AND ` : "") + `${k}:${quoteValue(v)}`, rule.spec.query && rule.spec.query !== "*" ? rule.spec.query : "");
+        const u = new URL("/", location.origin);
+        if (q) u.searchParams.set("q", q);
+        if (rule.spec.index) u.searchParams.set("index", rule.spec.index);
+        u.searchParams.set("range", "1h");
+        open.href = u.pathname + u.search;
+        line.append(el("span", "alert-state", g.state), open, el("span", null, ` value ${g.value} · since ${g.active_at}`));
+        row.append(line);
+      }
+      box.append(row);
+    }
+  } catch (err) {
+    box.textContent = "alerts: " + err.message;
+  }
+}
+
 // ---- wiring ----
 
 function init() {
@@ -619,6 +727,7 @@ function init() {
     sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
     $("token").value = "";
     $("auth").hidden = true;
+    loadSaved();
     runSearch();
   });
   $("search").addEventListener("submit", (ev) => {
@@ -654,8 +763,32 @@ function init() {
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadMore();
   }).observe($("more"));
+  $("saved").addEventListener("change", async () => {
+    const name = $("saved").value;
+    $("saved").value = "";
+    if (!name) return;
+    try {
+      openSaved(await api("/api/v1/saved/" + encodeURIComponent(name), {}));
+    } catch (err) {
+      $("summary").textContent = "saved search: " + err.message;
+    }
+  });
+  $("save").addEventListener("click", saveCurrent);
+  $("show-alerts").addEventListener("click", showAlerts);
+  $("alerts-close").addEventListener("click", () => ($("alerts").hidden = true));
   setupZoom();
-  runSearch();
+  const shared = new URLSearchParams(location.search).get("saved");
+  loadSaved();
+  if (shared) {
+    api("/api/v1/saved/" + encodeURIComponent(shared), {})
+      .then(openSaved)
+      .catch((err) => {
+        $("summary").textContent = `saved search ${shared}: ` + err.message;
+        runSearch();
+      });
+  } else {
+    runSearch();
+  }
 }
 
 document.addEventListener("DOMContentLoaded", init);
