@@ -16,6 +16,16 @@
 //! window. Past the window an id is
 //! forgotten and `create` stores the document again.
 //!
+//! ```text
+//! file (version 2): magic "LSFTIDS\0" | version u32 LE (=2) | reserved u32 (=0) | entry…
+//! file (version 1): entry…    (no header; written before the format had a version)
+//! entry (32 bytes): key [16] | stored_at i64 LE (ns) | content u64 LE
+//! ```
+//!
+//! A file whose first 8 bytes are not the magic is read as version 1 (a key equal to the
+//! magic has a 2^-64 chance). Version 1 files of the current hour are appended to as they
+//! are: entries are the same in both versions.
+//!
 //! An id is written only after the WAL fsynced its record: a crash in between forgets the id
 //! (a retry then stores a duplicate) rather than refusing a record that was never stored. The
 //! files are not fsynced: a process crash keeps them in the page cache, and a power cut loses
@@ -35,6 +45,89 @@ pub type Key = [u8; 16];
 
 /// Key, time stored (ns, little-endian), document hash.
 const ENTRY_BYTES: usize = 32;
+const MAGIC: &[u8; 8] = b"LSFTIDS\0";
+const VERSION: u32 = 2;
+const HEADER_BYTES: usize = 16;
+
+fn header() -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+fn invalid(path: &Path, why: String) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{}: {why}", path.display()),
+    )
+}
+
+/// Where the entries of an id file start: after the header of a version 2 file, at 0 in a
+/// version 1 file (no header) and in a file cut short inside its header (a crash right after
+/// it was created, before anything in it counted). Another version is an error: this build
+/// would misread its entries, and appending to it would damage it for the build that wrote it.
+fn entries_start(path: &Path, bytes: &[u8]) -> std::io::Result<usize> {
+    let header = header();
+    if bytes.len() < HEADER_BYTES && header.starts_with(bytes) {
+        return Ok(bytes.len());
+    }
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Ok(0);
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(invalid(
+            path,
+            format!(
+                "Elasticsearch _id file version {version} (this logsift reads 1 and {VERSION}); \
+                 remove DATA_DIR/es-ids to start with an empty _id window"
+            ),
+        ));
+    }
+    Ok(HEADER_BYTES)
+}
+
+/// Decodes the entries of one id file: (key, stored_at, content).
+fn decode_file(path: &Path, bytes: &[u8]) -> std::io::Result<Vec<(Key, i64, u64)>> {
+    let start = entries_start(path, bytes)?;
+    // A torn last entry (a crash mid-write) is ignored: its id is forgotten.
+    Ok(bytes[start..]
+        .chunks_exact(ENTRY_BYTES)
+        .map(|entry| {
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&entry[..16]);
+            let at = i64::from_le_bytes(entry[16..24].try_into().expect("8 bytes"));
+            let content = u64::from_le_bytes(entry[24..].try_into().expect("8 bytes"));
+            (key, at, content)
+        })
+        .collect())
+}
+
+/// Opens the hour file `path` for appending: a new or empty one gets the version 2 header;
+/// an existing one is cut back to its last whole entry, so that entries appended after a
+/// torn one stay aligned.
+fn open_for_append(path: &Path) -> std::io::Result<File> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let start = entries_start(path, &bytes)?;
+    if start < HEADER_BYTES && start == bytes.len() {
+        // Empty, or a torn header: nothing in it counts.
+        file.set_len(0)?;
+        file.write_all(&header())?;
+    } else {
+        let whole = start + (bytes.len() - start) / ENTRY_BYTES * ENTRY_BYTES;
+        if whole != bytes.len() {
+            file.set_len(whole as u64)?;
+        }
+    }
+    Ok(file)
+}
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 pub fn key(index: &str, id: &str) -> Key {
@@ -142,12 +235,7 @@ impl IdWindow {
             }
             let mut bytes = Vec::new();
             File::open(&path)?.read_to_end(&mut bytes)?;
-            // A torn last entry (a crash mid-write) is ignored: its id is forgotten.
-            for entry in bytes.chunks_exact(ENTRY_BYTES) {
-                let mut key = [0u8; 16];
-                key.copy_from_slice(&entry[..16]);
-                let at = i64::from_le_bytes(entry[16..24].try_into().expect("8 bytes"));
-                let content = u64::from_le_bytes(entry[24..].try_into().expect("8 bytes"));
+            for (key, at, content) in decode_file(&path, &bytes)? {
                 if at > oldest {
                     inner
                         .known
@@ -221,7 +309,7 @@ impl IdWindow {
         let written = (|| {
             if inner.file.as_ref().map(|(h, _)| *h) != Some(hour) {
                 let path = self.dir.join(format!("{hour}.ids"));
-                let file = OpenOptions::new().create(true).append(true).open(path)?;
+                let file = open_for_append(&path)?;
                 inner.file = Some((hour, file));
                 self.remove_expired_files(now)?;
             }
@@ -502,5 +590,93 @@ mod tests {
         assert_eq!(claim(&w, "a", "doc", Op::Create, 0), fresh);
         assert_eq!(claim(&w, "a", "doc", Op::Create, 1), fresh);
         assert!(!dir.path().join("ids").exists());
+    }
+
+    fn golden(name: &str) -> (PathBuf, Vec<u8>) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        (path, bytes)
+    }
+
+    /// What both golden files hold: written at 1_800_000_000 s (hour 500000).
+    fn golden_entries() -> Vec<(Key, i64, u64)> {
+        let t0 = 1_800_000_000 * SEC;
+        vec![
+            (key("logs", "a"), t0, content(br#"{"msg":"a"}"#)),
+            (key("web", "b-2"), t0 + 5 * SEC, content(br#"{"msg":"b"}"#)),
+        ]
+    }
+
+    /// Version 1 (no header, and a torn entry after a crash) and version 2 files decode to the
+    /// same entries; this also pins the key and content hashes.
+    #[test]
+    fn golden_id_files_decode() {
+        for name in ["es-ids-v1.ids", "es-ids-v2.ids"] {
+            let (path, bytes) = golden(name);
+            assert_eq!(
+                decode_file(&path, &bytes).unwrap(),
+                golden_entries(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_1_file_is_served_and_appended_to_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("500000.ids");
+        std::fs::write(&file, golden("es-ids-v1.ids").1).unwrap();
+        let now = 1_800_000_010 * SEC;
+        let w = Arc::new(IdWindow::open(dir.path(), 3600, 1000, now).unwrap());
+        let a = w.claim(
+            key("logs", "a"),
+            content(br#"{"msg":"a"}"#),
+            Op::Create,
+            now,
+        );
+        assert_eq!(a, Claim::Exists { same_content: true });
+        claim(&w, "c", "{}", Op::Create, now);
+        let bytes = std::fs::read(&file).unwrap();
+        // The torn entry was cut before appending, so the new one stays aligned.
+        assert_eq!(bytes.len(), 3 * ENTRY_BYTES);
+        let mut entries = golden_entries();
+        entries.push((key("logs", "c"), now, content(b"{}")));
+        assert_eq!(decode_file(&file, &bytes).unwrap(), entries);
+    }
+
+    #[test]
+    fn new_files_are_version_2_and_a_torn_header_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000 * SEC;
+        let file = dir.path().join("500000.ids");
+        std::fs::write(&file, &MAGIC[..5]).unwrap();
+        let w = Arc::new(IdWindow::open(dir.path(), 3600, 1000, now).unwrap());
+        claim(&w, "a", r#"{"msg":"a"}"#, Op::Create, now);
+        claim(&w, "b-2", r#"{"msg":"b"}"#, Op::Index, now + 5 * SEC);
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(&bytes[..HEADER_BYTES], &header());
+        let decoded = decode_file(&file, &bytes).unwrap();
+        assert_eq!(decoded[0], golden_entries()[0]);
+        assert_eq!(decoded[1].0, key("logs", "b-2"));
+    }
+
+    #[test]
+    fn an_unknown_version_stops_the_window_from_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000 * SEC;
+        let mut bytes = golden("es-ids-v2.ids").1;
+        bytes[8] = 3;
+        let file = dir.path().join("500000.ids");
+        std::fs::write(&file, &bytes).unwrap();
+        let err = IdWindow::open(dir.path(), 3600, 1000, now).err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let message = err.to_string();
+        assert!(
+            message.contains("500000.ids") && message.contains("version 3"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), bytes, "left as found");
     }
 }

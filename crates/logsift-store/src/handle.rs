@@ -64,19 +64,45 @@ const HOT_MERGE_MAX_DOCS: usize = 8192;
 /// How long a failed seal waits before it is tried again.
 const SEAL_RETRY: Duration = Duration::from_secs(5);
 
-/// v1 commit payload: `lsn=<N> raw=<bytes>`: every record with id ≤ N is in the index, and the
-/// raw lines it holds add up to that many bytes.
-fn parse_payload(p: Option<&str>) -> (u64, u64) {
-    let mut lsn = 0;
-    let mut raw = 0;
-    for part in p.unwrap_or_default().split_whitespace() {
-        if let Some(v) = part.strip_prefix("lsn=") {
-            lsn = v.parse().unwrap_or(0);
-        } else if let Some(v) = part.strip_prefix("raw=") {
-            raw = v.parse().unwrap_or(0);
+/// The commit payload of a v1 on-disk hot index (`meta.json`'s `payload`), written only by
+/// storage v1 builds: `lsn=<N> raw=<bytes>`, every record with id ≤ N is in the index and the
+/// raw lines it holds add up to that many bytes. It has no version key; its only version is 1,
+/// and a `v=` key (what a later writer would add) other than `v=1` is refused as unknown.
+///
+/// Strict on purpose: v1 truncated the WAL below `lsn`, so a payload misread as a lower LSN
+/// (the old reader took anything unparseable as 0) would have the upgrade drop the index as
+/// already sealed, losing records that exist nowhere else.
+fn parse_payload(p: &str) -> Result<(u64, u64), String> {
+    let mut lsn = None;
+    let mut raw = None;
+    for part in p.split_whitespace() {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not key=value"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{key}={value:?} is not a number"))
+        };
+        let slot = match key {
+            "lsn" => &mut lsn,
+            "raw" => &mut raw,
+            "v" if value == "1" => continue,
+            "v" => {
+                return Err(format!(
+                    "unknown commit payload version {value:?} (this build reads 1)"
+                ))
+            }
+            _ => return Err(format!("unknown key {key:?}")),
+        };
+        if slot.replace(number()?).is_some() {
+            return Err(format!("{key} given twice"));
         }
     }
-    (lsn, raw)
+    match (lsn, raw) {
+        (Some(lsn), Some(raw)) => Ok((lsn, raw)),
+        _ => Err("lsn= or raw= is missing".to_string()),
+    }
 }
 
 struct Hot {
@@ -318,9 +344,27 @@ impl IndexHandle {
     fn upgrade_v1_dir(&self, path: &Path) -> Result<(), StoreError> {
         let err = |e| self.tantivy_err(e);
         let index = open_v1(path, &self.schema).map_err(err)?;
-        let (lsn, raw_bytes) = parse_payload(index.load_metas().map_err(err)?.payload.as_deref());
+        let payload = index.load_metas().map_err(err)?.payload;
         let reader = reader_of(&index).map_err(err)?;
         let docs = reader.searcher().num_docs();
+        // An index without documents holds nothing to lose, whatever its payload says (a v1
+        // index that never committed has none). With documents, a missing or damaged payload
+        // stops this index from opening, and with it the server: guessing an LSN either drops
+        // records (too low) or skips replaying WAL entries (too high), and the directory is
+        // left untouched for whoever repairs it.
+        let (lsn, raw_bytes) = if docs == 0 {
+            (0, 0)
+        } else {
+            payload
+                .as_deref()
+                .ok_or_else(|| "no commit payload".to_string())
+                .and_then(parse_payload)
+                .map_err(|why| StoreError::CommitPayload {
+                    index: self.name.to_string(),
+                    path: path.to_path_buf(),
+                    why,
+                })?
+        };
         if docs == 0 || lsn <= self.lock_catalog().max_lsn() {
             tracing::info!(index = %self.name, dir = %path.display(), docs, "removing a v1 hot index with nothing left to seal");
             drop(reader);
@@ -1728,5 +1772,92 @@ mod tests {
             &crate::Metastore::Files,
         );
         assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn v1_commit_payloads_parse_and_damage_is_refused() {
+        assert_eq!(parse_payload("lsn=360 raw=5200"), Ok((360, 5200)));
+        assert_eq!(parse_payload("raw=1 lsn=2"), Ok((2, 1)));
+        assert_eq!(parse_payload("v=1 lsn=7 raw=0"), Ok((7, 0)));
+        for damaged in [
+            "",
+            "lsn=360",
+            "raw=5200",
+            "lsn=36x raw=5200",
+            "lsn=-1 raw=5200",
+            "lsn=360 raw=5200 lsn=361",
+            "lsn=360 raw=5200 junk",
+            "lsn=360 raw=5200 seq=4",
+            "v=2 lsn=360 raw=5200",
+        ] {
+            assert!(parse_payload(damaged).is_err(), "{damaged:?}");
+        }
+    }
+
+    /// The golden v1 data directory's on-disk hot index, copied into a fresh index directory
+    /// with its `meta.json` payload replaced by `payload` (`None`: kept as written).
+    fn v1_hot_index(payload: Option<Option<&str>>) -> (tempfile::TempDir, PathBuf) {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/golden/v1/data/indexes/logs/hot");
+        let dir = tempfile::tempdir().unwrap();
+        let hot = dir.path().join("indexes/logs/hot");
+        fs::create_dir_all(&hot).unwrap();
+        for file in fs::read_dir(&golden).unwrap() {
+            let file = file.unwrap();
+            fs::copy(file.path(), hot.join(file.file_name())).unwrap();
+        }
+        if let Some(payload) = payload {
+            let meta_path = hot.join("meta.json");
+            let mut meta: serde_json::Value =
+                serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+            meta["payload"] = payload.map_or(serde_json::Value::Null, Into::into);
+            fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        }
+        (dir, hot)
+    }
+
+    #[test]
+    fn a_v1_hot_index_with_its_golden_payload_is_sealed_up_to_its_lsn() {
+        let (dir, hot) = v1_hot_index(None);
+        let store = Store::open(StoreConfig::manual(dir.path().join("indexes"))).unwrap();
+        let handle = store.get("logs").unwrap();
+        // The golden payload is `lsn=360 raw=5200`.
+        assert_eq!(handle.committed_lsn(), 360);
+        let segments = handle.segments();
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].max_lsn, 360);
+        assert!(
+            !hot.exists(),
+            "the upgraded directory is removed once sealed"
+        );
+    }
+
+    #[test]
+    fn a_damaged_or_missing_v1_commit_payload_stops_the_index_and_keeps_its_files() {
+        for payload in [Some("lsn=oops raw=5200"), Some("raw=5200"), None] {
+            let (dir, hot) = v1_hot_index(Some(payload));
+            let before = fs::read(hot.join("meta.json")).unwrap();
+            let err = Store::open(StoreConfig::manual(dir.path().join("indexes")))
+                .err()
+                .unwrap_or_else(|| panic!("{payload:?} opened"));
+            assert!(
+                matches!(&err, StoreError::CommitPayload { index, path, .. } if index == "logs" && *path == hot),
+                "{payload:?}: {err}"
+            );
+            assert_eq!(fs::read(hot.join("meta.json")).unwrap(), before);
+        }
+    }
+
+    #[test]
+    fn a_v1_hot_index_that_never_committed_needs_no_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = dir.path().join("indexes/logs/hot");
+        fs::create_dir_all(&hot).unwrap();
+        let fresh = open_v1(&hot, &LogSchema::new()).unwrap();
+        assert!(fresh.load_metas().unwrap().payload.is_none());
+        drop(fresh);
+        let store = Store::open(StoreConfig::manual(dir.path().join("indexes"))).unwrap();
+        assert!(store.get("logs").unwrap().segments().is_empty());
+        assert!(!hot.exists());
     }
 }

@@ -2,6 +2,9 @@
 //! to the ones in the configuration. A hold names an index (or `*` for every index) and an
 //! optional time range; retention deletes nothing it covers and erasure refuses to touch it.
 //! Released holds leave the file; the audit trail keeps their history.
+//!
+//! `{"format": "logsift-holds", "version": 1, "holds": [...]}`. Files written before the
+//! format had a version hold only `holds`: they are read as version 1, whose layout they share.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -39,9 +42,41 @@ impl HoldRecord {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+const FORMAT: &str = "logsift-holds";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
 struct HoldsFile {
+    /// Optional when read: absent in files written before the format had a version.
+    #[serde(default = "format_name")]
+    format: String,
+    #[serde(default = "unversioned")]
+    version: u32,
     holds: Vec<HoldRecord>,
+}
+
+fn format_name() -> String {
+    FORMAT.to_string()
+}
+
+fn unversioned() -> u32 {
+    1
+}
+
+/// Reads a holds file. A file of another format or version is an error rather than an empty
+/// list: a hold silently dropped would let retention delete what it protects.
+fn decode(bytes: &[u8]) -> Result<Vec<HoldRecord>, String> {
+    let file: HoldsFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if file.format != FORMAT {
+        return Err(format!("format {:?} is not {FORMAT:?}", file.format));
+    }
+    if file.version != VERSION {
+        return Err(format!(
+            "version {} (this logsift reads {VERSION})",
+            file.version
+        ));
+    }
+    Ok(file.holds)
 }
 
 pub(crate) struct Holds {
@@ -59,11 +94,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl Holds {
     pub(crate) fn load(path: PathBuf) -> Result<Holds, StoreError> {
         let holds = match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice::<HoldsFile>(&bytes)
-                    .map_err(|e| StoreError::Catalog(format!("{}: {e}", path.display())))?
-                    .holds
-            }
+            Ok(bytes) => decode(&bytes)
+                .map_err(|e| StoreError::Catalog(format!("holds {}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err(&path)(e)),
         };
@@ -77,6 +109,8 @@ impl Holds {
     fn save(&self, holds: &[HoldRecord]) -> Result<(), StoreError> {
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&HoldsFile {
+            format: FORMAT.to_string(),
+            version: VERSION,
             holds: holds.to_vec(),
         })
         .map_err(|e| StoreError::Catalog(e.to_string()))?;
@@ -111,5 +145,87 @@ impl Holds {
         self.save(&next)?;
         self.holds = next;
         Ok(Some(released))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn expected() -> Vec<HoldRecord> {
+        vec![
+            HoldRecord {
+                id: "h-1".to_string(),
+                index: "logs".to_string(),
+                start: Some(1_735_689_600_000_000_000),
+                end: Some(1_735_776_000_000_000_000),
+                reason: "case 42".to_string(),
+                created_at: "2025-01-01T00:00:00.000000000Z".to_string(),
+                created_by: "admin".to_string(),
+            },
+            HoldRecord {
+                id: "h-2".to_string(),
+                index: "*".to_string(),
+                start: None,
+                end: None,
+                reason: "audit".to_string(),
+                created_at: "2025-01-02T00:00:00.000000000Z".to_string(),
+                created_by: "127.0.0.1".to_string(),
+            },
+        ]
+    }
+
+    /// Files written before the format had a version, and version 1 files, both still read.
+    #[test]
+    fn golden_holds_files_decode() {
+        assert_eq!(decode(&golden("holds-unversioned.json")), Ok(expected()));
+        assert_eq!(decode(&golden("holds-v1.json")), Ok(expected()));
+    }
+
+    #[test]
+    fn what_this_build_writes_is_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holds.json");
+        let mut holds = Holds::load(path.clone()).unwrap();
+        for hold in expected() {
+            holds.add(hold).unwrap();
+        }
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["format"], FORMAT);
+        assert_eq!(written["version"], 1);
+        assert_eq!(Holds::load(path).unwrap().list(), expected());
+    }
+
+    #[test]
+    fn other_versions_formats_and_damage_are_errors() {
+        for bad in [
+            r#"{"format":"logsift-holds","version":2,"holds":[]}"#,
+            r#"{"format":"logsift-tokens","version":1,"holds":[]}"#,
+            r#"{"version":0,"holds":[]}"#,
+            r#"{"holds":[{"id":"h-1"}]}"#,
+            r#"{"holds":"#,
+            "",
+        ] {
+            assert!(decode(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holds.json");
+        fs::write(
+            &path,
+            r#"{"format":"logsift-holds","version":2,"holds":[]}"#,
+        )
+        .unwrap();
+        let err = Holds::load(path).err().unwrap().to_string();
+        assert!(
+            err.contains("holds.json") && err.contains("version 2"),
+            "{err}"
+        );
     }
 }

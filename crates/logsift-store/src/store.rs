@@ -27,6 +27,12 @@ pub enum StoreError {
     IndexName(#[from] IndexNameError),
     #[error("catalog or segment: {0}")]
     Catalog(String),
+    #[error("index {index}: the v1 hot index {path} has a damaged commit payload ({why}); it is left as found and the index cannot open until it is repaired or removed")]
+    CommitPayload {
+        index: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("undecodable WAL entry {lsn}: {source}")]
     Entry { lsn: u64, source: EntryError },
     #[error(
