@@ -609,8 +609,11 @@ fn query_suite(
     let run_blocks = |q: &str| -> (u64, usize, f64) {
         let ast = logsift_query::parse_query(q).expect("query");
         let started = std::time::Instant::now();
-        let found =
-            logsift_query::blocks::search(segment, &ast, opts, None, None, 100).expect("search");
+        let page = logsift_query::blocks::Page {
+            limit: 100,
+            ..Default::default()
+        };
+        let found = logsift_query::blocks::search(segment, &ast, opts, &page).expect("search");
         (
             found.total,
             found.blocks_read,

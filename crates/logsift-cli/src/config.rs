@@ -92,6 +92,15 @@ impl Config {
     }
 
     /// The segment storage the config names, connected (nothing is requested yet).
+    /// How seals lay out segments (`index.layout`).
+    pub fn layout(&self) -> anyhow::Result<logsift_store::Layout> {
+        match self.index.layout.as_str() {
+            "records" => Ok(logsift_store::Layout::Records),
+            "blocks" => Ok(logsift_store::Layout::Blocks),
+            other => bail!("index.layout must be \"records\" or \"blocks\", not {other:?}"),
+        }
+    }
+
     pub fn segment_storage(&self) -> anyhow::Result<logsift_store::SegmentStorage> {
         let s = &self.storage;
         if s.url.is_empty() {
@@ -252,6 +261,8 @@ pub struct IndexConfig {
     pub merge_factor: usize,
     pub merge_max_docs: u64,
     pub max_indexes: usize,
+    /// `records` or `blocks`: see `logsift_store::Layout`.
+    pub layout: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +369,7 @@ impl Config {
                 self.ingest.max_line_bytes
             );
         }
+        self.layout()?;
         if !(1..=22).contains(&self.index.sealed_zstd_level) {
             bail!(
                 "index.sealed_zstd_level must be between 1 and 22, not {}",

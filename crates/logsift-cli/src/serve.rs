@@ -133,6 +133,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         index_options: cfg.index_options()?,
         segments: cfg.segment_storage()?,
         metastore: cfg.metastore(true)?,
+        layout: cfg.layout()?,
     })?);
     store.spawn_integrity_check();
     crate::memory::spawn_trimmer(metrics.clone(), store.clone());

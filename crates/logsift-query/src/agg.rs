@@ -18,7 +18,9 @@ use std::time::Instant;
 
 use logsift_core::time::format_rfc3339;
 use logsift_core::Severity;
-use logsift_store::{IndexHandle, KeywordCounts, SegmentSummary, Store, SUMMARY_BUCKET_NS};
+use logsift_store::{
+    IndexHandle, KeywordCounts, PartReader, SegmentSummary, Store, SUMMARY_BUCKET_NS,
+};
 use serde::Serialize;
 use serde_json::Value;
 use tantivy::collector::{Collector, SegmentCollector};
@@ -26,11 +28,12 @@ use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::{BooleanQuery, ExistsQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::COLLECT_BLOCK_BUFFER_LEN;
-use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, Term};
 
+use crate::blocks::BlockQuery;
 use crate::collector::{SortKey, TopByTime};
 use crate::lang::Ast;
-use crate::parts::{self, Coverage, Covered};
+use crate::parts::{self, blocks_page, hit_of, Coverage, Covered, HitAt, PartPage};
 use crate::{
     check_range, parse_query, range_split, resolve_indexes, search_error, Budget, Compiled,
     QueryError, SortOrder,
@@ -212,10 +215,32 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
             if let Some(summary) = part.whole_summary(match_all, Some(start), Some(end)) {
                 return Ok(histogram_of_summary(summary, origin, interval));
             }
-            let query = budget.wrap(queries.get(part.handle).box_clone());
-            part.searcher
-                .search(&*query, &collector)
-                .map_err(search_error(&handles[part.handle]))
+            match &part.reader {
+                PartReader::Records(searcher) => {
+                    let query = budget.wrap(queries.get(part.handle).box_clone());
+                    searcher
+                        .search(&*query, &collector)
+                        .map_err(search_error(&handles[part.handle]))
+                }
+                PartReader::Blocks(blocks) => {
+                    let mut counts = HistogramSegment {
+                        timestamps: Column::build_empty_column(0),
+                        severities: Column::build_empty_column(0),
+                        origin,
+                        interval,
+                        start,
+                        end,
+                        counts: vec![[0; 9]; n],
+                    };
+                    let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
+                    let mut query = BlockQuery::new(blocks, &ast, &parse, Some(start), Some(end))?;
+                    query.scan(budget, |r, record| {
+                        let severity = record.severity.map(|s| u64::from(s.code()));
+                        counts.count(Some(r.timestamp), severity);
+                    })?;
+                    Ok(counts.harvest())
+                }
+            }
         },
         |counts, _, fruit| {
             for (bucket, c) in fruit {
@@ -504,14 +529,37 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
             if let Some(values) = summarised {
                 return Ok(terms_of_summary(
                     values,
-                    part.searcher.num_docs(),
+                    part.reader.num_docs(),
                     req.max_values,
                 ));
             }
-            let query = budget.wrap(queries.get(part.handle).box_clone());
-            part.searcher
-                .search(&*query, &collector)
-                .map_err(search_error(&handles[part.handle]))
+            match &part.reader {
+                PartReader::Records(searcher) => {
+                    let query = budget.wrap(queries.get(part.handle).box_clone());
+                    searcher
+                        .search(&*query, &collector)
+                        .map_err(search_error(&handles[part.handle]))
+                }
+                PartReader::Blocks(blocks) => {
+                    let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
+                    let mut query = BlockQuery::new(blocks, &ast, &parse, req.start, req.end)?;
+                    let mut fruit = TermsFruit::default();
+                    let mut counts: HashMap<String, u64> = HashMap::new();
+                    query.scan(budget, |_, record| {
+                        fruit.total += 1;
+                        match record_value(record, &req.field) {
+                            Some(v) => *counts.entry(v.into_owned()).or_insert(0) += 1,
+                            None => fruit.missing += 1,
+                        }
+                    })?;
+                    let mut values = KeywordCounts {
+                        values: counts.into_iter().collect(),
+                        missing: fruit.missing,
+                    };
+                    values.values.sort_unstable();
+                    Ok(terms_of_summary(&values, fruit.total, req.max_values))
+                }
+            }
         },
         |into, _, fruit| into.absorb(fruit, req.max_values),
     )?;
@@ -563,6 +611,26 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
         covered,
         took_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// The value of keyword field `field` (one of [`TERMS_FIELDS`]) of a parsed record, as the
+/// record index's column holds it.
+fn record_value<'r>(
+    record: &'r logsift_core::Record<'_>,
+    field: &str,
+) -> Option<std::borrow::Cow<'r, str>> {
+    use std::borrow::Cow;
+    let borrowed = |v: &'r Option<Cow<'_, str>>| v.as_deref().map(Cow::Borrowed);
+    match field {
+        "host" => borrowed(&record.host),
+        "app" => borrowed(&record.app),
+        "procid" => borrowed(&record.procid),
+        "msgid" => borrowed(&record.msgid),
+        "severity" => record.severity.map(|s| Cow::Borrowed(s.name())),
+        "facility" => record.facility.map(|f| Cow::Borrowed(f.name())),
+        "parse_error" => borrowed(&record.parse_error),
+        _ => None,
+    }
 }
 
 /// A sealed segment's terms from its summary's value counts: what [`TermsSegment`] would
@@ -763,24 +831,20 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
     // Ids are unique across indexes and their parts (WAL LSNs): the first holding it is the one.
     for handle in store.list() {
         req.budget.check()?;
-        let searchers = handle.searchers(None, None);
-        let mut found = None;
-        for searcher in &searchers {
-            let fruit = searcher
-                .search(&by_id, &find)
-                .map_err(search_error(&handle))?;
-            if let Some(top) = fruit.top.into_iter().next() {
-                found = Some((searcher, top));
-                break;
-            }
-        }
-        let Some((searcher, (key, addr))) = found else {
+        let readers: Vec<PartReader> = handle.parts(None, None).into_iter().map(|p| p.0).collect();
+        let Some(found) = find_by_id(store, &handle, &readers, &by_id, &find, req.id)? else {
             continue;
         };
-        let reader = searcher.segment_reader(addr.segment_ord);
+        let Found {
+            part,
+            key,
+            at,
+            host,
+            app,
+        } = found;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for (name, field) in [("host", schema.host), ("app", schema.app)] {
-            match str_value(reader, name, addr.doc_id) {
+        for (name, field, value) in [("host", schema.host, &host), ("app", schema.app, &app)] {
+            match value {
                 Some(value) => {
                     // Keyword terms are lowercased at indexing (see the store's schema).
                     let term = Term::from_field_text(field, &value.to_lowercase());
@@ -799,6 +863,8 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
             clauses.push((Occur::Must, Box::new(tantivy::query::AllQuery)));
         }
         let neighbours = req.budget.wrap(Box::new(BooleanQuery::new(clauses)));
+        // A block holds records of one stream: the neighbours' blocks are the stream's.
+        let stream = logsift_store::stream_key(host.as_deref(), app.as_deref());
         // Neighbours may sit in any part of the index: collect from each, keep the nearest.
         let side = |order: SortOrder, limit: usize| -> Result<Vec<Value>, QueryError> {
             if limit == 0 {
@@ -811,18 +877,31 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
                 start: None,
                 end: None,
             };
-            let mut near: Vec<(SortKey, usize, tantivy::DocAddress)> = Vec::new();
-            for (i, s) in searchers.iter().enumerate() {
-                let fruit = s
-                    .search(&*neighbours, &collector)
-                    .map_err(search_error(&handle))?;
+            let mut near: Vec<(SortKey, usize, HitAt)> = Vec::new();
+            for (i, reader) in readers.iter().enumerate() {
+                let page: PartPage = match reader {
+                    PartReader::Records(s) => s
+                        .search(&*neighbours, &collector)
+                        .map(PartPage::from)
+                        .map_err(search_error(&handle))?,
+                    PartReader::Blocks(blocks) => {
+                        let page = crate::blocks::Page {
+                            order,
+                            after: Some((key.timestamp, key.id)),
+                            limit,
+                            stream: Some(stream),
+                            ..crate::blocks::Page::default()
+                        };
+                        blocks_page(store, &handle, blocks, &Ast::All, &page)?
+                    }
+                };
                 req.budget.check()?;
-                near.extend(fruit.top.into_iter().map(|(k, a)| (k, i, a)));
+                near.extend(page.top.into_iter().map(|(k, a)| (k, i, a)));
             }
             crate::collector::sort_keys(&mut near, order, |n| n.0);
             near.truncate(limit);
             near.into_iter()
-                .map(|(k, i, a)| hit(store, &handle, &searchers[i], k, a))
+                .map(|(k, i, a)| hit_of(store, handle.name().as_str(), &readers[i], k, &a))
                 .collect()
         };
         let mut before = side(SortOrder::Desc, req.before)?;
@@ -830,7 +909,7 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
         let after = side(SortOrder::Asc, req.after)?;
         return Ok(ContextResponse {
             before,
-            hit: hit(store, &handle, searcher, key, addr)?,
+            hit: hit_of(store, handle.name().as_str(), &readers[part], key, &at)?,
             after,
             took_ms: started.elapsed().as_millis() as u64,
         });
@@ -838,15 +917,75 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
     Err(QueryError::NotFound(format!("no record has id {}", req.id)))
 }
 
-fn hit(
+/// A record found by its id: its part, key, where it is, and its host and app.
+struct Found {
+    part: usize,
+    key: SortKey,
+    at: HitAt,
+    host: Option<String>,
+    app: Option<String>,
+}
+
+/// The record with id `id` in one of `readers` (parts of `handle`'s index), if any.
+fn find_by_id(
     store: &Store,
     handle: &IndexHandle,
-    searcher: &tantivy::Searcher,
-    key: SortKey,
-    addr: tantivy::DocAddress,
-) -> Result<Value, QueryError> {
-    let doc: TantivyDocument = searcher.doc(addr).map_err(search_error(handle))?;
-    Ok(store.hit_json(handle.name().as_str(), key.id, key.timestamp, &doc))
+    readers: &[PartReader],
+    by_id: &dyn Query,
+    find: &TopByTime,
+    id: u64,
+) -> Result<Option<Found>, QueryError> {
+    for (part, reader) in readers.iter().enumerate() {
+        match reader {
+            PartReader::Records(searcher) => {
+                let fruit = searcher.search(by_id, find).map_err(search_error(handle))?;
+                if let Some((key, addr)) = fruit.top.into_iter().next() {
+                    let segment = searcher.segment_reader(addr.segment_ord);
+                    return Ok(Some(Found {
+                        part,
+                        key,
+                        at: HitAt::Doc(addr),
+                        host: str_value(segment, "host", addr.doc_id),
+                        app: str_value(segment, "app", addr.doc_id),
+                    }));
+                }
+            }
+            PartReader::Blocks(blocks) => {
+                let mut block = logsift_store::blocks::DecodedBlock::default();
+                for (ord, info) in blocks.blocks.iter().enumerate() {
+                    if id < info.first_id || id > info.last_id {
+                        continue;
+                    }
+                    blocks
+                        .read_block(ord, &mut block)
+                        .map_err(|e| QueryError::BadRequest(e.to_string()))?;
+                    let Some(r) = block.records.iter().find(|r| r.id == id) else {
+                        continue;
+                    };
+                    let opts = store.parse_options(handle.name().as_str(), r.received_at);
+                    let record = logsift_parse::parse(r.format, block.raw(r), &opts);
+                    return Ok(Some(Found {
+                        part,
+                        key: SortKey {
+                            timestamp: r.timestamp,
+                            id,
+                        },
+                        host: record.host.as_deref().map(str::to_string),
+                        app: record.app.as_deref().map(str::to_string),
+                        at: HitAt::Line(Box::new(crate::blocks::BlockHit {
+                            timestamp: r.timestamp,
+                            id,
+                            received_at: r.received_at,
+                            format: r.format,
+                            source: block.source(r).to_string(),
+                            raw: block.raw(r).to_vec(),
+                        })),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use logsift_store::blocks::{
-    hash_word, BlockSegment, DecodedBlock, FIELD_KEY_MARK, FIELD_TYPED_MARK, FIELD_WORD_MARK,
-    KEYWORD_MARK,
+    hash_word, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK, FIELD_TYPED_MARK,
+    FIELD_WORD_MARK, KEYWORD_MARK,
 };
 use logsift_store::tokens;
 use tantivy::postings::Postings;
@@ -23,7 +23,7 @@ use tantivy::{DocSet, Term, TERMINATED};
 
 use crate::lang::{Ast, Keyword, Leaf, Target};
 use crate::matcher::Matcher;
-use crate::QueryError;
+use crate::{QueryError, SortOrder};
 
 /// Which blocks may hold matches.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,131 +37,346 @@ enum Plan {
     Or(Vec<Plan>),
 }
 
+/// One record of a block segment that a search keeps: what its hit is built from.
+#[derive(Debug, Clone)]
+pub struct BlockHit {
+    pub timestamp: i64,
+    pub id: u64,
+    pub received_at: i64,
+    pub format: logsift_core::Format,
+    pub source: String,
+    pub raw: Vec<u8>,
+}
+
 /// What [`search`] found.
 #[derive(Debug, Default)]
 pub struct BlockHits {
     /// Exact number of matching records in the range.
     pub total: u64,
-    /// The newest `limit` matches as (timestamp, id, raw line), newest first.
-    pub hits: Vec<(i64, u64, Vec<u8>)>,
+    /// Of those, how many come after the cursor (all of them without one).
+    pub after_cursor: u64,
+    /// The first `limit` matches after the cursor, in the order asked for.
+    pub hits: Vec<BlockHit>,
     /// Blocks the plan named, and blocks read and checked.
     pub candidates: usize,
     pub blocks_read: usize,
 }
 
-/// The newest `limit` records of `segment` in `[start, end)` (`None`: open) that match `ast`,
-/// and their exact total.
-pub fn search(
-    segment: &BlockSegment,
-    ast: &Ast,
-    parse: &logsift_parse::ParseOptions,
+/// A query prepared for one block segment: its candidate blocks and the record check.
+pub struct BlockQuery<'s> {
+    segment: &'s BlockSegment,
+    matcher: Matcher,
+    required: Vec<memchr::memmem::Finder<'static>>,
+    parse: logsift_parse::ParseOptions,
     start: Option<i64>,
     end: Option<i64>,
-    limit: usize,
-) -> Result<BlockHits, QueryError> {
-    let mut analyzer = tokens::word_analyzer();
-    let plan = simplify(plan(ast, &mut analyzer));
-    let n = segment.blocks.len();
-    let in_range = |ord: usize| {
-        let b = &segment.blocks[ord];
-        start.is_none_or(|s| b.ts_max >= s) && end.is_none_or(|e| b.ts_min < e)
-    };
-    let inside = |ord: usize| {
-        let b = &segment.blocks[ord];
-        start.is_none_or(|s| b.ts_min >= s) && end.is_none_or(|e| b.ts_max < e)
-    };
-    let exact = exact_word(ast);
-    let mut freqs: Option<Vec<u32>> = None;
-    let candidates: Vec<bool> = match (&plan, exact) {
-        (Plan::Word(w), true) => {
-            let f = word_freqs(segment, w)?;
-            let c = f.iter().map(|&x| x > 0).collect();
-            freqs = Some(f);
-            c
+    /// A record holds the plan's single word iff it matches: counts come from frequencies.
+    exact: bool,
+    freqs: Option<Vec<u32>>,
+    candidates: Vec<bool>,
+    block: DecodedBlock,
+    lower: Vec<u8>,
+    pub blocks_read: usize,
+}
+
+impl<'s> BlockQuery<'s> {
+    /// `ast` over the records of `segment` in `[start, end)` (`None`: open); `parse` is the
+    /// index's parse options (the receive time is taken per record).
+    pub fn new(
+        segment: &'s BlockSegment,
+        ast: &Ast,
+        parse: &logsift_parse::ParseOptions,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<Self, QueryError> {
+        let mut analyzer = tokens::word_analyzer();
+        let plan = simplify(plan(ast, &mut analyzer));
+        let n = segment.blocks.len();
+        let exact = exact_word(ast);
+        let mut freqs = None;
+        let candidates = match (&plan, exact) {
+            (Plan::Word(w), true) => {
+                let f = word_freqs(segment, w)?;
+                let c = f.iter().map(|&x| x > 0).collect();
+                freqs = Some(f);
+                c
+            }
+            (Plan::All, true) => vec![true; n],
+            _ => eval(segment, &plan)?,
+        };
+        let required = required_words(ast, &mut analyzer)
+            .iter()
+            .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
+            .collect();
+        Ok(BlockQuery {
+            segment,
+            matcher: Matcher::new(ast),
+            required,
+            parse: *parse,
+            start,
+            end,
+            exact,
+            freqs,
+            candidates,
+            block: DecodedBlock::default(),
+            lower: Vec::new(),
+            blocks_read: 0,
+        })
+    }
+
+    /// Calls `visit` with every match, block by block (each record parsed), and stops early
+    /// when `budget` runs out (having marked it cut).
+    pub fn scan(
+        &mut self,
+        budget: &crate::Budget,
+        mut visit: impl FnMut(&RecordMeta, &logsift_core::Record<'_>),
+    ) -> Result<(), QueryError> {
+        for ord in self.candidates() {
+            if budget.stop_here() {
+                break;
+            }
+            self.matches_in(ord, |_, r, rec| visit(r, rec))?;
         }
-        (Plan::All, true) => vec![true; n],
-        _ => eval(segment, &plan)?,
-    };
-    let mut order: Vec<usize> = (0..n).filter(|&o| candidates[o] && in_range(o)).collect();
-    order.sort_by_key(|&o| Reverse(segment.blocks[o].ts_max));
-    let mut out = BlockHits {
-        candidates: order.len(),
-        ..BlockHits::default()
-    };
-    // Blocks whose count is known without reading them.
-    let counted = |ord: usize| -> Option<u64> {
-        if !inside(ord) {
+        Ok(())
+    }
+
+    /// The blocks that may hold matches in the range, by ordinal.
+    pub fn candidates(&self) -> Vec<usize> {
+        let (start, end) = (self.start, self.end);
+        (0..self.segment.blocks.len())
+            .filter(|&o| {
+                let b = &self.segment.blocks[o];
+                self.candidates[o]
+                    && start.is_none_or(|s| b.ts_max >= s)
+                    && end.is_none_or(|e| b.ts_min < e)
+            })
+            .collect()
+    }
+
+    /// The number of matches in block `ord`, when the index knows it without reading the
+    /// block: an exact query over a block wholly inside the range.
+    pub fn known_count(&self, ord: usize) -> Option<u64> {
+        let b = &self.segment.blocks[ord];
+        let inside =
+            self.start.is_none_or(|s| b.ts_min >= s) && self.end.is_none_or(|e| b.ts_max < e);
+        if !inside || !self.exact {
             return None;
         }
-        match (&freqs, exact) {
-            (Some(f), _) => Some(u64::from(f[ord])),
-            (None, true) => Some(u64::from(segment.blocks[ord].records)),
-            _ => None,
-        }
-    };
-    let mut matcher = Matcher::new(ast);
-    let mut block = DecodedBlock::default();
-    let required: Vec<memchr::memmem::Finder<'static>> = required_words(ast, &mut analyzer)
-        .iter()
-        .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
-        .collect();
-    let mut lower = Vec::new();
-    // Min-heap of the newest `limit` (timestamp, id) with their lines.
-    let mut top: BinaryHeap<Reverse<(i64, u64, Vec<u8>)>> = BinaryHeap::new();
-    let full_enough = |top: &BinaryHeap<Reverse<(i64, u64, Vec<u8>)>>, ts_max: i64| {
-        limit > 0 && top.len() >= limit && top.peek().is_some_and(|Reverse(t)| t.0 > ts_max)
-    };
-    for &ord in &order {
-        let known = counted(ord);
-        if let Some(k) = known {
-            out.total += k;
-            if limit == 0 || full_enough(&top, segment.blocks[ord].ts_max) {
-                continue;
-            }
-        }
-        segment
-            .read_block(ord, &mut block)
+        Some(match &self.freqs {
+            Some(f) => u64::from(f[ord]),
+            None => u64::from(b.records),
+        })
+    }
+
+    /// Reads block `ord` and calls `visit` with each of its records in the range that
+    /// matches, parsed.
+    pub fn matches_in(
+        &mut self,
+        ord: usize,
+        mut visit: impl FnMut(&DecodedBlock, &RecordMeta, &logsift_core::Record<'_>),
+    ) -> Result<(), QueryError> {
+        self.segment
+            .read_block(ord, &mut self.block)
             .map_err(|e| QueryError::BadRequest(e.to_string()))?;
-        out.blocks_read += 1;
-        if !required.is_empty() {
-            lower.clear();
-            lower.extend(block.data.iter().map(u8::to_ascii_lowercase));
+        self.blocks_read += 1;
+        let block = &self.block;
+        if !self.required.is_empty() {
+            self.lower.clear();
+            self.lower
+                .extend(block.data.iter().map(u8::to_ascii_lowercase));
         }
         for r in &block.records {
-            if start.is_some_and(|s| r.timestamp < s) || end.is_some_and(|e| r.timestamp >= e) {
+            if self.start.is_some_and(|s| r.timestamp < s)
+                || self.end.is_some_and(|e| r.timestamp >= e)
+            {
                 continue;
             }
-            if !required.is_empty() && lacks_words(&required, &lower[r.raw.clone()]) {
+            if !self.required.is_empty() && lacks_words(&self.required, &self.lower[r.raw.clone()])
+            {
                 continue;
             }
             let opts = logsift_parse::ParseOptions {
                 received_at_ns: r.received_at,
-                ..*parse
+                ..self.parse
             };
-            let raw = block.raw(r);
-            let record = logsift_parse::parse(r.format, raw, &opts);
-            if !matcher.matches(&record, block.source(r)) {
+            let record = logsift_parse::parse(r.format, block.raw(r), &opts);
+            if self.matcher.matches(&record, block.source(r)) {
+                visit(block, r, &record);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which page of matches [`search`] answers.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Records timestamped in `[start, end)` (`None`: open).
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub order: SortOrder,
+    /// Only matches after this (timestamp, id) in `order`.
+    pub after: Option<(i64, u64)>,
+    pub limit: usize,
+    /// Only records whose id lies in this inclusive range.
+    pub ids: Option<(u64, u64)>,
+    /// Only the blocks of this stream (`logsift_store::stream_key`).
+    pub stream: Option<u64>,
+    /// Stops (and marks the answer cut short) when this runs out.
+    pub budget: Option<crate::Budget>,
+}
+
+/// The first `limit` records of `segment` that match `ast` on `page`, and their exact totals:
+/// the block search of a page of hits.
+pub fn search(
+    segment: &BlockSegment,
+    ast: &Ast,
+    parse: &logsift_parse::ParseOptions,
+    page: &Page,
+) -> Result<BlockHits, QueryError> {
+    let Page {
+        order,
+        after,
+        limit,
+        ids,
+        stream,
+        ..
+    } = page.clone();
+    let mut query = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
+    let mut order_of = query.candidates();
+    order_of.retain(|&o| {
+        let b = &segment.blocks[o];
+        stream.is_none_or(|s| b.stream == s)
+            && ids.is_none_or(|(lo, hi)| b.last_id >= lo && b.first_id <= hi)
+    });
+    let id_ok = |id: u64| ids.is_none_or(|(lo, hi)| id >= lo && id <= hi);
+    // The blocks that may hold the best hits first.
+    match order {
+        SortOrder::Desc => order_of.sort_by_key(|&o| Reverse(segment.blocks[o].ts_max)),
+        SortOrder::Asc => order_of.sort_by_key(|&o| segment.blocks[o].ts_min),
+    }
+    let mut out = BlockHits {
+        candidates: order_of.len(),
+        ..BlockHits::default()
+    };
+    // Whether key `a` comes before `b` in the answer.
+    let better = |a: (i64, u64), b: (i64, u64)| match order {
+        SortOrder::Desc => a > b,
+        SortOrder::Asc => a < b,
+    };
+    // Whether key `k` comes after the cursor in the answer.
+    let past_cursor = |k: (i64, u64)| after.is_none_or(|a| better(a, k));
+    // Its top is the worst hit kept.
+    let mut top: BinaryHeap<Worst> = BinaryHeap::new();
+    let mut kept: Vec<BlockHit> = Vec::new();
+    for &ord in &order_of {
+        if page.budget.as_ref().is_some_and(crate::Budget::stop_here) {
+            break;
+        }
+        let b = &segment.blocks[ord];
+        // The best and the worst key a record of the block can have.
+        let (best, worst) = match order {
+            SortOrder::Desc => ((b.ts_max, u64::MAX), (b.ts_min, 0)),
+            SortOrder::Asc => ((b.ts_min, 0), (b.ts_max, u64::MAX)),
+        };
+        // In answer order the block's records lie between `best` and `worst`.
+        let all_past = past_cursor(best);
+        let none_past = !past_cursor(worst);
+        let known = query
+            .known_count(ord)
+            .filter(|_| (all_past || none_past) && ids.is_none());
+        if let Some(k) = known {
+            out.total += k;
+            if all_past {
+                out.after_cursor += k;
+            }
+            let full = top.len() >= limit && top.peek().is_some_and(|w| !better(best, w.key));
+            if limit == 0 || none_past || full {
                 continue;
+            }
+        }
+        query.matches_in(ord, |block, r, _| {
+            let key = (r.timestamp, r.id);
+            if !id_ok(r.id) {
+                return;
             }
             if known.is_none() {
                 out.total += 1;
             }
+            if !past_cursor(key) {
+                return;
+            }
+            if known.is_none() {
+                out.after_cursor += 1;
+            }
             if limit == 0 {
-                continue;
+                return;
             }
-            let key = (r.timestamp, r.id);
+            let hit = || BlockHit {
+                timestamp: r.timestamp,
+                id: r.id,
+                received_at: r.received_at,
+                format: r.format,
+                source: block.source(r).to_string(),
+                raw: block.raw(r).to_vec(),
+            };
             if top.len() < limit {
-                top.push(Reverse((key.0, key.1, raw.to_vec())));
-            } else if top.peek().is_some_and(|Reverse(t)| (t.0, t.1) < key) {
-                top.pop();
-                top.push(Reverse((key.0, key.1, raw.to_vec())));
+                top.push(Worst {
+                    key,
+                    order,
+                    slot: kept.len(),
+                });
+                kept.push(hit());
+            } else if let Some(mut w) = top.peek_mut() {
+                if better(key, w.key) {
+                    kept[w.slot] = hit();
+                    w.key = key;
+                }
             }
+        })?;
+    }
+    out.blocks_read = query.blocks_read;
+    let mut ranked = top.into_vec();
+    ranked.sort();
+    out.hits = ranked
+        .into_iter()
+        .map(|w| std::mem::replace(&mut kept[w.slot], empty_hit()))
+        .collect();
+    Ok(out)
+}
+
+/// A kept hit's key in a heap whose top is the worst one kept.
+#[derive(PartialEq, Eq)]
+struct Worst {
+    key: (i64, u64),
+    order: SortOrder,
+    slot: usize,
+}
+
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match self.order {
+            SortOrder::Desc => other.key.cmp(&self.key),
+            SortOrder::Asc => self.key.cmp(&other.key),
         }
     }
-    let mut hits: Vec<_> = top.into_iter().map(|Reverse(h)| h).collect();
-    hits.sort_by_key(|h| Reverse((h.0, h.1)));
-    out.hits = hits;
-    Ok(out)
+}
+
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn empty_hit() -> BlockHit {
+    BlockHit {
+        timestamp: 0,
+        id: 0,
+        received_at: 0,
+        format: logsift_core::Format::default(),
+        source: String::new(),
+        raw: Vec::new(),
+    }
 }
 
 /// Words every match holds in its message or fields: those of the positive message and
@@ -536,7 +751,16 @@ mod tests {
         ] {
             let ast = crate::lang::parse(q).unwrap();
             for (start, end) in [(None, None), (Some(mid), None), (None, Some(mid))] {
-                let found = search(&segment, &ast, &parse, start, end, 10).unwrap();
+                let page = |order, after, limit| Page {
+                    start,
+                    end,
+                    order,
+                    after,
+                    limit,
+                    ..Page::default()
+                };
+                let found =
+                    search(&segment, &ast, &parse, &page(SortOrder::Desc, None, 10)).unwrap();
                 let mut matcher = Matcher::new(&ast);
                 let expected: BTreeSet<(i64, u64)> = parsed
                     .iter()
@@ -548,10 +772,34 @@ mod tests {
                     .collect();
                 assert_eq!(found.total, expected.len() as u64, "{q} {start:?} {end:?}");
                 let newest: Vec<(i64, u64)> = expected.iter().rev().take(10).copied().collect();
-                let got: Vec<(i64, u64)> = found.hits.iter().map(|h| (h.0, h.1)).collect();
+                let got: Vec<(i64, u64)> = found.hits.iter().map(|h| (h.timestamp, h.id)).collect();
                 assert_eq!(got, newest, "{q} {start:?} {end:?}");
-                for (_, id, raw) in &found.hits {
-                    assert_eq!(raw, lines[*id as usize].1.as_bytes());
+                for h in &found.hits {
+                    assert_eq!(h.raw, lines[h.id as usize].1.as_bytes());
+                }
+                // Oldest first, and pages after a cursor, walk the same matches.
+                for order in [SortOrder::Asc, SortOrder::Desc] {
+                    let mut walked = Vec::new();
+                    let mut after = None;
+                    loop {
+                        let got = search(&segment, &ast, &parse, &page(order, after, 700)).unwrap();
+                        assert_eq!(got.total, expected.len() as u64, "{q}");
+                        assert_eq!(
+                            got.after_cursor,
+                            (expected.len() - walked.len()) as u64,
+                            "{q} {order:?} after {after:?}"
+                        );
+                        walked.extend(got.hits.iter().map(|h| (h.timestamp, h.id)));
+                        match got.hits.last() {
+                            Some(h) => after = Some((h.timestamp, h.id)),
+                            None => break,
+                        }
+                    }
+                    let mut all: Vec<(i64, u64)> = expected.iter().copied().collect();
+                    if order == SortOrder::Desc {
+                        all.reverse();
+                    }
+                    assert_eq!(walked, all, "{q} {order:?} {start:?} {end:?}");
                 }
                 if start.is_none() && end.is_none() {
                     reads.push((q, found.total, found.blocks_read));

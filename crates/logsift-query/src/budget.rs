@@ -71,6 +71,16 @@ impl Budget {
         self.cut.load(Ordering::Relaxed)
     }
 
+    /// Whether no more work may start; if so, marks the part's results as cut short (for
+    /// searches that stop themselves, like block scans, rather than through [`Self::wrap`]).
+    pub(crate) fn stop_here(&self) -> bool {
+        let stop = self.expired();
+        if stop {
+            self.cut.store(true, Ordering::Relaxed);
+        }
+        stop
+    }
+
     /// `query`, stopping when this budget runs out.
     pub(crate) fn wrap(&self, query: Box<dyn Query>) -> Box<dyn Query> {
         Box::new(BudgetQuery {

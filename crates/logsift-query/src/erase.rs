@@ -8,9 +8,10 @@
 //! What it does not reach: the WAL keeps the raw bytes of erased records until its files are
 //! truncated (after the next commits), and exports already taken keep theirs.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use logsift_store::{Rewritten, Store};
+use logsift_store::{PartReader, Rewritten, Store};
 use serde::Serialize;
 use tantivy::collector::{Count, DocSetCollector};
 
@@ -86,37 +87,58 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
             }
             handle.wait_for_seal();
             handle.wait_for_merge();
-            for (entry, searcher) in handle.sealed_parts(req.start, req.end) {
-                let docs = searcher
-                    .search(&*query, &DocSetCollector)
-                    .map_err(search_error(handle))?;
-                if docs.is_empty() {
-                    continue;
-                }
-                let ids: Vec<tantivy::DocId> = docs.iter().map(|a| a.doc_id).collect();
-                let new = match handle.erase_from_segment(&entry.segment, &ids, &reason)? {
+            let parse = store.parse_options(handle.name().as_str(), 0);
+            for (entry, reader) in handle.sealed_parts(req.start, req.end) {
+                let (removed, rewritten) = match reader {
+                    PartReader::Records(searcher) => {
+                        let docs = searcher
+                            .search(&*query, &DocSetCollector)
+                            .map_err(search_error(handle))?;
+                        if docs.is_empty() {
+                            continue;
+                        }
+                        let ids: Vec<tantivy::DocId> = docs.iter().map(|a| a.doc_id).collect();
+                        let done = handle.erase_from_segment(&entry.segment, &ids, &reason)?;
+                        (ids.len(), done)
+                    }
+                    PartReader::Blocks(blocks) => {
+                        let ids = block_matches(&blocks, &ast, &parse, req.start, req.end)?;
+                        if ids.is_empty() {
+                            continue;
+                        }
+                        let done =
+                            handle.erase_from_block_segment(&entry.segment, &ids, &reason)?;
+                        (ids.len(), done)
+                    }
+                };
+                let new = match rewritten {
                     Rewritten::Into(e) => Some(e),
                     Rewritten::Emptied => None,
                     // Another erasure or a merge replaced the segment after it was searched:
                     // its matches are found again in the replacement on the next pass.
                     Rewritten::SourcesGone => continue,
                 };
-                report.erased += ids.len() as u64;
+                report.erased += removed as u64;
                 report.rewritten.push(SegmentRewrite {
                     index: handle.name().to_string(),
                     old_segment: entry.segment.clone(),
                     old_sha256: entry.sha256.clone(),
                     new_segment: new.as_ref().map(|e| e.segment.clone()),
                     new_sha256: new.as_ref().map(|e| e.sha256.clone()),
-                    removed: ids.len() as u64,
+                    removed: removed as u64,
                 });
             }
-            let left: usize = handle
+            let mut left: usize = handle
                 .searchers(req.start, req.end)
                 .iter()
                 .map(|s| s.search(&*query, &Count))
                 .sum::<Result<usize, _>>()
                 .map_err(search_error(handle))?;
+            for (reader, _) in handle.parts(req.start, req.end) {
+                if let PartReader::Blocks(blocks) = reader {
+                    left += block_matches(&blocks, &ast, &parse, req.start, req.end)?.len();
+                }
+            }
             if left == 0 {
                 clean = true;
                 break;
@@ -131,4 +153,20 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
     }
     report.took_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The ids of the records of a block segment in `[start, end)` that match `ast`.
+fn block_matches(
+    blocks: &logsift_store::blocks::BlockSegment,
+    ast: &crate::lang::Ast,
+    parse: &logsift_parse::ParseOptions,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<HashSet<u64>, QueryError> {
+    let mut query = crate::blocks::BlockQuery::new(blocks, ast, parse, start, end)?;
+    let mut ids = HashSet::new();
+    query.scan(&crate::Budget::default(), |r, _| {
+        ids.insert(r.id);
+    })?;
+    Ok(ids)
 }

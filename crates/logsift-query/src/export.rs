@@ -14,12 +14,13 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use logsift_store::{IndexHandle, Store};
+use logsift_store::{IndexHandle, PartReader, Store};
 use serde_json::Value;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
-use tantivy::{DocAddress, Term};
+use tantivy::Term;
 
 use crate::collector::{sort_keys, SortKey, TopByTime};
+use crate::parts::{blocks_page, HitAt, PartPage};
 use crate::{
     check_range, format_cursor, parse_cursor, parse_query, parts, resolve_indexes, search_error,
     Budget, Compiled, QueryError, SortOrder,
@@ -145,17 +146,33 @@ pub fn export(
             start: None,
             end: None,
         };
-        let mut top: Vec<(SortKey, usize, DocAddress)> = Vec::new();
+        let mut top: Vec<(SortKey, usize, HitAt)> = Vec::new();
         let mut remaining = 0u64;
         for (at, part) in parts.iter().enumerate() {
-            let query = BooleanQuery::new(vec![
-                (Occur::Must, matches.get(part.handle).box_clone()),
-                (Occur::Must, ids.box_clone()),
-            ]);
-            let fruit = part
-                .searcher
-                .search(&query, &collector)
-                .map_err(search_error(&handles[part.handle]))?;
+            let fruit = match &part.reader {
+                PartReader::Records(searcher) => {
+                    let query = BooleanQuery::new(vec![
+                        (Occur::Must, matches.get(part.handle).box_clone()),
+                        (Occur::Must, ids.box_clone()),
+                    ]);
+                    searcher
+                        .search(&query, &collector)
+                        .map(PartPage::from)
+                        .map_err(search_error(&handles[part.handle]))?
+                }
+                PartReader::Blocks(blocks) => {
+                    let page = crate::blocks::Page {
+                        start: Some(lo),
+                        end: Some(hi),
+                        order: SortOrder::Asc,
+                        after: cursor.map(|c| (c.timestamp, c.id)),
+                        limit: BATCH,
+                        ids: Some(id_window.unwrap_or((0, max_id))),
+                        ..crate::blocks::Page::default()
+                    };
+                    blocks_page(store, &handles[part.handle], blocks, &ast, &page)?
+                }
+            };
             remaining += fruit.after_cursor;
             position.visited += fruit.total;
             top.extend(fruit.top.into_iter().map(|(k, a)| (k, at, a)));
@@ -166,7 +183,7 @@ pub fn export(
             if req.budget.cancelled() {
                 return Err(QueryError::Cancelled);
             }
-            let hit = parts[*at].hit(store, &handles, *key, *addr)?;
+            let hit = parts[*at].hit(store, &handles, *key, addr)?;
             let c = format_cursor(*key);
             emit(&hit, &c)?;
             position.records += 1;

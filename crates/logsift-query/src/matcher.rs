@@ -471,7 +471,7 @@ fn json_range(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::path::PathBuf;
 
@@ -487,7 +487,7 @@ mod tests {
     const RECEIVED: i64 = 1_764_547_200_000_000_000;
     const SOURCE: &str = "syslog-tcp 127.0.0.1:5140";
 
-    fn corpus_dir() -> Option<PathBuf> {
+    pub(crate) fn corpus_dir() -> Option<PathBuf> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
         if dir.is_dir() {
             Some(dir)
@@ -498,7 +498,7 @@ mod tests {
     }
 
     /// Real lines of every shape the corpus has, and a few that exercise typed values.
-    fn lines(dir: &std::path::Path) -> Vec<(Format, Vec<u8>)> {
+    pub(crate) fn lines(dir: &std::path::Path) -> Vec<(Format, Vec<u8>)> {
         let mut out = Vec::new();
         let mut files: Vec<PathBuf> = Vec::new();
         for sub in ["json", "syslog"] {
@@ -547,7 +547,7 @@ mod tests {
 
     /// Queries made from the records themselves, so that most match something, plus fixed
     /// ones for every leaf kind and combination.
-    fn queries(records: &[Record<'_>]) -> Vec<String> {
+    pub(crate) fn queries(records: &[Record<'_>]) -> Vec<String> {
         let mut analyzer = logsift_store::tokens::word_analyzer();
         let mut out: Vec<String> = [
             "*",

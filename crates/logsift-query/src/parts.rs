@@ -12,17 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use logsift_core::time::format_rfc3339;
-use logsift_store::IndexHandle;
+use logsift_store::{IndexHandle, PartReader};
 use serde::Serialize;
-use tantivy::Searcher;
 
 use crate::{search_error, Budget, QueryError, SortOrder};
 
-/// One searcher and the time range of the records in it.
+/// One part of an index (a record index or a block segment) and the time range of the
+/// records in it.
 pub(crate) struct Part {
     /// Position of its index in the request's handles.
     pub handle: usize,
-    pub searcher: Searcher,
+    pub reader: PartReader,
     /// Smallest and largest timestamps of its documents, ns.
     pub min_ts: i64,
     pub max_ts: i64,
@@ -41,7 +41,7 @@ impl Part {
         end: Option<i64>,
     ) -> Option<&logsift_store::SegmentSummary> {
         let summary = self.summary.as_deref()?;
-        (match_all && self.inside(start, end) && summary.docs == self.searcher.num_docs())
+        (match_all && self.inside(start, end) && summary.docs == self.reader.num_docs())
             .then_some(summary)
     }
 
@@ -50,23 +50,101 @@ impl Part {
         start.is_none_or(|s| self.min_ts >= s) && end.is_none_or(|e| self.max_ts < e)
     }
 
-    /// The hit (as the API shapes it) of the document at `addr` in this part.
+    /// The hit (as the API shapes it) of the record at `at` in this part.
     pub(crate) fn hit(
         &self,
         store: &logsift_store::Store,
         handles: &[Arc<IndexHandle>],
         key: crate::collector::SortKey,
-        addr: tantivy::DocAddress,
+        at: &HitAt,
     ) -> Result<serde_json::Value, QueryError> {
         let index = handles[self.handle].name().as_str();
-        let doc: tantivy::TantivyDocument =
-            self.searcher
-                .doc(addr)
-                .map_err(|source| QueryError::Search {
+        hit_of(store, index, &self.reader, key, at)
+    }
+}
+
+/// A part's page of matches: its totals and its best hits.
+#[derive(Default)]
+pub(crate) struct PartPage {
+    pub total: u64,
+    pub after_cursor: u64,
+    pub top: Vec<(crate::collector::SortKey, HitAt)>,
+}
+
+impl From<crate::collector::Fruit> for PartPage {
+    fn from(f: crate::collector::Fruit) -> Self {
+        PartPage {
+            total: f.total,
+            after_cursor: f.after_cursor,
+            top: f.top.into_iter().map(|(k, a)| (k, HitAt::Doc(a))).collect(),
+        }
+    }
+}
+
+/// A page of `ast`'s matches in block segment `blocks` of `handle`'s index.
+pub(crate) fn blocks_page(
+    store: &logsift_store::Store,
+    handle: &IndexHandle,
+    blocks: &logsift_store::blocks::BlockSegment,
+    ast: &crate::lang::Ast,
+    page: &crate::blocks::Page,
+) -> Result<PartPage, QueryError> {
+    let parse = store.parse_options(handle.name().as_str(), 0);
+    let found = crate::blocks::search(blocks, ast, &parse, page)?;
+    Ok(PartPage {
+        total: found.total,
+        after_cursor: found.after_cursor,
+        top: found
+            .hits
+            .into_iter()
+            .map(|h| {
+                let key = crate::collector::SortKey {
+                    timestamp: h.timestamp,
+                    id: h.id,
+                };
+                (key, HitAt::Line(Box::new(h)))
+            })
+            .collect(),
+    })
+}
+
+/// Where a hit's record is: a document of a record index, or the line a block search kept.
+pub(crate) enum HitAt {
+    Doc(tantivy::DocAddress),
+    Line(Box<crate::blocks::BlockHit>),
+}
+
+/// The hit (as the API shapes it) of the record at `at` of `reader`, in `index`.
+pub(crate) fn hit_of(
+    store: &logsift_store::Store,
+    index: &str,
+    reader: &PartReader,
+    key: crate::collector::SortKey,
+    at: &HitAt,
+) -> Result<serde_json::Value, QueryError> {
+    match (at, reader) {
+        (HitAt::Doc(addr), PartReader::Records(searcher)) => {
+            let doc: tantivy::TantivyDocument =
+                searcher.doc(*addr).map_err(|source| QueryError::Search {
                     index: index.to_string(),
                     source,
                 })?;
-        Ok(store.hit_json(index, key.id, key.timestamp, &doc))
+            Ok(store.hit_json(index, key.id, key.timestamp, &doc))
+        }
+        (HitAt::Line(line), _) => Ok(store.hit_json_of(
+            index,
+            key.id,
+            key.timestamp,
+            &logsift_store::Stored {
+                raw: &line.raw,
+                received_at: Some(line.received_at),
+                source: &line.source,
+                format: line.format,
+            },
+        )),
+        (HitAt::Doc(_), PartReader::Blocks(_)) => Err(QueryError::BadRequest(
+            "a document address for a block segment".into(),
+        )),
     }
 }
 
@@ -80,19 +158,30 @@ pub(crate) fn collect(
 ) -> Result<Vec<Part>, QueryError> {
     let mut parts = Vec::new();
     for (pos, handle) in handles.iter().enumerate() {
-        for (searcher, summary) in handle.parts(start, end) {
+        for (reader, summary) in handle.parts(start, end) {
             let mut range: Option<(i64, i64)> = None;
-            for segment in searcher.segment_readers() {
-                if segment.num_docs() == 0 {
-                    continue;
-                }
-                // Column bounds come from its header: no documents are read.
-                let col = segment
-                    .fast_fields()
-                    .i64("timestamp")
-                    .map_err(search_error(handle))?;
-                let (lo, hi) = (col.min_value(), col.max_value());
+            let mut widen = |lo: i64, hi: i64| {
                 range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            };
+            match &reader {
+                PartReader::Records(searcher) => {
+                    for segment in searcher.segment_readers() {
+                        if segment.num_docs() == 0 {
+                            continue;
+                        }
+                        // Column bounds come from its header: no documents are read.
+                        let col = segment
+                            .fast_fields()
+                            .i64("timestamp")
+                            .map_err(search_error(handle))?;
+                        widen(col.min_value(), col.max_value());
+                    }
+                }
+                PartReader::Blocks(blocks) => {
+                    for b in &blocks.blocks {
+                        widen(b.ts_min, b.ts_max);
+                    }
+                }
             }
             let Some((min_ts, max_ts)) = range else {
                 continue;
@@ -104,7 +193,7 @@ pub(crate) fn collect(
             }
             parts.push(Part {
                 handle: pos,
-                searcher,
+                reader,
                 min_ts,
                 max_ts,
                 summary,
@@ -287,7 +376,7 @@ mod tests {
         let index = tantivy::Index::create_in_ram(tantivy::schema::Schema::builder().build());
         Part {
             handle: 0,
-            searcher: index.reader().unwrap().searcher(),
+            reader: PartReader::Records(index.reader().unwrap().searcher()),
             min_ts,
             max_ts,
             summary: None,

@@ -9,14 +9,16 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::ops::Bound;
 
-use logsift_store::Store;
+use logsift_store::{PartReader, Store};
 use serde_json::Value;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
 
+use crate::blocks::{BlockHit, BlockQuery};
 use crate::lang::Ast;
+use crate::parts::{hit_of, HitAt};
 use crate::{compile, resolve_indexes, search_error, Budget, QueryError};
 
 /// Where a tail is: the highest id delivered (or present at the start) per index.
@@ -47,9 +49,9 @@ pub fn poll(
     budget: &Budget,
 ) -> Result<Vec<Value>, QueryError> {
     let schema = store.schema();
-    let mut found: Vec<(u64, i64, usize, DocAddress)> = Vec::new();
+    let mut found: Vec<(u64, i64, usize, HitAt)> = Vec::new();
     let handles = resolve_indexes(store, indexes)?;
-    let mut searchers = Vec::with_capacity(handles.len());
+    let mut readers = Vec::with_capacity(handles.len());
     for (pos, handle) in handles.iter().enumerate() {
         budget.check()?;
         // An index created after the tail started: everything in it is new.
@@ -66,28 +68,94 @@ pub fn poll(
         let query = BooleanQuery::new(vec![(Occur::Must, matches), (Occur::Must, newer)]);
         // New records land in the hot index, but a seal may have moved some into a segment
         // since the last poll: look in every part (the id range keeps this cheap).
-        for searcher in handle.searchers(None, None) {
-            let top = searcher
-                .search(&query, &LowestIds { limit })
-                .map_err(search_error(handle))?;
+        for (reader, _) in handle.parts(None, None) {
+            let at = readers.len();
+            match &reader {
+                PartReader::Records(searcher) => {
+                    let top = searcher
+                        .search(&query, &LowestIds { limit })
+                        .map_err(search_error(handle))?;
+                    found.extend(
+                        top.into_iter()
+                            .map(|(id, ts, addr)| (id, ts, at, HitAt::Doc(addr))),
+                    );
+                }
+                PartReader::Blocks(blocks) => {
+                    let parse = store.parse_options(handle.name().as_str(), 0);
+                    let top = lowest_ids_in_blocks(blocks, ast, &parse, after, limit)?;
+                    found.extend(
+                        top.into_iter()
+                            .map(|h| (h.id, h.timestamp, at, HitAt::Line(Box::new(h)))),
+                    );
+                }
+            }
             budget.check()?;
-            let at = searchers.len();
-            found.extend(top.into_iter().map(|(id, ts, addr)| (id, ts, at, addr)));
-            searchers.push((pos, searcher));
+            readers.push((pos, reader));
         }
     }
     found.sort_unstable_by_key(|f| f.0);
     found.truncate(limit);
     let mut hits = Vec::with_capacity(found.len());
     for (id, ts, at, addr) in found {
-        let (pos, searcher) = &searchers[at];
+        let (pos, reader) = &readers[at];
         let handle = &handles[*pos];
-        let doc: TantivyDocument = searcher.doc(addr).map_err(search_error(handle))?;
-        hits.push(store.hit_json(handle.name().as_str(), id, ts, &doc));
+        let key = crate::collector::SortKey { timestamp: ts, id };
+        hits.push(hit_of(store, handle.name().as_str(), reader, key, &addr)?);
         let seen = cursor.after.entry(handle.name().to_string()).or_insert(0);
         *seen = (*seen).max(id);
     }
     Ok(hits)
+}
+
+/// The `limit` matches of `ast` in a block segment with the lowest ids above `after`.
+fn lowest_ids_in_blocks(
+    blocks: &logsift_store::blocks::BlockSegment,
+    ast: &Ast,
+    parse: &logsift_parse::ParseOptions,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<BlockHit>, QueryError> {
+    let mut query = BlockQuery::new(blocks, ast, parse, None, None)?;
+    let mut order: Vec<usize> = query.candidates();
+    order.retain(|&o| blocks.blocks[o].last_id > after);
+    order.sort_by_key(|&o| blocks.blocks[o].first_id);
+    // Max-heap on id: the top is the one to evict.
+    let mut heap: BinaryHeap<(u64, usize)> = BinaryHeap::new();
+    let mut kept: Vec<BlockHit> = Vec::new();
+    for ord in order {
+        let full = limit == 0
+            || (heap.len() >= limit
+                && heap
+                    .peek()
+                    .is_some_and(|(id, _)| blocks.blocks[ord].first_id > *id));
+        if full {
+            break;
+        }
+        query.matches_in(ord, |block, r, _| {
+            if r.id <= after {
+                return;
+            }
+            let hit = || BlockHit {
+                timestamp: r.timestamp,
+                id: r.id,
+                received_at: r.received_at,
+                format: r.format,
+                source: block.source(r).to_string(),
+                raw: block.raw(r).to_vec(),
+            };
+            if heap.len() < limit {
+                heap.push((r.id, kept.len()));
+                kept.push(hit());
+            } else if let Some(mut top) = heap.peek_mut() {
+                if r.id < top.0 {
+                    kept[top.1] = hit();
+                    top.0 = r.id;
+                }
+            }
+        })?;
+    }
+    // Every slot of `kept` is in the heap: a replaced hit reuses its slot.
+    Ok(kept)
 }
 
 /// Keeps the `limit` matches with the lowest ids.

@@ -2,7 +2,9 @@
 //! of up to [`BLOCK_RECORDS`] records of one stream (host, app) and tantivy indexes blocks, not
 //! records.
 //!
-//! A block segment is a directory of three parts:
+//! A block segment is a directory of three parts, side by side (so that a segment bundle
+//! holds them as one flat list of files, and a reader opens them through any tantivy
+//! `Directory`):
 //! - a tantivy index with one document per block: each distinct word of the block's records
 //!   once per record that holds it (so a word's term frequency is the number of the block's
 //!   records holding it, and a single word's total needs no record), and fast columns for the
@@ -19,17 +21,18 @@
 //! prefix). Ids are filtered as the words they would be (a field's under its key). A query
 //! plans over these words and then checks each record of the candidate blocks.
 //!
-//! Not wired into the server yet: `benches/index_cost.rs` builds and queries block segments
-//! side by side with the record-per-document index (step 1 of the plan).
+//! The seal writes block segments when `store.layout = "blocks"` (see
+//! `docs/block-index.md`); `benches/index_cost.rs` prices them beside the record index.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use logsift_core::{FieldValue, Format, Record};
+use tantivy::directory::OwnedBytes;
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{Index, IndexWriter, TantivyDocument};
+use tantivy::{Directory, Index, IndexWriter, TantivyDocument};
 
 use crate::tokens;
 
@@ -46,9 +49,9 @@ const HEADER: usize = 28;
 /// A block's plain size is bounded by its records (128 lines of at most a few MiB each); a
 /// larger figure is damage, not a reason to allocate.
 const MAX_PLAIN: usize = 1 << 30;
-const BODY_FILE: &str = "body.dat";
-const FILTERS_FILE: &str = "filters.dat";
-const INDEX_DIR: &str = "index";
+/// Names of the body and filter files: a directory holding [`BODY_FILE`] is a block segment.
+pub const BODY_FILE: &str = "body.dat";
+pub const FILTERS_FILE: &str = "filters.dat";
 
 /// Bloom filter sizing: bits per token and probes. The segment filter lets a needle skip
 /// whole segments; the block filters then name its blocks with about 0.3 % false positives
@@ -524,9 +527,8 @@ impl BlockWriter {
             let path = path.to_path_buf();
             move |source| BlockError::Io { path, source }
         };
-        let index_dir = dir.join(INDEX_DIR);
-        std::fs::create_dir_all(&index_dir).map_err(io(&index_dir))?;
-        let index = Index::create_in_dir(&index_dir, self.schema.schema.clone())?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let index = Index::create_in_dir(dir, self.schema.schema.clone())?;
         register_words_tokenizer(&index);
         {
             // One thread and room for every block in memory: one tantivy segment, so that
@@ -553,6 +555,9 @@ impl BlockWriter {
             .and_then(|_| f.write_all(&self.filters))
             .and_then(|_| f.sync_all())
             .map_err(io(&filters_path))?;
+        std::fs::File::open(&body_path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&body_path))?;
         BlockSegment::open(dir)
     }
 }
@@ -773,12 +778,13 @@ impl DecodedBlock {
 
 /// An open block segment: the block index searcher, the bodies (mapped) and the filters.
 pub struct BlockSegment {
+    /// Where it was opened from, for messages.
     pub dir: PathBuf,
     pub schema: BlockSchema,
     pub index: Index,
     pub searcher: tantivy::Searcher,
-    body: memmap2::Mmap,
-    filters: Vec<u8>,
+    body: OwnedBytes,
+    filters: OwnedBytes,
     segment_filter: std::ops::Range<usize>,
     /// The dictionary the bodies were compressed with, if any.
     ddict: Option<zstd::zstd_safe::DDict<'static>>,
@@ -800,12 +806,38 @@ pub struct BlockInfo {
 }
 
 impl BlockSegment {
+    /// Opens the block segment in the directory `dir`.
     pub fn open(dir: &Path) -> Result<BlockSegment, BlockError> {
+        let directory =
+            tantivy::directory::MmapDirectory::open(dir).map_err(|e| BlockError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Self::open_in(directory, dir)
+    }
+
+    /// Opens the block segment whose files `directory` holds (a directory, or a sealed
+    /// segment's bundle); `label` names it in errors.
+    pub fn open_in<D: Directory>(directory: D, label: &Path) -> Result<BlockSegment, BlockError> {
+        let dir = label;
         let damaged = |why: String| BlockError::Damaged {
             path: dir.to_path_buf(),
             why,
         };
-        let index = Index::open_in_dir(dir.join(INDEX_DIR))?;
+        let read = |name: &str| -> Result<OwnedBytes, BlockError> {
+            let io = |source| BlockError::Io {
+                path: dir.join(name),
+                source,
+            };
+            directory
+                .open_read(Path::new(name))
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?
+                .read_bytes()
+                .map_err(io)
+        };
+        let body = read(BODY_FILE)?;
+        let filters = read(FILTERS_FILE)?;
+        let index = Index::open(directory)?;
         register_words_tokenizer(&index);
         let schema = BlockSchema::new();
         let reader = index
@@ -816,21 +848,6 @@ impl BlockSegment {
         if searcher.segment_readers().len() > 1 {
             return Err(damaged("the block index has more than one segment".into()));
         }
-        let body_path = dir.join(BODY_FILE);
-        let file = std::fs::File::open(&body_path).map_err(|source| BlockError::Io {
-            path: body_path.clone(),
-            source,
-        })?;
-        // SAFETY: segment files are immutable once written; nothing truncates them while open.
-        let body = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| BlockError::Io {
-            path: body_path,
-            source,
-        })?;
-        let filters_path = dir.join(FILTERS_FILE);
-        let filters = std::fs::read(&filters_path).map_err(|source| BlockError::Io {
-            path: filters_path,
-            source,
-        })?;
         if filters.len() < HEADER || &filters[..8] != FILTERS_MAGIC {
             return Err(damaged("filters.dat does not start with its magic".into()));
         }
@@ -1046,24 +1063,16 @@ impl BlockSegment {
 
     /// Bytes of each part: (index, body, filters).
     pub fn sizes(&self) -> (u64, u64, u64) {
-        let index_bytes = dir_bytes(&self.dir.join(INDEX_DIR));
+        let index_bytes = self
+            .searcher
+            .space_usage()
+            .map_or(0, |u| u.total().get_bytes());
         (
             index_bytes,
             self.body.len() as u64,
             self.filters.len() as u64,
         )
     }
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|it| {
-            it.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ fn field_json(value: &FieldValue<'_>) -> Value {
 }
 
 /// What a stored document keeps of its record: the bytes to parse again and how.
+#[derive(Debug, Clone, Copy)]
 pub struct Stored<'a> {
     pub raw: &'a [u8],
     /// `None` in documents that lack it (none written by logsift do).
@@ -132,12 +133,29 @@ pub(crate) fn hit_json(
     timestamp: i64,
     doc: &TantivyDocument,
 ) -> Value {
+    hit_json_of(
+        store,
+        index,
+        id,
+        timestamp,
+        &Stored::of(store.schema(), doc),
+    )
+}
+
+/// The JSON hit of one record from what its segment stored of it.
+pub(crate) fn hit_json_of(
+    store: &Store,
+    index: &str,
+    id: u64,
+    timestamp: i64,
+    stored: &Stored<'_>,
+) -> Value {
     let Stored {
         raw,
         received_at,
         source,
         format,
-    } = Stored::of(store.schema(), doc);
+    } = *stored;
     let received_at = received_at.unwrap_or(timestamp);
     let opts = store.parse_options(index, received_at);
     let record = logsift_parse::parse(format, raw, &opts);

@@ -43,11 +43,15 @@ pub fn faults_fired() -> usize {
 pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
 pub use document::{build_document, Stored};
 pub use files::{LocalSegments, SegmentFiles, SegmentStorage};
-pub use handle::{IndexHandle, Rewritten};
+pub use handle::{IndexHandle, PartReader, Rewritten};
 pub use holds::HoldRecord;
 pub use metastore::{Metastore, PgMetastore};
 pub use object::{ObjectStorage, S3Options};
 pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};
-pub use store::{Applied, IndexOptions, Indexer, LegalHold, Store, StoreConfig, StoreError};
-pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
+pub use store::{
+    Applied, IndexOptions, Indexer, Layout, LegalHold, Store, StoreConfig, StoreError,
+};
+pub use summary::{
+    KeywordCounts, SegmentSummary, SummaryBuilder, SEVERITY_SLOTS, SUMMARY_BUCKET_NS,
+};
 pub use verify::{list_segments, verify_index, VerifyReport};

@@ -79,6 +79,20 @@ pub struct StoreConfig {
     pub segments: crate::SegmentStorage,
     /// Where each index's catalog is kept.
     pub metastore: crate::Metastore,
+    /// How seals lay out the segments they write.
+    pub layout: Layout,
+}
+
+/// How a seal lays out a segment. Segments of both layouts are read whatever the setting, so
+/// it can change between starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One tantivy document per record (merged, recompressed at idle).
+    #[default]
+    Records,
+    /// One tantivy document per block of up to 128 records of one stream, the lines in zstd
+    /// frames beside the index (`crate::blocks`). Not merged or recompressed.
+    Blocks,
 }
 
 /// When a hot tier is sealed (see [`IndexHandle::seal_due`]).
@@ -109,6 +123,7 @@ impl StoreConfig {
             seal_idle_ms: 0,
             segments: crate::SegmentStorage::Local,
             metastore: crate::Metastore::Files,
+            layout: Layout::Records,
         }
     }
 
@@ -244,6 +259,17 @@ impl Store {
         doc: &tantivy::TantivyDocument,
     ) -> serde_json::Value {
         crate::document::hit_json(self, index, id, timestamp, doc)
+    }
+
+    /// The JSON hit of one record of `index`, from what a segment stored of it.
+    pub fn hit_json_of(
+        &self,
+        index: &str,
+        id: u64,
+        timestamp: i64,
+        stored: &crate::Stored<'_>,
+    ) -> serde_json::Value {
+        crate::document::hit_json_of(self, index, id, timestamp, stored)
     }
 
     pub fn config(&self) -> &StoreConfig {

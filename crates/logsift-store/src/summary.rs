@@ -99,10 +99,12 @@ impl SegmentSummary {
     /// Reads the summary of a segment's index, if it has one of a version this build reads.
     /// A damaged summary is reported and ignored: the records themselves still answer.
     pub fn read(index: &Index) -> Option<SegmentSummary> {
-        let bytes = index
-            .directory()
-            .atomic_read(Path::new(SUMMARY_FILE))
-            .ok()?;
+        Self::read_in(index.directory())
+    }
+
+    /// Like [`Self::read`], from the segment's files.
+    pub fn read_in(directory: &dyn Directory) -> Option<SegmentSummary> {
+        let bytes = directory.atomic_read(Path::new(SUMMARY_FILE)).ok()?;
         match serde_json::from_slice::<SegmentSummary>(&bytes) {
             Ok(s) if s.format_version == FORMAT_VERSION => Some(s),
             Ok(s) => {
@@ -116,6 +118,81 @@ impl SegmentSummary {
                 tracing::warn!(error = %e, "ignoring an unreadable segment summary");
                 None
             }
+        }
+    }
+}
+
+/// Builds a summary one record at a time, for segments written from parsed records (block
+/// segments) rather than from columns.
+#[derive(Debug)]
+pub struct SummaryBuilder {
+    docs: u64,
+    minutes: BTreeMap<i64, [u64; SEVERITY_SLOTS]>,
+    hosts: Option<BTreeMap<String, u64>>,
+    apps: Option<BTreeMap<String, u64>>,
+    host_missing: u64,
+    app_missing: u64,
+}
+
+impl Default for SummaryBuilder {
+    fn default() -> Self {
+        SummaryBuilder {
+            docs: 0,
+            minutes: BTreeMap::new(),
+            hosts: Some(BTreeMap::new()),
+            apps: Some(BTreeMap::new()),
+            host_missing: 0,
+            app_missing: 0,
+        }
+    }
+}
+
+impl SummaryBuilder {
+    /// Counts one record: its timestamp, severity code (0–7) and host and app as received.
+    pub fn add(
+        &mut self,
+        timestamp: i64,
+        severity: Option<u8>,
+        host: Option<&str>,
+        app: Option<&str>,
+    ) {
+        self.docs += 1;
+        let minute = timestamp.div_euclid(SUMMARY_BUCKET_NS) * SUMMARY_BUCKET_NS;
+        let slot = severity.map_or(SEVERITY_SLOTS - 1, |c| (c as usize).min(SEVERITY_SLOTS - 1));
+        self.minutes.entry(minute).or_insert([0; SEVERITY_SLOTS])[slot] += 1;
+        for (value, counts, missing) in [
+            (host, &mut self.hosts, &mut self.host_missing),
+            (app, &mut self.apps, &mut self.app_missing),
+        ] {
+            let Some(map) = counts.as_mut() else { continue };
+            match value {
+                Some(v) => {
+                    if let Some(n) = map.get_mut(v) {
+                        *n += 1;
+                    } else if map.len() < MAX_VALUES {
+                        map.insert(v.to_string(), 1);
+                    } else {
+                        *counts = None;
+                    }
+                }
+                None => *missing += 1,
+            }
+        }
+    }
+
+    pub fn finish(self) -> SegmentSummary {
+        let finish = |counts: Option<BTreeMap<String, u64>>, missing: u64| {
+            counts.map(|c| KeywordCounts {
+                values: c.into_iter().collect(),
+                missing,
+            })
+        };
+        SegmentSummary {
+            format_version: FORMAT_VERSION,
+            docs: self.docs,
+            minutes: self.minutes.into_iter().collect(),
+            hosts: finish(self.hosts, self.host_missing),
+            apps: finish(self.apps, self.app_missing),
         }
     }
 }

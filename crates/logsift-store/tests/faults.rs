@@ -150,7 +150,9 @@ fn scenario(point: &str, nth: usize) -> bool {
         if round == 4 || round == 7 {
             // Erase the first record of the oldest sealed segment of `a`.
             let handle = store.get("a").unwrap();
-            if let Some((entry, searcher)) = handle.sealed_parts(None, None).into_iter().next() {
+            if let Some((entry, logsift_store::PartReader::Records(searcher))) =
+                handle.sealed_parts(None, None).into_iter().next()
+            {
                 let d: tantivy::TantivyDocument =
                     searcher.doc(tantivy::DocAddress::new(0, 0)).unwrap();
                 let raw = d
