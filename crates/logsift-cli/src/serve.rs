@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use logsift_core::{Format, IndexName};
+use logsift_identity::TOKENS_FILE;
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
 use logsift_ingest::tls::TlsFiles;
 use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
-use logsift_server::tokens::TOKENS_FILE;
 use logsift_server::{AppState, Auth, AuthConfig, HttpLimits, Protocol, ServerConfig};
 use logsift_store::{Store, StoreConfig};
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use logsift_server::tokens::{NewToken, Role, Tokens, TOKENS_FILE};
+use logsift_identity::{NewToken, Role, Tokens, TOKENS_FILE};
 
 #[derive(Debug, Args)]
 pub struct TokensArgs {

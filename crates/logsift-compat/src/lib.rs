@@ -9,15 +9,21 @@
 //! objects that become `fields.*`. The server stores those bytes as JSON lines, so a record
 //! from Loki or OTLP is parsed, replayed and displayed exactly like one sent as NDJSON.
 //!
+//! Every protocol is decoded through one trait, [`ShipperDecoder`] ([`EsBulk`], [`LokiPush`],
+//! [`OtlpLogs`]), which asks the caller's [`Budget`] for memory before it is held; the free
+//! functions of each module are the steps those decoders take.
+//!
 //! Not here: HTTP, budgets, durability (the server's ingest path owns them), and the mapping
 //! of JSON keys to record fields (`logsift-parse` owns it). Decoding never panics on any
 //! input; the `fuzz/` targets hold it to that.
 
+mod decoder;
 pub mod es;
 mod labels;
 pub mod loki;
 pub mod otlp;
 
+pub use decoder::{Budget, EsBulk, LokiPush, OtlpLogs, ShipperDecoder, Unbounded};
 pub use labels::parse_labels;
 
 /// Why a request body could not be decoded; answered 400 (or 413 for [`DecodeError::TooLarge`]).
@@ -39,6 +45,10 @@ pub enum DecodeError {
     Frame(String),
     #[error("body decodes to {decoded} bytes, over the limit of {limit} bytes")]
     TooLarge { decoded: usize, limit: usize },
+    /// An Elasticsearch bulk body that is not a sequence of actions, with the exception type
+    /// Elasticsearch names it by.
+    #[error("{0}")]
+    Bulk(es::BulkError),
 }
 
 impl DecodeError {
@@ -51,6 +61,8 @@ impl DecodeError {
             DecodeError::Invalid(_) => "invalid",
             DecodeError::Frame(_) => "bad_grpc_frame",
             DecodeError::TooLarge { .. } => "too_large",
+            // Elasticsearch's own type: shippers log it, and the metric keeps its name.
+            DecodeError::Bulk(e) => e.error_type,
         }
     }
 }

@@ -30,7 +30,7 @@ use logsift_core::Format;
 use logsift_ingest::{Ack, Admission, Metrics, PipelineHandle};
 use serde_json::{json, Map, Value};
 
-use crate::auth::Principal;
+use logsift_identity::Principal;
 
 /// The index audit records go to.
 pub const AUDIT_INDEX: &str = "_audit";

@@ -1,8 +1,9 @@
 //! What the shipper-compatible routes (Elasticsearch bulk, Loki, OTLP) share: content-type
-//! checks, the target index, and turning decoded records into WAL entries.
+//! checks, the target index, the budget their decoders (`logsift_compat::ShipperDecoder`)
+//! charge, and turning decoded records into WAL entries.
 
 use axum::http::{header, HeaderMap, StatusCode};
-use logsift_compat::DecodeError;
+use logsift_compat::{Budget, DecodeError};
 use logsift_core::entry::Entry;
 use logsift_core::{Format, IndexName};
 
@@ -20,12 +21,13 @@ pub const INDEX_HEADER: &str = "x-logsift-index";
 /// in-flight budget.
 const MAX_EXPANSION: usize = 4;
 
-/// Charges the records a shipper's push decodes to, one by one as the decoder makes them
-/// (see [`logsift_compat::Admit`]), to the request's share of the in-flight budget. Each record
-/// is held twice until the round is written (as decoded and as its WAL entry, with the entry's
-/// header and [`ENTRY_OVERHEAD_BYTES`]), beside what the request already holds. A push that
-/// does not fit is refused (413 past the whole budget, 429 past what is free) before its next
-/// record is made, so a 1 MB label repeated into 200 k entries costs at most the budget.
+/// A shipper decoder's [`Budget`]: the request's share of the in-flight budget. What the
+/// decoder holds besides the body is covered before it is held; then each record it makes
+/// (see [`logsift_compat::Admit`]) is charged, held twice until the round is written (as
+/// decoded and as its WAL entry, with the entry's header and [`ENTRY_OVERHEAD_BYTES`]),
+/// beside what the request already holds. A push that does not fit is refused (413 past the
+/// whole budget, 429 past what is free) before its next record is made, so a 1 MB label
+/// repeated into 200 k entries costs at most the budget.
 pub(crate) struct RecordBudget<'a> {
     charge: &'a mut Charge,
     /// Bytes the request holds besides its records (body, decompressed and decoded forms).
@@ -39,14 +41,13 @@ pub(crate) struct RecordBudget<'a> {
 impl<'a> RecordBudget<'a> {
     pub(crate) fn new(
         charge: &'a mut Charge,
-        held: usize,
         index: &IndexName,
         source: &str,
         cfg: &ServerConfig,
     ) -> Self {
         RecordBudget {
+            held: charge.covered(),
             charge,
-            held,
             per_record: ENTRY_OVERHEAD_BYTES
                 + Entry::FIXED_BYTES
                 + index.as_str().len()
@@ -56,9 +57,25 @@ impl<'a> RecordBudget<'a> {
             limit: cfg.max_body_bytes.saturating_mul(MAX_EXPANSION),
         }
     }
+}
+
+impl Budget for RecordBudget<'_> {
+    type Error = ApiError;
+
+    fn covered(&self) -> usize {
+        self.charge.covered()
+    }
+
+    fn cover(&mut self, total: usize, what: &'static str) -> Result<(), ApiError> {
+        self.charge.cover(total, what)
+    }
+
+    fn begin_records(&mut self, held: usize) {
+        self.held = held;
+    }
 
     /// Admits one more record of `len` bytes, or refuses the push.
-    pub(crate) fn admit(&mut self, len: usize) -> Result<(), ApiError> {
+    fn admit(&mut self, len: usize) -> Result<(), ApiError> {
         self.records += 1;
         self.bytes = self.bytes.saturating_add(len);
         if self.bytes > self.limit {

@@ -16,7 +16,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use logsift_compat::es::{check_document, index_name, parse_bulk, OpType};
+use logsift_compat::es::{check_document, index_name, OpType};
+use logsift_compat::{EsBulk, ShipperDecoder, Unbounded};
 use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
@@ -279,9 +280,9 @@ async fn bulk(
     let claims = Claims::new(state.es_ids.clone());
     let claimed = claims.clone();
     let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, move |body, _charge| {
-        let items = parse_bulk(body).map_err(|e| {
-            ApiError::bad_request(e.error_type, e.reason)
-        })?;
+        // The actions borrow their documents from the body, which is charged already; the
+        // entries made of them are charged by `ingest_body`.
+        let items = EsBulk.decode(body, &mut Unbounded)?;
         let received_at = now_ns();
         let mut entries = Vec::with_capacity(items.len());
         let mut answer = Vec::with_capacity(items.len());

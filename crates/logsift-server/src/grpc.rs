@@ -21,9 +21,9 @@ use bytes::Bytes;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use logsift_compat::otlp::{self, GrpcEncoding};
+use logsift_compat::OtlpLogs;
 
-use crate::compat::{content_type, decode_error};
-use crate::ingest::Charge;
+use crate::compat::content_type;
 use crate::{ApiError, AppState, Principal};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
@@ -75,20 +75,12 @@ pub async fn export(
             ),
         );
     };
-    let limit = state.cfg.max_body_bytes;
-    let decode = move |body: &[u8], charge: &mut Charge| {
-        // The framed body stays held while its message is decompressed beside it.
-        let wire = body.len();
-        let message = otlp::unframe_grpc_admitted(body, encoding, limit, |capacity| {
-            charge.cover(
-                wire.saturating_add(capacity),
-                "the decompressed gRPC message",
-            )
-        })?;
-        otlp::decode_protobuf(&message).map_err(decode_error)
+    let decoder = OtlpLogs::Grpc {
+        encoding,
+        max_message_bytes: state.cfg.max_body_bytes,
     };
     let (rejected, why) =
-        match crate::otlp::export(&state, &principal, &peer, api, headers, body, decode).await {
+        match crate::otlp::export(&state, &principal, &peer, api, headers, body, decoder).await {
             Ok(answer) => answer,
             Err(e) => return error(e),
         };

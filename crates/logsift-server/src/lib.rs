@@ -26,7 +26,6 @@ pub mod saved;
 mod search;
 mod serve;
 mod tail;
-pub mod tokens;
 mod ui;
 
 use std::sync::Arc;
@@ -41,10 +40,11 @@ use logsift_ingest::{Metrics, PipelineHandle, StartReport};
 use logsift_store::Store;
 use serde_json::json;
 
-pub use auth::{Auth, AuthConfig, Principal, Who};
+pub use auth::{Auth, AuthConfig};
 pub use error::ApiError;
 pub use serve::{serve_http, HttpLimits, Protocol};
-pub use tokens::Role;
+// Handlers name these often; they live in `logsift-identity`.
+pub use logsift_identity::{Principal, Role, Who};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -8,13 +8,11 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
-use logsift_compat::loki;
+use logsift_compat::{LokiPush, ShipperDecoder};
 use logsift_core::time::now_ns;
 use logsift_ingest::{Ack, Metrics};
 
-use crate::compat::{
-    content_type, decode_error, encode_records, target_index, unsupported_type, RecordBudget,
-};
+use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
 use crate::ingest::{ingest_body, source_of, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
@@ -26,9 +24,11 @@ pub async fn push(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let api = "loki";
-    let json = match content_type(&headers).as_str() {
-        "application/json" => true,
-        "" | "application/x-protobuf" => false,
+    let decoder = match content_type(&headers).as_str() {
+        "application/json" => LokiPush::Json,
+        "" | "application/x-protobuf" => LokiPush::Protobuf {
+            max_decoded_bytes: state.cfg.max_body_bytes,
+        },
         other => {
             state.metrics.count_bad_request(api, "bad_content_type");
             return Err(unsupported_type(
@@ -49,25 +49,8 @@ pub async fn push(
         body,
         Ack::Durable,
         move |body, charge| {
-            let records = if json {
-                // What is charged stays held beside the streams parsed from the body (their
-                // entries are parsed one at a time).
-                let held = charge
-                    .covered()
-                    .saturating_add(loki::json_streams_bytes(body));
-                charge.cover(held, "the parsed push")?;
-                let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
-                loki::decode_json(body, &mut |len| budget.admit(len))?
-            } else {
-                let len = loki::snappy_len(body).map_err(decode_error)?;
-                // The body stays held while it is decompressed beside it, and the message
-                // while it is decoded.
-                let held = charge.covered().saturating_add(len);
-                charge.cover(held, "the decompressed push")?;
-                let held = held.saturating_add(len);
-                let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
-                loki::decode_protobuf(body, cfg.max_body_bytes, &mut |len| budget.admit(len))?
-            };
+            let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
+            let records = decoder.decode(body, &mut budget)?;
             let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
             Ok(Decoded {
                 entries,

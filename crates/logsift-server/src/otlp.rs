@@ -10,16 +10,15 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use logsift_compat::otlp;
+use logsift_compat::{otlp, OtlpLogs, ShipperDecoder};
 use logsift_core::time::now_ns;
 use logsift_ingest::{Ack, Metrics};
 
-use crate::compat::{
-    content_type, decode_error, encode_records, target_index, unsupported_type, RecordBudget,
-};
-use crate::ingest::{ingest_body, source_of, Charge, Decoded};
+use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
+use crate::ingest::{ingest_body, source_of, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
 
+/// How OTLP/HTTP answers: in the request's encoding.
 #[derive(Clone, Copy)]
 enum Encoding {
     Protobuf,
@@ -54,18 +53,11 @@ pub async fn logs(
                 .into_response();
         }
     };
-    let decode = move |body: &[u8], charge: &mut Charge| {
-        match encoding {
-            Encoding::Protobuf => otlp::decode_protobuf(body).map_err(decode_error),
-            Encoding::Json => {
-                // The body stays held beside the JSON tree parsed from it.
-                let tree = logsift_compat::json_tree_bytes(body);
-                charge.cover(charge.covered().saturating_add(tree), "the parsed request")?;
-                otlp::decode_json(body).map_err(decode_error)
-            }
-        }
+    let decoder = match encoding {
+        Encoding::Protobuf => OtlpLogs::Protobuf,
+        Encoding::Json => OtlpLogs::Json,
     };
-    let (rejected, why) = match export(&state, &principal, &peer, api, headers, body, decode).await
+    let (rejected, why) = match export(&state, &principal, &peer, api, headers, body, decoder).await
     {
         Ok(answer) => answer,
         Err(e) => return status_response(e, encoding),
@@ -83,8 +75,8 @@ pub async fn logs(
 }
 
 /// What OTLP/HTTP and OTLP/gRPC share once the body's encoding is known: the target index
-/// and the caller's right to it, the body through the one ingest path (`decode` turns it into
-/// a request), and the partial-success part of the answer: `(rejected records, why)`.
+/// and the caller's right to it, the body through the one ingest path (`decoder` turns it into
+/// records), and the partial-success part of the answer: `(rejected records, why)`.
 pub(crate) async fn export(
     state: &AppState,
     principal: &Principal,
@@ -92,9 +84,7 @@ pub(crate) async fn export(
     api: &'static str,
     headers: HeaderMap,
     body: Body,
-    decode: impl FnOnce(&[u8], &mut Charge) -> Result<otlp::ExportLogsServiceRequest, ApiError>
-        + Send
-        + 'static,
+    decoder: OtlpLogs,
 ) -> Result<(i64, String), ApiError> {
     let index = target_index(&headers)?;
     principal.require_index(Role::Ingest, index.as_str())?;
@@ -108,15 +98,8 @@ pub(crate) async fn export(
         body,
         Ack::Durable,
         move |body, charge| {
-            let request = decode(body, charge)?;
-            // What is charged (the body, or the gRPC message beside its frame) stays held
-            // beside the request decoded from it.
-            let held = charge
-                .covered()
-                .saturating_add(otlp::request_bytes(&request));
-            let mut budget = RecordBudget::new(charge, held, &index, &source, &cfg);
-            let records = otlp::records(&request, &mut |len| budget.admit(len))?;
-            drop(request);
+            let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
+            let records = decoder.decode(body, &mut budget)?;
             let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
             Ok(Decoded {
                 entries,

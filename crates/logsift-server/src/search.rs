@@ -220,7 +220,7 @@ pub(crate) fn read_scope(
         logsift_core::IndexName::new_builtin(n)
             .map_err(|e| ApiError::bad_request("bad_index", e.to_string()))?;
     }
-    principal.read_scope(names, |n| state.store.get(n).is_some())
+    Ok(principal.read_scope(names, |n| state.store.get(n).is_some())?)
 }
 
 const DEFAULT_LIMIT: usize = 100;

@@ -8,7 +8,7 @@
 //! to a temporary file, fsynced, renamed over the old one, directory fsynced) so that a crash
 //! leaves either the old or the new set of tokens, never a torn file that would lock everyone
 //! out. `logsift tokens create|list|revoke` edit it offline; a running server notices the
-//! change (see [`crate::auth`]).
+//! change (see [`crate::Authenticator`]).
 
 use std::fmt;
 use std::io::Write;
