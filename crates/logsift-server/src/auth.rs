@@ -17,12 +17,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::metrics::ServerMetrics;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use logsift_ingest::Metrics;
 
 use crate::tokens::{hash_token, Role, TokenError, TokenRecord, Tokens};
 use crate::ApiError;
@@ -103,13 +103,13 @@ pub struct Auth {
     loaded: RwLock<Arc<Loaded>>,
     last_check: Mutex<Instant>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<ServerMetrics>,
 }
 
 impl Auth {
     /// Loads the tokens file; a damaged file is an error, so a server never starts open by
     /// mistake.
-    pub fn open(cfg: AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, TokenError> {
+    pub fn open(cfg: AuthConfig, metrics: Arc<ServerMetrics>) -> Result<Auth, TokenError> {
         let st = stamp(&cfg.tokens_file);
         let tokens = Tokens::load(&cfg.tokens_file)?;
         Ok(Auth {
@@ -184,7 +184,7 @@ impl Auth {
             return Ok(Principal::anonymous(peer));
         }
         let Some(token) = presented_token(headers) else {
-            Metrics::add(&self.metrics.auth_failures, 1);
+            self.metrics.auth_failures.inc();
             return Err(unauthorized(
                 "this endpoint needs a token: Authorization: Bearer <token>",
             ));
@@ -199,12 +199,12 @@ impl Auth {
                 access: Access::Token(record.clone()),
             }),
             Some(record) => {
-                Metrics::add(&self.metrics.auth_failures, 1);
+                self.metrics.auth_failures.inc();
                 tracing::info!(token = %record.id, ?peer, "revoked token refused");
                 Err(unauthorized("this token has been revoked"))
             }
             None => {
-                Metrics::add(&self.metrics.auth_failures, 1);
+                self.metrics.auth_failures.inc();
                 Err(unauthorized("unknown token"))
             }
         }
@@ -232,7 +232,7 @@ impl Auth {
         b.balance = (b.balance + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
         b.last = now;
         if b.balance < 0.0 {
-            Metrics::add(&self.metrics.http_rate_limited, 1);
+            self.metrics.http_rate_limited.inc();
             let wait = (-b.balance / rate).ceil().max(1.0) as u64;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -493,7 +493,7 @@ mod tests {
                 token_ingest_bytes_per_sec: 0,
                 allowed_hosts: Vec::new(),
             },
-            Arc::new(Metrics::default()),
+            Arc::new(ServerMetrics::default()),
         )
         .unwrap();
         let record = auth.current().by_hash.values().next().unwrap().clone();
