@@ -1,10 +1,11 @@
 //! Verifiable exports: formats, signed manifests, keys and verification. See the README.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use logsift_core::fsutil::Replace;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -253,21 +254,11 @@ impl Keys {
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io_err(dir))?;
                 }
-                let tmp = path.with_extension("tmp");
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .map_err(io_err(&tmp))?;
-                    f.write_all(hex::encode(secret).as_bytes())
-                        .and_then(|_| f.sync_all())
-                        .map_err(io_err(&tmp))?;
-                }
-                fs::rename(&tmp, path).map_err(io_err(path))?;
+                // Owner-only from its creation: the key signs every export manifest.
+                Replace::new()
+                    .mode(0o600)
+                    .write(path, hex::encode(secret).as_bytes())
+                    .map_err(|e| io_err(&e.path)(e.source))?;
                 Ok(Keys {
                     signing: SigningKey::from_bytes(&secret),
                 })

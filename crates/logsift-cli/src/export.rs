@@ -113,10 +113,10 @@ fn manifest_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Replaced atomically and durably, like the output it describes (fsynced at each checkpoint):
+/// a crash must not leave progress that is missing, torn or ahead of the file.
 fn save_progress(path: &Path, p: &Progress) -> anyhow::Result<()> {
-    let tmp = path.with_extension("progress.tmp");
-    fs::write(&tmp, serde_json::to_vec(p)?).with_context(|| tmp.display().to_string())?;
-    fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
+    logsift_core::fsutil::write_atomic(path, &serde_json::to_vec(p)?)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logsift_ingest::Metrics;
+use prometheus_client::metrics::counter::Counter;
 
 /// How long nothing must have been indexed or searched before memory is trimmed.
 const QUIET: Duration = Duration::from_secs(5);
@@ -69,13 +69,12 @@ pub fn tune_allocator() {
     }
 }
 
-/// Trims the heap each time activity stops, on a thread of its own.
-pub fn spawn_trimmer(metrics: Arc<Metrics>, store: Arc<logsift_store::Store>) {
+/// Trims the heap each time activity stops, on a thread of its own. Activity is what the
+/// counters `indexed` (records) and `searches` (requests) count.
+pub fn spawn_trimmer(indexed: Counter, searches: Counter, store: Arc<logsift_store::Store>) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        use std::sync::atomic::Ordering::Relaxed;
-        let activity =
-            move || metrics.indexed_records.load(Relaxed) + metrics.search_requests.load(Relaxed);
+        let activity = move || indexed.get() + searches.get();
         let spawned = std::thread::Builder::new()
             .name("memory-trim".into())
             .spawn(move || {
@@ -114,5 +113,5 @@ pub fn spawn_trimmer(metrics: Arc<Metrics>, store: Arc<logsift_store::Store>) {
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = (metrics, store);
+    let _ = (indexed, searches, store);
 }

@@ -10,9 +10,12 @@ use logsift_core::{Format, IndexName};
 use logsift_identity::TOKENS_FILE;
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
 use logsift_ingest::tls::TlsFiles;
-use logsift_ingest::{Lifecycle, Metrics, Pipeline, PipelineConfig, StartReport};
-use logsift_server::{AppState, Auth, AuthConfig, HttpLimits, Protocol, ServerConfig};
+use logsift_ingest::{IngestMetrics, Lifecycle, Pipeline, PipelineConfig, StartReport};
+use logsift_server::{
+    AppState, Auth, AuthConfig, HttpLimits, Protocol, ServerConfig, ServerMetrics,
+};
 use logsift_store::{Store, StoreConfig};
+use prometheus_client::registry::Registry;
 
 use crate::Config;
 
@@ -96,7 +99,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(IngestMetrics::default());
+    let server_metrics = Arc::new(ServerMetrics::new(&metrics));
     let auth = Arc::new(
         Auth::open(
             AuthConfig {
@@ -105,7 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 token_ingest_bytes_per_sec: cfg.security.token_ingest_bytes_per_sec,
                 allowed_hosts: cfg.security.allowed_hosts.clone(),
             },
-            metrics.clone(),
+            server_metrics.clone(),
         )
         .context("loading API tokens")?,
     );
@@ -136,7 +140,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         layout: cfg.layout()?,
     })?);
     store.spawn_integrity_check();
-    crate::memory::spawn_trimmer(metrics.clone(), store.clone());
+    crate::memory::spawn_trimmer(
+        metrics.indexed_records.clone(),
+        server_metrics.search_requests.clone(),
+        store.clone(),
+    );
     let (pipeline, start_report) = Pipeline::start(
         PipelineConfig {
             wal_dir: cfg.data_dir.join("wal"),
@@ -164,6 +172,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Shared {
             store,
             metrics,
+            server_metrics,
             auth,
             tls,
         },
@@ -263,7 +272,8 @@ fn tls_config(
 /// What `serve` hands to the listeners and the HTTP API.
 struct Shared {
     store: Arc<Store>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<IngestMetrics>,
+    server_metrics: Arc<ServerMetrics>,
     auth: Arc<Auth>,
     /// HTTP, syslog, OTLP/gRPC.
     tls: (TlsConfig, TlsConfig, TlsConfig),
@@ -282,6 +292,7 @@ async fn serve(
     let Shared {
         store,
         metrics,
+        server_metrics,
         auth,
         tls: (http_tls, syslog_tls, grpc_tls),
     } = shared;
@@ -369,7 +380,7 @@ async fn serve(
             .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
     let audit = Arc::new(logsift_server::audit::Audit::new(
         pipeline.handle(),
-        metrics.clone(),
+        server_metrics.clone(),
     ));
     let es_ids = logsift_server::es_ids::IdWindow::open(
         &cfg.data_dir.join("es-ids"),
@@ -393,6 +404,11 @@ async fn serve(
     let saved = logsift_server::saved::SavedSearches::open(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("saved searches: {e}"))?;
     alerts.start(&http_url, life.shutdown.clone());
+    // Each set is registered by the crate that counts it.
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    server_metrics.register(&mut registry);
+    alerts.register_metrics(&mut registry);
     let state = AppState {
         alerts,
         saved: Arc::new(saved),
@@ -400,7 +416,8 @@ async fn serve(
         audit: audit.clone(),
         store,
         pipeline: pipeline.handle(),
-        metrics: metrics.clone(),
+        metrics: server_metrics.clone(),
+        registry: Arc::new(registry),
         auth: auth.clone(),
         es_ids: Arc::new(es_ids),
         cfg: Arc::new(ServerConfig {
@@ -455,11 +472,11 @@ async fn serve(
             listener,
             app.clone(),
             limits,
-            metrics.clone(),
+            server_metrics.clone(),
             life.shutdown.clone(),
         ))
     });
-    logsift_server::serve_http(http, app, limits, metrics, life.shutdown.clone()).await;
+    logsift_server::serve_http(http, app, limits, server_metrics, life.shutdown.clone()).await;
     if let Some(grpc) = grpc {
         // Its connections drain like the HTTP ones before the pipeline is flushed.
         let _ = grpc.await;

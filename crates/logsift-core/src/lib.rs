@@ -2,9 +2,11 @@
 //!
 //! A [`Record`] borrows from the bytes it was parsed from: parsers hand out slices of the
 //! receive buffer and only allocate when a value has to be rewritten (a JSON string with escapes,
-//! an RFC 5424 SD value with `\"`). Nothing here does I/O.
+//! an RFC 5424 SD value with `\"`). Nothing here does I/O but [`fsutil`], the one atomic file
+//! replacement every crate that persists a small file shares.
 
 pub mod entry;
+pub mod fsutil;
 mod index;
 mod record;
 pub mod safe_path;

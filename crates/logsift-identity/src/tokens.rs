@@ -11,7 +11,6 @@
 //! change (see [`crate::Authenticator`]).
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -230,20 +229,10 @@ impl Tokens {
         text.push(b'\n');
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_err)?;
-        let tmp = path.with_extension("json.tmp");
-        {
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp).map_err(write_err)?;
-            f.write_all(&text).map_err(write_err)?;
-            f.sync_all().map_err(write_err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(write_err)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_err)?;
+        logsift_core::fsutil::Replace::new()
+            .mode(0o600)
+            .write(path, &text)
+            .map_err(|e| write_err(e.source))?;
         Ok(())
     }
 

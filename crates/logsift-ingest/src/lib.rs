@@ -14,7 +14,7 @@ mod pipeline;
 pub mod tls;
 
 pub use listeners::Lifecycle;
-pub use metrics::Metrics;
+pub use metrics::IngestMetrics;
 pub use pipeline::{
     Ack, Admission, AppendError, FsyncPolicy, Pipeline, PipelineConfig, PipelineHandle,
     Reservation, StartReport, ENTRY_OVERHEAD_BYTES, RETRY_AFTER_SECS,

@@ -2,7 +2,6 @@
 //! they never parse (the indexer does, once), so a listener's cost is framing and copying.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -12,13 +11,14 @@ use logsift_core::{Format, IndexName};
 use logsift_parse::framing::{Framer, Step};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{Ack, Admission, Metrics, PipelineHandle};
+use crate::{Ack, Admission, IngestMetrics, PipelineHandle};
 
 /// After shutdown starts, a connection keeps reading only while data keeps coming this fast:
 /// what a sender wrote before the signal is in the socket buffer and is read and stored; an
@@ -80,13 +80,13 @@ pub async fn spawn_tcp(
                 Ok((stream, peer)) => {
                     let metrics = pipeline.metrics().clone();
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        Metrics::add(&metrics.tcp_connections_refused, 1);
+                        metrics.tcp_connections_refused.inc();
                         tracing::warn!(listener = cfg.name, %peer, max = cfg.max_connections,
                             "connection refused: ingest.max_connections_per_listener reached");
                         drop(stream);
                         continue;
                     };
-                    Metrics::add(&metrics.tcp_connections, 1);
+                    metrics.tcp_connections.inc();
                     let cfg = cfg.clone();
                     let pipeline = pipeline.clone();
                     let shutdown = life.shutdown.clone();
@@ -107,12 +107,12 @@ pub async fn spawn_tcp(
                                         served
                                     }
                                     Ok(Err(e)) => {
-                                        Metrics::add(&metrics.tls_handshake_failures, 1);
+                                        metrics.tls_handshake_failures.inc();
                                         tracing::info!(listener = cfg.name, %peer, error = %e, "TLS handshake failed");
                                         Ok(())
                                     }
                                     Err(_) => {
-                                        Metrics::add(&metrics.tls_handshake_failures, 1);
+                                        metrics.tls_handshake_failures.inc();
                                         tracing::info!(listener = cfg.name, %peer, "TLS handshake timed out");
                                         Ok(())
                                     }
@@ -142,7 +142,7 @@ async fn read_more<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     shutdown: &CancellationToken,
     idle_timeout: Duration,
-    metrics: &Metrics,
+    metrics: &IngestMetrics,
 ) -> std::io::Result<Option<usize>> {
     if !shutdown.is_cancelled() {
         tokio::select! {
@@ -150,7 +150,7 @@ async fn read_more<S: AsyncRead + Unpin>(
                 return match read {
                     Ok(read) => eof_ok(read).map(Some),
                     Err(_) => {
-                        Metrics::add(&metrics.tcp_idle_closed, 1);
+                        metrics.tcp_idle_closed.inc();
                         Ok(None)
                     }
                 };
@@ -173,11 +173,11 @@ fn eof_ok(read: std::io::Result<usize>) -> std::io::Result<usize> {
     }
 }
 
-fn counters<'m>(metrics: &'m Metrics, name: &str) -> (&'m AtomicU64, &'m AtomicU64) {
-    if name == "json-tcp" {
-        (&metrics.json_tcp_lines, &metrics.json_tcp_bytes)
-    } else {
-        (&metrics.syslog_tcp_lines, &metrics.syslog_tcp_bytes)
+/// The lines and bytes counters of a stream listener; syslog over TLS counts as syslog TCP.
+fn counters(metrics: &IngestMetrics, format: Format) -> (&Counter, &Counter) {
+    match format {
+        Format::Json => (&metrics.json_tcp_lines, &metrics.json_tcp_bytes),
+        Format::Syslog | Format::Auto => (&metrics.syslog_tcp_lines, &metrics.syslog_tcp_bytes),
     }
 }
 
@@ -189,7 +189,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     let metrics = pipeline.metrics().clone();
-    let (lines_counter, bytes_counter) = counters(&metrics, cfg.name);
+    let (lines_counter, bytes_counter) = counters(&metrics, cfg.format);
     let source = format!("{} {}", cfg.name, peer);
     let mut framer = Framer::new(cfg.max_line_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -198,7 +198,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
             .await?
             .unwrap_or(0);
         let eof = n == 0;
-        Metrics::add(bytes_counter, n as u64);
+        bytes_counter.inc_by(n as u64);
         let received_at = now_ns();
         let mut entries = Vec::new();
         loop {
@@ -212,7 +212,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
                     buf.advance(consumed);
                 }
                 Step::Error { error, consumed } => {
-                    Metrics::add(&metrics.frame_errors, 1);
+                    metrics.frame_errors.inc();
                     tracing::warn!(listener = cfg.name, %peer, %error, "bad frame");
                     buf.advance(consumed);
                 }
@@ -228,7 +228,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
             }
         }
         let lines = entries.len() as u64;
-        Metrics::add(lines_counter, lines);
+        lines_counter.inc_by(lines);
         // Waiting here is the backpressure: while the pipeline is full we stop reading, the
         // kernel's buffers fill, and TCP slows the sender down.
         match pipeline
@@ -287,7 +287,7 @@ pub async fn spawn_udp(
                     continue;
                 }
             };
-            Metrics::add(&metrics.syslog_udp_bytes, n as u64);
+            metrics.syslog_udp_bytes.inc_by(n as u64);
             let mut datagram = &buf[..n];
             while let [rest @ .., b'\n' | b'\r' | 0] = datagram {
                 datagram = rest;
@@ -296,10 +296,10 @@ pub async fn spawn_udp(
                 continue;
             }
             if datagram.len() > max_line_bytes {
-                Metrics::add(&metrics.frame_errors, 1);
+                metrics.frame_errors.inc();
                 continue;
             }
-            Metrics::add(&metrics.syslog_udp_lines, 1);
+            metrics.syslog_udp_lines.inc();
             let source = format!("syslog-udp {peer}");
             let entry = Entry {
                 format: Format::Syslog,
@@ -316,7 +316,7 @@ pub async fn spawn_udp(
                     .await
                     .is_err()
             {
-                Metrics::add(&metrics.syslog_udp_dropped, 1);
+                metrics.syslog_udp_dropped.inc();
             }
         }
     });

@@ -8,7 +8,7 @@ use logsift_store::{Indexer, Store, StoreError};
 use logsift_wal::{Wal, WalError, WalOptions};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::Metrics;
+use crate::IngestMetrics;
 
 /// When the WAL writer calls fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +177,7 @@ pub struct PipelineHandle {
     tx: flume::Sender<Message>,
     budget: Arc<Semaphore>,
     budget_kib: u32,
-    metrics: Arc<Metrics>,
+    metrics: Arc<IngestMetrics>,
     refusing: Arc<AtomicBool>,
 }
 
@@ -256,7 +256,9 @@ impl PipelineHandle {
             drop(reservation.permit.split(held - needed));
         }
         if let Err(e) = self.indexes.admit_all(&entries) {
-            Metrics::add(&self.metrics.index_limit_refused, entries.len() as u64);
+            self.metrics
+                .index_limit_refused
+                .inc_by(entries.len() as u64);
             return Err(e);
         }
         let (reply, done) = match ack {
@@ -333,7 +335,7 @@ impl PipelineHandle {
             .clamp(1, self.budget_kib)
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
         &self.metrics
     }
 
@@ -350,6 +352,15 @@ impl PipelineHandle {
     /// Whether ingest is being refused because the disk is (nearly) full or failing.
     pub fn is_refusing(&self) -> bool {
         self.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Sets the gauges that are read from the pipeline rather than counted, before the
+    /// metrics are exported.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        m.inflight_bytes.set(self.inflight_bytes() as u64);
+        m.wal_queue_depth.set(self.wal_queue_len() as u64);
+        m.ingest_refusing.set(self.is_refusing() as u64);
     }
 }
 
@@ -395,7 +406,7 @@ impl Pipeline {
     pub fn start(
         cfg: PipelineConfig,
         store: Arc<Store>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<IngestMetrics>,
     ) -> Result<(Pipeline, StartReport), PipelineError> {
         let mut indexer = Indexer::new(store.clone());
         let mut start = StartReport::default();
@@ -436,8 +447,8 @@ impl Pipeline {
         start.skipped_bytes = report.skipped_bytes;
         metrics
             .wal_damaged_files
-            .store(start.damaged_files.len() as u64, Ordering::Relaxed);
-        Metrics::add(&metrics.wal_skipped_bytes, start.skipped_bytes);
+            .set(start.damaged_files.len() as u64);
+        metrics.wal_skipped_bytes.inc_by(start.skipped_bytes);
         tracing::info!(
             files = start.wal_files,
             entries = start.wal_entries,
@@ -546,7 +557,7 @@ const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 struct WalWriter {
     wal: Wal,
     cfg: PipelineConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<IngestMetrics>,
     truncatable: Arc<AtomicU64>,
     refusing: Arc<AtomicBool>,
 }
@@ -588,9 +599,7 @@ impl WalWriter {
                     Err(_) => break,
                 }
             }
-            self.metrics
-                .wal_queue_depth
-                .store(rx.len() as u64, Ordering::Relaxed);
+            self.metrics.wal_queue_depth.set(rx.len() as u64);
 
             let low_space = if round.is_empty() {
                 None
@@ -638,7 +647,7 @@ impl WalWriter {
                     }
                     for req in round.drain(..) {
                         let lines = req.entries.len() as u64;
-                        Metrics::add(&self.metrics.ingest_refused_lines, lines);
+                        self.metrics.ingest_refused_lines.inc_by(lines);
                         if let Some(reply) = req.reply {
                             let _ = reply.send(Err(AppendError::Storage(reason.clone())));
                         }
@@ -652,9 +661,7 @@ impl WalWriter {
                     Err(e) => tracing::warn!(error = %e, "could not truncate the WAL"),
                 }
             }
-            self.metrics
-                .wal_disk_bytes
-                .store(self.wal.disk_bytes(), Ordering::Relaxed);
+            self.metrics.wal_disk_bytes.set(self.wal.disk_bytes());
         }
         if dirty {
             if let Err(e) = self.wal.sync() {
@@ -680,7 +687,7 @@ impl WalWriter {
             for payload in req.entries.drain(..) {
                 match self.wal.append(&payload) {
                     Ok(lsn) => {
-                        Metrics::add(&self.metrics.wal_bytes, payload.len() as u64);
+                        self.metrics.wal_bytes.inc_by(payload.len() as u64);
                         batch.push((lsn, payload));
                     }
                     Err(e) => {
@@ -721,11 +728,11 @@ impl WalWriter {
                     *dirty = false;
                     *last_sync = Instant::now();
                 }
-                Metrics::add(&self.metrics.wal_entries, batch.len() as u64);
+                self.metrics.wal_entries.inc_by(batch.len() as u64);
                 Ok(batch)
             }
             Err(e) => {
-                Metrics::add(&self.metrics.wal_errors, 1);
+                self.metrics.wal_errors.inc();
                 if let Err(rb) = self.wal.rollback() {
                     tracing::error!(error = %rb, "WAL rollback after a failed write also failed");
                 }
@@ -777,7 +784,7 @@ fn index_loop(
     rx: flume::Receiver<IndexBatch>,
     interval: Duration,
     wal_dir: &Path,
-    metrics: &Metrics,
+    metrics: &IngestMetrics,
     truncatable: &AtomicU64,
 ) {
     let mut last_commit = Instant::now();
@@ -791,7 +798,7 @@ fn index_loop(
                 .store()
                 .enforce_retention(logsift_core::time::now_ns());
             if deleted > 0 {
-                Metrics::add(&metrics.segments_deleted, deleted as u64);
+                metrics.segments_deleted.inc_by(deleted as u64);
             }
         }
         if last_merges.is_none_or(|t| t.elapsed() >= MERGE_INTERVAL) {
@@ -808,7 +815,7 @@ fn index_loop(
                 for (lsn, payload) in &batch.entries {
                     match indexer.apply(*lsn, payload) {
                         Ok(logsift_store::Applied::Indexed { parse_error }) => {
-                            Metrics::add(&metrics.indexed_records, 1);
+                            metrics.indexed_records.inc();
                             if let Some(reason) = parse_error {
                                 let source = logsift_core::entry::Entry::decode(payload)
                                     .map(|e| e.source)
@@ -818,19 +825,17 @@ fn index_loop(
                         }
                         Ok(_) => {}
                         Err(e @ StoreError::Entry { .. }) => {
-                            Metrics::add(&metrics.index_errors, 1);
+                            metrics.index_errors.inc();
                             tracing::error!(lsn, error = %e, "undecodable entry; skipping it");
                         }
                         Err(e) => {
-                            Metrics::add(&metrics.index_errors, 1);
+                            metrics.index_errors.inc();
                             last_reapply = Instant::now();
                             tracing::error!(lsn, error = %e, "index write failed; records will be re-applied from the WAL");
                         }
                     }
                 }
-                metrics
-                    .index_queue_depth
-                    .store(rx.len() as u64, Ordering::Relaxed);
+                metrics.index_queue_depth.set(rx.len() as u64);
                 false
             }
             Err(flume::RecvTimeoutError::Timeout) => false,
@@ -846,7 +851,7 @@ fn index_loop(
                     "re-applied records from the WAL after a write failure"
                 ),
                 Err(e) => {
-                    Metrics::add(&metrics.index_errors, 1);
+                    metrics.index_errors.inc();
                     tracing::warn!(error = %e, "re-applying from the WAL failed; retrying in a second");
                 }
             }
@@ -860,11 +865,11 @@ fn index_loop(
         {
             match indexer.commit() {
                 Ok(through) => {
-                    Metrics::add(&metrics.index_commits, 1);
+                    metrics.index_commits.inc();
                     truncatable.store(through, Ordering::Release);
                 }
                 Err(e) => {
-                    Metrics::add(&metrics.index_errors, 1);
+                    metrics.index_errors.inc();
                     last_reapply = Instant::now();
                     tracing::error!(error = %e, "index commit failed; records will be re-applied from the WAL");
                 }

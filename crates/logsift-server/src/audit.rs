@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,9 +26,10 @@ use axum::response::{IntoResponse, Response};
 use logsift_core::entry::Entry;
 use logsift_core::time::{format_rfc3339, now_ns};
 use logsift_core::Format;
-use logsift_ingest::{Ack, Admission, Metrics, PipelineHandle};
+use logsift_ingest::{Ack, Admission, PipelineHandle};
 use serde_json::{json, Map, Value};
 
+use crate::metrics::ServerMetrics;
 use logsift_identity::Principal;
 
 /// The index audit records go to.
@@ -101,14 +101,14 @@ struct RefusalWindow {
 /// Writes audit records without making the audited request wait for them.
 pub struct Audit {
     pipeline: PipelineHandle,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     runtime: tokio::runtime::Handle,
     refusals: Arc<Mutex<HashMap<RefusalKey, RefusalWindow>>>,
 }
 
 impl Audit {
     /// Starts the task that writes a summary record for each refusal window once it closes.
-    pub fn new(pipeline: PipelineHandle, metrics: Arc<Metrics>) -> Self {
+    pub fn new(pipeline: PipelineHandle, metrics: Arc<ServerMetrics>) -> Self {
         let audit = Audit {
             pipeline,
             metrics,
@@ -226,7 +226,7 @@ impl Audit {
         if outcome.starts_with("refused") {
             let query = what.get("query").and_then(Value::as_str);
             if self.fold_refusal(who, action, outcome, query) {
-                Metrics::add(&self.metrics.audit_refusals_folded, 1);
+                self.metrics.audit_refusals_folded.inc();
                 return;
             }
         }
@@ -281,15 +281,15 @@ impl Audit {
     }
 }
 
-async fn append_to(pipeline: &PipelineHandle, metrics: &Metrics, entry: Vec<u8>) {
+async fn append_to(pipeline: &PipelineHandle, metrics: &ServerMetrics, entry: Vec<u8>) {
     match pipeline
         .append(vec![entry], Ack::Received, Admission::Wait)
         .await
     {
-        Ok(()) => metrics.audit_records.fetch_add(1, Ordering::Relaxed),
+        Ok(()) => metrics.audit_records.inc(),
         Err(e) => {
             tracing::warn!(error = %e, "an audit record could not be written");
-            metrics.audit_dropped.fetch_add(1, Ordering::Relaxed)
+            metrics.audit_dropped.inc()
         }
     };
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::metrics::ServerMetrics;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use logsift_identity::{
     Authenticator, Denied, IngestLimiter, Principal, Refusal, Role, TokenError,
 };
-use logsift_ingest::Metrics;
 
 use crate::ApiError;
 
@@ -35,13 +35,13 @@ pub struct Auth {
     cfg: AuthConfig,
     tokens: Authenticator,
     limiter: IngestLimiter,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<ServerMetrics>,
 }
 
 impl Auth {
     /// Loads the tokens file; a damaged file is an error, so a server never starts open by
     /// mistake.
-    pub fn open(cfg: AuthConfig, metrics: Arc<Metrics>) -> Result<Auth, TokenError> {
+    pub fn open(cfg: AuthConfig, metrics: Arc<ServerMetrics>) -> Result<Auth, TokenError> {
         Ok(Auth {
             tokens: Authenticator::open(cfg.tokens_file.clone())?,
             limiter: IngestLimiter::new(cfg.token_ingest_bytes_per_sec),
@@ -71,7 +71,7 @@ impl Auth {
         self.tokens
             .authenticate(authorization, peer)
             .map_err(|refusal| {
-                Metrics::add(&self.metrics.auth_failures, 1);
+                self.metrics.auth_failures.inc();
                 if let Refusal::Revoked { id } = &refusal {
                     tracing::info!(token = %id, ?peer, "revoked token refused");
                 }
@@ -88,7 +88,7 @@ impl Auth {
     /// 429 with the seconds until the token is out of debt.
     pub fn admit_ingest(&self, principal: &Principal, bytes: usize) -> Result<(), ApiError> {
         self.limiter.admit(principal, bytes).map_err(|over| {
-            Metrics::add(&self.metrics.http_rate_limited, 1);
+            self.metrics.http_rate_limited.inc();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -159,7 +159,7 @@ mod tests {
                 token_ingest_bytes_per_sec: 0,
                 allowed_hosts: Vec::new(),
             },
-            Arc::new(Metrics::default()),
+            Arc::new(ServerMetrics::default()),
         )
         .unwrap()
     }
@@ -194,12 +194,7 @@ mod tests {
             auth.authenticate(&headers, None).unwrap_err().message,
             "unknown token"
         );
-        assert_eq!(
-            auth.metrics
-                .auth_failures
-                .load(std::sync::atomic::Ordering::Relaxed),
-            2
-        );
+        assert_eq!(auth.metrics.auth_failures.get(), 2);
     }
 
     #[test]

@@ -139,9 +139,7 @@ pub async fn guard(
     match refusal(&req, &allowed) {
         None => next.run(req).await,
         Some(why) => {
-            auth.metrics
-                .http_browser_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            auth.metrics.http_browser_refused.inc();
             tracing::debug!(method = %req.method(), uri = %req.uri(), "{why}");
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", why).into_response()
         }

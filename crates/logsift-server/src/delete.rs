@@ -10,7 +10,6 @@ use axum::Json;
 use logsift_core::time::{format_rfc3339, now_ns};
 use logsift_query::erase::{erase, EraseRequest};
 use serde::Deserialize;
-use std::sync::atomic::Ordering;
 
 use crate::audit::Caller;
 use crate::search::{index_list, query_error, time_param};
@@ -100,10 +99,7 @@ pub async fn delete(
         .await
         .map_err(|e| ApiError::internal(format!("erasure task failed: {e}")))?
         .map_err(query_error)?;
-    state
-        .metrics
-        .erased_records
-        .fetch_add(report.erased, Ordering::Relaxed);
+    state.metrics.erased_records.inc_by(report.erased);
     tracing::warn!(erased = report.erased, segments = report.rewritten.len(), by = %who.name(), "erased records");
     let n = report.erased;
     let mut details = details;

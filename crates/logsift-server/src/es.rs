@@ -21,7 +21,7 @@ use logsift_compat::{EsBulk, ShipperDecoder, Unbounded};
 use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
-use logsift_ingest::{Ack, Metrics};
+use logsift_ingest::Ack;
 use serde_json::{json, Value};
 
 use crate::es_ids::{self, Claim, Claims};
@@ -439,9 +439,9 @@ async fn bulk(
                 new,
             } => {
                 if new {
-                    Metrics::add(&metrics.es_bulk_docs, 1);
+                    metrics.es_bulk_docs.inc();
                 } else {
-                    Metrics::add(&metrics.es_bulk_unchanged, 1);
+                    metrics.es_bulk_unchanged.inc();
                 }
                 // Versions are not kept: an overwrite reports 2 whatever came before.
                 let (status, result, version) = if updated {
@@ -470,9 +470,9 @@ async fn bulk(
             } => {
                 errors = true;
                 if status == 409 {
-                    Metrics::add(&metrics.es_bulk_conflicts, 1);
+                    metrics.es_bulk_conflicts.inc();
                 } else {
-                    Metrics::add(&metrics.es_bulk_item_errors, 1);
+                    metrics.es_bulk_item_errors.inc();
                 }
                 json!({ op.name(): {
                     "_index": index,

@@ -308,10 +308,10 @@ pub(crate) async fn start_export(
                 let signed = exports.keys.sign(manifest);
                 let path = exports.dir.join(format!("{id_for_task}.manifest.json"));
                 let bytes = serde_json::to_vec_pretty(&signed).unwrap_or_default();
-                if let Err(e) = write_atomic(&path, &bytes) {
+                if let Err(e) = logsift_core::fsutil::write_atomic(&path, &bytes) {
                     tracing::error!(error = %e, "cannot save an export manifest");
                     let _ = tx.blocking_send(Err(std::io::Error::other("manifest not saved")));
-                    metrics.exports_failed.fetch_add(1, Ordering::Relaxed);
+                    metrics.exports_failed.inc();
                     audit.record(
                         &who,
                         "export",
@@ -321,9 +321,7 @@ pub(crate) async fn start_export(
                     );
                     return;
                 }
-                metrics
-                    .exported_records
-                    .fetch_add(sent_records, Ordering::Relaxed);
+                metrics.exported_records.inc_by(sent_records);
                 let mut what = what;
                 what["sha256"] = json!(signed.manifest.sha256);
                 audit.record(&who, "export", what, records, "ok");
@@ -332,7 +330,7 @@ pub(crate) async fn start_export(
                 // Abort the response so that the client sees an incomplete transfer rather
                 // than a short file that looks whole.
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                metrics.exports_failed.fetch_add(1, Ordering::Relaxed);
+                metrics.exports_failed.inc();
                 audit.record(&who, "export", what, sent_records, &format!("stopped: {e}"));
             }
         }
@@ -373,20 +371,6 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 pub async fn manifest(

@@ -11,13 +11,14 @@ use logsift_core::entry::Entry;
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
 use logsift_ingest::{
-    Ack, Admission, AppendError, Metrics, PipelineHandle, Reservation, ENTRY_OVERHEAD_BYTES,
+    Ack, Admission, AppendError, PipelineHandle, Reservation, ENTRY_OVERHEAD_BYTES,
     RETRY_AFTER_SECS,
 };
 use logsift_parse::ParseOptions;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use crate::metrics::ServerMetrics;
 use crate::{ApiError, AppState, Principal, Role};
 
 #[derive(Debug, Deserialize)]
@@ -131,7 +132,7 @@ pub(crate) fn decompress(
 pub(crate) struct Charge {
     pipeline: PipelineHandle,
     reservation: Reservation,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     /// What the last successful [`Charge::cover`] covered.
     covered: usize,
 }
@@ -303,7 +304,7 @@ pub async fn ingest(
                 &source,
                 received_at,
             );
-            Metrics::add(&metrics.http_rejected_lines, prepared.rejected as u64);
+            metrics.http_rejected_lines.inc_by(prepared.rejected as u64);
             Ok(Decoded {
                 entries: prepared.entries,
                 answer: (prepared.rejected, prepared.errors),
@@ -438,7 +439,7 @@ where
     )
     .await
     .map_err(|_| {
-        Metrics::add(&metrics.http_timeouts, 1);
+        metrics.http_timeouts.inc();
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
@@ -463,14 +464,14 @@ where
     let (Decoded { entries, answer }, bytes, charge) = decoded;
     let reservation = charge.reservation;
 
-    Metrics::add(&metrics.http_bytes, bytes);
+    metrics.http_bytes.inc_by(bytes);
     let accepted = entries.len();
     state
         .pipeline
         .append_reserved(entries, reservation, ack, Admission::Try)
         .await
         .map_err(|e| counted(append_error(e, metrics)))?;
-    Metrics::add(&metrics.http_lines, accepted as u64);
+    metrics.http_lines.inc_by(accepted as u64);
     Ok(Ingested { accepted, answer })
 }
 
@@ -482,7 +483,7 @@ pub(crate) fn body_too_large(limit: usize) -> ApiError {
     )
 }
 
-fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
+fn append_error(e: AppendError, metrics: &ServerMetrics) -> ApiError {
     match e {
         AppendError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -490,7 +491,7 @@ fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
             e.to_string(),
         ),
         AppendError::Full { .. } => {
-            Metrics::add(&metrics.http_throttled, 1);
+            metrics.http_throttled.inc();
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
                 .retry_after(RETRY_AFTER_SECS)
         }
@@ -501,7 +502,7 @@ fn append_error(e: AppendError, metrics: &Metrics) -> ApiError {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "over_budget", e.to_string())
         }
         AppendError::Storage(_) => {
-            Metrics::add(&metrics.http_refused, 1);
+            metrics.http_refused.inc();
             ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "not_durable",

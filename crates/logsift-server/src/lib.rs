@@ -20,6 +20,7 @@ mod grpc;
 mod holds;
 mod ingest;
 mod loki;
+pub mod metrics;
 mod otlp;
 mod persist;
 pub mod saved;
@@ -36,12 +37,15 @@ use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use logsift_ingest::{Metrics, PipelineHandle, StartReport};
+use logsift_ingest::{PipelineHandle, StartReport};
 use logsift_store::Store;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::registry::Registry;
 use serde_json::json;
 
 pub use auth::{Auth, AuthConfig};
 pub use error::ApiError;
+pub use metrics::ServerMetrics;
 pub use serve::{serve_http, HttpLimits, Protocol};
 // Handlers name these often; they live in `logsift-identity`.
 pub use logsift_identity::{Principal, Role, Who};
@@ -72,7 +76,9 @@ pub struct ServerConfig {
 pub struct AppState {
     pub store: Arc<Store>,
     pub pipeline: PipelineHandle,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ServerMetrics>,
+    /// Every metric set (ingest's, the server's, alerting's), encoded at `/metrics`.
+    pub registry: Arc<Registry>,
     pub cfg: Arc<ServerConfig>,
     /// What start-up found in the WAL, for `/health/ready`.
     pub start: Arc<StartReport>,
@@ -283,16 +289,10 @@ async fn segments(
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::with_capacity(4096);
-    let m = &state.metrics;
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
-    m.inflight_bytes
-        .store(state.pipeline.inflight_bytes() as u64, relaxed);
-    m.wal_queue_depth
-        .store(state.pipeline.wal_queue_len() as u64, relaxed);
-    m.ingest_refusing
-        .store(state.pipeline.is_refusing() as u64, relaxed);
-    m.render(&mut out);
-    state.alerts.render_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    state.pipeline.refresh_metrics();
+    state.alerts.refresh_metrics();
+    let mut out = String::with_capacity(16 << 10);
+    // Writing into a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &state.registry);
+    ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out)
 }

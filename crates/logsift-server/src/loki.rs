@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use logsift_compat::{LokiPush, ShipperDecoder};
 use logsift_core::time::now_ns;
-use logsift_ingest::{Ack, Metrics};
+use logsift_ingest::Ack;
 
 use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
 use crate::ingest::{ingest_body, source_of, Decoded};
@@ -59,7 +59,7 @@ pub async fn push(
         },
     )
     .await?;
-    Metrics::add(&state.metrics.loki_entries, ingested.accepted as u64);
+    state.metrics.loki_entries.inc_by(ingested.accepted as u64);
     if ingested.answer > 0 {
         // Loki too stores the valid entries of a push and answers 400 for the rest, so that
         // the sender does not retry what was stored.

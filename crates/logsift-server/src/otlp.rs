@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use logsift_compat::{otlp, OtlpLogs, ShipperDecoder};
 use logsift_core::time::now_ns;
-use logsift_ingest::{Ack, Metrics};
+use logsift_ingest::Ack;
 
 use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
 use crate::ingest::{ingest_body, source_of, Decoded};
@@ -108,7 +108,10 @@ pub(crate) async fn export(
         },
     )
     .await?;
-    Metrics::add(&state.metrics.otlp_log_records, ingested.accepted as u64);
+    state
+        .metrics
+        .otlp_log_records
+        .inc_by(ingested.accepted as u64);
     let rejected = ingested.answer as i64;
     let why = if rejected > 0 {
         format!(

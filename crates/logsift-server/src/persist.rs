@@ -3,7 +3,6 @@
 //! atomically (write a temporary file, fsync it, rename it over the old one, fsync the
 //! directory), so a crash leaves either the old document or the new one, never a mix.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::Value;
@@ -45,20 +44,10 @@ pub fn write(path: &Path, format: &str, version: u64, mut doc: Value) -> Result<
     let dir = path
         .parent()
         .ok_or_else(|| format!("{} has no parent directory", path.display()))?;
-    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", path.display());
-    std::fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e))?;
-    let tmp = path.with_extension("json.tmp");
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("creating the directory of {}: {e}", path.display()))?;
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| fail("creating a temporary for", e))?;
-        f.write_all(&bytes).map_err(|e| fail("writing", e))?;
-        f.sync_all().map_err(|e| fail("fsyncing", e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| fail("renaming into", e))?;
-    // The rename is durable only once the directory entry is.
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail("fsyncing the directory of", e))?;
+    logsift_core::fsutil::write_atomic(path, &bytes).map_err(|e| e.to_string())?;
     Ok(())
 }
 

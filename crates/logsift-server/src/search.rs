@@ -2,11 +2,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::metrics::ServerMetrics;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use logsift_core::time::{now_ns, parse_time_expr};
-use logsift_ingest::Metrics;
 use logsift_query::{Budget, QueryError, SearchRequest, SearchResponse, SortOrder};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,7 +21,7 @@ pub(crate) struct QueryLimits {
     max: usize,
     timeout: Duration,
     pub(crate) terms_max_values: usize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     /// Open tail streams (each also takes a query slot while it polls).
     tails: Arc<Semaphore>,
     max_tails: usize,
@@ -33,7 +33,7 @@ pub(crate) struct QueryLimits {
 }
 
 impl QueryLimits {
-    pub(crate) fn new(cfg: &ServerConfig, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(cfg: &ServerConfig, metrics: Arc<ServerMetrics>) -> Self {
         let max = cfg.max_concurrent_queries.max(1);
         QueryLimits {
             slots: Arc::new(Semaphore::new(max)),
@@ -58,7 +58,7 @@ impl QueryLimits {
     /// searches keep their chance at a slot).
     pub(crate) fn try_slot(&self) -> Option<Running> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
-        self.metrics.queries_running.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queries_running.inc();
         Some(Running {
             _permit: permit,
             metrics: self.metrics.clone(),
@@ -68,7 +68,7 @@ impl QueryLimits {
     /// The right to keep a tail stream open, for as long as the permit lives.
     pub(crate) fn tail_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.tails.clone().try_acquire_owned().map_err(|_| {
-            Metrics::add(&self.metrics.tail_rejected, 1);
+            self.metrics.tail_rejected.inc();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_tails",
@@ -84,7 +84,7 @@ impl QueryLimits {
     /// The right to stream an export, for as long as the permit lives.
     pub(crate) fn export_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.exports.clone().try_acquire_owned().map_err(|_| {
-            Metrics::add(&self.metrics.export_rejected, 1);
+            self.metrics.export_rejected.inc();
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_exports",
@@ -127,12 +127,12 @@ impl Drop for CancelOnDrop {
 /// Holds a query slot and the `queries_running` gauge until the work itself ends.
 pub(crate) struct Running {
     _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.metrics.queries_running.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.queries_running.dec();
     }
 }
 
@@ -145,7 +145,7 @@ pub(crate) async fn run_query<T: Answer + Send + 'static>(
 ) -> Result<T, ApiError> {
     let metrics = limits.metrics.clone();
     let permit = limits.slots.clone().try_acquire_owned().map_err(|_| {
-        Metrics::add(&metrics.query_rejected, 1);
+        metrics.query_rejected.inc();
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_queries",
@@ -156,7 +156,7 @@ pub(crate) async fn run_query<T: Answer + Send + 'static>(
         )
         .retry_after(1)
     })?;
-    metrics.queries_running.fetch_add(1, Ordering::Relaxed);
+    metrics.queries_running.inc();
     let running = Running {
         _permit: permit,
         metrics: metrics.clone(),
@@ -169,9 +169,15 @@ pub(crate) async fn run_query<T: Answer + Send + 'static>(
         let result = work(budget);
         // Counted here: when the client has gone, nothing after the `await` below runs.
         match &result {
-            Ok(answer) if answer.partial() => Metrics::add(&metrics.query_partial, 1),
-            Err(QueryError::Timeout) => Metrics::add(&metrics.query_timeouts, 1),
-            Err(QueryError::Cancelled) => Metrics::add(&metrics.query_cancelled, 1),
+            Ok(answer) if answer.partial() => {
+                metrics.query_partial.inc();
+            }
+            Err(QueryError::Timeout) => {
+                metrics.query_timeouts.inc();
+            }
+            Err(QueryError::Cancelled) => {
+                metrics.query_cancelled.inc();
+            }
             _ => {}
         }
         result
@@ -276,7 +282,7 @@ pub async fn search(
         budget: Budget::default(),
     };
     let store = state.store.clone();
-    Metrics::add(&state.metrics.search_requests, 1);
+    state.metrics.search_requests.inc();
     let answer = run_query(&limits, move |budget| {
         logsift_query::search(&store, &SearchRequest { budget, ..req })
     })

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::ServerMetrics;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use logsift_ingest::Metrics;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -55,7 +55,7 @@ pub async fn serve_http(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     shutdown: CancellationToken,
 ) {
     let slots = limits.slots.clone();
@@ -93,7 +93,7 @@ pub async fn serve_http(
             },
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            Metrics::add(&metrics.http_connections_refused, 1);
+            metrics.http_connections_refused.inc();
             tracing::warn!(%peer, max = limits.max_connections,
                 "HTTP connection refused: http.max_connections reached");
             continue;
@@ -118,12 +118,12 @@ pub async fn serve_http(
                     connection(builder, tls, peer, router, metrics, watcher, streams).await
                 }
                 Ok(Err(e)) => {
-                    Metrics::add(&metrics.tls_handshake_failures, 1);
+                    metrics.tls_handshake_failures.inc();
                     tracing::info!(listener = "http", %peer, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
-                    Metrics::add(&metrics.tls_handshake_failures, 1);
-                    Metrics::add(&metrics.http_timeouts, 1);
+                    metrics.tls_handshake_failures.inc();
+                    metrics.http_timeouts.inc();
                     tracing::info!(listener = "http", %peer, "TLS handshake timed out");
                 }
             }
@@ -138,7 +138,7 @@ async fn connection<I>(
     io: I,
     peer: SocketAddr,
     router: Router,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     watcher: hyper_util::server::graceful::Watcher,
     streams: Arc<Semaphore>,
 ) where
@@ -155,7 +155,7 @@ async fn connection<I>(
             async move {
                 let _place = match place {
                     Some(Err(_)) => {
-                        Metrics::add(&metrics.http_connections_refused, 1);
+                        metrics.http_connections_refused.inc();
                         return Ok(grpc_unavailable());
                     }
                     other => other,
@@ -178,7 +178,7 @@ async fn connection<I>(
     };
     if let Err(e) = served {
         if e.is_timeout() {
-            Metrics::add(&metrics.http_timeouts, 1);
+            metrics.http_timeouts.inc();
             tracing::debug!(%peer, "HTTP connection closed: header read timeout");
         } else {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");

@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics::ServerMetrics;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::stream::{self, Stream};
-use logsift_ingest::Metrics;
 use logsift_query::lang::Ast;
 use logsift_query::tail::{self, TailCursor};
 use logsift_query::Budget;
@@ -222,7 +222,7 @@ struct Client {
     hub: Arc<Hub>,
     hubs: Arc<TailHubs>,
     told: bool,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
     /// One of `query.max_tail_clients`, held while the stream is open.
     _permit: OwnedSemaphorePermit,
 }
@@ -232,7 +232,7 @@ impl Drop for Client {
         let outbox = &self.outbox;
         self.hubs
             .unsubscribe(&self.hub, |o| !Arc::ptr_eq(o, outbox));
-        self.metrics.tail_clients.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.tail_clients.dec();
     }
 }
 
@@ -267,7 +267,7 @@ pub async fn tail(
     };
     let outbox = Arc::new(Outbox::default());
     let metrics = state.metrics.clone();
-    metrics.tail_clients.fetch_add(1, Ordering::Relaxed);
+    metrics.tail_clients.inc();
     let hubs = limits.tail_hubs.clone();
     let key: HubKey = (q.trim().to_string(), indexes.clone());
     let (hub, new) = hubs.join(&key, outbox.clone());
@@ -332,12 +332,12 @@ struct Poller {
     indexes: Vec<String>,
     limits: QueryLimits,
     shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl Poller {
     async fn run(self, mut cursor: TailCursor) {
-        self.metrics.tail_pollers.fetch_add(1, Ordering::Relaxed);
+        self.metrics.tail_pollers.inc();
         let last = self.follow(&mut cursor).await;
         self.hubs.remove(&self.hub);
         if let Some(last) = last {
@@ -345,7 +345,7 @@ impl Poller {
                 outbox.finish(last.clone());
             }
         }
-        self.metrics.tail_pollers.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.tail_pollers.dec();
     }
 
     /// Polls until the hub is retired (`None`: its clients are gone) or must end its streams
@@ -362,7 +362,7 @@ impl Poller {
             // Keep polling without a pause while there is a backlog.
             loop {
                 let Some(slot) = self.limits.try_slot() else {
-                    Metrics::add(&self.metrics.tail_polls_deferred, 1);
+                    self.metrics.tail_polls_deferred.inc();
                     break;
                 };
                 let (store, ast, indexes) =
@@ -437,7 +437,7 @@ impl Poller {
         let mut any_dropped = false;
         for outbox in &subscribers {
             if found_too_slow(outbox) {
-                Metrics::add(&self.metrics.tail_dropped, 1);
+                self.metrics.tail_dropped.inc();
             }
             any_dropped |= outbox.dropped.load(Ordering::Relaxed);
         }

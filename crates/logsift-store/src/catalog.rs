@@ -6,10 +6,10 @@
 //! broken one. Each entry's `hash` is sha256 over the previous entry's hash and the entry's
 //! own fields; the first entry chains from 64 zeros.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use logsift_core::fsutil::{Replace, Step};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -148,33 +148,35 @@ impl Catalog {
     /// Writes the catalog atomically into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), CatalogError> {
         let path = dir.join(CATALOG_FILE);
-        let tmp = dir.join("catalog.json.tmp");
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| CatalogError::Io { path: p, source }
-        };
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| CatalogError::Corrupt {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        crate::fault("store::catalog-write").map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        crate::fault("store::catalog-rename").map_err(io(&path))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        // Once renamed, the new catalog is what a restart reads: the save took effect, and
-        // reporting a failure now would make the caller undo in memory (and delete the
-        // segment file of) an entry that is on disk. A directory that cannot be fsynced is
-        // tried once more and else logged: only a power loss could bring the old catalog back.
-        let sync = || {
-            crate::fault("store::catalog-dir-sync")?;
-            File::open(dir).and_then(|d| d.sync_all())
+        let fault = |step| match step {
+            Step::Write => crate::fault("store::catalog-write"),
+            Step::Rename => crate::fault("store::catalog-rename"),
+            Step::DirSync => crate::fault("store::catalog-dir-sync"),
+            Step::Create | Step::Sync => Ok(()),
         };
-        if let Err(e) = sync().or_else(|_| sync()) {
-            tracing::error!(path = %path.display(), error = %e, "the catalog was replaced but its directory could not be fsynced; a power loss now may bring back the previous catalog");
+        let replace = Replace::new().fault(&fault);
+        match replace.write(&path, &bytes) {
+            Ok(()) => Ok(()),
+            // Once renamed, the new catalog is what a restart reads: the save took effect, and
+            // reporting a failure now would make the caller undo in memory (and delete the
+            // segment file of) an entry that is on disk. A directory that cannot be fsynced is
+            // tried once more and else logged: only a power loss could bring the old catalog
+            // back.
+            Err(e) if e.renamed() => {
+                if let Err(e) = replace.sync_dir_of(&path) {
+                    tracing::error!(path = %path.display(), error = %e, "the catalog was replaced but its directory could not be fsynced; a power loss now may bring back the previous catalog");
+                }
+                Ok(())
+            }
+            Err(e) => Err(CatalogError::Io {
+                path: e.path,
+                source: e.source,
+            }),
         }
-        Ok(())
     }
 
     fn head_hash(&self) -> &str {

@@ -4,7 +4,7 @@
 //! to an object store (issue #18) without the store changing; catalogs, work directories and
 //! the WAL stay local.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,12 +150,10 @@ impl LocalSegments {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(source) => return Err(SegmentError::Io { path, source }),
         }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SegmentError::Io {
-                path: self.dir.clone(),
-                source,
-            })
+        logsift_core::fsutil::sync_dir(&self.dir).map_err(|source| SegmentError::Io {
+            path: self.dir.clone(),
+            source,
+        })
     }
 
     /// Names in the directory, split into segment ids and the rest.

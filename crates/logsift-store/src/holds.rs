@@ -6,8 +6,7 @@
 //! `{"format": "logsift-holds", "version": 1, "holds": [...]}`. Files written before the
 //! format had a version hold only `holds`: they are read as version 1, whose layout they share.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -107,24 +106,14 @@ impl Holds {
     }
 
     fn save(&self, holds: &[HoldRecord]) -> Result<(), StoreError> {
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&HoldsFile {
             format: FORMAT.to_string(),
             version: VERSION,
             holds: holds.to_vec(),
         })
         .map_err(|e| StoreError::Catalog(e.to_string()))?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
-        }
-        Ok(())
+        logsift_core::fsutil::write_atomic(&self.path, &bytes)
+            .map_err(|e| io_err(&e.path)(e.source))
     }
 
     /// Saved before it takes effect: a hold acknowledged is a hold that survives a crash.

@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use logsift_core::fsutil::{Replace, ReplaceError, Step};
 use sha2::{Digest, Sha256};
 use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
 use tantivy::directory::{
@@ -37,6 +38,15 @@ pub enum SegmentError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: not a logsift segment: {why}")]
     Corrupt { path: PathBuf, why: String },
+}
+
+impl From<ReplaceError> for SegmentError {
+    fn from(e: ReplaceError) -> Self {
+        SegmentError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
@@ -61,8 +71,23 @@ pub fn write_bundle(src: &Path, names: &[String], dest: &Path) -> Result<Written
     let mut names = names.to_vec();
     names.sort();
     names.dedup();
-    let tmp = dest.with_extension("tmp");
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let fault = |step| match step {
+        Step::Sync => crate::fault("store::bundle-sync"),
+        Step::Rename => crate::fault("store::bundle-rename"),
+        Step::Create | Step::Write | Step::DirSync => Ok(()),
+    };
+    Replace::new()
+        .fault(&fault)
+        .write_with(dest, |file, tmp| fill_bundle(src, &names, file, tmp))
+}
+
+/// Writes the bundle of `names` (sorted) into `file`, the temporary file `tmp`.
+fn fill_bundle(
+    src: &Path,
+    names: &[String],
+    file: &mut File,
+    tmp: &Path,
+) -> Result<Written, SegmentError> {
     let mut out = HashingWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         sha: Sha256::new(),
@@ -70,11 +95,11 @@ pub fn write_bundle(src: &Path, names: &[String], dest: &Path) -> Result<Written
     };
     let mut directory = Vec::new();
     directory.extend_from_slice(&(names.len() as u32).to_le_bytes());
-    for name in &names {
+    for name in names {
         let path = src.join(name);
         let bytes = fs::read(&path).map_err(io_err(&path))?;
         let offset = out.written;
-        out.write_all(&bytes).map_err(io_err(&tmp))?;
+        out.write_all(&bytes).map_err(io_err(tmp))?;
         directory.extend_from_slice(&(name.len() as u16).to_le_bytes());
         directory.extend_from_slice(name.as_bytes());
         directory.extend_from_slice(&offset.to_le_bytes());
@@ -82,32 +107,19 @@ pub fn write_bundle(src: &Path, names: &[String], dest: &Path) -> Result<Written
         directory.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
     }
     let directory_offset = out.written;
-    out.write_all(&directory).map_err(io_err(&tmp))?;
+    out.write_all(&directory).map_err(io_err(tmp))?;
     let mut footer = [0u8; FOOTER_BYTES];
     footer[0..8].copy_from_slice(&directory_offset.to_le_bytes());
     footer[8..16].copy_from_slice(&(directory.len() as u64).to_le_bytes());
     footer[16..20].copy_from_slice(&crc32c::crc32c(&directory).to_le_bytes());
     footer[20..24].copy_from_slice(&VERSION.to_le_bytes());
     footer[24..32].copy_from_slice(MAGIC);
-    out.write_all(&footer).map_err(io_err(&tmp))?;
-    let written = Written {
+    out.write_all(&footer).map_err(io_err(tmp))?;
+    out.inner.flush().map_err(io_err(tmp))?;
+    Ok(Written {
         bytes: out.written,
         sha256: hex::encode(out.sha.finalize_reset()),
-    };
-    let file = out.inner.into_inner().map_err(|e| SegmentError::Io {
-        path: tmp.clone(),
-        source: e.into_error(),
-    })?;
-    crate::fault("store::bundle-sync").map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    crate::fault("store::bundle-rename").map_err(io_err(dest))?;
-    fs::rename(&tmp, dest).map_err(io_err(dest))?;
-    if let Some(parent) = dest.parent() {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(parent))?;
-    }
-    Ok(written)
+    })
 }
 
 struct HashingWriter<W> {

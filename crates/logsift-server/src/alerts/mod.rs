@@ -24,14 +24,19 @@ pub mod rule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use logsift_core::time::{format_rfc3339, now_ns};
+use logsift_ingest::metrics::{family_with, CountGauge};
 use logsift_query::agg::{self, HistogramRequest, TermsRequest};
 use logsift_query::{Budget, SearchRequest, SortOrder};
 use logsift_store::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -224,14 +229,27 @@ struct Inner {
     due: HashMap<String, i64>,
 }
 
-#[derive(Default)]
-pub struct AlertMetrics {
-    evaluations: AtomicU64,
-    failures: AtomicU64,
-    eval_us_sum: AtomicU64,
-    passes: AtomicU64,
-    dropped_batches: AtomicU64,
-    state_write_failures: AtomicU64,
+/// Alert groups in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+const PHASES: [&str; 3] = ["pending", "firing", "resolved"];
+
+logsift_ingest::metric_set! {
+    /// What alerting counts; delivery's are in [`notify::DeliveryMetrics`].
+    pub struct AlertMetrics {
+        evaluations: Counter => "logsift_alert_evaluations", "Alert rule evaluations";
+        failures: Counter => "logsift_alert_evaluation_failures", "Alert rule evaluations whose query failed (the rule is in state error)";
+        passes: Counter => "logsift_alert_evaluation_passes", "Evaluation passes (the rules due at one tick run in one pass)";
+        eval_seconds: Counter<f64, AtomicU64> => "logsift_alert_evaluation_seconds", "Time spent evaluating alert rules";
+        dropped_batches: Counter => "logsift_alert_notification_batches_dropped", "Notification batches dropped because delivery was that far behind";
+        state_write_failures: Counter => "logsift_alert_state_write_failures", "Failed saves of DATA_DIR/alerts/state.json";
+        groups: Family<StateLabel, CountGauge> = family_with(PHASES.map(|state| StateLabel { state })) => "logsift_alerts", "Alert groups by state";
+        rules: CountGauge => "logsift_alert_rules", "Alert rules loaded";
+        rules_failing: CountGauge => "logsift_alert_rules_failing", "Alert rules whose last evaluation failed";
+    }
 }
 
 pub struct Alerts {
@@ -394,7 +412,7 @@ impl Alerts {
             );
             return;
         };
-        self.metrics.passes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.passes.inc();
         let mut batch = Vec::new();
         let doc = {
             let mut inner = self.lock();
@@ -421,7 +439,7 @@ impl Alerts {
         }
         if let Some(deliveries) = self.deliveries.get() {
             for target in deliveries.send(batch) {
-                self.metrics.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped_batches.inc();
                 tracing::warn!(
                     target,
                     "alert notifications dropped: {} batches already wait for delivery there",
@@ -441,9 +459,7 @@ impl Alerts {
         .map_err(|e| e.to_string())
         .and_then(|r| r);
         if let Err(e) = saved {
-            self.metrics
-                .state_write_failures
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.state_write_failures.inc();
             tracing::warn!(error = %e, "alert state could not be saved; a restart may repeat or miss a notification");
         }
     }
@@ -460,10 +476,8 @@ impl Alerts {
             let started = Instant::now();
             let observed = self.observe(&rule, &mut state, now, &mut cache);
             let took = started.elapsed();
-            self.metrics.evaluations.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .eval_us_sum
-                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            self.metrics.evaluations.inc();
+            self.metrics.eval_seconds.inc_by(took.as_secs_f64());
             state.last_eval_ns = Some(now);
             state.last_duration_ms = took.as_millis() as u64;
             let notes = match observed {
@@ -476,7 +490,7 @@ impl Alerts {
                         .collect()
                 }
                 Err(e) => {
-                    self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failures.inc();
                     tracing::warn!(rule = %rule.spec.name, error = %e, "alert rule evaluation failed");
                     state.error = Some(e);
                     Vec::new()
@@ -726,70 +740,15 @@ impl Alerts {
         }
     }
 
-    /// Prometheus text for the alerting metrics.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let r = Ordering::Relaxed;
-        let m = &self.metrics;
-        counter(
-            out,
-            "logsift_alert_evaluations_total",
-            "Alert rule evaluations.",
-            m.evaluations.load(r),
-        );
-        counter(
-            out,
-            "logsift_alert_evaluation_failures_total",
-            "Alert rule evaluations whose query failed (the rule is in state error).",
-            m.failures.load(r),
-        );
-        counter(
-            out,
-            "logsift_alert_evaluation_passes_total",
-            "Evaluation passes (the rules due at one tick run in one pass).",
-            m.passes.load(r),
-        );
-        let name = "logsift_alert_evaluation_seconds_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time spent evaluating alert rules.\n# TYPE {name} counter\n{name} {:.6}",
-            m.eval_us_sum.load(r) as f64 / 1e6
-        );
-        counter(
-            out,
-            "logsift_alert_notification_batches_dropped_total",
-            "Notification batches dropped because delivery was that far behind.",
-            m.dropped_batches.load(r),
-        );
-        counter(
-            out,
-            "logsift_alert_state_write_failures_total",
-            "Failed saves of DATA_DIR/alerts/state.json.",
-            m.state_write_failures.load(r),
-        );
-        let d = &self.delivery;
-        for (name, help, values) in [
-            (
-                "logsift_alert_notifications_sent_total",
-                "Alert notifications delivered, by target.",
-                &d.sent,
-            ),
-            (
-                "logsift_alert_notifications_failed_total",
-                "Alert notifications given up on after retries, by target.",
-                &d.failed,
-            ),
-            (
-                "logsift_alert_notification_retries_total",
-                "Retried deliveries of notification batches, by target.",
-                &d.retries,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (i, target) in notify::TARGETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{target=\"{target}\"}} {}", values[i].load(r));
-            }
-        }
+    /// Adds alerting's metrics (evaluation and delivery) to `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+        self.delivery.register(registry);
+    }
+
+    /// Sets the gauges that are read from the rules and their states, before the metrics are
+    /// exported.
+    pub fn refresh_metrics(&self) {
         let inner = self.lock();
         let mut by_phase = [0u64; 3];
         for s in inner.states.values() {
@@ -798,24 +757,13 @@ impl Alerts {
             }
         }
         let failing = inner.states.values().filter(|s| s.error.is_some()).count();
-        let _ = writeln!(
-            out,
-            "# HELP logsift_alerts Alert groups by state.\n# TYPE logsift_alerts gauge"
-        );
-        for (i, phase) in ["pending", "firing", "resolved"].iter().enumerate() {
-            let _ = writeln!(out, "logsift_alerts{{state=\"{phase}\"}} {}", by_phase[i]);
+        let m = &self.metrics;
+        for (state, n) in PHASES.into_iter().zip(by_phase) {
+            m.groups.get_or_create(&StateLabel { state }).set(n);
         }
-        let _ = writeln!(out, "# HELP logsift_alert_rules Alert rules loaded.\n# TYPE logsift_alert_rules gauge\nlogsift_alert_rules {}", inner.rules.len());
-        let _ = writeln!(out, "# HELP logsift_alert_rules_failing Alert rules whose last evaluation failed.\n# TYPE logsift_alert_rules_failing gauge\nlogsift_alert_rules_failing {failing}");
+        m.rules.set(inner.rules.len() as u64);
+        m.rules_failing.set(failing as u64);
     }
-}
-
-fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    use std::fmt::Write;
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-    );
 }
 
 fn system_caller() -> Caller {

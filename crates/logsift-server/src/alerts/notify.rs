@@ -3,10 +3,13 @@
 //! to a bounded queue per target and never waits; each target's task retries a few times with
 //! backoff, counts what was sent and what failed, and writes each delivery to the audit trail.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use logsift_ingest::metrics::family_with;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -62,11 +65,28 @@ impl Notification {
     }
 }
 
-#[derive(Default)]
-pub struct DeliveryMetrics {
-    pub sent: [AtomicU64; 2],
-    pub failed: [AtomicU64; 2],
-    pub retries: [AtomicU64; 2],
+/// Notifications to one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub target: &'static str,
+}
+
+logsift_ingest::metric_set! {
+    pub struct DeliveryMetrics {
+        sent: Family<TargetLabel, Counter> = family_with(TARGETS.map(|target| TargetLabel { target })) => "logsift_alert_notifications_sent", "Alert notifications delivered, by target";
+        failed: Family<TargetLabel, Counter> = family_with(TARGETS.map(|target| TargetLabel { target })) => "logsift_alert_notifications_failed", "Alert notifications given up on after retries, by target";
+        retries: Family<TargetLabel, Counter> = family_with(TARGETS.map(|target| TargetLabel { target })) => "logsift_alert_notification_retries", "Retried deliveries of notification batches, by target";
+    }
+}
+
+impl DeliveryMetrics {
+    fn count(family: &Family<TargetLabel, Counter>, target: usize, n: u64) {
+        family
+            .get_or_create(&TargetLabel {
+                target: TARGETS[target],
+            })
+            .inc_by(n);
+    }
 }
 
 pub const TARGETS: [&str; 2] = ["alertmanager", "webhook"];
@@ -166,7 +186,7 @@ async fn deliver(
     for attempt in 1..=ATTEMPTS {
         match client.post(url).json(body).send().await {
             Ok(r) if r.status().is_success() => {
-                metrics.sent[target].fetch_add(batch.len() as u64, Ordering::Relaxed);
+                DeliveryMetrics::count(&metrics.sent, target, batch.len() as u64);
                 record(audit, target, url, batch, "ok");
                 return;
             }
@@ -185,12 +205,12 @@ async fn deliver(
             Err(e) => last_error = e.to_string(),
         }
         if attempt < ATTEMPTS {
-            metrics.retries[target].fetch_add(1, Ordering::Relaxed);
+            DeliveryMetrics::count(&metrics.retries, target, 1);
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
     }
-    metrics.failed[target].fetch_add(batch.len() as u64, Ordering::Relaxed);
+    DeliveryMetrics::count(&metrics.failed, target, batch.len() as u64);
     tracing::warn!(target = TARGETS[target], url, error = %last_error, alerts = batch.len(),
         "alert notification failed; it is sent again at the next resend while the alert fires");
     record(audit, target, url, batch, &format!("failed: {last_error}"));
