@@ -16,7 +16,7 @@ use logsift_core::entry::Entry;
 use logsift_core::Format;
 use tantivy::schema::Value;
 
-use logsift_store::{faults_fired, Indexer, Store, StoreConfig};
+use logsift_store::{faults_fired, Indexer, Layout, PartReader, Store, StoreConfig};
 
 const POINTS: &[&str] = &[
     "store::build",
@@ -33,8 +33,13 @@ const ROUNDS: u64 = 9;
 const PER_ROUND: u64 = 6;
 
 fn open(dir: &Path) -> Arc<Store> {
+    open_as(dir, Layout::Records)
+}
+
+fn open_as(dir: &Path, layout: Layout) -> Arc<Store> {
     Arc::new(
         Store::open(StoreConfig {
+            layout,
             writer_memory_bytes: 15_000_000,
             docstore_block_bytes: 4096,
             merge_factor: 2,
@@ -66,6 +71,19 @@ fn payload(lsn: u64) -> Vec<u8> {
 fn served(store: &Store) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for handle in store.list() {
+        for (part, _) in handle.parts(None, None) {
+            if let PartReader::Blocks(blocks) = part {
+                let mut block = logsift_store::blocks::DecodedBlock::default();
+                for ord in 0..blocks.blocks.len() {
+                    blocks.read_block(ord, &mut block).unwrap();
+                    for r in &block.records {
+                        let v: serde_json::Value = serde_json::from_slice(block.raw(r)).unwrap();
+                        let msg = v["msg"].as_str().unwrap().to_string();
+                        *out.entry(format!("{}/{msg}", handle.name())).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
         for searcher in handle.searchers(None, None) {
             for (ord, reader) in searcher.segment_readers().iter().enumerate() {
                 for doc in 0..reader.max_doc() {
@@ -120,10 +138,11 @@ fn settle(indexer: &mut Indexer, wal: &mut BTreeMap<u64, Vec<u8>>) {
 }
 
 /// One scenario: `point` fails at its `nth` hit. Returns whether it fired.
-fn scenario(point: &str, nth: usize) -> bool {
+fn scenario(point: &str, nth: usize, layout: Layout) -> bool {
     let tmp = tempfile::tempdir().unwrap();
     let fired_before = faults_fired();
     fail::cfg(point, &format!("{}*off->1*return", nth - 1)).unwrap();
+    let open = |dir: &Path| open_as(dir, layout);
     let store = open(tmp.path());
     let mut indexer = Indexer::new(store.clone());
     let mut wal: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -150,9 +169,23 @@ fn scenario(point: &str, nth: usize) -> bool {
         if round == 4 || round == 7 {
             // Erase the first record of the oldest sealed segment of `a`.
             let handle = store.get("a").unwrap();
-            if let Some((entry, logsift_store::PartReader::Records(searcher))) =
-                handle.sealed_parts(None, None).into_iter().next()
-            {
+            let oldest = handle.sealed_parts(None, None).into_iter().next();
+            if let Some((entry, PartReader::Blocks(blocks))) = &oldest {
+                let mut block = logsift_store::blocks::DecodedBlock::default();
+                blocks.read_block(0, &mut block).unwrap();
+                let r = &block.records[0];
+                let v: serde_json::Value = serde_json::from_slice(block.raw(r)).unwrap();
+                let key = format!("a/{}", v["msg"].as_str().unwrap());
+                let ids = std::collections::HashSet::from([r.id]);
+                if handle
+                    .erase_from_block_segment(&entry.segment, &ids, "test erasure")
+                    .is_ok()
+                {
+                    expected.remove(&key);
+                    erased.push(key);
+                }
+            }
+            if let Some((entry, PartReader::Records(searcher))) = oldest {
                 let d: tantivy::TantivyDocument =
                     searcher.doc(tantivy::DocAddress::new(0, 0)).unwrap();
                 let raw = d
@@ -204,11 +237,22 @@ fn scenario(point: &str, nth: usize) -> bool {
 
 #[test]
 fn every_injected_failure_in_seal_merge_and_erasure_keeps_each_record_once() {
+    every_injected_failure_keeps_each_record_once(Layout::Records);
+}
+
+/// The same with block segments: seals write blocks, erasure rewrites a block segment (they
+/// are never merged).
+#[test]
+fn every_injected_failure_with_block_segments_keeps_each_record_once() {
+    every_injected_failure_keeps_each_record_once(Layout::Blocks);
+}
+
+fn every_injected_failure_keeps_each_record_once(layout: Layout) {
     let _scenario = fail::FailScenario::setup();
     let mut fired = 0;
     for &point in POINTS {
         let mut nth = 1;
-        while scenario(point, nth) {
+        while scenario(point, nth, layout) {
             fired += 1;
             nth += 1;
             assert!(nth < 100, "{point} is hit more than expected");
