@@ -30,7 +30,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::COLLECT_BLOCK_BUFFER_LEN;
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader, Term};
 
-use crate::blocks::BlockQuery;
+use crate::blocks::{BlockQuery, Need};
 use crate::collector::{SortKey, TopByTime};
 use crate::lang::Ast;
 use crate::parts::{self, blocks_page, hit_of, Coverage, Covered, HitAt, PartPage};
@@ -38,6 +38,7 @@ use crate::{
     check_range, parse_query, range_split, resolve_indexes, search_error, Budget, Compiled,
     QueryError, SortOrder,
 };
+use std::borrow::Cow;
 
 /// Most buckets one histogram may have.
 pub const MAX_BUCKETS: usize = 10_000;
@@ -234,9 +235,8 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
                     };
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
                     let mut query = BlockQuery::new(blocks, &ast, &parse, Some(start), Some(end))?;
-                    query.scan(budget, |r, record| {
-                        let severity = record.severity.map(|s| u64::from(s.code()));
-                        counts.count(Some(r.timestamp), severity);
+                    query.scan(budget, Need::Header, |_, r, _| {
+                        counts.count(Some(r.timestamp), r.severity.map(u64::from));
                     })?;
                     Ok(counts.harvest())
                 }
@@ -545,9 +545,24 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
                     let mut query = BlockQuery::new(blocks, &ast, &parse, req.start, req.end)?;
                     let mut fruit = TermsFruit::default();
                     let mut counts: HashMap<String, u64> = HashMap::new();
-                    query.scan(budget, |_, record| {
+                    // The stream and severity are in a block's header; other fields are not.
+                    let need = match req.field.as_str() {
+                        "host" | "app" | "severity" => Need::Header,
+                        _ => Need::Record,
+                    };
+                    query.scan(budget, need, |block, r, record| {
                         fruit.total += 1;
-                        match record_value(record, &req.field) {
+                        let value = match (req.field.as_str(), record) {
+                            ("host", _) => block.host.as_deref().map(Cow::Borrowed),
+                            ("app", _) => block.app.as_deref().map(Cow::Borrowed),
+                            ("severity", _) => r
+                                .severity
+                                .and_then(Severity::from_code)
+                                .map(|s| Cow::Borrowed(s.name())),
+                            (field, Some(record)) => record_value(record, field),
+                            (_, None) => None,
+                        };
+                        match value {
                             Some(v) => *counts.entry(v.into_owned()).or_insert(0) += 1,
                             None => fruit.missing += 1,
                         }

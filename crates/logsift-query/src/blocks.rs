@@ -72,6 +72,7 @@ pub struct BlockQuery<'s> {
     end: Option<i64>,
     /// A record holds the plan's single word iff it matches: counts come from frequencies.
     exact: bool,
+    header_test: Option<HeaderTest>,
     freqs: Option<Vec<u32>>,
     candidates: Vec<bool>,
     block: DecodedBlock,
@@ -116,6 +117,7 @@ impl<'s> BlockQuery<'s> {
             start,
             end,
             exact,
+            header_test: HeaderTest::of(ast),
             freqs,
             candidates,
             block: DecodedBlock::default(),
@@ -129,13 +131,14 @@ impl<'s> BlockQuery<'s> {
     pub fn scan(
         &mut self,
         budget: &crate::Budget,
-        mut visit: impl FnMut(&RecordMeta, &logsift_core::Record<'_>),
+        need: Need,
+        mut visit: impl FnMut(&DecodedBlock, &RecordMeta, Option<&logsift_core::Record<'_>>),
     ) -> Result<(), QueryError> {
         for ord in self.candidates() {
             if budget.stop_here() {
                 break;
             }
-            self.matches_in(ord, |_, r, rec| visit(r, rec))?;
+            self.matches_in(ord, need, &mut visit)?;
         }
         Ok(())
     }
@@ -169,28 +172,48 @@ impl<'s> BlockQuery<'s> {
     }
 
     /// Reads block `ord` and calls `visit` with each of its records in the range that
-    /// matches, parsed.
+    /// matches: with the block's lines loaded unless `need` is [`Need::Header`], and with the
+    /// record parsed when `need` is [`Need::Record`] or the query needs the record's text
+    /// (a query on the time range and severity alone is checked on the block's header).
     pub fn matches_in(
         &mut self,
         ord: usize,
-        mut visit: impl FnMut(&DecodedBlock, &RecordMeta, &logsift_core::Record<'_>),
+        need: Need,
+        mut visit: impl FnMut(&DecodedBlock, &RecordMeta, Option<&logsift_core::Record<'_>>),
     ) -> Result<(), QueryError> {
+        let damaged = |e: logsift_store::blocks::BlockError| QueryError::BadRequest(e.to_string());
         self.segment
-            .read_block(ord, &mut self.block)
-            .map_err(|e| QueryError::BadRequest(e.to_string()))?;
+            .read_header(ord, &mut self.block)
+            .map_err(damaged)?;
         self.blocks_read += 1;
+        let (start, end) = (self.start, self.end);
+        let in_range = move |r: &RecordMeta| {
+            start.is_none_or(|s| r.timestamp >= s) && end.is_none_or(|e| r.timestamp < e)
+        };
+        if let Some(test) = self.header_test.filter(|_| need != Need::Record) {
+            if need == Need::Lines {
+                self.segment
+                    .read_lines(ord, &mut self.block)
+                    .map_err(damaged)?;
+            }
+            let block = &self.block;
+            for r in block.records.iter().filter(|r| in_range(r)) {
+                if test.matches(r) {
+                    visit(block, r, None);
+                }
+            }
+            return Ok(());
+        }
+        self.segment
+            .read_lines(ord, &mut self.block)
+            .map_err(damaged)?;
         let block = &self.block;
         if !self.required.is_empty() {
             self.lower.clear();
             self.lower
                 .extend(block.data.iter().map(u8::to_ascii_lowercase));
         }
-        for r in &block.records {
-            if self.start.is_some_and(|s| r.timestamp < s)
-                || self.end.is_some_and(|e| r.timestamp >= e)
-            {
-                continue;
-            }
+        for r in block.records.iter().filter(|r| in_range(r)) {
             if !self.required.is_empty() && lacks_words(&self.required, &self.lower[r.raw.clone()])
             {
                 continue;
@@ -201,10 +224,48 @@ impl<'s> BlockQuery<'s> {
             };
             let record = logsift_parse::parse(r.format, block.raw(r), &opts);
             if self.matcher.matches(&record, block.source(r)) {
-                visit(block, r, &record);
+                visit(block, r, Some(&record));
             }
         }
         Ok(())
+    }
+}
+
+/// What a visitor of [`BlockQuery::matches_in`] needs of each match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Its id, times, severity, source and stream: the block's header.
+    Header,
+    /// Also its line.
+    Lines,
+    /// Also the record parsed.
+    Record,
+}
+
+/// A query that the block header answers for each record: everything, or a severity range.
+#[derive(Debug, Clone, Copy)]
+enum HeaderTest {
+    All,
+    Severity { min: u8, max: u8 },
+}
+
+impl HeaderTest {
+    fn of(ast: &Ast) -> Option<HeaderTest> {
+        match ast {
+            Ast::All => Some(HeaderTest::All),
+            Ast::Leaf(Leaf::Severity { min, max }) => Some(HeaderTest::Severity {
+                min: *min,
+                max: *max,
+            }),
+            _ => None,
+        }
+    }
+
+    fn matches(self, r: &RecordMeta) -> bool {
+        match self {
+            HeaderTest::All => true,
+            HeaderTest::Severity { min, max } => r.severity.is_some_and(|c| c >= min && c <= max),
+        }
     }
 }
 
@@ -285,17 +346,27 @@ pub fn search(
         let known = query
             .known_count(ord)
             .filter(|_| (all_past || none_past) && ids.is_none());
+        // Whether a record of the block may still enter the page.
+        let can_rank = |top: &BinaryHeap<Worst>| {
+            limit > 0
+                && !none_past
+                && !(top.len() >= limit && top.peek().is_some_and(|w| !better(best, w.key)))
+        };
         if let Some(k) = known {
             out.total += k;
             if all_past {
                 out.after_cursor += k;
             }
-            let full = top.len() >= limit && top.peek().is_some_and(|w| !better(best, w.key));
-            if limit == 0 || none_past || full {
+            if !can_rank(&top) {
                 continue;
             }
         }
-        query.matches_in(ord, |block, r, _| {
+        let need = if can_rank(&top) {
+            Need::Lines
+        } else {
+            Need::Header
+        };
+        query.matches_in(ord, need, |block, r, _| {
             let key = (r.timestamp, r.id);
             if !id_ok(r.id) {
                 return;

@@ -165,8 +165,12 @@ fn block_matches(
 ) -> Result<HashSet<u64>, QueryError> {
     let mut query = crate::blocks::BlockQuery::new(blocks, ast, parse, start, end)?;
     let mut ids = HashSet::new();
-    query.scan(&crate::Budget::default(), |r, _| {
-        ids.insert(r.id);
-    })?;
+    query.scan(
+        &crate::Budget::default(),
+        crate::blocks::Need::Header,
+        |_, r, _| {
+            ids.insert(r.id);
+        },
+    )?;
     Ok(ids)
 }

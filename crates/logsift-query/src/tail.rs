@@ -131,7 +131,7 @@ fn lowest_ids_in_blocks(
         if full {
             break;
         }
-        query.matches_in(ord, |block, r, _| {
+        query.matches_in(ord, crate::blocks::Need::Lines, |block, r, _| {
             if r.id <= after {
                 return;
             }

@@ -60,6 +60,8 @@ const SEGMENT_BITS_PER_ID: usize = 10;
 const SEGMENT_PROBES: u64 = 7;
 const BLOCK_BITS_PER_ID: usize = 12;
 const BLOCK_PROBES: u64 = 8;
+/// The severity column's value for a record without one (codes are 0–7).
+pub const NO_SEVERITY: u8 = 8;
 
 pub const KEYWORD_MARK: char = '\u{2}';
 pub const FIELD_WORD_MARK: char = '\u{3}';
@@ -163,6 +165,8 @@ pub struct BlockSchema {
     pub body_offset: Field,
     pub body_len: Field,
     pub plain_len: Field,
+    pub header_len: Field,
+    pub header_plain_len: Field,
     pub filter_offset: Field,
     pub filter_len: Field,
 }
@@ -189,6 +193,8 @@ impl BlockSchema {
         let body_offset = b.add_u64_field("body_offset", FAST);
         let body_len = b.add_u64_field("body_len", FAST);
         let plain_len = b.add_u64_field("plain_len", FAST);
+        let header_len = b.add_u64_field("header_len", FAST);
+        let header_plain_len = b.add_u64_field("header_plain_len", FAST);
         let filter_offset = b.add_u64_field("filter_offset", FAST);
         let filter_len = b.add_u64_field("filter_len", FAST);
         BlockSchema {
@@ -203,6 +209,8 @@ impl BlockSchema {
             body_offset,
             body_len,
             plain_len,
+            header_len,
+            header_plain_len,
             filter_offset,
             filter_len,
         }
@@ -289,7 +297,12 @@ struct OpenBlock {
     id_col: Vec<u8>,
     recv_deltas: Vec<i64>,
     meta_col: Vec<u8>,
+    /// Severity code per record, [`NO_SEVERITY`] for none.
+    sev_col: Vec<u8>,
     len_col: Vec<u8>,
+    /// The stream's host and app (every record of the block has them).
+    host: Option<String>,
+    app: Option<String>,
 }
 
 impl OpenBlock {
@@ -335,7 +348,7 @@ pub struct BlockWriter {
     analyzer: TextAnalyzer,
     open: HashMap<u64, OpenBlock>,
     /// Closed blocks as (document, plain body) until the dictionary exists.
-    pending: Vec<(TantivyDocument, Vec<u8>)>,
+    pending: Vec<(TantivyDocument, Vec<u8>, Vec<u8>)>,
     pending_bytes: usize,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     dictionary: Vec<u8>,
@@ -391,7 +404,11 @@ impl BlockWriter {
             blk.base_id = rec.id;
             blk.base_recv = rec.received_at;
             blk.prev = (rec.timestamp, rec.id, rec.received_at);
+            blk.host = parsed.host.as_deref().map(str::to_string);
+            blk.app = parsed.app.as_deref().map(str::to_string);
         }
+        blk.sev_col
+            .push(parsed.severity.map_or(NO_SEVERITY, |s| s.code()));
         blk.ts_min = blk.ts_min.min(rec.timestamp);
         blk.ts_max = blk.ts_max.max(rec.timestamp);
         blk.first_id = blk.first_id.min(rec.id);
@@ -421,7 +438,9 @@ impl BlockWriter {
         doc.add_u64(s.last_id, blk.last_id);
         doc.add_u64(s.records, u64::from(blk.records));
         doc.add_u64(s.stream, key);
-        // Header: the sources the records name, then the records.
+        // Header: the sources the records name, the stream, then the records' columns. The
+        // lines go in a frame of their own, so that a time range, a count or a severity is
+        // answered from the (small) header alone.
         let (ts_col, ts_unit) = scaled_column(&blk.ts_deltas);
         let (recv_col, recv_unit) = scaled_column(&blk.recv_deltas);
         let columns = [
@@ -429,14 +448,24 @@ impl BlockWriter {
             &blk.id_col,
             &recv_col,
             &blk.meta_col,
+            &blk.sev_col,
             &blk.len_col,
-            &blk.body,
         ];
         let mut plain = Vec::with_capacity(columns.iter().map(|c| c.len()).sum::<usize>() + 64);
         put_varint(&mut plain, blk.sources.len() as u64);
         for src in &blk.sources {
             put_varint(&mut plain, src.len() as u64);
             plain.extend_from_slice(src.as_bytes());
+        }
+        for name in [&blk.host, &blk.app] {
+            // Length + 1; 0 for none.
+            match name {
+                Some(n) => {
+                    put_varint(&mut plain, n.len() as u64 + 1);
+                    plain.extend_from_slice(n.as_bytes());
+                }
+                None => put_varint(&mut plain, 0),
+            }
         }
         put_varint(&mut plain, u64::from(blk.records));
         put_varint(&mut plain, blk.base_id);
@@ -447,6 +476,8 @@ impl BlockWriter {
         for column in columns {
             plain.extend_from_slice(column);
         }
+        let head = plain;
+        let lines = blk.body;
         let mut ids = blk.ids;
         ids.sort_unstable();
         ids.dedup();
@@ -469,10 +500,10 @@ impl BlockWriter {
         }
         doc.add_text(s.words, &text);
         if self.compressor.is_some() {
-            self.compress(doc, &plain);
+            self.compress(doc, &head, &lines);
         } else {
-            self.pending_bytes += plain.len();
-            self.pending.push((doc, plain));
+            self.pending_bytes += head.len() + lines.len();
+            self.pending.push((doc, head, lines));
             if self.pending_bytes >= DICT_TRAIN_BYTES {
                 self.train();
             }
@@ -483,7 +514,11 @@ impl BlockWriter {
     /// and compresses them.
     fn train(&mut self) {
         if self.pending_bytes >= DICT_MIN_BYTES && self.pending.len() >= 8 {
-            let samples: Vec<&[u8]> = self.pending.iter().map(|(_, p)| p.as_slice()).collect();
+            let samples: Vec<&[u8]> = self
+                .pending
+                .iter()
+                .flat_map(|(_, h, l)| [h.as_slice(), l.as_slice()])
+                .collect();
             // Training can fail on samples it finds too uniform; blocks then go without.
             if let Ok(dict) = zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
                 self.dictionary = dict;
@@ -493,23 +528,28 @@ impl BlockWriter {
             .or_else(|_| zstd::bulk::Compressor::new(0))
             .expect("a zstd context at its default level");
         self.compressor = Some(compressor);
-        for (doc, plain) in std::mem::take(&mut self.pending) {
-            self.compress(doc, &plain);
+        for (doc, head, lines) in std::mem::take(&mut self.pending) {
+            self.compress(doc, &head, &lines);
         }
         self.pending_bytes = 0;
     }
 
-    fn compress(&mut self, mut doc: TantivyDocument, plain: &[u8]) {
+    fn compress(&mut self, mut doc: TantivyDocument, head: &[u8], lines: &[u8]) {
         let s = &self.schema;
-        let frame = match self.compressor.as_mut().map(|c| c.compress(plain)) {
+        let mut frame = |plain: &[u8]| match self.compressor.as_mut().map(|c| c.compress(plain)) {
             Some(Ok(frame)) => frame,
             // zstd fails only on invalid parameters; a fresh default context always works.
             _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
         };
+        let head_frame = frame(head);
+        let lines_frame = frame(lines);
         doc.add_u64(s.body_offset, self.body.len() as u64);
-        doc.add_u64(s.body_len, frame.len() as u64);
-        doc.add_u64(s.plain_len, plain.len() as u64);
-        self.body.extend_from_slice(&frame);
+        doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
+        doc.add_u64(s.plain_len, lines.len() as u64);
+        doc.add_u64(s.header_len, head_frame.len() as u64);
+        doc.add_u64(s.header_plain_len, head.len() as u64);
+        self.body.extend_from_slice(&head_frame);
+        self.body.extend_from_slice(&lines_frame);
         self.closed.push(doc);
     }
 
@@ -754,20 +794,37 @@ pub struct RecordMeta {
     pub timestamp: i64,
     pub received_at: i64,
     pub format: Format,
+    /// Severity code 0–7 as the record parses.
+    pub severity: Option<u8>,
     pub source: usize,
     pub raw: std::ops::Range<usize>,
 }
 
-/// A block's records, decompressed; reused from block to block (with its zstd context).
+/// A block's records, decompressed; reused from block to block (with its zstd context). The
+/// header (records' columns, the stream) and the lines are read apart: `data` holds the lines
+/// only after [`BlockSegment::read_lines`].
 #[derive(Default)]
 pub struct DecodedBlock {
     pub sources: Vec<String>,
+    /// The stream's host and app, as its records parse.
+    pub host: Option<String>,
+    pub app: Option<String>,
     pub records: Vec<RecordMeta>,
     pub data: Vec<u8>,
+    head: Vec<u8>,
+    /// Which block's header and lines the buffers hold: (segment, ordinal), the segment named
+    /// by where its body is mapped, so that a buffer reused across segments is never stale.
+    header_of: Option<(usize, usize)>,
+    lines_of: Option<(usize, usize)>,
     dctx: Option<zstd::zstd_safe::DCtx<'static>>,
 }
 
 impl DecodedBlock {
+    /// Whether the lines of the block whose header is loaded are loaded too.
+    pub fn has_lines(&self) -> bool {
+        self.lines_of.is_some() && self.lines_of == self.header_of
+    }
+
     pub fn raw(&self, r: &RecordMeta) -> &[u8] {
         &self.data[r.raw.clone()]
     }
@@ -801,6 +858,9 @@ pub struct BlockInfo {
     pub records: u32,
     pub stream: u64,
     plain_len: usize,
+    header_plain: usize,
+    /// The header frame, then the lines frame.
+    header: std::ops::Range<usize>,
     body: std::ops::Range<usize>,
     filter: std::ops::Range<usize>,
 }
@@ -887,11 +947,14 @@ impl BlockSegment {
             let (records, stream) = (col_u("records")?, col_u("stream")?);
             let (bo, bl) = (col_u("body_offset")?, col_u("body_len")?);
             let plain_len = col_u("plain_len")?;
+            let (hl, hp) = (col_u("header_len")?, col_u("header_plain_len")?);
             let (fo, fl) = (col_u("filter_offset")?, col_u("filter_len")?);
             for doc in 0..seg.max_doc() {
                 let get_u = |c: &tantivy::columnar::Column<u64>| c.first(doc).unwrap_or(0);
                 let get_i = |c: &tantivy::columnar::Column<i64>| c.first(doc).unwrap_or(0);
-                let body = get_u(&bo) as usize..(get_u(&bo) + get_u(&bl)) as usize;
+                let start = get_u(&bo) as usize;
+                let head_end = start.saturating_add(get_u(&hl) as usize);
+                let body = head_end..start.saturating_add(get_u(&bl) as usize);
                 let filter = base + get_u(&fo) as usize..base + (get_u(&fo) + get_u(&fl)) as usize;
                 blocks.push(BlockInfo {
                     ts_min: get_i(&ts_min),
@@ -901,13 +964,20 @@ impl BlockSegment {
                     records: get_u(&records) as u32,
                     stream: get_u(&stream),
                     plain_len: get_u(&plain_len) as usize,
+                    header_plain: get_u(&hp) as usize,
+                    header: start..head_end,
                     body,
                     filter,
                 });
             }
         }
         for (ord, b) in blocks.iter().enumerate() {
-            if b.body.end > body.len() || b.filter.end > filters.len() || b.plain_len > MAX_PLAIN {
+            if b.body.end > body.len()
+                || b.body.start < b.header.end
+                || b.filter.end > filters.len()
+                || b.plain_len > MAX_PLAIN
+                || b.header_plain > MAX_PLAIN
+            {
                 return Err(damaged(format!("block {ord} points past its files")));
             }
         }
@@ -948,51 +1018,142 @@ impl BlockSegment {
         })
     }
 
-    /// Decompresses block `ord` into `out` (reusing its buffers).
+    /// Decompresses block `ord` into `out`, header and lines (reusing its buffers).
     pub fn read_block(&self, ord: usize, out: &mut DecodedBlock) -> Result<(), BlockError> {
-        let damaged = |why: String| BlockError::Damaged {
+        self.read_header(ord, out)?;
+        self.read_lines(ord, out)
+    }
+
+    /// Names this segment while it is open (see [`DecodedBlock`]).
+    fn key(&self) -> usize {
+        self.body.as_ptr() as usize
+    }
+
+    fn damaged(&self, ord: usize, why: String) -> BlockError {
+        BlockError::Damaged {
             path: self.dir.join(BODY_FILE),
             why: format!("block {ord}: {why}"),
-        };
-        let info = self
-            .blocks
+        }
+    }
+
+    fn info(&self, ord: usize) -> Result<&BlockInfo, BlockError> {
+        self.blocks
             .get(ord)
-            .ok_or_else(|| damaged("no such block".into()))?;
-        let frame = &self.body[info.body.clone()];
-        out.data.clear();
-        out.records.clear();
-        out.sources.clear();
-        out.data.reserve(info.plain_len);
-        let dctx = out.dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+            .ok_or_else(|| self.damaged(ord, "no such block".into()))
+    }
+
+    /// Decompresses `frame` (of `plain_len` bytes) into `into`.
+    fn inflate(
+        &self,
+        ord: usize,
+        frame: &[u8],
+        plain_len: usize,
+        into: &mut Vec<u8>,
+        dctx: &mut Option<zstd::zstd_safe::DCtx<'static>>,
+    ) -> Result<(), BlockError> {
+        into.clear();
+        into.reserve(plain_len);
+        let dctx = dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
         let done = match &self.ddict {
-            Some(ddict) => dctx.decompress_using_ddict(&mut out.data, frame, ddict),
-            None => dctx.decompress(&mut out.data, frame),
+            Some(ddict) => dctx.decompress_using_ddict(into, frame, ddict),
+            None => dctx.decompress(into, frame),
         };
         match done {
-            Ok(n) if n == info.plain_len => {}
+            Ok(n) if n == plain_len => Ok(()),
             Ok(n) => {
-                return Err(damaged(format!(
-                    "{n} bytes decompressed, {} expected",
-                    info.plain_len
-                )))
+                Err(self.damaged(ord, format!("{n} bytes decompressed, {plain_len} expected")))
             }
-            Err(code) => {
-                return Err(damaged(format!(
-                    "zstd: {}",
-                    zstd::zstd_safe::get_error_name(code)
-                )))
-            }
+            Err(code) => Err(self.damaged(
+                ord,
+                format!("zstd: {}", zstd::zstd_safe::get_error_name(code)),
+            )),
         }
-        let data = &out.data;
+    }
+
+    /// Decompresses block `ord`'s lines into `out`, whose header must be that block's.
+    pub fn read_lines(&self, ord: usize, out: &mut DecodedBlock) -> Result<(), BlockError> {
+        let key = Some((self.key(), ord));
+        if out.header_of != key {
+            self.read_header(ord, out)?;
+        }
+        if out.lines_of == key {
+            return Ok(());
+        }
+        let info = self.info(ord)?;
+        out.lines_of = None;
+        self.inflate(
+            ord,
+            &self.body[info.body.clone()],
+            info.plain_len,
+            &mut out.data,
+            &mut out.dctx,
+        )?;
+        let end = out.records.last().map_or(0, |r| r.raw.end);
+        if end != out.data.len() {
+            return Err(self.damaged(
+                ord,
+                format!("{} bytes of lines, the header says {end}", out.data.len()),
+            ));
+        }
+        out.lines_of = key;
+        Ok(())
+    }
+
+    /// Decompresses block `ord`'s header into `out`: its records' ids, times, formats,
+    /// severities and sources, and the stream, without the lines.
+    pub fn read_header(&self, ord: usize, out: &mut DecodedBlock) -> Result<(), BlockError> {
+        let key = Some((self.key(), ord));
+        if out.header_of == key {
+            return Ok(());
+        }
+        let info = self.info(ord)?;
+        out.header_of = None;
+        out.lines_of = None;
+        out.records.clear();
+        out.sources.clear();
+        let mut head = std::mem::take(&mut out.head);
+        let inflated = self.inflate(
+            ord,
+            &self.body[info.header.clone()],
+            info.header_plain,
+            &mut head,
+            &mut out.dctx,
+        );
+        let parsed = inflated.and_then(|()| self.parse_header(ord, &head, out));
+        out.head = head;
+        parsed?;
+        out.header_of = key;
+        Ok(())
+    }
+
+    fn parse_header(
+        &self,
+        ord: usize,
+        data: &[u8],
+        out: &mut DecodedBlock,
+    ) -> Result<(), BlockError> {
+        let damaged = |why: String| self.damaged(ord, why);
         let mut at = 0usize;
         let short = || damaged("truncated".into());
         let n_sources = get_varint(data, &mut at).ok_or_else(short)?;
         for _ in 0..n_sources {
             let len = get_varint(data, &mut at).ok_or_else(short)? as usize;
-            let s = data.get(at..at + len).ok_or_else(short)?;
+            let s = data.get(at..at.saturating_add(len)).ok_or_else(short)?;
             out.sources.push(String::from_utf8_lossy(s).into_owned());
             at += len;
         }
+        let name = |at: &mut usize| -> Result<Option<String>, BlockError> {
+            match get_varint(data, at).ok_or_else(short)? as usize {
+                0 => Ok(None),
+                n => {
+                    let s = data.get(*at..at.saturating_add(n - 1)).ok_or_else(short)?;
+                    *at += n - 1;
+                    Ok(Some(String::from_utf8_lossy(s).into_owned()))
+                }
+            }
+        };
+        out.host = name(&mut at)?;
+        out.app = name(&mut at)?;
         let n = get_varint(data, &mut at).ok_or_else(short)? as usize;
         if n > 1 << 20 {
             return Err(damaged(format!("{n} records")));
@@ -1037,26 +1198,29 @@ impl BlockSegment {
                 get_varint(data, &mut at).ok_or_else(short)? as usize,
             ));
         }
+        let sevs = data.get(at..at + n).ok_or_else(short)?;
+        at += n;
         let lens = column(&mut at)?;
         let (mut t, mut i, mut r) = (base_ts, base_id, base_recv);
+        let mut end = 0usize;
         for k in 0..n {
             t = t.wrapping_add(unzigzag(ts[k]).wrapping_mul(ts_unit));
             i = i.wrapping_add(unzigzag(ids[k]) as u64);
             r = r.wrapping_add(unzigzag(recvs[k]).wrapping_mul(recv_unit));
-            let len = lens[k] as usize;
-            let end = at
-                .checked_add(len)
-                .filter(|e| *e <= data.len())
+            let start = end;
+            end = start
+                .checked_add(lens[k] as usize)
+                .filter(|e| *e <= MAX_PLAIN)
                 .ok_or_else(short)?;
             out.records.push(RecordMeta {
                 id: i,
                 timestamp: t,
                 received_at: r,
                 format: meta[k].0,
+                severity: (sevs[k] < NO_SEVERITY).then_some(sevs[k]),
                 source: meta[k].1,
-                raw: at..end,
+                raw: start..end,
             });
-            at = end;
         }
         Ok(())
     }
