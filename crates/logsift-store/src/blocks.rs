@@ -60,6 +60,9 @@ const SEGMENT_BITS_PER_ID: usize = 10;
 const SEGMENT_PROBES: u64 = 7;
 const BLOCK_BITS_PER_ID: usize = 12;
 const BLOCK_PROBES: u64 = 8;
+/// The block index writer's memory: what a seal holds for it at most, whatever the segment's
+/// size.
+const BLOCK_INDEX_ARENA: usize = 48 << 20;
 /// The severity column's value for a record without one (codes are 0–7).
 pub const NO_SEVERITY: u8 = 8;
 
@@ -359,6 +362,9 @@ pub struct BlockWriter {
     scratch: String,
     level: i32,
     block_records: usize,
+    /// Blocks indexed between commits of the block index (each commit a segment, merged
+    /// into one at the end): bounds the writer's memory along with its arena.
+    blocks_per_commit: usize,
 }
 
 impl BlockWriter {
@@ -368,6 +374,16 @@ impl BlockWriter {
         BlockWriter {
             block_records: block_records.clamp(1, 1 << 16),
             ..Self::new(zstd_level)
+        }
+    }
+
+    /// A writer that commits its block index every `blocks` blocks (tests of the merge that
+    /// follows).
+    #[doc(hidden)]
+    pub fn with_commit_every(self, blocks: usize) -> Self {
+        BlockWriter {
+            blocks_per_commit: blocks.max(1),
+            ..self
         }
     }
 
@@ -388,6 +404,7 @@ impl BlockWriter {
             scratch: String::new(),
             level: zstd_level,
             block_records: BLOCK_RECORDS,
+            blocks_per_commit: 4096,
         }
     }
 
@@ -571,13 +588,25 @@ impl BlockWriter {
         let index = Index::create_in_dir(dir, self.schema.schema.clone())?;
         register_words_tokenizer(&index);
         {
-            // One thread and room for every block in memory: one tantivy segment, so that
-            // block ordinals are document ids.
-            let mut writer: IndexWriter = index.writer_with_num_threads(1, 512 << 20)?;
-            for doc in self.closed.drain(..) {
+            // One thread and a bounded arena: tantivy flushes a segment whenever the arena
+            // fills (an arena sized for a whole segment's blocks stayed resident after the
+            // seal: 300 MiB of idle RSS at 300 MB of e2e). The segments are then merged into
+            // one, so that block ordinals are document ids; a block's offsets are its own
+            // document's fields, so the order the merge gives them does not matter.
+            let mut writer: IndexWriter = index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+            for (n, doc) in self.closed.drain(..).enumerate() {
                 writer.add_document(doc)?;
+                if (n + 1) % self.blocks_per_commit == 0 {
+                    writer.commit()?;
+                }
             }
             writer.commit()?;
+            let ids = index.searchable_segment_ids()?;
+            if ids.len() > 1 {
+                writer.merge(&ids).wait()?;
+            }
+            writer.wait_merging_threads()?;
         }
         let body_path = dir.join(BODY_FILE);
         std::fs::write(&body_path, &self.body).map_err(io(&body_path))?;
@@ -1245,7 +1274,8 @@ mod tests {
 
     fn segment(dir: &Path) -> BlockSegment {
         let opts = logsift_parse::ParseOptions::default();
-        let mut writer = BlockWriter::new(3);
+        // Several block index segments, merged into one at the end.
+        let mut writer = BlockWriter::new(3).with_commit_every(2);
         for i in 0..900u64 {
             let raw = format!(
                 "<13>1 2026-12-02T12:00:{:02}Z host{} app - - - request {i:08} done",
