@@ -10,8 +10,7 @@
 //! hits are read.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BinaryHeap;
 
 use logsift_store::blocks::{
     hash_word, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK, FIELD_TYPED_MARK,
@@ -78,74 +77,7 @@ pub struct BlockQuery<'s> {
     candidates: Vec<bool>,
     block: DecodedBlock,
     lower: Vec<u8>,
-    cache: Option<Arc<BlockCache>>,
     pub blocks_read: usize,
-}
-
-/// Decoded blocks (header and lines) kept across the searches of one long walk, like the
-/// windows of an export: a block of a slow stream spans many windows, and each window would
-/// decompress it again. Least recently used out, past `max_bytes`.
-pub struct BlockCache {
-    max_bytes: usize,
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    blocks: HashMap<(usize, usize), (Arc<DecodedBlock>, u64)>,
-    by_use: BTreeMap<u64, (usize, usize)>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl std::fmt::Debug for BlockCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockCache")
-            .field("max_bytes", &self.max_bytes)
-            .finish_non_exhaustive()
-    }
-}
-
-impl BlockCache {
-    pub fn new(max_bytes: usize) -> Self {
-        BlockCache {
-            max_bytes,
-            inner: Mutex::new(CacheInner::default()),
-        }
-    }
-
-    fn get(&self, key: (usize, usize)) -> Option<Arc<DecodedBlock>> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.tick += 1;
-        let tick = inner.tick;
-        let (block, used) = inner.blocks.get_mut(&key)?;
-        let (block, old) = (block.clone(), std::mem::replace(used, tick));
-        inner.by_use.remove(&old);
-        inner.by_use.insert(tick, key);
-        Some(block)
-    }
-
-    fn put(&self, key: (usize, usize), block: DecodedBlock) -> Arc<DecodedBlock> {
-        let block = Arc::new(block);
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.tick += 1;
-        let tick = inner.tick;
-        inner.bytes += block.bytes();
-        if let Some((old, used)) = inner.blocks.insert(key, (block.clone(), tick)) {
-            inner.bytes -= old.bytes();
-            inner.by_use.remove(&used);
-        }
-        inner.by_use.insert(tick, key);
-        while inner.bytes > self.max_bytes {
-            let Some((_, evict)) = inner.by_use.pop_first() else {
-                break;
-            };
-            if let Some((old, _)) = inner.blocks.remove(&evict) {
-                inner.bytes -= old.bytes();
-            }
-        }
-        block
-    }
 }
 
 impl<'s> BlockQuery<'s> {
@@ -190,7 +122,6 @@ impl<'s> BlockQuery<'s> {
             candidates,
             block: DecodedBlock::default(),
             lower: Vec::new(),
-            cache: None,
             blocks_read: 0,
         })
     }
@@ -210,27 +141,6 @@ impl<'s> BlockQuery<'s> {
             self.matches_in(ord, need, &mut visit)?;
         }
         Ok(())
-    }
-
-    /// Block `ord` with its lines: from the cache (`Some`), or read into `self.block`.
-    fn load_lines(&mut self, ord: usize) -> Result<Option<Arc<DecodedBlock>>, QueryError> {
-        let key = (self.segment.key(), ord);
-        let cached = self.cache.as_ref().and_then(|c| c.get(key));
-        if cached.is_some() {
-            return Ok(cached);
-        }
-        self.segment
-            .read_lines(ord, &mut self.block)
-            .map_err(damaged)?;
-        Ok(self
-            .cache
-            .as_ref()
-            .map(|c| c.put(key, self.block.snapshot())))
-    }
-
-    /// Keeps and takes decoded blocks in `cache` (for walks that meet a block many times).
-    pub fn with_cache(self, cache: Option<Arc<BlockCache>>) -> Self {
-        BlockQuery { cache, ..self }
     }
 
     /// The blocks that may hold matches in the range, by ordinal.
@@ -271,22 +181,22 @@ impl<'s> BlockQuery<'s> {
         need: Need,
         mut visit: impl FnMut(&DecodedBlock, &RecordMeta, Option<&logsift_core::Record<'_>>),
     ) -> Result<(), QueryError> {
-        let header_only = self.header_test.filter(|_| need != Need::Record);
-        let cached = if header_only.is_some() && need == Need::Header {
-            self.segment
-                .read_header(ord, &mut self.block)
-                .map_err(damaged)?;
-            None
-        } else {
-            self.load_lines(ord)?
-        };
+        let damaged = |e: logsift_store::blocks::BlockError| QueryError::BadRequest(e.to_string());
+        self.segment
+            .read_header(ord, &mut self.block)
+            .map_err(damaged)?;
         self.blocks_read += 1;
         let (start, end) = (self.start, self.end);
         let in_range = move |r: &RecordMeta| {
             start.is_none_or(|s| r.timestamp >= s) && end.is_none_or(|e| r.timestamp < e)
         };
-        let block: &DecodedBlock = cached.as_deref().unwrap_or(&self.block);
-        if let Some(test) = header_only {
+        if let Some(test) = self.header_test.filter(|_| need != Need::Record) {
+            if need == Need::Lines {
+                self.segment
+                    .read_lines(ord, &mut self.block)
+                    .map_err(damaged)?;
+            }
+            let block = &self.block;
             for r in block.records.iter().filter(|r| in_range(r)) {
                 if test.matches(r) {
                     visit(block, r, None);
@@ -294,6 +204,10 @@ impl<'s> BlockQuery<'s> {
             }
             return Ok(());
         }
+        self.segment
+            .read_lines(ord, &mut self.block)
+            .map_err(damaged)?;
+        let block = &self.block;
         if !self.required.is_empty() {
             self.lower.clear();
             self.lower
@@ -315,10 +229,6 @@ impl<'s> BlockQuery<'s> {
         }
         Ok(())
     }
-}
-
-fn damaged(e: logsift_store::blocks::BlockError) -> QueryError {
-    QueryError::BadRequest(e.to_string())
 }
 
 /// What a visitor of [`BlockQuery::matches_in`] needs of each match.
@@ -375,8 +285,6 @@ pub struct Page {
     pub stream: Option<u64>,
     /// Stops (and marks the answer cut short) when this runs out.
     pub budget: Option<crate::Budget>,
-    /// Decoded blocks shared with the walk's other pages.
-    pub cache: Option<Arc<BlockCache>>,
 }
 
 /// The first `limit` records of `segment` that match `ast` on `page`, and their exact totals:
@@ -395,8 +303,7 @@ pub fn search(
         stream,
         ..
     } = page.clone();
-    let mut query =
-        BlockQuery::new(segment, ast, parse, page.start, page.end)?.with_cache(page.cache.clone());
+    let mut query = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
     let mut order_of = query.candidates();
     order_of.retain(|&o| {
         let b = &segment.blocks[o];
@@ -825,34 +732,6 @@ mod tests {
     use super::*;
 
     const RECEIVED: i64 = 1_764_547_200_000_000_000;
-
-    /// The cache keeps the most recently used blocks within its bytes: a block read again
-    /// survives newer ones, the least recent goes first.
-    #[test]
-    fn the_block_cache_evicts_the_least_recently_used() {
-        let block = |n: usize| {
-            let mut b = DecodedBlock::default();
-            b.data = vec![b'x'; n];
-            b
-        };
-        let one = block(1000).bytes();
-        let cache = BlockCache::new(3 * one);
-        for ord in 0..3 {
-            cache.put((1, ord), block(1000));
-        }
-        assert!(cache.get((1, 0)).is_some());
-        cache.put((1, 3), block(1000));
-        assert!(
-            cache.get((1, 1)).is_none(),
-            "least recently used goes first"
-        );
-        for ord in [0, 2, 3] {
-            assert!(cache.get((1, ord)).is_some(), "{ord}");
-        }
-        cache.put((2, 0), block(5000));
-        assert!(cache.inner.lock().unwrap().bytes <= 3 * one);
-        assert!(cache.get((2, 0)).is_none(), "larger than the whole cache");
-    }
 
     /// A block segment answers every query as a scan of its records with the matcher does:
     /// same total, same newest hits, for records of many streams over many blocks.

@@ -28,9 +28,6 @@ use crate::{
 
 /// Records read per window at most: bounds memory (keys plus one batch of documents).
 const BATCH: usize = 2_000;
-/// Decoded blocks an export keeps (block segments): about the blocks one window cuts through
-/// in a corpus of slow streams (1,400 of 27 KB at 300 MB of e2e).
-const EXPORT_BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// The first id window's width inside one timestamp.
 const ID_WINDOW: u64 = 4 * BATCH as u64;
 /// The first window's width when the range is open-ended or huge: one minute.
@@ -112,8 +109,6 @@ pub fn export(
         lo = lo.max(c.timestamp);
     }
     let mut width = FIRST_WINDOW_NS.min(range_end.saturating_sub(lo)).max(1);
-    // A block of a slow stream spans many windows: each is decompressed once, not per window.
-    let cache = Arc::new(crate::blocks::BlockCache::new(EXPORT_BLOCK_CACHE_BYTES));
     // Within a window of one timestamp, records are ordered by id alone, so it is walked in
     // windows of ids the same way: the first id not walked yet, and the id window's width.
     let mut ids_at: Option<(i64, u64)> = None;
@@ -173,7 +168,6 @@ pub fn export(
                         after: cursor.map(|c| (c.timestamp, c.id)),
                         limit: BATCH,
                         ids: Some(id_window.unwrap_or((0, max_id))),
-                        cache: Some(cache.clone()),
                         ..crate::blocks::Page::default()
                     };
                     blocks_page(store, &handles[part.handle], blocks, &ast, &page)?

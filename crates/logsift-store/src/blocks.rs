@@ -849,29 +849,6 @@ pub struct DecodedBlock {
 }
 
 impl DecodedBlock {
-    /// A copy of the decoded header and lines (for a cache), without the zstd context.
-    pub fn snapshot(&self) -> DecodedBlock {
-        DecodedBlock {
-            sources: self.sources.clone(),
-            host: self.host.clone(),
-            app: self.app.clone(),
-            records: self.records.clone(),
-            data: self.data.clone(),
-            head: Vec::new(),
-            header_of: self.header_of,
-            lines_of: self.lines_of,
-            dctx: None,
-        }
-    }
-
-    /// Bytes it holds, roughly: what a cache counts.
-    pub fn bytes(&self) -> usize {
-        self.data.len()
-            + self.records.len() * std::mem::size_of::<RecordMeta>()
-            + self.sources.iter().map(|s| s.len() + 24).sum::<usize>()
-            + 128
-    }
-
     /// Whether the lines of the block whose header is loaded are loaded too.
     pub fn has_lines(&self) -> bool {
         self.lines_of.is_some() && self.lines_of == self.header_of
@@ -1076,9 +1053,8 @@ impl BlockSegment {
         self.read_lines(ord, out)
     }
 
-    /// Names this segment while it is open (see [`DecodedBlock`]); with a block ordinal, a
-    /// key for caches of decoded blocks.
-    pub fn key(&self) -> usize {
+    /// Names this segment while it is open (see [`DecodedBlock`]).
+    fn key(&self) -> usize {
         self.body.as_ptr() as usize
     }
 
