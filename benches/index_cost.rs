@@ -467,7 +467,9 @@ fn real_blocks(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let mut writer = BlockWriter::with_block_records(level, block_records);
+    let mut writer = BlockWriter::new(&dir.path().join("blocks"), level)
+        .expect("block writer")
+        .with_block_records(block_records);
     for (lsn, (format, raw)) in lines.iter().enumerate() {
         let record = logsift_parse::parse(*format, raw, opts);
         let rec = BlockRecord {
@@ -481,9 +483,7 @@ fn real_blocks(
         writer.add(&rec, &record);
     }
     let added = cpu_seconds();
-    let segment = writer
-        .finish(&dir.path().join("blocks"))
-        .expect("block segment");
+    let segment = writer.finish().expect("block segment");
     let finished = cpu_seconds();
     let per = |a: f64, b: f64| (b - a) / records * 1e6;
     println!(

@@ -774,7 +774,7 @@ mod tests {
                 ));
             }
         }
-        let mut writer = BlockWriter::new(3);
+        let mut writer = BlockWriter::new(&dir.path().join("seg"), 3).unwrap();
         let mut parsed = Vec::new();
         for (id, (format, raw)) in lines.iter().enumerate() {
             let record = logsift_parse::parse(*format, raw.as_bytes(), &parse);
@@ -792,7 +792,7 @@ mod tests {
             );
             parsed.push((ts, id as u64, record));
         }
-        let segment = writer.finish(&dir.path().join("seg")).unwrap();
+        let segment = writer.finish().unwrap();
         assert_eq!(segment.num_records(), 3000);
         assert!(segment.blocks.len() >= 3000 / 128);
         let mid = parsed[1500].0;

@@ -1086,7 +1086,8 @@ impl IndexHandle {
             fs::remove_dir_all(out).map_err(io_err(out))?;
         }
         crate::fault("store::build").map_err(io_err(out))?;
-        let mut writer = BlockWriter::new(self.block_zstd_level);
+        let mut writer = BlockWriter::new(out, self.block_zstd_level)
+            .map_err(|e| self.store_err(e.to_string()))?;
         let mut summary = SummaryBuilder::default();
         let (mut min_ts, mut max_ts, mut docs) = (i64::MAX, i64::MIN, 0u64);
         feed(&mut |rec: &BlockRecord<'_>| {
@@ -1110,9 +1111,7 @@ impl IndexHandle {
         if docs == 0 {
             return Ok(None);
         }
-        let segment = writer
-            .finish(out)
-            .map_err(|e| self.store_err(e.to_string()))?;
+        let segment = writer.finish().map_err(|e| self.store_err(e.to_string()))?;
         let metas = segment
             .index
             .searchable_segment_metas()
