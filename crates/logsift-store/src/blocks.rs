@@ -60,6 +60,8 @@ const SEGMENT_BITS_PER_ID: usize = 10;
 const SEGMENT_PROBES: u64 = 7;
 const BLOCK_BITS_PER_ID: usize = 12;
 const BLOCK_PROBES: u64 = 8;
+/// Most time the records of one block span (see [`BlockWriter::add`]).
+pub const MAX_BLOCK_SPAN_NS: i64 = 60 * 60 * 1_000_000_000;
 /// The block index writer's memory: what a seal holds for it at most, whatever the segment's
 /// size.
 const BLOCK_INDEX_ARENA: usize = 48 << 20;
@@ -374,6 +376,8 @@ pub struct BlockWriter {
     /// Blocks indexed between commits of the block index (each commit a segment, merged
     /// into one at the end): bounds the writer's memory along with its arena.
     blocks_per_commit: usize,
+    /// Most time a block's records span.
+    max_span_ns: i64,
 }
 
 impl BlockWriter {
@@ -432,6 +436,7 @@ impl BlockWriter {
             level: zstd_level,
             block_records: BLOCK_RECORDS,
             blocks_per_commit: 4096,
+            max_span_ns: MAX_BLOCK_SPAN_NS,
         })
     }
 
@@ -439,6 +444,17 @@ impl BlockWriter {
     pub fn add(&mut self, rec: &BlockRecord<'_>, parsed: &Record<'_>) {
         let key = crate::schema::stream_key(parsed.host.as_deref(), parsed.app.as_deref());
         let mut blk = self.open.remove(&key).unwrap_or_default();
+        // A record far in time from its stream's open block starts a new block: a block of a
+        // quiet stream would otherwise span hours, and every short time window would have
+        // to open it.
+        let span = |t: i64| {
+            t.saturating_sub(blk.ts_min)
+                .max(blk.ts_max.saturating_sub(t))
+        };
+        if blk.records > 0 && span(rec.timestamp) > self.max_span_ns {
+            self.close(key, blk);
+            blk = OpenBlock::default();
+        }
         if blk.records == 0 {
             blk.ts_min = rec.timestamp;
             blk.ts_max = rec.timestamp;
@@ -1364,6 +1380,38 @@ mod tests {
                 let h = hash_word(id.as_bytes());
                 assert!(seg.may_hold_id(h) && seg.block_may_hold_id(ord, h), "{id}");
             }
+        }
+    }
+
+    /// A quiet stream's records far apart in time go to different blocks, so that a short
+    /// time window opens only blocks near it.
+    #[test]
+    fn a_block_spans_at_most_its_time_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = logsift_parse::ParseOptions::default();
+        let mut writer = BlockWriter::new(&dir.path().join("s"), 3).unwrap();
+        let minute = 60_000_000_000i64;
+        // One record every 7 minutes for 10 hours: 86 records, one stream.
+        for i in 0..86i64 {
+            let raw = format!("<13>1 - quiet app - - - tick {i}");
+            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+            writer.add(
+                &BlockRecord {
+                    id: i as u64 + 1,
+                    timestamp: i * 7 * minute,
+                    received_at: i * 7 * minute,
+                    format: Format::Syslog,
+                    source: "test",
+                    raw: raw.as_bytes(),
+                },
+                &record,
+            );
+        }
+        let seg = writer.finish().unwrap();
+        assert_eq!(seg.num_records(), 86);
+        assert!(seg.blocks.len() >= 10, "{} blocks", seg.blocks.len());
+        for b in &seg.blocks {
+            assert!(b.ts_max - b.ts_min <= MAX_BLOCK_SPAN_NS, "{b:?}");
         }
     }
 
