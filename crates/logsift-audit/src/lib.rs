@@ -230,6 +230,32 @@ pub struct SignedManifest {
     pub public_key: String,
 }
 
+/// Reads a stored manifest (`FILE.manifest.json`, or the server's answer). The version is read
+/// first: a manifest of another version is refused by name, not read as if it were this one
+/// (a later layout may give a field another meaning, and its signed bytes are its own).
+pub fn parse_signed_manifest(bytes: &[u8]) -> Result<SignedManifest, AuditError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AuditError::Invalid(format!("not an export manifest: {e}")))?;
+    let version = &value["manifest"]["version"];
+    if version.is_null() {
+        return Err(AuditError::Invalid(
+            "not an export manifest: it has no manifest.version".into(),
+        ));
+    }
+    if version.as_u64() != Some(u64::from(MANIFEST_VERSION)) {
+        return Err(unknown_version(version));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| AuditError::Invalid(format!("not an export manifest: {e}")))
+}
+
+fn unknown_version(version: impl std::fmt::Display) -> AuditError {
+    AuditError::Invalid(format!(
+        "export manifest version {version} is unknown to this logsift, which reads version \
+         {MANIFEST_VERSION}: verify it with the logsift that made it"
+    ))
+}
+
 // ---- keys ----
 
 /// The server's export signing key.
@@ -356,12 +382,17 @@ fn count_records(format: Format, bytes: &[u8]) -> u64 {
 }
 
 /// Checks `file` (plain, or zstd as `logsift export -o x.zst` writes it) against `manifest`,
-/// and the signature against `key` (or, without one, the key the manifest carries).
+/// and the signature against `key` (or, without one, the key the manifest carries). A manifest
+/// of another version than [`MANIFEST_VERSION`] is an error: its fields are not checked as if
+/// they meant what version 1's mean.
 pub fn verify(
     file: &Path,
     manifest: &SignedManifest,
     key: Option<&VerifyingKey>,
 ) -> Result<Verified, AuditError> {
+    if manifest.manifest.version != MANIFEST_VERSION {
+        return Err(unknown_version(manifest.manifest.version));
+    }
     let mut raw = Vec::new();
     fs::File::open(file)
         .and_then(|mut f| f.read_to_end(&mut raw))
@@ -565,5 +596,44 @@ mod tests {
         forged.manifest.records = 4;
         let p = verify(&file, &forged, Some(&pinned)).unwrap().problems;
         assert!(p.iter().any(|p| p.starts_with("signature:")), "{p:?}");
+    }
+
+    #[test]
+    fn a_manifest_of_an_unknown_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_generate(&dir.path().join("export.key")).unwrap();
+        let file = dir.path().join("x.ndjson");
+        fs::write(&file, b"").unwrap();
+        let signed = keys.sign(manifest(0, 0, hex::encode(Sha256::digest(b""))));
+        let bytes = serde_json::to_vec_pretty(&signed).unwrap();
+        let read = parse_signed_manifest(&bytes).unwrap();
+        assert!(verify(&file, &read, None).unwrap().problems.is_empty());
+
+        // Signed as version 2 by its own key: refused, not verified as version 1.
+        let mut later = manifest(0, 0, hex::encode(Sha256::digest(b"")));
+        later.version = 2;
+        let later = keys.sign(later);
+        let e = verify(&file, &later, None).unwrap_err().to_string();
+        assert!(e.contains("manifest version 2 is unknown"), "{e}");
+        // A later layout need not deserialize as this one: the version is read first.
+        let mut v: Value = serde_json::to_value(&later).unwrap();
+        v["manifest"].as_object_mut().unwrap().remove("records");
+        let e = parse_signed_manifest(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manifest version 2 is unknown"), "{e}");
+        for (bad, want) in [
+            (
+                json!({"manifest": {"version": "1"}}),
+                "version \"1\" is unknown",
+            ),
+            (json!({"manifest": {}}), "no manifest.version"),
+            (json!([]), "no manifest.version"),
+        ] {
+            let e = parse_signed_manifest(bad.to_string().as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
     }
 }
