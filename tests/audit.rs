@@ -180,6 +180,18 @@ fn an_export_holds_exactly_what_search_finds_and_verify_catches_any_change() {
     ]);
     assert!(!ok && log.contains("FAILED signature"), "{log}");
 
+    // A manifest of a version this logsift does not know is refused by name, not verified
+    // as if it were version 1.
+    let mut later = forged.clone();
+    later["manifest"]["version"] = json!(2);
+    let later_path = dir.path().join("later.json");
+    std::fs::write(&later_path, later.to_string()).unwrap();
+    let (ok, log) = logsift(&["export", "verify", out_s, later_path.to_str().unwrap()]);
+    assert!(
+        !ok && log.contains("export manifest version 2 is unknown to this logsift"),
+        "{log}"
+    );
+
     // CSV, zstd-compressed, over the whole data set.
     let csv = dir.path().join("all.csv.zst");
     let csv_s = csv.to_str().unwrap();

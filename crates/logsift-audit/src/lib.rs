@@ -1,5 +1,6 @@
 //! Verifiable exports: formats, signed manifests, keys and verification. See the README.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
@@ -76,25 +77,25 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "raw",
 ];
 
-fn csv_field(out: &mut Vec<u8>, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push(b'"');
-        for b in value.bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(value.as_bytes());
-    }
+/// The CSV writer of an export: `,` between fields, `\n` after each row, a field quoted only
+/// when it holds `,`, `"`, `\r` or `\n` (quotes doubled inside). These are the bytes the
+/// hand-written quoting before the `csv` crate produced, so manifests of older exports and
+/// their sha256 still describe the same bytes.
+fn csv_builder() -> csv::WriterBuilder {
+    let mut b = csv::WriterBuilder::new();
+    b.terminator(csv::Terminator::Any(b'\n'))
+        .quote_style(csv::QuoteStyle::Necessary)
+        // A row's buffer before it reaches `out`; longer fields pass through in pieces.
+        .buffer_capacity(4096);
+    b
 }
 
 /// Serializes exported records and keeps the count and sha256 of every byte produced, so
 /// that what was sent and what the manifest says are the same thing by construction.
 pub struct Encoder {
     format: Format,
+    /// CSV only: how rows are written (a `csv::Writer` per row, onto the caller's buffer).
+    csv: Option<csv::WriterBuilder>,
     sha: Sha256,
     records: u64,
     bytes: u64,
@@ -104,6 +105,7 @@ impl Encoder {
     pub fn new(format: Format) -> Self {
         Encoder {
             format,
+            csv: (format == Format::Csv).then(csv_builder),
             sha: Sha256::new(),
             records: 0,
             bytes: 0,
@@ -114,8 +116,7 @@ impl Encoder {
     pub fn header(&mut self, out: &mut Vec<u8>) {
         if self.format == Format::Csv {
             let start = out.len();
-            out.extend_from_slice(CSV_COLUMNS.join(",").as_bytes());
-            out.push(b'\n');
+            self.csv_row(CSV_COLUMNS, out);
             self.account(&out[start..]);
         }
     }
@@ -130,24 +131,29 @@ impl Encoder {
                 out.push(b'\n');
             }
             Format::Csv => {
-                for (i, col) in CSV_COLUMNS.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    let v = &hit[*col];
-                    let text = match v {
-                        Value::Null => String::new(),
-                        Value::String(s) => s.clone(),
-                        Value::Object(o) if o.is_empty() => String::new(),
-                        other => other.to_string(),
-                    };
-                    csv_field(out, &text);
-                }
-                out.push(b'\n');
+                let row = CSV_COLUMNS.map(|col| match &hit[col] {
+                    Value::Null => Cow::Borrowed(""),
+                    Value::String(s) => Cow::Borrowed(s.as_str()),
+                    Value::Object(o) if o.is_empty() => Cow::Borrowed(""),
+                    other => Cow::Owned(other.to_string()),
+                });
+                self.csv_row(row.iter().map(|f| f.as_bytes()), out);
             }
         }
         self.records += 1;
         self.account(&out[start..]);
+    }
+
+    /// One CSV row (header or record), appended to `out`.
+    fn csv_row<I, T>(&mut self, fields: I, out: &mut Vec<u8>)
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let mut w = self.csv.get_or_insert_with(csv_builder).from_writer(out);
+        // Writing to a Vec cannot fail, and every row has the same 12 fields.
+        let _ = w.write_record(fields);
+        let _ = w.flush();
     }
 
     fn account(&mut self, bytes: &[u8]) {
@@ -222,6 +228,32 @@ pub struct SignedManifest {
     /// The signer's public key, hex. Verification should pin the server's key instead of
     /// trusting this copy (`logsift export verify --key`).
     pub public_key: String,
+}
+
+/// Reads a stored manifest (`FILE.manifest.json`, or the server's answer). The version is read
+/// first: a manifest of another version is refused by name, not read as if it were this one
+/// (a later layout may give a field another meaning, and its signed bytes are its own).
+pub fn parse_signed_manifest(bytes: &[u8]) -> Result<SignedManifest, AuditError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AuditError::Invalid(format!("not an export manifest: {e}")))?;
+    let version = &value["manifest"]["version"];
+    if version.is_null() {
+        return Err(AuditError::Invalid(
+            "not an export manifest: it has no manifest.version".into(),
+        ));
+    }
+    if version.as_u64() != Some(u64::from(MANIFEST_VERSION)) {
+        return Err(unknown_version(version));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| AuditError::Invalid(format!("not an export manifest: {e}")))
+}
+
+fn unknown_version(version: impl std::fmt::Display) -> AuditError {
+    AuditError::Invalid(format!(
+        "export manifest version {version} is unknown to this logsift, which reads version \
+         {MANIFEST_VERSION}: verify it with the logsift that made it"
+    ))
 }
 
 // ---- keys ----
@@ -350,12 +382,17 @@ fn count_records(format: Format, bytes: &[u8]) -> u64 {
 }
 
 /// Checks `file` (plain, or zstd as `logsift export -o x.zst` writes it) against `manifest`,
-/// and the signature against `key` (or, without one, the key the manifest carries).
+/// and the signature against `key` (or, without one, the key the manifest carries). A manifest
+/// of another version than [`MANIFEST_VERSION`] is an error: its fields are not checked as if
+/// they meant what version 1's mean.
 pub fn verify(
     file: &Path,
     manifest: &SignedManifest,
     key: Option<&VerifyingKey>,
 ) -> Result<Verified, AuditError> {
+    if manifest.manifest.version != MANIFEST_VERSION {
+        return Err(unknown_version(manifest.manifest.version));
+    }
     let mut raw = Vec::new();
     fs::File::open(file)
         .and_then(|mut f| f.read_to_end(&mut raw))
@@ -477,6 +514,32 @@ mod tests {
         assert_eq!(enc.records(), 2);
     }
 
+    /// The exact bytes, as the hand-written quoting wrote them before the `csv` crate: an
+    /// export's sha256 is over these bytes, so they must not change.
+    #[test]
+    fn csv_bytes_are_the_same_as_before() {
+        let mut enc = Encoder::new(Format::Csv);
+        let mut out = Vec::new();
+        enc.header(&mut out);
+        enc.record(
+            &json!({"timestamp": "2026-01-01T00:00:00Z", "id": "7", "index": "logs",
+                    "severity": "error", "host": " h ", "app": "#a", "procid": "",
+                    "msgid": "x\ry", "message": "a, \"b\"\nc", "fields": {"k": [1, "v"]},
+                    "raw": "'single' \\ tab\t"}),
+            &mut out,
+        );
+        enc.record(&json!({"id": "8", "fields": {}, "facility": 3}), &mut out);
+        let expected = "timestamp,id,index,severity,facility,host,app,procid,msgid,message,fields,raw\n\
+            2026-01-01T00:00:00Z,7,logs,error,, h ,#a,,\"x\ry\",\"a, \"\"b\"\"\nc\",\"{\"\"k\"\":[1,\"\"v\"\"]}\",'single' \\ tab\t\n\
+            ,8,,,3,,,,,,,\n";
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), expected);
+        assert_eq!(enc.bytes(), expected.len() as u64);
+        assert_eq!(
+            enc.finish(),
+            hex::encode(Sha256::digest(expected.as_bytes()))
+        );
+    }
+
     #[test]
     fn verify_names_a_changed_byte_a_removed_line_and_a_wrong_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -533,5 +596,44 @@ mod tests {
         forged.manifest.records = 4;
         let p = verify(&file, &forged, Some(&pinned)).unwrap().problems;
         assert!(p.iter().any(|p| p.starts_with("signature:")), "{p:?}");
+    }
+
+    #[test]
+    fn a_manifest_of_an_unknown_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_generate(&dir.path().join("export.key")).unwrap();
+        let file = dir.path().join("x.ndjson");
+        fs::write(&file, b"").unwrap();
+        let signed = keys.sign(manifest(0, 0, hex::encode(Sha256::digest(b""))));
+        let bytes = serde_json::to_vec_pretty(&signed).unwrap();
+        let read = parse_signed_manifest(&bytes).unwrap();
+        assert!(verify(&file, &read, None).unwrap().problems.is_empty());
+
+        // Signed as version 2 by its own key: refused, not verified as version 1.
+        let mut later = manifest(0, 0, hex::encode(Sha256::digest(b"")));
+        later.version = 2;
+        let later = keys.sign(later);
+        let e = verify(&file, &later, None).unwrap_err().to_string();
+        assert!(e.contains("manifest version 2 is unknown"), "{e}");
+        // A later layout need not deserialize as this one: the version is read first.
+        let mut v: Value = serde_json::to_value(&later).unwrap();
+        v["manifest"].as_object_mut().unwrap().remove("records");
+        let e = parse_signed_manifest(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("manifest version 2 is unknown"), "{e}");
+        for (bad, want) in [
+            (
+                json!({"manifest": {"version": "1"}}),
+                "version \"1\" is unknown",
+            ),
+            (json!({"manifest": {}}), "no manifest.version"),
+            (json!([]), "no manifest.version"),
+        ] {
+            let e = parse_signed_manifest(bad.to_string().as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
     }
 }

@@ -342,8 +342,8 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
         .context("the export ended but its manifest is missing (the server stopped it)")?;
     let mpath = manifest_path(&output);
     fs::write(&mpath, &manifest).with_context(|| mpath.display().to_string())?;
-    let signed: logsift_audit::SignedManifest =
-        serde_json::from_slice(&manifest).context("the manifest is not valid")?;
+    let signed =
+        logsift_audit::parse_signed_manifest(&manifest).context("the server's manifest")?;
     if signed.manifest.records != progress.records {
         bail!(
             "the file holds {} records but the server exported {}; run `logsift export verify`",
@@ -364,8 +364,8 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let text = fs::read(&args.manifest).with_context(|| args.manifest.display().to_string())?;
-    let signed: logsift_audit::SignedManifest = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not an export manifest", args.manifest.display()))?;
+    let signed = logsift_audit::parse_signed_manifest(&text)
+        .with_context(|| args.manifest.display().to_string())?;
     let key = match &args.key {
         Some(path) => {
             let text = fs::read_to_string(path).with_context(|| path.display().to_string())?;

@@ -1,14 +1,18 @@
 //! Printing hits: one JSON object per line (`--json`), or one readable line per record,
-//! coloured by severity when the output is a terminal.
+//! coloured by severity when the output is a terminal. Styles are `anstyle`'s and stdout is an
+//! `anstream::AutoStream`, which decides whether colours are wanted (`NO_COLOR`, `CLICOLOR`,
+//! `CLICOLOR_FORCE`, `TERM=dumb`, a terminal or not) and strips escape codes when they are not.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 
+use anstyle::{AnsiColor, Effects, Style};
 use clap::ValueEnum;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
-    /// When stdout is a terminal and `NO_COLOR` is not set.
+    /// When stdout is a terminal, `NO_COLOR` is not set and `TERM` is not `dumb` (`CLICOLOR=0`
+    /// turns colours off, `CLICOLOR_FORCE=1` on).
     Auto,
     Always,
     Never,
@@ -16,40 +20,36 @@ pub enum ColorChoice {
 
 impl ColorChoice {
     /// An explicit `always` wins over `NO_COLOR`, as no-color.org asks of user-level settings.
-    fn enabled(self) -> bool {
+    fn anstream(self) -> anstream::ColorChoice {
         match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-                !no_color && io::stdout().is_terminal()
-            }
+            ColorChoice::Auto => anstream::ColorChoice::Auto,
+            ColorChoice::Always => anstream::ColorChoice::AlwaysAnsi,
+            ColorChoice::Never => anstream::ColorChoice::Never,
         }
     }
 }
 
 /// Writes hits to stdout, flushing after each call to [`Printer::hit`] when following.
 pub struct Printer {
-    out: io::BufWriter<io::StdoutLock<'static>>,
+    out: io::BufWriter<anstream::AutoStream<io::StdoutLock<'static>>>,
     json: bool,
     color: bool,
 }
 
-const RESET: &str = "\x1b[0m";
-const DIM: &str = "\x1b[2m";
-const HOST: &str = "\x1b[36m";
-const APP: &str = "\x1b[35m";
+const DIM: Style = Style::new().effects(Effects::DIMMED);
+const HOST: Style = AnsiColor::Cyan.on_default();
+const APP: Style = AnsiColor::Magenta.on_default();
 
-/// The colour of a severity name: the graver, the louder.
-fn severity_color(severity: &str) -> &'static str {
+/// The style of a severity name: the graver, the louder.
+fn severity_style(severity: &str) -> Style {
     match severity {
-        "emerg" | "alert" | "crit" => "\x1b[1;31m",
-        "error" => "\x1b[31m",
-        "warning" => "\x1b[33m",
-        "notice" => "\x1b[1;34m",
-        "info" => "\x1b[32m",
-        "debug" => "\x1b[2;37m",
-        _ => "",
+        "emerg" | "alert" | "crit" => AnsiColor::Red.on_default().bold(),
+        "error" => AnsiColor::Red.on_default(),
+        "warning" => AnsiColor::Yellow.on_default(),
+        "notice" => AnsiColor::Blue.on_default().bold(),
+        "info" => AnsiColor::Green.on_default(),
+        "debug" => AnsiColor::White.on_default().effects(Effects::DIMMED),
+        _ => Style::new(),
     }
 }
 
@@ -72,10 +72,19 @@ fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 
 impl Printer {
     pub fn new(json: bool, color: ColorChoice) -> Printer {
+        // JSON holds no escape codes (serde_json escapes control characters): passed through
+        // rather than scanned for ones to strip.
+        let choice = if json {
+            anstream::ColorChoice::AlwaysAnsi
+        } else {
+            color.anstream()
+        };
+        let out = anstream::AutoStream::new(io::stdout().lock(), choice);
+        let color = !json && out.current_choice() != anstream::ColorChoice::Never;
         Printer {
-            out: io::BufWriter::new(io::stdout().lock()),
+            out: io::BufWriter::new(out),
             json,
-            color: !json && color.enabled(),
+            color,
         }
     }
 
@@ -112,9 +121,9 @@ pub fn readable(hit: &Value, color: bool) -> String {
             message
         );
     }
-    let sev_color = severity_color(&severity);
+    let sev = severity_style(&severity);
     format!(
-        "{DIM}{}{RESET} {sev_color}{:<7}{RESET} {HOST}{}{RESET} {APP}{}{RESET}: {}",
+        "{DIM}{}{DIM:#} {sev}{:<7}{sev:#} {HOST}{}{HOST:#} {APP}{}{APP:#}: {}",
         s("timestamp"),
         severity,
         s("host"),

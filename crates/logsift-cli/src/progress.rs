@@ -1,107 +1,234 @@
 //! A progress line on stderr for long client commands (export, import): done of total with
-//! rate and ETA, redrawn in place on a terminal, a plain line every few seconds otherwise.
+//! rate and ETA, drawn by `indicatif`: redrawn in place on a terminal, a plain line every few
+//! seconds otherwise (a log file or CI output gets no cursor movement and no escape codes).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
+
 pub struct Meter {
+    bar: ProgressBar,
     /// What `done` counts: "records" or "bytes".
     unit: &'static str,
-    total: u64,
-    base: u64,
     started: Instant,
-    last: Instant,
-    tty: bool,
 }
 
-fn human(n: f64, unit: &str) -> String {
-    if unit == "bytes" {
-        format!("{:.1} MB", n / 1e6)
+/// How often the line is redrawn on a terminal.
+const TERMINAL_HZ: u8 = 5;
+/// How often a plain line is written when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+fn style(unit: &str) -> ProgressStyle {
+    let template = if unit == "bytes" {
+        "[{bar:30}] {percent}% {decimal_bytes} of {decimal_total_bytes}, \
+         {decimal_bytes_per_sec}, {msg}, ETA {eta}"
     } else {
-        format!("{n:.0} {unit}")
-    }
+        "[{bar:30}] {percent}% {human_pos} of {human_len} records, {rate} records/s, ETA {eta}"
+    };
+    ProgressStyle::with_template(template)
+        // The templates are constants; a bad one is a bug caught by the tests.
+        .expect("progress template")
+        .progress_chars("#-")
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}", s.per_sec());
+        })
 }
 
 impl Meter {
-    /// `base`: what was done before this run (a resumed export).
+    /// `base`: what was done before this run (a resumed export); it does not count towards
+    /// the rate or the ETA.
     pub fn new(unit: &'static str, total: u64, base: u64) -> Self {
-        Meter {
-            unit,
-            total,
-            base,
-            started: Instant::now(),
-            last: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-        }
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr_with_hz(TERMINAL_HZ)
+        } else {
+            ProgressDrawTarget::term_like_with_hz(Box::new(PlainLines::stderr(PLAIN_EVERY)), 1)
+        };
+        Meter::with_target(unit, total, base, target)
     }
 
-    fn line(&self, done: u64, records: u64) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done.saturating_sub(self.base) as f64 / secs;
-        let total = self.total.max(done);
-        let pct = if total > 0 {
-            done as f64 * 100.0 / total as f64
-        } else {
-            100.0
-        };
-        let eta = if rate > 0.0 {
-            format!("{:.0} s", (total - done) as f64 / rate)
-        } else {
-            "?".into()
-        };
-        let width = 30usize;
-        let filled = (((pct / 100.0) * width as f64) as usize).min(width);
-        let mut line = format!(
-            "[{}{}] {pct:.0}% {} of {}, {}/s",
-            "#".repeat(filled),
-            "-".repeat(width - filled),
-            human(done as f64, self.unit),
-            human(total as f64, self.unit),
-            human(rate, self.unit),
-        );
-        if self.unit != "records" {
-            line.push_str(&format!(", {:.0} records/s", records as f64 / secs));
+    fn with_target(unit: &'static str, total: u64, base: u64, target: ProgressDrawTarget) -> Self {
+        let bar =
+            ProgressBar::with_draw_target(Some(total.max(base)), target).with_style(style(unit));
+        if unit != "records" {
+            bar.set_message("0 records/s");
         }
-        line.push_str(&format!(", ETA {eta}"));
-        line
+        bar.set_position(base);
+        bar.reset_eta();
+        Meter {
+            bar,
+            unit,
+            started: Instant::now(),
+        }
     }
 
     pub fn update(&mut self, done: u64, records: u64) {
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.elapsed() < every {
+        if self.bar.length().is_some_and(|total| done > total) {
+            self.bar.set_length(done);
+        }
+        if self.unit != "records" {
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            self.bar
+                .set_message(format!("{:.0} records/s", records as f64 / secs));
+        }
+        self.bar.set_position(done);
+    }
+
+    /// The final line on a terminal (left in place); nothing more on a plain stderr.
+    pub fn finish(&mut self, done: u64, records: u64) {
+        self.update(done, records);
+        if self.bar.is_hidden() {
             return;
         }
-        self.last = Instant::now();
-        if self.tty {
-            eprint!("\r{}", self.line(done, records));
+        if std::io::stderr().is_terminal() {
+            self.bar.finish();
         } else {
-            eprintln!("{}", self.line(done, records));
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+/// indicatif's target when stderr is not a terminal: each drawn line is written as a plain
+/// line, at most once per `every`, and cursor movement and clearing are dropped.
+#[derive(Debug)]
+struct PlainLines {
+    every: Duration,
+    /// When the last line was written, and the line being drawn.
+    state: Mutex<(Option<Instant>, String)>,
+    #[cfg(test)]
+    captured: Option<std::sync::Arc<Mutex<Vec<String>>>>,
+}
+
+impl PlainLines {
+    fn stderr(every: Duration) -> PlainLines {
+        PlainLines {
+            every,
+            // The first line comes `every` after the start, not at once.
+            state: Mutex::new((Some(Instant::now()), String::new())),
+            #[cfg(test)]
+            captured: None,
         }
     }
 
-    pub fn finish(&self, done: u64, records: u64) {
-        if self.tty {
-            eprintln!("\r{}", self.line(done, records));
+    fn emit(&self, line: &str) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(c) = &self.captured {
+            c.lock().unwrap().push(line.to_string());
+            return Ok(());
         }
+        writeln!(std::io::stderr(), "{line}")
+    }
+}
+
+impl TermLike for PlainLines {
+    fn width(&self) -> u16 {
+        // Wide enough that indicatif never wraps or cuts the line.
+        400
+    }
+
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)?;
+        self.flush()
+    }
+
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1.push_str(s);
+        Ok(())
+    }
+
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// The end of a draw: the line (without indicatif's padding and carriage returns) is
+    /// written if it is time for one.
+    fn flush(&self) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let text = std::mem::take(&mut state.1);
+        let line = text.trim_matches(|c: char| c == '\r' || c == '\n' || c == ' ');
+        if line.is_empty() || state.0.is_some_and(|last| last.elapsed() < self.every) {
+            return Ok(());
+        }
+        state.0 = Some(Instant::now());
+        self.emit(line)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn captured() -> (ProgressDrawTarget, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let term = PlainLines {
+            every: Duration::ZERO,
+            state: Mutex::new((None, String::new())),
+            captured: Some(lines.clone()),
+        };
+        (
+            ProgressDrawTarget::term_like_with_hz(Box::new(term), 1),
+            lines,
+        )
+    }
 
     #[test]
     fn the_line_says_done_total_rate_and_eta() {
-        let m = Meter::new("bytes", 10_000_000, 0);
-        let line = m.line(5_000_000, 100);
+        let (target, lines) = captured();
+        let mut m = Meter::with_target("bytes", 10_000_000, 0, target);
+        m.update(5_000_000, 100);
+        m.bar.force_draw();
+        let line = lines.lock().unwrap().last().cloned().unwrap_or_default();
         assert!(
-            line.starts_with("[###############---------------] 50% 5.0 MB of 10.0 MB"),
+            line.starts_with("[###############---------------] 50% 5.00 MB of 10.00 MB, "),
             "{line}"
         );
         assert!(line.contains("records/s") && line.contains("ETA"), "{line}");
+
+        let (target, lines) = captured();
+        let mut m = Meter::with_target("records", 4_000, 1_000, target);
+        m.update(5_000, 5_000);
+        m.bar.force_draw();
+        let line = lines.lock().unwrap().last().cloned().unwrap_or_default();
+        assert!(
+            line.starts_with("[##############################] 100% 5,000 of 5,000 records, "),
+            "a total passed grows with what was done: {line}"
+        );
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+    }
+
+    #[test]
+    fn plain_lines_come_at_most_once_per_interval() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let term = PlainLines {
+            every: Duration::from_secs(3600),
+            state: Mutex::new((None, String::new())),
+            captured: Some(lines.clone()),
+        };
+        for line in ["one", "two"] {
+            term.write_str("\r").unwrap();
+            term.write_str(line).unwrap();
+            term.write_str("     ").unwrap();
+            term.flush().unwrap();
+        }
+        assert_eq!(*lines.lock().unwrap(), vec!["one".to_string()]);
     }
 }

@@ -50,10 +50,10 @@ pub struct ServeArgs {
     log_format: Option<crate::config::LogFormat>,
 }
 
-/// Logs to stderr in `format`. Text gets ANSI colours only on a terminal (and not with
-/// `NO_COLOR`): escape codes in a file or a pipe are noise to whoever reads or ships it.
+/// Logs to stderr in `format`. Text gets ANSI colours only when `anstream` says stderr wants
+/// them (a terminal, no `NO_COLOR`, `TERM` not `dumb`; the same rules as the CLI's output):
+/// escape codes in a file or a pipe are noise to whoever reads or ships it.
 fn init_logging(format: crate::config::LogFormat) {
-    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn"));
     let builder = tracing_subscriber::fmt()
@@ -63,8 +63,7 @@ fn init_logging(format: crate::config::LogFormat) {
         crate::config::LogFormat::Json => builder.json().with_current_span(false).init(),
         crate::config::LogFormat::Text => builder
             .with_ansi(
-                std::io::stderr().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never,
             )
             .init(),
     }

@@ -12,147 +12,26 @@ use serde_json::{Map, Value};
 
 use crate::{timestamp, to_line, Admit, DecodeError};
 
-/// `opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ExportLogsServiceRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub resource_logs: Vec<ResourceLogs>,
-}
+// The OTLP messages are `opentelemetry-proto`'s (prost-generated from the OpenTelemetry
+// protos), re-exported here so that callers need not name that crate.
+pub use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+pub use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+pub use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+pub use opentelemetry_proto::tonic::resource::v1::Resource;
 
-/// `ExportLogsServiceResponse`: empty when everything was accepted.
-#[derive(Clone, PartialEq, Message)]
-pub struct ExportLogsServiceResponse {
-    #[prost(message, optional, tag = "1")]
-    pub partial_success: Option<ExportLogsPartialSuccess>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ExportLogsPartialSuccess {
-    #[prost(int64, tag = "1")]
-    pub rejected_log_records: i64,
-    #[prost(string, tag = "2")]
-    pub error_message: String,
-}
-
-/// `google.rpc.Status`, the body of an OTLP/HTTP error answer.
+/// `google.rpc.Status`, the body of an OTLP/HTTP error answer. Not part of the OpenTelemetry
+/// protos (nor of `opentelemetry-proto`), and two fields: declared here rather than taking a
+/// crate of Google's types for it.
 #[derive(Clone, PartialEq, Message)]
 pub struct Status {
     #[prost(int32, tag = "1")]
     pub code: i32,
     #[prost(string, tag = "2")]
     pub message: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ResourceLogs {
-    #[prost(message, optional, tag = "1")]
-    pub resource: Option<Resource>,
-    #[prost(message, repeated, tag = "2")]
-    pub scope_logs: Vec<ScopeLogs>,
-    #[prost(string, tag = "3")]
-    pub schema_url: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Resource {
-    #[prost(message, repeated, tag = "1")]
-    pub attributes: Vec<KeyValue>,
-    #[prost(uint32, tag = "2")]
-    pub dropped_attributes_count: u32,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ScopeLogs {
-    #[prost(message, optional, tag = "1")]
-    pub scope: Option<InstrumentationScope>,
-    #[prost(message, repeated, tag = "2")]
-    pub log_records: Vec<LogRecord>,
-    #[prost(string, tag = "3")]
-    pub schema_url: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct InstrumentationScope {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub version: String,
-    #[prost(message, repeated, tag = "3")]
-    pub attributes: Vec<KeyValue>,
-    #[prost(uint32, tag = "4")]
-    pub dropped_attributes_count: u32,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct LogRecord {
-    #[prost(fixed64, tag = "1")]
-    pub time_unix_nano: u64,
-    #[prost(fixed64, tag = "11")]
-    pub observed_time_unix_nano: u64,
-    #[prost(int32, tag = "2")]
-    pub severity_number: i32,
-    #[prost(string, tag = "3")]
-    pub severity_text: String,
-    #[prost(message, optional, tag = "5")]
-    pub body: Option<AnyValue>,
-    #[prost(message, repeated, tag = "6")]
-    pub attributes: Vec<KeyValue>,
-    #[prost(uint32, tag = "7")]
-    pub dropped_attributes_count: u32,
-    #[prost(fixed32, tag = "8")]
-    pub flags: u32,
-    #[prost(bytes = "vec", tag = "9")]
-    pub trace_id: Vec<u8>,
-    #[prost(bytes = "vec", tag = "10")]
-    pub span_id: Vec<u8>,
-    #[prost(string, tag = "12")]
-    pub event_name: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct KeyValue {
-    #[prost(string, tag = "1")]
-    pub key: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<AnyValue>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct AnyValue {
-    #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4, 5, 6, 7")]
-    pub value: Option<any_value::Value>,
-}
-
-pub mod any_value {
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Value {
-        #[prost(string, tag = "1")]
-        StringValue(String),
-        #[prost(bool, tag = "2")]
-        BoolValue(bool),
-        #[prost(int64, tag = "3")]
-        IntValue(i64),
-        #[prost(double, tag = "4")]
-        DoubleValue(f64),
-        #[prost(message, tag = "5")]
-        ArrayValue(super::ArrayValue),
-        #[prost(message, tag = "6")]
-        KvlistValue(super::KeyValueList),
-        #[prost(bytes = "vec", tag = "7")]
-        BytesValue(Vec<u8>),
-    }
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ArrayValue {
-    #[prost(message, repeated, tag = "1")]
-    pub values: Vec<AnyValue>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct KeyValueList {
-    #[prost(message, repeated, tag = "1")]
-    pub values: Vec<KeyValue>,
 }
 
 /// The protobuf answer to an export: empty when every record was taken, else a partial
@@ -459,6 +338,8 @@ fn json_resource_logs(v: &Value) -> Result<ResourceLogs, DecodeError> {
                     "droppedAttributesCount",
                     "dropped_attributes_count",
                 )?,
+                // Not read into records; ignored in JSON as before the generated structs.
+                entity_refs: Vec::new(),
             })
         }
     };
@@ -844,7 +725,7 @@ mod tests {
                         kv("service.name", s("checkout")),
                         kv("host.name", s("web-7")),
                     ],
-                    dropped_attributes_count: 0,
+                    ..Default::default()
                 }),
                 scope_logs: vec![ScopeLogs {
                     scope: Some(InstrumentationScope {

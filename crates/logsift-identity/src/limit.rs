@@ -18,6 +18,19 @@ pub struct OverRate {
 
 /// A token's ingest allowance: it may go into debt by one request, and is refused while in
 /// debt, so a body larger than a second's worth still gets through, then waits its turn.
+///
+/// Hand-written rather than `governor` (#21), because governor's GCRA cannot say this:
+/// - `check_n(bytes)` admits a request only if the whole of it fits the burst now, and a
+///   request larger than the burst (one second's worth) is `InsufficientCapacity` forever;
+///   here it is admitted whenever the token is out of debt, and the debt it leaves is what
+///   `Retry-After` counts down;
+/// - `charge` adds bytes learnt after admission (a body without Content-Length) whatever
+///   the balance; governor has no way to consume cells it would refuse;
+/// - rates are per token and change when the tokens file is reloaded, while a keyed governor
+///   limiter has one quota for every key.
+///
+/// Forcing it (a limiter per token, rebuilt on a rate change, requests cut into burst-sized
+/// pieces) would be more code than this struct and would refuse large bodies outright.
 struct Bucket {
     balance: f64,
     last: Instant,
