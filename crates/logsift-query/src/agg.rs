@@ -987,14 +987,7 @@ fn find_by_id(
                         },
                         host: record.host.as_deref().map(str::to_string),
                         app: record.app.as_deref().map(str::to_string),
-                        at: HitAt::Line(Box::new(crate::blocks::BlockHit {
-                            timestamp: r.timestamp,
-                            id,
-                            received_at: r.received_at,
-                            format: r.format,
-                            source: block.source(r).to_string(),
-                            raw: block.raw(r).to_vec(),
-                        })),
+                        at: HitAt::Line(Box::new(crate::blocks::BlockHit::of(&block, r))),
                     }));
                 }
             }

@@ -48,6 +48,20 @@ pub struct BlockHit {
     pub raw: Vec<u8>,
 }
 
+impl BlockHit {
+    /// Record `r` of `block` (whose lines are loaded), kept.
+    pub fn of(block: &DecodedBlock, r: &RecordMeta) -> Self {
+        BlockHit {
+            timestamp: r.timestamp,
+            id: r.id,
+            received_at: r.received_at,
+            format: r.format,
+            source: block.source(r).to_string(),
+            raw: block.raw(r).to_vec(),
+        }
+    }
+}
+
 /// What [`search`] found.
 #[derive(Debug, Default)]
 pub struct BlockHits {
@@ -383,14 +397,7 @@ pub fn search(
             if limit == 0 {
                 return;
             }
-            let hit = || BlockHit {
-                timestamp: r.timestamp,
-                id: r.id,
-                received_at: r.received_at,
-                format: r.format,
-                source: block.source(r).to_string(),
-                raw: block.raw(r).to_vec(),
-            };
+            let hit = || BlockHit::of(block, r);
             if top.len() < limit {
                 top.push(Worst {
                     key,

@@ -135,14 +135,7 @@ fn lowest_ids_in_blocks(
             if r.id <= after {
                 return;
             }
-            let hit = || BlockHit {
-                timestamp: r.timestamp,
-                id: r.id,
-                received_at: r.received_at,
-                format: r.format,
-                source: block.source(r).to_string(),
-                raw: block.raw(r).to_vec(),
-            };
+            let hit = || BlockHit::of(block, r);
             if heap.len() < limit {
                 heap.push((r.id, kept.len()));
                 kept.push(hit());
