@@ -51,7 +51,5 @@ pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};
 pub use store::{
     Applied, IndexOptions, Indexer, Layout, LegalHold, Store, StoreConfig, StoreError,
 };
-pub use summary::{
-    KeywordCounts, SegmentSummary, SummaryBuilder, SEVERITY_SLOTS, SUMMARY_BUCKET_NS,
-};
+pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
 pub use verify::{list_segments, verify_index, VerifyReport};

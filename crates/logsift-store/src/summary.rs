@@ -46,11 +46,7 @@ impl SegmentSummary {
     pub fn compute(index: &Index) -> tantivy::Result<SegmentSummary> {
         let reader = index.reader()?;
         let searcher = reader.searcher();
-        let mut minutes: BTreeMap<i64, [u64; SEVERITY_SLOTS]> = BTreeMap::new();
-        let mut hosts = Some(BTreeMap::new());
-        let mut apps = Some(BTreeMap::new());
-        let (mut host_missing, mut app_missing) = (0, 0);
-        let mut docs = 0;
+        let mut b = SummaryBuilder::default();
         for segment in searcher.segment_readers() {
             let fast = segment.fast_fields();
             let ts = fast.i64("timestamp")?;
@@ -60,34 +56,15 @@ impl SegmentSummary {
                 if alive.is_some_and(|a| a.is_deleted(doc)) {
                     continue;
                 }
-                docs += 1;
+                b.docs += 1;
                 let Some(t) = ts.first(doc) else { continue };
-                let minute = t.div_euclid(SUMMARY_BUCKET_NS) * SUMMARY_BUCKET_NS;
-                let slot = sev
-                    .first(doc)
-                    .map_or(SEVERITY_SLOTS - 1, |c| (c as usize).min(SEVERITY_SLOTS - 1));
-                minutes.entry(minute).or_insert([0; SEVERITY_SLOTS])[slot] += 1;
+                b.count_minute(t, sev.first(doc).map(|c| c.min(u64::from(u8::MAX)) as u8));
             }
-            for (field, counts, missing) in [
-                ("host", &mut hosts, &mut host_missing),
-                ("app", &mut apps, &mut app_missing),
-            ] {
-                count_values(segment, field, counts, missing)?;
-            }
+            // Keyword values by ordinal, then one dictionary lookup per value (not per record).
+            count_values(segment, "host", &mut b.hosts, &mut b.host_missing)?;
+            count_values(segment, "app", &mut b.apps, &mut b.app_missing)?;
         }
-        let finish = |counts: Option<BTreeMap<String, u64>>, missing: u64| {
-            counts.map(|c| KeywordCounts {
-                values: c.into_iter().collect(),
-                missing,
-            })
-        };
-        Ok(SegmentSummary {
-            format_version: FORMAT_VERSION,
-            docs,
-            minutes: minutes.into_iter().collect(),
-            hosts: finish(hosts, host_missing),
-            apps: finish(apps, app_missing),
-        })
+        Ok(b.finish())
     }
 
     /// Writes the summary into `dir` (the segment's files before bundling).
@@ -123,9 +100,9 @@ impl SegmentSummary {
 }
 
 /// Builds a summary one record at a time, for segments written from parsed records (block
-/// segments) rather than from columns.
+/// segments); [`SegmentSummary::compute`] fills one from a record index's columns.
 #[derive(Debug)]
-pub struct SummaryBuilder {
+pub(crate) struct SummaryBuilder {
     docs: u64,
     minutes: BTreeMap<i64, [u64; SEVERITY_SLOTS]>,
     hosts: Option<BTreeMap<String, u64>>,
@@ -157,9 +134,7 @@ impl SummaryBuilder {
         app: Option<&str>,
     ) {
         self.docs += 1;
-        let minute = timestamp.div_euclid(SUMMARY_BUCKET_NS) * SUMMARY_BUCKET_NS;
-        let slot = severity.map_or(SEVERITY_SLOTS - 1, |c| (c as usize).min(SEVERITY_SLOTS - 1));
-        self.minutes.entry(minute).or_insert([0; SEVERITY_SLOTS])[slot] += 1;
+        self.count_minute(timestamp, severity);
         for (value, counts, missing) in [
             (host, &mut self.hosts, &mut self.host_missing),
             (app, &mut self.apps, &mut self.app_missing),
@@ -178,6 +153,13 @@ impl SummaryBuilder {
                 None => *missing += 1,
             }
         }
+    }
+
+    /// Counts a record of severity code `severity` (0–7) in the minute of `timestamp`.
+    fn count_minute(&mut self, timestamp: i64, severity: Option<u8>) {
+        let minute = timestamp.div_euclid(SUMMARY_BUCKET_NS) * SUMMARY_BUCKET_NS;
+        let slot = severity.map_or(SEVERITY_SLOTS - 1, |c| (c as usize).min(SEVERITY_SLOTS - 1));
+        self.minutes.entry(minute).or_insert([0; SEVERITY_SLOTS])[slot] += 1;
     }
 
     pub fn finish(self) -> SegmentSummary {
