@@ -455,7 +455,7 @@ fn real_blocks(
     bytes: f64,
     current: Option<&(Index, LogSchema)>,
 ) {
-    use logsift_store::blocks::{BlockRecord, BlockWriter};
+    use logsift_store::blocks::{BlockRecord, BlockSegment, BlockWriter};
     let dir = tempfile::tempdir().expect("temp dir");
     let records = lines.len() as f64;
     let started = cpu_seconds();
@@ -483,7 +483,8 @@ fn real_blocks(
         writer.add(&rec, &record);
     }
     let added = cpu_seconds();
-    let segment = writer.finish().expect("block segment");
+    writer.finish().expect("block segment");
+    let segment = BlockSegment::open(&dir.path().join("blocks")).expect("block segment");
     let finished = cpu_seconds();
     let per = |a: f64, b: f64| (b - a) / records * 1e6;
     println!(

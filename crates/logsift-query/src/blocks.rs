@@ -71,8 +71,7 @@ pub struct BlockHits {
     pub after_cursor: u64,
     /// The first `limit` matches after the cursor, in the order asked for.
     pub hits: Vec<BlockHit>,
-    /// Blocks the plan named, and blocks read and checked.
-    pub candidates: usize,
+    /// Blocks read and checked.
     pub blocks_read: usize,
 }
 
@@ -330,10 +329,7 @@ pub fn search(
         SortOrder::Desc => order_of.sort_by_key(|&o| Reverse(segment.blocks[o].ts_max)),
         SortOrder::Asc => order_of.sort_by_key(|&o| segment.blocks[o].ts_min),
     }
-    let mut out = BlockHits {
-        candidates: order_of.len(),
-        ..BlockHits::default()
-    };
+    let mut out = BlockHits::default();
     // Whether key `a` comes before `b` in the answer.
     let better = |a: (i64, u64), b: (i64, u64)| match order {
         SortOrder::Desc => a > b,
@@ -799,7 +795,8 @@ mod tests {
             );
             parsed.push((ts, id as u64, record));
         }
-        let segment = writer.finish().unwrap();
+        writer.finish().unwrap();
+        let segment = BlockSegment::open(&dir.path().join("seg")).unwrap();
         assert_eq!(segment.num_records(), 3000);
         assert!(segment.blocks.len() >= 3000 / 128);
         let mid = parsed[1500].0;

@@ -178,8 +178,8 @@ pub(crate) fn collect(
                     }
                 }
                 PartReader::Blocks(blocks) => {
-                    for b in &blocks.blocks {
-                        widen(b.ts_min, b.ts_max);
+                    if let Some((lo, hi)) = blocks.time_range {
+                        widen(lo, hi);
                     }
                 }
             }

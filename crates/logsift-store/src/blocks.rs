@@ -422,7 +422,7 @@ impl BlockWriter {
             writer: Some(writer),
             indexed: 0,
             failed: None,
-            schema: BlockSchema::new(),
+            schema,
             analyzer: tokens::word_analyzer(),
             open: HashMap::new(),
             pending: Vec::new(),
@@ -627,9 +627,9 @@ impl BlockWriter {
         }
     }
 
-    /// Closes every open block and writes the segment into `dir` (which must not exist).
-    /// Closes every open block and completes the segment in its directory.
-    pub fn finish(mut self) -> Result<BlockSegment, BlockError> {
+    /// Closes every open block and completes the segment in its directory; returns its block
+    /// index (open the segment with [`BlockSegment::open`]).
+    pub fn finish(mut self) -> Result<Index, BlockError> {
         let mut open: Vec<(u64, OpenBlock)> = self.open.drain().collect();
         open.sort_by_key(|(_, b)| b.first_id);
         for (key, blk) in open {
@@ -676,7 +676,7 @@ impl BlockWriter {
         std::fs::File::open(&body_path)
             .and_then(|f| f.sync_all())
             .map_err(io(&body_path))?;
-        BlockSegment::open(dir)
+        Ok(self.index)
     }
 }
 
@@ -898,11 +898,6 @@ pub struct DecodedBlock {
 }
 
 impl DecodedBlock {
-    /// Whether the lines of the block whose header is loaded are loaded too.
-    pub fn has_lines(&self) -> bool {
-        self.lines_of.is_some() && self.lines_of == self.header_of
-    }
-
     pub fn raw(&self, r: &RecordMeta) -> &[u8] {
         &self.data[r.raw.clone()]
     }
@@ -925,6 +920,9 @@ pub struct BlockSegment {
     ddict: Option<zstd::zstd_safe::DDict<'static>>,
     /// Per block: (ts_min, ts_max, records, body range, filter range), by block ordinal.
     pub blocks: Vec<BlockInfo>,
+    /// The smallest and largest timestamps of its records (`None`: no records), for pruning
+    /// without a pass over the blocks.
+    pub time_range: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -1059,7 +1057,13 @@ impl BlockSegment {
                 return Err(damaged(format!("block {ord} points past its files")));
             }
         }
+        let time_range = blocks.iter().fold(None, |acc: Option<(i64, i64)>, b| {
+            Some(acc.map_or((b.ts_min, b.ts_max), |(lo, hi)| {
+                (lo.min(b.ts_min), hi.max(b.ts_max))
+            }))
+        });
         Ok(BlockSegment {
+            time_range,
             dir: dir.to_path_buf(),
             schema,
             index,
@@ -1344,7 +1348,8 @@ mod tests {
                 &record,
             );
         }
-        writer.finish().unwrap()
+        writer.finish().unwrap();
+        BlockSegment::open(dir).unwrap()
     }
 
     #[test]
@@ -1407,7 +1412,8 @@ mod tests {
                 &record,
             );
         }
-        let seg = writer.finish().unwrap();
+        writer.finish().unwrap();
+        let seg = BlockSegment::open(&dir.path().join("s")).unwrap();
         assert_eq!(seg.num_records(), 86);
         assert!(seg.blocks.len() >= 10, "{} blocks", seg.blocks.len());
         for b in &seg.blocks {

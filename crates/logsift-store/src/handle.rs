@@ -1007,7 +1007,7 @@ impl IndexHandle {
             // A v1 hot index keeps its own schema: it is sealed as records.
             None if self.layout == crate::Layout::Blocks && tier.v1_dir.is_none() => {
                 let (info, _) = self
-                    .write_blocks(&tier.id, tier.raw_bytes, tier.max_lsn, &out, |add| {
+                    .write_blocks(&tier.id, tier.max_lsn, &out, |add| {
                         self.feed_tier(&tier.index, add)
                     })?
                     .ok_or_else(|| self.store_err("a tier to seal holds no record".into()))?;
@@ -1077,7 +1077,6 @@ impl IndexHandle {
     fn write_blocks(
         &self,
         id: &str,
-        raw_bytes: u64,
         max_lsn: u64,
         out: &Path,
         feed: impl FnOnce(&mut dyn FnMut(&BlockRecord<'_>)) -> Result<(), StoreError>,
@@ -1089,7 +1088,7 @@ impl IndexHandle {
         let mut writer = BlockWriter::new(out, self.block_zstd_level)
             .map_err(|e| self.store_err(e.to_string()))?;
         let mut summary = SummaryBuilder::default();
-        let (mut min_ts, mut max_ts, mut docs) = (i64::MAX, i64::MIN, 0u64);
+        let (mut min_ts, mut max_ts, mut docs, mut raw_bytes) = (i64::MAX, i64::MIN, 0u64, 0u64);
         feed(&mut |rec: &BlockRecord<'_>| {
             // Parsed again for its words: the hot tier keeps the line, not its parse.
             let opts = logsift_parse::ParseOptions {
@@ -1107,16 +1106,16 @@ impl IndexHandle {
             min_ts = min_ts.min(rec.timestamp);
             max_ts = max_ts.max(rec.timestamp);
             docs += 1;
+            raw_bytes += rec.raw.len() as u64;
         })?;
         if docs == 0 {
             return Ok(None);
         }
-        let segment = writer.finish().map_err(|e| self.store_err(e.to_string()))?;
-        let metas = segment
-            .index
+        let metas = writer
+            .finish()
+            .map_err(|e| self.store_err(e.to_string()))?
             .searchable_segment_metas()
             .map_err(|e| self.tantivy_err(e))?;
-        drop(segment);
         summary
             .finish()
             .write(out)
@@ -1540,17 +1539,13 @@ impl IndexHandle {
             })?;
         let sources = [entry];
         self.rewrite_with(&sources, "e", reason, "erased into", |work, id, max_lsn| {
-            let kept = source.num_records().saturating_sub(erased.len() as u64);
-            let raw_bytes = kept_raw_bytes(&sources, kept);
-            let mut kept = 0u64;
-            let written = self.write_blocks(id, raw_bytes, max_lsn, work, |add| {
+            let written = self.write_blocks(id, max_lsn, work, |add| {
                 let mut block = crate::blocks::DecodedBlock::default();
                 for ord in 0..source.blocks.len() {
                     source
                         .read_block(ord, &mut block)
                         .map_err(|e| self.store_err(e.to_string()))?;
                     for r in block.records.iter().filter(|r| !erased.contains(&r.id)) {
-                        kept += 1;
                         add(&BlockRecord {
                             id: r.id,
                             timestamp: r.timestamp,
@@ -1564,6 +1559,7 @@ impl IndexHandle {
                 crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
                 self.check_not_abandoned()
             })?;
+            let kept = written.as_ref().map_or(0, |(info, _)| info.docs);
             Ok((written, kept))
         })
     }
