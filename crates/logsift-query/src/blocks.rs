@@ -13,8 +13,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use logsift_store::blocks::{
-    hash_word, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK, FIELD_TYPED_MARK,
-    FIELD_WORD_MARK, KEYWORD_MARK,
+    hash_word, BlockError, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK,
+    FIELD_TYPED_MARK, FIELD_WORD_MARK, KEYWORD_MARK,
 };
 use logsift_store::tokens;
 use tantivy::postings::Postings;
@@ -194,10 +194,7 @@ impl<'s> BlockQuery<'s> {
         need: Need,
         mut visit: impl FnMut(&DecodedBlock, &RecordMeta, Option<&logsift_core::Record<'_>>),
     ) -> Result<(), QueryError> {
-        let damaged = |e: logsift_store::blocks::BlockError| QueryError::BadRequest(e.to_string());
-        self.segment
-            .read_header(ord, &mut self.block)
-            .map_err(damaged)?;
+        self.segment.read_header(ord, &mut self.block)?;
         self.blocks_read += 1;
         let (start, end) = (self.start, self.end);
         let in_range = move |r: &RecordMeta| {
@@ -205,9 +202,7 @@ impl<'s> BlockQuery<'s> {
         };
         if let Some(test) = self.header_test.filter(|_| need != Need::Record) {
             if need == Need::Lines {
-                self.segment
-                    .read_lines(ord, &mut self.block)
-                    .map_err(damaged)?;
+                self.segment.read_lines(ord, &mut self.block)?;
             }
             let block = &self.block;
             for r in block.records.iter().filter(|r| in_range(r)) {
@@ -217,9 +212,7 @@ impl<'s> BlockQuery<'s> {
             }
             return Ok(());
         }
-        self.segment
-            .read_lines(ord, &mut self.block)
-            .map_err(damaged)?;
+        self.segment.read_lines(ord, &mut self.block)?;
         let block = &self.block;
         if !self.required.is_empty() {
             self.lower.clear();
@@ -526,10 +519,10 @@ fn word_freqs(segment: &BlockSegment, word: &str) -> Result<Vec<u32>, QueryError
     for reader in segment.searcher.segment_readers() {
         let inverted = reader
             .inverted_index(segment.schema.words)
-            .map_err(|e| QueryError::BadRequest(e.to_string()))?;
+            .map_err(BlockError::from)?;
         if let Some(mut postings) = inverted
             .read_postings(&term, IndexRecordOption::WithFreqs)
-            .map_err(|e| QueryError::BadRequest(e.to_string()))?
+            .map_err(|e| BlockError::from(tantivy::TantivyError::from(e)))?
         {
             let mut doc = postings.doc();
             while doc != TERMINATED {

@@ -110,6 +110,9 @@ pub enum QueryError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A block segment that does not read back (damage the checksum check quarantines).
+    #[error(transparent)]
+    Segment(#[from] logsift_store::blocks::BlockError),
     #[error("the query took longer than its time limit and was stopped; narrow the time range or the query")]
     Timeout,
     #[error("the query was cancelled")]

@@ -306,6 +306,8 @@ pub(crate) fn query_error(e: QueryError) -> ApiError {
         QueryError::Cancelled => {
             ApiError::new(StatusCode::REQUEST_TIMEOUT, "cancelled", e.to_string())
         }
-        QueryError::Search { .. } | QueryError::Store(_) => ApiError::internal(e.to_string()),
+        QueryError::Search { .. } | QueryError::Store(_) | QueryError::Segment(_) => {
+            ApiError::internal(e.to_string())
+        }
     }
 }
