@@ -905,6 +905,7 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
                             after: Some((key.timestamp, key.id)),
                             limit,
                             stream: Some(stream),
+                            budget: Some(req.budget.clone()),
                             ..crate::blocks::Page::default()
                         };
                         blocks_page(store, &handle, blocks, &Ast::All, &page)?

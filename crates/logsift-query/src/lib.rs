@@ -365,6 +365,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
                         order: req.order,
                         after: after.map(|a| (a.timestamp, a.id)),
                         limit: req.limit,
+                        budget: Some(budget.clone()),
                         ..blocks::Page::default()
                     };
                     parts::blocks_page(store, &handles[part.handle], blocks, &ast, &page)
