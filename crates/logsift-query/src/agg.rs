@@ -12,6 +12,7 @@
 //! the time limit cuts them short they answer what the finished parts counted, with the
 //! range those cover completely.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::Instant;
@@ -38,7 +39,6 @@ use crate::{
     check_range, parse_query, range_split, resolve_indexes, search_error, Budget, Compiled,
     QueryError, SortOrder,
 };
-use std::borrow::Cow;
 
 /// Most buckets one histogram may have.
 pub const MAX_BUCKETS: usize = 10_000;
@@ -224,21 +224,13 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
                         .map_err(search_error(&handles[part.handle]))
                 }
                 PartReader::Blocks(blocks) => {
-                    let mut counts = HistogramSegment {
-                        timestamps: Column::build_empty_column(0),
-                        severities: Column::build_empty_column(0),
-                        origin,
-                        interval,
-                        start,
-                        end,
-                        counts: vec![[0; 9]; n],
-                    };
+                    let mut counts = collector.counter();
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
                     let mut query = BlockQuery::new(blocks, &ast, &parse, Some(start), Some(end))?;
                     query.scan(budget, Need::Header, |_, r, _| {
                         counts.count(Some(r.timestamp), r.severity.map(u64::from));
                     })?;
-                    Ok(counts.harvest())
+                    Ok(counts.nonempty())
                 }
             }
         },
@@ -324,14 +316,32 @@ struct HistogramCollector {
 /// Non-empty buckets only: (bucket, counts by severity code, then no severity).
 type HistogramFruit = Vec<(u32, [u64; 9])>;
 
-struct HistogramSegment {
-    timestamps: Column<i64>,
-    severities: Column<u64>,
+impl HistogramCollector {
+    fn counter(&self) -> BucketCounts {
+        BucketCounts {
+            origin: self.origin,
+            interval: self.interval,
+            start: self.start,
+            end: self.end,
+            counts: vec![[0; 9]; self.buckets],
+        }
+    }
+}
+
+/// One part's counts per bucket and severity, whatever reads its records (columns of a
+/// record index, headers of a block segment).
+struct BucketCounts {
     origin: i64,
     interval: i64,
     start: i64,
     end: i64,
     counts: Vec<[u64; 9]>,
+}
+
+struct HistogramSegment {
+    timestamps: Column<i64>,
+    severities: Column<u64>,
+    counts: BucketCounts,
 }
 
 impl Collector for HistogramCollector {
@@ -347,11 +357,7 @@ impl Collector for HistogramCollector {
         Ok(HistogramSegment {
             timestamps: fast.i64("timestamp")?,
             severities: fast.u64("severity_code")?,
-            origin: self.origin,
-            interval: self.interval,
-            start: self.start,
-            end: self.end,
-            counts: vec![[0; 9]; self.buckets],
+            counts: self.counter(),
         })
     }
 
@@ -371,7 +377,7 @@ impl Collector for HistogramCollector {
     }
 }
 
-impl HistogramSegment {
+impl BucketCounts {
     fn count(&mut self, ts: Option<i64>, severity: Option<u64>) {
         let Some(ts) = ts.filter(|ts| *ts >= self.start && *ts < self.end) else {
             return;
@@ -386,6 +392,15 @@ impl HistogramSegment {
             slot[severity] += 1;
         }
     }
+
+    fn nonempty(self) -> HistogramFruit {
+        self.counts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| c.iter().any(|n| *n > 0))
+            .map(|(i, c)| (i as u32, c))
+            .collect()
+    }
 }
 
 impl SegmentCollector for HistogramSegment {
@@ -394,7 +409,7 @@ impl SegmentCollector for HistogramSegment {
     fn collect(&mut self, doc: DocId, _score: Score) {
         let ts = self.timestamps.first(doc);
         let severity = self.severities.first(doc);
-        self.count(ts, severity);
+        self.counts.count(ts, severity);
     }
 
     /// A whole-corpus histogram visits every record: reading the columns a block at a time
@@ -407,18 +422,13 @@ impl SegmentCollector for HistogramSegment {
             self.timestamps.first_vals(chunk, ts);
             self.severities.first_vals(chunk, sev);
             for (&t, &s) in ts.iter().zip(sev.iter()) {
-                self.count(t, s);
+                self.counts.count(t, s);
             }
         }
     }
 
     fn harvest(self) -> HistogramFruit {
-        self.counts
-            .into_iter()
-            .enumerate()
-            .filter(|(_, c)| c.iter().any(|n| *n > 0))
-            .map(|(i, c)| (i as u32, c))
-            .collect()
+        self.counts.nonempty()
     }
 }
 
@@ -567,11 +577,10 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
                             None => fruit.missing += 1,
                         }
                     })?;
-                    let mut values = KeywordCounts {
+                    let values = KeywordCounts {
                         values: counts.into_iter().collect(),
                         missing: fruit.missing,
                     };
-                    values.values.sort_unstable();
                     Ok(terms_of_summary(&values, fruit.total, req.max_values))
                 }
             }
@@ -630,11 +639,7 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
 
 /// The value of keyword field `field` (one of [`TERMS_FIELDS`]) of a parsed record, as the
 /// record index's column holds it.
-fn record_value<'r>(
-    record: &'r logsift_core::Record<'_>,
-    field: &str,
-) -> Option<std::borrow::Cow<'r, str>> {
-    use std::borrow::Cow;
+fn record_value<'r>(record: &'r logsift_core::Record<'_>, field: &str) -> Option<Cow<'r, str>> {
     let borrowed = |v: &'r Option<Cow<'_, str>>| v.as_deref().map(Cow::Borrowed);
     match field {
         "host" => borrowed(&record.host),
@@ -847,7 +852,7 @@ pub fn context(store: &Store, req: &ContextRequest) -> Result<ContextResponse, Q
     for handle in store.list() {
         req.budget.check()?;
         let readers: Vec<PartReader> = handle.parts(None, None).into_iter().map(|p| p.0).collect();
-        let Some(found) = find_by_id(store, &handle, &readers, &by_id, &find, req.id)? else {
+        let Some(found) = find_by_id(&handle, &readers, &by_id, &find, req.id)? else {
             continue;
         };
         let Found {
@@ -944,7 +949,6 @@ struct Found {
 
 /// The record with id `id` in one of `readers` (parts of `handle`'s index), if any.
 fn find_by_id(
-    store: &Store,
     handle: &IndexHandle,
     readers: &[PartReader],
     by_id: &dyn Query,
@@ -972,22 +976,21 @@ fn find_by_id(
                     if id < info.first_id || id > info.last_id {
                         continue;
                     }
-                    blocks
-                        .read_block(ord, &mut block)
-                        .map_err(|e| QueryError::BadRequest(e.to_string()))?;
-                    let Some(r) = block.records.iter().find(|r| r.id == id) else {
+                    blocks.read_header(ord, &mut block)?;
+                    let Some(at) = block.records.iter().position(|r| r.id == id) else {
                         continue;
                     };
-                    let opts = store.parse_options(handle.name().as_str(), r.received_at);
-                    let record = logsift_parse::parse(r.format, block.raw(r), &opts);
+                    blocks.read_lines(ord, &mut block)?;
+                    let r = &block.records[at];
+                    // A block's records share its stream: host and app are the header's.
                     return Ok(Some(Found {
                         part,
                         key: SortKey {
                             timestamp: r.timestamp,
                             id,
                         },
-                        host: record.host.as_deref().map(str::to_string),
-                        app: record.app.as_deref().map(str::to_string),
+                        host: block.host.clone(),
+                        app: block.app.clone(),
                         at: HitAt::Line(Box::new(crate::blocks::BlockHit::of(&block, r))),
                     }));
                 }

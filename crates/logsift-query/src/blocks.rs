@@ -139,8 +139,8 @@ impl<'s> BlockQuery<'s> {
         })
     }
 
-    /// Calls `visit` with every match, block by block (each record parsed), and stops early
-    /// when `budget` runs out (having marked it cut).
+    /// Calls `visit` with every match, block by block (see [`Self::matches_in`] for what
+    /// `need` loads), and stops early when `budget` runs out (having marked it cut).
     pub fn scan(
         &mut self,
         budget: &crate::Budget,
