@@ -319,14 +319,7 @@ impl IndexHandle {
             schema: schema.clone(),
             writer_memory_bytes: cfg.writer_memory_bytes,
             layout: cfg.layout,
-            parse: logsift_parse::ParseOptions {
-                received_at_ns: 0,
-                default_offset_secs: cfg.default_offset_secs,
-                logfmt: cfg
-                    .index_options
-                    .get(name.as_str())
-                    .is_some_and(|o| o.logfmt),
-            },
+            parse: cfg.parse_options(name.as_str(), 0),
             // Block bodies are written once and never recompressed: the idle level when there
             // is one (measured at 100 MB: 0.217 B/B at level 3, 0.205 at 9, for 8.6 against
             // about 9.5 µs of CPU per record, all steps included).

@@ -127,6 +127,19 @@ impl StoreConfig {
         }
     }
 
+    /// How records of `index` received at `received_at_ns` are parsed.
+    pub(crate) fn parse_options(
+        &self,
+        index: &str,
+        received_at_ns: i64,
+    ) -> logsift_parse::ParseOptions {
+        logsift_parse::ParseOptions {
+            received_at_ns,
+            default_offset_secs: self.default_offset_secs,
+            logfmt: self.index_options.get(index).is_some_and(|o| o.logfmt),
+        }
+    }
+
     pub(crate) fn seal_policy(&self) -> SealPolicy {
         SealPolicy {
             docs: self.seal_docs.max(1),
@@ -243,11 +256,7 @@ impl Store {
 
     /// How records of `index` received at `received_at_ns` are parsed.
     pub fn parse_options(&self, index: &str, received_at_ns: i64) -> logsift_parse::ParseOptions {
-        logsift_parse::ParseOptions {
-            received_at_ns,
-            default_offset_secs: self.cfg.default_offset_secs,
-            logfmt: self.cfg.index_options.get(index).is_some_and(|o| o.logfmt),
-        }
+        self.cfg.parse_options(index, received_at_ns)
     }
 
     /// The JSON hit of one stored document of `index`.
