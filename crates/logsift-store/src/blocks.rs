@@ -627,8 +627,9 @@ impl BlockWriter {
         }
     }
 
-    /// Closes every open block and completes the segment in its directory; returns its block
-    /// index (open the segment with [`BlockSegment::open`]).
+    /// Closes every open block and completes the segment in its directory, without fsync
+    /// (what is durable is the bundle made of it); returns its block index (open the segment
+    /// with [`BlockSegment::open`]).
     pub fn finish(mut self) -> Result<Index, BlockError> {
         let mut open: Vec<(u64, OpenBlock)> = self.open.drain().collect();
         open.sort_by_key(|(_, b)| b.first_id);
@@ -671,11 +672,10 @@ impl BlockWriter {
             .and_then(|_| f.write_all(&segment_filter))
             .and_then(|_| f.write_all(&self.dictionary))
             .and_then(|_| f.write_all(&self.filters))
-            .and_then(|_| f.sync_all())
             .map_err(io(&filters_path))?;
-        std::fs::File::open(&body_path)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&body_path))?;
+        // Not fsynced here: a seal bundles these files into the segment file, which is what
+        // is fsynced and catalogued; the directory is scratch, removed after (or at the next
+        // start, if the process dies first).
         Ok(self.index)
     }
 }
