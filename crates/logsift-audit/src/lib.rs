@@ -90,12 +90,22 @@ fn csv_builder() -> csv::WriterBuilder {
     b
 }
 
+/// One CSV row (header or record), appended to `out` by a `csv::Writer` of its own.
+fn csv_row<I, T>(fields: I, out: &mut Vec<u8>)
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<[u8]>,
+{
+    let mut w = csv_builder().from_writer(out);
+    // Writing to a Vec cannot fail, and every row has the same 12 fields.
+    let _ = w.write_record(fields);
+    let _ = w.flush();
+}
+
 /// Serializes exported records and keeps the count and sha256 of every byte produced, so
 /// that what was sent and what the manifest says are the same thing by construction.
 pub struct Encoder {
     format: Format,
-    /// CSV only: how rows are written (a `csv::Writer` per row, onto the caller's buffer).
-    csv: Option<csv::WriterBuilder>,
     sha: Sha256,
     records: u64,
     bytes: u64,
@@ -105,7 +115,6 @@ impl Encoder {
     pub fn new(format: Format) -> Self {
         Encoder {
             format,
-            csv: (format == Format::Csv).then(csv_builder),
             sha: Sha256::new(),
             records: 0,
             bytes: 0,
@@ -116,7 +125,7 @@ impl Encoder {
     pub fn header(&mut self, out: &mut Vec<u8>) {
         if self.format == Format::Csv {
             let start = out.len();
-            self.csv_row(CSV_COLUMNS, out);
+            csv_row(CSV_COLUMNS, out);
             self.account(&out[start..]);
         }
     }
@@ -137,23 +146,11 @@ impl Encoder {
                     Value::Object(o) if o.is_empty() => Cow::Borrowed(""),
                     other => Cow::Owned(other.to_string()),
                 });
-                self.csv_row(row.iter().map(|f| f.as_bytes()), out);
+                csv_row(row.iter().map(|f| f.as_bytes()), out);
             }
         }
         self.records += 1;
         self.account(&out[start..]);
-    }
-
-    /// One CSV row (header or record), appended to `out`.
-    fn csv_row<I, T>(&mut self, fields: I, out: &mut Vec<u8>)
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<[u8]>,
-    {
-        let mut w = self.csv.get_or_insert_with(csv_builder).from_writer(out);
-        // Writing to a Vec cannot fail, and every row has the same 12 fields.
-        let _ = w.write_record(fields);
-        let _ = w.flush();
     }
 
     fn account(&mut self, bytes: &[u8]) {

@@ -12,7 +12,6 @@ pub struct Meter {
     bar: ProgressBar,
     /// What `done` counts: "records" or "bytes".
     unit: &'static str,
-    started: Instant,
 }
 
 /// How often the line is redrawn on a terminal.
@@ -56,11 +55,7 @@ impl Meter {
         }
         bar.set_position(base);
         bar.reset_eta();
-        Meter {
-            bar,
-            unit,
-            started: Instant::now(),
-        }
+        Meter { bar, unit }
     }
 
     pub fn update(&mut self, done: u64, records: u64) {
@@ -68,7 +63,7 @@ impl Meter {
             self.bar.set_length(done);
         }
         if self.unit != "records" {
-            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            let secs = self.bar.elapsed().as_secs_f64().max(0.001);
             self.bar
                 .set_message(format!("{:.0} records/s", records as f64 / secs));
         }
@@ -177,37 +172,38 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn captured() -> (ProgressDrawTarget, Arc<Mutex<Vec<String>>>) {
+    /// A plain-lines target that keeps the lines it would write, and those lines.
+    fn capturing(every: Duration) -> (PlainLines, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let term = PlainLines {
-            every: Duration::ZERO,
+            every,
             state: Mutex::new((None, String::new())),
             captured: Some(lines.clone()),
         };
-        (
-            ProgressDrawTarget::term_like_with_hz(Box::new(term), 1),
-            lines,
-        )
+        (term, lines)
+    }
+
+    /// The line a meter draws after `update(done, records)`.
+    fn drawn(unit: &'static str, total: u64, base: u64, done: u64, records: u64) -> String {
+        let (term, lines) = capturing(Duration::ZERO);
+        let target = ProgressDrawTarget::term_like_with_hz(Box::new(term), 1);
+        let mut m = Meter::with_target(unit, total, base, target);
+        m.update(done, records);
+        m.bar.force_draw();
+        let line = lines.lock().unwrap().last().cloned().unwrap_or_default();
+        line
     }
 
     #[test]
     fn the_line_says_done_total_rate_and_eta() {
-        let (target, lines) = captured();
-        let mut m = Meter::with_target("bytes", 10_000_000, 0, target);
-        m.update(5_000_000, 100);
-        m.bar.force_draw();
-        let line = lines.lock().unwrap().last().cloned().unwrap_or_default();
+        let line = drawn("bytes", 10_000_000, 0, 5_000_000, 100);
         assert!(
             line.starts_with("[###############---------------] 50% 5.00 MB of 10.00 MB, "),
             "{line}"
         );
         assert!(line.contains("records/s") && line.contains("ETA"), "{line}");
 
-        let (target, lines) = captured();
-        let mut m = Meter::with_target("records", 4_000, 1_000, target);
-        m.update(5_000, 5_000);
-        m.bar.force_draw();
-        let line = lines.lock().unwrap().last().cloned().unwrap_or_default();
+        let line = drawn("records", 4_000, 1_000, 5_000, 5_000);
         assert!(
             line.starts_with("[##############################] 100% 5,000 of 5,000 records, "),
             "a total passed grows with what was done: {line}"
@@ -217,12 +213,7 @@ mod tests {
 
     #[test]
     fn plain_lines_come_at_most_once_per_interval() {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let term = PlainLines {
-            every: Duration::from_secs(3600),
-            state: Mutex::new((None, String::new())),
-            captured: Some(lines.clone()),
-        };
+        let (term, lines) = capturing(Duration::from_secs(3600));
         for line in ["one", "two"] {
             term.write_str("\r").unwrap();
             term.write_str(line).unwrap();

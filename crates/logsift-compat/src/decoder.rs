@@ -185,6 +185,7 @@ impl ShipperDecoder for OtlpLogs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::tests::framed as grpc_frame;
     use logsift_parse::{parse_json, ParseOptions};
     use prost::Message;
 
@@ -412,13 +413,6 @@ mod tests {
                 schema_url: String::new(),
             }],
         }
-    }
-
-    fn grpc_frame(flag: u8, message: &[u8]) -> Vec<u8> {
-        let mut out = vec![flag];
-        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        out.extend_from_slice(message);
-        out
     }
 
     #[test]

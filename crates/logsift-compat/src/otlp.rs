@@ -622,10 +622,11 @@ pub fn unframe_grpc_admitted<E: From<DecodeError>>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    /// `message` as one gRPC length-prefixed message; `flag` 1 says it is compressed.
+    pub(crate) fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
         let mut out = vec![flag];
         out.extend_from_slice(&(message.len() as u32).to_be_bytes());
         out.extend_from_slice(message);

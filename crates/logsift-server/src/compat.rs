@@ -79,10 +79,11 @@ impl Budget for RecordBudget<'_> {
         self.records += 1;
         self.bytes = self.bytes.saturating_add(len);
         if self.bytes > self.limit {
-            return Err(decode_error(DecodeError::TooLarge {
+            return Err(DecodeError::TooLarge {
                 decoded: self.bytes,
                 limit: self.limit,
-            }));
+            }
+            .into());
         }
         let entries = self
             .bytes
@@ -127,17 +128,15 @@ pub fn target_index(headers: &HeaderMap) -> Result<IndexName, ApiError> {
     }
 }
 
-pub fn decode_error(e: DecodeError) -> ApiError {
-    let status = match e {
-        DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, e.reason(), e.to_string())
-}
-
+/// A body a shipper's decoder refused: 413 when it decodes to too much, else 400, with the
+/// decoder's reason as the error code.
 impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
-        decode_error(e)
+        let status = match e {
+            DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.reason(), e.to_string())
     }
 }
 

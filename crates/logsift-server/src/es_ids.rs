@@ -106,23 +106,28 @@ fn decode_file(path: &Path, bytes: &[u8]) -> std::io::Result<Vec<(Key, i64, u64)
 
 /// Opens the hour file `path` for appending: a new or empty one gets the version 2 header;
 /// an existing one is cut back to its last whole entry, so that entries appended after a
-/// torn one stay aligned.
+/// torn one stay aligned. Only the header and the length are read: the entries were loaded
+/// by [`IdWindow::open`], and this runs under the window's lock, on a commit.
 fn open_for_append(path: &Path) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
         .open(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let start = entries_start(path, &bytes)?;
-    if start < HEADER_BYTES && start == bytes.len() {
+    let mut head = Vec::with_capacity(HEADER_BYTES);
+    (&mut file)
+        .take(HEADER_BYTES as u64)
+        .read_to_end(&mut head)?;
+    let len = file.metadata()?.len() as usize;
+    // The first HEADER_BYTES bytes decide where entries start, whatever follows them.
+    let start = entries_start(path, &head)?;
+    if start < HEADER_BYTES && start == len {
         // Empty, or a torn header: nothing in it counts.
         file.set_len(0)?;
         file.write_all(&header())?;
     } else {
-        let whole = start + (bytes.len() - start) / ENTRY_BYTES * ENTRY_BYTES;
-        if whole != bytes.len() {
+        let whole = start + (len - start) / ENTRY_BYTES * ENTRY_BYTES;
+        if whole != len {
             file.set_len(whole as u64)?;
         }
     }
@@ -641,6 +646,25 @@ mod tests {
         let bytes = std::fs::read(&file).unwrap();
         // The torn entry was cut before appending, so the new one stays aligned.
         assert_eq!(bytes.len(), 3 * ENTRY_BYTES);
+        let mut entries = golden_entries();
+        entries.push((key("logs", "c"), now, content(b"{}")));
+        assert_eq!(decode_file(&file, &bytes).unwrap(), entries);
+    }
+
+    /// Appending reads only the header: a version 2 file torn mid-entry is cut back to its
+    /// last whole entry, after the header, like a version 1 file.
+    #[test]
+    fn a_torn_version_2_file_is_cut_to_whole_entries_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("500000.ids");
+        let mut bytes = golden("es-ids-v2.ids").1;
+        bytes.extend_from_slice(&[7; 5]);
+        std::fs::write(&file, &bytes).unwrap();
+        let now = 1_800_000_010 * SEC;
+        let w = Arc::new(IdWindow::open(dir.path(), 3600, 1000, now).unwrap());
+        claim(&w, "c", "{}", Op::Create, now);
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(bytes.len(), HEADER_BYTES + 3 * ENTRY_BYTES);
         let mut entries = golden_entries();
         entries.push((key("logs", "c"), now, content(b"{}")));
         assert_eq!(decode_file(&file, &bytes).unwrap(), entries);
