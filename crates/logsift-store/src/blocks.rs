@@ -348,12 +348,17 @@ const DICT_MAX_BYTES: usize = 64 << 10;
 
 /// Builds one block segment from records in any order: each stream's records fill its open
 /// block, which closes at [`BLOCK_RECORDS`].
+///
+/// Two uses: a seal feeds it a whole tier and calls [`BlockWriter::finish`]; the hot tier of
+/// the `blocks` layout feeds it records as they arrive and calls [`BlockWriter::snapshot`] at
+/// every commit, so that what it holds so far is searchable, then `finish` at the seal (the
+/// segment is already written by then: closed blocks went to `body.dat` as they closed).
 pub struct BlockWriter {
     schema: BlockSchema,
     analyzer: TextAnalyzer,
     open: HashMap<u64, OpenBlock>,
-    /// Closed blocks as (document, plain body) until the dictionary exists.
-    pending: Vec<(TantivyDocument, Vec<u8>, Vec<u8>)>,
+    /// Closed blocks as (document, plain header, plain lines) until the dictionary exists.
+    pending: Vec<PlainBlock>,
     pending_bytes: usize,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     dictionary: Vec<u8>,
@@ -364,10 +369,15 @@ pub struct BlockWriter {
     index: Index,
     /// Taken by `finish`.
     writer: Option<IndexWriter>,
-    /// Blocks indexed so far, and the first indexing error (reported by `finish`).
+    /// What [`BlockWriter::snapshot`] reads the block index through.
+    reader: Option<tantivy::IndexReader>,
+    /// Blocks indexed so far, and the first error (reported by `snapshot` and `finish`).
     indexed: usize,
-    failed: Option<tantivy::TantivyError>,
-    body: Vec<u8>,
+    failed: Option<BlockError>,
+    /// `body.dat`, written as blocks are compressed: a seal of a large tier does not hold its
+    /// bodies in memory, and a hot tier's snapshots read them from the file.
+    body: std::io::BufWriter<std::fs::File>,
+    body_len: u64,
     filters: Vec<u8>,
     segment_ids: Vec<u64>,
     scratch: String,
@@ -379,6 +389,10 @@ pub struct BlockWriter {
     /// Most time a block's records span.
     max_span_ns: i64,
 }
+
+/// A closed block before compression: its index document (without the body's place), its
+/// plain header and lines.
+type PlainBlock = (TantivyDocument, Vec<u8>, Vec<u8>);
 
 impl BlockWriter {
     /// A writer whose blocks close at `block_records` records instead of [`BLOCK_RECORDS`]
@@ -403,23 +417,27 @@ impl BlockWriter {
     /// A writer of the block segment in `dir` (created; it must not hold one already);
     /// `zstd_level` compresses each block's frames.
     pub fn new(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
-        std::fs::create_dir_all(dir).map_err(|source| BlockError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlockError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let schema = BlockSchema::new();
         let index = Index::create_in_dir(dir, schema.schema.clone())?;
         register_words_tokenizer(&index);
-        // One thread and a bounded arena, committed every `blocks_per_commit` blocks; the
-        // segments are merged into one at the end, so that block ordinals are document ids
-        // (a block's offsets are its own document's fields: the order the merge gives them
-        // does not matter).
+        // One thread and a bounded arena, committed every `blocks_per_commit` blocks (and at
+        // each snapshot); the segments are merged into one at the end, so that block
+        // ordinals are document ids (a block's offsets are its own document's fields: the
+        // order the merge gives them does not matter).
         let writer: IndexWriter = index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        let body_path = dir.join(BODY_FILE);
+        let body = std::fs::File::create(&body_path).map_err(io(&body_path))?;
         Ok(BlockWriter {
             dir: dir.to_path_buf(),
             index,
             writer: Some(writer),
+            reader: None,
             indexed: 0,
             failed: None,
             schema,
@@ -429,7 +447,8 @@ impl BlockWriter {
             pending_bytes: 0,
             compressor: None,
             dictionary: Vec::new(),
-            body: Vec::new(),
+            body: std::io::BufWriter::with_capacity(1 << 20, body),
+            body_len: 0,
             filters: Vec::new(),
             segment_ids: Vec::new(),
             scratch: String::new(),
@@ -438,6 +457,21 @@ impl BlockWriter {
             blocks_per_commit: 4096,
             max_span_ns: MAX_BLOCK_SPAN_NS,
         })
+    }
+
+    /// A writer for a hot tier: its block index merges in the background, since a snapshot
+    /// at every commit would otherwise leave one index segment per commit for queries to
+    /// visit.
+    pub fn merging(self) -> Self {
+        if let Some(w) = &self.writer {
+            w.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
+        }
+        self
+    }
+
+    /// Where the segment is being written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Adds a record; `parsed` is `rec.raw` parsed with the index's options.
@@ -489,7 +523,13 @@ impl BlockWriter {
         }
     }
 
-    fn close(&mut self, key: u64, blk: OpenBlock) {
+    /// The document (without the body's place or the filter's), plain header, filter and ids
+    /// of a block; its lines are `blk.body`.
+    fn block_parts(
+        &self,
+        key: u64,
+        blk: &OpenBlock,
+    ) -> (TantivyDocument, Vec<u8>, Vec<u8>, Vec<u64>) {
         let s = &self.schema;
         let mut doc = TantivyDocument::new();
         doc.add_i64(s.ts_min, blk.ts_min);
@@ -536,16 +576,10 @@ impl BlockWriter {
         for column in columns {
             plain.extend_from_slice(column);
         }
-        let head = plain;
-        let lines = blk.body;
-        let mut ids = blk.ids;
+        let mut ids = blk.ids.clone();
         ids.sort_unstable();
         ids.dedup();
         let filter = bloom_bytes(&ids, BLOCK_BITS_PER_ID, BLOCK_PROBES);
-        doc.add_u64(s.filter_offset, self.filters.len() as u64);
-        doc.add_u64(s.filter_len, filter.len() as u64);
-        self.filters.extend_from_slice(&filter);
-        self.segment_ids.extend_from_slice(&ids);
         let mut text = String::with_capacity(
             blk.words
                 .iter()
@@ -559,6 +593,16 @@ impl BlockWriter {
             }
         }
         doc.add_text(s.words, &text);
+        (doc, plain, filter, ids)
+    }
+
+    fn close(&mut self, key: u64, blk: OpenBlock) {
+        let (mut doc, head, filter, ids) = self.block_parts(key, &blk);
+        doc.add_u64(self.schema.filter_offset, self.filters.len() as u64);
+        doc.add_u64(self.schema.filter_len, filter.len() as u64);
+        self.filters.extend_from_slice(&filter);
+        self.segment_ids.extend_from_slice(&ids);
+        let lines = blk.body;
         if self.compressor.is_some() {
             self.compress(doc, &head, &lines);
         } else {
@@ -594,23 +638,40 @@ impl BlockWriter {
         self.pending_bytes = 0;
     }
 
-    fn compress(&mut self, mut doc: TantivyDocument, head: &[u8], lines: &[u8]) {
-        let s = &self.schema;
+    /// The header and lines frames of a block.
+    fn frames(&mut self, head: &[u8], lines: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut frame = |plain: &[u8]| match self.compressor.as_mut().map(|c| c.compress(plain)) {
             Some(Ok(frame)) => frame,
             // zstd fails only on invalid parameters; a fresh default context always works.
             _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
         };
-        let head_frame = frame(head);
-        let lines_frame = frame(lines);
-        doc.add_u64(s.body_offset, self.body.len() as u64);
+        (frame(head), frame(lines))
+    }
+
+    fn compress(&mut self, mut doc: TantivyDocument, head: &[u8], lines: &[u8]) {
+        let (head_frame, lines_frame) = self.frames(head, lines);
+        let s = &self.schema;
+        doc.add_u64(s.body_offset, self.body_len);
         doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
         doc.add_u64(s.plain_len, lines.len() as u64);
         doc.add_u64(s.header_len, head_frame.len() as u64);
         doc.add_u64(s.header_plain_len, head.len() as u64);
-        self.body.extend_from_slice(&head_frame);
-        self.body.extend_from_slice(&lines_frame);
-        let (Some(writer), None) = (self.writer.as_mut(), &self.failed) else {
+        if self.failed.is_some() {
+            return;
+        }
+        let written = self
+            .body
+            .write_all(&head_frame)
+            .and_then(|()| self.body.write_all(&lines_frame));
+        if let Err(source) = written {
+            self.failed = Some(BlockError::Io {
+                path: self.dir.join(BODY_FILE),
+                source,
+            });
+            return;
+        }
+        self.body_len += (head_frame.len() + lines_frame.len()) as u64;
+        let Some(writer) = self.writer.as_mut() else {
             return;
         };
         self.indexed += 1;
@@ -623,8 +684,164 @@ impl BlockWriter {
             }
         });
         if let Err(e) = added {
-            self.failed = Some(e);
+            self.failed = Some(e.into());
         }
+    }
+
+    /// Makes every record added so far readable, the writer going on: the blocks written to
+    /// `body.dat` as one segment read from this writer's files, and the others (open blocks,
+    /// which still grow, and closed ones waiting for the dictionary) as a second one in
+    /// memory, compressed afresh at each snapshot, if there are any.
+    pub fn snapshot(&mut self) -> Result<Vec<BlockSegment>, BlockError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| tantivy::TantivyError::InternalError("finished".into()))?;
+        writer.commit()?;
+        let body_path = self.dir.join(BODY_FILE);
+        self.body.flush().map_err(|source| BlockError::Io {
+            path: body_path.clone(),
+            source,
+        })?;
+        let reader = match &self.reader {
+            Some(r) => {
+                r.reload()?;
+                r.clone()
+            }
+            None => {
+                let r: tantivy::IndexReader = self
+                    .index
+                    .reader_builder()
+                    .reload_policy(tantivy::ReloadPolicy::Manual)
+                    .try_into()?;
+                self.reader = Some(r.clone());
+                r
+            }
+        };
+        let body = if self.body_len == 0 {
+            OwnedBytes::empty()
+        } else {
+            let file = std::fs::File::open(&body_path).map_err(|source| BlockError::Io {
+                path: body_path.clone(),
+                source,
+            })?;
+            // SAFETY: `body.dat` is this writer's own scratch file: it only grows (the map
+            // covers what was flushed above) and is never truncated or rewritten while a
+            // snapshot may read it; removing it leaves the mapping valid.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .len(self.body_len as usize)
+                    .map(&file)
+            }
+            .map_err(|source| BlockError::Io {
+                path: body_path.clone(),
+                source,
+            })?;
+            OwnedBytes::new(map)
+        };
+        let closed = BlockSegment::assemble(
+            &self.dir,
+            self.index.clone(),
+            reader.searcher(),
+            body,
+            OwnedBytes::new(self.filters.clone()),
+            None,
+            0,
+            &self.dictionary,
+        )?;
+        let mut out = vec![closed];
+        if !self.open.is_empty() || !self.pending.is_empty() {
+            out.push(self.unwritten_segment()?);
+        }
+        Ok(out)
+    }
+
+    /// The blocks not in `body.dat` yet as a segment in memory (see [`BlockWriter::snapshot`]).
+    fn unwritten_segment(&mut self) -> Result<BlockSegment, BlockError> {
+        // Indexed on this thread into one segment: a writer's threads, started twice a second
+        // for a few hundred documents, would cost more than the indexing.
+        let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+        tokenizers.register(WORDS_TOKENIZER, WordsTokenizer::default());
+        let mut writer: tantivy::SingleSegmentIndexWriter = Index::builder()
+            .schema(self.schema.schema.clone())
+            .tokenizers(tokenizers)
+            .single_segment_index_writer(
+                tantivy::directory::RamDirectory::create(),
+                OPEN_SNAPSHOT_ARENA,
+            )?;
+        // Closed blocks waiting for the dictionary keep their filters in the writer's.
+        let mut filters = if self.pending.is_empty() {
+            Vec::new()
+        } else {
+            self.filters.clone()
+        };
+        let mut open: Vec<(u64, &OpenBlock)> = self.open.iter().map(|(k, b)| (*k, b)).collect();
+        open.sort_by_key(|(_, b)| b.first_id);
+        let mut blocks: Vec<PlainBlock> = self.pending.clone();
+        for (key, blk) in open {
+            let (mut doc, head, filter, _) = self.block_parts(key, blk);
+            doc.add_u64(self.schema.filter_offset, filters.len() as u64);
+            doc.add_u64(self.schema.filter_len, filter.len() as u64);
+            filters.extend_from_slice(&filter);
+            blocks.push((doc, head, blk.body.clone()));
+        }
+        // Before the dictionary: plainly, and fast (these frames live until the next commit).
+        let mut plain = match self.compressor {
+            Some(_) => None,
+            None => Some(
+                zstd::bulk::Compressor::new(1).map_err(|source| BlockError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })?,
+            ),
+        };
+        let s = self.schema.clone();
+        let mut body = Vec::new();
+        for (mut doc, head, lines) in blocks {
+            let (head_frame, lines_frame) = match plain.as_mut() {
+                Some(c) => (c.compress(&head), c.compress(&lines)),
+                None => {
+                    let (h, l) = self.frames(&head, &lines);
+                    (Ok(h), Ok(l))
+                }
+            };
+            let io = |source| BlockError::Io {
+                path: self.dir.clone(),
+                source,
+            };
+            let (head_frame, lines_frame) = (head_frame.map_err(io)?, lines_frame.map_err(io)?);
+            doc.add_u64(s.body_offset, body.len() as u64);
+            doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
+            doc.add_u64(s.plain_len, lines.len() as u64);
+            doc.add_u64(s.header_len, head_frame.len() as u64);
+            doc.add_u64(s.header_plain_len, head.len() as u64);
+            body.extend_from_slice(&head_frame);
+            body.extend_from_slice(&lines_frame);
+            writer.add_document(doc)?;
+        }
+        let index = writer.finalize()?;
+        let reader: tantivy::IndexReader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()?;
+        let dictionary: &[u8] = if plain.is_some() {
+            &[]
+        } else {
+            &self.dictionary
+        };
+        BlockSegment::assemble(
+            &self.dir.join("unwritten"),
+            index,
+            reader.searcher(),
+            OwnedBytes::new(body),
+            OwnedBytes::new(filters),
+            None,
+            0,
+            dictionary,
+        )
     }
 
     /// Closes every open block and completes the segment in its directory, without fsync
@@ -644,7 +861,7 @@ impl BlockWriter {
             move |source| BlockError::Io { path, source }
         };
         if let Some(e) = self.failed.take() {
-            return Err(e.into());
+            return Err(e);
         }
         let dir = self.dir.clone();
         let dir = dir.as_path();
@@ -652,14 +869,20 @@ impl BlockWriter {
             .writer
             .take()
             .ok_or_else(|| tantivy::TantivyError::InternalError("finished twice".into()))?;
+        // Merges a hot writer started end first; none starts after this commit.
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         writer.commit()?;
+        writer.wait_merging_threads()?;
         let ids = self.index.searchable_segment_ids()?;
         if ids.len() > 1 {
-            writer.merge(&ids).wait()?;
+            let mut merger: IndexWriter =
+                self.index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
+            merger.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+            merger.merge(&ids).wait()?;
+            merger.wait_merging_threads()?;
         }
-        writer.wait_merging_threads()?;
         let body_path = dir.join(BODY_FILE);
-        std::fs::write(&body_path, &self.body).map_err(io(&body_path))?;
+        self.body.flush().map_err(io(&body_path))?;
         self.segment_ids.sort_unstable();
         self.segment_ids.dedup();
         let segment_filter = bloom_bytes(&self.segment_ids, SEGMENT_BITS_PER_ID, SEGMENT_PROBES);
@@ -679,6 +902,10 @@ impl BlockWriter {
         Ok(self.index)
     }
 }
+
+/// Arena of the in-memory index of a snapshot's open blocks: tantivy's least. Arena pages are
+/// taken as documents come, so a handful of open blocks takes far less.
+const OPEN_SNAPSHOT_ARENA: usize = 15 << 20;
 
 /// Pushes `name \0 value` after `mark` into `word`, lowercased (ASCII fast, else Unicode) when
 /// `lower`.
@@ -915,11 +1142,16 @@ pub struct BlockSegment {
     pub searcher: tantivy::Searcher,
     body: OwnedBytes,
     filters: OwnedBytes,
-    segment_filter: std::ops::Range<usize>,
+    /// Where the whole segment's filter lies in `filters`; `None` for a hot tier's snapshot,
+    /// which has none (it could hold any id).
+    segment_filter: Option<std::ops::Range<usize>>,
     /// The dictionary the bodies were compressed with, if any.
     ddict: Option<zstd::zstd_safe::DDict<'static>>,
     /// Per block: (ts_min, ts_max, records, body range, filter range), by block ordinal.
     pub blocks: Vec<BlockInfo>,
+    /// The ordinal of the first block of each index segment, in the searcher's order (a
+    /// sealed segment's index has one; a hot tier's snapshot several).
+    bases: Vec<usize>,
     /// The smallest and largest timestamps of its records (`None`: no records), for pruning
     /// without a pass over the blocks.
     pub time_range: Option<(i64, i64)>,
@@ -975,8 +1207,7 @@ impl BlockSegment {
         let filters = read(FILTERS_FILE)?;
         let index = Index::open(directory)?;
         register_words_tokenizer(&index);
-        let schema = BlockSchema::new();
-        let reader = index
+        let reader: tantivy::IndexReader = index
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
             .try_into()?;
@@ -1005,16 +1236,49 @@ impl BlockSegment {
             .checked_add(dict_len)
             .filter(|end| *end <= filters.len())
             .ok_or_else(|| damaged("dictionary runs past the file".into()))?;
-        let ddict = if dict_len == 0 {
+        let dictionary = filters.slice(dict_at..base);
+        Self::assemble(
+            dir,
+            index,
+            searcher,
+            body,
+            filters.clone(),
+            Some(HEADER..dict_at),
+            base,
+            dictionary.as_slice(),
+        )
+    }
+
+    /// A block segment of parts already at hand: `filters` holds the block filters from
+    /// `filter_base` on, and the segment's filter at `segment_filter` if it has one.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        dir: &Path,
+        index: Index,
+        searcher: tantivy::Searcher,
+        body: OwnedBytes,
+        filters: OwnedBytes,
+        segment_filter: Option<std::ops::Range<usize>>,
+        filter_base: usize,
+        dictionary: &[u8],
+    ) -> Result<BlockSegment, BlockError> {
+        let damaged = |why: String| BlockError::Damaged {
+            path: dir.to_path_buf(),
+            why,
+        };
+        let ddict = if dictionary.is_empty() {
             None
         } else {
             Some(
-                zstd::zstd_safe::DDict::try_create(&filters[dict_at..base])
+                zstd::zstd_safe::DDict::try_create(dictionary)
                     .ok_or_else(|| damaged("the zstd dictionary does not load".into()))?,
             )
         };
+        let base = filter_base;
         let mut blocks = Vec::new();
-        if let Some(seg) = searcher.segment_readers().first() {
+        let mut bases = Vec::new();
+        for seg in searcher.segment_readers() {
+            bases.push(blocks.len());
             let ff = seg.fast_fields();
             let col_i = |name: &str| ff.i64(name);
             let col_u = |name: &str| ff.u64(name);
@@ -1065,15 +1329,22 @@ impl BlockSegment {
         Ok(BlockSegment {
             time_range,
             dir: dir.to_path_buf(),
-            schema,
+            schema: BlockSchema::new(),
             index,
             searcher,
             body,
             filters,
-            segment_filter: HEADER..dict_at,
+            segment_filter,
             ddict,
             blocks,
+            bases,
         })
+    }
+
+    /// The block ordinal of document `doc` of the block index's segment `segment_ord` (as the
+    /// searcher orders its segment readers).
+    pub fn ordinal(&self, segment_ord: usize, doc: tantivy::DocId) -> usize {
+        self.bases.get(segment_ord).copied().unwrap_or(0) + doc as usize
     }
 
     pub fn num_records(&self) -> u64 {
@@ -1082,11 +1353,13 @@ impl BlockSegment {
 
     /// Whether any record of the segment may hold the high-entropy token hashed as `hash`.
     pub fn may_hold_id(&self, hash: u64) -> bool {
-        Bloom {
-            words: &self.filters[self.segment_filter.clone()],
-            probes: SEGMENT_PROBES,
-        }
-        .may_hold(hash)
+        self.segment_filter.as_ref().is_none_or(|at| {
+            Bloom {
+                words: &self.filters[at.clone()],
+                probes: SEGMENT_PROBES,
+            }
+            .may_hold(hash)
+        })
     }
 
     /// Whether block `ord` may hold the high-entropy token hashed as `hash`.
@@ -1386,6 +1659,98 @@ mod tests {
                 assert!(seg.may_hold_id(h) && seg.block_may_hold_id(ord, h), "{id}");
             }
         }
+    }
+
+    /// The ids a set of segments holds, sorted, each read from its block.
+    fn ids_in(segments: &[BlockSegment]) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let mut block = DecodedBlock::default();
+        for seg in segments {
+            for ord in 0..seg.blocks.len() {
+                seg.read_block(ord, &mut block).unwrap();
+                ids.extend(block.records.iter().map(|r| r.id));
+            }
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A hot tier's writer: every snapshot holds exactly the records added so far (closed
+    /// blocks from its files, open ones in memory), the writer going on after each; the
+    /// segment it then finishes holds them all, and its dictionary serves the next writer.
+    #[test]
+    fn snapshots_hold_what_was_added_and_finish_completes_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = logsift_parse::ParseOptions::default();
+        let mut writer = BlockWriter::new(&dir.path().join("hot"), 3)
+            .unwrap()
+            .merging()
+            .with_commit_every(3);
+        let add = |writer: &mut BlockWriter, i: u64| {
+            let raw = format!(
+                "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done",
+                i / 60 % 60,
+                i % 60,
+                i % 5
+            );
+            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+            writer.add(
+                &BlockRecord {
+                    id: i,
+                    timestamp: record.timestamp.unwrap_or(0),
+                    received_at: 7,
+                    format: Format::Syslog,
+                    source: "tcp a",
+                    raw: raw.as_bytes(),
+                },
+                &record,
+            );
+        };
+        let mut next = 1u64;
+        for batch in [1u64, 40, 700, 3, 1500, 0, 260] {
+            for _ in 0..batch {
+                add(&mut writer, next);
+                next += 1;
+            }
+            let snap = writer.snapshot().unwrap();
+            assert_eq!(ids_in(&snap), (1..next).collect::<Vec<_>>(), "after {next}");
+            let records: u64 = snap.iter().map(BlockSegment::num_records).sum();
+            assert_eq!(records, next - 1);
+            // Words are counted through every index segment of the closed blocks.
+            let term = tantivy::Term::from_field_text(snap[0].schema.words, "request");
+            let mut counted = 0u64;
+            for (seg_ord, reader) in snap[0].searcher.segment_readers().iter().enumerate() {
+                let inverted = reader.inverted_index(snap[0].schema.words).unwrap();
+                if let Some(mut postings) = inverted
+                    .read_postings(&term, IndexRecordOption::WithFreqs)
+                    .unwrap()
+                {
+                    use tantivy::postings::Postings;
+                    use tantivy::DocSet;
+                    while postings.doc() != tantivy::TERMINATED {
+                        let ord = snap[0].ordinal(seg_ord, postings.doc());
+                        assert_eq!(
+                            u64::from(postings.term_freq()),
+                            u64::from(snap[0].blocks[ord].records)
+                        );
+                        counted += u64::from(postings.term_freq());
+                        postings.advance();
+                    }
+                }
+            }
+            let open: u64 = snap[1..].iter().map(BlockSegment::num_records).sum();
+            assert_eq!(counted + open, next - 1);
+        }
+        writer.finish().unwrap();
+        let seg = BlockSegment::open(&dir.path().join("hot")).unwrap();
+        assert_eq!(
+            ids_in(std::slice::from_ref(&seg)),
+            (1..next).collect::<Vec<_>>()
+        );
+        assert!(
+            seg.ddict.is_some(),
+            "the dictionary is trained on the tier's first blocks"
+        );
     }
 
     /// A quiet stream's records far apart in time go to different blocks, so that a short
