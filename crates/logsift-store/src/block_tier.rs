@@ -35,10 +35,11 @@ impl BlockTier {
     /// A tier writing its segment in `dir` (created). `hot`: filled over time and read through
     /// snapshots (its block index merges as it goes).
     pub fn new(dir: &Path, level: i32, hot: bool) -> Result<Self, BlockError> {
-        let mut writer = BlockWriter::new(dir, level)?;
-        if hot {
-            writer = writer.merging();
-        }
+        let writer = if hot {
+            BlockWriter::hot(dir, level)?
+        } else {
+            BlockWriter::new(dir, level)?
+        };
         Ok(BlockTier {
             writer,
             summary: SummaryBuilder::default(),

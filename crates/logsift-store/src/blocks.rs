@@ -360,34 +360,160 @@ pub struct BlockWriter {
     /// Closed blocks as (document, plain header, plain lines) until the dictionary exists.
     pending: Vec<PlainBlock>,
     pending_bytes: usize,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Whether the dictionary is decided (trained, or none): closed blocks then go straight
+    /// to the compression thread.
+    trained: bool,
     dictionary: Vec<u8>,
-    /// Where the segment is written, its block index and that index's writer: each block's
-    /// document is indexed as the block is compressed, so the seal never holds every
-    /// block's words at once (110 MB at 300 MB of e2e, left resident after the seal).
+    /// Compresses the blocks of [`BlockWriter::snapshot`]'s in-memory segment, fast, with the
+    /// dictionary once there is one.
+    fast: Option<zstd::bulk::Compressor<'static>>,
+    /// Where the segment is written and its block index.
     dir: PathBuf,
     index: Index,
-    /// Taken by `finish`.
-    writer: Option<IndexWriter>,
+    /// The compression thread, which owns `body.dat` and the block index's writer. Closed
+    /// blocks are compressed and indexed there, beside the thread that adds records (zstd
+    /// was 45 % of that thread's time with both on one), and each block's document is
+    /// indexed as it is compressed, so the seal never holds every block's words at once
+    /// (110 MB at 300 MB of e2e, left resident after the seal). Taken by `finish`.
+    worker: Option<Worker>,
     /// What [`BlockWriter::snapshot`] reads the block index through.
     reader: Option<tantivy::IndexReader>,
-    /// Blocks indexed so far, and the first error (reported by `snapshot` and `finish`).
-    indexed: usize,
+    /// The first error (reported by `snapshot` and `finish`).
     failed: Option<BlockError>,
-    /// `body.dat`, written as blocks are compressed: a seal of a large tier does not hold its
-    /// bodies in memory, and a hot tier's snapshots read them from the file.
-    body: std::io::BufWriter<std::fs::File>,
-    body_len: u64,
     filters: Vec<u8>,
     segment_ids: Vec<u64>,
     scratch: String,
     level: i32,
     block_records: usize,
+    /// Most time a block's records span.
+    max_span_ns: i64,
+}
+
+/// Blocks the compression thread may have queued: bounds the memory they hold when it falls
+/// behind (the thread adding records then waits).
+const QUEUED_BLOCKS: usize = 64;
+
+/// The zstd level of the blocks a snapshot compresses afresh each time (they live until the
+/// next commit).
+const UNWRITTEN_LEVEL: i32 = 1;
+
+/// What a [`BlockWriter`]'s compression thread is asked to do.
+enum Work {
+    /// Compress with this from now on (sent once, when the dictionary is decided).
+    Compressor(zstd::bulk::Compressor<'static>),
+    /// Compress a closed block, append it to `body.dat` and index its document.
+    Block(PlainBlock),
+    /// Flush `body.dat` and commit the block index; answer with the bytes written.
+    Commit(std::sync::mpsc::SyncSender<Result<u64, BlockError>>),
+}
+
+struct Worker {
+    tx: std::sync::mpsc::SyncSender<Work>,
+    thread: std::thread::JoinHandle<Compressing>,
+}
+
+/// What the compression thread owns; handed back when the writer finishes.
+struct Compressing {
+    schema: BlockSchema,
+    dir: PathBuf,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    writer: IndexWriter,
+    /// `body.dat`, written as blocks are compressed: a seal of a large tier does not hold its
+    /// bodies in memory, and a hot tier's snapshots read them from the file.
+    body: std::io::BufWriter<std::fs::File>,
+    body_len: u64,
+    indexed: usize,
     /// Blocks indexed between commits of the block index (each commit a segment, merged
     /// into one at the end): bounds the writer's memory along with its arena.
     blocks_per_commit: usize,
-    /// Most time a block's records span.
-    max_span_ns: i64,
+    /// The first error, kept: everything after it is suspect.
+    failed: Option<String>,
+}
+
+impl Compressing {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) -> Self {
+        for work in rx {
+            match work {
+                Work::Compressor(c) => self.compressor = Some(c),
+                Work::Block((doc, head, lines)) => {
+                    if let Err(e) = self.block(doc, &head, &lines) {
+                        self.failed.get_or_insert(e.to_string());
+                    }
+                }
+                Work::Commit(reply) => {
+                    let _ = reply.send(self.commit());
+                }
+            }
+        }
+        self
+    }
+
+    fn error(&self) -> Option<BlockError> {
+        self.failed.as_ref().map(|why| BlockError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other(why.clone()),
+        })
+    }
+
+    fn block(
+        &mut self,
+        mut doc: TantivyDocument,
+        head: &[u8],
+        lines: &[u8],
+    ) -> Result<(), BlockError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let mut frame = |plain: &[u8]| match self.compressor.as_mut().map(|c| c.compress(plain)) {
+            Some(Ok(frame)) => frame,
+            // zstd fails only on invalid parameters; a fresh default context always works.
+            _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
+        };
+        let (head_frame, lines_frame) = (frame(head), frame(lines));
+        let s = &self.schema;
+        doc.add_u64(s.body_offset, self.body_len);
+        doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
+        doc.add_u64(s.plain_len, lines.len() as u64);
+        doc.add_u64(s.header_len, head_frame.len() as u64);
+        doc.add_u64(s.header_plain_len, head.len() as u64);
+        self.body
+            .write_all(&head_frame)
+            .and_then(|()| self.body.write_all(&lines_frame))
+            .map_err(|source| BlockError::Io {
+                path: self.dir.join(BODY_FILE),
+                source,
+            })?;
+        self.body_len += (head_frame.len() + lines_frame.len()) as u64;
+        self.indexed += 1;
+        self.writer.add_document(doc)?;
+        if self.indexed.is_multiple_of(self.blocks_per_commit) {
+            self.writer.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<u64, BlockError> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        let done = self
+            .writer
+            .commit()
+            .map_err(BlockError::from)
+            .and_then(|_| {
+                self.body.flush().map_err(|source| BlockError::Io {
+                    path: self.dir.join(BODY_FILE),
+                    source,
+                })
+            });
+        match done {
+            Ok(()) => Ok(self.body_len),
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
 }
 
 /// A closed block before compression: its index document (without the body's place), its
@@ -404,19 +530,37 @@ impl BlockWriter {
         }
     }
 
-    /// A writer that commits its block index every `blocks` blocks (tests of the merge that
-    /// follows).
-    #[doc(hidden)]
-    pub fn with_commit_every(self, blocks: usize) -> Self {
-        BlockWriter {
-            blocks_per_commit: blocks.max(1),
-            ..self
-        }
-    }
-
     /// A writer of the block segment in `dir` (created; it must not hold one already);
     /// `zstd_level` compresses each block's frames.
     pub fn new(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
+        Self::create(dir, zstd_level, false, 4096)
+    }
+
+    /// A writer for a hot tier: its block index merges in the background, since a snapshot
+    /// at every commit would otherwise leave one index segment per commit for queries to
+    /// visit.
+    pub fn hot(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
+        Self::create(dir, zstd_level, true, 4096)
+    }
+
+    /// A writer that commits its block index every `blocks` blocks (tests of the merge that
+    /// follows).
+    #[doc(hidden)]
+    pub fn committing_every(
+        dir: &Path,
+        zstd_level: i32,
+        hot: bool,
+        blocks: usize,
+    ) -> Result<Self, BlockError> {
+        Self::create(dir, zstd_level, hot, blocks.max(1))
+    }
+
+    fn create(
+        dir: &Path,
+        zstd_level: i32,
+        hot: bool,
+        blocks_per_commit: usize,
+    ) -> Result<Self, BlockError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| BlockError::Io { path, source }
@@ -430,43 +574,50 @@ impl BlockWriter {
         // ordinals are document ids (a block's offsets are its own document's fields: the
         // order the merge gives them does not matter).
         let writer: IndexWriter = index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
-        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        if hot {
+            writer.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
+        } else {
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        }
         let body_path = dir.join(BODY_FILE);
         let body = std::fs::File::create(&body_path).map_err(io(&body_path))?;
+        let state = Compressing {
+            schema: schema.clone(),
+            dir: dir.to_path_buf(),
+            compressor: None,
+            writer,
+            body: std::io::BufWriter::with_capacity(1 << 20, body),
+            body_len: 0,
+            indexed: 0,
+            blocks_per_commit,
+            failed: None,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BLOCKS);
+        let thread = std::thread::Builder::new()
+            .name("logsift-blocks".into())
+            .spawn(move || state.run(rx))
+            .map_err(io(dir))?;
         Ok(BlockWriter {
             dir: dir.to_path_buf(),
             index,
-            writer: Some(writer),
+            worker: Some(Worker { tx, thread }),
             reader: None,
-            indexed: 0,
             failed: None,
             schema,
             analyzer: tokens::word_analyzer(),
             open: HashMap::new(),
             pending: Vec::new(),
             pending_bytes: 0,
-            compressor: None,
+            trained: false,
             dictionary: Vec::new(),
-            body: std::io::BufWriter::with_capacity(1 << 20, body),
-            body_len: 0,
+            fast: None,
             filters: Vec::new(),
             segment_ids: Vec::new(),
             scratch: String::new(),
             level: zstd_level,
             block_records: BLOCK_RECORDS,
-            blocks_per_commit: 4096,
             max_span_ns: MAX_BLOCK_SPAN_NS,
         })
-    }
-
-    /// A writer for a hot tier: its block index merges in the background, since a snapshot
-    /// at every commit would otherwise leave one index segment per commit for queries to
-    /// visit.
-    pub fn merging(self) -> Self {
-        if let Some(w) = &self.writer {
-            w.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
-        }
-        self
     }
 
     /// Where the segment is being written.
@@ -603,8 +754,8 @@ impl BlockWriter {
         self.filters.extend_from_slice(&filter);
         self.segment_ids.extend_from_slice(&ids);
         let lines = blk.body;
-        if self.compressor.is_some() {
-            self.compress(doc, &head, &lines);
+        if self.trained {
+            self.send(Work::Block((doc, head, lines)));
         } else {
             self.pending_bytes += head.len() + lines.len();
             self.pending.push((doc, head, lines));
@@ -614,8 +765,19 @@ impl BlockWriter {
         }
     }
 
+    /// Hands `work` to the compression thread (noting it if that thread is gone).
+    fn send(&mut self, work: Work) {
+        let sent = self.worker.as_ref().map(|w| w.tx.send(work));
+        if !matches!(sent, Some(Ok(()))) && self.failed.is_none() {
+            self.failed = Some(BlockError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("the block compression thread stopped"),
+            });
+        }
+    }
+
     /// Trains the segment's dictionary on the pending blocks (when there are enough of them)
-    /// and compresses them.
+    /// and sends them to be compressed.
     fn train(&mut self) {
         if self.pending_bytes >= DICT_MIN_BYTES && self.pending.len() >= 8 {
             let samples: Vec<&[u8]> = self
@@ -628,64 +790,30 @@ impl BlockWriter {
                 self.dictionary = dict;
             }
         }
-        let compressor = zstd::bulk::Compressor::with_dictionary(self.level, &self.dictionary)
-            .or_else(|_| zstd::bulk::Compressor::new(0))
-            .expect("a zstd context at its default level");
-        self.compressor = Some(compressor);
-        for (doc, head, lines) in std::mem::take(&mut self.pending) {
-            self.compress(doc, &head, &lines);
+        let context = |level: i32, dictionary: &[u8]| {
+            zstd::bulk::Compressor::with_dictionary(level, dictionary)
+                .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))
+        };
+        match (
+            context(self.level, &self.dictionary),
+            context(UNWRITTEN_LEVEL, &self.dictionary),
+        ) {
+            (Ok(compressor), Ok(fast)) => {
+                self.fast = Some(fast);
+                self.send(Work::Compressor(compressor));
+            }
+            (Err(source), _) | (_, Err(source)) => {
+                self.failed.get_or_insert(BlockError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        }
+        self.trained = true;
+        for block in std::mem::take(&mut self.pending) {
+            self.send(Work::Block(block));
         }
         self.pending_bytes = 0;
-    }
-
-    /// The header and lines frames of a block.
-    fn frames(&mut self, head: &[u8], lines: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let mut frame = |plain: &[u8]| match self.compressor.as_mut().map(|c| c.compress(plain)) {
-            Some(Ok(frame)) => frame,
-            // zstd fails only on invalid parameters; a fresh default context always works.
-            _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
-        };
-        (frame(head), frame(lines))
-    }
-
-    fn compress(&mut self, mut doc: TantivyDocument, head: &[u8], lines: &[u8]) {
-        let (head_frame, lines_frame) = self.frames(head, lines);
-        let s = &self.schema;
-        doc.add_u64(s.body_offset, self.body_len);
-        doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
-        doc.add_u64(s.plain_len, lines.len() as u64);
-        doc.add_u64(s.header_len, head_frame.len() as u64);
-        doc.add_u64(s.header_plain_len, head.len() as u64);
-        if self.failed.is_some() {
-            return;
-        }
-        let written = self
-            .body
-            .write_all(&head_frame)
-            .and_then(|()| self.body.write_all(&lines_frame));
-        if let Err(source) = written {
-            self.failed = Some(BlockError::Io {
-                path: self.dir.join(BODY_FILE),
-                source,
-            });
-            return;
-        }
-        self.body_len += (head_frame.len() + lines_frame.len()) as u64;
-        let Some(writer) = self.writer.as_mut() else {
-            return;
-        };
-        self.indexed += 1;
-        let commit = self.indexed.is_multiple_of(self.blocks_per_commit);
-        let added = writer.add_document(doc).map(|_| ()).and_then(|()| {
-            if commit {
-                writer.commit().map(|_| ())
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = added {
-            self.failed = Some(e.into());
-        }
     }
 
     /// Makes every record added so far readable, the writer going on: the blocks written to
@@ -693,19 +821,16 @@ impl BlockWriter {
     /// which still grow, and closed ones waiting for the dictionary) as a second one in
     /// memory, compressed afresh at each snapshot, if there are any.
     pub fn snapshot(&mut self) -> Result<Vec<BlockSegment>, BlockError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Work::Commit(tx));
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| tantivy::TantivyError::InternalError("finished".into()))?;
-        writer.commit()?;
+        let body_len = rx.recv().map_err(|_| BlockError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other("the block compression thread stopped"),
+        })??;
         let body_path = self.dir.join(BODY_FILE);
-        self.body.flush().map_err(|source| BlockError::Io {
-            path: body_path.clone(),
-            source,
-        })?;
         let reader = match &self.reader {
             Some(r) => {
                 r.reload()?;
@@ -721,7 +846,7 @@ impl BlockWriter {
                 r
             }
         };
-        let body = if self.body_len == 0 {
+        let body = if body_len == 0 {
             OwnedBytes::empty()
         } else {
             let file = std::fs::File::open(&body_path).map_err(|source| BlockError::Io {
@@ -733,7 +858,7 @@ impl BlockWriter {
             // snapshot may read it; removing it leaves the mapping valid.
             let map = unsafe {
                 memmap2::MmapOptions::new()
-                    .len(self.body_len as usize)
+                    .len(body_len as usize)
                     .map(&file)
             }
             .map_err(|source| BlockError::Io {
@@ -788,31 +913,23 @@ impl BlockWriter {
             filters.extend_from_slice(&filter);
             blocks.push((doc, head, blk.body.clone()));
         }
-        // Before the dictionary: plainly, and fast (these frames live until the next commit).
-        let mut plain = match self.compressor {
+        let io = |source| BlockError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        // Before the dictionary: plainly.
+        let mut plain = match self.fast {
             Some(_) => None,
-            None => Some(
-                zstd::bulk::Compressor::new(1).map_err(|source| BlockError::Io {
-                    path: self.dir.clone(),
-                    source,
-                })?,
-            ),
+            None => Some(zstd::bulk::Compressor::new(UNWRITTEN_LEVEL).map_err(io)?),
+        };
+        let Some(compressor) = plain.as_mut().or(self.fast.as_mut()) else {
+            return Err(io(std::io::Error::other("no zstd context")));
         };
         let s = self.schema.clone();
         let mut body = Vec::new();
         for (mut doc, head, lines) in blocks {
-            let (head_frame, lines_frame) = match plain.as_mut() {
-                Some(c) => (c.compress(&head), c.compress(&lines)),
-                None => {
-                    let (h, l) = self.frames(&head, &lines);
-                    (Ok(h), Ok(l))
-                }
-            };
-            let io = |source| BlockError::Io {
-                path: self.dir.clone(),
-                source,
-            };
-            let (head_frame, lines_frame) = (head_frame.map_err(io)?, lines_frame.map_err(io)?);
+            let head_frame = compressor.compress(&head).map_err(io)?;
+            let lines_frame = compressor.compress(&lines).map_err(io)?;
             doc.add_u64(s.body_offset, body.len() as u64);
             doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
             doc.add_u64(s.plain_len, lines.len() as u64);
@@ -827,7 +944,7 @@ impl BlockWriter {
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
             .try_into()?;
-        let dictionary: &[u8] = if plain.is_some() {
+        let dictionary: &[u8] = if self.fast.is_none() {
             &[]
         } else {
             &self.dictionary
@@ -853,7 +970,7 @@ impl BlockWriter {
         for (key, blk) in open {
             self.close(key, blk);
         }
-        if self.compressor.is_none() {
+        if !self.trained {
             self.train();
         }
         let io = |path: &Path| {
@@ -865,10 +982,19 @@ impl BlockWriter {
         }
         let dir = self.dir.clone();
         let dir = dir.as_path();
-        let mut writer = self
-            .writer
+        let worker = self
+            .worker
             .take()
             .ok_or_else(|| tantivy::TantivyError::InternalError("finished twice".into()))?;
+        drop(worker.tx);
+        let mut state = worker.thread.join().map_err(|_| BlockError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("the block compression thread panicked"),
+        })?;
+        if let Some(e) = state.error() {
+            return Err(e);
+        }
+        let mut writer = state.writer;
         // Merges a hot writer started end first; none starts after this commit.
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         writer.commit()?;
@@ -882,7 +1008,7 @@ impl BlockWriter {
             merger.wait_merging_threads()?;
         }
         let body_path = dir.join(BODY_FILE);
-        self.body.flush().map_err(io(&body_path))?;
+        state.body.flush().map_err(io(&body_path))?;
         self.segment_ids.sort_unstable();
         self.segment_ids.dedup();
         let segment_filter = bloom_bytes(&self.segment_ids, SEGMENT_BITS_PER_ID, SEGMENT_PROBES);
@@ -1601,7 +1727,7 @@ mod tests {
     fn segment(dir: &Path) -> BlockSegment {
         let opts = logsift_parse::ParseOptions::default();
         // Several block index segments, merged into one at the end.
-        let mut writer = BlockWriter::new(dir, 3).unwrap().with_commit_every(2);
+        let mut writer = BlockWriter::committing_every(dir, 3, false, 2).unwrap();
         for i in 0..900u64 {
             let raw = format!(
                 "<13>1 2026-12-02T12:00:{:02}Z host{} app - - - request {i:08} done",
@@ -1682,10 +1808,8 @@ mod tests {
     fn snapshots_hold_what_was_added_and_finish_completes_the_segment() {
         let dir = tempfile::tempdir().unwrap();
         let opts = logsift_parse::ParseOptions::default();
-        let mut writer = BlockWriter::new(&dir.path().join("hot"), 3)
-            .unwrap()
-            .merging()
-            .with_commit_every(3);
+        let mut writer =
+            BlockWriter::committing_every(&dir.path().join("hot"), 3, true, 3).unwrap();
         let add = |writer: &mut BlockWriter, i: u64| {
             let raw = format!(
                 "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done",
