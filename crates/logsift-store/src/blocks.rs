@@ -282,7 +282,7 @@ fn bloom_bytes(hashes: &[u64], bits_per: usize, probes: u64) -> Vec<u8> {
 #[derive(Default)]
 struct OpenBlock {
     /// Word hash → (position in `words`, last record that counted it).
-    seen: HashMap<u64, (u32, u32)>,
+    seen: HashMap<u64, (u32, u32), std::hash::BuildHasherDefault<Prehashed>>,
     words: Vec<(String, u32)>,
     ids: Vec<u64>,
     sources: Vec<String>,
@@ -308,6 +308,26 @@ struct OpenBlock {
     /// The stream's host and app (every record of the block has them).
     host: Option<String>,
     app: Option<String>,
+}
+
+/// Hashes a key that is already a hash ([`hash_word`]) as itself: SipHash over it took a
+/// third of the time of adding a record's words to its block (perf of the e2e ingest).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are u64); fold anything else in anyway.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 impl OpenBlock {
@@ -786,10 +806,14 @@ impl BlockWriter {
                 .flat_map(|(_, h, l)| [h.as_slice(), l.as_slice()])
                 .collect();
             // Training can fail on samples it finds too uniform; blocks then go without.
-            if let Ok(dict) = zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
-                self.dictionary = dict;
+            match zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
+                Ok(dict) => self.dictionary = dict,
+                Err(e) => {
+                    tracing::info!(dir = %self.dir.display(), error = %e, "no zstd dictionary for a block segment: training failed")
+                }
             }
         }
+        tracing::debug!(dir = %self.dir.display(), blocks = self.pending.len(), bytes = self.pending_bytes, dictionary = self.dictionary.len(), "block segment dictionary");
         let context = |level: i32, dictionary: &[u8]| {
             zstd::bulk::Compressor::with_dictionary(level, dictionary)
                 .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))

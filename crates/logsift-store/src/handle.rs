@@ -135,6 +135,8 @@ impl HotData {
 }
 
 /// The hot tier's writer, by layout.
+// One per index, moved only when a tier is sealed: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum HotWriter {
     Records(IndexWriter),
     Blocks(BlockTier),
@@ -169,7 +171,7 @@ enum SealingData {
     /// again from the snapshot).
     Blocks {
         parts: Vec<Arc<BlockSegment>>,
-        tier: Mutex<Option<BlockTier>>,
+        tier: Mutex<Option<Box<BlockTier>>>,
     },
 }
 
@@ -995,7 +997,7 @@ impl IndexHandle {
                 (HotData::Records { index, reader }, _) => SealingData::Records { index, reader },
                 (HotData::Blocks(parts), Some(HotWriter::Blocks(tier))) => SealingData::Blocks {
                     parts,
-                    tier: Mutex::new(Some(tier)),
+                    tier: Mutex::new(Some(Box::new(tier))),
                 },
                 (HotData::Blocks(parts), _) => SealingData::Blocks {
                     parts,
@@ -1132,7 +1134,7 @@ impl IndexHandle {
                         // Its blocks are written already: the segment is completed where it is.
                         Some(hot) => {
                             let dir = hot.dir().to_path_buf();
-                            let bundled = self.bundle_blocks(&tier.id, tier.max_lsn, hot);
+                            let bundled = self.bundle_blocks(&tier.id, tier.max_lsn, *hot);
                             if bundled.is_err() {
                                 remove_scratch(&dir);
                             }
