@@ -27,9 +27,19 @@ impl Rng {
 
 #[test]
 fn acknowledged_records_survive_twenty_kill_9s_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
     // Small segments: sealing happens often, so some kills land in the middle of one.
-    let config = "[index]\nseal_docs = 400\n";
+    survive_twenty_kill_9s("[index]\nseal_docs = 400\n");
+}
+
+/// The same with the hot tier of the `blocks` layout, which writes scratch files (its block
+/// bodies and block index) that a kill leaves behind half written.
+#[test]
+fn acknowledged_records_survive_twenty_kill_9s_exactly_once_with_blocks() {
+    survive_twenty_kill_9s("[index]\nseal_docs = 400\nlayout = \"blocks\"\n");
+}
+
+fn survive_twenty_kill_9s(config: &str) {
+    let dir = tempfile::tempdir().unwrap();
     let current: Arc<RwLock<Option<String>>> = Arc::new(RwLock::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));

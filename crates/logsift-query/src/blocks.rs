@@ -516,7 +516,7 @@ fn exact_word(ast: &Ast) -> bool {
 fn word_freqs(segment: &BlockSegment, word: &str) -> Result<Vec<u32>, QueryError> {
     let mut out = vec![0u32; segment.blocks.len()];
     let term = Term::from_field_text(segment.schema.words, word);
-    for reader in segment.searcher.segment_readers() {
+    for (seg_ord, reader) in segment.searcher.segment_readers().iter().enumerate() {
         let inverted = reader
             .inverted_index(segment.schema.words)
             .map_err(BlockError::from)?;
@@ -526,7 +526,7 @@ fn word_freqs(segment: &BlockSegment, word: &str) -> Result<Vec<u32>, QueryError
         {
             let mut doc = postings.doc();
             while doc != TERMINATED {
-                if let Some(slot) = out.get_mut(doc as usize) {
+                if let Some(slot) = out.get_mut(segment.ordinal(seg_ord, doc)) {
                     *slot = postings.term_freq();
                 }
                 doc = postings.advance();

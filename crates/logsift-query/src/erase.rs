@@ -70,11 +70,22 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
                 .map_or("-".into(), logsift_core::time::format_rfc3339),
         );
         let mut clean = false;
+        let parse = store.parse_options(handle.name().as_str(), 0);
         for _ in 0..MAX_PASSES {
             let deadline = Instant::now() + HOT_WAIT;
             loop {
                 handle.wait_for_seal();
-                if let Some(n) = handle.seal_for_erasure(&*query)? {
+                let hot_matches = |part: &PartReader| match part {
+                    PartReader::Records(searcher) => searcher
+                        .search(&*query, &Count)
+                        .map(|n| n as u64)
+                        .map_err(search_error(handle)),
+                    PartReader::Blocks(blocks) => {
+                        block_matches(blocks, &ast, &parse, req.start, req.end)
+                            .map(|ids| ids.len() as u64)
+                    }
+                };
+                if let Some(n) = handle.seal_for_erasure(hot_matches)? {
                     report.hot += n;
                     break;
                 }
@@ -87,7 +98,6 @@ pub fn erase(store: &Store, req: &EraseRequest) -> Result<EraseReport, QueryErro
             }
             handle.wait_for_seal();
             handle.wait_for_merge();
-            let parse = store.parse_options(handle.name().as_str(), 0);
             for (entry, reader) in handle.sealed_parts(req.start, req.end) {
                 let (removed, rewritten) = match reader {
                     PartReader::Records(searcher) => {

@@ -57,6 +57,10 @@ fn store(
         if i + 1 == sealed {
             indexer.commit().unwrap();
             store.seal_all_and_wait();
+        } else if i > sealed && i % 97 == 0 {
+            // Several commits of the hot tier: a tier of blocks is then read through a block
+            // index of several segments, and through open blocks snapshotted more than once.
+            indexer.commit().unwrap();
         }
     }
     indexer.commit().unwrap();

@@ -282,7 +282,7 @@ fn bloom_bytes(hashes: &[u64], bits_per: usize, probes: u64) -> Vec<u8> {
 #[derive(Default)]
 struct OpenBlock {
     /// Word hash → (position in `words`, last record that counted it).
-    seen: HashMap<u64, (u32, u32)>,
+    seen: HashMap<u64, (u32, u32), std::hash::BuildHasherDefault<Prehashed>>,
     words: Vec<(String, u32)>,
     ids: Vec<u64>,
     sources: Vec<String>,
@@ -308,6 +308,26 @@ struct OpenBlock {
     /// The stream's host and app (every record of the block has them).
     host: Option<String>,
     app: Option<String>,
+}
+
+/// Hashes a key that is already a hash ([`hash_word`]) as itself: SipHash over it took a
+/// third of the time of adding a record's words to its block (perf of the e2e ingest).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are u64); fold anything else in anyway.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 impl OpenBlock {
@@ -348,37 +368,177 @@ const DICT_MAX_BYTES: usize = 64 << 10;
 
 /// Builds one block segment from records in any order: each stream's records fill its open
 /// block, which closes at [`BLOCK_RECORDS`].
+///
+/// Two uses: a seal feeds it a whole tier and calls [`BlockWriter::finish`]; the hot tier of
+/// the `blocks` layout feeds it records as they arrive and calls [`BlockWriter::snapshot`] at
+/// every commit, so that what it holds so far is searchable, then `finish` at the seal (the
+/// segment is already written by then: closed blocks went to `body.dat` as they closed).
 pub struct BlockWriter {
     schema: BlockSchema,
     analyzer: TextAnalyzer,
     open: HashMap<u64, OpenBlock>,
-    /// Closed blocks as (document, plain body) until the dictionary exists.
-    pending: Vec<(TantivyDocument, Vec<u8>, Vec<u8>)>,
+    /// Closed blocks as (document, plain header, plain lines) until the dictionary exists.
+    pending: Vec<PlainBlock>,
     pending_bytes: usize,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Whether the dictionary is decided (trained, or none): closed blocks then go straight
+    /// to the compression thread.
+    trained: bool,
     dictionary: Vec<u8>,
-    /// Where the segment is written, its block index and that index's writer: each block's
-    /// document is indexed as the block is compressed, so the seal never holds every
-    /// block's words at once (110 MB at 300 MB of e2e, left resident after the seal).
+    /// Compresses the blocks of [`BlockWriter::snapshot`]'s in-memory segment, fast, with the
+    /// dictionary once there is one.
+    fast: Option<zstd::bulk::Compressor<'static>>,
+    /// Where the segment is written and its block index.
     dir: PathBuf,
     index: Index,
-    /// Taken by `finish`.
-    writer: Option<IndexWriter>,
-    /// Blocks indexed so far, and the first indexing error (reported by `finish`).
-    indexed: usize,
-    failed: Option<tantivy::TantivyError>,
-    body: Vec<u8>,
+    /// The compression thread, which owns `body.dat` and the block index's writer. Closed
+    /// blocks are compressed and indexed there, beside the thread that adds records (zstd
+    /// was 45 % of that thread's time with both on one), and each block's document is
+    /// indexed as it is compressed, so the seal never holds every block's words at once
+    /// (110 MB at 300 MB of e2e, left resident after the seal). Taken by `finish`.
+    worker: Option<Worker>,
+    /// What [`BlockWriter::snapshot`] reads the block index through.
+    reader: Option<tantivy::IndexReader>,
+    /// The first error (reported by `snapshot` and `finish`).
+    failed: Option<BlockError>,
     filters: Vec<u8>,
     segment_ids: Vec<u64>,
     scratch: String,
     level: i32,
     block_records: usize,
-    /// Blocks indexed between commits of the block index (each commit a segment, merged
-    /// into one at the end): bounds the writer's memory along with its arena.
-    blocks_per_commit: usize,
     /// Most time a block's records span.
     max_span_ns: i64,
 }
+
+/// Blocks the compression thread may have queued: bounds the memory they hold when it falls
+/// behind (the thread adding records then waits).
+const QUEUED_BLOCKS: usize = 64;
+
+/// The zstd level of the blocks a snapshot compresses afresh each time (they live until the
+/// next commit).
+const UNWRITTEN_LEVEL: i32 = 1;
+
+/// What a [`BlockWriter`]'s compression thread is asked to do.
+enum Work {
+    /// Compress with this from now on (sent once, when the dictionary is decided).
+    Compressor(zstd::bulk::Compressor<'static>),
+    /// Compress a closed block, append it to `body.dat` and index its document.
+    Block(PlainBlock),
+    /// Flush `body.dat` and commit the block index; answer with the bytes written.
+    Commit(std::sync::mpsc::SyncSender<Result<u64, BlockError>>),
+}
+
+struct Worker {
+    tx: std::sync::mpsc::SyncSender<Work>,
+    thread: std::thread::JoinHandle<Compressing>,
+}
+
+/// What the compression thread owns; handed back when the writer finishes.
+struct Compressing {
+    schema: BlockSchema,
+    dir: PathBuf,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    writer: IndexWriter,
+    /// `body.dat`, written as blocks are compressed: a seal of a large tier does not hold its
+    /// bodies in memory, and a hot tier's snapshots read them from the file.
+    body: std::io::BufWriter<std::fs::File>,
+    body_len: u64,
+    indexed: usize,
+    /// Blocks indexed between commits of the block index (each commit a segment, merged
+    /// into one at the end): bounds the writer's memory along with its arena.
+    blocks_per_commit: usize,
+    /// The first error, kept: everything after it is suspect.
+    failed: Option<String>,
+}
+
+impl Compressing {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) -> Self {
+        for work in rx {
+            match work {
+                Work::Compressor(c) => self.compressor = Some(c),
+                Work::Block((doc, head, lines)) => {
+                    if let Err(e) = self.block(doc, &head, &lines) {
+                        self.failed.get_or_insert(e.to_string());
+                    }
+                }
+                Work::Commit(reply) => {
+                    let _ = reply.send(self.commit());
+                }
+            }
+        }
+        self
+    }
+
+    fn error(&self) -> Option<BlockError> {
+        self.failed.as_ref().map(|why| BlockError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other(why.clone()),
+        })
+    }
+
+    fn block(
+        &mut self,
+        mut doc: TantivyDocument,
+        head: &[u8],
+        lines: &[u8],
+    ) -> Result<(), BlockError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        let mut frame = |plain: &[u8]| match self.compressor.as_mut().map(|c| c.compress(plain)) {
+            Some(Ok(frame)) => frame,
+            // zstd fails only on invalid parameters; a fresh default context always works.
+            _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
+        };
+        let (head_frame, lines_frame) = (frame(head), frame(lines));
+        let s = &self.schema;
+        doc.add_u64(s.body_offset, self.body_len);
+        doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
+        doc.add_u64(s.plain_len, lines.len() as u64);
+        doc.add_u64(s.header_len, head_frame.len() as u64);
+        doc.add_u64(s.header_plain_len, head.len() as u64);
+        self.body
+            .write_all(&head_frame)
+            .and_then(|()| self.body.write_all(&lines_frame))
+            .map_err(|source| BlockError::Io {
+                path: self.dir.join(BODY_FILE),
+                source,
+            })?;
+        self.body_len += (head_frame.len() + lines_frame.len()) as u64;
+        self.indexed += 1;
+        self.writer.add_document(doc)?;
+        if self.indexed.is_multiple_of(self.blocks_per_commit) {
+            self.writer.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<u64, BlockError> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        let done = self
+            .writer
+            .commit()
+            .map_err(BlockError::from)
+            .and_then(|_| {
+                self.body.flush().map_err(|source| BlockError::Io {
+                    path: self.dir.join(BODY_FILE),
+                    source,
+                })
+            });
+        match done {
+            Ok(()) => Ok(self.body_len),
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A closed block before compression: its index document (without the body's place), its
+/// plain header and lines.
+type PlainBlock = (TantivyDocument, Vec<u8>, Vec<u8>);
 
 impl BlockWriter {
     /// A writer whose blocks close at `block_records` records instead of [`BLOCK_RECORDS`]
@@ -390,54 +550,99 @@ impl BlockWriter {
         }
     }
 
-    /// A writer that commits its block index every `blocks` blocks (tests of the merge that
-    /// follows).
-    #[doc(hidden)]
-    pub fn with_commit_every(self, blocks: usize) -> Self {
-        BlockWriter {
-            blocks_per_commit: blocks.max(1),
-            ..self
-        }
-    }
-
     /// A writer of the block segment in `dir` (created; it must not hold one already);
     /// `zstd_level` compresses each block's frames.
     pub fn new(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
-        std::fs::create_dir_all(dir).map_err(|source| BlockError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        Self::create(dir, zstd_level, false, 4096)
+    }
+
+    /// A writer for a hot tier: its block index merges in the background, since a snapshot
+    /// at every commit would otherwise leave one index segment per commit for queries to
+    /// visit.
+    pub fn hot(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
+        Self::create(dir, zstd_level, true, 4096)
+    }
+
+    /// A writer that commits its block index every `blocks` blocks (tests of the merge that
+    /// follows).
+    #[doc(hidden)]
+    pub fn committing_every(
+        dir: &Path,
+        zstd_level: i32,
+        hot: bool,
+        blocks: usize,
+    ) -> Result<Self, BlockError> {
+        Self::create(dir, zstd_level, hot, blocks.max(1))
+    }
+
+    fn create(
+        dir: &Path,
+        zstd_level: i32,
+        hot: bool,
+        blocks_per_commit: usize,
+    ) -> Result<Self, BlockError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlockError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let schema = BlockSchema::new();
         let index = Index::create_in_dir(dir, schema.schema.clone())?;
         register_words_tokenizer(&index);
-        // One thread and a bounded arena, committed every `blocks_per_commit` blocks; the
-        // segments are merged into one at the end, so that block ordinals are document ids
-        // (a block's offsets are its own document's fields: the order the merge gives them
-        // does not matter).
+        // One thread and a bounded arena, committed every `blocks_per_commit` blocks (and at
+        // each snapshot); the segments are merged into one at the end, so that block
+        // ordinals are document ids (a block's offsets are its own document's fields: the
+        // order the merge gives them does not matter).
         let writer: IndexWriter = index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
-        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        if hot {
+            writer.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
+        } else {
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        }
+        let body_path = dir.join(BODY_FILE);
+        let body = std::fs::File::create(&body_path).map_err(io(&body_path))?;
+        let state = Compressing {
+            schema: schema.clone(),
+            dir: dir.to_path_buf(),
+            compressor: None,
+            writer,
+            body: std::io::BufWriter::with_capacity(1 << 20, body),
+            body_len: 0,
+            indexed: 0,
+            blocks_per_commit,
+            failed: None,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BLOCKS);
+        let thread = std::thread::Builder::new()
+            .name("logsift-blocks".into())
+            .spawn(move || state.run(rx))
+            .map_err(io(dir))?;
         Ok(BlockWriter {
             dir: dir.to_path_buf(),
             index,
-            writer: Some(writer),
-            indexed: 0,
+            worker: Some(Worker { tx, thread }),
+            reader: None,
             failed: None,
             schema,
             analyzer: tokens::word_analyzer(),
             open: HashMap::new(),
             pending: Vec::new(),
             pending_bytes: 0,
-            compressor: None,
+            trained: false,
             dictionary: Vec::new(),
-            body: Vec::new(),
+            fast: None,
             filters: Vec::new(),
             segment_ids: Vec::new(),
             scratch: String::new(),
             level: zstd_level,
             block_records: BLOCK_RECORDS,
-            blocks_per_commit: 4096,
             max_span_ns: MAX_BLOCK_SPAN_NS,
         })
+    }
+
+    /// Where the segment is being written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Adds a record; `parsed` is `rec.raw` parsed with the index's options.
@@ -489,7 +694,13 @@ impl BlockWriter {
         }
     }
 
-    fn close(&mut self, key: u64, blk: OpenBlock) {
+    /// The document (without the body's place or the filter's), plain header, filter and ids
+    /// of a block; its lines are `blk.body`.
+    fn block_parts(
+        &self,
+        key: u64,
+        blk: &OpenBlock,
+    ) -> (TantivyDocument, Vec<u8>, Vec<u8>, Vec<u64>) {
         let s = &self.schema;
         let mut doc = TantivyDocument::new();
         doc.add_i64(s.ts_min, blk.ts_min);
@@ -536,16 +747,10 @@ impl BlockWriter {
         for column in columns {
             plain.extend_from_slice(column);
         }
-        let head = plain;
-        let lines = blk.body;
-        let mut ids = blk.ids;
+        let mut ids = blk.ids.clone();
         ids.sort_unstable();
         ids.dedup();
         let filter = bloom_bytes(&ids, BLOCK_BITS_PER_ID, BLOCK_PROBES);
-        doc.add_u64(s.filter_offset, self.filters.len() as u64);
-        doc.add_u64(s.filter_len, filter.len() as u64);
-        self.filters.extend_from_slice(&filter);
-        self.segment_ids.extend_from_slice(&ids);
         let mut text = String::with_capacity(
             blk.words
                 .iter()
@@ -559,8 +764,18 @@ impl BlockWriter {
             }
         }
         doc.add_text(s.words, &text);
-        if self.compressor.is_some() {
-            self.compress(doc, &head, &lines);
+        (doc, plain, filter, ids)
+    }
+
+    fn close(&mut self, key: u64, blk: OpenBlock) {
+        let (mut doc, head, filter, ids) = self.block_parts(key, &blk);
+        doc.add_u64(self.schema.filter_offset, self.filters.len() as u64);
+        doc.add_u64(self.schema.filter_len, filter.len() as u64);
+        self.filters.extend_from_slice(&filter);
+        self.segment_ids.extend_from_slice(&ids);
+        let lines = blk.body;
+        if self.trained {
+            self.send(Work::Block((doc, head, lines)));
         } else {
             self.pending_bytes += head.len() + lines.len();
             self.pending.push((doc, head, lines));
@@ -570,8 +785,19 @@ impl BlockWriter {
         }
     }
 
+    /// Hands `work` to the compression thread (noting it if that thread is gone).
+    fn send(&mut self, work: Work) {
+        let sent = self.worker.as_ref().map(|w| w.tx.send(work));
+        if !matches!(sent, Some(Ok(()))) && self.failed.is_none() {
+            self.failed = Some(BlockError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("the block compression thread stopped"),
+            });
+        }
+    }
+
     /// Trains the segment's dictionary on the pending blocks (when there are enough of them)
-    /// and compresses them.
+    /// and sends them to be compressed.
     fn train(&mut self) {
         if self.pending_bytes >= DICT_MIN_BYTES && self.pending.len() >= 8 {
             let samples: Vec<&[u8]> = self
@@ -580,51 +806,183 @@ impl BlockWriter {
                 .flat_map(|(_, h, l)| [h.as_slice(), l.as_slice()])
                 .collect();
             // Training can fail on samples it finds too uniform; blocks then go without.
-            if let Ok(dict) = zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
-                self.dictionary = dict;
+            match zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
+                Ok(dict) => self.dictionary = dict,
+                Err(e) => {
+                    tracing::info!(dir = %self.dir.display(), error = %e, "no zstd dictionary for a block segment: training failed")
+                }
             }
         }
-        let compressor = zstd::bulk::Compressor::with_dictionary(self.level, &self.dictionary)
-            .or_else(|_| zstd::bulk::Compressor::new(0))
-            .expect("a zstd context at its default level");
-        self.compressor = Some(compressor);
-        for (doc, head, lines) in std::mem::take(&mut self.pending) {
-            self.compress(doc, &head, &lines);
+        tracing::debug!(dir = %self.dir.display(), blocks = self.pending.len(), bytes = self.pending_bytes, dictionary = self.dictionary.len(), "block segment dictionary");
+        let context = |level: i32, dictionary: &[u8]| {
+            zstd::bulk::Compressor::with_dictionary(level, dictionary)
+                .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))
+        };
+        match (
+            context(self.level, &self.dictionary),
+            context(UNWRITTEN_LEVEL, &self.dictionary),
+        ) {
+            (Ok(compressor), Ok(fast)) => {
+                self.fast = Some(fast);
+                self.send(Work::Compressor(compressor));
+            }
+            (Err(source), _) | (_, Err(source)) => {
+                self.failed.get_or_insert(BlockError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        }
+        self.trained = true;
+        for block in std::mem::take(&mut self.pending) {
+            self.send(Work::Block(block));
         }
         self.pending_bytes = 0;
     }
 
-    fn compress(&mut self, mut doc: TantivyDocument, head: &[u8], lines: &[u8]) {
-        let s = &self.schema;
-        let mut frame = |plain: &[u8]| match self.compressor.as_mut().map(|c| c.compress(plain)) {
-            Some(Ok(frame)) => frame,
-            // zstd fails only on invalid parameters; a fresh default context always works.
-            _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
-        };
-        let head_frame = frame(head);
-        let lines_frame = frame(lines);
-        doc.add_u64(s.body_offset, self.body.len() as u64);
-        doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
-        doc.add_u64(s.plain_len, lines.len() as u64);
-        doc.add_u64(s.header_len, head_frame.len() as u64);
-        doc.add_u64(s.header_plain_len, head.len() as u64);
-        self.body.extend_from_slice(&head_frame);
-        self.body.extend_from_slice(&lines_frame);
-        let (Some(writer), None) = (self.writer.as_mut(), &self.failed) else {
-            return;
-        };
-        self.indexed += 1;
-        let commit = self.indexed.is_multiple_of(self.blocks_per_commit);
-        let added = writer.add_document(doc).map(|_| ()).and_then(|()| {
-            if commit {
-                writer.commit().map(|_| ())
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = added {
-            self.failed = Some(e);
+    /// Makes every record added so far readable, the writer going on: the blocks written to
+    /// `body.dat` as one segment read from this writer's files, and the others (open blocks,
+    /// which still grow, and closed ones waiting for the dictionary) as a second one in
+    /// memory, compressed afresh at each snapshot, if there are any.
+    pub fn snapshot(&mut self) -> Result<Vec<BlockSegment>, BlockError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Work::Commit(tx));
+        if let Some(e) = self.failed.take() {
+            return Err(e);
         }
+        let body_len = rx.recv().map_err(|_| BlockError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other("the block compression thread stopped"),
+        })??;
+        let body_path = self.dir.join(BODY_FILE);
+        let reader = match &self.reader {
+            Some(r) => {
+                r.reload()?;
+                r.clone()
+            }
+            None => {
+                let r: tantivy::IndexReader = self
+                    .index
+                    .reader_builder()
+                    .reload_policy(tantivy::ReloadPolicy::Manual)
+                    .try_into()?;
+                self.reader = Some(r.clone());
+                r
+            }
+        };
+        let body = if body_len == 0 {
+            OwnedBytes::empty()
+        } else {
+            let file = std::fs::File::open(&body_path).map_err(|source| BlockError::Io {
+                path: body_path.clone(),
+                source,
+            })?;
+            // SAFETY: `body.dat` is this writer's own scratch file: it only grows (the map
+            // covers what was flushed above) and is never truncated or rewritten while a
+            // snapshot may read it; removing it leaves the mapping valid.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .len(body_len as usize)
+                    .map(&file)
+            }
+            .map_err(|source| BlockError::Io {
+                path: body_path.clone(),
+                source,
+            })?;
+            OwnedBytes::new(map)
+        };
+        let closed = BlockSegment::assemble(
+            &self.dir,
+            self.index.clone(),
+            reader.searcher(),
+            body,
+            OwnedBytes::new(self.filters.clone()),
+            None,
+            0,
+            &self.dictionary,
+        )?;
+        let mut out = vec![closed];
+        if !self.open.is_empty() || !self.pending.is_empty() {
+            out.push(self.unwritten_segment()?);
+        }
+        Ok(out)
+    }
+
+    /// The blocks not in `body.dat` yet as a segment in memory (see [`BlockWriter::snapshot`]).
+    fn unwritten_segment(&mut self) -> Result<BlockSegment, BlockError> {
+        // Indexed on this thread into one segment: a writer's threads, started twice a second
+        // for a few hundred documents, would cost more than the indexing.
+        let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+        tokenizers.register(WORDS_TOKENIZER, WordsTokenizer::default());
+        let mut writer: tantivy::SingleSegmentIndexWriter = Index::builder()
+            .schema(self.schema.schema.clone())
+            .tokenizers(tokenizers)
+            .single_segment_index_writer(
+                tantivy::directory::RamDirectory::create(),
+                OPEN_SNAPSHOT_ARENA,
+            )?;
+        // Closed blocks waiting for the dictionary keep their filters in the writer's.
+        let mut filters = if self.pending.is_empty() {
+            Vec::new()
+        } else {
+            self.filters.clone()
+        };
+        let mut open: Vec<(u64, &OpenBlock)> = self.open.iter().map(|(k, b)| (*k, b)).collect();
+        open.sort_by_key(|(_, b)| b.first_id);
+        let mut blocks: Vec<PlainBlock> = self.pending.clone();
+        for (key, blk) in open {
+            let (mut doc, head, filter, _) = self.block_parts(key, blk);
+            doc.add_u64(self.schema.filter_offset, filters.len() as u64);
+            doc.add_u64(self.schema.filter_len, filter.len() as u64);
+            filters.extend_from_slice(&filter);
+            blocks.push((doc, head, blk.body.clone()));
+        }
+        let io = |source| BlockError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        // Before the dictionary: plainly.
+        let mut plain = match self.fast {
+            Some(_) => None,
+            None => Some(zstd::bulk::Compressor::new(UNWRITTEN_LEVEL).map_err(io)?),
+        };
+        let Some(compressor) = plain.as_mut().or(self.fast.as_mut()) else {
+            return Err(io(std::io::Error::other("no zstd context")));
+        };
+        let s = self.schema.clone();
+        let mut body = Vec::new();
+        for (mut doc, head, lines) in blocks {
+            let head_frame = compressor.compress(&head).map_err(io)?;
+            let lines_frame = compressor.compress(&lines).map_err(io)?;
+            doc.add_u64(s.body_offset, body.len() as u64);
+            doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
+            doc.add_u64(s.plain_len, lines.len() as u64);
+            doc.add_u64(s.header_len, head_frame.len() as u64);
+            doc.add_u64(s.header_plain_len, head.len() as u64);
+            body.extend_from_slice(&head_frame);
+            body.extend_from_slice(&lines_frame);
+            writer.add_document(doc)?;
+        }
+        let index = writer.finalize()?;
+        let reader: tantivy::IndexReader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()?;
+        let dictionary: &[u8] = if self.fast.is_none() {
+            &[]
+        } else {
+            &self.dictionary
+        };
+        BlockSegment::assemble(
+            &self.dir.join("unwritten"),
+            index,
+            reader.searcher(),
+            OwnedBytes::new(body),
+            OwnedBytes::new(filters),
+            None,
+            0,
+            dictionary,
+        )
     }
 
     /// Closes every open block and completes the segment in its directory, without fsync
@@ -636,7 +994,7 @@ impl BlockWriter {
         for (key, blk) in open {
             self.close(key, blk);
         }
-        if self.compressor.is_none() {
+        if !self.trained {
             self.train();
         }
         let io = |path: &Path| {
@@ -644,22 +1002,37 @@ impl BlockWriter {
             move |source| BlockError::Io { path, source }
         };
         if let Some(e) = self.failed.take() {
-            return Err(e.into());
+            return Err(e);
         }
         let dir = self.dir.clone();
         let dir = dir.as_path();
-        let mut writer = self
-            .writer
+        let worker = self
+            .worker
             .take()
             .ok_or_else(|| tantivy::TantivyError::InternalError("finished twice".into()))?;
+        drop(worker.tx);
+        let mut state = worker.thread.join().map_err(|_| BlockError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("the block compression thread panicked"),
+        })?;
+        if let Some(e) = state.error() {
+            return Err(e);
+        }
+        let mut writer = state.writer;
+        // Merges a hot writer started end first; none starts after this commit.
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         writer.commit()?;
+        writer.wait_merging_threads()?;
         let ids = self.index.searchable_segment_ids()?;
         if ids.len() > 1 {
-            writer.merge(&ids).wait()?;
+            let mut merger: IndexWriter =
+                self.index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
+            merger.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+            merger.merge(&ids).wait()?;
+            merger.wait_merging_threads()?;
         }
-        writer.wait_merging_threads()?;
         let body_path = dir.join(BODY_FILE);
-        std::fs::write(&body_path, &self.body).map_err(io(&body_path))?;
+        state.body.flush().map_err(io(&body_path))?;
         self.segment_ids.sort_unstable();
         self.segment_ids.dedup();
         let segment_filter = bloom_bytes(&self.segment_ids, SEGMENT_BITS_PER_ID, SEGMENT_PROBES);
@@ -679,6 +1052,10 @@ impl BlockWriter {
         Ok(self.index)
     }
 }
+
+/// Arena of the in-memory index of a snapshot's open blocks: tantivy's least. Arena pages are
+/// taken as documents come, so a handful of open blocks takes far less.
+const OPEN_SNAPSHOT_ARENA: usize = 15 << 20;
 
 /// Pushes `name \0 value` after `mark` into `word`, lowercased (ASCII fast, else Unicode) when
 /// `lower`.
@@ -915,11 +1292,16 @@ pub struct BlockSegment {
     pub searcher: tantivy::Searcher,
     body: OwnedBytes,
     filters: OwnedBytes,
-    segment_filter: std::ops::Range<usize>,
+    /// Where the whole segment's filter lies in `filters`; `None` for a hot tier's snapshot,
+    /// which has none (it could hold any id).
+    segment_filter: Option<std::ops::Range<usize>>,
     /// The dictionary the bodies were compressed with, if any.
     ddict: Option<zstd::zstd_safe::DDict<'static>>,
     /// Per block: (ts_min, ts_max, records, body range, filter range), by block ordinal.
     pub blocks: Vec<BlockInfo>,
+    /// The ordinal of the first block of each index segment, in the searcher's order (a
+    /// sealed segment's index has one; a hot tier's snapshot several).
+    bases: Vec<usize>,
     /// The smallest and largest timestamps of its records (`None`: no records), for pruning
     /// without a pass over the blocks.
     pub time_range: Option<(i64, i64)>,
@@ -975,8 +1357,7 @@ impl BlockSegment {
         let filters = read(FILTERS_FILE)?;
         let index = Index::open(directory)?;
         register_words_tokenizer(&index);
-        let schema = BlockSchema::new();
-        let reader = index
+        let reader: tantivy::IndexReader = index
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
             .try_into()?;
@@ -1005,16 +1386,49 @@ impl BlockSegment {
             .checked_add(dict_len)
             .filter(|end| *end <= filters.len())
             .ok_or_else(|| damaged("dictionary runs past the file".into()))?;
-        let ddict = if dict_len == 0 {
+        let dictionary = filters.slice(dict_at..base);
+        Self::assemble(
+            dir,
+            index,
+            searcher,
+            body,
+            filters.clone(),
+            Some(HEADER..dict_at),
+            base,
+            dictionary.as_slice(),
+        )
+    }
+
+    /// A block segment of parts already at hand: `filters` holds the block filters from
+    /// `filter_base` on, and the segment's filter at `segment_filter` if it has one.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        dir: &Path,
+        index: Index,
+        searcher: tantivy::Searcher,
+        body: OwnedBytes,
+        filters: OwnedBytes,
+        segment_filter: Option<std::ops::Range<usize>>,
+        filter_base: usize,
+        dictionary: &[u8],
+    ) -> Result<BlockSegment, BlockError> {
+        let damaged = |why: String| BlockError::Damaged {
+            path: dir.to_path_buf(),
+            why,
+        };
+        let ddict = if dictionary.is_empty() {
             None
         } else {
             Some(
-                zstd::zstd_safe::DDict::try_create(&filters[dict_at..base])
+                zstd::zstd_safe::DDict::try_create(dictionary)
                     .ok_or_else(|| damaged("the zstd dictionary does not load".into()))?,
             )
         };
+        let base = filter_base;
         let mut blocks = Vec::new();
-        if let Some(seg) = searcher.segment_readers().first() {
+        let mut bases = Vec::new();
+        for seg in searcher.segment_readers() {
+            bases.push(blocks.len());
             let ff = seg.fast_fields();
             let col_i = |name: &str| ff.i64(name);
             let col_u = |name: &str| ff.u64(name);
@@ -1065,15 +1479,22 @@ impl BlockSegment {
         Ok(BlockSegment {
             time_range,
             dir: dir.to_path_buf(),
-            schema,
+            schema: BlockSchema::new(),
             index,
             searcher,
             body,
             filters,
-            segment_filter: HEADER..dict_at,
+            segment_filter,
             ddict,
             blocks,
+            bases,
         })
+    }
+
+    /// The block ordinal of document `doc` of the block index's segment `segment_ord` (as the
+    /// searcher orders its segment readers).
+    pub fn ordinal(&self, segment_ord: usize, doc: tantivy::DocId) -> usize {
+        self.bases.get(segment_ord).copied().unwrap_or(0) + doc as usize
     }
 
     pub fn num_records(&self) -> u64 {
@@ -1082,11 +1503,13 @@ impl BlockSegment {
 
     /// Whether any record of the segment may hold the high-entropy token hashed as `hash`.
     pub fn may_hold_id(&self, hash: u64) -> bool {
-        Bloom {
-            words: &self.filters[self.segment_filter.clone()],
-            probes: SEGMENT_PROBES,
-        }
-        .may_hold(hash)
+        self.segment_filter.as_ref().is_none_or(|at| {
+            Bloom {
+                words: &self.filters[at.clone()],
+                probes: SEGMENT_PROBES,
+            }
+            .may_hold(hash)
+        })
     }
 
     /// Whether block `ord` may hold the high-entropy token hashed as `hash`.
@@ -1328,7 +1751,7 @@ mod tests {
     fn segment(dir: &Path) -> BlockSegment {
         let opts = logsift_parse::ParseOptions::default();
         // Several block index segments, merged into one at the end.
-        let mut writer = BlockWriter::new(dir, 3).unwrap().with_commit_every(2);
+        let mut writer = BlockWriter::committing_every(dir, 3, false, 2).unwrap();
         for i in 0..900u64 {
             let raw = format!(
                 "<13>1 2026-12-02T12:00:{:02}Z host{} app - - - request {i:08} done",
@@ -1386,6 +1809,96 @@ mod tests {
                 assert!(seg.may_hold_id(h) && seg.block_may_hold_id(ord, h), "{id}");
             }
         }
+    }
+
+    /// The ids a set of segments holds, sorted, each read from its block.
+    fn ids_in(segments: &[BlockSegment]) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let mut block = DecodedBlock::default();
+        for seg in segments {
+            for ord in 0..seg.blocks.len() {
+                seg.read_block(ord, &mut block).unwrap();
+                ids.extend(block.records.iter().map(|r| r.id));
+            }
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A hot tier's writer: every snapshot holds exactly the records added so far (closed
+    /// blocks from its files, open ones in memory), the writer going on after each; the
+    /// segment it then finishes holds them all, and its dictionary serves the next writer.
+    #[test]
+    fn snapshots_hold_what_was_added_and_finish_completes_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = logsift_parse::ParseOptions::default();
+        let mut writer =
+            BlockWriter::committing_every(&dir.path().join("hot"), 3, true, 3).unwrap();
+        let add = |writer: &mut BlockWriter, i: u64| {
+            let raw = format!(
+                "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done",
+                i / 60 % 60,
+                i % 60,
+                i % 5
+            );
+            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+            writer.add(
+                &BlockRecord {
+                    id: i,
+                    timestamp: record.timestamp.unwrap_or(0),
+                    received_at: 7,
+                    format: Format::Syslog,
+                    source: "tcp a",
+                    raw: raw.as_bytes(),
+                },
+                &record,
+            );
+        };
+        let mut next = 1u64;
+        for batch in [1u64, 40, 700, 3, 1500, 0, 260] {
+            for _ in 0..batch {
+                add(&mut writer, next);
+                next += 1;
+            }
+            let snap = writer.snapshot().unwrap();
+            assert_eq!(ids_in(&snap), (1..next).collect::<Vec<_>>(), "after {next}");
+            let records: u64 = snap.iter().map(BlockSegment::num_records).sum();
+            assert_eq!(records, next - 1);
+            // Words are counted through every index segment of the closed blocks.
+            let term = tantivy::Term::from_field_text(snap[0].schema.words, "request");
+            let mut counted = 0u64;
+            for (seg_ord, reader) in snap[0].searcher.segment_readers().iter().enumerate() {
+                let inverted = reader.inverted_index(snap[0].schema.words).unwrap();
+                if let Some(mut postings) = inverted
+                    .read_postings(&term, IndexRecordOption::WithFreqs)
+                    .unwrap()
+                {
+                    use tantivy::postings::Postings;
+                    use tantivy::DocSet;
+                    while postings.doc() != tantivy::TERMINATED {
+                        let ord = snap[0].ordinal(seg_ord, postings.doc());
+                        assert_eq!(
+                            u64::from(postings.term_freq()),
+                            u64::from(snap[0].blocks[ord].records)
+                        );
+                        counted += u64::from(postings.term_freq());
+                        postings.advance();
+                    }
+                }
+            }
+            let open: u64 = snap[1..].iter().map(BlockSegment::num_records).sum();
+            assert_eq!(counted + open, next - 1);
+        }
+        writer.finish().unwrap();
+        let seg = BlockSegment::open(&dir.path().join("hot")).unwrap();
+        assert_eq!(
+            ids_in(std::slice::from_ref(&seg)),
+            (1..next).collect::<Vec<_>>()
+        );
+        assert!(
+            seg.ddict.is_some(),
+            "the dictionary is trained on the tier's first blocks"
+        );
     }
 
     /// A quiet stream's records far apart in time go to different blocks, so that a short

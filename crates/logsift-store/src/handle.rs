@@ -41,12 +41,13 @@ use tantivy::indexer::{merge_filtered_segments, LogMergePolicy};
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
 
-use crate::blocks::{BlockRecord, BlockSegment, BlockWriter, BODY_FILE, FILTERS_FILE};
+use crate::block_tier::BlockTier;
+use crate::blocks::{BlockRecord, BlockSegment, BODY_FILE, FILTERS_FILE};
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
 use crate::files::SegmentFiles;
 use crate::metastore::Metastore;
 use crate::store::{SealPolicy, StoreConfig, StoreError};
-use crate::summary::{SegmentSummary, SummaryBuilder, SUMMARY_FILE};
+use crate::summary::{SegmentSummary, SUMMARY_FILE};
 use crate::LogSchema;
 
 /// v1 only: the on-disk hot index, upgraded into a segment at open.
@@ -107,17 +108,45 @@ fn parse_payload(p: &str) -> Result<(u64, u64), String> {
 }
 
 struct Hot {
-    index: Index,
-    reader: IndexReader,
+    data: HotData,
     opened: Instant,
+}
+
+/// What the hot tier's queries read, by layout.
+enum HotData {
+    /// An in-memory record index.
+    Records { index: Index, reader: IndexReader },
+    /// The hot tier's blocks as of its last commit (see [`BlockTier::snapshot`]).
+    Blocks(Vec<Arc<BlockSegment>>),
+}
+
+impl HotData {
+    fn parts(&self) -> Vec<PartReader> {
+        match self {
+            HotData::Records { reader, .. } => vec![PartReader::Records(reader.searcher())],
+            HotData::Blocks(parts) => parts.iter().cloned().map(PartReader::Blocks).collect(),
+        }
+    }
+
+    /// Committed records.
+    fn docs(&self) -> u64 {
+        self.parts().iter().map(PartReader::num_docs).sum()
+    }
+}
+
+/// The hot tier's writer, by layout.
+// One per index, moved only when a tier is sealed: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum HotWriter {
+    Records(IndexWriter),
+    Blocks(BlockTier),
 }
 
 /// A former hot tier whose segment is being built: searched until that segment is served.
 struct Sealing {
     /// The segment id it becomes: its highest LSN.
     id: String,
-    index: Index,
-    reader: IndexReader,
+    data: SealingData,
     /// Every record of the index with an id ≤ this is in this tier or sealed before it.
     max_lsn: u64,
     /// The lowest LSN it holds: the WAL keeps everything from there on until it is sealed.
@@ -131,6 +160,30 @@ struct Sealing {
     /// metastore is down, a retry only tries the catalog again instead of merging and
     /// uploading the whole tier every few seconds.
     written: Mutex<Option<SegmentInfo>>,
+}
+
+/// What a tier being sealed is searched through and sealed from.
+enum SealingData {
+    /// A record index, merged (or, in the `blocks` layout, fed to a block segment) by the seal.
+    Records { index: Index, reader: IndexReader },
+    /// A hot tier of the `blocks` layout: its last snapshot, and the tier itself, whose
+    /// segment the seal completes (taken by the first attempt; a later one builds the segment
+    /// again from the snapshot).
+    Blocks {
+        parts: Vec<Arc<BlockSegment>>,
+        tier: Mutex<Option<Box<BlockTier>>>,
+    },
+}
+
+impl SealingData {
+    fn parts(&self) -> Vec<PartReader> {
+        match self {
+            SealingData::Records { reader, .. } => vec![PartReader::Records(reader.searcher())],
+            SealingData::Blocks { parts, .. } => {
+                parts.iter().cloned().map(PartReader::Blocks).collect()
+            }
+        }
+    }
 }
 
 /// A sealed segment being served.
@@ -210,16 +263,20 @@ pub struct IndexHandle {
     /// The hot tier's writer, opened by the first record after open, a seal or a reset. An
     /// idle index holds none: a writer costs megabytes (its hash table, its worker and merge
     /// threads), and an index-name flood or a thousand quiet indexes must not multiply that.
-    writer: Mutex<Option<IndexWriter>>,
+    writer: Mutex<Option<HotWriter>>,
     schema: LogSchema,
+    /// Numbers the hot tiers' directories.
+    hot_tiers: AtomicU64,
     writer_memory_bytes: usize,
     /// How seals lay out segments.
     layout: crate::Layout,
     /// How this index's records are parsed (the receive time is set per record): block
     /// seals parse each record again for its words.
     parse: logsift_parse::ParseOptions,
-    /// zstd level of block segments' bodies.
+    /// zstd level of the bodies of block segments that are rewritten (erasure) or rebuilt.
     block_zstd_level: i32,
+    /// zstd level of the hot tier's blocks, paid while ingesting: the sealed level.
+    hot_zstd_level: i32,
     /// How sealed and merged segments are written.
     sealed_settings: IndexSettings,
     /// How quiet segments are rewritten (a higher zstd level), if they are; see
@@ -299,7 +356,7 @@ impl IndexHandle {
             .load(dir, name.as_str())
             .map_err(|e| StoreError::Catalog(e.to_string()))?;
 
-        let hot = new_hot(schema).map_err(tantivy_err)?;
+        let hot = new_hot(schema, cfg.layout).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
             dir: dir.to_path_buf(),
@@ -317,17 +374,20 @@ impl IndexHandle {
             catalog: Mutex::new(catalog),
             writer: Mutex::new(None),
             schema: schema.clone(),
+            hot_tiers: AtomicU64::new(0),
             writer_memory_bytes: cfg.writer_memory_bytes,
             layout: cfg.layout,
             parse: cfg.parse_options(name.as_str(), 0),
-            // Block bodies are written once and never recompressed: the idle level when there
-            // is one (measured at 100 MB: 0.217 B/B at level 3, 0.205 at 9, for 8.6 against
-            // about 9.5 µs of CPU per record, all steps included).
+            // Rewrites are off the ingest path: the idle level when there is one (measured at
+            // 100 MB: 0.217 B/B at level 3, 0.205 at 9, for 8.6 against about 9.5 µs of CPU per
+            // record, all steps included). The hot tier pays the sealed level: zstd 9 took 45 %
+            // of the indexer thread's time at 16 MB/s.
             block_zstd_level: if cfg.idle_zstd_level > 0 {
                 cfg.idle_zstd_level
             } else {
                 cfg.sealed_zstd_level
             },
+            hot_zstd_level: cfg.sealed_zstd_level,
             sealed_settings: zstd_settings(cfg, cfg.sealed_zstd_level),
             idle_settings: (cfg.idle_zstd_level > 0 && cfg.idle_recompress_ms > 0)
                 .then(|| zstd_settings(cfg, cfg.idle_zstd_level)),
@@ -433,8 +493,7 @@ impl IndexHandle {
         self.committed_lsn.fetch_max(lsn, Ordering::AcqRel);
         let tier = Arc::new(Sealing {
             id: format!("{lsn:020}"),
-            index,
-            reader,
+            data: SealingData::Records { index, reader },
             max_lsn: lsn,
             first_lsn: 1,
             raw_bytes,
@@ -506,15 +565,6 @@ impl IndexHandle {
         &self.query_index
     }
 
-    /// A searcher over the hot index only.
-    pub fn searcher(&self) -> Searcher {
-        self.hot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .reader
-            .searcher()
-    }
-
     /// Searchers over the record indexes that may hold records in `[start, end)` (ns; `None`
     /// is open): the hot index, segments being sealed, and the sealed segments of the
     /// `records` layout whose catalogued time range overlaps. Block segments are left out:
@@ -544,12 +594,11 @@ impl IndexHandle {
         let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
         let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
         let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = vec![(PartReader::Records(hot.reader.searcher()), None)];
-        out.extend(
-            sealing
-                .iter()
-                .map(|t| (PartReader::Records(t.reader.searcher()), None)),
-        );
+        let mut out: Vec<(PartReader, Option<Arc<SegmentSummary>>)> =
+            hot.data.parts().into_iter().map(|p| (p, None)).collect();
+        for t in sealing.iter() {
+            out.extend(t.data.parts().into_iter().map(|p| (p, None)));
+        }
         for s in sealed.iter() {
             let after_start = start.is_none_or(|st| s.entry.max_timestamp >= st);
             let before_end = end.is_none_or(|en| s.entry.min_timestamp < en);
@@ -565,9 +614,8 @@ impl IndexHandle {
         self.hot
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .reader
-            .searcher()
-            .num_docs()
+            .data
+            .docs()
     }
 
     /// Records in the index, all parts included.
@@ -659,9 +707,32 @@ impl IndexHandle {
     /// one is opened on next use. tantivy kills a writer whose worker hit an error, and its
     /// `rollback` does not always revive it, so a fresh writer is the only safe state. The WAL
     /// still holds the dropped records to add them again.
+    ///
+    /// A hot tier of blocks cannot drop only what came since its commit: it is dropped whole,
+    /// and the committed LSN goes back to what is sealed or being sealed, so that the re-apply
+    /// from the WAL (which keeps everything unsealed) adds the whole tier again.
     pub(crate) fn reset_writer(&self) {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.uncommitted.store(0, Ordering::Release);
+        if matches!(&*slot, Some(HotWriter::Blocks(_))) {
+            let catalogued = self.lock_catalog().max_lsn();
+            let mut hot = self.hot.write().unwrap_or_else(|p| p.into_inner());
+            let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
+            let kept = sealing
+                .iter()
+                .map(|t| t.max_lsn)
+                .max()
+                .unwrap_or(0)
+                .max(catalogued);
+            hot.data = HotData::Blocks(Vec::new());
+            hot.opened = Instant::now();
+            self.committed_lsn.store(kept, Ordering::Release);
+            self.hot_first_lsn.store(0, Ordering::Release);
+            self.committed_raw_bytes.store(0, Ordering::Relaxed);
+            if let Some(HotWriter::Blocks(tier)) = slot.take() {
+                remove_scratch(tier.dir());
+            }
+        }
         *slot = None;
         self.hot_raw_bytes.store(
             self.committed_raw_bytes.load(Ordering::Relaxed),
@@ -691,26 +762,66 @@ impl IndexHandle {
             .min()
     }
 
-    pub(crate) fn with_writer<T>(
-        &self,
-        f: impl FnOnce(&mut IndexWriter) -> tantivy::Result<T>,
-    ) -> Result<T, StoreError> {
+    /// The hot tier's writer, opened if there is none.
+    fn open_writer(&self) -> Result<MutexGuard<'_, Option<HotWriter>>, StoreError> {
         let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
-            *slot = Some(
-                new_writer(&hot.index, self.writer_memory_bytes)
-                    .map_err(|e| self.tantivy_err(e))?,
-            );
+            *slot = Some(match &hot.data {
+                HotData::Records { index, .. } => HotWriter::Records(
+                    new_writer(index, self.writer_memory_bytes).map_err(|e| self.tantivy_err(e))?,
+                ),
+                HotData::Blocks(_) => {
+                    let n = self.hot_tiers.fetch_add(1, Ordering::Relaxed);
+                    let dir = self.dir.join(format!("{BUILDING_PREFIX}hot-{n}"));
+                    if dir.exists() {
+                        fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                    }
+                    HotWriter::Blocks(
+                        BlockTier::new(&dir, self.hot_zstd_level, true)
+                            .map_err(|e| self.store_err(e.to_string()))?,
+                    )
+                }
+            });
         }
-        let writer = slot.as_mut().ok_or_else(|| {
-            self.tantivy_err(tantivy::TantivyError::InternalError("no writer".into()))
-        })?;
-        f(writer).map_err(|e| self.tantivy_err(e))
+        Ok(slot)
     }
 
-    /// Commits everything added so far to the in-memory hot tier, so that all of this index's
-    /// records with id ≤ `through_lsn` are searchable, and makes them visible.
+    /// Adds a record to the hot tier (searchable at the next commit). `record` is
+    /// `entry.raw` parsed with the index's options; `lsn` becomes its id.
+    pub(crate) fn add_record(
+        &self,
+        lsn: u64,
+        entry: &logsift_core::entry::Entry<'_>,
+        record: &logsift_core::Record<'_>,
+    ) -> Result<(), StoreError> {
+        // Noted under the writer lock: a seal swapping the hot tier must see the record as
+        // uncommitted, or it would drop it with the old writer.
+        let mut slot = self.open_writer()?;
+        match slot.as_mut() {
+            Some(HotWriter::Records(w)) => {
+                let doc = crate::build_document(&self.schema, lsn, entry, record);
+                w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
+            }
+            Some(HotWriter::Blocks(tier)) => tier.add(
+                &BlockRecord {
+                    id: lsn,
+                    timestamp: record.timestamp.unwrap_or(entry.received_at),
+                    received_at: entry.received_at,
+                    format: entry.format,
+                    source: entry.source,
+                    raw: entry.raw,
+                },
+                record,
+            ),
+            None => return Err(self.store_err("no hot writer".into())),
+        }
+        self.note_added(lsn, entry.raw.len() as u64);
+        Ok(())
+    }
+
+    /// Commits everything added so far to the hot tier, so that all of this index's records
+    /// with id ≤ `through_lsn` are searchable, and makes them visible.
     pub(crate) fn commit(&self, through_lsn: u64) -> Result<(), StoreError> {
         // Under the writer lock throughout: a seal (which may run on an erasure's thread)
         // sees either everything before this commit or everything after it.
@@ -722,15 +833,27 @@ impl IndexHandle {
                 return Ok(());
             }
         }
-        self.with_writer(|writer| {
-            let raw = self.hot_raw_bytes.load(Ordering::Relaxed);
-            writer.commit()?;
-            self.committed_lsn.store(through_lsn, Ordering::Release);
-            self.committed_raw_bytes.store(raw, Ordering::Relaxed);
-            self.uncommitted.store(0, Ordering::Release);
-            let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
-            hot.reader.reload()
-        })
+        let mut slot = self.open_writer()?;
+        let raw = self.hot_raw_bytes.load(Ordering::Relaxed);
+        match slot.as_mut() {
+            Some(HotWriter::Records(writer)) => {
+                writer.commit().map_err(|e| self.tantivy_err(e))?;
+            }
+            Some(HotWriter::Blocks(tier)) => {
+                let parts = tier.snapshot().map_err(|e| self.store_err(e.to_string()))?;
+                self.hot.write().unwrap_or_else(|p| p.into_inner()).data = HotData::Blocks(parts);
+            }
+            None => return Err(self.store_err("no hot writer".into())),
+        }
+        self.committed_lsn.store(through_lsn, Ordering::Release);
+        self.committed_raw_bytes.store(raw, Ordering::Relaxed);
+        self.uncommitted.store(0, Ordering::Release);
+        if let HotData::Records { reader, .. } =
+            &self.hot.read().unwrap_or_else(|p| p.into_inner()).data
+        {
+            reader.reload().map_err(|e| self.tantivy_err(e))?;
+        }
+        Ok(())
     }
 
     /// Deletes sealed segments past the index's retention, oldest first, except what a legal
@@ -826,7 +949,7 @@ impl IndexHandle {
             return None;
         }
         let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
-        let docs = hot.reader.searcher().num_docs();
+        let docs = hot.data.docs();
         if docs == 0 {
             return None;
         }
@@ -862,18 +985,28 @@ impl IndexHandle {
         let tier = {
             let mut hot = self.hot.write().unwrap_or_else(|p| p.into_inner());
             let mut sealing = self.sealing.write().unwrap_or_else(|p| p.into_inner());
-            if !sealing.is_empty() || hot.reader.searcher().num_docs() == 0 {
+            if !sealing.is_empty() || hot.data.docs() == 0 {
                 return Ok(None);
             }
-            let fresh = new_hot(&self.schema).map_err(|e| self.tantivy_err(e))?;
-            // Dropping the old writer stops its merges on the old tier; the next record opens
-            // a writer on the fresh one.
-            *slot = None;
+            let fresh = new_hot(&self.schema, self.layout).map_err(|e| self.tantivy_err(e))?;
+            // Dropping the old writer stops its merges on the old tier (a tier of blocks goes
+            // with it, to be completed); the next record opens a writer on the fresh one.
+            let writer = slot.take();
             let old = std::mem::replace(&mut *hot, fresh);
+            let data = match (old.data, writer) {
+                (HotData::Records { index, reader }, _) => SealingData::Records { index, reader },
+                (HotData::Blocks(parts), Some(HotWriter::Blocks(tier))) => SealingData::Blocks {
+                    parts,
+                    tier: Mutex::new(Some(Box::new(tier))),
+                },
+                (HotData::Blocks(parts), _) => SealingData::Blocks {
+                    parts,
+                    tier: Mutex::new(None),
+                },
+            };
             let tier = Arc::new(Sealing {
                 id: id.clone(),
-                index: old.index,
-                reader: old.reader,
+                data,
                 max_lsn,
                 first_lsn: self.hot_first_lsn.swap(0, Ordering::AcqRel),
                 raw_bytes: self.hot_raw_bytes.swap(0, Ordering::Relaxed),
@@ -976,11 +1109,7 @@ impl IndexHandle {
     /// Merges a tier's segments into one sorted, zstd-compressed segment, bundles it,
     /// catalogues it, serves it, and drops the tier.
     fn finish_seal(&self, tier: &Sealing) -> Result<(), StoreError> {
-        let segments = tier
-            .index
-            .searchable_segments()
-            .map_err(|e| self.tantivy_err(e))?;
-        let out = self.dir.join(format!("{BUILDING_PREFIX}{}", tier.id));
+        let mut out = self.dir.join(format!("{BUILDING_PREFIX}{}", tier.id));
         let kept = tier
             .written
             .lock()
@@ -997,30 +1126,66 @@ impl IndexHandle {
                 tracing::info!(index = %self.name, segment = %tier.id, "cataloguing the segment written by the last attempt");
                 info
             }
-            // A v1 hot index keeps its own schema: it is sealed as records.
-            None if self.layout == crate::Layout::Blocks && tier.v1_dir.is_none() => {
-                let (info, _) = self
-                    .write_blocks(&tier.id, tier.max_lsn, &out, |add| {
-                        self.feed_tier(&tier.index, add)
-                    })?
-                    .ok_or_else(|| self.store_err("a tier to seal holds no record".into()))?;
-                self.segments_built.fetch_add(1, Ordering::Relaxed);
-                info
-            }
-            None => {
-                let sealed = self.write_merged(&segments, &out)?;
-                let (info, _) = sealed_info(
-                    &sealed,
-                    &out,
-                    &*self.files,
-                    &tier.id,
-                    tier.raw_bytes,
-                    tier.max_lsn,
-                )
-                .map_err(|e| self.store_err(e))?;
-                self.segments_built.fetch_add(1, Ordering::Relaxed);
-                info
-            }
+            None => match &tier.data {
+                SealingData::Blocks { parts, tier: slot } => {
+                    crate::fault("store::build").map_err(io_err(&out))?;
+                    let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let info = match taken {
+                        // Its blocks are written already: the segment is completed where it is.
+                        Some(hot) => {
+                            let dir = hot.dir().to_path_buf();
+                            let bundled = self.bundle_blocks(&tier.id, tier.max_lsn, *hot);
+                            if bundled.is_err() {
+                                remove_scratch(&dir);
+                            }
+                            out = dir;
+                            bundled?.0
+                        }
+                        // An earlier attempt took the tier and failed: the segment is built
+                        // again from the records of the tier's snapshot.
+                        None => {
+                            self.write_blocks(&tier.id, tier.max_lsn, &out, |add| {
+                                parts
+                                    .iter()
+                                    .try_for_each(|p| self.feed_blocks(p, &|_| true, add))
+                            })?
+                            .ok_or_else(|| self.store_err("a tier to seal holds no record".into()))?
+                            .0
+                        }
+                    };
+                    self.segments_built.fetch_add(1, Ordering::Relaxed);
+                    info
+                }
+                // A v1 hot index keeps its own schema: it is sealed as records.
+                SealingData::Records { index, .. }
+                    if self.layout == crate::Layout::Blocks && tier.v1_dir.is_none() =>
+                {
+                    let (info, _) = self
+                        .write_blocks(&tier.id, tier.max_lsn, &out, |add| {
+                            self.feed_tier(index, add)
+                        })?
+                        .ok_or_else(|| self.store_err("a tier to seal holds no record".into()))?;
+                    self.segments_built.fetch_add(1, Ordering::Relaxed);
+                    info
+                }
+                SealingData::Records { index, .. } => {
+                    let segments = index
+                        .searchable_segments()
+                        .map_err(|e| self.tantivy_err(e))?;
+                    let sealed = self.write_merged(&segments, &out)?;
+                    let (info, _) = sealed_info(
+                        &sealed,
+                        &out,
+                        &*self.files,
+                        &tier.id,
+                        tier.raw_bytes,
+                        tier.max_lsn,
+                    )
+                    .map_err(|e| self.store_err(e))?;
+                    self.segments_built.fetch_add(1, Ordering::Relaxed);
+                    info
+                }
+            },
         };
         let written = info.file_bytes;
         let entry = {
@@ -1078,60 +1243,81 @@ impl IndexHandle {
             fs::remove_dir_all(out).map_err(io_err(out))?;
         }
         crate::fault("store::build").map_err(io_err(out))?;
-        let mut writer = BlockWriter::new(out, self.block_zstd_level)
+        let mut tier = BlockTier::new(out, self.block_zstd_level, false)
             .map_err(|e| self.store_err(e.to_string()))?;
-        let mut summary = SummaryBuilder::default();
-        let (mut min_ts, mut max_ts, mut docs, mut raw_bytes) = (i64::MAX, i64::MIN, 0u64, 0u64);
         feed(&mut |rec: &BlockRecord<'_>| {
-            // Parsed again for its words: the hot tier keeps the line, not its parse.
+            // Parsed again for its words: what is fed keeps the line, not its parse.
             let opts = logsift_parse::ParseOptions {
                 received_at_ns: rec.received_at,
                 ..self.parse
             };
             let record = logsift_parse::parse(rec.format, rec.raw, &opts);
-            summary.add(
-                rec.timestamp,
-                record.severity.map(|s| s.code()),
-                record.host.as_deref(),
-                record.app.as_deref(),
-            );
-            writer.add(rec, &record);
-            min_ts = min_ts.min(rec.timestamp);
-            max_ts = max_ts.max(rec.timestamp);
-            docs += 1;
-            raw_bytes += rec.raw.len() as u64;
+            tier.add(rec, &record);
         })?;
-        if docs == 0 {
+        if tier.docs() == 0 {
             return Ok(None);
         }
-        let metas = writer
-            .finish()
-            .map_err(|e| self.store_err(e.to_string()))?
+        self.bundle_blocks(id, max_lsn, tier).map(Some)
+    }
+
+    /// Completes a block segment and bundles it as segment `id`.
+    fn bundle_blocks(
+        &self,
+        id: &str,
+        max_lsn: u64,
+        tier: BlockTier,
+    ) -> Result<(SegmentInfo, u64), StoreError> {
+        let built = tier.finish().map_err(|e| self.store_err(e.to_string()))?;
+        let out = built.dir.as_path();
+        let metas = built
+            .index
             .searchable_segment_metas()
             .map_err(|e| self.tantivy_err(e))?;
-        summary
-            .finish()
-            .write(out)
-            .map_err(|e| self.store_err(format!("{}: {e}", out.display())))?;
         let names =
             bundle_names(out, &metas, &[BODY_FILE, FILTERS_FILE]).map_err(|e| self.store_err(e))?;
         let written = self
             .files
             .write(id, out, &names)
             .map_err(|e| self.store_err(e.to_string()))?;
-        Ok(Some((
+        Ok((
             SegmentInfo {
                 segment: id.to_string(),
-                min_timestamp: min_ts,
-                max_timestamp: max_ts,
-                docs,
-                raw_bytes,
+                min_timestamp: built.min_ts,
+                max_timestamp: built.max_ts,
+                docs: built.docs,
+                raw_bytes: built.raw_bytes,
                 file_bytes: written.bytes,
                 sha256: written.sha256,
                 max_lsn,
             },
             written.bytes,
-        )))
+        ))
+    }
+
+    /// Hands every record of a block segment that `keep` keeps (by id) to `add`.
+    fn feed_blocks(
+        &self,
+        segment: &BlockSegment,
+        keep: &dyn Fn(u64) -> bool,
+        add: &mut dyn FnMut(&BlockRecord<'_>),
+    ) -> Result<(), StoreError> {
+        let mut block = crate::blocks::DecodedBlock::default();
+        for ord in 0..segment.blocks.len() {
+            segment
+                .read_block(ord, &mut block)
+                .map_err(|e| self.store_err(e.to_string()))?;
+            for r in block.records.iter().filter(|r| keep(r.id)) {
+                add(&BlockRecord {
+                    id: r.id,
+                    timestamp: r.timestamp,
+                    received_at: r.received_at,
+                    format: r.format,
+                    source: block.source(r),
+                    raw: block.raw(r),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Hands every record of a (hot tier's) record index to `add`, in id order, so that each
@@ -1533,22 +1719,7 @@ impl IndexHandle {
         let sources = [entry];
         self.rewrite_with(&sources, "e", reason, "erased into", |work, id, max_lsn| {
             let written = self.write_blocks(id, max_lsn, work, |add| {
-                let mut block = crate::blocks::DecodedBlock::default();
-                for ord in 0..source.blocks.len() {
-                    source
-                        .read_block(ord, &mut block)
-                        .map_err(|e| self.store_err(e.to_string()))?;
-                    for r in block.records.iter().filter(|r| !erased.contains(&r.id)) {
-                        add(&BlockRecord {
-                            id: r.id,
-                            timestamp: r.timestamp,
-                            received_at: r.received_at,
-                            format: r.format,
-                            source: block.source(r),
-                            raw: block.raw(r),
-                        });
-                    }
-                }
+                self.feed_blocks(&source, &|id| !erased.contains(&id), add)?;
                 crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
                 self.check_not_abandoned()
             })?;
@@ -1706,17 +1877,17 @@ impl IndexHandle {
     /// matches of `query` and starts its seal; the caller then waits for the seal and rewrites
     /// the segment like any other. Returns `Ok(None)` while records are uncommitted or another
     /// seal runs (retry after the indexer's next commit), else how many hot records matched.
-    pub fn seal_for_erasure(
+    pub fn seal_for_erasure<E: From<StoreError>>(
         self: &Arc<Self>,
-        query: &dyn tantivy::query::Query,
-    ) -> Result<Option<u64>, StoreError> {
-        let matches = {
+        count: impl Fn(&PartReader) -> Result<u64, E>,
+    ) -> Result<Option<u64>, E> {
+        let mut matches = 0;
+        {
             let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
-            hot.reader
-                .searcher()
-                .search(query, &tantivy::collector::Count)
-                .map_err(|e| self.tantivy_err(e))? as u64
-        };
+            for part in hot.data.parts() {
+                matches += count(&part)?;
+            }
+        }
         if matches == 0 {
             return Ok(Some(0));
         }
@@ -1945,8 +2116,25 @@ fn zstd_settings(cfg: &StoreConfig, level: i32) -> IndexSettings {
     }
 }
 
-/// A new, empty in-memory hot tier: LZ4 doc store in small blocks, documents in arrival order.
-fn new_hot(schema: &LogSchema) -> tantivy::Result<Hot> {
+/// Removes a scratch directory (a hot tier of blocks, a segment being built) that is no longer
+/// wanted; one left behind is removed at the next start.
+fn remove_scratch(dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a scratch directory; it is removed at the next start");
+        }
+    }
+}
+
+/// A new, empty hot tier. Records: in memory, LZ4 doc store in small blocks, documents in
+/// arrival order. Blocks: nothing until the first record opens its writer.
+fn new_hot(schema: &LogSchema, layout: crate::Layout) -> tantivy::Result<Hot> {
+    if layout == crate::Layout::Blocks {
+        return Ok(Hot {
+            data: HotData::Blocks(Vec::new()),
+            opened: Instant::now(),
+        });
+    }
     let settings = IndexSettings {
         docstore_compression: Compressor::Lz4,
         docstore_blocksize: HOT_BLOCK_BYTES,
@@ -1959,8 +2147,7 @@ fn new_hot(schema: &LogSchema) -> tantivy::Result<Hot> {
     LogSchema::register_tokenizers(index.tokenizers());
     let reader = reader_of(&index)?;
     Ok(Hot {
-        index,
-        reader,
+        data: HotData::Records { index, reader },
         opened: Instant::now(),
     })
 }

@@ -5,6 +5,7 @@
 //! It keeps the raw bytes once (zstd doc store) and derives everything displayed from them by
 //! parsing again; keyword fields are fast fields for sorting and aggregations.
 
+mod block_tier;
 pub mod blocks;
 mod catalog;
 mod document;

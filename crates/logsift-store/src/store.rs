@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::document::build_document;
 use crate::handle::IndexHandle;
 use crate::LogSchema;
 use logsift_core::entry::{Entry, EntryError};
@@ -610,14 +609,7 @@ impl Indexer {
     ) -> Result<Option<&'static str>, StoreError> {
         let opts = self.store.parse_options(entry.index, entry.received_at);
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
-        let doc = build_document(&self.store.schema, lsn, entry, &record);
-        // Noted under the writer lock: a seal swapping the hot tier must see the record as
-        // uncommitted, or it would drop it with the old writer.
-        handle.with_writer(|w| {
-            w.add_document(doc)?;
-            handle.note_added(lsn, entry.raw.len() as u64);
-            Ok(())
-        })?;
+        handle.add_record(lsn, entry, &record)?;
         Ok(record
             .parse_error
             .as_deref()

@@ -1,0 +1,102 @@
+//! A block segment being filled, with what its catalog entry and summary need: the hot tier of
+//! the `blocks` layout (filled as records arrive, searchable through snapshots at each commit,
+//! and already written when it is sealed), and the block segments that seals, erasures and
+//! v1 upgrades build from records at hand.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use logsift_core::Record;
+use tantivy::Index;
+
+use crate::blocks::{BlockError, BlockRecord, BlockSegment, BlockWriter};
+use crate::summary::SummaryBuilder;
+
+pub(crate) struct BlockTier {
+    writer: BlockWriter,
+    summary: SummaryBuilder,
+    min_ts: i64,
+    max_ts: i64,
+    docs: u64,
+    raw_bytes: u64,
+}
+
+/// A finished tier: its segment complete in `dir` (block index, bodies, filters, summary).
+pub(crate) struct BuiltTier {
+    pub dir: PathBuf,
+    pub index: Index,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub docs: u64,
+    pub raw_bytes: u64,
+}
+
+impl BlockTier {
+    /// A tier writing its segment in `dir` (created). `hot`: filled over time and read through
+    /// snapshots (its block index merges as it goes).
+    pub fn new(dir: &Path, level: i32, hot: bool) -> Result<Self, BlockError> {
+        let writer = if hot {
+            BlockWriter::hot(dir, level)?
+        } else {
+            BlockWriter::new(dir, level)?
+        };
+        Ok(BlockTier {
+            writer,
+            summary: SummaryBuilder::default(),
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            docs: 0,
+            raw_bytes: 0,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.writer.dir()
+    }
+
+    /// Adds a record; `parsed` is its line parsed with the index's options.
+    pub fn add(&mut self, rec: &BlockRecord<'_>, parsed: &Record<'_>) {
+        self.summary.add(
+            rec.timestamp,
+            parsed.severity.map(|s| s.code()),
+            parsed.host.as_deref(),
+            parsed.app.as_deref(),
+        );
+        self.writer.add(rec, parsed);
+        self.min_ts = self.min_ts.min(rec.timestamp);
+        self.max_ts = self.max_ts.max(rec.timestamp);
+        self.docs += 1;
+        self.raw_bytes += rec.raw.len() as u64;
+    }
+
+    /// Records added.
+    pub fn docs(&self) -> u64 {
+        self.docs
+    }
+
+    /// Everything added so far, readable (see [`BlockWriter::snapshot`]).
+    pub fn snapshot(&mut self) -> Result<Vec<Arc<BlockSegment>>, BlockError> {
+        Ok(self.writer.snapshot()?.into_iter().map(Arc::new).collect())
+    }
+
+    /// Completes the segment and writes its summary beside it.
+    pub fn finish(self) -> Result<BuiltTier, BlockError> {
+        let dir = self.writer.dir().to_path_buf();
+        let index = self.writer.finish()?;
+        self.summary
+            .finish()
+            .write(&dir)
+            .map_err(|source| BlockError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(BuiltTier {
+            dir,
+            index,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            docs: self.docs,
+            raw_bytes: self.raw_bytes,
+        })
+    }
+}
