@@ -13,8 +13,9 @@
 //! WAL and is retried, as with any failed catalog save. The connection is made again on the
 //! next call after it broke.
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogEntry, CatalogError};
 use crate::runtime::IoRuntime;
@@ -127,7 +128,7 @@ impl PgMetastore {
 
     /// The open connection, or a new one (with the table made) if it broke.
     fn client(&self) -> Result<Arc<tokio_postgres::Client>, CatalogError> {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.client.lock();
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -170,7 +171,7 @@ impl PgMetastore {
     }
 
     fn indexes(&self) -> Result<Vec<String>, CatalogError> {
-        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _busy = self.busy.lock();
         let client = self.client()?;
         let rows = self.run(async move {
             client
@@ -184,7 +185,7 @@ impl PgMetastore {
     }
 
     fn load(&self, dir: &Path, name: &str) -> Result<Catalog, CatalogError> {
-        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let busy = self.busy.lock();
         let client = self.client()?;
         let index = name.to_string();
         let rows = self.run(async move {
@@ -223,7 +224,7 @@ impl PgMetastore {
     /// the save is refused rather than forking the chain.
     fn append(&self, name: &str, entries: &[CatalogEntry]) -> Result<(), CatalogError> {
         crate::fault("store::catalog-write").map_err(|e| pg_err(&self.shown, e))?;
-        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _busy = self.busy.lock();
         let client = self.client()?;
         let index = name.to_string();
         let rows: Vec<(i64, String, String)> = entries
@@ -299,7 +300,7 @@ impl PgMetastore {
         let Some(last) = entries.last() else {
             return Ok(true);
         };
-        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.client.lock() = None;
         let client = self.client()?;
         let (index, seq, hash) = (name.to_string(), last.seq as i64, last.hash.clone());
         let found = self.run(async move {
