@@ -260,6 +260,10 @@ pub struct IndexHandle {
     stopping: AtomicBool,
     /// Segments that failed their checks: reported, not served.
     quarantined: RwLock<Vec<(String, String)>>,
+    /// Broken links of the catalog's hash chain found when it was loaded: the segments are
+    /// still served (they pass their own checks), but the history that proves nothing was
+    /// removed or altered does not hold, and `/health/ready` says so.
+    chain_problems: Vec<String>,
     catalog: Mutex<Catalog>,
     /// The hot tier's writer, opened by the first record after open, a seal or a reset. An
     /// idle index holds none: a writer costs megabytes (its hash table, its worker and merge
@@ -357,6 +361,10 @@ impl IndexHandle {
             .load(dir, name.as_str())
             .map_err(|e| StoreError::Catalog(e.to_string()))?;
 
+        let chain_problems = catalog.verify_chain();
+        for problem in &chain_problems {
+            tracing::error!(index = %name, %problem, "the catalog's hash chain is broken: its history no longer proves that no segment was removed or altered");
+        }
         let hot = new_hot(schema, cfg.layout).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
@@ -368,6 +376,7 @@ impl IndexHandle {
             sealing: RwLock::new(Vec::new()),
             sealed: RwLock::new(Vec::new()),
             quarantined: RwLock::new(Vec::new()),
+            chain_problems,
             seal_thread: Mutex::new(None),
             seal_failed_at: Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -661,6 +670,11 @@ impl IndexHandle {
     /// Segments that could not be opened, with the reason.
     pub fn quarantined(&self) -> Vec<(String, String)> {
         self.quarantined.read().clone()
+    }
+
+    /// The broken links of the catalog's hash chain found at open (empty: it holds).
+    pub fn chain_problems(&self) -> &[String] {
+        &self.chain_problems
     }
 
     pub fn catalog_head(&self) -> String {
