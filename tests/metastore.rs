@@ -140,32 +140,8 @@ fn a_second_writer_is_refused_at_start_until_the_first_stops() {
     ingest_batch(&a, 0, 50);
     a.wait_sealed("logs", 50);
 
-    let mut second = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(node_a.join("test-config.toml"))
-        .arg("--data-dir")
-        .arg(node_b.join("data"))
-        .args(["--http", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"])
-        .args(["--syslog-udp", "127.0.0.1:0", "--json-tcp", "127.0.0.1:0"])
-        .args(["--otlp-grpc", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("a second writer started on the same metastore");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    let (code, stderr) = serve_until_exit(&node_a.join("test-config.toml"), &node_b.join("data"));
+    assert_ne!(code, Some(0));
     assert!(stderr.contains("writer lease"), "{stderr}");
     assert_eq!(
         pg.sql("SELECT count(*) FROM logsift_catalog WHERE index_name = 'logs'"),
@@ -175,4 +151,49 @@ fn a_second_writer_is_refused_at_start_until_the_first_stops() {
     assert_eq!(a.stop().code(), Some(0));
     let b = Server::start_in(&node_b, &config);
     each_once(&b, 50);
+    assert_eq!(b.stop().code(), Some(0));
+
+    // A database written by a later catalog layout is refused by name, as an unknown
+    // `catalog.json` version is.
+    assert_eq!(
+        pg.sql("SELECT value FROM logsift_meta WHERE key = 'catalog_format_version'"),
+        "1"
+    );
+    pg.sql("UPDATE logsift_meta SET value = '2' WHERE key = 'catalog_format_version'");
+    let (code, stderr) = serve_until_exit(&node_a.join("test-config.toml"), &node_b.join("data"));
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("catalog format version 2, this build reads 1"),
+        "{stderr}"
+    );
+}
+
+/// Starts `logsift serve` and waits (30 s at most) for it to exit; its exit code and stderr.
+fn serve_until_exit(config: &std::path::Path, data: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--http", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"])
+        .args(["--syslog-udp", "127.0.0.1:0", "--json-tcp", "127.0.0.1:0"])
+        .args(["--otlp-grpc", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("logsift serve kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
 }

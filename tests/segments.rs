@@ -243,6 +243,42 @@ fn verify_names_damage_and_the_server_quarantines(config: &str) {
     );
 }
 
+/// An edited catalog (a reason rewritten after the fact) breaks its hash chain: the server
+/// names it in `/health/ready` from the moment it opens the index, while the segments, which
+/// pass their own checks, keep serving; `segments verify` names it too.
+#[test]
+fn a_broken_catalog_chain_is_reported_at_open_and_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), SEAL_SMALL);
+    seed(&s, 4);
+    wait_sealed(&s, 100);
+    let (_, ready) = s.get("/health/ready");
+    assert_eq!(
+        ready["broken_catalog_chains"],
+        serde_json::json!([]),
+        "{ready}"
+    );
+    let data = s.data_dir.clone();
+    assert!(s.stop().success());
+
+    let path = data.join("indexes/logs/catalog.json");
+    let mut catalog: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    catalog["entries"][0]["reason"] = Value::from("sealed: nothing to see here");
+    std::fs::write(&path, serde_json::to_vec(&catalog).unwrap()).unwrap();
+
+    let s = Server::start_in(dir.path(), SEAL_SMALL);
+    let (_, ready) = s.get("/health/ready");
+    let broken = ready["broken_catalog_chains"].as_array().unwrap();
+    assert!(
+        broken.iter().any(|b| b["index"] == "logs"),
+        "the edit is reported: {ready}"
+    );
+    s.wait_total("sealed", &[("limit", "0")], 200);
+    assert!(s.stop().success());
+    let (ok, out) = segments_verify(&data);
+    assert!(!ok, "verify must fail on a broken chain: {out}");
+}
+
 #[test]
 fn an_interrupted_seal_is_rebuilt_from_the_wal_and_orphans_are_not_served() {
     let dir = tempfile::tempdir().unwrap();

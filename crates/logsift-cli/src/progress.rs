@@ -2,8 +2,8 @@
 //! rate and ETA, drawn by `indicatif`: redrawn in place on a terminal, a plain line every few
 //! seconds otherwise (a log file or CI output gets no cursor movement and no escape codes).
 
+use parking_lot::Mutex;
 use std::io::{IsTerminal, Write as _};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
@@ -109,7 +109,7 @@ impl PlainLines {
     fn emit(&self, line: &str) -> std::io::Result<()> {
         #[cfg(test)]
         if let Some(c) = &self.captured {
-            c.lock().unwrap().push(line.to_string());
+            c.lock().push(line.to_string());
             return Ok(());
         }
         writeln!(std::io::stderr(), "{line}")
@@ -144,7 +144,7 @@ impl TermLike for PlainLines {
     }
 
     fn write_str(&self, s: &str) -> std::io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         state.1.push_str(s);
         Ok(())
     }
@@ -156,7 +156,7 @@ impl TermLike for PlainLines {
     /// The end of a draw: the line (without indicatif's padding and carriage returns) is
     /// written if it is time for one.
     fn flush(&self) -> std::io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock();
         let text = std::mem::take(&mut state.1);
         let line = text.trim_matches(|c: char| c == '\r' || c == '\n' || c == ' ');
         if line.is_empty() || state.0.is_some_and(|last| last.elapsed() < self.every) {
@@ -190,7 +190,7 @@ mod tests {
         let mut m = Meter::with_target(unit, total, base, target);
         m.update(done, records);
         m.bar.force_draw();
-        let line = lines.lock().unwrap().last().cloned().unwrap_or_default();
+        let line = lines.lock().last().cloned().unwrap_or_default();
         line
     }
 
@@ -220,6 +220,6 @@ mod tests {
             term.write_str("     ").unwrap();
             term.flush().unwrap();
         }
-        assert_eq!(*lines.lock().unwrap(), vec!["one".to_string()]);
+        assert_eq!(*lines.lock(), vec!["one".to_string()]);
     }
 }

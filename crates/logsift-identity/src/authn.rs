@@ -9,10 +9,11 @@
 //! `logsift tokens create|revoke` take effect without a restart. A file that becomes unreadable
 //! or damaged keeps the last good set in force (fail closed).
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -114,15 +115,12 @@ impl Authenticator {
 
     fn current(&self) -> Arc<Loaded> {
         self.refresh();
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.loaded.read().clone()
     }
 
     fn refresh(&self) {
         {
-            let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_check.lock();
             if last.elapsed() < RELOAD_CHECK {
                 return;
             }
@@ -130,11 +128,7 @@ impl Authenticator {
         }
         let path = &self.path;
         let now = stamp(path);
-        let old = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let old = self.loaded.read().clone();
         if now == old.stamp {
             return;
         }
@@ -146,8 +140,7 @@ impl Authenticator {
         match Tokens::load(path) {
             Ok(tokens) => {
                 tracing::info!(path = %path.display(), tokens = tokens.tokens.len(), "tokens file reloaded");
-                *self.loaded.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(Loaded::from(tokens, now));
+                *self.loaded.write() = Arc::new(Loaded::from(tokens, now));
             }
             Err(e) => {
                 tracing::error!(error = %e, "keeping the tokens last loaded");

@@ -1,7 +1,7 @@
 //! Per-token ingest rates.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::principal::Principal;
@@ -65,7 +65,7 @@ impl IngestLimiter {
             return Ok(());
         }
         let rate = rate as f64;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.lock();
         let now = Instant::now();
         let b = buckets.entry(record.id.clone()).or_insert(Bucket {
             balance: rate,
@@ -87,7 +87,7 @@ impl IngestLimiter {
     /// Charges bytes learnt only after reading (a body without Content-Length).
     pub fn charge(&self, principal: &Principal, bytes: usize) {
         if let Some(record) = principal.token_record() {
-            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let mut buckets = self.buckets.lock();
             if let Some(b) = buckets.get_mut(&record.id) {
                 b.balance -= bytes as f64;
             }

@@ -123,7 +123,7 @@ pub struct Reservation {
 struct IndexAdmission {
     store: Arc<Store>,
     max_indexes: usize,
-    admitted: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    admitted: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl IndexAdmission {
@@ -131,7 +131,7 @@ impl IndexAdmission {
         if name.starts_with('_') || self.store.get(name).is_some() {
             return Ok(());
         }
-        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut admitted = self.admitted.lock();
         if admitted.contains(name) {
             return Ok(());
         }

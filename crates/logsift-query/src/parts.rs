@@ -8,8 +8,9 @@
 //! which is a contiguous range at the end the answer starts from, so that a cursor can carry
 //! on from its edge.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use logsift_core::time::format_rfc3339;
 use logsift_store::{IndexHandle, PartReader};
@@ -243,17 +244,14 @@ where
         match search(part, &part_budget) {
             Ok(_) if part_budget.was_cut() => {}
             Ok(fruit) => {
-                let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut guard = state.lock();
                 let (acc, done) = &mut *guard;
                 merge(acc, i, fruit);
                 done[i] = true;
             }
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
-                failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
+                failure.lock().get_or_insert(e);
                 return;
             }
         }
@@ -268,13 +266,13 @@ where
             }
         });
     }
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Some(e) = failure.into_inner() {
         return Err(e);
     }
     if budget.cancelled() {
         return Err(QueryError::Cancelled);
     }
-    Ok(state.into_inner().unwrap_or_else(|p| p.into_inner()))
+    Ok(state.into_inner())
 }
 
 /// What an answer covers.

@@ -14,9 +14,10 @@
 //! time range, and a few of their queries). That caps the append rate per caller at two
 //! records per window, whatever the request rate.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -145,7 +146,7 @@ impl Audit {
     /// Takes the windows that are closed (every one with `all`) and returns the summary
     /// entries of those that folded any refusal.
     fn closed_windows(&self, all: bool) -> Vec<Vec<u8>> {
-        let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut windows = self.refusals.lock();
         let closed: Vec<RefusalKey> = windows
             .iter()
             .filter(|(_, w)| all || w.opened.elapsed() >= REFUSAL_WINDOW)
@@ -172,7 +173,7 @@ impl Audit {
         let now = now_ns();
         let mut expired = None;
         {
-            let mut windows = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            let mut windows = self.refusals.lock();
             if !windows.contains_key(&key) && windows.len() >= MAX_REFUSAL_WINDOWS {
                 key.0 = "many callers".into();
             }

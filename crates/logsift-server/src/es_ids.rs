@@ -31,12 +31,13 @@
 //! files are not fsynced: a process crash keeps them in the page cache, and a power cut loses
 //! at most the newest ids, again a duplicate and never a loss.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -264,7 +265,7 @@ impl IdWindow {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Claims `key`, whose document hashes to `content`, for `op` at `now`; see [`Claim`].
@@ -397,7 +398,7 @@ impl Claims {
     }
 
     fn lock(&self) -> MutexGuard<'_, ClaimsInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     /// Claims the id of a document, remembering it when claimed; see [`Claim`]. An id

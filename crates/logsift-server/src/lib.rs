@@ -227,6 +227,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             let name = h.name().to_string();
             h.quarantined().into_iter().map(move |(id, why)| json!({"index": name, "segment": id, "reason": why}))
         }).collect::<Vec<_>>(),
+        "broken_catalog_chains": state.store.list().iter().flat_map(|h| {
+            let name = h.name().to_string();
+            h.chain_problems().iter().map(move |p| json!({"index": name, "problem": p})).collect::<Vec<_>>()
+        }).collect::<Vec<_>>(),
         "wal_replay": {
             "files": start.wal_files,
             "entries": start.wal_entries,

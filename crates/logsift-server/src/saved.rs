@@ -4,9 +4,9 @@
 //! (the web page opens `/?saved=NAME`). Opening one runs it with the caller's own scope.
 //! Kept in `DATA_DIR/saved-searches.json` (see [`crate::persist`]).
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -104,12 +104,12 @@ impl SavedSearches {
     }
 
     pub fn list(&self) -> Vec<SavedSearch> {
-        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let items = self.items.lock();
         items.values().cloned().collect()
     }
 
     fn get(&self, name: &str) -> Option<SavedSearch> {
-        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let items = self.items.lock();
         items.get(name).cloned()
     }
 
@@ -120,7 +120,7 @@ impl SavedSearches {
         change: impl FnOnce(&mut BTreeMap<String, SavedSearch>) -> Result<(), ApiError>,
     ) -> Result<(), ApiError> {
         let _writing = self.write_lock.lock().await;
-        let mut next = self.items.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut next = self.items.lock().clone();
         change(&mut next)?;
         let doc = json!({ "searches": next.values().collect::<Vec<_>>() });
         let path = self.path.clone();
@@ -128,7 +128,7 @@ impl SavedSearches {
             .await
             .map_err(|e| ApiError::internal(format!("saving searches failed: {e}")))?
             .map_err(|e| ApiError::internal(format!("saving searches failed: {e}")))?;
-        *self.items.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        *self.items.lock() = next;
         Ok(())
     }
 }

@@ -17,10 +17,11 @@
 //! — or, when none is free, waits for its next turn (the cursor loses nothing) — under the
 //! query time limit, and stops as soon as the hub's last client goes.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::ServerMetrics;
@@ -82,8 +83,8 @@ enum Offered {
 }
 
 impl Outbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Queue> {
+        self.queue.lock()
     }
 
     /// Queues `event` without waiting.
@@ -161,14 +162,14 @@ struct Hub {
 }
 
 impl Hub {
-    fn subscribers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Outbox>>> {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    fn subscribers(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<Outbox>>> {
+        self.subscribers.lock()
     }
 }
 
 impl TailHubs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HubKey, Arc<Hub>>> {
-        self.hubs.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<HubKey, Arc<Hub>>> {
+        self.hubs.lock()
     }
 
     /// Adds `outbox` to the hub serving `key`; creates the hub (and returns it as new) when

@@ -27,11 +27,12 @@
 //! sealing it): at open, each is sealed into a segment like any hot tier, with a catalog entry
 //! saying so, and removed.
 
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logsift_core::IndexName;
@@ -259,6 +260,10 @@ pub struct IndexHandle {
     stopping: AtomicBool,
     /// Segments that failed their checks: reported, not served.
     quarantined: RwLock<Vec<(String, String)>>,
+    /// Broken links of the catalog's hash chain found when it was loaded: the segments are
+    /// still served (they pass their own checks), but the history that proves nothing was
+    /// removed or altered does not hold, and `/health/ready` says so.
+    chain_problems: Vec<String>,
     catalog: Mutex<Catalog>,
     /// The hot tier's writer, opened by the first record after open, a seal or a reset. An
     /// idle index holds none: a writer costs megabytes (its hash table, its worker and merge
@@ -356,6 +361,10 @@ impl IndexHandle {
             .load(dir, name.as_str())
             .map_err(|e| StoreError::Catalog(e.to_string()))?;
 
+        let chain_problems = catalog.verify_chain();
+        for problem in &chain_problems {
+            tracing::error!(index = %name, %problem, "the catalog's hash chain is broken: its history no longer proves that no segment was removed or altered");
+        }
         let hot = new_hot(schema, cfg.layout).map_err(tantivy_err)?;
         let handle = IndexHandle {
             name: name.clone(),
@@ -367,6 +376,7 @@ impl IndexHandle {
             sealing: RwLock::new(Vec::new()),
             sealed: RwLock::new(Vec::new()),
             quarantined: RwLock::new(Vec::new()),
+            chain_problems,
             seal_thread: Mutex::new(None),
             seal_failed_at: Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -501,10 +511,7 @@ impl IndexHandle {
             v1_dir: Some(path.to_path_buf()),
             written: Mutex::new(None),
         });
-        self.sealing
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tier.clone());
+        self.sealing.write().push(tier.clone());
         self.finish_seal(&tier)
     }
 
@@ -513,7 +520,7 @@ impl IndexHandle {
     }
 
     fn lock_catalog(&self) -> MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+        self.catalog.lock()
     }
 
     /// Opens a catalogued segment for searching, or quarantines it.
@@ -536,22 +543,14 @@ impl IndexHandle {
                     .map_err(|e| e.to_string())
             });
         match opened {
-            Ok((data, summary)) => {
-                self.sealed
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Sealed {
-                        entry,
-                        data,
-                        summary,
-                    })
-            }
+            Ok((data, summary)) => self.sealed.write().push(Sealed {
+                entry,
+                data,
+                summary,
+            }),
             Err(why) => {
                 tracing::error!(index = %self.name, segment = %entry.segment, %why, "quarantining a segment that cannot be opened; the rest keeps serving");
-                self.quarantined
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((entry.segment, why));
+                self.quarantined.write().push((entry.segment, why));
             }
         }
     }
@@ -591,9 +590,9 @@ impl IndexHandle {
         // All three locks at once, in the order sealing takes them (hot, sealing, sealed), so
         // a search sees the parts either before or after a seal moves records between them,
         // never a mix that would count them twice or not at all.
-        let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
-        let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
-        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+        let hot = self.hot.read();
+        let sealing = self.sealing.read();
+        let sealed = self.sealed.read();
         let mut out: Vec<(PartReader, Option<Arc<SegmentSummary>>)> =
             hot.data.parts().into_iter().map(|p| (p, None)).collect();
         for t in sealing.iter() {
@@ -611,11 +610,7 @@ impl IndexHandle {
 
     /// Committed records in the hot tier.
     pub(crate) fn hot_docs(&self) -> u64 {
-        self.hot
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .data
-            .docs()
+        self.hot.read().data.docs()
     }
 
     /// Records in the index, all parts included.
@@ -635,13 +630,8 @@ impl IndexHandle {
     /// quarantines the ones that differ (opening a segment checks only its footer and
     /// directory, which a flipped byte in the data does not touch). Returns how many failed.
     pub fn check_segments(&self) -> usize {
-        let entries: Vec<CatalogEntry> = self
-            .sealed
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|s| s.entry.clone())
-            .collect();
+        let entries: Vec<CatalogEntry> =
+            self.sealed.read().iter().map(|s| s.entry.clone()).collect();
         let mut failed = 0;
         for entry in entries {
             let why = match self.files.sha256_served(&entry.segment) {
@@ -653,7 +643,7 @@ impl IndexHandle {
                 Err(e) => e.to_string(),
             };
             // A merge or retention may have replaced it meanwhile: only a served one counts.
-            let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+            let mut sealed = self.sealed.write();
             let before = sealed.len();
             sealed.retain(|s| s.entry.segment != entry.segment);
             if sealed.len() == before {
@@ -662,10 +652,7 @@ impl IndexHandle {
             drop(sealed);
             failed += 1;
             tracing::error!(index = %self.name, segment = %entry.segment, %why, "quarantining a segment that fails its checksum; the rest keeps serving");
-            self.quarantined
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((entry.segment, why));
+            self.quarantined.write().push((entry.segment, why));
         }
         failed
     }
@@ -682,10 +669,12 @@ impl IndexHandle {
 
     /// Segments that could not be opened, with the reason.
     pub fn quarantined(&self) -> Vec<(String, String)> {
-        self.quarantined
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.quarantined.read().clone()
+    }
+
+    /// The broken links of the catalog's hash chain found at open (empty: it holds).
+    pub fn chain_problems(&self) -> &[String] {
+        &self.chain_problems
     }
 
     pub fn catalog_head(&self) -> String {
@@ -712,12 +701,12 @@ impl IndexHandle {
     /// and the committed LSN goes back to what is sealed or being sealed, so that the re-apply
     /// from the WAL (which keeps everything unsealed) adds the whole tier again.
     pub(crate) fn reset_writer(&self) {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.writer.lock();
         self.uncommitted.store(0, Ordering::Release);
         if matches!(&*slot, Some(HotWriter::Blocks(_))) {
             let catalogued = self.lock_catalog().max_lsn();
-            let mut hot = self.hot.write().unwrap_or_else(|p| p.into_inner());
-            let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
+            let mut hot = self.hot.write();
+            let sealing = self.sealing.read();
             let kept = sealing
                 .iter()
                 .map(|t| t.max_lsn)
@@ -747,13 +736,13 @@ impl IndexHandle {
         let _ = self
             .hot_first_lsn
             .compare_exchange(0, lsn, Ordering::AcqRel, Ordering::Acquire);
-        *self.last_add.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.last_add.lock() = Instant::now();
     }
 
     /// The lowest LSN of this index that is not in a sealed segment yet (in the hot tier or a
     /// tier being sealed), if any: the WAL must keep it and everything after it.
     pub fn first_unsealed_lsn(&self) -> Option<u64> {
-        let sealing = self.sealing.read().unwrap_or_else(|p| p.into_inner());
+        let sealing = self.sealing.read();
         let hot = self.hot_first_lsn.load(Ordering::Acquire);
         sealing
             .iter()
@@ -764,9 +753,9 @@ impl IndexHandle {
 
     /// The hot tier's writer, opened if there is none.
     fn open_writer(&self) -> Result<MutexGuard<'_, Option<HotWriter>>, StoreError> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.writer.lock();
         if slot.is_none() {
-            let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
+            let hot = self.hot.read();
             *slot = Some(match &hot.data {
                 HotData::Records { index, .. } => HotWriter::Records(
                     new_writer(index, self.writer_memory_bytes).map_err(|e| self.tantivy_err(e))?,
@@ -826,7 +815,7 @@ impl IndexHandle {
         // Under the writer lock throughout: a seal (which may run on an erasure's thread)
         // sees either everything before this commit or everything after it.
         {
-            let slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = self.writer.lock();
             if slot.is_none() && self.uncommitted.load(Ordering::Acquire) == 0 {
                 // Nothing was added since the writer went: everything is already visible.
                 self.committed_lsn.fetch_max(through_lsn, Ordering::AcqRel);
@@ -841,16 +830,14 @@ impl IndexHandle {
             }
             Some(HotWriter::Blocks(tier)) => {
                 let parts = tier.snapshot().map_err(|e| self.store_err(e.to_string()))?;
-                self.hot.write().unwrap_or_else(|p| p.into_inner()).data = HotData::Blocks(parts);
+                self.hot.write().data = HotData::Blocks(parts);
             }
             None => return Err(self.store_err("no hot writer".into())),
         }
         self.committed_lsn.store(through_lsn, Ordering::Release);
         self.committed_raw_bytes.store(raw, Ordering::Relaxed);
         self.uncommitted.store(0, Ordering::Release);
-        if let HotData::Records { reader, .. } =
-            &self.hot.read().unwrap_or_else(|p| p.into_inner()).data
-        {
+        if let HotData::Records { reader, .. } = &self.hot.read().data {
             reader.reload().map_err(|e| self.tantivy_err(e))?;
         }
         Ok(())
@@ -906,7 +893,6 @@ impl IndexHandle {
         drop(catalog);
         self.sealed
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .retain(|s| !doomed.iter().any(|(d, _)| *d == s.entry.segment));
         for (segment, reason) in &doomed {
             if let Err(e) = self.files.remove(segment) {
@@ -919,18 +905,12 @@ impl IndexHandle {
 
     /// Whether the hot tier has a writer open (it costs megabytes, see `writer`).
     pub(crate) fn writer_open(&self) -> bool {
-        self.writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.writer.lock().is_some()
     }
 
     /// How long since a record was last added.
     pub(crate) fn idle_for(&self) -> Duration {
-        self.last_add
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
+        self.last_add.lock().elapsed()
     }
 
     /// Why the hot tier is due to be sealed now, if it is: it holds `seal_docs` records, it
@@ -940,25 +920,16 @@ impl IndexHandle {
     pub(crate) fn seal_due(&self, policy: &SealPolicy, applied_lsn: u64) -> Option<&'static str> {
         // One seal at a time per index: segments are catalogued in LSN order, and the memory
         // and I/O sealing takes stay bounded.
-        if !self
-            .sealing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
+        if !self.sealing.read().is_empty() {
             return None;
         }
-        let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
+        let hot = self.hot.read();
         let docs = hot.data.docs();
         if docs == 0 {
             return None;
         }
         let first = self.hot_first_lsn.load(Ordering::Acquire);
-        let idle = self
-            .last_add
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed();
+        let idle = self.last_add.lock().elapsed();
         if docs >= policy.docs {
             Some("size")
         } else if hot.opened.elapsed() >= policy.after {
@@ -976,15 +947,15 @@ impl IndexHandle {
     /// `logsift-seal` thread, so ingest goes on meanwhile. Does nothing (returns `None`) while
     /// records are uncommitted, another seal runs, or the hot tier is empty.
     pub(crate) fn seal(self: &Arc<Self>, why: &'static str) -> Result<Option<String>, StoreError> {
-        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.writer.lock();
         if self.uncommitted.load(Ordering::Acquire) != 0 {
             return Ok(None);
         }
         let max_lsn = self.committed_lsn();
         let id = format!("{max_lsn:020}");
         let tier = {
-            let mut hot = self.hot.write().unwrap_or_else(|p| p.into_inner());
-            let mut sealing = self.sealing.write().unwrap_or_else(|p| p.into_inner());
+            let mut hot = self.hot.write();
+            let mut sealing = self.sealing.write();
             if !sealing.is_empty() || hot.data.docs() == 0 {
                 return Ok(None);
             }
@@ -1041,8 +1012,7 @@ impl IndexHandle {
                     // in the WAL, and the seal is tried again.
                     *handle
                         .seal_failed_at
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                        .lock() = Some(Instant::now());
                     tracing::error!(index = %handle.name, segment = %tier.id, error = %e, "sealing failed; will retry");
                 }
             });
@@ -1050,7 +1020,7 @@ impl IndexHandle {
             path: self.dir.clone(),
             source,
         })?;
-        *self.seal_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        *self.seal_thread.lock() = Some(thread);
         Ok(())
     }
 
@@ -1060,24 +1030,15 @@ impl IndexHandle {
             return;
         }
         {
-            if running(&self.seal_thread.lock().unwrap_or_else(|p| p.into_inner())) {
+            if running(&self.seal_thread.lock()) {
                 return;
             }
         }
-        let mut failed = self
-            .seal_failed_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut failed = self.seal_failed_at.lock();
         if failed.is_none_or(|t| t.elapsed() < SEAL_RETRY) {
             return;
         }
-        let Some(tier) = self
-            .sealing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .first()
-            .cloned()
-        else {
+        let Some(tier) = self.sealing.read().first().cloned() else {
             *failed = None;
             return;
         };
@@ -1090,11 +1051,7 @@ impl IndexHandle {
 
     /// Waits for a seal in progress to finish.
     pub fn wait_for_seal(&self) {
-        let thread = self
-            .seal_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.seal_thread.lock().take();
         if let Some(t) = thread {
             let _ = t.join();
         }
@@ -1113,7 +1070,6 @@ impl IndexHandle {
         let kept = tier
             .written
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .take()
             // Only if the file is still there as written.
             .filter(|info| {
@@ -1129,7 +1085,7 @@ impl IndexHandle {
             None => match &tier.data {
                 SealingData::Blocks { parts, tier: slot } => {
                     crate::fault("store::build").map_err(io_err(&out))?;
-                    let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let taken = slot.lock().take();
                     let info = match taken {
                         // Its blocks are written already: the segment is completed where it is.
                         Some(hot) => {
@@ -1205,7 +1161,7 @@ impl IndexHandle {
                 } else {
                     // Kept for the next attempt; if logsift stops first, the next start
                     // collects it as an unlisted file and seals the records again from the WAL.
-                    *tier.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+                    *tier.written.lock() = Some(info);
                 }
                 return Err(StoreError::Catalog(e.to_string()));
             }
@@ -1213,7 +1169,7 @@ impl IndexHandle {
         };
         {
             // Swap under the sealing lock: a search sees the records in one place or the other.
-            let mut sealing = self.sealing.write().unwrap_or_else(|p| p.into_inner());
+            let mut sealing = self.sealing.write();
             self.serve_segment(entry.clone());
             sealing.retain(|t| t.id != tier.id);
         }
@@ -1412,7 +1368,7 @@ impl IndexHandle {
         if self.idle_for() < idle || self.writer_open() {
             return None;
         }
-        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+        let sealed = self.sealed.read();
         sealed
             .iter()
             .filter(|s| s.entry.raw_bytes >= settings.docstore_blocksize as u64)
@@ -1428,7 +1384,7 @@ impl IndexHandle {
 
     /// Whether a merge or recompression of this index is running.
     pub(crate) fn merge_running(&self) -> bool {
-        running(&self.merge_thread.lock().unwrap_or_else(|p| p.into_inner()))
+        running(&self.merge_thread.lock())
     }
 
     /// Starts merging small sealed segments in the background when a run of `factor` adjacent
@@ -1440,7 +1396,7 @@ impl IndexHandle {
         max_docs: u64,
         idle: Duration,
     ) -> bool {
-        let mut slot = self.merge_thread.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.merge_thread.lock();
         if running(&slot) {
             return false;
         }
@@ -1450,7 +1406,6 @@ impl IndexHandle {
         let sealed: HashMap<String, bool> = self
             .sealed
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             // Block segments are never merged: they are written whole by their seal.
             .filter_map(|s| {
@@ -1504,11 +1459,7 @@ impl IndexHandle {
 
     /// Waits for a merge in progress to finish.
     pub fn wait_for_merge(&self) {
-        let thread = self
-            .merge_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.merge_thread.lock().take();
         if let Some(t) = thread {
             let _ = t.join();
         }
@@ -1555,7 +1506,6 @@ impl IndexHandle {
     ) -> Vec<(CatalogEntry, PartReader)> {
         self.sealed
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|s| {
                 start.is_none_or(|st| s.entry.max_timestamp >= st)
@@ -1582,7 +1532,6 @@ impl IndexHandle {
         let searcher = self
             .sealed
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|s| s.entry.segment == segment)
             .and_then(|s| s.records().map(IndexReader::searcher))
@@ -1633,7 +1582,7 @@ impl IndexHandle {
                 // retention deletes one meanwhile.
                 let mut indexes = Vec::new();
                 {
-                    let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+                    let sealed = self.sealed.read();
                     for src in sources {
                         let s = sealed
                             .iter()
@@ -1706,7 +1655,6 @@ impl IndexHandle {
         let source = self
             .sealed
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|s| s.entry.segment == segment)
             .and_then(|s| match &s.data {
@@ -1742,7 +1690,7 @@ impl IndexHandle {
         delete_reason: &str,
         build: impl FnOnce(&Path, &str, u64) -> Result<(Option<(SegmentInfo, u64)>, u64), StoreError>,
     ) -> Result<Rewritten, StoreError> {
-        let _one_at_a_time = self.rewriting.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.rewriting.lock();
         {
             let catalog = self.lock_catalog();
             let live = catalog.live();
@@ -1799,7 +1747,7 @@ impl IndexHandle {
             entry
         };
         {
-            let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+            let mut sealed = self.sealed.write();
             sealed.retain(|s| !names.contains(&s.entry.segment.as_str()));
             drop(sealed);
             if let Some(e) = &entry {
@@ -1823,9 +1771,7 @@ impl IndexHandle {
     }
 
     fn lock_rewrite_output(&self) -> MutexGuard<'_, Option<String>> {
-        self.rewrite_output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.rewrite_output.lock()
     }
 
     /// Gives up a rewrite once the server is stopping (its output goes with its
@@ -1883,7 +1829,7 @@ impl IndexHandle {
     ) -> Result<Option<u64>, E> {
         let mut matches = 0;
         {
-            let hot = self.hot.read().unwrap_or_else(|p| p.into_inner());
+            let hot = self.hot.read();
             for part in hot.data.parts() {
                 matches += count(&part)?;
             }
@@ -1897,11 +1843,7 @@ impl IndexHandle {
     /// Whether a seal is under way (its records are in neither the hot index nor a segment
     /// that erasure can rewrite yet).
     pub fn sealing_in_progress(&self) -> bool {
-        !self
-            .sealing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.sealing.read().is_empty()
     }
 }
 

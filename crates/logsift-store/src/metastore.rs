@@ -13,8 +13,9 @@
 //! WAL and is retried, as with any failed catalog save. The connection is made again on the
 //! next call after it broke.
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogEntry, CatalogError};
 use crate::runtime::IoRuntime;
@@ -85,12 +86,23 @@ pub struct PgMetastore {
 /// start. The lock goes with the connection, so a stopped or killed writer frees it.
 const WRITER_LEASE: &str = "SELECT pg_try_advisory_lock(hashtext('logsift_catalog_writer'))";
 
+/// The version of the catalog's layout in PostgreSQL (the tables and the entry objects), kept
+/// in `logsift_meta`: a database written by a later layout is refused, as a `catalog.json`
+/// with an unknown `format_version` is. Tables made before the version existed get it.
+const CATALOG_FORMAT_VERSION: &str = "1";
+
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS logsift_catalog (
     index_name text NOT NULL,
     seq bigint NOT NULL,
     entry jsonb NOT NULL,
     PRIMARY KEY (index_name, seq)
-)";
+);
+CREATE TABLE IF NOT EXISTS logsift_meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+INSERT INTO logsift_meta (key, value) VALUES ('catalog_format_version', '1')
+    ON CONFLICT (key) DO NOTHING";
 
 fn pg_err(shown: &str, e: impl std::fmt::Display) -> CatalogError {
     CatalogError::Metastore(format!("{shown}: {e}"))
@@ -127,7 +139,7 @@ impl PgMetastore {
 
     /// The open connection, or a new one (with the table made) if it broke.
     fn client(&self) -> Result<Arc<tokio_postgres::Client>, CatalogError> {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.client.lock();
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -140,12 +152,25 @@ impl PgMetastore {
                 }
             });
             client.batch_execute(SCHEMA).await?;
+            let version: String = client
+                .query_one(
+                    "SELECT value FROM logsift_meta WHERE key = 'catalog_format_version'",
+                    &[],
+                )
+                .await?
+                .get(0);
             let leased = !writer || client.query_one(WRITER_LEASE, &[]).await?.get::<_, bool>(0);
-            Ok::<_, tokio_postgres::Error>((client, leased))
+            Ok::<_, tokio_postgres::Error>((client, leased, version))
         });
         let client = match connected {
-            Some(Ok((c, true))) => Arc::new(c),
-            Some(Ok((_, false))) => {
+            Some(Ok((_, _, version))) if version != CATALOG_FORMAT_VERSION => {
+                return Err(pg_err(
+                    &self.shown,
+                    format!("catalog format version {version}, this build reads {CATALOG_FORMAT_VERSION} (logsift_meta.catalog_format_version)"),
+                ))
+            }
+            Some(Ok((c, true, _))) => Arc::new(c),
+            Some(Ok((_, false, _))) => {
                 return Err(pg_err(
                     &self.shown,
                     "another logsift process writes catalogs to this metastore (it holds the writer lease); one writer at a time is supported for now",
@@ -170,7 +195,7 @@ impl PgMetastore {
     }
 
     fn indexes(&self) -> Result<Vec<String>, CatalogError> {
-        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _busy = self.busy.lock();
         let client = self.client()?;
         let rows = self.run(async move {
             client
@@ -184,7 +209,7 @@ impl PgMetastore {
     }
 
     fn load(&self, dir: &Path, name: &str) -> Result<Catalog, CatalogError> {
-        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let busy = self.busy.lock();
         let client = self.client()?;
         let index = name.to_string();
         let rows = self.run(async move {
@@ -223,7 +248,7 @@ impl PgMetastore {
     /// the save is refused rather than forking the chain.
     fn append(&self, name: &str, entries: &[CatalogEntry]) -> Result<(), CatalogError> {
         crate::fault("store::catalog-write").map_err(|e| pg_err(&self.shown, e))?;
-        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _busy = self.busy.lock();
         let client = self.client()?;
         let index = name.to_string();
         let rows: Vec<(i64, String, String)> = entries
@@ -299,7 +324,7 @@ impl PgMetastore {
         let Some(last) = entries.last() else {
             return Ok(true);
         };
-        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.client.lock() = None;
         let client = self.client()?;
         let (index, seq, hash) = (name.to_string(), last.seq as i64, last.hash.clone());
         let found = self.run(async move {

@@ -1,8 +1,9 @@
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handle::IndexHandle;
@@ -285,7 +286,7 @@ impl Store {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<IndexHandle>> {
-        let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        let indexes = self.indexes.read();
         indexes.get(name).cloned()
     }
 
@@ -293,7 +294,7 @@ impl Store {
         if let Some(h) = self.get(name.as_str()) {
             return Ok(h);
         }
-        let mut indexes = self.indexes.write().unwrap_or_else(|p| p.into_inner());
+        let mut indexes = self.indexes.write();
         if let Some(h) = indexes.get(name) {
             return Ok(h.clone());
         }
@@ -311,7 +312,7 @@ impl Store {
 
     /// Every index, in name order.
     pub fn list(&self) -> Vec<Arc<IndexHandle>> {
-        let indexes = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        let indexes = self.indexes.read();
         indexes.values().cloned().collect()
     }
 
@@ -346,7 +347,7 @@ impl Store {
             .get(index)
             .map(|o| o.legal_holds.clone())
             .unwrap_or_default();
-        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let holds = self.holds.lock();
         out.extend(
             holds
                 .list()
@@ -359,25 +360,15 @@ impl Store {
 
     /// The holds placed through the API.
     pub fn api_holds(&self) -> Vec<crate::HoldRecord> {
-        self.holds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .list()
-            .to_vec()
+        self.holds.lock().list().to_vec()
     }
 
     pub fn add_hold(&self, hold: crate::HoldRecord) -> Result<(), StoreError> {
-        self.holds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(hold)
+        self.holds.lock().add(hold)
     }
 
     pub fn release_hold(&self, id: &str) -> Result<Option<crate::HoldRecord>, StoreError> {
-        self.holds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release(id)
+        self.holds.lock().release(id)
     }
 
     /// Starts background merges of small sealed segments (or recompressions of quiet ones),
