@@ -341,7 +341,10 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .context("the export ended but its manifest is missing (the server stopped it)")?;
     let mpath = manifest_path(&output);
-    fs::write(&mpath, &manifest).with_context(|| mpath.display().to_string())?;
+    // Replaced whole and synced, like the export file it proves: a crash must not leave a
+    // torn manifest beside a complete export.
+    logsift_core::fsutil::write_atomic(&mpath, &manifest)
+        .with_context(|| mpath.display().to_string())?;
     let signed =
         logsift_audit::parse_signed_manifest(&manifest).context("the server's manifest")?;
     if signed.manifest.records != progress.records {

@@ -1980,6 +1980,9 @@ fn rewrite_store(index: &Index, dir: &Path, settings: &IndexSettings) -> Result<
             }
             writer.close().map_err(|e| err(&e))?;
         }
+        // No fsync: `dir` is a rewrite's scratch directory, and what is durable is the
+        // segment bundle made of it (synced before it is catalogued); a crash leaves only
+        // scratch, removed at the next start.
         fs::rename(dir.join(&tmp), dir.join(&path)).map_err(|e| err(&e))?;
     }
     Ok(())
