@@ -333,16 +333,23 @@ pub fn search(
     // Its top is the worst hit kept.
     let mut top: BinaryHeap<Worst> = BinaryHeap::new();
     let mut kept: Vec<BlockHit> = Vec::new();
-    for &ord in &order_of {
+    let mut count_from = order_of.len();
+    for (i, &ord) in order_of.iter().enumerate() {
         if page.budget.as_ref().is_some_and(crate::Budget::stop_here) {
             break;
         }
         let b = &segment.blocks[ord];
         // The best and the worst key a record of the block can have.
-        let (best, worst) = match order {
-            SortOrder::Desc => ((b.ts_max, u64::MAX), (b.ts_min, 0)),
-            SortOrder::Asc => ((b.ts_min, 0), (b.ts_max, u64::MAX)),
-        };
+        let (best, worst) = bounds(b, order);
+        // Blocks come in the order of their best key and the page only gets stricter: once
+        // one cannot enter it, none after it can, and the rest are only counted (on both
+        // cores, when there are enough of them).
+        let page_closed =
+            limit == 0 || (top.len() >= limit && top.peek().is_some_and(|w| !better(best, w.key)));
+        if page_closed && order_of.len() - i >= PARALLEL_COUNT_BLOCKS {
+            count_from = i;
+            break;
+        }
         // In answer order the block's records lie between `best` and `worst`.
         let all_past = past_cursor(best);
         let none_past = !past_cursor(worst);
@@ -402,6 +409,28 @@ pub fn search(
             }
         })?;
     }
+    if count_from < order_of.len() {
+        let rest = &order_of[count_from..];
+        let count = |query: &mut BlockQuery, half: usize| {
+            count_matches(query, rest.iter().skip(half).step_by(2).copied(), page)
+        };
+        let (mine, theirs) = std::thread::scope(|scope| {
+            let theirs = scope.spawn(|| {
+                let mut other = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
+                let counted = count(&mut other, 1)?;
+                Ok::<_, QueryError>((counted, other.blocks_read))
+            });
+            let mine = count(&mut query, 0);
+            let theirs = theirs
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (mine, theirs)
+        });
+        let ((total, after), (other, other_read)) = (mine?, theirs?);
+        out.total += total + other.0;
+        out.after_cursor += after + other.1;
+        query.blocks_read += other_read;
+    }
     out.blocks_read = query.blocks_read;
     let mut ranked = top.into_vec();
     ranked.sort();
@@ -410,6 +439,64 @@ pub fn search(
         .map(|w| std::mem::replace(&mut kept[w.slot], empty_hit()))
         .collect();
     Ok(out)
+}
+
+/// Candidate blocks left to count, at least, for a page's count to go on two threads: fewer
+/// are counted faster than a thread starts and plans the query again. Two in this crate's
+/// tests, so that the layout tests' small corpus holds both layouts' totals and cursors to
+/// the same answers through this path too.
+const PARALLEL_COUNT_BLOCKS: usize = if cfg!(test) { 2 } else { 64 };
+
+/// The best and the worst key, in answer order, that a record of block `b` can have.
+fn bounds(b: &logsift_store::blocks::BlockInfo, order: SortOrder) -> ((i64, u64), (i64, u64)) {
+    match order {
+        SortOrder::Desc => ((b.ts_max, u64::MAX), (b.ts_min, 0)),
+        SortOrder::Asc => ((b.ts_min, 0), (b.ts_max, u64::MAX)),
+    }
+}
+
+/// The matches in `blocks` on `page` and those of them past its cursor (none of them on the
+/// page itself): from the block index where it knows them, else from the blocks' headers and
+/// lines.
+fn count_matches(
+    query: &mut BlockQuery,
+    blocks: impl Iterator<Item = usize>,
+    page: &Page,
+) -> Result<(u64, u64), QueryError> {
+    let better = |a: (i64, u64), b: (i64, u64)| match page.order {
+        SortOrder::Desc => a > b,
+        SortOrder::Asc => a < b,
+    };
+    let past_cursor = |k: (i64, u64)| page.after.is_none_or(|a| better(a, k));
+    let id_ok = |id: u64| page.ids.is_none_or(|(lo, hi)| id >= lo && id <= hi);
+    let (mut total, mut after) = (0u64, 0u64);
+    for ord in blocks {
+        if page.budget.as_ref().is_some_and(crate::Budget::stop_here) {
+            break;
+        }
+        let (best, worst) = bounds(&query.segment.blocks[ord], page.order);
+        let all_past = past_cursor(best);
+        let none_past = !past_cursor(worst);
+        let known = query
+            .known_count(ord)
+            .filter(|_| (all_past || none_past) && page.ids.is_none());
+        if let Some(k) = known {
+            total += k;
+            if all_past {
+                after += k;
+            }
+            continue;
+        }
+        query.matches_in(ord, Need::Header, |_, r, _| {
+            if id_ok(r.id) {
+                total += 1;
+                if past_cursor((r.timestamp, r.id)) {
+                    after += 1;
+                }
+            }
+        })?;
+    }
+    Ok((total, after))
 }
 
 /// A kept hit's key in a heap whose top is the worst one kept.
