@@ -301,14 +301,7 @@ pub fn search(
     parse: &logsift_parse::ParseOptions,
     page: &Page,
 ) -> Result<BlockHits, QueryError> {
-    let Page {
-        order,
-        after,
-        limit,
-        ids,
-        stream,
-        ..
-    } = page.clone();
+    let (order, limit, ids, stream) = (page.order, page.limit, page.ids, page.stream);
     let mut query = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
     let mut order_of = query.candidates();
     order_of.retain(|&o| {
@@ -316,20 +309,13 @@ pub fn search(
         stream.is_none_or(|s| b.stream == s)
             && ids.is_none_or(|(lo, hi)| b.last_id >= lo && b.first_id <= hi)
     });
-    let id_ok = |id: u64| ids.is_none_or(|(lo, hi)| id >= lo && id <= hi);
+    let rank = Ranking::of(page);
     // The blocks that may hold the best hits first.
     match order {
         SortOrder::Desc => order_of.sort_by_key(|&o| Reverse(segment.blocks[o].ts_max)),
         SortOrder::Asc => order_of.sort_by_key(|&o| segment.blocks[o].ts_min),
     }
     let mut out = BlockHits::default();
-    // Whether key `a` comes before `b` in the answer.
-    let better = |a: (i64, u64), b: (i64, u64)| match order {
-        SortOrder::Desc => a > b,
-        SortOrder::Asc => a < b,
-    };
-    // Whether key `k` comes after the cursor in the answer.
-    let past_cursor = |k: (i64, u64)| after.is_none_or(|a| better(a, k));
     // Its top is the worst hit kept.
     let mut top: BinaryHeap<Worst> = BinaryHeap::new();
     let mut kept: Vec<BlockHit> = Vec::new();
@@ -338,60 +324,45 @@ pub fn search(
         if page.budget.as_ref().is_some_and(crate::Budget::stop_here) {
             break;
         }
-        let b = &segment.blocks[ord];
-        // The best and the worst key a record of the block can have.
-        let (best, worst) = bounds(b, order);
+        // In answer order the block's records lie between `best` and `worst`.
+        let (best, worst) = bounds(&segment.blocks[ord], order);
         // Blocks come in the order of their best key and the page only gets stricter: once
-        // one cannot enter it, none after it can, and the rest are only counted (on both
-        // cores, when there are enough of them).
-        let page_closed =
-            limit == 0 || (top.len() >= limit && top.peek().is_some_and(|w| !better(best, w.key)));
-        if page_closed && order_of.len() - i >= PARALLEL_COUNT_BLOCKS {
+        // one cannot enter it, none after it can, and the rest are only counted.
+        if limit == 0
+            || (top.len() >= limit && top.peek().is_some_and(|w| !rank.better(best, w.key)))
+        {
             count_from = i;
             break;
         }
-        // In answer order the block's records lie between `best` and `worst`.
-        let all_past = past_cursor(best);
-        let none_past = !past_cursor(worst);
+        let all_past = rank.past_cursor(best);
+        let none_past = !rank.past_cursor(worst);
         let known = query
             .known_count(ord)
             .filter(|_| (all_past || none_past) && ids.is_none());
-        // Whether a record of the block may still enter the page.
-        let can_rank = |top: &BinaryHeap<Worst>| {
-            limit > 0
-                && !none_past
-                && !(top.len() >= limit && top.peek().is_some_and(|w| !better(best, w.key)))
-        };
         if let Some(k) = known {
             out.total += k;
             if all_past {
                 out.after_cursor += k;
             }
-            if !can_rank(&top) {
+            if none_past {
                 continue;
             }
         }
-        let need = if can_rank(&top) {
-            Need::Lines
-        } else {
-            Need::Header
-        };
+        // Lines only for a block that may enter the page.
+        let need = if none_past { Need::Header } else { Need::Lines };
         query.matches_in(ord, need, |block, r, _| {
             let key = (r.timestamp, r.id);
-            if !id_ok(r.id) {
+            if !rank.id_ok(r.id) {
                 return;
             }
             if known.is_none() {
                 out.total += 1;
             }
-            if !past_cursor(key) {
+            if !rank.past_cursor(key) {
                 return;
             }
             if known.is_none() {
                 out.after_cursor += 1;
-            }
-            if limit == 0 {
-                return;
             }
             let hit = || BlockHit::of(block, r);
             if top.len() < limit {
@@ -402,15 +373,16 @@ pub fn search(
                 });
                 kept.push(hit());
             } else if let Some(mut w) = top.peek_mut() {
-                if better(key, w.key) {
+                if rank.better(key, w.key) {
                     kept[w.slot] = hit();
                     w.key = key;
                 }
             }
         })?;
     }
-    if count_from < order_of.len() {
-        let rest = &order_of[count_from..];
+    let rest = &order_of[count_from..];
+    let (total, after) = if rest.len() >= PARALLEL_COUNT_BLOCKS {
+        // On both cores: this thread counts every other block, a second one the others.
         let count = |query: &mut BlockQuery, half: usize| {
             count_matches(query, rest.iter().skip(half).step_by(2).copied(), page)
         };
@@ -426,11 +398,14 @@ pub fn search(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (mine, theirs)
         });
-        let ((total, after), (other, other_read)) = (mine?, theirs?);
-        out.total += total + other.0;
-        out.after_cursor += after + other.1;
+        let ((total, after), ((other_total, other_after), other_read)) = (mine?, theirs?);
         query.blocks_read += other_read;
-    }
+        (total + other_total, after + other_after)
+    } else {
+        count_matches(&mut query, rest.iter().copied(), page)?
+    };
+    out.total += total;
+    out.after_cursor += after;
     out.blocks_read = query.blocks_read;
     let mut ranked = top.into_vec();
     ranked.sort();
@@ -463,20 +438,15 @@ fn count_matches(
     blocks: impl Iterator<Item = usize>,
     page: &Page,
 ) -> Result<(u64, u64), QueryError> {
-    let better = |a: (i64, u64), b: (i64, u64)| match page.order {
-        SortOrder::Desc => a > b,
-        SortOrder::Asc => a < b,
-    };
-    let past_cursor = |k: (i64, u64)| page.after.is_none_or(|a| better(a, k));
-    let id_ok = |id: u64| page.ids.is_none_or(|(lo, hi)| id >= lo && id <= hi);
+    let rank = Ranking::of(page);
     let (mut total, mut after) = (0u64, 0u64);
     for ord in blocks {
         if page.budget.as_ref().is_some_and(crate::Budget::stop_here) {
             break;
         }
         let (best, worst) = bounds(&query.segment.blocks[ord], page.order);
-        let all_past = past_cursor(best);
-        let none_past = !past_cursor(worst);
+        let all_past = rank.past_cursor(best);
+        let none_past = !rank.past_cursor(worst);
         let known = query
             .known_count(ord)
             .filter(|_| (all_past || none_past) && page.ids.is_none());
@@ -488,15 +458,50 @@ fn count_matches(
             continue;
         }
         query.matches_in(ord, Need::Header, |_, r, _| {
-            if id_ok(r.id) {
+            if rank.id_ok(r.id) {
                 total += 1;
-                if past_cursor((r.timestamp, r.id)) {
+                if rank.past_cursor((r.timestamp, r.id)) {
                     after += 1;
                 }
             }
         })?;
     }
     Ok((total, after))
+}
+
+/// How a page ranks and filters the records of its blocks.
+#[derive(Clone, Copy)]
+struct Ranking {
+    order: SortOrder,
+    after: Option<(i64, u64)>,
+    ids: Option<(u64, u64)>,
+}
+
+impl Ranking {
+    fn of(page: &Page) -> Self {
+        Ranking {
+            order: page.order,
+            after: page.after,
+            ids: page.ids,
+        }
+    }
+
+    /// Whether key `a` comes before `b` in the answer.
+    fn better(self, a: (i64, u64), b: (i64, u64)) -> bool {
+        match self.order {
+            SortOrder::Desc => a > b,
+            SortOrder::Asc => a < b,
+        }
+    }
+
+    /// Whether key `k` comes after the cursor in the answer.
+    fn past_cursor(self, k: (i64, u64)) -> bool {
+        self.after.is_none_or(|a| self.better(a, k))
+    }
+
+    fn id_ok(self, id: u64) -> bool {
+        self.ids.is_none_or(|(lo, hi)| id >= lo && id <= hi)
+    }
 }
 
 /// A kept hit's key in a heap whose top is the worst one kept.

@@ -222,6 +222,26 @@ impl BlockSchema {
     }
 }
 
+impl BlockSchema {
+    /// Records in a block's document where its frames lie in the body (header frame at
+    /// `offset`, lines frame right after) and their plain sizes.
+    fn place_body(
+        &self,
+        doc: &mut TantivyDocument,
+        offset: u64,
+        head_frame: &[u8],
+        lines_frame: &[u8],
+        head: &[u8],
+        lines: &[u8],
+    ) {
+        doc.add_u64(self.body_offset, offset);
+        doc.add_u64(self.body_len, (head_frame.len() + lines_frame.len()) as u64);
+        doc.add_u64(self.plain_len, lines.len() as u64);
+        doc.add_u64(self.header_len, head_frame.len() as u64);
+        doc.add_u64(self.header_plain_len, head.len() as u64);
+    }
+}
+
 impl Default for BlockSchema {
     fn default() -> Self {
         Self::new()
@@ -387,6 +407,8 @@ pub struct BlockWriter {
     /// Compresses the blocks of [`BlockWriter::snapshot`]'s in-memory segment, fast, with the
     /// dictionary once there is one.
     fast: Option<zstd::bulk::Compressor<'static>>,
+    /// `dictionary` digested for the snapshots' readers, once it is decided.
+    ddict: SharedDict,
     /// Where the segment is written and its block index.
     dir: PathBuf,
     index: Index,
@@ -490,12 +512,14 @@ impl Compressing {
             _ => zstd::bulk::compress(plain, 0).expect("zstd at its default level"),
         };
         let (head_frame, lines_frame) = (frame(head), frame(lines));
-        let s = &self.schema;
-        doc.add_u64(s.body_offset, self.body_len);
-        doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
-        doc.add_u64(s.plain_len, lines.len() as u64);
-        doc.add_u64(s.header_len, head_frame.len() as u64);
-        doc.add_u64(s.header_plain_len, head.len() as u64);
+        self.schema.place_body(
+            &mut doc,
+            self.body_len,
+            &head_frame,
+            &lines_frame,
+            head,
+            lines,
+        );
         self.body
             .write_all(&head_frame)
             .and_then(|()| self.body.write_all(&lines_frame))
@@ -534,6 +558,19 @@ impl Compressing {
             }
         }
     }
+}
+
+/// A decompression dictionary, digested once and shared by every snapshot made with it.
+type SharedDict = Option<std::sync::Arc<zstd::zstd_safe::DDict<'static>>>;
+
+/// The digested form of `dictionary` (`None` when it is empty).
+fn digest(dictionary: &[u8]) -> Result<SharedDict, String> {
+    if dictionary.is_empty() {
+        return Ok(None);
+    }
+    zstd::zstd_safe::DDict::try_create(dictionary)
+        .map(|d| Some(std::sync::Arc::new(d)))
+        .ok_or_else(|| "the zstd dictionary does not load".to_string())
 }
 
 /// A closed block before compression: its index document (without the body's place), its
@@ -631,6 +668,7 @@ impl BlockWriter {
             trained: false,
             dictionary: Vec::new(),
             fast: None,
+            ddict: None,
             filters: Vec::new(),
             segment_ids: Vec::new(),
             scratch: String::new(),
@@ -822,10 +860,19 @@ impl BlockWriter {
             context(self.level, &self.dictionary),
             context(UNWRITTEN_LEVEL, &self.dictionary),
         ) {
-            (Ok(compressor), Ok(fast)) => {
-                self.fast = Some(fast);
-                self.send(Work::Compressor(compressor));
-            }
+            (Ok(compressor), Ok(fast)) => match digest(&self.dictionary) {
+                Ok(ddict) => {
+                    self.fast = Some(fast);
+                    self.ddict = ddict;
+                    self.send(Work::Compressor(compressor));
+                }
+                Err(why) => {
+                    self.failed.get_or_insert(BlockError::Damaged {
+                        path: self.dir.clone(),
+                        why,
+                    });
+                }
+            },
             (Err(source), _) | (_, Err(source)) => {
                 self.failed.get_or_insert(BlockError::Io {
                     path: self.dir.clone(),
@@ -847,8 +894,12 @@ impl BlockWriter {
     pub fn snapshot(&mut self) -> Result<Vec<BlockSegment>, BlockError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.send(Work::Commit(tx));
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+        if let Some(e) = &self.failed {
+            // Kept: blocks may be missing from here on, so no later snapshot may pass either.
+            return Err(BlockError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            });
         }
         let body_len = rx.recv().map_err(|_| BlockError::Io {
             path: self.dir.clone(),
@@ -899,7 +950,7 @@ impl BlockWriter {
             OwnedBytes::new(self.filters.clone()),
             None,
             0,
-            &self.dictionary,
+            self.ddict.clone(),
         )?;
         let mut out = vec![closed];
         if !self.open.is_empty() || !self.pending.is_empty() {
@@ -919,7 +970,7 @@ impl BlockWriter {
             .tokenizers(tokenizers)
             .single_segment_index_writer(
                 tantivy::directory::RamDirectory::create(),
-                OPEN_SNAPSHOT_ARENA,
+                UNWRITTEN_ARENA,
             )?;
         // Closed blocks waiting for the dictionary keep their filters in the writer's.
         let mut filters = if self.pending.is_empty() {
@@ -954,11 +1005,14 @@ impl BlockWriter {
         for (mut doc, head, lines) in blocks {
             let head_frame = compressor.compress(&head).map_err(io)?;
             let lines_frame = compressor.compress(&lines).map_err(io)?;
-            doc.add_u64(s.body_offset, body.len() as u64);
-            doc.add_u64(s.body_len, (head_frame.len() + lines_frame.len()) as u64);
-            doc.add_u64(s.plain_len, lines.len() as u64);
-            doc.add_u64(s.header_len, head_frame.len() as u64);
-            doc.add_u64(s.header_plain_len, head.len() as u64);
+            s.place_body(
+                &mut doc,
+                body.len() as u64,
+                &head_frame,
+                &lines_frame,
+                &head,
+                &lines,
+            );
             body.extend_from_slice(&head_frame);
             body.extend_from_slice(&lines_frame);
             writer.add_document(doc)?;
@@ -968,10 +1022,10 @@ impl BlockWriter {
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
             .try_into()?;
-        let dictionary: &[u8] = if self.fast.is_none() {
-            &[]
+        let ddict = if plain.is_some() {
+            None
         } else {
-            &self.dictionary
+            self.ddict.clone()
         };
         BlockSegment::assemble(
             &self.dir.join("unwritten"),
@@ -981,7 +1035,7 @@ impl BlockWriter {
             OwnedBytes::new(filters),
             None,
             0,
-            dictionary,
+            ddict,
         )
     }
 
@@ -1053,9 +1107,9 @@ impl BlockWriter {
     }
 }
 
-/// Arena of the in-memory index of a snapshot's open blocks: tantivy's least. Arena pages are
+/// Arena of the in-memory index of a snapshot's unwritten blocks: tantivy's least. Arena pages are
 /// taken as documents come, so a handful of open blocks takes far less.
-const OPEN_SNAPSHOT_ARENA: usize = 15 << 20;
+const UNWRITTEN_ARENA: usize = 15 << 20;
 
 /// Pushes `name \0 value` after `mark` into `word`, lowercased (ASCII fast, else Unicode) when
 /// `lower`.
@@ -1296,7 +1350,7 @@ pub struct BlockSegment {
     /// which has none (it could hold any id).
     segment_filter: Option<std::ops::Range<usize>>,
     /// The dictionary the bodies were compressed with, if any.
-    ddict: Option<zstd::zstd_safe::DDict<'static>>,
+    ddict: SharedDict,
     /// Per block: (ts_min, ts_max, records, body range, filter range), by block ordinal.
     pub blocks: Vec<BlockInfo>,
     /// The ordinal of the first block of each index segment, in the searcher's order (a
@@ -1386,7 +1440,7 @@ impl BlockSegment {
             .checked_add(dict_len)
             .filter(|end| *end <= filters.len())
             .ok_or_else(|| damaged("dictionary runs past the file".into()))?;
-        let dictionary = filters.slice(dict_at..base);
+        let ddict = digest(&filters[dict_at..base]).map_err(damaged)?;
         Self::assemble(
             dir,
             index,
@@ -1395,7 +1449,7 @@ impl BlockSegment {
             filters.clone(),
             Some(HEADER..dict_at),
             base,
-            dictionary.as_slice(),
+            ddict,
         )
     }
 
@@ -1410,19 +1464,11 @@ impl BlockSegment {
         filters: OwnedBytes,
         segment_filter: Option<std::ops::Range<usize>>,
         filter_base: usize,
-        dictionary: &[u8],
+        ddict: SharedDict,
     ) -> Result<BlockSegment, BlockError> {
         let damaged = |why: String| BlockError::Damaged {
             path: dir.to_path_buf(),
             why,
-        };
-        let ddict = if dictionary.is_empty() {
-            None
-        } else {
-            Some(
-                zstd::zstd_safe::DDict::try_create(dictionary)
-                    .ok_or_else(|| damaged("the zstd dictionary does not load".into()))?,
-            )
         };
         let base = filter_base;
         let mut blocks = Vec::new();
@@ -1560,7 +1606,7 @@ impl BlockSegment {
         into.reserve(plain_len);
         let dctx = dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
         let done = match &self.ddict {
-            Some(ddict) => dctx.decompress_using_ddict(into, frame, ddict),
+            Some(ddict) => dctx.decompress_using_ddict(into, frame, ddict.as_ref()),
             None => dctx.decompress(into, frame),
         };
         match done {

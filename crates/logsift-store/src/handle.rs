@@ -147,7 +147,11 @@ enum HotWriter {
 struct Sealing {
     /// The segment id it becomes: its highest LSN.
     id: String,
-    data: SealingData,
+    /// What it is searched through: the hot tier as it was last committed.
+    data: HotData,
+    /// A tier of blocks, whose segment the seal completes where it is written (taken by the
+    /// first attempt; a later one builds the segment again from `data`). `None` for records.
+    blocks: Mutex<Option<Box<BlockTier>>>,
     /// Every record of the index with an id ≤ this is in this tier or sealed before it.
     max_lsn: u64,
     /// The lowest LSN it holds: the WAL keeps everything from there on until it is sealed.
@@ -161,30 +165,6 @@ struct Sealing {
     /// metastore is down, a retry only tries the catalog again instead of merging and
     /// uploading the whole tier every few seconds.
     written: Mutex<Option<SegmentInfo>>,
-}
-
-/// What a tier being sealed is searched through and sealed from.
-enum SealingData {
-    /// A record index, merged (or, in the `blocks` layout, fed to a block segment) by the seal.
-    Records { index: Index, reader: IndexReader },
-    /// A hot tier of the `blocks` layout: its last snapshot, and the tier itself, whose
-    /// segment the seal completes (taken by the first attempt; a later one builds the segment
-    /// again from the snapshot).
-    Blocks {
-        parts: Vec<Arc<BlockSegment>>,
-        tier: Mutex<Option<Box<BlockTier>>>,
-    },
-}
-
-impl SealingData {
-    fn parts(&self) -> Vec<PartReader> {
-        match self {
-            SealingData::Records { reader, .. } => vec![PartReader::Records(reader.searcher())],
-            SealingData::Blocks { parts, .. } => {
-                parts.iter().cloned().map(PartReader::Blocks).collect()
-            }
-        }
-    }
 }
 
 /// A sealed segment being served.
@@ -503,7 +483,8 @@ impl IndexHandle {
         self.committed_lsn.fetch_max(lsn, Ordering::AcqRel);
         let tier = Arc::new(Sealing {
             id: format!("{lsn:020}"),
-            data: SealingData::Records { index, reader },
+            data: HotData::Records { index, reader },
+            blocks: Mutex::new(None),
             max_lsn: lsn,
             first_lsn: 1,
             raw_bytes,
@@ -962,22 +943,15 @@ impl IndexHandle {
             let fresh = new_hot(&self.schema, self.layout).map_err(|e| self.tantivy_err(e))?;
             // Dropping the old writer stops its merges on the old tier (a tier of blocks goes
             // with it, to be completed); the next record opens a writer on the fresh one.
-            let writer = slot.take();
-            let old = std::mem::replace(&mut *hot, fresh);
-            let data = match (old.data, writer) {
-                (HotData::Records { index, reader }, _) => SealingData::Records { index, reader },
-                (HotData::Blocks(parts), Some(HotWriter::Blocks(tier))) => SealingData::Blocks {
-                    parts,
-                    tier: Mutex::new(Some(Box::new(tier))),
-                },
-                (HotData::Blocks(parts), _) => SealingData::Blocks {
-                    parts,
-                    tier: Mutex::new(None),
-                },
+            let blocks = match slot.take() {
+                Some(HotWriter::Blocks(tier)) => Some(Box::new(tier)),
+                _ => None,
             };
+            let old = std::mem::replace(&mut *hot, fresh);
             let tier = Arc::new(Sealing {
                 id: id.clone(),
-                data,
+                data: old.data,
+                blocks: Mutex::new(blocks),
                 max_lsn,
                 first_lsn: self.hot_first_lsn.swap(0, Ordering::AcqRel),
                 raw_bytes: self.hot_raw_bytes.swap(0, Ordering::Relaxed),
@@ -1083,9 +1057,9 @@ impl IndexHandle {
                 info
             }
             None => match &tier.data {
-                SealingData::Blocks { parts, tier: slot } => {
+                HotData::Blocks(parts) => {
                     crate::fault("store::build").map_err(io_err(&out))?;
-                    let taken = slot.lock().take();
+                    let taken = tier.blocks.lock().take();
                     let info = match taken {
                         // Its blocks are written already: the segment is completed where it is.
                         Some(hot) => {
@@ -1113,7 +1087,7 @@ impl IndexHandle {
                     info
                 }
                 // A v1 hot index keeps its own schema: it is sealed as records.
-                SealingData::Records { index, .. }
+                HotData::Records { index, .. }
                     if self.layout == crate::Layout::Blocks && tier.v1_dir.is_none() =>
                 {
                     let (info, _) = self
@@ -1124,7 +1098,7 @@ impl IndexHandle {
                     self.segments_built.fetch_add(1, Ordering::Relaxed);
                     info
                 }
-                SealingData::Records { index, .. } => {
+                HotData::Records { index, .. } => {
                     let segments = index
                         .searchable_segments()
                         .map_err(|e| self.tantivy_err(e))?;
