@@ -119,6 +119,9 @@ struct PreparedBatch {
 /// Batches prepared ahead of the indexer: one being applied while the next is prepared is what
 /// runs the two threads side by side; more would only hold memory.
 const PREPARED_AHEAD: usize = 2;
+/// Largest prepared batch whose buffers are handed back for reuse (after an unusually large
+/// batch, memory goes back to the allocator instead).
+const SPARE_MAX_BYTES: usize = 32 << 20;
 
 /// A share of the in-flight budget, held from before a request's data is read until the
 /// indexer has applied its entries.
@@ -497,12 +500,13 @@ impl Pipeline {
                 .map_err(PipelineError::Thread)?
         };
         let (prepared_tx, prepared_rx) = flume::bounded::<PreparedBatch>(PREPARED_AHEAD);
+        let (spare_tx, spare_rx) = flume::bounded::<logsift_store::Prepared>(PREPARED_AHEAD + 1);
         let prepare_thread = {
             let preparer = logsift_store::Preparer::new(store.clone());
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("logsift-prepare".into())
-                .spawn(move || prepare_loop(preparer, index_rx, prepared_tx, &metrics))
+                .spawn(move || prepare_loop(preparer, index_rx, prepared_tx, spare_rx, &metrics))
                 .map_err(PipelineError::Thread)?
         };
         let index_thread = {
@@ -516,6 +520,7 @@ impl Pipeline {
                     index_loop(
                         indexer,
                         prepared_rx,
+                        spare_tx,
                         interval,
                         &wal_dir,
                         &metrics,
@@ -809,12 +814,15 @@ fn prepare_loop(
     mut preparer: logsift_store::Preparer,
     rx: flume::Receiver<IndexBatch>,
     tx: flume::Sender<PreparedBatch>,
+    spare: flume::Receiver<logsift_store::Prepared>,
     metrics: &IngestMetrics,
 ) {
     for batch in rx.iter() {
         // Waiting for the indexer: those not prepared yet, and those prepared.
         metrics.index_queue_depth.set((rx.len() + tx.len()) as u64);
-        let mut prepared = logsift_store::Prepared::default();
+        // The indexer hands applied batches' buffers back: fresh ones, grown anew for every
+        // batch, had this thread spend a third of its time having the kernel zero pages.
+        let mut prepared = spare.try_recv().unwrap_or_default();
         preparer.prepare(
             batch.entries.iter().map(|(_, p)| p.as_slice()),
             &mut prepared,
@@ -828,6 +836,7 @@ fn prepare_loop(
 fn index_loop(
     mut indexer: Indexer,
     rx: flume::Receiver<PreparedBatch>,
+    spare: flume::Sender<logsift_store::Prepared>,
     interval: Duration,
     wal_dir: &Path,
     metrics: &IngestMetrics,
@@ -880,6 +889,9 @@ fn index_loop(
                             tracing::error!(lsn, error = %e, "index write failed; records will be re-applied from the WAL");
                         }
                     }
+                }
+                if prepared.held_bytes() <= SPARE_MAX_BYTES {
+                    let _ = spare.try_send(prepared);
                 }
                 false
             }

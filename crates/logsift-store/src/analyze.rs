@@ -70,6 +70,14 @@ impl Analyzed {
         self.records.clear();
     }
 
+    /// Bytes its buffers hold, used or not.
+    pub fn held_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.words.capacity() * std::mem::size_of::<(u64, u32, u32)>()
+            + self.ids.capacity() * 8
+            + self.records.capacity() * std::mem::size_of::<Entry>()
+    }
+
     /// Records analysed.
     pub fn len(&self) -> usize {
         self.records.len()

@@ -507,6 +507,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Bytes its buffers hold, used or not.
+    pub fn held_bytes(&self) -> usize {
+        self.analyzed.held_bytes() + self.places.capacity() * 4
+    }
+
     fn get(&self, i: usize) -> Option<Analysis<'_>> {
         match self.places.get(i) {
             Some(&p) if p != u32::MAX => Some(self.analyzed.get(p as usize)),
