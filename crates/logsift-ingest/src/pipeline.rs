@@ -817,7 +817,16 @@ fn prepare_loop(
     spare: flume::Receiver<logsift_store::Prepared>,
     metrics: &IngestMetrics,
 ) {
-    for batch in rx.iter() {
+    loop {
+        let batch = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(batch) => batch,
+            Err(flume::RecvTimeoutError::Timeout) => {
+                // Quiet: the spare buffers go back to the allocator (tens of MiB at most).
+                while spare.try_recv().is_ok() {}
+                continue;
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        };
         // Waiting for the indexer: those not prepared yet, and those prepared.
         metrics.index_queue_depth.set((rx.len() + tx.len()) as u64);
         // The indexer hands applied batches' buffers back: fresh ones, grown anew for every
