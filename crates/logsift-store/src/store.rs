@@ -913,6 +913,68 @@ mod tests {
         .encode()
     }
 
+    /// The prepare thread's path (`Preparer` then `apply_prepared`) applies a batch as
+    /// `apply` does, entry by entry: the same outcomes, parse errors and records per index,
+    /// whatever the batch holds (another index, an undecodable entry, a line that does not
+    /// parse).
+    #[test]
+    fn prepared_batches_apply_as_entries_do() {
+        let blocks = |dir: &Path| {
+            Arc::new(
+                Store::open(StoreConfig {
+                    layout: Layout::Blocks,
+                    ..StoreConfig::manual(dir.to_path_buf())
+                })
+                .unwrap(),
+            )
+        };
+        let mut batch = vec![
+            entry("logs", r#"{"msg":"one","host":"a"}"#),
+            entry("other", r#"{"msg":"two","host":"b"}"#),
+            b"not an entry".to_vec(),
+            entry("logs", r#"{"msg": broken"#),
+            entry("logs", r#"{"msg":"three","host":"a","n":7}"#),
+        ];
+        batch.extend((0..300).map(|i| entry("logs", &format!(r#"{{"msg":"m {i}"}}"#))));
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (plain, prepared) = (blocks(d1.path()), blocks(d2.path()));
+        let mut by_entry = Indexer::new(plain.clone());
+        let mut by_batch = Indexer::new(prepared.clone());
+        let mut preparer = Preparer::new(prepared.clone());
+        let mut out = Prepared::default();
+        preparer.prepare(batch.iter().map(Vec::as_slice), &mut out);
+        // Every decodable entry was analysed there, not left to `apply`.
+        assert_eq!(out.analyzed.len(), batch.len() - 1);
+        let outcome = |r: Result<Applied, StoreError>| match r {
+            Ok(a) => format!("{a:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        let mut outcomes = Vec::new();
+        for (i, payload) in batch.iter().enumerate() {
+            let lsn = i as u64 + 1;
+            let expected = outcome(by_entry.apply(lsn, payload));
+            assert_eq!(
+                outcome(by_batch.apply_prepared(lsn, payload, &out, i)),
+                expected,
+                "entry {i}"
+            );
+            outcomes.push(expected);
+        }
+        assert!(outcomes[2].starts_with("error: "), "{}", outcomes[2]);
+        assert!(
+            outcomes[3].contains("parse_error: Some("),
+            "{}",
+            outcomes[3]
+        );
+        by_entry.commit().unwrap();
+        by_batch.commit().unwrap();
+        for index in ["logs", "other"] {
+            let docs = |s: &Store| s.get(index).map(|h| h.num_docs());
+            assert_eq!(docs(&prepared), docs(&plain), "{index}");
+        }
+        assert_eq!(plain.get("logs").unwrap().num_docs(), 303);
+    }
+
     /// Issue #17: the LSN was marked applied before the index was created; when creating it
     /// failed, the next commit let the WAL be truncated past an acknowledged record.
     #[test]
