@@ -110,6 +110,19 @@ struct IndexBatch {
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
+/// A batch with what the prepare thread worked out for it.
+struct PreparedBatch {
+    batch: IndexBatch,
+    prepared: logsift_store::Prepared,
+}
+
+/// Batches prepared ahead of the indexer: one being applied while the next is prepared is what
+/// runs the two threads side by side; more would only hold memory.
+const PREPARED_AHEAD: usize = 2;
+/// Largest prepared batch whose buffers are handed back for reuse (after an unusually large
+/// batch, memory goes back to the allocator instead).
+const SPARE_MAX_BYTES: usize = 32 << 20;
+
 /// A share of the in-flight budget, held from before a request's data is read until the
 /// indexer has applied its entries.
 pub struct Reservation {
@@ -368,6 +381,7 @@ pub struct Pipeline {
     handle: PipelineHandle,
     /// Returns the WAL when it stops, for the truncation after the final seals.
     wal_thread: Option<JoinHandle<Wal>>,
+    prepare_thread: Option<JoinHandle<()>>,
     index_thread: Option<JoinHandle<()>>,
     /// What the WAL may drop: everything at or below it is in sealed segments.
     truncatable: Arc<AtomicU64>,
@@ -485,6 +499,16 @@ impl Pipeline {
                 })
                 .map_err(PipelineError::Thread)?
         };
+        let (prepared_tx, prepared_rx) = flume::bounded::<PreparedBatch>(PREPARED_AHEAD);
+        let (spare_tx, spare_rx) = flume::bounded::<logsift_store::Prepared>(PREPARED_AHEAD + 1);
+        let prepare_thread = {
+            let preparer = logsift_store::Preparer::new(store.clone());
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("logsift-prepare".into())
+                .spawn(move || prepare_loop(preparer, index_rx, prepared_tx, spare_rx, &metrics))
+                .map_err(PipelineError::Thread)?
+        };
         let index_thread = {
             let metrics = metrics.clone();
             let truncatable = truncatable.clone();
@@ -495,7 +519,8 @@ impl Pipeline {
                 .spawn(move || {
                     index_loop(
                         indexer,
-                        index_rx,
+                        prepared_rx,
+                        spare_tx,
                         interval,
                         &wal_dir,
                         &metrics,
@@ -520,6 +545,7 @@ impl Pipeline {
             Pipeline {
                 handle,
                 wal_thread: Some(wal_thread),
+                prepare_thread: Some(prepare_thread),
                 index_thread: Some(index_thread),
                 truncatable,
             },
@@ -537,6 +563,9 @@ impl Pipeline {
     pub fn shutdown(mut self) {
         let _ = self.handle.tx.send(Message::Shutdown);
         let wal = self.wal_thread.take().and_then(|t| t.join().ok());
+        if let Some(t) = self.prepare_thread.take() {
+            let _ = t.join();
+        }
         if let Some(t) = self.index_thread.take() {
             let _ = t.join();
         }
@@ -779,9 +808,44 @@ const MERGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a failed index write is retried (by re-applying from the WAL).
 const REAPPLY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Prepares each batch the WAL writer hands over (see [`logsift_store::Preparer`]) and passes
+/// it on to the indexer, in order. Ends when the WAL writer does; the indexer then finishes.
+fn prepare_loop(
+    mut preparer: logsift_store::Preparer,
+    rx: flume::Receiver<IndexBatch>,
+    tx: flume::Sender<PreparedBatch>,
+    spare: flume::Receiver<logsift_store::Prepared>,
+    metrics: &IngestMetrics,
+) {
+    loop {
+        let batch = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(batch) => batch,
+            Err(flume::RecvTimeoutError::Timeout) => {
+                // Quiet: the spare buffers go back to the allocator (tens of MiB at most).
+                while spare.try_recv().is_ok() {}
+                continue;
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        };
+        // Waiting for the indexer: those not prepared yet, and those prepared.
+        metrics.index_queue_depth.set((rx.len() + tx.len()) as u64);
+        // The indexer hands applied batches' buffers back: fresh ones, grown anew for every
+        // batch, had this thread spend a third of its time having the kernel zero pages.
+        let mut prepared = spare.try_recv().unwrap_or_default();
+        preparer.prepare(
+            batch.entries.iter().map(|(_, p)| p.as_slice()),
+            &mut prepared,
+        );
+        if tx.send(PreparedBatch { batch, prepared }).is_err() {
+            return;
+        }
+    }
+}
+
 fn index_loop(
     mut indexer: Indexer,
-    rx: flume::Receiver<IndexBatch>,
+    rx: flume::Receiver<PreparedBatch>,
+    spare: flume::Sender<logsift_store::Prepared>,
     interval: Duration,
     wal_dir: &Path,
     metrics: &IngestMetrics,
@@ -811,9 +875,9 @@ fn index_loop(
             rx.recv_timeout(Duration::from_secs(1))
         };
         let done = match next {
-            Ok(batch) => {
-                for (lsn, payload) in &batch.entries {
-                    match indexer.apply(*lsn, payload) {
+            Ok(PreparedBatch { batch, prepared }) => {
+                for (i, (lsn, payload)) in batch.entries.iter().enumerate() {
+                    match indexer.apply_prepared(*lsn, payload, &prepared, i) {
                         Ok(logsift_store::Applied::Indexed { parse_error }) => {
                             metrics.indexed_records.inc();
                             if let Some(reason) = parse_error {
@@ -835,7 +899,9 @@ fn index_loop(
                         }
                     }
                 }
-                metrics.index_queue_depth.set(rx.len() as u64);
+                if prepared.held_bytes() <= SPARE_MAX_BYTES {
+                    let _ = spare.try_send(prepared);
+                }
                 false
             }
             Err(flume::RecvTimeoutError::Timeout) => false,

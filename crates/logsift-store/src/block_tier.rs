@@ -9,6 +9,7 @@ use std::sync::Arc;
 use logsift_core::Record;
 use tantivy::Index;
 
+use crate::analyze::Analysis;
 use crate::blocks::{BlockError, BlockRecord, BlockSegment, BlockWriter};
 use crate::summary::SummaryBuilder;
 
@@ -56,13 +57,30 @@ impl BlockTier {
 
     /// Adds a record; `parsed` is its line parsed with the index's options.
     pub fn add(&mut self, rec: &BlockRecord<'_>, parsed: &Record<'_>) {
-        self.summary.add(
-            rec.timestamp,
-            parsed.severity.map(|s| s.code()),
+        self.note(
+            rec,
+            parsed.severity,
             parsed.host.as_deref(),
             parsed.app.as_deref(),
         );
         self.writer.add(rec, parsed);
+    }
+
+    /// Adds a record; `a` is the analysis of its line parsed with the index's options.
+    pub fn add_analyzed(&mut self, rec: &BlockRecord<'_>, a: &Analysis<'_>) {
+        self.note(rec, a.severity, a.host, a.app);
+        self.writer.add_analyzed(rec, a);
+    }
+
+    fn note(
+        &mut self,
+        rec: &BlockRecord<'_>,
+        severity: Option<logsift_core::Severity>,
+        host: Option<&str>,
+        app: Option<&str>,
+    ) {
+        self.summary
+            .add(rec.timestamp, severity.map(|s| s.code()), host, app);
         self.min_ts = self.min_ts.min(rec.timestamp);
         self.max_ts = self.max_ts.max(rec.timestamp);
         self.docs += 1;

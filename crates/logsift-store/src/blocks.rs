@@ -28,13 +28,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use logsift_core::{FieldValue, Format, Record};
+use logsift_core::{Format, Record};
 use tantivy::directory::OwnedBytes;
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
-use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Directory, Index, IndexWriter, TantivyDocument};
 
-use crate::tokens;
+use crate::analyze::{Analysis, Analyzed, Analyzer};
 
 /// Records per block. Small enough that a needle reads little, large enough that a word is
 /// written once for many records.
@@ -97,8 +96,12 @@ pub struct BlockRecord<'a> {
     pub raw: &'a [u8],
 }
 
-/// The tokenizer of the `words` field: words joined by [`WORD_SEP`], each repeated once per
-/// record holding it. One string per block, split in place, instead of a `String` per posting.
+/// The tokenizer of the `words` field: each word followed by the number of records holding it
+/// (in decimal), each ended by [`WORD_SEP`]. It yields the word that many times, so that its
+/// frequency in the block is that number. One string per block, split in place, instead of a
+/// `String` per posting; the number, not the word repeated, as writing the repeats was 7 % of
+/// the indexer thread's time (perf of the e2e ingest). Only indexing reads this text: it is
+/// not stored, and queries look terms up whole.
 pub const WORDS_TOKENIZER: &str = "blockwords";
 /// Ends each word in a block's word text; words containing it are not indexed (a query for
 /// one plans to every block, and the record check decides).
@@ -112,6 +115,8 @@ struct WordsTokenizer {
 struct WordsStream<'a> {
     rest: &'a str,
     offset: usize,
+    /// Times the current token is yet to be yielded again.
+    repeat: u32,
     token: &'a mut tantivy::tokenizer::Token,
 }
 
@@ -122,6 +127,7 @@ impl tantivy::tokenizer::Tokenizer for WordsTokenizer {
         WordsStream {
             rest: text,
             offset: 0,
+            repeat: 0,
             token: &mut self.token,
         }
     }
@@ -129,17 +135,30 @@ impl tantivy::tokenizer::Tokenizer for WordsTokenizer {
 
 impl tantivy::tokenizer::TokenStream for WordsStream<'_> {
     fn advance(&mut self) -> bool {
-        let Some(end) = self.rest.find(WORD_SEP) else {
+        if self.repeat > 0 {
+            self.repeat -= 1;
+            self.token.position = self.token.position.wrapping_add(1);
+            return true;
+        }
+        let mut next = || {
+            let end = self.rest.find(WORD_SEP)?;
+            let part = (self.offset, &self.rest[..end]);
+            let step = end + WORD_SEP.len_utf8();
+            self.rest = &self.rest[step..];
+            self.offset += step;
+            Some(part)
+        };
+        let Some((offset, word)) = next() else {
             return false;
         };
+        // Only `block_parts` writes this text; a count that does not parse counts once.
+        let count = next().and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(1);
         self.token.text.clear();
-        self.token.text.push_str(&self.rest[..end]);
-        self.token.offset_from = self.offset;
-        self.token.offset_to = self.offset + end;
+        self.token.text.push_str(word);
+        self.token.offset_from = offset;
+        self.token.offset_to = offset + word.len();
         self.token.position = self.token.position.wrapping_add(1);
-        let step = end + WORD_SEP.len_utf8();
-        self.rest = &self.rest[step..];
-        self.offset += step;
+        self.repeat = count.saturating_sub(1);
         true
     }
     fn token(&self) -> &tantivy::tokenizer::Token {
@@ -303,7 +322,10 @@ fn bloom_bytes(hashes: &[u64], bits_per: usize, probes: u64) -> Vec<u8> {
 struct OpenBlock {
     /// Word hash → (position in `words`, last record that counted it).
     seen: HashMap<u64, (u32, u32), std::hash::BuildHasherDefault<Prehashed>>,
-    words: Vec<(String, u32)>,
+    /// (start, end in `word_text`, records holding it) of each word: one buffer for all of
+    /// them, not a `String` each (allocations were a fifth of the indexer thread's time).
+    words: Vec<(u32, u32, u32)>,
+    word_text: String,
     ids: Vec<u64>,
     sources: Vec<String>,
     body: Vec<u8>,
@@ -350,30 +372,60 @@ impl std::hash::Hasher for Prehashed {
     }
 }
 
+/// Closed blocks kept, emptied, for their buffers (see [`BlockWriter::close`]).
+const SPARE_BLOCKS: usize = 8;
+
 impl OpenBlock {
-    fn word(&mut self, word: &str) {
-        if word.contains(WORD_SEP) {
-            return;
-        }
-        let h = hash_word(word.as_bytes());
+    /// Empties the block, keeping its buffers' capacity.
+    fn clear(&mut self) {
+        let mut old = std::mem::take(self);
+        old.seen.clear();
+        old.words.clear();
+        old.word_text.clear();
+        old.ids.clear();
+        old.sources.clear();
+        old.body.clear();
+        old.ts_deltas.clear();
+        old.id_col.clear();
+        old.recv_deltas.clear();
+        old.meta_col.clear();
+        old.sev_col.clear();
+        old.len_col.clear();
+        *self = OpenBlock {
+            seen: old.seen,
+            words: old.words,
+            word_text: old.word_text,
+            ids: old.ids,
+            sources: old.sources,
+            body: old.body,
+            ts_deltas: old.ts_deltas,
+            id_col: old.id_col,
+            recv_deltas: old.recv_deltas,
+            meta_col: old.meta_col,
+            sev_col: old.sev_col,
+            len_col: old.len_col,
+            ..OpenBlock::default()
+        };
+    }
+
+    /// Counts `word` (hashed to `h`) for the record being added, once however often it holds it.
+    fn word(&mut self, h: u64, word: &str) {
         let record = self.records;
         match self.seen.entry(h) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let (pos, last) = e.get_mut();
                 if *last != record {
                     *last = record;
-                    self.words[*pos as usize].1 += 1;
+                    self.words[*pos as usize].2 += 1;
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert((self.words.len() as u32, record));
-                self.words.push((word.to_string(), 1));
+                let start = self.word_text.len() as u32;
+                self.word_text.push_str(word);
+                self.words.push((start, self.word_text.len() as u32, 1));
             }
         }
-    }
-
-    fn id(&mut self, token: &str) {
-        self.ids.push(hash_word(token.as_bytes()));
     }
 }
 
@@ -395,7 +447,8 @@ const DICT_MAX_BYTES: usize = 64 << 10;
 /// segment is already written by then: closed blocks went to `body.dat` as they closed).
 pub struct BlockWriter {
     schema: BlockSchema,
-    analyzer: TextAnalyzer,
+    /// Analyses the records that [`BlockWriter::add`] is given parsed.
+    analyzer: Analyzer,
     open: HashMap<u64, OpenBlock>,
     /// Closed blocks as (document, plain header, plain lines) until the dictionary exists.
     pending: Vec<PlainBlock>,
@@ -424,7 +477,9 @@ pub struct BlockWriter {
     failed: Option<BlockError>,
     filters: Vec<u8>,
     segment_ids: Vec<u64>,
-    scratch: String,
+    scratch: Analyzed,
+    /// Emptied blocks, reused for their buffers' capacity.
+    spare: Vec<OpenBlock>,
     level: i32,
     block_records: usize,
     /// Most time a block's records span.
@@ -661,7 +716,7 @@ impl BlockWriter {
             reader: None,
             failed: None,
             schema,
-            analyzer: tokens::word_analyzer(),
+            analyzer: Analyzer::default(),
             open: HashMap::new(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -671,7 +726,8 @@ impl BlockWriter {
             ddict: None,
             filters: Vec::new(),
             segment_ids: Vec::new(),
-            scratch: String::new(),
+            scratch: Analyzed::default(),
+            spare: Vec::new(),
             level: zstd_level,
             block_records: BLOCK_RECORDS,
             max_span_ns: MAX_BLOCK_SPAN_NS,
@@ -685,19 +741,39 @@ impl BlockWriter {
 
     /// Adds a record; `parsed` is `rec.raw` parsed with the index's options.
     pub fn add(&mut self, rec: &BlockRecord<'_>, parsed: &Record<'_>) {
-        let key = crate::schema::stream_key(parsed.host.as_deref(), parsed.app.as_deref());
-        let mut blk = self.open.remove(&key).unwrap_or_default();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.analyzer.analyze(parsed, rec.source, &mut scratch);
+        self.add_analyzed(rec, &scratch.get(0));
+        self.scratch = scratch;
+    }
+
+    /// Adds a record; `a` is the analysis of `rec.raw` parsed with the index's options.
+    pub fn add_analyzed(&mut self, rec: &BlockRecord<'_>, a: &Analysis<'_>) {
+        let key = crate::schema::stream_key(a.host, a.app);
         // A record far in time from its stream's open block starts a new block: a block of a
         // quiet stream would otherwise span hours, and every short time window would have
         // to open it.
-        let span = |t: i64| {
-            t.saturating_sub(blk.ts_min)
-                .max(blk.ts_max.saturating_sub(t))
-        };
-        if blk.records > 0 && span(rec.timestamp) > self.max_span_ns {
-            self.close(key, blk);
-            blk = OpenBlock::default();
+        let far = self.open.get(&key).is_some_and(|blk| {
+            let t = rec.timestamp;
+            blk.records > 0
+                && t.saturating_sub(blk.ts_min)
+                    .max(blk.ts_max.saturating_sub(t))
+                    > self.max_span_ns
+        });
+        if far {
+            if let Some(blk) = self.open.remove(&key) {
+                self.close(key, blk);
+            }
         }
+        // In place: a block is a few hundred bytes of fields, moved twice per record when it
+        // was taken out of the map and put back.
+        let blk = match self.open.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.spare.pop().unwrap_or_default())
+            }
+        };
         if blk.records == 0 {
             blk.ts_min = rec.timestamp;
             blk.ts_max = rec.timestamp;
@@ -707,28 +783,25 @@ impl BlockWriter {
             blk.base_id = rec.id;
             blk.base_recv = rec.received_at;
             blk.prev = (rec.timestamp, rec.id, rec.received_at);
-            blk.host = parsed.host.as_deref().map(str::to_string);
-            blk.app = parsed.app.as_deref().map(str::to_string);
+            blk.host = a.host.map(str::to_string);
+            blk.app = a.app.map(str::to_string);
         }
         blk.sev_col
-            .push(parsed.severity.map_or(NO_SEVERITY, |s| s.code()));
+            .push(a.severity.map_or(NO_SEVERITY, |s| s.code()));
         blk.ts_min = blk.ts_min.min(rec.timestamp);
         blk.ts_max = blk.ts_max.max(rec.timestamp);
         blk.first_id = blk.first_id.min(rec.id);
         blk.last_id = blk.last_id.max(rec.id);
-        words_of(
-            &mut self.analyzer,
-            &mut self.scratch,
-            &mut blk,
-            parsed,
-            rec.source,
-        );
-        encode_record(&mut blk, rec);
+        for (h, word) in a.words() {
+            blk.word(h, word);
+        }
+        blk.ids.extend_from_slice(a.ids);
+        encode_record(blk, rec);
         blk.records += 1;
         if blk.records as usize >= self.block_records {
-            self.close(key, blk);
-        } else {
-            self.open.insert(key, blk);
+            if let Some(blk) = self.open.remove(&key) {
+                self.close(key, blk);
+            }
         }
     }
 
@@ -789,29 +862,34 @@ impl BlockWriter {
         ids.sort_unstable();
         ids.dedup();
         let filter = bloom_bytes(&ids, BLOCK_BITS_PER_ID, BLOCK_PROBES);
-        let mut text = String::with_capacity(
-            blk.words
-                .iter()
-                .map(|(w, c)| (w.len() + 1) * *c as usize)
-                .sum(),
-        );
-        for (word, count) in &blk.words {
-            for _ in 0..*count {
-                text.push_str(word);
-                text.push(WORD_SEP);
-            }
+        let mut text = String::with_capacity(blk.word_text.len() + 6 * blk.words.len());
+        for &(start, end, count) in &blk.words {
+            let word = &blk.word_text[start as usize..end as usize];
+            use std::fmt::Write as _;
+            text.push_str(word);
+            text.push(WORD_SEP);
+            let _ = write!(text, "{count}");
+            text.push(WORD_SEP);
         }
         doc.add_text(s.words, &text);
         (doc, plain, filter, ids)
     }
 
-    fn close(&mut self, key: u64, blk: OpenBlock) {
+    fn close(&mut self, key: u64, mut blk: OpenBlock) {
         let (mut doc, head, filter, ids) = self.block_parts(key, &blk);
         doc.add_u64(self.schema.filter_offset, self.filters.len() as u64);
         doc.add_u64(self.schema.filter_len, filter.len() as u64);
         self.filters.extend_from_slice(&filter);
         self.segment_ids.extend_from_slice(&ids);
-        let lines = blk.body;
+        // The lines leave with the block; the next block's are sized like them.
+        let sized = Vec::with_capacity(blk.body.len());
+        let lines = std::mem::replace(&mut blk.body, sized);
+        if self.spare.len() < SPARE_BLOCKS {
+            // Its maps and columns keep their capacity for the next block: a new block's grew
+            // from nothing, rehashing its word map over and over.
+            blk.clear();
+            self.spare.push(blk);
+        }
         if self.trained {
             self.send(Work::Block((doc, head, lines)));
         } else {
@@ -1110,122 +1188,6 @@ impl BlockWriter {
 /// Arena of the in-memory index of a snapshot's unwritten blocks: tantivy's least. Arena pages are
 /// taken as documents come, so a handful of open blocks takes far less.
 const UNWRITTEN_ARENA: usize = 15 << 20;
-
-/// Pushes `name \0 value` after `mark` into `word`, lowercased (ASCII fast, else Unicode) when
-/// `lower`.
-fn marked(word: &mut String, mark: char, name: &str, value: &str, lower: bool) {
-    word.clear();
-    word.push(mark);
-    word.push_str(name);
-    word.push('\0');
-    if !lower {
-        word.push_str(value);
-    } else if value.is_ascii() {
-        word.extend(value.chars().map(|c| c.to_ascii_lowercase()));
-    } else {
-        word.push_str(&value.to_lowercase());
-    }
-}
-
-/// Collects the words and ids of one record into its block.
-fn words_of(
-    analyzer: &mut TextAnalyzer,
-    word: &mut String,
-    blk: &mut OpenBlock,
-    parsed: &Record<'_>,
-    source: &str,
-) {
-    use std::fmt::Write as _;
-    let mut stream = analyzer.token_stream(&parsed.message);
-    while stream.advance() {
-        let t = &stream.token().text;
-        if tokens::is_high_entropy(t) {
-            blk.id(t);
-        } else {
-            blk.word(t);
-        }
-    }
-    drop(stream);
-    for (name, value) in [
-        ("host", &parsed.host),
-        ("app", &parsed.app),
-        ("procid", &parsed.procid),
-        ("msgid", &parsed.msgid),
-    ] {
-        if let Some(v) = value {
-            marked(word, KEYWORD_MARK, name, v, true);
-            blk.word(word);
-        }
-    }
-    if let Some(f) = parsed.facility {
-        marked(word, KEYWORD_MARK, "facility", f.name(), true);
-        blk.word(word);
-    }
-    if let Some(sev) = parsed.severity {
-        marked(word, KEYWORD_MARK, "severity", "", false);
-        let _ = write!(word, "{}", sev.code());
-        blk.word(word);
-    }
-    if let Some(e) = &parsed.parse_error {
-        marked(word, KEYWORD_MARK, "parse_error", e, true);
-        blk.word(word);
-    }
-    marked(word, KEYWORD_MARK, "source", source, false);
-    blk.word(word);
-    for (name, value) in parsed.fields() {
-        // Key presence, for `fields.a:*` and `fields.a.b:*` alike.
-        for (i, _) in name.match_indices('.').chain([(name.len(), "")]) {
-            word.clear();
-            word.push(FIELD_KEY_MARK);
-            word.push_str(&name[..i]);
-            blk.word(word);
-        }
-        let text = match value {
-            FieldValue::Str(s) => s.as_ref(),
-            FieldValue::Json(t) => t,
-            FieldValue::Number(n) => {
-                marked(word, FIELD_TYPED_MARK, name, "", false);
-                let typed = if let Ok(i) = n.parse::<i64>() {
-                    write!(word, "i:{i}")
-                } else if let Ok(u) = n.parse::<u64>() {
-                    write!(word, "u:{u}")
-                } else if let Ok(f) = n.parse::<f64>() {
-                    write!(word, "f:{f}")
-                } else {
-                    continue;
-                };
-                if typed.is_ok() {
-                    blk.word(word);
-                }
-                continue;
-            }
-            FieldValue::Bool(b) => {
-                marked(
-                    word,
-                    FIELD_TYPED_MARK,
-                    name,
-                    if *b { "b:true" } else { "b:false" },
-                    false,
-                );
-                blk.word(word);
-                continue;
-            }
-            FieldValue::Null => continue,
-        };
-        let mut stream = analyzer.token_stream(text);
-        while stream.advance() {
-            let t = &stream.token().text;
-            marked(word, FIELD_WORD_MARK, name, t, false);
-            // Ids of a field are filtered under their key: a trace id shared by a thousand
-            // records' fields must not send a message needle to every one of their blocks.
-            if tokens::is_high_entropy(t) {
-                blk.id(word);
-            } else {
-                blk.word(word);
-            }
-        }
-    }
-}
 
 fn encode_record(blk: &mut OpenBlock, rec: &BlockRecord<'_>) {
     let source = match blk.sources.iter().position(|s| s == rec.source) {

@@ -42,6 +42,7 @@ use tantivy::indexer::{merge_filtered_segments, LogMergePolicy};
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
 
+use crate::analyze::Analysis;
 use crate::block_tier::BlockTier;
 use crate::blocks::{BlockRecord, BlockSegment, BODY_FILE, FILTERS_FILE};
 use crate::catalog::{Catalog, CatalogEntry, SegmentInfo};
@@ -133,6 +134,12 @@ impl HotData {
     fn docs(&self) -> u64 {
         self.parts().iter().map(PartReader::num_docs).sum()
     }
+}
+
+/// A record as [`IndexHandle::add`] is handed it.
+enum Parsed<'a> {
+    Record(&'a logsift_core::Record<'a>),
+    Analysis(&'a Analysis<'a>),
 }
 
 /// The hot tier's writer, by layout.
@@ -765,26 +772,58 @@ impl IndexHandle {
         entry: &logsift_core::entry::Entry<'_>,
         record: &logsift_core::Record<'_>,
     ) -> Result<(), StoreError> {
+        self.add(lsn, entry, Parsed::Record(record))
+    }
+
+    /// [`IndexHandle::add_record`] for a record analysed beforehand (the `blocks` layout).
+    pub(crate) fn add_analyzed(
+        &self,
+        lsn: u64,
+        entry: &logsift_core::entry::Entry<'_>,
+        analysis: &Analysis<'_>,
+    ) -> Result<(), StoreError> {
+        self.add(lsn, entry, Parsed::Analysis(analysis))
+    }
+
+    fn add(
+        &self,
+        lsn: u64,
+        entry: &logsift_core::entry::Entry<'_>,
+        parsed: Parsed<'_>,
+    ) -> Result<(), StoreError> {
         // Noted under the writer lock: a seal swapping the hot tier must see the record as
         // uncommitted, or it would drop it with the old writer.
         let mut slot = self.open_writer()?;
-        match slot.as_mut() {
-            Some(HotWriter::Records(w)) => {
+        let block_record = |timestamp: Option<i64>| BlockRecord {
+            id: lsn,
+            timestamp: timestamp.unwrap_or(entry.received_at),
+            received_at: entry.received_at,
+            format: entry.format,
+            source: entry.source,
+            raw: entry.raw,
+        };
+        match (slot.as_mut(), parsed) {
+            (Some(HotWriter::Records(w)), Parsed::Record(record)) => {
                 let doc = crate::build_document(&self.schema, lsn, entry, record);
                 w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
             }
-            Some(HotWriter::Blocks(tier)) => tier.add(
-                &BlockRecord {
-                    id: lsn,
-                    timestamp: record.timestamp.unwrap_or(entry.received_at),
-                    received_at: entry.received_at,
-                    format: entry.format,
-                    source: entry.source,
-                    raw: entry.raw,
-                },
-                record,
-            ),
-            None => return Err(self.store_err("no hot writer".into())),
+            (Some(HotWriter::Records(w)), Parsed::Analysis(_)) => {
+                // Analysed for blocks, but this index writes records: parsed here instead.
+                let opts = logsift_parse::ParseOptions {
+                    received_at_ns: entry.received_at,
+                    ..self.parse
+                };
+                let record = logsift_parse::parse(entry.format, entry.raw, &opts);
+                let doc = crate::build_document(&self.schema, lsn, entry, &record);
+                w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
+            }
+            (Some(HotWriter::Blocks(tier)), Parsed::Record(record)) => {
+                tier.add(&block_record(record.timestamp), record)
+            }
+            (Some(HotWriter::Blocks(tier)), Parsed::Analysis(a)) => {
+                tier.add_analyzed(&block_record(a.timestamp), a)
+            }
+            (None, _) => return Err(self.store_err("no hot writer".into())),
         }
         self.note_added(lsn, entry.raw.len() as u64);
         Ok(())

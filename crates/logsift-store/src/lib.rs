@@ -5,6 +5,7 @@
 //! It keeps the raw bytes once (zstd doc store) and derives everything displayed from them by
 //! parsing again; keyword fields are fast fields for sorting and aggregations.
 
+pub mod analyze;
 mod block_tier;
 pub mod blocks;
 mod catalog;
@@ -50,7 +51,8 @@ pub use metastore::{Metastore, PgMetastore};
 pub use object::{ObjectStorage, S3Options};
 pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};
 pub use store::{
-    Applied, IndexOptions, Indexer, Layout, LegalHold, Store, StoreConfig, StoreError,
+    Applied, IndexOptions, Indexer, Layout, LegalHold, Prepared, Preparer, Store, StoreConfig,
+    StoreError,
 };
 pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
 pub use verify::{list_segments, verify_index, VerifyReport};

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::analyze::{Analysis, Analyzed, Analyzer};
 use crate::handle::IndexHandle;
 use crate::LogSchema;
 use logsift_core::entry::{Entry, EntryError};
@@ -497,6 +498,73 @@ pub const MAX_OPEN_WRITERS: usize = 8;
 /// indexes keep their writers.
 const WRITER_IDLE: Duration = Duration::from_millis(250);
 
+/// Entries of a batch parsed and analysed by a [`Preparer`], for [`Indexer::apply_prepared`].
+#[derive(Default)]
+pub struct Prepared {
+    analyzed: Analyzed,
+    /// Per entry of the batch, its place in `analyzed` (`u32::MAX`: apply parses it itself).
+    places: Vec<u32>,
+}
+
+impl Prepared {
+    /// Bytes its buffers hold, used or not.
+    pub fn held_bytes(&self) -> usize {
+        self.analyzed.held_bytes() + self.places.capacity() * 4
+    }
+
+    fn get(&self, i: usize) -> Option<Analysis<'_>> {
+        match self.places.get(i) {
+            Some(&p) if p != u32::MAX => Some(self.analyzed.get(p as usize)),
+            _ => None,
+        }
+    }
+}
+
+/// Does the part of applying WAL entries that needs no index, for a batch at a time, on a
+/// thread of its own: decoding, parsing and finding the words of records that go to blocks.
+/// The indexer thread then only joins them to their blocks; parsing and finding words were
+/// most of its time, and it bounded ingest (see `docs/block-index.md`).
+pub struct Preparer {
+    store: Arc<Store>,
+    analyzer: Analyzer,
+}
+
+impl Preparer {
+    pub fn new(store: Arc<Store>) -> Self {
+        Preparer {
+            store,
+            analyzer: Analyzer::default(),
+        }
+    }
+
+    /// Prepares the entries `payloads` (a batch, in order) into `out` (cleared first). Only
+    /// records of the `blocks` layout are prepared: the `records` layout builds its documents
+    /// from the parse itself, on tantivy's indexing threads.
+    pub fn prepare<'p>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+        out: &mut Prepared,
+    ) {
+        out.analyzed.clear();
+        out.places.clear();
+        let blocks = self.store.cfg.layout == Layout::Blocks;
+        for payload in payloads {
+            let place = match Entry::decode(payload) {
+                Ok(entry) if blocks => {
+                    let opts = self.store.parse_options(entry.index, entry.received_at);
+                    let record = logsift_parse::parse(entry.format, entry.raw, &opts);
+                    self.analyzer
+                        .analyze(&record, entry.source, &mut out.analyzed);
+                    out.analyzed.len() as u32 - 1
+                }
+                // Undecodable entries are reported by `apply`.
+                _ => u32::MAX,
+            };
+            out.places.push(place);
+        }
+    }
+}
+
 /// Applies WAL entries to the store, in LSN order, and commits them. Single-threaded by design:
 /// one indexer owns all writers, so commit payloads always describe a prefix of the WAL.
 ///
@@ -548,6 +616,27 @@ impl Indexer {
     /// Parses and indexes one WAL entry. Entries must come in increasing LSN order, and must
     /// already be readable in the WAL (for [`Indexer::reapply`]).
     pub fn apply(&mut self, lsn: u64, payload: &[u8]) -> Result<Applied, StoreError> {
+        self.apply_with(lsn, payload, None)
+    }
+
+    /// [`Indexer::apply`] for the `i`th entry of a batch that a [`Preparer`] prepared into
+    /// `prepared`: its parse and words are taken from there.
+    pub fn apply_prepared(
+        &mut self,
+        lsn: u64,
+        payload: &[u8],
+        prepared: &Prepared,
+        i: usize,
+    ) -> Result<Applied, StoreError> {
+        self.apply_with(lsn, payload, prepared.get(i))
+    }
+
+    fn apply_with(
+        &mut self,
+        lsn: u64,
+        payload: &[u8],
+        analysis: Option<Analysis<'_>>,
+    ) -> Result<Applied, StoreError> {
         debug_assert!(lsn > self.applied_lsn, "entries must arrive in LSN order");
         self.applied_lsn = lsn;
         let entry = Entry::decode(payload).map_err(|source| StoreError::Entry { lsn, source })?;
@@ -583,7 +672,7 @@ impl Indexer {
         if self.reapply_pending {
             return Ok(Applied::Deferred);
         }
-        match self.add(&handle, lsn, &entry) {
+        match self.add(&handle, lsn, &entry, analysis) {
             Ok(parse_error) => Ok(Applied::Indexed { parse_error }),
             Err(e) => {
                 self.fail();
@@ -597,7 +686,12 @@ impl Indexer {
         handle: &IndexHandle,
         lsn: u64,
         entry: &Entry<'_>,
+        analysis: Option<Analysis<'_>>,
     ) -> Result<Option<&'static str>, StoreError> {
+        if let Some(a) = analysis {
+            handle.add_analyzed(lsn, entry, &a)?;
+            return Ok(a.parse_error);
+        }
         let opts = self.store.parse_options(entry.index, entry.received_at);
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
         handle.add_record(lsn, entry, &record)?;
@@ -769,7 +863,7 @@ impl Indexer {
             if lsn <= handle.committed_lsn() {
                 return;
             }
-            match self.add(handle, lsn, &entry) {
+            match self.add(handle, lsn, &entry, None) {
                 Ok(_) => added += 1,
                 Err(e) => failure = Some(e.to_string()),
             }
@@ -817,6 +911,68 @@ mod tests {
             raw: raw.as_bytes(),
         }
         .encode()
+    }
+
+    /// The prepare thread's path (`Preparer` then `apply_prepared`) applies a batch as
+    /// `apply` does, entry by entry: the same outcomes, parse errors and records per index,
+    /// whatever the batch holds (another index, an undecodable entry, a line that does not
+    /// parse).
+    #[test]
+    fn prepared_batches_apply_as_entries_do() {
+        let blocks = |dir: &Path| {
+            Arc::new(
+                Store::open(StoreConfig {
+                    layout: Layout::Blocks,
+                    ..StoreConfig::manual(dir.to_path_buf())
+                })
+                .unwrap(),
+            )
+        };
+        let mut batch = vec![
+            entry("logs", r#"{"msg":"one","host":"a"}"#),
+            entry("other", r#"{"msg":"two","host":"b"}"#),
+            b"not an entry".to_vec(),
+            entry("logs", r#"{"msg": broken"#),
+            entry("logs", r#"{"msg":"three","host":"a","n":7}"#),
+        ];
+        batch.extend((0..300).map(|i| entry("logs", &format!(r#"{{"msg":"m {i}"}}"#))));
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (plain, prepared) = (blocks(d1.path()), blocks(d2.path()));
+        let mut by_entry = Indexer::new(plain.clone());
+        let mut by_batch = Indexer::new(prepared.clone());
+        let mut preparer = Preparer::new(prepared.clone());
+        let mut out = Prepared::default();
+        preparer.prepare(batch.iter().map(Vec::as_slice), &mut out);
+        // Every decodable entry was analysed there, not left to `apply`.
+        assert_eq!(out.analyzed.len(), batch.len() - 1);
+        let outcome = |r: Result<Applied, StoreError>| match r {
+            Ok(a) => format!("{a:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        let mut outcomes = Vec::new();
+        for (i, payload) in batch.iter().enumerate() {
+            let lsn = i as u64 + 1;
+            let expected = outcome(by_entry.apply(lsn, payload));
+            assert_eq!(
+                outcome(by_batch.apply_prepared(lsn, payload, &out, i)),
+                expected,
+                "entry {i}"
+            );
+            outcomes.push(expected);
+        }
+        assert!(outcomes[2].starts_with("error: "), "{}", outcomes[2]);
+        assert!(
+            outcomes[3].contains("parse_error: Some("),
+            "{}",
+            outcomes[3]
+        );
+        by_entry.commit().unwrap();
+        by_batch.commit().unwrap();
+        for index in ["logs", "other"] {
+            let docs = |s: &Store| s.get(index).map(|h| h.num_docs());
+            assert_eq!(docs(&prepared), docs(&plain), "{index}");
+        }
+        assert_eq!(plain.get("logs").unwrap().num_docs(), 303);
     }
 
     /// Issue #17: the LSN was marked applied before the index was created; when creating it
