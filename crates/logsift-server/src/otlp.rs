@@ -10,13 +10,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use logsift_compat::{otlp, OtlpLogs, ShipperDecoder};
-use logsift_core::time::now_ns;
-use logsift_ingest::Ack;
+use logsift_compat::{otlp, OtlpLogs};
 
-use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
-use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState, Principal, Role};
+use crate::compat::{content_type, ingest_records, unsupported_type};
+use crate::{ApiError, AppState, Principal};
 
 /// How OTLP/HTTP answers: in the request's encoding.
 #[derive(Clone, Copy)]
@@ -86,28 +83,7 @@ pub(crate) async fn export(
     body: Body,
     decoder: OtlpLogs,
 ) -> Result<(i64, String), ApiError> {
-    let index = target_index(&headers)?;
-    principal.require_index(Role::Ingest, index.as_str())?;
-    let source = source_of(peer, api);
-    let cfg = state.cfg.clone();
-    let ingested = ingest_body(
-        state,
-        principal,
-        api,
-        headers,
-        body,
-        Ack::Durable,
-        move |body, charge| {
-            let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
-            let records = decoder.decode(body, &mut budget)?;
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
-            Ok(Decoded {
-                entries,
-                answer: rejected,
-            })
-        },
-    )
-    .await?;
+    let ingested = ingest_records(state, principal, peer, api, headers, body, decoder).await?;
     state
         .metrics
         .otlp_log_records
