@@ -145,15 +145,9 @@ fn error(e: ApiError) -> Response {
 
 /// `grpc-message` is percent-encoded UTF-8: every byte outside printable ASCII, and `%`.
 fn percent_encode(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for b in message.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    // Bytes outside ASCII are always encoded; controls (and DEL) and `%` are added.
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    percent_encoding::utf8_percent_encode(message, ENCODED).to_string()
 }
 
 #[cfg(test)]
