@@ -13,6 +13,7 @@ use axum::Extension;
 use logsift_compat::{otlp, OtlpLogs};
 
 use crate::compat::{content_type, ingest_records, unsupported_type};
+use crate::ingest::Ingested;
 use crate::{ApiError, AppState, Principal};
 
 /// How OTLP/HTTP answers: in the request's encoding.
@@ -54,11 +55,11 @@ pub async fn logs(
         Encoding::Protobuf => OtlpLogs::Protobuf,
         Encoding::Json => OtlpLogs::Json,
     };
-    let (rejected, why) = match export(&state, &principal, &peer, api, headers, body, decoder).await
-    {
-        Ok(answer) => answer,
-        Err(e) => return status_response(e, encoding),
-    };
+    let (rejected, why) =
+        match ingest_records(&state, &principal, &peer, api, headers, body, decoder).await {
+            Ok(ingested) => partial_success(&state, ingested),
+            Err(e) => return status_response(e, encoding),
+        };
     let body = match encoding {
         Encoding::Protobuf => otlp::response_protobuf(rejected, &why),
         Encoding::Json => otlp::response_json(rejected, &why),
@@ -71,19 +72,10 @@ pub async fn logs(
         .into_response()
 }
 
-/// What OTLP/HTTP and OTLP/gRPC share once the body's encoding is known: the target index
-/// and the caller's right to it, the body through the one ingest path (`decoder` turns it into
-/// records), and the partial-success part of the answer: `(rejected records, why)`.
-pub(crate) async fn export(
-    state: &AppState,
-    principal: &Principal,
-    peer: &Option<Extension<ConnectInfo<SocketAddr>>>,
-    api: &'static str,
-    headers: HeaderMap,
-    body: Body,
-    decoder: OtlpLogs,
-) -> Result<(i64, String), ApiError> {
-    let ingested = ingest_records(state, principal, peer, api, headers, body, decoder).await?;
+/// What OTLP/HTTP and OTLP/gRPC answer once a body went through the one ingest path
+/// ([`ingest_records`]): counted, and the partial-success part of the answer,
+/// `(rejected records, why)`.
+pub(crate) fn partial_success(state: &AppState, ingested: Ingested<usize>) -> (i64, String) {
     state
         .metrics
         .otlp_log_records
@@ -97,7 +89,7 @@ pub(crate) async fn export(
     } else {
         String::new()
     };
-    Ok((rejected, why))
+    (rejected, why)
 }
 
 /// An error as OTLP/HTTP answers it: the HTTP status (429 and 503 with Retry-After, which
