@@ -7,6 +7,49 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+/// Which server a client command talks to, and as whom (flattened into each command's
+/// arguments).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Server to talk to.
+    #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
+    pub server: String,
+    /// API token, sent as Bearer; needed once the server has tokens. One with the command's
+    /// role will do: search for search and tail, ingest for import, export for export.
+    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArgs {
+    pub fn api(&self) -> anyhow::Result<Api> {
+        Api::new(&self.server, self.token.as_deref())
+    }
+}
+
+/// Which indexes and what time range a command reads.
+#[derive(Debug, clap::Args)]
+pub struct ScopeArgs {
+    /// Index to read (repeat or comma-separate for several) [default: all].
+    #[arg(long)]
+    pub index: Vec<String>,
+    /// Start of the time range: RFC 3339, epoch seconds, or relative like now-15m.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// End of the time range (exclusive), same forms as --start.
+    #[arg(long)]
+    pub end: Option<String>,
+}
+
+impl ScopeArgs {
+    /// The scope as the API's `index`, `start` and `end` parameters (those given).
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let index = (!self.index.is_empty()).then(|| ("index", self.index.join(",")));
+        let start = self.start.clone().map(|s| ("start", s));
+        let end = self.end.clone().map(|e| ("end", e));
+        [index, start, end].into_iter().flatten().collect()
+    }
+}
+
 /// A `logsift serve` at `base` (`http://127.0.0.1:9480`).
 pub struct Api {
     base: String,

@@ -19,7 +19,7 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::client::Api;
+use crate::client::{ScopeArgs, ServerArgs};
 use crate::progress::Meter;
 
 /// How much output goes between two checkpoints (a zstd frame and a progress file update).
@@ -45,21 +45,10 @@ struct RunArgs {
     /// Query, as for `logsift search`; empty or * exports everything in the range.
     #[arg(default_value = "*")]
     query: String,
-    /// Server to ask.
-    #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
-    server: String,
-    /// API token (an export token will do), sent as Bearer; needed once the server has tokens.
-    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Index to export (repeat or comma-separate for several) [default: all].
-    #[arg(long)]
-    index: Vec<String>,
-    /// Start of the range: RFC 3339, epoch seconds, or relative like now-24h.
-    #[arg(long)]
-    start: Option<String>,
-    /// End of the range (exclusive), same forms as --start.
-    #[arg(long)]
-    end: Option<String>,
+    #[command(flatten)]
+    conn: ServerArgs,
+    #[command(flatten)]
+    scope: ScopeArgs,
     /// Output file; `.zst` compresses it. The manifest goes to FILE.manifest.json.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -184,14 +173,8 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let compress = output.extension().is_some_and(|e| e == "zst");
     let mut request = json!({ "q": args.query, "format": format });
-    if !args.index.is_empty() {
-        request["index"] = json!(args.index.join(","));
-    }
-    if let Some(s) = &args.start {
-        request["start"] = json!(s);
-    }
-    if let Some(e) = &args.end {
-        request["end"] = json!(e);
+    for (name, value) in args.scope.params() {
+        request[name] = json!(value);
     }
     let progress_file = progress_path(&output);
     let mut resumed: Option<Progress> = None;
@@ -227,7 +210,7 @@ fn export(args: RunArgs) -> anyhow::Result<ExitCode> {
             body["after"] = json!(c);
         }
     }
-    let api = Api::new(&args.server, args.token.as_deref())?;
+    let api = args.conn.api()?;
     let mut response = api.post_stream("/api/v1/export", &body)?;
     let header = |name: &str| {
         response

@@ -8,6 +8,7 @@
 //! file was written rather than the year of the import. Lines the server rejects or stores
 //! with a parse error are summed up by reason at the end, with a few examples each.
 
+use crate::client::ServerArgs;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -34,12 +35,8 @@ pub struct ImportArgs {
     /// Files to import: plain, .gz or .zst (detected from their first bytes).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Server to send to.
-    #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
-    server: String,
-    /// API token (an ingest token will do), sent as Bearer; needed once the server has tokens.
-    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    conn: ServerArgs,
     /// Index the records go to.
     #[arg(long, default_value = "logs")]
     index: String,
@@ -181,10 +178,10 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             .build()?,
         url: format!(
             "{}/api/v1/{}/ingest",
-            args.server.trim_end_matches('/'),
+            args.conn.server.trim_end_matches('/'),
             args.index
         ),
-        token: args.token.clone(),
+        token: args.conn.token.clone(),
     };
     let read = Arc::new(AtomicU64::new(0));
     let mut meter = Meter::new("bytes", total, 0);

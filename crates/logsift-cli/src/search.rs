@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::client::Api;
+use crate::client::{ScopeArgs, ServerArgs};
 use crate::output::{unless_broken_pipe, ColorChoice, Printer};
 
 /// Long enough for any query the server lets run (its own limit stops it first).
@@ -16,21 +16,10 @@ pub struct SearchArgs {
     /// AND, OR, NOT and parentheses. Empty or * matches everything.
     #[arg(default_value = "*")]
     query: String,
-    /// Server to ask.
-    #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
-    server: String,
-    /// API token (a search token will do), sent as Bearer; needed once the server has tokens.
-    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Index to search (repeat or comma-separate for several) [default: all].
-    #[arg(long)]
-    index: Vec<String>,
-    /// Start of the time range: RFC 3339, epoch seconds, or relative like now-15m.
-    #[arg(long)]
-    start: Option<String>,
-    /// End of the time range (exclusive), same forms as --start.
-    #[arg(long)]
-    end: Option<String>,
+    #[command(flatten)]
+    conn: ServerArgs,
+    #[command(flatten)]
+    scope: ScopeArgs,
     /// Most records to print.
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -52,16 +41,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         ("limit", args.limit.to_string()),
         ("sort", if args.asc { "asc" } else { "desc" }.to_string()),
     ];
-    if !args.index.is_empty() {
-        query.push(("index", args.index.join(",")));
-    }
-    if let Some(s) = &args.start {
-        query.push(("start", s.clone()));
-    }
-    if let Some(e) = &args.end {
-        query.push(("end", e.clone()));
-    }
-    let api = Api::new(&args.server, args.token.as_deref())?;
+    query.extend(args.scope.params());
+    let api = args.conn.api()?;
     let body = api.get_json("/api/v1/search", &query, SEARCH_TIMEOUT)?;
     let hits = body["hits"].as_array().cloned().unwrap_or_default();
     let mut printer = Printer::new(args.json, args.color);

@@ -316,35 +316,49 @@ async fn serve(
         }
         None => None,
     };
-    if let Some(addr) = cfg.syslog.tcp {
+    // Stream listeners: (name in the ready line and metrics, what the error says, format,
+    // index, address, TLS).
+    let streams = [
+        (
+            "syslog-tcp",
+            "syslog TCP",
+            Format::Syslog,
+            &cfg.syslog.index,
+            cfg.syslog.tcp,
+            None,
+        ),
+        (
+            "syslog-tls",
+            "syslog TLS",
+            Format::Syslog,
+            &cfg.syslog.index,
+            cfg.syslog.tls.filter(|_| syslog_tls.is_some()),
+            syslog_tls,
+        ),
+        (
+            "json-tcp",
+            "JSON TCP",
+            Format::Json,
+            &cfg.json.index,
+            cfg.json.tcp,
+            None,
+        ),
+    ];
+    for (name, what, format, index, addr, tls) in streams {
+        let Some(addr) = addr else { continue };
         let lc = StreamListenerConfig {
-            name: "syslog-tcp",
-            format: Format::Syslog,
-            index: IndexName::new(&cfg.syslog.index)?,
+            name,
+            format,
+            index: IndexName::new(index)?,
             max_line_bytes: max_line,
             max_connections,
             idle_timeout,
-            tls: None,
+            tls,
         };
         let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
             .await
-            .with_context(|| format!("binding syslog TCP on {addr}"))?;
-        ready.push(format!("syslog-tcp={local}"));
-    }
-    if let (Some(addr), Some(tls)) = (cfg.syslog.tls, syslog_tls) {
-        let lc = StreamListenerConfig {
-            name: "syslog-tls",
-            format: Format::Syslog,
-            index: IndexName::new(&cfg.syslog.index)?,
-            max_line_bytes: max_line,
-            max_connections,
-            idle_timeout,
-            tls: Some(tls),
-        };
-        let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
-            .await
-            .with_context(|| format!("binding syslog TLS on {addr}"))?;
-        ready.push(format!("syslog-tls={local}"));
+            .with_context(|| format!("binding {what} on {addr}"))?;
+        ready.push(format!("{name}={local}"));
     }
     if let Some(addr) = cfg.syslog.udp {
         let local = spawn_udp(
@@ -357,21 +371,6 @@ async fn serve(
         .await
         .with_context(|| format!("binding syslog UDP on {addr}"))?;
         ready.push(format!("syslog-udp={local}"));
-    }
-    if let Some(addr) = cfg.json.tcp {
-        let lc = StreamListenerConfig {
-            name: "json-tcp",
-            format: Format::Json,
-            index: IndexName::new(&cfg.json.index)?,
-            max_line_bytes: max_line,
-            max_connections,
-            idle_timeout,
-            tls: None,
-        };
-        let local = spawn_tcp(addr, lc, pipeline.handle(), life.clone())
-            .await
-            .with_context(|| format!("binding JSON TCP on {addr}"))?;
-        ready.push(format!("json-tcp={local}"));
     }
 
     let exports =

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 
-use crate::client::Api;
+use crate::client::ServerArgs;
 use crate::output::{unless_broken_pipe, ColorChoice, Printer};
 
 #[derive(Debug, Args)]
@@ -13,12 +13,8 @@ pub struct TailArgs {
     /// everything.
     #[arg(default_value = "*")]
     query: String,
-    /// Server to follow.
-    #[arg(long, default_value = "http://127.0.0.1:9480", env = "LOGSIFT_SERVER")]
-    server: String,
-    /// API token (a search token will do), sent as Bearer; needed once the server has tokens.
-    #[arg(long, env = "LOGSIFT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    conn: ServerArgs,
     /// Index to follow (repeat or comma-separate for several) [default: all].
     #[arg(long)]
     index: Vec<String>,
@@ -38,7 +34,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     if !args.index.is_empty() {
         query.push(("index", args.index.join(",")));
     }
-    let api = Api::new(&args.server, args.token.as_deref())?;
+    let api = args.conn.api()?;
     let mut printer = Printer::new(args.json, args.color);
     loop {
         let mut events = api.events("/api/v1/tail", &query)?;

@@ -8,6 +8,7 @@
 //! The listeners (syslog TCP and UDP, JSON lines TCP) frame bytes and hand entries to the
 //! pipeline; HTTP ingest lives in `logsift-server` and uses the same [`PipelineHandle`].
 
+pub mod accept;
 pub mod listeners;
 pub mod metrics;
 mod pipeline;

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::{Accept, AcceptCounters, Connection};
 use crate::{Ack, Admission, IngestMetrics, PipelineHandle};
 
 /// After shutdown starts, a connection keeps reading only while data keeps coming this fast:
@@ -66,72 +67,36 @@ pub async fn spawn_tcp(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(listener = cfg.name, addr = %local, "listening");
-    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-    let acceptor = cfg.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let metrics = pipeline.metrics().clone();
+    let accept = Accept {
+        name: cfg.name,
+        slots: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+        bound_by: "ingest.max_connections_per_listener",
+        tls: cfg.tls.clone(),
+        handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+        nodelay: false,
+        counters: AcceptCounters {
+            accepted: Some(metrics.tcp_connections.clone()),
+            refused: metrics.tcp_connections_refused.clone(),
+            handshake_failures: metrics.tls_handshake_failures.clone(),
+            handshake_timeouts: None,
+        },
+    };
     let cfg = Arc::new(cfg);
-    let tasks = life.tasks.clone();
-    tasks.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = life.shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let metrics = pipeline.metrics().clone();
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        metrics.tcp_connections_refused.inc();
-                        tracing::warn!(listener = cfg.name, %peer, max = cfg.max_connections,
-                            "connection refused: ingest.max_connections_per_listener reached");
-                        drop(stream);
-                        continue;
-                    };
-                    metrics.tcp_connections.inc();
-                    let cfg = cfg.clone();
-                    let pipeline = pipeline.clone();
-                    let shutdown = life.shutdown.clone();
-                    let acceptor = acceptor.clone();
-                    life.tasks.spawn(async move {
-                        let _permit = permit;
-                        let served = match acceptor {
-                            None => {
-                                let mut stream = stream;
-                                serve_stream(&mut stream, peer, &cfg, &pipeline, &shutdown).await
-                            }
-                            Some(acceptor) => {
-                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                    Ok(Ok(mut tls)) => {
-                                        let served = serve_stream(&mut tls, peer, &cfg, &pipeline, &shutdown).await;
-                                        // close_notify, so the sender knows it was a clean end.
-                                        let _ = tokio::time::timeout(DRAIN_IDLE, tls.shutdown()).await;
-                                        served
-                                    }
-                                    Ok(Err(e)) => {
-                                        metrics.tls_handshake_failures.inc();
-                                        tracing::info!(listener = cfg.name, %peer, error = %e, "TLS handshake failed");
-                                        Ok(())
-                                    }
-                                    Err(_) => {
-                                        metrics.tls_handshake_failures.inc();
-                                        tracing::info!(listener = cfg.name, %peer, "TLS handshake timed out");
-                                        Ok(())
-                                    }
-                                }
-                            }
-                        };
-                        if let Err(e) = served {
-                            tracing::debug!(listener = cfg.name, %peer, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(listener = cfg.name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+    let shutdown = life.shutdown.clone();
+    let serve = move |mut conn: Connection, peer: SocketAddr| {
+        let (cfg, pipeline, shutdown) = (cfg.clone(), pipeline.clone(), shutdown.clone());
+        async move {
+            let served = serve_stream(&mut conn, peer, &cfg, &pipeline, &shutdown).await;
+            // A clean end: close_notify over TLS, so the sender knows nothing was cut.
+            let _ = tokio::time::timeout(DRAIN_IDLE, conn.shutdown()).await;
+            if let Err(e) = served {
+                tracing::debug!(listener = cfg.name, %peer, error = %e, "connection ended with an error");
             }
         }
-    });
+    };
+    life.tasks
+        .spawn(accept.run(listener, life.shutdown.clone(), life.tasks.clone(), serve));
     Ok(local)
 }
 

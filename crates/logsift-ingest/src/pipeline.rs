@@ -148,14 +148,8 @@ impl IndexAdmission {
         if admitted.contains(name) {
             return Ok(());
         }
-        let existing: std::collections::BTreeSet<String> = self
-            .store
-            .list()
-            .iter()
-            .filter(|h| !h.name().is_builtin())
-            .map(|h| h.name().to_string())
-            .collect();
-        admitted.retain(|n| !existing.contains(n));
+        let existing = self.store.user_index_names();
+        admitted.retain(|n| existing.binary_search(n).is_err());
         if existing.len() + admitted.len() >= self.max_indexes {
             return Err(AppendError::TooManyIndexes {
                 index: name.to_string(),

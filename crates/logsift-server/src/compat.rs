@@ -3,14 +3,21 @@
 //! charge, and turning decoded records into WAL entries.
 
 use axum::http::{header, HeaderMap, StatusCode};
-use logsift_compat::{Budget, DecodeError};
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Extension;
+use logsift_compat::{Budget, DecodeError, ShipperDecoder};
 use logsift_core::entry::Entry;
+use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
+use logsift_ingest::Ack;
 
 use logsift_ingest::ENTRY_OVERHEAD_BYTES;
 
-use crate::ingest::Charge;
-use crate::{ApiError, ServerConfig};
+use crate::ingest::{ingest_body, source_of, Charge, Decoded, Ingested};
+use crate::{ApiError, AppState, Principal, Role, ServerConfig};
 
 /// The header that picks the index for Loki and OTLP requests, whose protocols name none.
 pub const INDEX_HEADER: &str = "x-logsift-index";
@@ -168,4 +175,44 @@ pub fn encode_records(
         );
     }
     (entries, rejected)
+}
+
+/// What the Loki and OTLP routes share once the body's encoding is known: the index named by
+/// [`INDEX_HEADER`] and the caller's right to it, then the body through the one ingest path,
+/// `decoder` making its JSON records. Answers with the records accepted and, as `answer`, those
+/// rejected (longer than `ingest.max_line_bytes`).
+pub(crate) async fn ingest_records<D>(
+    state: &AppState,
+    principal: &Principal,
+    peer: &Option<Extension<ConnectInfo<SocketAddr>>>,
+    api: &'static str,
+    headers: HeaderMap,
+    body: Body,
+    decoder: D,
+) -> Result<Ingested<usize>, ApiError>
+where
+    D: for<'b> ShipperDecoder<Output<'b> = Vec<Vec<u8>>> + Send + 'static,
+{
+    let index = target_index(&headers)?;
+    principal.require_index(Role::Ingest, index.as_str())?;
+    let source = source_of(peer, api);
+    let cfg = state.cfg.clone();
+    ingest_body(
+        state,
+        principal,
+        api,
+        headers,
+        body,
+        Ack::Durable,
+        move |body, charge| {
+            let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
+            let records = decoder.decode(body, &mut budget)?;
+            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
+            Ok(Decoded {
+                entries,
+                answer: rejected,
+            })
+        },
+    )
+    .await
 }

@@ -125,13 +125,7 @@ pub(crate) async fn start_export(
     // A token scoped to some indexes exports only those: named ones must be in scope, and
     // "all" means all of its own.
     if indexes.is_empty() {
-        let all: Vec<String> = state
-            .store
-            .list()
-            .iter()
-            .filter(|h| !h.name().is_builtin())
-            .map(|h| h.name().to_string())
-            .collect();
+        let all = state.store.user_index_names();
         let mine: Vec<String> = all
             .iter()
             .filter(|i| principal.may(Role::Export, i))

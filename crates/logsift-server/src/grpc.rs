@@ -23,7 +23,7 @@ use hyper::body::Frame;
 use logsift_compat::otlp::{self, GrpcEncoding};
 use logsift_compat::OtlpLogs;
 
-use crate::compat::content_type;
+use crate::compat::{content_type, ingest_records};
 use crate::{ApiError, AppState, Principal};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
@@ -80,8 +80,8 @@ pub async fn export(
         max_message_bytes: state.cfg.max_body_bytes,
     };
     let (rejected, why) =
-        match crate::otlp::export(&state, &principal, &peer, api, headers, body, decoder).await {
-            Ok(answer) => answer,
+        match ingest_records(&state, &principal, &peer, api, headers, body, decoder).await {
+            Ok(ingested) => crate::otlp::partial_success(&state, ingested),
             Err(e) => return error(e),
         };
     let message = otlp::response_protobuf(rejected, &why);
@@ -145,15 +145,9 @@ fn error(e: ApiError) -> Response {
 
 /// `grpc-message` is percent-encoded UTF-8: every byte outside printable ASCII, and `%`.
 fn percent_encode(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for b in message.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    // Bytes outside ASCII are always encoded; controls (and DEL) and `%` are added.
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    percent_encoding::utf8_percent_encode(message, ENCODED).to_string()
 }
 
 #[cfg(test)]

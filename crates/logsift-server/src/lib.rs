@@ -253,24 +253,33 @@ fn readable_indexes(store: &Store, principal: &Principal) -> Vec<Arc<logsift_sto
     list
 }
 
+/// `{"indexes": [...]}`: `describe` of each index `principal` may read.
+fn per_index(
+    state: &AppState,
+    principal: &Principal,
+    describe: impl Fn(&logsift_store::IndexHandle) -> serde_json::Value,
+) -> Json<serde_json::Value> {
+    let list: Vec<serde_json::Value> = readable_indexes(&state.store, principal)
+        .iter()
+        .map(|h| describe(h))
+        .collect();
+    Json(json!({ "indexes": list }))
+}
+
 async fn indexes(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> impl IntoResponse {
-    let list: Vec<_> = readable_indexes(&state.store, &principal)
-        .iter()
-        .map(|h| {
-            json!({
-                "name": h.name().as_str(),
-                "docs": h.num_docs(),
-                "sealed_segments": h.segments().len(),
-                "quarantined_segments": h.quarantined().len(),
-                "committed_lsn": h.committed_lsn(),
-                "catalog_head": h.catalog_head(),
-            })
+    per_index(&state, &principal, |h| {
+        json!({
+            "name": h.name().as_str(),
+            "docs": h.num_docs(),
+            "sealed_segments": h.segments().len(),
+            "quarantined_segments": h.quarantined().len(),
+            "committed_lsn": h.committed_lsn(),
+            "catalog_head": h.catalog_head(),
         })
-        .collect();
-    Json(json!({"indexes": list}))
+    })
 }
 
 /// The sealed segments of every index, as their catalogs list them, plus quarantined ones.
@@ -278,18 +287,19 @@ async fn segments(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> impl IntoResponse {
-    let list: Vec<_> = readable_indexes(&state.store, &principal)
-        .iter()
-        .map(|h| {
-            json!({
-                "index": h.name().as_str(),
-                "catalog_head": h.catalog_head(),
-                "segments": h.segments(),
-                "quarantined": h.quarantined().into_iter().map(|(id, why)| json!({"segment": id, "reason": why})).collect::<Vec<_>>(),
-            })
+    per_index(&state, &principal, |h| {
+        let quarantined: Vec<serde_json::Value> = h
+            .quarantined()
+            .into_iter()
+            .map(|(id, why)| json!({"segment": id, "reason": why}))
+            .collect();
+        json!({
+            "index": h.name().as_str(),
+            "catalog_head": h.catalog_head(),
+            "segments": h.segments(),
+            "quarantined": quarantined,
         })
-        .collect();
-    Json(json!({"indexes": list}))
+    })
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

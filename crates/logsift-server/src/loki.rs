@@ -8,13 +8,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
-use logsift_compat::{LokiPush, ShipperDecoder};
-use logsift_core::time::now_ns;
-use logsift_ingest::Ack;
+use logsift_compat::LokiPush;
 
-use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
-use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState, Principal, Role};
+use crate::compat::{content_type, ingest_records, unsupported_type};
+use crate::{ApiError, AppState, Principal};
 
 pub async fn push(
     State(state): State<AppState>,
@@ -37,28 +34,7 @@ pub async fn push(
             ));
         }
     };
-    let index = target_index(&headers)?;
-    principal.require_index(Role::Ingest, index.as_str())?;
-    let source = source_of(&peer, api);
-    let cfg = state.cfg.clone();
-    let ingested = ingest_body(
-        &state,
-        &principal,
-        api,
-        headers,
-        body,
-        Ack::Durable,
-        move |body, charge| {
-            let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
-            let records = decoder.decode(body, &mut budget)?;
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
-            Ok(Decoded {
-                entries,
-                answer: rejected,
-            })
-        },
-    )
-    .await?;
+    let ingested = ingest_records(&state, &principal, &peer, api, headers, body, decoder).await?;
     state.metrics.loki_entries.inc_by(ingested.accepted as u64);
     if ingested.answer > 0 {
         // Loki too stores the valid entries of a push and answers 400 for the rest, so that

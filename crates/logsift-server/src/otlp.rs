@@ -10,13 +10,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use logsift_compat::{otlp, OtlpLogs, ShipperDecoder};
-use logsift_core::time::now_ns;
-use logsift_ingest::Ack;
+use logsift_compat::{otlp, OtlpLogs};
 
-use crate::compat::{content_type, encode_records, target_index, unsupported_type, RecordBudget};
-use crate::ingest::{ingest_body, source_of, Decoded};
-use crate::{ApiError, AppState, Principal, Role};
+use crate::compat::{content_type, ingest_records, unsupported_type};
+use crate::ingest::Ingested;
+use crate::{ApiError, AppState, Principal};
 
 /// How OTLP/HTTP answers: in the request's encoding.
 #[derive(Clone, Copy)]
@@ -57,11 +55,11 @@ pub async fn logs(
         Encoding::Protobuf => OtlpLogs::Protobuf,
         Encoding::Json => OtlpLogs::Json,
     };
-    let (rejected, why) = match export(&state, &principal, &peer, api, headers, body, decoder).await
-    {
-        Ok(answer) => answer,
-        Err(e) => return status_response(e, encoding),
-    };
+    let (rejected, why) =
+        match ingest_records(&state, &principal, &peer, api, headers, body, decoder).await {
+            Ok(ingested) => partial_success(&state, ingested),
+            Err(e) => return status_response(e, encoding),
+        };
     let body = match encoding {
         Encoding::Protobuf => otlp::response_protobuf(rejected, &why),
         Encoding::Json => otlp::response_json(rejected, &why),
@@ -74,40 +72,10 @@ pub async fn logs(
         .into_response()
 }
 
-/// What OTLP/HTTP and OTLP/gRPC share once the body's encoding is known: the target index
-/// and the caller's right to it, the body through the one ingest path (`decoder` turns it into
-/// records), and the partial-success part of the answer: `(rejected records, why)`.
-pub(crate) async fn export(
-    state: &AppState,
-    principal: &Principal,
-    peer: &Option<Extension<ConnectInfo<SocketAddr>>>,
-    api: &'static str,
-    headers: HeaderMap,
-    body: Body,
-    decoder: OtlpLogs,
-) -> Result<(i64, String), ApiError> {
-    let index = target_index(&headers)?;
-    principal.require_index(Role::Ingest, index.as_str())?;
-    let source = source_of(peer, api);
-    let cfg = state.cfg.clone();
-    let ingested = ingest_body(
-        state,
-        principal,
-        api,
-        headers,
-        body,
-        Ack::Durable,
-        move |body, charge| {
-            let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
-            let records = decoder.decode(body, &mut budget)?;
-            let (entries, rejected) = encode_records(&records, &index, &source, now_ns(), &cfg);
-            Ok(Decoded {
-                entries,
-                answer: rejected,
-            })
-        },
-    )
-    .await?;
+/// What OTLP/HTTP and OTLP/gRPC answer once a body went through the one ingest path
+/// ([`ingest_records`]): counted, and the partial-success part of the answer,
+/// `(rejected records, why)`.
+pub(crate) fn partial_success(state: &AppState, ingested: Ingested<usize>) -> (i64, String) {
     state
         .metrics
         .otlp_log_records
@@ -121,7 +89,7 @@ pub(crate) async fn export(
     } else {
         String::new()
     };
-    Ok((rejected, why))
+    (rejected, why)
 }
 
 /// An error as OTLP/HTTP answers it: the HTTP status (429 and 503 with Retry-After, which

@@ -13,10 +13,12 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use logsift_ingest::accept::{Accept, AcceptCounters, Connection};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Clone)]
 pub struct HttpLimits {
@@ -78,59 +80,46 @@ pub async fn serve_http(
             Builder::Http2(b)
         }
     };
-    let acceptor = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(listener = "http", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.http_connections_refused.inc();
-            tracing::warn!(%peer, max = limits.max_connections,
-                "HTTP connection refused: http.max_connections reached");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (builder, router, metrics, watcher, streams) = (
+    let accept = Accept {
+        name: "http",
+        slots: slots.clone(),
+        bound_by: "http.max_connections",
+        tls: limits.tls.clone(),
+        // A handshake is part of waiting for the first request's head.
+        handshake_timeout: limits.header_read_timeout,
+        nodelay: true,
+        counters: AcceptCounters {
+            accepted: None,
+            refused: metrics.http_connections_refused.clone(),
+            handshake_failures: metrics.tls_handshake_failures.clone(),
+            handshake_timeouts: Some(metrics.http_timeouts.clone()),
+        },
+    };
+    // Taken at shutdown; a connection whose handshake ends after that is dropped.
+    let graceful = Arc::new(parking_lot::Mutex::new(Some(graceful)));
+    let watching = graceful.clone();
+    let serve = move |conn: Connection, peer: SocketAddr| {
+        let watcher = watching.lock().as_ref().map(GracefulShutdown::watcher);
+        let (builder, router, metrics, streams) = (
             builder.clone(),
             router.clone(),
             metrics.clone(),
-            graceful.watcher(),
             slots.clone(),
         );
-        let acceptor = acceptor.clone();
-        let handshake_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Some(acceptor) = acceptor else {
-                return connection(builder, stream, peer, router, metrics, watcher, streams).await;
-            };
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    connection(builder, tls, peer, router, metrics, watcher, streams).await
-                }
-                Ok(Err(e)) => {
-                    metrics.tls_handshake_failures.inc();
-                    tracing::info!(listener = "http", %peer, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    metrics.tls_handshake_failures.inc();
-                    metrics.http_timeouts.inc();
-                    tracing::info!(listener = "http", %peer, "TLS handshake timed out");
-                }
+        async move {
+            if let Some(watcher) = watcher {
+                connection(builder, conn, peer, router, metrics, watcher, streams).await
             }
-        });
+        }
+    };
+    // Connections are waited for through `graceful`, not through these tasks.
+    accept
+        .run(listener, shutdown, TaskTracker::new(), serve)
+        .await;
+    let graceful = graceful.lock().take();
+    if let Some(graceful) = graceful {
+        graceful.shutdown().await;
     }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 async fn connection<I>(

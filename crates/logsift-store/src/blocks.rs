@@ -376,36 +376,22 @@ impl std::hash::Hasher for Prehashed {
 const SPARE_BLOCKS: usize = 8;
 
 impl OpenBlock {
-    /// Empties the block, keeping its buffers' capacity.
+    /// Empties the block, keeping its buffers' capacity. The other fields are set again by
+    /// the block's first record (`records == 0`, see [`BlockWriter::add_analyzed`]).
     fn clear(&mut self) {
-        let mut old = std::mem::take(self);
-        old.seen.clear();
-        old.words.clear();
-        old.word_text.clear();
-        old.ids.clear();
-        old.sources.clear();
-        old.body.clear();
-        old.ts_deltas.clear();
-        old.id_col.clear();
-        old.recv_deltas.clear();
-        old.meta_col.clear();
-        old.sev_col.clear();
-        old.len_col.clear();
-        *self = OpenBlock {
-            seen: old.seen,
-            words: old.words,
-            word_text: old.word_text,
-            ids: old.ids,
-            sources: old.sources,
-            body: old.body,
-            ts_deltas: old.ts_deltas,
-            id_col: old.id_col,
-            recv_deltas: old.recv_deltas,
-            meta_col: old.meta_col,
-            sev_col: old.sev_col,
-            len_col: old.len_col,
-            ..OpenBlock::default()
-        };
+        self.seen.clear();
+        self.words.clear();
+        self.word_text.clear();
+        self.ids.clear();
+        self.sources.clear();
+        self.body.clear();
+        self.ts_deltas.clear();
+        self.id_col.clear();
+        self.recv_deltas.clear();
+        self.meta_col.clear();
+        self.sev_col.clear();
+        self.len_col.clear();
+        self.records = 0;
     }
 
     /// Counts `word` (hashed to `h`) for the record being added, once however often it holds it.

@@ -183,6 +183,7 @@ pub struct Sealed {
 }
 
 /// How a served segment's records are read: its layout ([`crate::Layout`]).
+#[derive(Clone)]
 enum SealedData {
     Records(IndexReader),
     Blocks(Arc<BlockSegment>),
@@ -1537,20 +1538,11 @@ impl IndexHandle {
         deleted: &[tantivy::DocId],
         reason: &str,
     ) -> Result<Rewritten, StoreError> {
-        let entry = self
-            .segments()
-            .into_iter()
-            .find(|e| e.segment == segment)
-            .ok_or_else(|| self.store_err(format!("segment {segment} is not live")))?;
-        let searcher = self
-            .sealed
-            .read()
-            .iter()
-            .find(|s| s.entry.segment == segment)
-            .and_then(|s| s.records().map(IndexReader::searcher))
-            .ok_or_else(|| {
-                self.store_err(format!("segment {segment} is not a served record segment"))
-            })?;
+        let (entry, data) = self.served(segment)?;
+        let SealedData::Records(reader) = data else {
+            return Err(self.store_err(format!("segment {segment} is not a record segment")));
+        };
+        let searcher = reader.searcher();
         let max_doc = searcher
             .segment_readers()
             .first()
@@ -1572,6 +1564,23 @@ impl IndexHandle {
             "erased into",
             &self.sealed_settings,
         )
+    }
+
+    /// The catalog entry of live segment `segment` and how it is served.
+    fn served(&self, segment: &str) -> Result<(CatalogEntry, SealedData), StoreError> {
+        let entry = self
+            .segments()
+            .into_iter()
+            .find(|e| e.segment == segment)
+            .ok_or_else(|| self.store_err(format!("segment {segment} is not live")))?;
+        let data = self
+            .sealed
+            .read()
+            .iter()
+            .find(|s| s.entry.segment == segment)
+            .map(|s| s.data.clone())
+            .ok_or_else(|| self.store_err(format!("segment {segment} is not served")))?;
+        Ok((entry, data))
     }
 
     /// Writes `sources` (live, served record segments) as one new segment keeping only what
@@ -1660,23 +1669,10 @@ impl IndexHandle {
         erased: &std::collections::HashSet<u64>,
         reason: &str,
     ) -> Result<Rewritten, StoreError> {
-        let entry = self
-            .segments()
-            .into_iter()
-            .find(|e| e.segment == segment)
-            .ok_or_else(|| self.store_err(format!("segment {segment} is not live")))?;
-        let source = self
-            .sealed
-            .read()
-            .iter()
-            .find(|s| s.entry.segment == segment)
-            .and_then(|s| match &s.data {
-                SealedData::Blocks(b) => Some(b.clone()),
-                SealedData::Records(_) => None,
-            })
-            .ok_or_else(|| {
-                self.store_err(format!("segment {segment} is not a served block segment"))
-            })?;
+        let (entry, data) = self.served(segment)?;
+        let SealedData::Blocks(source) = data else {
+            return Err(self.store_err(format!("segment {segment} is not a block segment")));
+        };
         let sources = [entry];
         self.rewrite_with(&sources, "e", reason, "erased into", |work, id, max_lsn| {
             let written = self.write_blocks(id, max_lsn, work, |add| {

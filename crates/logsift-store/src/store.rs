@@ -317,6 +317,17 @@ impl Store {
         indexes.values().cloned().collect()
     }
 
+    /// The names of the indexes that hold users' logs (not the built-in ones such as
+    /// `_audit`), in name order.
+    pub fn user_index_names(&self) -> Vec<String> {
+        let indexes = self.indexes.read();
+        indexes
+            .keys()
+            .filter(|n| !n.is_builtin())
+            .map(|n| n.to_string())
+            .collect()
+    }
+
     /// Applies every index's retention settings to its sealed segments. Returns how many
     /// segments were deleted.
     pub fn enforce_retention(&self, now_ns: i64) -> usize {

@@ -1,0 +1,116 @@
+//! The one way logsift accepts TCP connections, for the stream listeners (syslog, JSON lines)
+//! and for HTTP alike: a bounded number open at once (the others closed as soon as they are
+//! accepted, and counted), TLS handshakes bounded in time, a back-off when `accept` fails, and
+//! each connection served on a task of its own until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// An accepted connection: plain TCP, or TLS over it once the handshake is done.
+pub type Connection = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// How a listener accepts connections.
+pub struct Accept {
+    /// Names the listener in logs (`syslog-tcp`, `http`).
+    pub name: &'static str,
+    /// The places for open connections; a connection holds one until it ends. Listeners given
+    /// the same semaphore share their bound.
+    pub slots: Arc<Semaphore>,
+    /// The setting that bounds them, for the log line of a refusal.
+    pub bound_by: &'static str,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub handshake_timeout: Duration,
+    /// Set `TCP_NODELAY` (request/response protocols; listeners that only read need not).
+    pub nodelay: bool,
+    pub counters: AcceptCounters,
+}
+
+/// What [`Accept`] counts.
+#[derive(Clone, Default)]
+pub struct AcceptCounters {
+    /// Connections accepted and served.
+    pub accepted: Option<Counter>,
+    /// Connections closed at once because every slot was taken.
+    pub refused: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub handshake_failures: Counter,
+    /// TLS handshakes that timed out (counted in `handshake_failures` too).
+    pub handshake_timeouts: Option<Counter>,
+}
+
+impl Accept {
+    /// Accepts connections on `listener` until `shutdown` is cancelled, and hands each to
+    /// `serve` on a task of `tasks`, with the slot it holds until `serve` returns.
+    pub async fn run<S, F>(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+        serve: S,
+    ) where
+        S: Fn(Connection, SocketAddr) -> F + Clone + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let name = self.name;
+        let acceptor = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                self.counters.refused.inc();
+                tracing::warn!(listener = name, %peer, bound_by = self.bound_by,
+                    "connection refused: as many connections are open as the setting allows");
+                continue;
+            };
+            if let Some(c) = &self.counters.accepted {
+                c.inc();
+            }
+            if self.nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            let (serve, acceptor, counters) =
+                (serve.clone(), acceptor.clone(), self.counters.clone());
+            let timeout = self.handshake_timeout;
+            tasks.spawn(async move {
+                let _permit = permit;
+                let Some(acceptor) = acceptor else {
+                    return serve(Either::Left(stream), peer).await;
+                };
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve(Either::Right(tls), peer).await,
+                    Ok(Err(e)) => {
+                        counters.handshake_failures.inc();
+                        tracing::info!(listener = name, %peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        counters.handshake_failures.inc();
+                        if let Some(c) = &counters.handshake_timeouts {
+                            c.inc();
+                        }
+                        tracing::info!(listener = name, %peer, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    }
+}
