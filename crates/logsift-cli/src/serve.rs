@@ -380,7 +380,7 @@ async fn serve(
         pipeline.handle(),
         server_metrics.clone(),
     ));
-    let es_ids = logsift_server::es_ids::IdWindow::open(
+    let es_ids = logsift_compat::es_ids::IdWindow::open(
         &cfg.data_dir.join("es-ids"),
         cfg.elasticsearch.id_window_secs,
         cfg.elasticsearch.id_window_max,

@@ -19,6 +19,7 @@
 
 mod decoder;
 pub mod es;
+pub mod es_ids;
 mod labels;
 pub mod loki;
 pub mod otlp;

@@ -24,9 +24,9 @@ use logsift_core::{Format, IndexName};
 use logsift_ingest::Ack;
 use serde_json::{json, Value};
 
-use crate::es_ids::{self, Claim, Claims};
 use crate::ingest::{ingest_body, source_of, Decoded};
 use crate::{ApiError, AppState, Principal, Role};
+use logsift_compat::es_ids::{self, Claim, Claims};
 
 /// The Elasticsearch version logsift answers as. Clients and shippers check the major version
 /// (8 speaks the bulk format every current shipper writes); Beats newer than this need

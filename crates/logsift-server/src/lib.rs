@@ -14,7 +14,6 @@ mod compat;
 mod delete;
 mod error;
 mod es;
-pub mod es_ids;
 pub mod export;
 mod grpc;
 mod holds;
@@ -86,7 +85,7 @@ pub struct AppState {
     pub audit: Arc<audit::Audit>,
     pub auth: Arc<Auth>,
     /// Elasticsearch `_id`s stored recently, for `create` conflicts.
-    pub es_ids: Arc<es_ids::IdWindow>,
+    pub es_ids: Arc<logsift_compat::es_ids::IdWindow>,
     /// Alert rules, their state and delivery.
     pub alerts: Arc<alerts::Alerts>,
     pub saved: Arc<saved::SavedSearches>,
