@@ -557,3 +557,46 @@ fn without_tokens_browsers_cannot_be_used_against_the_server() {
     );
     assert_eq!(code, 200, "{body}");
 }
+
+/// The client commands send `--token` on every request, the export's POST included (it once
+/// went out without it and was refused), and a refusal tells the user to pass one.
+#[test]
+fn client_commands_send_their_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let admin = create_token(&data, &["admin"], &[]);
+    let exporter = create_token(&data, &["export"], &[]);
+    let searcher = create_token(&data, &["search"], &[]);
+    let s = Server::start_in(tmp.path(), "");
+    let (st, b) = s.ingest_as(
+        &admin,
+        "web",
+        line("sent with a token", "web"),
+        "application/x-ndjson",
+    );
+    assert_eq!(st, 200, "{b}");
+    s.wait_total_as(&admin, "token", &[], 1);
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let out = tmp.path().join("web.ndjson");
+    let out_s = out.to_str().unwrap();
+    let export = ["export", "*", "--index", "web", "--server", &s.http, "-o", out_s];
+    let (ok, log) = run(&export);
+    assert!(!ok && log.contains("--token"), "{log}");
+    let (ok, log) = run(&[&export[..], &["--token", &exporter]].concat());
+    assert!(ok, "{log}");
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("sent with a token"));
+
+    let search = ["search", "token", "--server", &s.http];
+    let (ok, log) = run(&search);
+    assert!(!ok && log.contains("--token"), "{log}");
+    let (ok, log) = run(&[&search[..], &["--token", &searcher]].concat());
+    assert!(ok && log.contains("sent with a token"), "{log}");
+}

@@ -72,23 +72,39 @@ impl Api {
         })
     }
 
-    fn send(
+    fn get(
         &self,
         path: &str,
         query: &[(&str, String)],
         timeout: Option<Duration>,
     ) -> anyhow::Result<reqwest::blocking::Response> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.get(&url).query(query);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.http.get(self.url(path)).query(query);
         if let Some(t) = timeout {
             request = request.timeout(t);
         }
-        let response = request
-            .send()
-            .with_context(|| format!("cannot reach {url}; is `logsift serve` running?"))?;
+        self.send(path, request)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `request` (to `path`) with the token; a non-2xx answer is an error with its
+    /// message.
+    fn send(
+        &self,
+        path: &str,
+        mut request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().with_context(|| {
+            format!(
+                "cannot reach {}; is `logsift serve` running?",
+                self.url(path)
+            )
+        })?;
         let status = response.status();
         if !status.is_success() {
             let body: Value = response.json().unwrap_or(Value::Null);
@@ -108,7 +124,7 @@ impl Api {
         query: &[(&str, String)],
         timeout: Duration,
     ) -> anyhow::Result<Value> {
-        self.send(path, query, Some(timeout))?
+        self.get(path, query, Some(timeout))?
             .json()
             .with_context(|| format!("reading the answer of {}{path}", self.base))
     }
@@ -120,26 +136,13 @@ impl Api {
         path: &str,
         body: &Value,
     ) -> anyhow::Result<reqwest::blocking::Response> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .with_context(|| format!("cannot reach {url}; is `logsift serve` running?"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body: Value = response.json().unwrap_or(Value::Null);
-            let message = body["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{path} failed ({status}): {message}");
-        }
-        Ok(response)
+        self.send(path, self.http.post(self.url(path)).json(body))
     }
 
     /// `GET path` as raw bytes.
     pub fn get_bytes(&self, path: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.send(path, &[], Some(timeout))?
+        self.get(path, &[], Some(timeout))?
             .read_to_end(&mut out)
             .with_context(|| format!("reading {}{path}", self.base))?;
         Ok(out)
@@ -147,7 +150,7 @@ impl Api {
 
     /// `GET path?query` as a stream of server-sent events.
     pub fn events(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<EventStream> {
-        let response = self.send(path, query, None)?;
+        let response = self.get(path, query, None)?;
         Ok(EventStream {
             lines: BufReader::new(Box::new(response)),
         })
