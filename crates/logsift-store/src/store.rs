@@ -558,10 +558,13 @@ impl Preparer {
     ) {
         out.analyzed.clear();
         out.places.clear();
-        let blocks = self.store.cfg.layout == Layout::Blocks;
+        if self.store.cfg.layout != Layout::Blocks {
+            // Nothing to prepare: `apply` finds no place and parses each entry itself.
+            return;
+        }
         for payload in payloads {
             let place = match Entry::decode(payload) {
-                Ok(entry) if blocks => {
+                Ok(entry) => {
                     let opts = self.store.parse_options(entry.index, entry.received_at);
                     let record = logsift_parse::parse(entry.format, entry.raw, &opts);
                     self.analyzer
