@@ -585,7 +585,9 @@ fn client_commands_send_their_token() {
     };
     let out = tmp.path().join("web.ndjson");
     let out_s = out.to_str().unwrap();
-    let export = ["export", "*", "--index", "web", "--server", &s.http, "-o", out_s];
+    let export = [
+        "export", "*", "--index", "web", "--server", &s.http, "-o", out_s,
+    ];
     let (ok, log) = run(&export);
     assert!(!ok && log.contains("--token"), "{log}");
     let (ok, log) = run(&[&export[..], &["--token", &exporter]].concat());
