@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 
 use logsift_store::blocks::{
     hash_word, BlockError, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK,
-    FIELD_TYPED_MARK, FIELD_WORD_MARK, KEYWORD_MARK,
+    FIELD_TYPED_MARK, FIELD_WORD_MARK, KEYWORD_MARK, WORD_SEP,
 };
 use logsift_store::tokens;
 use tantivy::postings::Postings;
@@ -597,7 +597,8 @@ fn exact_word(ast: &Ast) -> bool {
                 Target::Message => single(text),
                 // A field word may also match a typed value: not one word.
                 Target::Json(_) => single(text) && typed(text).is_none(),
-                Target::Keyword(_) => !text.is_empty(),
+                // A value holding the separator is not indexed (see `word`).
+                Target::Keyword(_) => !text.is_empty() && !text.contains(WORD_SEP),
             }
         }
         Ast::Leaf(Leaf::Severity { min, max }) => min == max,
@@ -729,6 +730,16 @@ fn plan(ast: &Ast, analyzer: &mut tantivy::tokenizer::TextAnalyzer) -> Plan {
     }
 }
 
+/// The plan for one word of the block index: every block when the word holds the block word
+/// text's separator, since the writer cannot index such a word (the record check decides).
+fn word(w: String) -> Plan {
+    if w.contains(WORD_SEP) {
+        Plan::All
+    } else {
+        Plan::Word(w)
+    }
+}
+
 fn words_plan(
     analyzer: &mut tantivy::tokenizer::TextAnalyzer,
     text: &str,
@@ -749,7 +760,7 @@ fn words_plan(
                 if tokens::is_high_entropy(w) {
                     Plan::Id(hash_word(mark(w).as_bytes()))
                 } else {
-                    Plan::Word(mark(w))
+                    word(mark(w))
                 }
             })
             .collect(),
@@ -769,17 +780,14 @@ fn leaf_plan(leaf: &Leaf, analyzer: &mut tantivy::tokenizer::TextAnalyzer) -> Pl
     match leaf {
         Leaf::Word { target, text } | Leaf::Phrase { target, text } => match target {
             Target::Message => words_plan(analyzer, text, false, str::to_string),
-            Target::Keyword(k) if !text.is_empty() => Plan::Word(keyword_word(*k, text)),
+            Target::Keyword(k) if !text.is_empty() => word(keyword_word(*k, text)),
             Target::Keyword(_) => Plan::All,
             Target::Json(key) => {
                 let words = words_plan(analyzer, text, false, |w| {
                     format!("{FIELD_WORD_MARK}{key}\0{w}")
                 });
                 match typed(text) {
-                    Some(t) => Plan::Or(vec![
-                        words,
-                        Plan::Word(format!("{FIELD_TYPED_MARK}{key}\0{t}")),
-                    ]),
+                    Some(t) => Plan::Or(vec![words, word(format!("{FIELD_TYPED_MARK}{key}\0{t}"))]),
                     None => words,
                 }
             }
@@ -790,7 +798,7 @@ fn leaf_plan(leaf: &Leaf, analyzer: &mut tantivy::tokenizer::TextAnalyzer) -> Pl
                 let words = words_plan(analyzer, prefix, true, |w| {
                     format!("{FIELD_WORD_MARK}{key}\0{w}")
                 });
-                Plan::And(vec![words, Plan::Word(format!("{FIELD_KEY_MARK}{key}"))])
+                Plan::And(vec![words, word(format!("{FIELD_KEY_MARK}{key}"))])
             }
             Target::Keyword(_) => Plan::All,
         },
@@ -800,11 +808,11 @@ fn leaf_plan(leaf: &Leaf, analyzer: &mut tantivy::tokenizer::TextAnalyzer) -> Pl
         | Leaf::Range {
             target: Target::Json(key),
             ..
-        } => Plan::Word(format!("{FIELD_KEY_MARK}{key}")),
+        } => word(format!("{FIELD_KEY_MARK}{key}")),
         Leaf::Exists { .. } | Leaf::Range { .. } => Plan::All,
         Leaf::Severity { min, max } => Plan::Or(
             (*min..=*max)
-                .map(|c| Plan::Word(format!("{KEYWORD_MARK}severity\0{c}")))
+                .map(|c| word(format!("{KEYWORD_MARK}severity\0{c}")))
                 .collect(),
         ),
     }
@@ -862,6 +870,11 @@ mod tests {
                 ));
             }
         }
+        // A keyword value holding the block word text's separator, which is not indexed.
+        lines.push((
+            Format::Json,
+            r#"{"message":"odd one","host":"odd\u001fhost"}"#.to_string(),
+        ));
         let mut writer = BlockWriter::new(&dir.path().join("seg"), 3).unwrap();
         let mut parsed = Vec::new();
         for (id, (format, raw)) in lines.iter().enumerate() {
@@ -882,7 +895,7 @@ mod tests {
         }
         writer.finish().unwrap();
         let segment = BlockSegment::open(&dir.path().join("seg")).unwrap();
-        assert_eq!(segment.num_records(), 3000);
+        assert_eq!(segment.num_records(), 3001);
         assert!(segment.blocks.len() >= 3000 / 128);
         let mid = parsed[1500].0;
         let mut reads = Vec::new();
@@ -908,6 +921,7 @@ mod tests {
             "nothing-here",
             "app:app1",
             "-timeout",
+            "host:\"odd\u{1f}host\"",
         ] {
             let ast = crate::lang::parse(q).unwrap();
             for (start, end) in [(None, None), (Some(mid), None), (None, Some(mid))] {
