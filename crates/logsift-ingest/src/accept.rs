@@ -114,3 +114,82 @@ impl Accept {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One slot: the first connection is served while it stays open, the second is closed at
+    /// once and counted as refused; cancelling stops the loop.
+    #[test]
+    fn a_full_listener_refuses_and_counts_and_shutdown_stops_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let counters = AcceptCounters {
+                accepted: Some(Counter::default()),
+                ..AcceptCounters::default()
+            };
+            let accept = Accept {
+                name: "test",
+                slots: Arc::new(Semaphore::new(1)),
+                bound_by: "test.max_connections",
+                tls: None,
+                handshake_timeout: Duration::from_secs(1),
+                nodelay: true,
+                counters: counters.clone(),
+            };
+            // Echoes one byte back, then holds the connection until the peer closes it.
+            let serve = |mut conn: Connection, _peer: SocketAddr| async move {
+                let mut byte = [0u8; 1];
+                while let Ok(1) = conn.read(&mut byte).await {
+                    let _ = conn.write_all(&byte).await;
+                }
+            };
+            let shutdown = CancellationToken::new();
+            let tasks = TaskTracker::new();
+            let looping =
+                tokio::spawn(accept.run(listener, shutdown.clone(), tasks.clone(), serve));
+
+            let mut first = TcpStream::connect(addr).await.unwrap();
+            first.write_all(b"x").await.unwrap();
+            let mut echo = [0u8; 1];
+            first.read_exact(&mut echo).await.unwrap();
+            assert_eq!(&echo, b"x");
+
+            let mut second = TcpStream::connect(addr).await.unwrap();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut rest));
+            // Closed by the server without a byte (a reset counts as closed too).
+            assert!(matches!(read.await, Ok(Ok(0)) | Ok(Err(_))));
+            assert_eq!(counters.refused.get(), 1);
+            assert_eq!(counters.accepted.as_ref().unwrap().get(), 1);
+
+            // The slot comes back when the first connection ends.
+            drop(first);
+            tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let mut third = TcpStream::connect(addr).await.unwrap();
+                    third.write_all(b"y").await.unwrap();
+                    if third.read_exact(&mut echo).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("a connection is served once the slot is free");
+
+            shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(5), looping)
+                .await
+                .expect("the loop stops when cancelled")
+                .unwrap();
+        });
+    }
+}
