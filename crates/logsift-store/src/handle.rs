@@ -1815,6 +1815,16 @@ impl IndexHandle {
             if !catalogued {
                 let _ = self.files.remove(&id);
             }
+            // A bundle being written when the flag went up leaves a temporary file, which
+            // `segments verify` would name after the stop.
+            for name in self.files.leftovers().unwrap_or_default() {
+                if name
+                    .strip_prefix(id.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+                {
+                    let _ = self.files.remove_leftover(&name);
+                }
+            }
         };
         remove();
         // Give the thread a moment to notice and clean up after itself (a file it had open may
