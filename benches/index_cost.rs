@@ -364,7 +364,7 @@ fn main() {
                     raw,
                 };
                 let record = logsift_parse::parse(*format, raw, &opts);
-                build_document(&schema, lsn as u64, &entry, &record)
+                build_document(&schema, lsn as u64, &entry, &record, 0)
             })
             .collect();
         let parsed = cpu_seconds();

@@ -157,6 +157,11 @@ pub struct Miner {
     /// Estimated memory of those templates (what `max_memory_bytes` limits).
     learnt_bytes: u64,
     masked: Masked,
+    /// Bumped by every change that can alter a later message's id (a template added or
+    /// generalised, a catch-all made): a saved state is current while this has not moved.
+    revision: u64,
+    /// Patterns whose template text changed since [`Miner::take_changed`] was last called.
+    changed: Vec<PatternId>,
 }
 
 impl Miner {
@@ -172,6 +177,36 @@ impl Miner {
             learnt: 0,
             learnt_bytes: 0,
             masked: Masked::new(),
+            revision: 0,
+            changed: Vec::new(),
+        })
+    }
+
+    /// Counts changes that can alter the id a later message gets; counts of messages do not
+    /// move it. A caller saving the state compares it with the revision it last saved.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The patterns whose template text changed (new ones included) since the last call, each
+    /// once, in id order: what a reader's copy of the templates must refresh.
+    pub fn take_changed(&mut self) -> Vec<PatternId> {
+        let mut ids = std::mem::take(&mut self.changed);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The id `message` was given, for a message this miner learnt from before (a replay of
+    /// records whose learning the saved state holds): [`Miner::lookup`], or the catch-all of
+    /// its token count, which is where it went if no template could take it.
+    pub fn assigned(&self, message: &str) -> Option<PatternId> {
+        self.lookup(message).or_else(|| {
+            let mut m = Masked::new();
+            m.mask(message, usize::from(self.config.max_tokens));
+            let len = m.tokens().len() as u16;
+            let vi = *self.catch_alls.get(&len)?;
+            Some(self.variants[vi as usize].pattern)
         })
     }
 
@@ -343,6 +378,8 @@ impl Miner {
         };
         let text = render(&self.variants[first as usize].tokens);
         self.patterns[pid as usize - 1].template = text;
+        self.revision += 1;
+        self.changed.push(pid);
     }
 
     /// A pattern with a template of another token count whose constant tokens are exactly the
@@ -472,6 +509,8 @@ impl Miner {
             learnt: 0,
             learnt_bytes: 0,
             masked: Masked::new(),
+            revision: 0,
+            changed: Vec::new(),
         };
         // In creation order, as `ingest` filled them: ties between equally good templates go
         // to the oldest, and a restored miner must break them the same way.
@@ -490,6 +529,9 @@ impl Miner {
         for pid in 1..=miner.patterns.len() as PatternId {
             miner.refresh_template(pid);
         }
+        // A restored miner is where the saved one was: nothing has changed since.
+        miner.revision = 0;
+        miner.changed.clear();
         miner
     }
 }
@@ -578,6 +620,46 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(m.template(a), Some("Connection from <*> closed after <*>"));
         assert_eq!(m.pattern(a).map(|p| p.count), Some(2));
+    }
+
+    #[test]
+    fn revision_and_changes_follow_template_changes_not_counts() {
+        let mut m = miner();
+        let a = m.ingest("Connection from 10.0.0.1 closed by gateway.main");
+        assert_eq!(m.take_changed(), vec![a]);
+        let r = m.revision();
+        assert!(r > 0);
+        // Joins as it is: a count moves, nothing a later message depends on.
+        m.ingest("Connection from 10.0.0.2 closed by gateway.main");
+        assert_eq!(m.revision(), r);
+        assert!(m.take_changed().is_empty());
+        // Generalises the template: the text a reader shows changes.
+        m.ingest("Connection from 10.0.0.3 closed by gateway.backup");
+        assert!(m.revision() > r);
+        assert_eq!(m.take_changed(), vec![a]);
+        // A restored miner has changed nothing yet and gives replayed messages their ids.
+        let restored = Miner::from_bytes(&m.to_bytes()).expect("state restores");
+        assert_eq!(restored.revision(), 0);
+        assert_eq!(
+            restored.assigned("Connection from 10.9.9.9 closed by gateway.main"),
+            Some(a)
+        );
+    }
+
+    #[test]
+    fn assigned_finds_the_catch_all_a_full_miner_used() {
+        let mut m = Miner::new(MinerConfig {
+            max_templates: 1,
+            ..MinerConfig::default()
+        })
+        .expect("valid config");
+        let first = m.ingest("disk sda failed");
+        let overflow = m.ingest("fan speed low now");
+        assert_ne!(first, overflow);
+        assert!(m.pattern(overflow).is_some_and(|p| p.catch_all));
+        assert_eq!(m.lookup("pump pressure high again"), None);
+        assert_eq!(m.assigned("pump pressure high again"), Some(overflow));
+        assert_eq!(m.assigned("one two"), None);
     }
 
     #[test]

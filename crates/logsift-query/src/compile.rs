@@ -187,6 +187,7 @@ impl Compiler<'_> {
                     }
                 }
             }
+            Leaf::Pattern { id } => Box::new(PatternQuery { id: *id }),
             Leaf::Severity { min, max } => {
                 let f = self.schema.severity_code;
                 if min > max {
@@ -484,4 +485,31 @@ fn prefix_query(term: Term) -> Q {
         None => Bound::Unbounded,
     };
     Box::new(InvertedIndexRangeQuery::new(Bound::Included(term), upper))
+}
+
+/// `pattern:<id>`, over whichever schema the segment has: segments written before patterns were
+/// mined have no `pattern` field (and a term of a field its schema lacks is not looked up
+/// safely by tantivy), and none of their records match.
+#[derive(Clone, Debug)]
+struct PatternQuery {
+    id: u32,
+}
+
+impl Query for PatternQuery {
+    fn weight(
+        &self,
+        enable_scoring: tantivy::query::EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        match enable_scoring
+            .schema()
+            .get_field(logsift_store::PATTERN_FIELD)
+        {
+            Ok(field) => TermQuery::new(
+                Term::from_field_u64(field, u64::from(self.id)),
+                IndexRecordOption::Basic,
+            )
+            .weight(enable_scoring),
+            Err(_) => EmptyQuery.weight(enable_scoring),
+        }
+    }
 }
