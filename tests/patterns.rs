@@ -36,6 +36,20 @@ fn lines(n: usize, ts: &str, hosts: &[&str], tag: &str) -> String {
     out
 }
 
+/// Runs the `logsift` command line; its standard output.
+fn logsift(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::BIN)
+        .args(args)
+        .output()
+        .expect("run logsift");
+    assert!(
+        out.status.success(),
+        "logsift {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 fn get(s: &Server, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
     let resp = common::client()
         .get(format!("{}{path}", s.http))
@@ -257,6 +271,32 @@ fn compare_puts_a_burst_of_a_new_error_on_a_few_hosts_first() {
     // Sealed, a match-everything compare reads segment summaries; the answer is the same.
     s.wait_sealed("app", expected);
     check(&s);
+    // The command line says the same.
+    let out = logsift(&[
+        "compare",
+        "--server",
+        &s.http,
+        "--start",
+        "2026-03-01T10:00:00Z",
+        "--end",
+        "2026-03-01T10:30:00Z",
+    ]);
+    let first_row = out.lines().nth(4).unwrap_or_default();
+    assert!(
+        first_row.starts_with("new")
+            && first_row.contains("upstream tls handshake with <*> failed"),
+        "{out}"
+    );
+    assert!(out.contains("web-4") && out.contains("payments"), "{out}");
+    let out = logsift(&["patterns", "--server", &s.http, "--size", "2", "host:web-5"]);
+    assert!(
+        out.lines().nth(1).unwrap_or_default().contains("traffic"),
+        "{out}"
+    );
+    assert!(
+        out.contains("200 matches, 4 patterns; 80 in patterns not listed, 0 without a pattern"),
+        "{out}"
+    );
     // A query narrows both ranges alike.
     let (status, body) = get(
         &s,
