@@ -169,6 +169,7 @@ fn variant(
     let parse_error = b.add_text_field("parse_error", keyword);
     let format = b.add_u64_field("format", STORED);
     let raw = b.add_bytes_field("raw", BytesOptions::default().set_stored());
+    let pattern = b.add_u64_field("pattern", INDEXED | FAST);
     LogSchema {
         schema: b.build(),
         timestamp,
@@ -188,6 +189,7 @@ fn variant(
         parse_error,
         format,
         raw,
+        pattern,
     }
 }
 
