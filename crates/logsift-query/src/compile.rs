@@ -488,8 +488,9 @@ fn prefix_query(term: Term) -> Q {
 }
 
 /// `pattern:<id>`, over whichever schema the segment has: segments written before patterns were
-/// mined have no `pattern` field (and a term of a field its schema lacks is not looked up
-/// safely by tantivy), and none of their records match.
+/// mined have no `pattern` field (and tantivy does not look up a field its schema lacks
+/// safely), and none of their records match. The field is a column only: a range of one value
+/// over it.
 #[derive(Clone, Debug)]
 struct PatternQuery {
     id: u32,
@@ -504,11 +505,11 @@ impl Query for PatternQuery {
             .schema()
             .get_field(logsift_store::PATTERN_FIELD)
         {
-            Ok(field) => TermQuery::new(
-                Term::from_field_u64(field, u64::from(self.id)),
-                IndexRecordOption::Basic,
-            )
-            .weight(enable_scoring),
+            Ok(field) => {
+                let id = Term::from_field_u64(field, u64::from(self.id));
+                RangeQuery::new(Bound::Included(id.clone()), Bound::Included(id))
+                    .weight(enable_scoring)
+            }
             Err(_) => EmptyQuery.weight(enable_scoring),
         }
     }
