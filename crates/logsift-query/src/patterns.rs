@@ -225,11 +225,12 @@ pub struct Change {
     /// Its share of the window's and the baseline's matches.
     pub share: f64,
     pub baseline_share: f64,
-    /// How many times more often it is met in the window than in the baseline, per match
-    /// (each count plus one half, so that a new pattern gets a finite ratio).
+    /// How many times more often it is met in the window than in the baseline, against what
+    /// the volume of the two ranges leads to expect (`volume_scale` of the response; each count
+    /// plus one half, so that a new pattern gets a finite ratio).
     pub ratio: f64,
-    /// The log-likelihood ratio (G²) of the 2×2 table (this or not, window or baseline): how
-    /// unlikely the change is by chance. About 4 is p = 0.05, 11 is p = 0.001.
+    /// The log-likelihood ratio (G²) of its window and baseline counts against that
+    /// expectation: how unlikely the change is by chance. About 4 is p = 0.05, 11 is p = 0.001.
     pub score: f64,
 }
 
@@ -237,6 +238,10 @@ pub struct Change {
 pub struct CompareResponse {
     pub window: Range,
     pub baseline: Range,
+    /// How many times more matches a typical pattern has in the window than in the baseline
+    /// (the median ratio of the patterns met in both): what counts as "unchanged", so that an
+    /// incident's extra lines, or a busier hour, do not make every other pattern move.
+    pub volume_scale: f64,
     /// Patterns, largest change first (highest score).
     pub patterns: Vec<Change>,
     /// Values over-represented in the window, largest change first.
@@ -300,18 +305,26 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
         .collect();
     ids.sort_unstable();
     ids.dedup();
+    let count = |acc: &Acc, id: u32| acc.by.get(&id).map_or(0, |s| s.count);
+    let scale = volume_scale(
+        ids.iter()
+            .filter(|id| **id != 0)
+            .map(|&id| (count(&window.acc, id), count(&baseline.acc, id))),
+        n_w,
+        n_b,
+        length as f64 / (b_end - b_start) as f64,
+    );
     let mut patterns: Vec<Change> = ids
         .into_iter()
         .filter(|id| *id != 0)
         .map(|id| {
-            let a = window.acc.by.get(&id).map_or(0, |s| s.count);
-            let b = baseline.acc.by.get(&id).map_or(0, |s| s.count);
+            let (a, b) = (count(&window.acc, id), count(&baseline.acc, id));
             let template =
                 template(store, &window.parts, id).or_else(|| template(store, &baseline.parts, id));
             Change {
                 id: Some(id),
                 value: template,
-                ..change(a, n_w, b, n_b)
+                ..change(a, n_w, b, n_b, scale)
             }
         })
         .filter(|c| c.score > 0.0)
@@ -347,7 +360,7 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
                 let b = counts[1].get(value).copied().unwrap_or(0);
                 Change {
                     value: Some(value.clone()),
-                    ..change(a, n_w, b, n_b)
+                    ..change(a, n_w, b, n_b, scale)
                 }
             })
             // Over-represented values only: what the window has more of.
@@ -370,6 +383,7 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
             end: format_rfc3339(b_end),
             total: n_b,
         },
+        volume_scale: scale,
         patterns,
         hosts,
         apps,
@@ -400,53 +414,71 @@ fn rank(changes: &mut Vec<Change>, size: usize) {
     changes.truncate(size);
 }
 
+/// How many times more matches a typical pattern has in the window than in the baseline: the
+/// median ratio of the patterns met in both (at least [`SCALE_MIN_COUNT`] times in all), so
+/// that a few patterns that changed (an incident's) do not move it, and a range that simply
+/// has more traffic does not make everything "rose". With fewer than three such patterns, the
+/// ratio of all matches; without matches, of the ranges' lengths.
+fn volume_scale(pairs: impl Iterator<Item = (u64, u64)>, n_w: u64, n_b: u64, lengths: f64) -> f64 {
+    let mut ratios: Vec<f64> = pairs
+        .filter(|&(a, b)| a > 0 && b > 0 && a + b >= SCALE_MIN_COUNT)
+        .map(|(a, b)| a as f64 / b as f64)
+        .collect();
+    if ratios.len() >= 3 {
+        ratios.sort_by(f64::total_cmp);
+        let mid = ratios.len() / 2;
+        return if ratios.len() % 2 == 1 {
+            ratios[mid]
+        } else {
+            (ratios[mid - 1] + ratios[mid]) / 2.0
+        };
+    }
+    if n_w > 0 && n_b > 0 {
+        n_w as f64 / n_b as f64
+    } else {
+        lengths
+    }
+}
+
+/// Patterns met fewer times than this in both ranges together say little about the volume.
+const SCALE_MIN_COUNT: u64 = 5;
+
 /// The change of something met `a` times among `n_w` matches of the window and `b` times
-/// among `n_b` of the baseline.
-fn change(a: u64, n_w: u64, b: u64, n_b: u64) -> Change {
+/// among `n_b` of the baseline, when a typical pattern has `scale` times more in the window.
+fn change(a: u64, n_w: u64, b: u64, n_b: u64, scale: f64) -> Change {
     let share = |x: u64, n: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
-    let (share_w, share_b) = (share(a, n_w), share(b, n_b));
+    // Under "nothing changed" a record of it is in the window with this probability.
+    let p = scale / (1.0 + scale);
+    let expected = (a + b) as f64 * p;
     let kind = match (a, b) {
         (_, 0) => "new",
         (0, _) => "gone",
-        _ if share_w >= share_b => "rose",
+        _ if a as f64 >= expected => "rose",
         _ => "fell",
     };
-    let ratio = ((a as f64 + 0.5) / (n_w as f64 + 1.0)) / ((b as f64 + 0.5) / (n_b as f64 + 1.0));
     Change {
         kind,
         id: None,
         value: None,
         count: a,
         baseline_count: b,
-        share: share_w,
-        baseline_share: share_b,
-        ratio,
-        score: g_squared(a, n_w, b, n_b),
+        share: share(a, n_w),
+        baseline_share: share(b, n_b),
+        ratio: (a as f64 + 0.5) / (b as f64 + 0.5) / scale,
+        score: g_squared(a, b, p),
     }
 }
 
-/// G² of the table `[[a, n_w - a], [b, n_b - b]]`: 2 Σ O ln(O / E), E from the margins.
-fn g_squared(a: u64, n_w: u64, b: u64, n_b: u64) -> f64 {
-    let (a, b) = (a.min(n_w) as f64, b.min(n_b) as f64);
-    let (n_w, n_b) = (n_w as f64, n_b as f64);
-    let n = n_w + n_b;
-    if n == 0.0 {
+/// G² of `a` of `a + b` records in the window where `p` of them were expected there:
+/// 2 Σ O ln(O / E) over the window's and the baseline's counts.
+fn g_squared(a: u64, b: u64, p: f64) -> f64 {
+    let n = (a + b) as f64;
+    if n == 0.0 || !(p > 0.0 && p < 1.0) {
         return 0.0;
     }
-    let (c1, c2) = (a + b, n - a - b);
-    let cells = [
-        (a, n_w, c1),
-        (n_w - a, n_w, c2),
-        (b, n_b, c1),
-        (n_b - b, n_b, c2),
-    ];
-    let g: f64 = cells
-        .iter()
-        .filter(|(o, _, _)| *o > 0.0)
-        .map(|&(o, row, col)| o * (o / (row * col / n)).ln())
-        .sum();
-    // Rounding can leave -1e-12 for an unchanged share.
-    (2.0 * g).max(0.0)
+    let term = |o: f64, e: f64| if o > 0.0 { o * (o / e).ln() } else { 0.0 };
+    // Rounding can leave -1e-12 for an unchanged count.
+    (2.0 * (term(a as f64, n * p) + term(b as f64, n * (1.0 - p)))).max(0.0)
 }
 
 /// The template of `id`: this server's current one, else the one a segment's summary kept.
@@ -770,27 +802,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn g_squared_is_zero_for_equal_shares_and_grows_with_the_change() {
-        assert!(g_squared(10, 100, 20, 200).abs() < 1e-9);
-        let small = g_squared(12, 100, 10, 100);
-        let large = g_squared(40, 100, 10, 100);
+    fn g_squared_is_zero_when_as_expected_and_grows_with_the_change() {
+        assert!(g_squared(10, 10, 0.5).abs() < 1e-9);
+        assert!(g_squared(20, 10, 2.0 / 3.0).abs() < 1e-9);
+        let small = g_squared(12, 10, 0.5);
+        let large = g_squared(40, 10, 0.5);
         assert!(small > 0.0 && large > small, "{small} {large}");
-        // A new pattern of 50 among 1000 against none in 1000 is far past chance...
-        assert!(g_squared(50, 1000, 0, 1000) > 50.0);
-        // ...and the same in reverse is as strong.
-        let gone = g_squared(0, 1000, 50, 1000);
-        assert!((gone - g_squared(50, 1000, 0, 1000)).abs() < 1e-9);
-        assert_eq!(g_squared(0, 0, 0, 0), 0.0);
+        // A new pattern of 50 against none is far past chance, and a gone one as much.
+        assert!(g_squared(50, 0, 0.5) > 50.0);
+        assert!((g_squared(0, 50, 0.5) - g_squared(50, 0, 0.5)).abs() < 1e-9);
+        assert_eq!(g_squared(0, 0, 0.5), 0.0);
     }
 
     #[test]
-    fn changes_are_named_by_direction() {
-        assert_eq!(change(5, 100, 0, 100).kind, "new");
-        assert_eq!(change(0, 100, 5, 100).kind, "gone");
-        assert_eq!(change(20, 100, 5, 100).kind, "rose");
-        assert_eq!(change(5, 100, 20, 100).kind, "fell");
-        let c = change(20, 100, 10, 100);
-        assert!((c.share - 0.2).abs() < 1e-9 && (c.baseline_share - 0.1).abs() < 1e-9);
-        assert!(c.ratio > 1.9 && c.ratio < 2.1, "{}", c.ratio);
+    fn changes_are_named_by_direction_against_the_volume() {
+        assert_eq!(change(5, 100, 0, 100, 1.0).kind, "new");
+        assert_eq!(change(0, 100, 5, 100, 1.0).kind, "gone");
+        assert_eq!(change(20, 100, 5, 100, 1.0).kind, "rose");
+        assert_eq!(change(5, 100, 20, 100, 1.0).kind, "fell");
+        // Twice the traffic: twice the lines is no change.
+        let c = change(40, 200, 20, 100, 2.0);
+        assert!(c.score < 1e-9, "{}", c.score);
+        assert!((c.share - 0.2).abs() < 1e-9 && (c.baseline_share - 0.2).abs() < 1e-9);
+        assert!(c.ratio > 0.95 && c.ratio < 1.05, "{}", c.ratio);
+    }
+
+    #[test]
+    fn the_volume_scale_is_not_moved_by_the_few_patterns_that_changed() {
+        // Three steady patterns and an incident's new one with many lines.
+        let pairs = [(100, 100), (52, 50), (30, 31), (400, 0), (9, 1)];
+        let s = volume_scale(pairs.into_iter(), 591, 182, 1.0);
+        assert!((s - 1.02).abs() < 0.01, "{s}");
+        // Busier everywhere: the scale follows.
+        let s = volume_scale([(200, 100), (100, 50), (60, 31)].into_iter(), 360, 181, 1.0);
+        assert!((s - 2.0).abs() < 0.01, "{s}");
+        // Too few patterns in both: the totals decide, then the lengths.
+        assert!((volume_scale([(10, 0)].into_iter(), 30, 10, 1.0) - 3.0).abs() < 1e-9);
+        assert!((volume_scale(std::iter::empty(), 0, 0, 0.5) - 0.5).abs() < 1e-9);
     }
 }
