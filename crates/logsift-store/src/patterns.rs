@@ -310,6 +310,35 @@ mod tests {
         assert!(dir.path().join("patterns.state.damaged").exists());
     }
 
+    /// The messages of the golden state file (`Mining::assign` at LSNs 1–3 with a default
+    /// miner, then `checkpoint(3)`), learnt through LSN 3. A format change adds a file.
+    const GOLDEN_MESSAGES: [&str; 3] = [
+        "Connection from 10.0.0.1 closed",
+        "disk sda1 is 91% full",
+        "Connection from 10.0.0.2 closed",
+    ];
+
+    #[test]
+    fn the_golden_version_1_state_loads_and_gives_its_ids() {
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/patterns-v1.state");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::copy(&golden, &path).expect("the golden file is committed");
+        let book = Arc::new(PatternBook::default());
+        let mut m = Mining::open(&path, book.clone());
+        assert_eq!(m.saved_lsn(), 3);
+        assert_eq!(
+            book.template(1).as_deref(),
+            Some("Connection from <*> closed")
+        );
+        assert_eq!(book.template(2).as_deref(), Some("disk sda1 is <*> full"));
+        assert_eq!(book.len(), 2);
+        assert!(!m.needs(3, "app"));
+        assert_eq!(m.assign(2, "app", GOLDEN_MESSAGES[1]), 2);
+        assert_eq!(m.assign(4, "app", "Connection from 10.9.9.9 closed"), 1);
+    }
+
     fn read_state_bytes(
         path: &Path,
         bytes: &[u8],
