@@ -437,6 +437,7 @@ fn mining_alone(lines: &[(Format, Vec<u8>)], opts: &logsift_parse::ParseOptions,
         .collect();
     let mut best = f64::MAX;
     let mut patterns = 0;
+    let mut fast = 0;
     for _ in 0..3 {
         let mut miner = logsift_patterns::Miner::new(logsift_patterns::MinerConfig::default())
             .expect("default config");
@@ -446,12 +447,13 @@ fn mining_alone(lines: &[(Format, Vec<u8>)], opts: &logsift_parse::ParseOptions,
         }
         best = best.min(cpu_seconds() - started);
         patterns = miner.len();
+        fast = miner.fast_taken();
     }
     println!(
-        "
-pattern mining alone: {:.2} µs/rec, best of 3 ({patterns} patterns)
-",
-        best / records * 1e6
+        "\npattern mining alone: {:.2} µs/rec, best of 3 ({patterns} patterns, {:.1} % of \
+         messages matched from their raw tokens)\n",
+        best / records * 1e6,
+        fast as f64 * 100.0 / records
     );
 }
 
