@@ -19,6 +19,8 @@ const FORMAT_VERSION: u32 = 1;
 pub const SUMMARY_BUCKET_NS: i64 = 60_000_000_000;
 /// Past this many distinct values a keyword's counts are left out (terms then reads records).
 const MAX_VALUES: usize = 10_000;
+/// Template text one summary keeps, at most (the most frequent patterns' first).
+const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// Severity codes 0–7, then records without one.
 pub const SEVERITY_SLOTS: usize = 9;
 
@@ -107,9 +109,23 @@ impl SegmentSummary {
                     count,
                     first,
                     last,
-                    template: patterns.template(id).map(|t| t.to_string()),
+                    template: None,
                 })
                 .collect();
+            // Templates of the most frequent first, up to a budget: every served segment
+            // keeps its summary in memory, and the miner holds every template anyway.
+            counts.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
+            let mut budget = MAX_TEMPLATE_BYTES;
+            for c in &mut counts {
+                let Some(t) = patterns.template(c.id) else {
+                    continue;
+                };
+                if t.len() > budget {
+                    break;
+                }
+                budget -= t.len();
+                c.template = Some(t.to_string());
+            }
             counts.sort_unstable_by_key(|c| c.id);
             summary.patterns = Some(counts);
         }
