@@ -8,7 +8,9 @@
 //! as a seal does (`merge`). Each figure is process CPU time (user + system) per record, so
 //! it holds up on a shared machine better than wall time; compare variants of one run.
 //!
-//! Variants: `current` (the server's schema, ids folded into bucket terms), `words whole` (ids
+//! Variants: `current` (the server's schema, ids folded into bucket terms; records without a
+//! pattern id), `patterns mined` (the same with each message's pattern mined at parse time and
+//! stored, as the server does by default: #19), `words whole` (ids
 //! indexed as words, as before folding), `no positions` (message and fields without
 //! frequencies and positions), `fields not indexed` (the JSON `fields` object not indexed),
 //! `no keyword columns` (host, app, ... without their fast columns), `lean` (all three).
@@ -169,6 +171,7 @@ fn variant(
     let parse_error = b.add_text_field("parse_error", keyword);
     let format = b.add_u64_field("format", STORED);
     let raw = b.add_bytes_field("raw", BytesOptions::default().set_stored());
+    let pattern = b.add_u64_field("pattern", FAST);
     LogSchema {
         schema: b.build(),
         timestamp,
@@ -188,6 +191,7 @@ fn variant(
         parse_error,
         format,
         raw,
+        pattern,
     }
 }
 
@@ -323,6 +327,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     let variants = [
         ("current", variant(true, true, true, TEXT_TOKENIZER)),
+        ("patterns mined", variant(true, true, true, TEXT_TOKENIZER)),
         ("words whole", variant(true, true, true, "default")),
         ("no positions", variant(false, true, true, TEXT_TOKENIZER)),
         (
@@ -351,6 +356,10 @@ fn main() {
         {
             continue;
         }
+        let mut miner = (name == "patterns mined").then(|| {
+            logsift_patterns::Miner::new(logsift_patterns::MinerConfig::default())
+                .expect("default config")
+        });
         let started = cpu_seconds();
         let docs: Vec<_> = lines
             .iter()
@@ -364,7 +373,8 @@ fn main() {
                     raw,
                 };
                 let record = logsift_parse::parse(*format, raw, &opts);
-                build_document(&schema, lsn as u64, &entry, &record)
+                let pattern = miner.as_mut().map_or(0, |m| m.ingest(&record.message));
+                build_document(&schema, lsn as u64, &entry, &record, pattern)
             })
             .collect();
         let parsed = cpu_seconds();
@@ -383,6 +393,9 @@ fn main() {
             total,
             bytes as f64 / (merged - started) / 1e6,
         );
+        if miner.is_some() {
+            mining_alone(&lines, &opts, records);
+        }
         let chosen = args
             .only
             .as_deref()
@@ -408,6 +421,40 @@ fn main() {
     if let Some((index, schema)) = terms_of {
         print_terms(&index, &schema);
     }
+}
+
+/// CPU per record of mining patterns alone (the messages parsed beforehand), best of three
+/// passes with a fresh miner each (learning included), which the noise of a shared machine
+/// only ever adds to.
+fn mining_alone(lines: &[(Format, Vec<u8>)], opts: &logsift_parse::ParseOptions, records: f64) {
+    let messages: Vec<String> = lines
+        .iter()
+        .map(|(format, raw)| {
+            logsift_parse::parse(*format, raw, opts)
+                .message
+                .into_owned()
+        })
+        .collect();
+    let mut best = f64::MAX;
+    let mut patterns = 0;
+    let mut fast = 0;
+    for _ in 0..3 {
+        let mut miner = logsift_patterns::Miner::new(logsift_patterns::MinerConfig::default())
+            .expect("default config");
+        let started = cpu_seconds();
+        for m in &messages {
+            std::hint::black_box(miner.ingest(m));
+        }
+        best = best.min(cpu_seconds() - started);
+        patterns = miner.len();
+        fast = miner.fast_taken();
+    }
+    println!(
+        "\npattern mining alone: {:.2} µs/rec, best of 3 ({patterns} patterns, {:.1} % of \
+         messages matched from their raw tokens)\n",
+        best / records * 1e6,
+        fast as f64 * 100.0 / records
+    );
 }
 
 /// Bytes per raw byte of each file kind of the merged segment, and of each field in it.

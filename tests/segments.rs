@@ -170,9 +170,16 @@ fn verify_names_damage_and_the_server_quarantines(config: &str) {
     let files = segment_files(&data);
     let id = |i: usize| entries[i]["segment"].as_str().unwrap().to_string();
 
-    // A flipped byte in the middle of the first segment.
+    // A flipped byte in the middle of the largest file of the first segment (its lines: bulk
+    // data, not a footer or a directory that opening reads). Files are bundled back to back
+    // in name order.
+    let sizes = logsift_store::segment::BundleDirectory::open(&files[0])
+        .unwrap()
+        .file_sizes();
+    let largest = (0..sizes.len()).max_by_key(|&i| sizes[i].1).unwrap();
+    let offset: u64 = sizes[..largest].iter().map(|(_, n)| n).sum();
     let mut bytes = std::fs::read(&files[0]).unwrap();
-    let mid = bytes.len() / 2;
+    let mid = (offset + sizes[largest].1 / 2) as usize;
     bytes[mid] ^= 0x01;
     std::fs::write(&files[0], &bytes).unwrap();
     // The second cut short, the third deleted, the fourth replaced by a copy of another.

@@ -10,6 +10,8 @@ use std::process::Command;
 use common::Server;
 
 const RECORDS: usize = 450;
+/// A new kind of error on one host in the last ten minutes: what "What changed?" must find.
+const INCIDENT: usize = 25;
 
 fn level(i: usize) -> &'static str {
     match i % 5 {
@@ -19,13 +21,23 @@ fn level(i: usize) -> &'static str {
     }
 }
 
-/// Records spread over the last two hours, newest first by `i`.
+/// Records spread over the last two hours, newest first by `i`, then the incident.
 fn seed() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    (0..RECORDS)
+    let incident: String = (0..INCIDENT)
+        .map(|j| {
+            format!(
+                "{{\"timestamp\":{},\"host\":\"web-02\",\"app\":\"disk\",\"level\":\"error\",\"msg\":\"I/O error on /dev/sdb1 at sector {}\"}}\n",
+                now - 7 - j as u64 * 20,
+                1000 + j * 8
+            )
+        })
+        .collect();
+    incident
+        + &(0..RECORDS)
         .map(|i| {
             let ts = now - 5 - (i as u64) * 15;
             let extra = if i % 9 == 0 { " upstream timeout" } else { "" };
@@ -36,7 +48,7 @@ fn seed() -> String {
                 i % 4
             )
         })
-        .collect()
+        .collect::<String>()
 }
 
 #[test]
@@ -64,11 +76,12 @@ fn search_page_in_chromium() {
     );
     let (status, body) = s.ingest_as(&token, "logs", seed(), "application/x-ndjson");
     assert_eq!(status, 200, "{body}");
-    s.wait_total_as(&token, "", &[("limit", "0")], RECORDS as u64);
+    s.wait_total_as(&token, "", &[("limit", "0")], (RECORDS + INCIDENT) as u64);
 
     let count = |f: &dyn Fn(usize) -> bool| (0..RECORDS).filter(|&i| f(i)).count();
     let expected = serde_json::json!({
-        "all": RECORDS,
+        "all": RECORDS + INCIDENT,
+        "incident": INCIDENT,
         "timeout": count(&|i| i % 9 == 0),
         "web01": count(&|i| i % 3 == 1),
         "web01_not_info": count(&|i| i % 3 == 1 && level(i) != "info"),

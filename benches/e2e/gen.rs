@@ -26,7 +26,9 @@
 //! global counter, so every one is unique.
 //!
 //! Planted answers: one needle request id (exactly once, inside the narrow window), the rare
-//! term `segfault` (exactly 10 kernel lines, one inside the window). The expected totals of every
+//! term `segfault` (exactly 10 kernel lines, one inside the window), and an incident: for ten
+//! minutes around the window, 4 % of lines are a new kind of PostgreSQL error ("No space left
+//! on device") from two database hosts, which `compare` must name first. The expected totals of every
 //! query in the suite are counted while generating, by tokenizing each message the way the
 //! server's `default` tokenizer does (split on non-alphanumerics, lowercase).
 
@@ -42,6 +44,11 @@ pub const RARE_TERM: &str = "segfault";
 pub const RARE_COUNT: usize = 10;
 pub const PHRASE: [&str; 3] = ["upstream", "timed", "out"];
 pub const COMMON_TERM: &str = "get";
+/// Words of the incident's message, and its length: it starts five minutes before the window.
+pub const INCIDENT_TEXT: &str = "No space left on device";
+pub const INCIDENT_NS: i64 = 600 * NS;
+/// Share of lines that are the incident's while it lasts.
+const INCIDENT_SHARE: f64 = 0.04;
 
 // ---------------------------------------------------------------------------------------------
 // Randomness
@@ -279,6 +286,9 @@ pub struct Expected {
     pub common: Count,
     pub host: Count,
     pub error: Count,
+    /// Incident lines: all of them, and those of its first minute (what `compare` over that
+    /// minute finds).
+    pub incident: Count,
     pub all_window: u64,
 }
 
@@ -289,6 +299,9 @@ pub struct Corpus {
     pub top_host: String,
     pub window_start_ns: i64,
     pub window_end_ns: i64,
+    /// The incident's time range.
+    pub incident_start_ns: i64,
+    pub incident_end_ns: i64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -533,6 +546,17 @@ impl Gen {
         m.extend_from_slice(b":8080\", host: \"api.example.com\"");
         self.msg = m;
         sev
+    }
+
+    /// The incident's line: a kind of error the rest of the corpus never has.
+    fn incident(&mut self) -> Sev {
+        let relation = self.rng.range(16384, 99999);
+        let segment = self.rng.below(8);
+        let _ = write!(
+            self.msg,
+            "could not extend file \"base/16384/{relation}.{segment}\": {INCIDENT_TEXT}"
+        );
+        Sev::Err
     }
 
     /// Returns severity and whether structured data was written into `sd`.
@@ -1071,6 +1095,8 @@ pub fn generate(dir: &Path, size: u64, seed: u64, base_day: i64) -> io::Result<C
     let window_start_ns = start_ns + SPAN_NS / 2;
     let window_end_ns = window_start_ns + WINDOW_NS;
     let needle_at = window_start_ns + 30 * NS;
+    let incident_start_ns = window_start_ns - INCIDENT_NS / 2;
+    let incident_end_ns = incident_start_ns + INCIDENT_NS;
     // The rare term: 9 lines spread over the span, one inside the window.
     let mut rare_at: Vec<i64> = (0..RARE_COUNT as i64 - 1)
         .map(|k| start_ns + SPAN_NS * (4 * k + 1) / (4 * (RARE_COUNT as i64 - 1)) + 7 * NS)
@@ -1129,6 +1155,10 @@ pub fn generate(dir: &Path, size: u64, seed: u64, base_day: i64) -> io::Result<C
         }
         let plant_needle = !needle_planted && ts >= needle_at;
         let plant_rare = !plant_needle && rare_next < rare_at.len() && ts >= rare_at[rare_next];
+        let plant_incident = !plant_needle
+            && !plant_rare
+            && (incident_start_ns..incident_end_ns).contains(&ts)
+            && g.rng.chance(INCIDENT_SHARE);
         g.msg.clear();
         g.line.clear();
         sd.clear();
@@ -1139,6 +1169,8 @@ pub fn generate(dir: &Path, size: u64, seed: u64, base_day: i64) -> io::Result<C
             0
         } else if plant_rare {
             5
+        } else if plant_incident {
+            2
         } else {
             match roll {
                 0..=23 => 0,
@@ -1156,12 +1188,18 @@ pub fn generate(dir: &Path, size: u64, seed: u64, base_day: i64) -> io::Result<C
             0..=3 => {
                 // RFC 5424 over syslog TCP.
                 let (host, app, fac, msgid) = match family {
+                    // The incident hits two of the four database hosts.
+                    _ if plant_incident => {
+                        let host = g.db.names[1 + g.rng.below(2) as usize].clone();
+                        (host, "postgres", 16, "-")
+                    }
                     0 => (g.web.pick(&mut g.rng).to_string(), "nginx", 23u32, "access"),
                     1 => (g.web.pick(&mut g.rng).to_string(), "nginx", 23, "error"),
                     2 => (g.db.pick(&mut g.rng).to_string(), "postgres", 16, "-"),
                     _ => (g.zk.pick(&mut g.rng).to_string(), "zookeeper", 16, "-"),
                 };
                 let sev = match family {
+                    _ if plant_incident => g.incident(),
                     0 => g.nginx_access(plant_needle.then_some(needle.as_str())),
                     1 => g.nginx_error(),
                     2 => g.postgres(&mut sd),
@@ -1313,6 +1351,12 @@ pub fn generate(dir: &Path, size: u64, seed: u64, base_day: i64) -> io::Result<C
         if info.sev == Sev::Err {
             bump(&mut exp.error);
         }
+        if plant_incident {
+            exp.incident.total += 1;
+            if info.ts < incident_start_ns + WINDOW_NS {
+                exp.incident.window += 1;
+            }
+        }
         if in_window {
             exp.all_window += 1;
         }
@@ -1340,5 +1384,7 @@ pub fn generate(dir: &Path, size: u64, seed: u64, base_day: i64) -> io::Result<C
         top_host,
         window_start_ns,
         window_end_ns,
+        incident_start_ns,
+        incident_end_ns,
     })
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::gen::{rfc3339_string, Corpus, Count, COMMON_TERM, RARE_TERM};
+use crate::gen::{rfc3339_string, Corpus, Count, COMMON_TERM, INCIDENT_TEXT, RARE_TERM};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -28,6 +28,12 @@ pub enum Kind {
     Search,
     Histogram,
     Terms,
+    /// `/api/v1/patterns`, top 20.
+    Patterns,
+    /// `/api/v1/compare` over the incident (whole scope: all of it; window scope: its first
+    /// minute), each against the same length before it: the incident's pattern must come
+    /// first, new, with its exact count.
+    Compare,
 }
 
 pub struct Case {
@@ -112,6 +118,25 @@ pub fn suite(c: &Corpus) -> Vec<Case> {
             rg: None,
         },
         Case {
+            name: "patterns: top 20",
+            kind: Kind::Patterns,
+            q: "*".to_string(),
+            limit: 20,
+            expected: Some(Count {
+                total: e.records,
+                window: e.all_window,
+            }),
+            rg: None,
+        },
+        Case {
+            name: "compare: the incident first",
+            kind: Kind::Compare,
+            q: "*".to_string(),
+            limit: 10,
+            expected: Some(e.incident),
+            rg: None,
+        },
+        Case {
             name: "terms: top 10 hosts",
             kind: Kind::Terms,
             q: "*".to_string(),
@@ -168,8 +193,27 @@ pub fn run_case(
                 ("size", case.limit.to_string()),
             ],
         ),
+        Kind::Patterns => (
+            "/api/v1/patterns",
+            vec![("q", case.q.clone()), ("size", case.limit.to_string())],
+        ),
+        Kind::Compare => {
+            let end = match scope {
+                Scope::Whole => c.incident_end_ns,
+                Scope::Window => c.incident_start_ns + (c.window_end_ns - c.window_start_ns),
+            };
+            (
+                "/api/v1/compare",
+                vec![
+                    ("q", case.q.clone()),
+                    ("size", case.limit.to_string()),
+                    ("start", rfc3339_string(c.incident_start_ns)),
+                    ("end", rfc3339_string(end)),
+                ],
+            )
+        }
     };
-    if scope == Scope::Window {
+    if scope == Scope::Window && case.kind != Kind::Compare {
         params.push(("start", rfc3339_string(c.window_start_ns)));
         params.push(("end", rfc3339_string(c.window_end_ns)));
     }
@@ -215,6 +259,22 @@ pub fn run_case(
         if i == 0 {
             t.first_ms = ms;
             t.total = v["total"].as_u64();
+            if case.kind == Kind::Compare {
+                // The count of the first answer, if it is the incident's pattern, new.
+                let first = &v["patterns"][0];
+                let is_incident = first["kind"] == "new"
+                    && first["value"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(INCIDENT_TEXT));
+                if !is_incident {
+                    t.status = format!(
+                        "WRONG FIRST ANSWER: {}",
+                        first.to_string().chars().take(200).collect::<String>()
+                    );
+                    return t;
+                }
+                t.total = first["count"].as_u64();
+            }
         } else {
             lat.push(ms);
             if let Some(ms) = v["took_ms"].as_f64() {

@@ -444,8 +444,10 @@ pub fn markdown(r: &Results) -> String {
             Kind::Search => format!("`{}`", c.q),
             Kind::Histogram => "`/api/v1/histogram`".into(),
             Kind::Terms => "`/api/v1/terms?field=host`".into(),
+            Kind::Patterns => "`/api/v1/patterns?size=20`".into(),
+            Kind::Compare => "`/api/v1/compare` (incident; 1st minute)".into(),
         };
-        if t.status != "ok" && !t.status.starts_with("WRONG") {
+        if t.status != "ok" && !t.status.starts_with("WRONG TOTAL") {
             let _ = writeln!(
                 s,
                 "| {} | {q} | {} | {} | | | | | |",

@@ -228,6 +228,43 @@ try {
   await shot(page, "alerts");
   await page.click("#alerts-close");
 
+  // 13. The Patterns view: the matches grouped by pattern, most frequent first, with their
+  // counts over the range; a pattern opens its lines.
+  await page.goto(`${base}/?range=all`);
+  await waitTotal(page, expected.all + 1, "all, for patterns");
+  await page.click("#view-patterns");
+  await page.waitForSelector("#patterns .pattern");
+  check(page.url().includes("view=patterns"), "the view is in the URL");
+  check(await page.locator("#hits").isHidden(), "lines hidden in the patterns view");
+  const counts = (await page.locator("#patterns .pattern").evaluateAll((rows) => rows.map((r) => Number(r.dataset.count))));
+  check(counts.reduce((a, b) => a + b, 0) === expected.all + 1, `pattern counts add up to every match: ${counts}`);
+  check(counts.join() === [...counts].sort((a, b) => b - a).join(), "most frequent first");
+  check((await page.locator("#patterns .pattern svg rect").count()) > 0, "each pattern has its counts over time");
+  const tpl = await page.locator("#patterns .pattern .tpl").allInnerTexts();
+  check(tpl.some((t) => t.includes("<*>")), "templates show their variable parts: " + tpl);
+  await shot(page, "patterns");
+  const firstId = await page.locator("#patterns .pattern").first().getAttribute("data-id");
+  await page.locator("#patterns .pattern").first().click();
+  await waitTotal(page, counts[0], "one pattern's lines");
+  check((await page.inputValue("#q")).includes(`pattern:${firstId}`), "pattern filter in the query bar");
+  check(await page.locator("#patterns").isHidden(), "back to the lines");
+
+  // 14. What changed? over the last 15 minutes: the new error on web-02 comes first; a click
+  // shows its lines.
+  await page.goto(`${base}/?range=15m`);
+  await page.waitForSelector("#hits .hit");
+  await page.click("#what-changed");
+  await page.waitForSelector("#changes:not([hidden]) .change");
+  const first = page.locator("#changes-body .change").first();
+  const firstText = await first.innerText();
+  check(firstText.includes("I/O error on") && (await first.getAttribute("data-kind")) === "new", "the new error first: " + firstText);
+  const body = await page.locator("#changes-body").innerText();
+  check(/host[^]*web-02/i.test(body) && /severity[^]*error/i.test(body), "its host and severity stand out: " + body);
+  await shot(page, "what-changed");
+  await first.click();
+  await waitTotal(page, expected.incident, "the new error's lines");
+  check(await page.locator("#changes").isHidden(), "the panel closes");
+
   check(errors.length === 0, "no errors in the page: " + errors.join("; "));
   console.log(`ui: ${step} steps passed; screenshots in ${shots}`);
 } catch (e) {

@@ -263,6 +263,8 @@ pub struct IndexConfig {
     pub max_indexes: usize,
     /// `records` or `blocks`: see `logsift_store::Layout`.
     pub layout: String,
+    /// Mine log patterns at ingest (#19).
+    pub patterns: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

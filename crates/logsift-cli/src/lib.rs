@@ -6,6 +6,7 @@ mod export;
 mod import;
 mod memory;
 mod output;
+mod patterns;
 mod progress;
 mod search;
 mod segments;
@@ -38,6 +39,11 @@ enum Command {
     Search(search::SearchArgs),
     /// Follow new records matching a query on a running server, as they arrive.
     Tail(tail::TailArgs),
+    /// The most frequent log patterns among a query's matches (`Connection from <*> closed`).
+    Patterns(patterns::PatternsArgs),
+    /// What changed: patterns, hosts, apps and severities whose share of the matches rose or
+    /// fell most between a window and the baseline before it.
+    Compare(patterns::CompareArgs),
     /// Inspect and verify sealed segments on disk.
     Segments(segments::SegmentsArgs),
     /// Export every record matching a query with a signed manifest, or verify an export.
@@ -56,6 +62,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Search(args) => search::run(args),
         Command::Tail(args) => tail::run(args),
+        Command::Patterns(args) => patterns::run_patterns(args),
+        Command::Compare(args) => patterns::run_compare(args),
         Command::Segments(args) => segments::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),

@@ -137,6 +137,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         segments: cfg.segment_storage()?,
         metastore: cfg.metastore(true)?,
         layout: cfg.layout()?,
+        patterns_state: cfg
+            .index
+            .patterns
+            .then(|| cfg.data_dir.join(logsift_store::patterns::STATE_FILE)),
     })?);
     store.spawn_integrity_check();
     crate::memory::spawn_trimmer(

@@ -944,6 +944,7 @@ fn index_loop(
             // what was committed is sealed (a hot tier holds committed records only).
             indexer.store().abandon_rewrites();
             indexer.store().seal_all_and_wait();
+            indexer.save_patterns();
             truncatable.store(indexer.truncatable_lsn(), Ordering::Release);
             break;
         }

@@ -69,6 +69,16 @@ impl Masked {
     /// everything after the last one is folded into a final slot, which bounds the work and
     /// the size of a template whatever the message.
     pub fn mask(&mut self, message: &str, max_tokens: usize) {
+        self.mask_upto(message, max_tokens, true);
+    }
+
+    /// Masks only the first `n` tokens of `message` (exactly as [`Masked::mask`] masks them,
+    /// nothing folded): what a message's bucket is found from.
+    pub fn mask_first(&mut self, message: &str, n: usize) {
+        self.mask_upto(message, n, false);
+    }
+
+    fn mask_upto(&mut self, message: &str, max_tokens: usize, fold: bool) {
         self.text.clear();
         self.tokens.clear();
         let max_tokens = max_tokens.max(1);
@@ -80,6 +90,9 @@ impl Masked {
         }
         let mut words = message[..cut].split_ascii_whitespace();
         while let Some(word) = words.next() {
+            if !fold && self.tokens.len() == max_tokens {
+                break;
+            }
             let start = self.text.len();
             if !self.tokens.is_empty() {
                 self.text.push(' ');
@@ -89,15 +102,15 @@ impl Masked {
             } else {
                 start + 1
             };
-            let mut kind = if self.tokens.len() + 1 == max_tokens && words.clone().next().is_some()
-            {
-                // The rest of the message is folded into this last token.
-                self.text.push_str(SLOT);
-                for _ in words.by_ref() {}
-                TokenKind::Slot
-            } else {
-                mask_word(word, &mut self.text, 0)
-            };
+            let mut kind =
+                if fold && self.tokens.len() + 1 == max_tokens && words.clone().next().is_some() {
+                    // The rest of the message is folded into this last token.
+                    self.text.push_str(SLOT);
+                    for _ in words.by_ref() {}
+                    TokenKind::Slot
+                } else {
+                    mask_word(word, &mut self.text, 0)
+                };
             // `5.2 KB` and `93 B` are one quantity written in two tokens: the unit goes with
             // the number, or sizes in different units would split one event.
             if kind == TokenKind::Const
@@ -105,18 +118,17 @@ impl Masked {
                     .tokens
                     .last()
                     .is_some_and(|t| t.kind != TokenKind::Const)
+                && is_unit_word(word)
             {
                 let trail = word.bytes().rev().take_while(|&c| is(c, TRAIL)).count();
-                if is_unit(&word[..word.len() - trail]) {
-                    self.text.truncate(start_tok);
-                    self.text.push_str(SLOT);
-                    self.text.push_str(&word[word.len() - trail..]);
-                    kind = if trail == 0 {
-                        TokenKind::Slot
-                    } else {
-                        TokenKind::Mixed
-                    };
-                }
+                self.text.truncate(start_tok);
+                self.text.push_str(SLOT);
+                self.text.push_str(&word[word.len() - trail..]);
+                kind = if trail == 0 {
+                    TokenKind::Slot
+                } else {
+                    TokenKind::Mixed
+                };
             }
             let end = self.text.len();
             let text = &self.text[start_tok..end];
@@ -169,6 +181,19 @@ pub fn slot_hash() -> u64 {
 /// values they list.
 pub fn is_anchor(text: &str) -> bool {
     !text.contains(SLOT) || text.bytes().any(|c| c.is_ascii_alphabetic())
+}
+
+/// A token that is a unit once its trailing punctuation is set aside (`KB`, `ms,`): masked
+/// as a slot after a value ([`Masked::mask`]), the one rule that looks at a neighbour.
+pub(crate) fn is_unit_word(word: &str) -> bool {
+    let trail = word.bytes().rev().take_while(|&c| is(c, TRAIL)).count();
+    is_unit(&word[..word.len() - trail])
+}
+
+/// The masked form of one whitespace-free token on its own, appended to `out`: what
+/// [`Masked::mask`] makes of it unless it is a unit after a value ([`is_unit_word`]).
+pub(crate) fn mask_token(word: &str, out: &mut String) -> TokenKind {
+    mask_word(word, out, 0)
 }
 
 /// Units of size and time written apart from their number.

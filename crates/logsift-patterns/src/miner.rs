@@ -1,8 +1,12 @@
 //! The online miner: messages in, stable pattern ids out.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
-use crate::mask::{is_anchor, is_plain_word, slot_hash, Masked, SLOT};
+use crate::mask::{
+    hash_bytes, is_anchor, is_plain_word, is_unit_word, mask_token, slot_hash, Masked, TokenKind,
+    SLOT,
+};
 
 /// A pattern id. Ids start at 1, are handed out in order and never reused, and always refer to
 /// the same group of messages, however its template generalises later.
@@ -130,6 +134,27 @@ pub struct PatternInfo<'a> {
     pub catch_all: bool,
 }
 
+/// Entries of the fast path's cache of masked tokens (about 40 bytes each).
+const TOKEN_CACHE_MAX: usize = 8192;
+
+/// A hasher for keys that are already hashes ([`hash_bytes`] of a token).
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// How many leading tokens are looked at for the word that keys a bucket.
 const KEY_TOKENS: usize = 3;
 
@@ -157,6 +182,36 @@ pub struct Miner {
     /// Estimated memory of those templates (what `max_memory_bytes` limits).
     learnt_bytes: u64,
     masked: Masked,
+    /// Bumped by every change that can alter a later message's id (a template added or
+    /// generalised, a catch-all made): a saved state is current while this has not moved.
+    revision: u64,
+    /// Patterns whose template text changed since [`Miner::take_changed`] was last called.
+    changed: Vec<PatternId>,
+    /// Per variant, whether [`Miner::fast_match`] may decide on it ([`Fast`]).
+    fast: Vec<Fast>,
+    /// The fast path's scratch: each raw token's start and end offsets and hash, the hash of
+    /// its masking on its own once a template needed it (0: not yet), and one masked token.
+    raw: Vec<(u32, u32, u64)>,
+    raw_masked: Vec<Option<u64>>,
+    /// Slot-holding tokens masked on their own, by the hash of their raw text: the hash of
+    /// the masked token, or `None` for a unit (masked in context). Tokens like `HTTP/1.1"`
+    /// recur on most lines of a log; cleared past [`TOKEN_CACHE_MAX`] entries.
+    token_cache: HashMap<u64, Option<u64>, BuildHasherDefault<PassThrough>>,
+    scratch: String,
+    /// Messages the fast path took.
+    fast_taken: u64,
+}
+
+/// What the fast path may do with a variant (see [`Miner::fast_match`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    /// Compare the message's raw tokens with it.
+    Yes,
+    /// Never the best match of a message the fast path can match (no anchor): skip it.
+    Skip,
+    /// Its tokens need the whole masking (a cut text, a slot in a constant, a unit after a
+    /// value): the fast path gives up when it reaches it.
+    No,
 }
 
 impl Miner {
@@ -172,6 +227,42 @@ impl Miner {
             learnt: 0,
             learnt_bytes: 0,
             masked: Masked::new(),
+            revision: 0,
+            changed: Vec::new(),
+            fast: Vec::new(),
+            raw: Vec::new(),
+            raw_masked: Vec::new(),
+            token_cache: HashMap::default(),
+            scratch: String::new(),
+            fast_taken: 0,
+        })
+    }
+
+    /// Counts changes that can alter the id a later message gets; counts of messages do not
+    /// move it. A caller saving the state compares it with the revision it last saved.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The patterns whose template text changed (new ones included) since the last call, each
+    /// once, in id order: what a reader's copy of the templates must refresh.
+    pub fn take_changed(&mut self) -> Vec<PatternId> {
+        let mut ids = std::mem::take(&mut self.changed);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The id `message` was given, for a message this miner learnt from before (a replay of
+    /// records whose learning the saved state holds): [`Miner::lookup`], or the catch-all of
+    /// its token count, which is where it went if no template could take it.
+    pub fn assigned(&self, message: &str) -> Option<PatternId> {
+        self.lookup(message).or_else(|| {
+            let mut m = Masked::new();
+            m.mask(message, usize::from(self.config.max_tokens));
+            let len = m.tokens().len() as u16;
+            let vi = *self.catch_alls.get(&len)?;
+            Some(self.variants[vi as usize].pattern)
         })
     }
 
@@ -196,6 +287,29 @@ impl Miner {
     /// Learns from `message` and returns its pattern id. The id's template may generalise as
     /// more messages arrive; the id stays.
     pub fn ingest(&mut self, message: &str) -> PatternId {
+        if let Some(vi) = self.fast_match(message) {
+            // Exactly what the whole path does with a message that equals a template.
+            let id = self.variants[vi as usize].pattern;
+            self.patterns[id as usize - 1].count += 1;
+            self.fast_taken += 1;
+            return id;
+        }
+        self.ingest_masked_message(message)
+    }
+
+    /// Messages [`Miner::ingest`] matched from their raw tokens, without masking them.
+    #[doc(hidden)]
+    pub fn fast_taken(&self) -> u64 {
+        self.fast_taken
+    }
+
+    /// [`Miner::ingest`] without the fast path: for tests that hold the two to one answer.
+    #[doc(hidden)]
+    pub fn ingest_without_fast_path(&mut self, message: &str) -> PatternId {
+        self.ingest_masked_message(message)
+    }
+
+    fn ingest_masked_message(&mut self, message: &str) -> PatternId {
         let mut masked = std::mem::take(&mut self.masked);
         masked.mask(message, usize::from(self.config.max_tokens));
         let id = self.ingest_masked(&masked);
@@ -238,6 +352,119 @@ impl Miner {
             Some(vi) => Some(self.variants[vi as usize].pattern),
             None => self.sibling(key.1, &m),
         }
+    }
+
+    /// Most messages, once a log's templates are learnt, equal one of them: every constant
+    /// token of the template is the message's token as written, and masking would change
+    /// nothing. Those are found from the raw tokens (split and hashed, the first three masked
+    /// for the bucket) without masking the message, which was most of the miner's cost.
+    ///
+    /// The answer is the variant the whole path would choose, or `None` (then the whole path
+    /// runs): the bucket's variants are tried in the same order, a variant matches only when
+    /// no position differs (the best the whole path can find, and it keeps the first such),
+    /// and a variant whose tokens could mask differently in context stops the fast path.
+    fn fast_match(&mut self, message: &str) -> Option<u32> {
+        let max_tokens = usize::from(self.config.max_tokens);
+        if message.len() >= 1 << 30 {
+            return None;
+        }
+        self.raw.clear();
+        let base = message.as_ptr() as usize;
+        for word in message.split_ascii_whitespace() {
+            // More tokens than `max_tokens`: the rest would be folded into one slot.
+            if self.raw.len() == max_tokens {
+                return None;
+            }
+            let start = word.as_ptr() as usize - base;
+            let end = start + word.len();
+            self.raw
+                .push((start as u32, end as u32, hash_bytes(word.as_bytes())));
+        }
+        if self.raw.is_empty() {
+            return None;
+        }
+        self.raw_masked.clear();
+        self.raw_masked.resize(self.raw.len(), None);
+        let key = (self.raw.len() as u16, self.raw_first_word_key(message));
+        let bucket = self.buckets.get(&key)?;
+        let slot = slot_hash();
+        'variants: for &vi in bucket {
+            match self.fast[vi as usize] {
+                Fast::Yes => {}
+                Fast::Skip => continue,
+                Fast::No => return None,
+            }
+            let tokens = &self.variants[vi as usize].tokens;
+            for (i, (t, &(start, end, hash))) in tokens.iter().zip(&self.raw).enumerate() {
+                if t.hash == slot {
+                    continue;
+                }
+                if !t.var {
+                    // A constant: the message's token must be it as written (masking leaves a
+                    // constant as it is, and anything else would hold a slot).
+                    if hash != t.hash {
+                        continue 'variants;
+                    }
+                    continue;
+                }
+                // Constant text around a slot (`uid=<*>`): the token masked on its own is
+                // what masking makes of it, unless it is a unit after a value.
+                let masked = match self.raw_masked[i] {
+                    Some(h) => h,
+                    None => {
+                        let cached = match self.token_cache.get(&hash) {
+                            Some(&c) => c,
+                            None => {
+                                let word = &message[start as usize..end as usize];
+                                self.scratch.clear();
+                                let kind = mask_token(word, &mut self.scratch);
+                                let c = (kind != TokenKind::Const || !is_unit_word(word))
+                                    .then(|| hash_bytes(self.scratch.as_bytes()));
+                                if self.token_cache.len() >= TOKEN_CACHE_MAX {
+                                    self.token_cache.clear();
+                                }
+                                self.token_cache.insert(hash, c);
+                                c
+                            }
+                        };
+                        let h = cached?;
+                        self.raw_masked[i] = Some(h);
+                        h
+                    }
+                };
+                if masked != t.hash {
+                    continue 'variants;
+                }
+            }
+            return Some(vi);
+        }
+        None
+    }
+
+    /// [`first_word_key`] of the message whose raw tokens are in `self.raw`, masking only the
+    /// tokens that could be its plain word: a plain word masks to itself or to a slot, and
+    /// anything else is not plain (the leading timestamp or address most lines start with is
+    /// not masked at all). A unit among them (masked as a slot after a value) is left to the
+    /// whole masking of the first tokens.
+    fn raw_first_word_key(&mut self, message: &str) -> u64 {
+        for (i, &(start, end, hash)) in self.raw.iter().take(KEY_TOKENS).enumerate() {
+            let word = &message[start as usize..end as usize];
+            if !is_plain_word(word) {
+                continue;
+            }
+            if i > 0 && is_unit_word(word) {
+                let mut masked = std::mem::take(&mut self.masked);
+                masked.mask_first(message, KEY_TOKENS);
+                let key = first_word_key(masked.tokens());
+                self.masked = masked;
+                return key;
+            }
+            self.scratch.clear();
+            if mask_token(word, &mut self.scratch) == TokenKind::Const {
+                return hash.rotate_left(i as u32 * 8) | 1;
+            }
+        }
+        0
     }
 
     fn ingest_masked(&mut self, m: &Masked) -> PatternId {
@@ -329,6 +556,8 @@ impl Miner {
         if changed {
             let pid = v.pattern;
             let after = variant_bytes(&v.tokens);
+            self.fast[vi as usize] =
+                fast_kind(&v.tokens, usize::from(self.config.max_token_text_bytes));
             if !self.patterns[pid as usize - 1].catch_all {
                 self.learnt_bytes = self.learnt_bytes - before + after;
             }
@@ -343,6 +572,8 @@ impl Miner {
         };
         let text = render(&self.variants[first as usize].tokens);
         self.patterns[pid as usize - 1].template = text;
+        self.revision += 1;
+        self.changed.push(pid);
     }
 
     /// A pattern with a template of another token count whose constant tokens are exactly the
@@ -411,6 +642,7 @@ impl Miner {
                 self.patterns.len() as PatternId
             }
         };
+        self.fast.push(fast_kind(&tokens, max_text));
         self.variants.push(Variant {
             pattern: pid,
             key_hash: key.1,
@@ -440,6 +672,8 @@ impl Miner {
             .collect();
         let pid = self.patterns.len() as PatternId + 1;
         let vi = self.variants.len() as u32;
+        // Catch-alls live in no bucket; their entry only keeps `fast` aligned.
+        self.fast.push(Fast::No);
         self.variants.push(Variant {
             pattern: pid,
             key_hash: 0,
@@ -472,7 +706,27 @@ impl Miner {
             learnt: 0,
             learnt_bytes: 0,
             masked: Masked::new(),
+            revision: 0,
+            changed: Vec::new(),
+            fast: Vec::new(),
+            raw: Vec::new(),
+            raw_masked: Vec::new(),
+            token_cache: HashMap::default(),
+            scratch: String::new(),
+            fast_taken: 0,
         };
+        let max_text = usize::from(miner.config.max_token_text_bytes);
+        miner.fast = miner
+            .variants
+            .iter()
+            .map(|v| {
+                if miner.patterns[v.pattern as usize - 1].catch_all {
+                    Fast::No
+                } else {
+                    fast_kind(&v.tokens, max_text)
+                }
+            })
+            .collect();
         // In creation order, as `ingest` filled them: ties between equally good templates go
         // to the oldest, and a restored miner must break them the same way.
         for (vi, v) in miner.variants.iter().enumerate() {
@@ -490,6 +744,9 @@ impl Miner {
         for pid in 1..=miner.patterns.len() as PatternId {
             miner.refresh_template(pid);
         }
+        // A restored miner is where the saved one was: nothing has changed since.
+        miner.revision = 0;
+        miner.changed.clear();
         miner
     }
 }
@@ -513,18 +770,40 @@ fn variant_bytes(tokens: &[TemplateToken]) -> u64 {
 }
 
 fn bucket_key(m: &Masked) -> BucketKey {
-    let toks = m.tokens();
-    // The first plain word among the leading tokens names the bucket, with its position: a
-    // leading name, id or timestamp (`com.example.job:`, `12:00:01`) varies within one event
-    // and would scatter it over buckets that never meet, while keying everything without a
-    // leading word on token count alone would make that one bucket hold most templates.
-    let first = toks
-        .iter()
+    (m.tokens().len() as u16, first_word_key(m.tokens()))
+}
+
+/// The first plain word among the leading tokens names the bucket, with its position: a
+/// leading name, id or timestamp (`com.example.job:`, `12:00:01`) varies within one event
+/// and would scatter it over buckets that never meet, while keying everything without a
+/// leading word on token count alone would make that one bucket hold most templates.
+fn first_word_key(toks: &[crate::mask::Token]) -> u64 {
+    toks.iter()
         .take(KEY_TOKENS)
         .enumerate()
         .find(|(_, t)| t.plain)
-        .map_or(0, |(i, t)| t.hash.rotate_left(i as u32 * 8) | 1);
-    (toks.len() as u16, first)
+        .map_or(0, |(i, t)| t.hash.rotate_left(i as u32 * 8) | 1)
+}
+
+/// What [`Miner::fast_match`] may do with a variant of these tokens: give up on a token whose
+/// text was cut (its hash is of the whole token) or a constant unit after a position that
+/// became a slot (the message's unit there is masked as a slot after a value: `took a.b ms`
+/// generalised to `took <*> ms` does not equal `took 5 ms`); skip one without anchors (the
+/// whole path lets only messages without anchors take it, and a message that equals another
+/// template's constants has some). A constant is never `var`: a token holding `<*>` as
+/// written is compared as a slot-holding token, masked on its own.
+fn fast_kind(tokens: &[TemplateToken], max_text: usize) -> Fast {
+    for (i, t) in tokens.iter().enumerate() {
+        if t.text.len() >= max_text || !t.var && i > 0 && tokens[i - 1].var && is_unit_word(&t.text)
+        {
+            return Fast::No;
+        }
+    }
+    if tokens.iter().any(|t| t.anchor) {
+        Fast::Yes
+    } else {
+        Fast::Skip
+    }
 }
 
 /// `template` and `m` have the same non-empty skeleton (sequence of anchor tokens).
@@ -578,6 +857,116 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(m.template(a), Some("Connection from <*> closed after <*>"));
         assert_eq!(m.pattern(a).map(|p| p.count), Some(2));
+    }
+
+    /// Messages where masking looks at a neighbour, holds slots as written, or cuts a long
+    /// token: the fast path must give the whole path's answer on each.
+    #[test]
+    fn the_fast_path_agrees_where_masking_is_subtle() {
+        let long = "x".repeat(300);
+        let messages = [
+            // `ms` stays a constant after a compound name, which then becomes a slot.
+            "took a.b ms to answer",
+            "took c.d ms to answer",
+            "took 5 ms to answer",
+            "took 5 ms to answer",
+            "took 7 ms to answer",
+            "took ms ms to answer",
+            "took fast ms to answer",
+            "size 5.2 KB, free 93 B",
+            "size 7 KB, free 1 B",
+            "size big KB, free 1 B",
+            "login uid=0 user=root ok",
+            "login uid=1000 user=root ok",
+            "login uid=1000 user=guest ok",
+            "value '<*>' kept as <*> literally",
+            "value 'x' kept as <*> literally",
+            "value 'y' kept as <*> literally",
+            "token aaaa in place",
+            "token aaab in place",
+            "Connection from 10.0.0.1 closed",
+            "Connection from 10.0.0.2 closed",
+            "Connection from host-a closed",
+            "eth0 link up",
+            "eth1 link up",
+            "Jan link up",
+            "",
+            "   ",
+            "one",
+            "one",
+        ];
+        let mut all: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
+        all.push(format!("payload {long} end"));
+        all.push(format!("payload {long} end"));
+        all.push(format!("payload {long}y end"));
+        // A long key's slot lies past the stored (cut) text; then a template of a slot there,
+        // in the same bucket: the first is the best match, and only masking can tell.
+        all.push(format!("payload {long}=5 end"));
+        all.push("payload 77 end".to_string());
+        all.push(format!("payload {long}=6 end"));
+        for round in 0..2 {
+            let mut fast = miner();
+            let mut whole = miner();
+            for m in &all {
+                assert_eq!(
+                    fast.ingest(m),
+                    whole.ingest_without_fast_path(m),
+                    "round {round}: {m:?}"
+                );
+            }
+            assert_eq!(fast.to_bytes(), whole.to_bytes());
+            all.reverse();
+        }
+        // Few tokens allowed: messages longer than that fold, and the fast path stays out.
+        let config = MinerConfig {
+            max_tokens: 3,
+            ..MinerConfig::default()
+        };
+        let (mut fast, mut whole) = (Miner::new(config).unwrap(), Miner::new(config).unwrap());
+        for m in ["a b c d e", "a b c d f", "a b c", "a b c", "a b"] {
+            assert_eq!(fast.ingest(m), whole.ingest_without_fast_path(m), "{m:?}");
+        }
+        assert_eq!(fast.to_bytes(), whole.to_bytes());
+    }
+
+    #[test]
+    fn revision_and_changes_follow_template_changes_not_counts() {
+        let mut m = miner();
+        let a = m.ingest("Connection from 10.0.0.1 closed by gateway.main");
+        assert_eq!(m.take_changed(), vec![a]);
+        let r = m.revision();
+        assert!(r > 0);
+        // Joins as it is: a count moves, nothing a later message depends on.
+        m.ingest("Connection from 10.0.0.2 closed by gateway.main");
+        assert_eq!(m.revision(), r);
+        assert!(m.take_changed().is_empty());
+        // Generalises the template: the text a reader shows changes.
+        m.ingest("Connection from 10.0.0.3 closed by gateway.backup");
+        assert!(m.revision() > r);
+        assert_eq!(m.take_changed(), vec![a]);
+        // A restored miner has changed nothing yet and gives replayed messages their ids.
+        let restored = Miner::from_bytes(&m.to_bytes()).expect("state restores");
+        assert_eq!(restored.revision(), 0);
+        assert_eq!(
+            restored.assigned("Connection from 10.9.9.9 closed by gateway.main"),
+            Some(a)
+        );
+    }
+
+    #[test]
+    fn assigned_finds_the_catch_all_a_full_miner_used() {
+        let mut m = Miner::new(MinerConfig {
+            max_templates: 1,
+            ..MinerConfig::default()
+        })
+        .expect("valid config");
+        let first = m.ingest("disk sda failed");
+        let overflow = m.ingest("fan speed low now");
+        assert_ne!(first, overflow);
+        assert!(m.pattern(overflow).is_some_and(|p| p.catch_all));
+        assert_eq!(m.lookup("pump pressure high again"), None);
+        assert_eq!(m.assigned("pump pressure high again"), Some(overflow));
+        assert_eq!(m.assigned("one two"), None);
     }
 
     #[test]

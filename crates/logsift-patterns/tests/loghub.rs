@@ -97,3 +97,51 @@ fn a_restart_midway_changes_no_id() {
         assert_eq!(restored.to_bytes(), straight.to_bytes(), "{}", sys.name);
     }
 }
+
+/// The fast path (a message equal to a template, found from its raw tokens) gives every
+/// message the id the whole masking path gives it, and leaves the same state, on every system
+/// alone and on all twelve interleaved through one miner; it also takes most messages, or it
+/// would not be worth having.
+#[test]
+fn the_fast_path_changes_no_id_and_no_state() {
+    let Some(systems) = systems() else {
+        return;
+    };
+    let check = |name: &str, messages: &[&str]| {
+        let mut fast = Miner::new(MinerConfig::default()).expect("valid");
+        let mut whole = Miner::new(MinerConfig::default()).expect("valid");
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(
+                fast.ingest(m),
+                whole.ingest_without_fast_path(m),
+                "{name}: message {i}: {m:?}"
+            );
+        }
+        assert_eq!(fast.to_bytes(), whole.to_bytes(), "{name}");
+        assert!(
+            fast.fast_taken() * 2 > messages.len() as u64,
+            "{name}: the fast path took {} of {} messages",
+            fast.fast_taken(),
+            messages.len()
+        );
+        // Restored, the fast path still agrees.
+        let mut restored = Miner::from_bytes(&fast.to_bytes()).expect("restores");
+        for m in messages.iter().take(200) {
+            assert_eq!(
+                restored.ingest(m),
+                whole.ingest_without_fast_path(m),
+                "{name}: {m:?}"
+            );
+        }
+    };
+    for sys in &systems {
+        let messages: Vec<&str> = sys.rows.iter().map(|r| r.0.as_str()).collect();
+        check(&sys.name, &messages);
+    }
+    let longest = systems.iter().map(|s| s.rows.len()).max().unwrap_or(0);
+    let shared: Vec<&str> = (0..longest)
+        .flat_map(|i| systems.iter().filter_map(move |s| s.rows.get(i)))
+        .map(|r| r.0.as_str())
+        .collect();
+    check("all systems interleaved", &shared);
+}

@@ -810,6 +810,8 @@ fn leaf_plan(leaf: &Leaf, analyzer: &mut tantivy::tokenizer::TextAnalyzer) -> Pl
             ..
         } => word(format!("{FIELD_KEY_MARK}{key}")),
         Leaf::Exists { .. } | Leaf::Range { .. } => Plan::All,
+        // No block holds pattern ids: no block can match (an empty OR is no block).
+        Leaf::Pattern { .. } => Plan::Or(Vec::new()),
         Leaf::Severity { min, max } => Plan::Or(
             (*min..=*max)
                 .map(|c| word(format!("{KEYWORD_MARK}severity\0{c}")))

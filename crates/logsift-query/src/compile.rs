@@ -187,6 +187,7 @@ impl Compiler<'_> {
                     }
                 }
             }
+            Leaf::Pattern { id } => Box::new(PatternQuery { id: *id }),
             Leaf::Severity { min, max } => {
                 let f = self.schema.severity_code;
                 if min > max {
@@ -484,4 +485,32 @@ fn prefix_query(term: Term) -> Q {
         None => Bound::Unbounded,
     };
     Box::new(InvertedIndexRangeQuery::new(Bound::Included(term), upper))
+}
+
+/// `pattern:<id>`, over whichever schema the segment has: segments written before patterns were
+/// mined have no `pattern` field (and tantivy does not look up a field its schema lacks
+/// safely), and none of their records match. The field is a column only: a range of one value
+/// over it.
+#[derive(Clone, Debug)]
+struct PatternQuery {
+    id: u32,
+}
+
+impl Query for PatternQuery {
+    fn weight(
+        &self,
+        enable_scoring: tantivy::query::EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        match enable_scoring
+            .schema()
+            .get_field(logsift_store::PATTERN_FIELD)
+        {
+            Ok(field) => {
+                let id = Term::from_field_u64(field, u64::from(self.id));
+                RangeQuery::new(Bound::Included(id.clone()), Bound::Included(id))
+                    .weight(enable_scoring)
+            }
+            Err(_) => EmptyQuery.weight(enable_scoring),
+        }
+    }
 }

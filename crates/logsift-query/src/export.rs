@@ -183,7 +183,12 @@ pub fn export(
             if req.budget.cancelled() {
                 return Err(QueryError::Cancelled);
             }
-            let hit = parts[*at].hit(store, &handles, *key, addr)?;
+            let mut hit = parts[*at].hit(store, &handles, *key, addr)?;
+            // A pattern's template generalises as records arrive: an export must be the same
+            // bytes when it is resumed or run again, so it keeps the id, never the text.
+            if let Some(fields) = hit.as_object_mut() {
+                fields.remove("pattern");
+            }
             let c = format_cursor(*key);
             emit(&hit, &c)?;
             position.records += 1;

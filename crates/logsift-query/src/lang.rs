@@ -107,6 +107,9 @@ pub enum Leaf {
     },
     /// Severity codes `min..=max` (0 = emerg ... 7 = debug).
     Severity { min: u8, max: u8 },
+    /// `pattern:<id>`: records given log pattern `id` at ingest. Records stored without one
+    /// (before patterns were mined, block segments, built-in indexes) never match.
+    Pattern { id: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -484,7 +487,7 @@ impl<'a> QueryParser<'a> {
                         at,
                         format!(
                             "unknown field '{other}'; expected message, host, app, severity, \
-                             facility, procid, msgid, source, parse_error or fields.<key>"
+                             facility, procid, msgid, source, parse_error, pattern or fields.<key>"
                         ),
                     ))
                 }
@@ -494,6 +497,9 @@ impl<'a> QueryParser<'a> {
 
     /// `name:value`; `at` is where the field name starts, `v` where the value starts.
     fn field_clause(&mut self, at: &'a str, name: &str, v: &'a str) -> PResult<'a, Ast> {
+        if name == "pattern" {
+            return self.pattern_clause(at, v);
+        }
         let target = self.target(at, name)?;
         if v.is_empty() || v.starts_with(char::is_whitespace) || v.starts_with(')') {
             return Err(self.err(
@@ -514,6 +520,29 @@ impl<'a> QueryParser<'a> {
         };
         let ast = self.leaf(at, leaf)?;
         Ok((rest, ast))
+    }
+
+    /// `pattern:<id>`, the id a hit's `pattern_id` or `/api/v1/patterns` gives.
+    fn pattern_clause(&mut self, at: &'a str, v: &'a str) -> PResult<'a, Ast> {
+        let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+        let rest = &v[digits..];
+        let ends =
+            rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.starts_with(')');
+        let id = v[..digits].parse::<u32>().ok().filter(|id| *id > 0);
+        match id {
+            Some(id) if ends => {
+                let ast = self.leaf(at, Leaf::Pattern { id })?;
+                Ok((rest, ast))
+            }
+            _ => Err(self.err(
+                v,
+                format!(
+                    "pattern takes a pattern id (a number from 1 to {}), found {}",
+                    u32::MAX,
+                    found(v)
+                ),
+            )),
+        }
     }
 
     fn value(&self, v: &'a str) -> PResult<'a, Value> {

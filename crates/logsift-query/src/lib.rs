@@ -23,6 +23,7 @@ pub mod lang;
 mod layout_tests;
 pub mod matcher;
 mod parts;
+mod patterns;
 pub mod tail;
 
 use std::ops::Bound;
@@ -40,6 +41,10 @@ use collector::{SortKey, TopByTime};
 use lang::Ast;
 use parts::Coverage;
 pub use parts::Covered;
+pub use patterns::{
+    compare, patterns, Change, CompareRequest, CompareResponse, PatternRow, PatternsRequest,
+    PatternsResponse, MAX_PATTERNS,
+};
 
 /// A hard ceiling on one page, so that a single request cannot ask for unbounded memory.
 pub const MAX_LIMIT: usize = 10_000;

@@ -88,6 +88,9 @@ enum Check {
         min: u8,
         max: u8,
     },
+    /// `pattern:<id>`: block segments, the only records checked here, store no pattern ids,
+    /// so like records stored without one they never match.
+    NoPattern,
 }
 
 impl Matcher {
@@ -210,6 +213,7 @@ impl Matcher {
             Check::Severity { min, max } => record
                 .severity
                 .is_some_and(|s| (*min..=*max).contains(&s.code())),
+            Check::NoPattern => false,
         }
     }
 
@@ -421,6 +425,7 @@ fn leaf_node(leaf: &Leaf, analyzer: &mut TextAnalyzer) -> Node {
             min: *min,
             max: *max,
         },
+        Leaf::Pattern { .. } => Check::NoPattern,
     };
     Node::Leaf(check)
 }
@@ -672,7 +677,7 @@ pub(crate) mod tests {
             };
             writer
                 .add_document(logsift_store::build_document(
-                    &schema, lsn as u64, &entry, record,
+                    &schema, lsn as u64, &entry, record, 0,
                 ))
                 .unwrap();
         }

@@ -130,7 +130,16 @@ pub(crate) fn hit_of(
                     index: index.to_string(),
                     source,
                 })?;
-            Ok(store.hit_json(index, key.id, key.timestamp, &doc))
+            let mut stored = logsift_store::Stored::of(store.schema(), &doc);
+            // Segments written before patterns were mined have no column: no pattern.
+            stored.pattern = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .u64(logsift_store::PATTERN_FIELD)
+                .ok()
+                .and_then(|c| c.first(addr.doc_id))
+                .map_or(0, |p| p as u32);
+            Ok(store.hit_json_of(index, key.id, key.timestamp, &stored))
         }
         (HitAt::Line(line), _) => Ok(store.hit_json_of(
             index,
@@ -141,6 +150,7 @@ pub(crate) fn hit_of(
                 received_at: Some(line.received_at),
                 source: &line.source,
                 format: line.format,
+                pattern: 0,
             },
         )),
         (HitAt::Doc(_), PartReader::Blocks(_)) => Err(QueryError::BadRequest(

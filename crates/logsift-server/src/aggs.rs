@@ -1,5 +1,6 @@
-//! `GET /api/v1/histogram`, `GET /api/v1/terms` and `GET /api/v1/context`: thin translations
-//! to `logsift_query::agg`, run under the same limits as searches.
+//! `GET /api/v1/histogram`, `GET /api/v1/terms`, `GET /api/v1/context`, `GET /api/v1/patterns`
+//! and `GET /api/v1/compare`: thin translations to `logsift_query`'s aggregations, run under
+//! the same limits as searches.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -10,7 +11,7 @@ use logsift_query::agg::{
     self, ContextRequest, ContextResponse, HistogramRequest, HistogramResponse, TermsRequest,
     TermsResponse,
 };
-use logsift_query::Budget;
+use logsift_query::{Budget, CompareRequest, CompareResponse, PatternsRequest, PatternsResponse};
 use serde::Deserialize;
 
 use crate::audit::audited;
@@ -26,6 +27,18 @@ impl Answer for HistogramResponse {
 }
 
 impl Answer for TermsResponse {
+    fn partial(&self) -> bool {
+        self.partial
+    }
+}
+
+impl Answer for PatternsResponse {
+    fn partial(&self) -> bool {
+        self.partial
+    }
+}
+
+impl Answer for CompareResponse {
     fn partial(&self) -> bool {
         self.partial
     }
@@ -173,5 +186,92 @@ pub async fn context(
     answer.before.retain(readable);
     answer.after.retain(readable);
     let n = (answer.before.len() + 1 + answer.after.len()) as u64;
+    Ok(audited(Json(answer), n))
+}
+
+const DEFAULT_PATTERNS: usize = 20;
+/// The window of `compare` when no start is given: the last quarter of an hour.
+const DEFAULT_COMPARE_WINDOW_NS: i64 = 15 * 60 * 1_000_000_000;
+
+#[derive(Debug, Deserialize)]
+pub struct PatternsParams {
+    q: Option<String>,
+    index: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    size: Option<usize>,
+    interval: Option<String>,
+}
+
+pub async fn patterns(
+    State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
+    p: Result<Query<PatternsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = params(p)?;
+    let now = now_ns();
+    let req = PatternsRequest {
+        query: p.q.unwrap_or_default(),
+        indexes: read_scope(&state, &principal, p.index)?,
+        start: time_param("start", p.start.as_deref(), now)?,
+        end: time_param("end", p.end.as_deref(), now)?,
+        size: p.size.unwrap_or(DEFAULT_PATTERNS),
+        interval_ms: p
+            .interval
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(agg::parse_interval)
+            .transpose()
+            .map_err(query_error)?,
+        budget: Budget::default(),
+    };
+    let store = state.store.clone();
+    let answer = run_query(&limits, move |budget| {
+        logsift_query::patterns(&store, &PatternsRequest { budget, ..req })
+    })
+    .await?;
+    let n = answer.patterns.len() as u64;
+    Ok(audited(Json(answer), n))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompareParams {
+    q: Option<String>,
+    index: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    baseline_start: Option<String>,
+    baseline_end: Option<String>,
+    size: Option<usize>,
+}
+
+pub async fn compare(
+    State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
+    p: Result<Query<CompareParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = params(p)?;
+    let now = now_ns();
+    let end = time_param("end", p.end.as_deref(), now)?.unwrap_or(now);
+    let start = time_param("start", p.start.as_deref(), now)?
+        .unwrap_or_else(|| end.saturating_sub(DEFAULT_COMPARE_WINDOW_NS));
+    let req = CompareRequest {
+        query: p.q.unwrap_or_default(),
+        indexes: read_scope(&state, &principal, p.index)?,
+        start,
+        end,
+        baseline_start: time_param("baseline_start", p.baseline_start.as_deref(), now)?,
+        baseline_end: time_param("baseline_end", p.baseline_end.as_deref(), now)?,
+        size: p.size.unwrap_or(DEFAULT_PATTERNS),
+        budget: Budget::default(),
+    };
+    let store = state.store.clone();
+    let answer = run_query(&limits, move |budget| {
+        logsift_query::compare(&store, &CompareRequest { budget, ..req })
+    })
+    .await?;
+    let n = answer.patterns.len() as u64;
     Ok(audited(Json(answer), n))
 }

@@ -386,8 +386,8 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<String> {
     let rest = path.strip_prefix("/api/v1/")?;
     let first = rest.split('/').next().unwrap_or("");
     let action = match first {
-        "search" | "histogram" | "terms" | "context" | "tail" | "indexes" | "segments" | "keys"
-        | "holds" | "delete" => first.to_string(),
+        "search" | "histogram" | "terms" | "context" | "patterns" | "compare" | "tail"
+        | "indexes" | "segments" | "keys" | "holds" | "delete" => first.to_string(),
         "exports" => "export manifest".to_string(),
         "saved" => "saved searches".to_string(),
         "alerts" if rest.starts_with("alerts/rules") => "alert rules".to_string(),

@@ -110,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/histogram", get(aggs::histogram))
         .route("/api/v1/terms", get(aggs::terms))
         .route("/api/v1/context", get(aggs::context))
+        .route("/api/v1/patterns", get(aggs::patterns))
+        .route("/api/v1/compare", get(aggs::compare))
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/v1/indexes", get(indexes))
         .route("/api/v1/segments", get(segments))

@@ -27,7 +27,9 @@ const state = {
   loading: false,
   generation: 0, // bumps on every new search, so late answers of an old one are ignored
   tail: null,
+  view: "lines", // or "patterns": the matches grouped by log pattern
 };
+const PATTERNS_SHOWN = 50;
 
 // ---- URL state: the whole page can be pasted into an incident channel ----
 
@@ -46,6 +48,7 @@ function readUrl() {
     state.range = r && (r in RANGES || r === "all") ? r : "15m";
   }
   $("tail").checked = p.get("tail") === "1";
+  state.view = p.get("view") === "patterns" ? "patterns" : "lines";
 }
 
 function writeUrl() {
@@ -59,6 +62,7 @@ function writeUrl() {
     p.set("range", state.range);
   }
   if ($("tail").checked) p.set("tail", "1");
+  if (state.view === "patterns") p.set("view", "patterns");
   history.replaceState(null, "", "?" + p.toString());
 }
 
@@ -77,6 +81,10 @@ function window_() {
 
 function syncForm() {
   $("q").value = state.q;
+  $("view-lines").classList.toggle("on", state.view === "lines");
+  $("view-patterns").classList.toggle("on", state.view === "patterns");
+  $("view-lines").setAttribute("aria-selected", String(state.view === "lines"));
+  $("view-patterns").setAttribute("aria-selected", String(state.view === "patterns"));
   $("range").value = state.range;
   $("abs").hidden = state.range !== "abs";
   if (state.range === "abs") {
@@ -243,16 +251,17 @@ function toggleDetails(row, hit) {
     ["severity", hit.severity], ["facility", hit.facility], ["host", hit.host], ["app", hit.app],
     ["procid", hit.procid], ["msgid", hit.msgid], ["source", hit.source], ["id", hit.id],
   ];
+  if (hit.pattern_id) fields.push(["pattern", hit.pattern_id]);
   for (const [k, v] of Object.entries(hit.fields || {})) {
     fields.push(["fields." + k, typeof v === "object" ? JSON.stringify(v) : v]);
   }
-  const filterable = new Set(["severity", "facility", "host", "app", "procid", "msgid"]);
+  const filterable = new Set(["severity", "facility", "host", "app", "procid", "msgid", "pattern"]);
   for (const [k, v] of fields) {
     if (v === null || v === undefined || v === "") continue;
     const tr = el("tr");
     tr.append(el("td", "k", k));
     const td = el("td");
-    const val = el("span", "val", v);
+    const val = el("span", "val", k === "pattern" ? `[${v}] ${hit.pattern || ""}` : v);
     td.append(val);
     if (filterable.has(k) || k.startsWith("fields.")) {
       val.title = "filter on this value";
@@ -296,10 +305,21 @@ async function runSearch() {
   const gen = ++state.generation;
   state.cursor = null;
   $("hits").textContent = "";
+  $("patterns").textContent = "";
   $("more").textContent = "searching…";
   $("summary").textContent = "";
   const win = window_();
   stopTail();
+  const patterns = state.view === "patterns";
+  $("patterns").hidden = !patterns;
+  $("hits").hidden = patterns;
+  $("more").hidden = patterns;
+  if (patterns) {
+    loadPatterns(gen, win);
+    loadHistogram(gen, win);
+    loadFacets(gen, win);
+    return;
+  }
   try {
     const page = await api("/api/v1/search", { q: state.q, ...scope(), limit: PAGE, ...win });
     if (gen !== state.generation) return;
@@ -347,6 +367,136 @@ async function loadMore() {
     $("more").textContent = "loading more failed: " + err.message;
   } finally {
     state.loading = false;
+  }
+}
+
+// ---- patterns: the matches grouped by log pattern, each with its counts over the range ----
+
+function setView(view) {
+  if (state.view === view) return;
+  state.view = view;
+  syncForm();
+  runSearch();
+}
+
+// `pattern:<id>` added to the query, back to the lines.
+function filterPattern(id) {
+  state.view = "lines";
+  addFilter("pattern", String(id), false);
+}
+
+function sparkline(counts) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  const W = 160;
+  const H = 22;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const max = Math.max(1, ...counts);
+  const bw = W / Math.max(1, counts.length);
+  counts.forEach((n, i) => {
+    if (!n) return;
+    const h = Math.max(1, (n / max) * H);
+    const r = document.createElementNS(ns, "rect");
+    r.setAttribute("x", String(i * bw));
+    r.setAttribute("y", String(H - h));
+    r.setAttribute("width", String(Math.max(0.5, bw - 0.5)));
+    r.setAttribute("height", String(h));
+    svg.append(r);
+  });
+  return svg;
+}
+
+async function loadPatterns(gen, win) {
+  const box = $("patterns");
+  try {
+    const p = await api("/api/v1/patterns", { q: state.q, ...scope(), size: PATTERNS_SHOWN, ...win });
+    if (gen !== state.generation) return;
+    const s = $("summary");
+    s.textContent = "";
+    s.append(`${Number(p.total).toLocaleString("en")} matches in ${Number(p.distinct).toLocaleString("en")} patterns · ${p.took_ms} ms`);
+    if (p.without_pattern) s.append(` · ${Number(p.without_pattern).toLocaleString("en")} without a pattern`);
+    if (p.partial) {
+      s.append(" · ");
+      s.append(el("span", "partial", "partial answer (time limit): not every segment was counted"));
+    }
+    box.textContent = "";
+    for (const row of p.patterns) {
+      const r = el("div", "pattern");
+      r.setAttribute("role", "listitem");
+      r.dataset.id = String(row.id);
+      r.dataset.count = String(row.count);
+      r.title = "show these lines" + (row.example ? "\ne.g. " + row.example.message : "");
+      r.append(
+        el("span", "n", row.count.toLocaleString("en")),
+        el("span", "pid", "#" + row.id),
+        sparkline(row.counts),
+        el("span", "tpl", row.template || "(template unknown)"),
+        el("span", "seen", `${fmtTime(row.first_seen)} → ${fmtTime(row.last_seen)}`),
+      );
+      r.addEventListener("click", () => filterPattern(row.id));
+      box.append(r);
+    }
+    if (!p.patterns.length) box.append(el("div", "more", p.total ? "no match has a pattern" : "no matches"));
+  } catch (err) {
+    if (gen !== state.generation) return;
+    if (err.code === "bad_query") showQueryError(err);
+    else $("summary").textContent = "patterns failed: " + err.message;
+  }
+}
+
+// ---- what changed: the range against the same length before it ----
+
+async function showChanges() {
+  const box = $("changes-body");
+  box.textContent = "comparing…";
+  $("changes").hidden = false;
+  let win = window_();
+  if (!win.start) {
+    // All time has nothing before it: the last hour against the one before.
+    const now = Date.now();
+    win = { start: new Date(now - 3600e3).toISOString(), end: new Date(now + 1000).toISOString() };
+  }
+  try {
+    const c = await api("/api/v1/compare", { q: state.q, ...scope(), size: 20, ...win });
+    box.textContent = "";
+    const ranges = el("div", "range");
+    ranges.append(
+      `${fmtTime(c.window.start)} → ${fmtTime(c.window.end)}: ${c.window.total.toLocaleString("en")} matches, against `,
+      `${fmtTime(c.baseline.start)} → ${fmtTime(c.baseline.end)}: ${c.baseline.total.toLocaleString("en")} matches`,
+    );
+    box.append(ranges);
+    const row = (ch, label, onClick) => {
+      const r = el("div", "change");
+      r.dataset.kind = ch.kind;
+      r.append(
+        el("span", "kind kind-" + ch.kind, ch.kind),
+        el("span", "score", ch.score.toFixed(1)),
+        el("span", "counts", `${ch.count.toLocaleString("en")} vs ${ch.baseline_count.toLocaleString("en")}`),
+        el("span", "what", label),
+      );
+      r.title = "score: how unlikely this change is by chance (G²; 4 ≈ p 0.05)";
+      r.addEventListener("click", () => {
+        $("changes").hidden = true;
+        onClick();
+      });
+      return r;
+    };
+    box.append(el("h4", null, "patterns"));
+    if (!c.patterns.length) box.append(el("div", "range", "no pattern changed"));
+    for (const ch of c.patterns) {
+      const r = row(ch, `#${ch.id} ${ch.value || "(template unknown)"}`, () => filterPattern(ch.id));
+      r.dataset.id = String(ch.id);
+      box.append(r);
+    }
+    for (const [key, field] of [["hosts", "host"], ["apps", "app"], ["severities", "severity"]]) {
+      if (!c[key].length) continue;
+      box.append(el("h4", null, `${field}: more than before`));
+      for (const ch of c[key]) box.append(row(ch, ch.value, () => addFilter(field, ch.value, false)));
+    }
+    if (c.partial) box.append(el("div", "partial", "partial answer (time limit): the counts are lower bounds"));
+  } catch (err) {
+    box.textContent = "compare failed: " + err.message;
   }
 }
 
@@ -758,7 +908,17 @@ function init() {
     if (ev.target === $("context")) $("context").hidden = true;
   });
   document.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape") $("context").hidden = true;
+    if (ev.key === "Escape") {
+      $("context").hidden = true;
+      $("changes").hidden = true;
+    }
+  });
+  $("view-lines").addEventListener("click", () => setView("lines"));
+  $("view-patterns").addEventListener("click", () => setView("patterns"));
+  $("what-changed").addEventListener("click", showChanges);
+  $("changes-close").addEventListener("click", () => ($("changes").hidden = true));
+  $("changes").addEventListener("click", (ev) => {
+    if (ev.target === $("changes")) $("changes").hidden = true;
   });
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadMore();

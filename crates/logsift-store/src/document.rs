@@ -9,15 +9,20 @@ use tantivy::TantivyDocument;
 
 use crate::{LogSchema, Store};
 
-/// Builds the tantivy document of one record. `record` was parsed from `entry.raw`. Public for
-/// `benches/index_cost.rs`, which prices each part of the schema on the same documents.
+/// Builds the tantivy document of one record. `record` was parsed from `entry.raw`; `pattern`
+/// is its pattern id (0: none). Public for `benches/index_cost.rs`, which prices each part of
+/// the schema on the same documents.
 pub fn build_document(
     schema: &LogSchema,
     lsn: u64,
     entry: &Entry<'_>,
     record: &Record<'_>,
+    pattern: u32,
 ) -> TantivyDocument {
     let mut doc = TantivyDocument::new();
+    if pattern != 0 {
+        doc.add_u64(schema.pattern, u64::from(pattern));
+    }
     doc.add_i64(
         schema.timestamp,
         record.timestamp.unwrap_or(entry.received_at),
@@ -101,6 +106,8 @@ pub struct Stored<'a> {
     pub received_at: Option<i64>,
     pub source: &'a str,
     pub format: Format,
+    /// The record's pattern id, 0 for none (read from the column by the caller).
+    pub pattern: u32,
 }
 
 impl<'a> Stored<'a> {
@@ -120,29 +127,14 @@ impl<'a> Stored<'a> {
                 .and_then(|v| v.as_u64())
                 .and_then(|c| Format::from_code(c as u8))
                 .unwrap_or_default(),
+            pattern: 0,
         }
     }
 }
 
-/// The JSON hit of one stored document, as `GET /api/v1/search` answers it. Everything but the
-/// id and timestamp is derived by parsing the stored raw bytes again.
-pub(crate) fn hit_json(
-    store: &Store,
-    index: &str,
-    id: u64,
-    timestamp: i64,
-    doc: &TantivyDocument,
-) -> Value {
-    hit_json_of(
-        store,
-        index,
-        id,
-        timestamp,
-        &Stored::of(store.schema(), doc),
-    )
-}
-
-/// The JSON hit of one record from what its segment stored of it.
+/// The JSON hit of one record from what its segment stored of it, as `GET /api/v1/search`
+/// answers it. Everything but the id, timestamp and pattern is derived by parsing the stored
+/// raw bytes again.
 pub(crate) fn hit_json_of(
     store: &Store,
     index: &str,
@@ -155,6 +147,7 @@ pub(crate) fn hit_json_of(
         received_at,
         source,
         format,
+        pattern,
     } = *stored;
     let received_at = received_at.unwrap_or(timestamp);
     let opts = store.parse_options(index, received_at);
@@ -181,6 +174,13 @@ pub(crate) fn hit_json_of(
     });
     if let Some(err) = record.parse_error {
         hit["parse_error"] = Value::String(err.into_owned());
+    }
+    if pattern != 0 {
+        hit["pattern_id"] = Value::from(pattern);
+        hit["pattern"] = store
+            .patterns()
+            .template(pattern)
+            .map_or(Value::Null, |t| Value::String(t.to_string()));
     }
     hit
 }

@@ -304,6 +304,8 @@ pub struct IndexHandle {
     segments_written: AtomicU64,
     /// Seals that merged and wrote a segment file (a retry that only catalogues does not).
     segments_built: AtomicU64,
+    /// The store's pattern templates: a segment's summary keeps those of its records.
+    patterns: Arc<crate::PatternBook>,
 }
 
 /// What a rewrite (merge or erasure) of sealed segments did.
@@ -334,6 +336,7 @@ impl IndexHandle {
         schema: &LogSchema,
         query_index: &Index,
         cfg: &StoreConfig,
+        patterns: &Arc<crate::PatternBook>,
     ) -> Result<Self, StoreError> {
         let tantivy_err = |source| StoreError::Tantivy {
             index: name.to_string(),
@@ -400,6 +403,7 @@ impl IndexHandle {
             committed_raw_bytes: AtomicU64::new(0),
             segments_written: AtomicU64::new(0),
             segments_built: AtomicU64::new(0),
+            patterns: patterns.clone(),
         };
         handle.recover()?;
         Ok(handle)
@@ -772,8 +776,9 @@ impl IndexHandle {
         lsn: u64,
         entry: &logsift_core::entry::Entry<'_>,
         record: &logsift_core::Record<'_>,
+        pattern: u32,
     ) -> Result<(), StoreError> {
-        self.add(lsn, entry, Parsed::Record(record))
+        self.add(lsn, entry, Parsed::Record(record), pattern)
     }
 
     /// [`IndexHandle::add_record`] for a record analysed beforehand (the `blocks` layout).
@@ -783,7 +788,7 @@ impl IndexHandle {
         entry: &logsift_core::entry::Entry<'_>,
         analysis: &Analysis<'_>,
     ) -> Result<(), StoreError> {
-        self.add(lsn, entry, Parsed::Analysis(analysis))
+        self.add(lsn, entry, Parsed::Analysis(analysis), 0)
     }
 
     fn add(
@@ -791,6 +796,7 @@ impl IndexHandle {
         lsn: u64,
         entry: &logsift_core::entry::Entry<'_>,
         parsed: Parsed<'_>,
+        pattern: u32,
     ) -> Result<(), StoreError> {
         // Noted under the writer lock: a seal swapping the hot tier must see the record as
         // uncommitted, or it would drop it with the old writer.
@@ -805,7 +811,7 @@ impl IndexHandle {
         };
         match (slot.as_mut(), parsed) {
             (Some(HotWriter::Records(w)), Parsed::Record(record)) => {
-                let doc = crate::build_document(&self.schema, lsn, entry, record);
+                let doc = crate::build_document(&self.schema, lsn, entry, record, pattern);
                 w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
             }
             (Some(HotWriter::Records(w)), Parsed::Analysis(_)) => {
@@ -815,7 +821,7 @@ impl IndexHandle {
                     ..self.parse
                 };
                 let record = logsift_parse::parse(entry.format, entry.raw, &opts);
-                let doc = crate::build_document(&self.schema, lsn, entry, &record);
+                let doc = crate::build_document(&self.schema, lsn, entry, &record, 0);
                 w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
             }
             (Some(HotWriter::Blocks(tier)), Parsed::Record(record)) => {
@@ -1147,6 +1153,7 @@ impl IndexHandle {
                         &sealed,
                         &out,
                         &*self.files,
+                        &self.patterns,
                         &tier.id,
                         tier.raw_bytes,
                         tier.max_lsn,
@@ -1415,16 +1422,16 @@ impl IndexHandle {
             return false;
         }
         let live: Vec<CatalogEntry> = self.segments();
-        // Segments by whether they fold ids (see `tokens`): tantivy merges only segments of one
-        // schema, so those written before folding are merged among themselves.
-        let sealed: HashMap<String, bool> = self
+        // Segments by schema generation (folded ids, then pattern ids): tantivy merges only
+        // segments of one schema, so older ones are merged among themselves.
+        let sealed: HashMap<String, u8> = self
             .sealed
             .read()
             .iter()
             // Block segments are never merged: they are written whole by their seal.
             .filter_map(|s| {
-                let folds = LogSchema::folds_ids(s.records()?.searcher().schema());
-                Some((s.entry.segment.clone(), folds))
+                let generation = LogSchema::generation(s.records()?.searcher().schema());
+                Some((s.entry.segment.clone(), generation))
             })
             .collect();
         // Quarantined segments are never merged: their bytes are not to be trusted.
@@ -1654,8 +1661,16 @@ impl IndexHandle {
                 }
                 crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
                 self.check_not_abandoned()?;
-                let written = sealed_info(&merged, work, &*self.files, id, raw_bytes, max_lsn)
-                    .map_err(|e| self.store_err(e))?;
+                let written = sealed_info(
+                    &merged,
+                    work,
+                    &*self.files,
+                    &self.patterns,
+                    id,
+                    raw_bytes,
+                    max_lsn,
+                )
+                .map_err(|e| self.store_err(e))?;
                 Ok((Some(written), kept))
             },
         )
@@ -1880,7 +1895,7 @@ fn pick_merge(
     live: &[CatalogEntry],
     factor: usize,
     max_docs: u64,
-    kind: impl Fn(&CatalogEntry) -> Option<bool>,
+    kind: impl Fn(&CatalogEntry) -> Option<u8>,
 ) -> Option<Vec<CatalogEntry>> {
     if factor < 2 {
         return None;
@@ -1905,6 +1920,7 @@ fn sealed_info(
     index: &Index,
     dir: &Path,
     files: &dyn SegmentFiles,
+    patterns: &crate::PatternBook,
     id: &str,
     raw_bytes: u64,
     max_lsn: u64,
@@ -1928,7 +1944,7 @@ fn sealed_info(
     }
     drop(searcher);
     drop(reader);
-    SegmentSummary::compute(index)
+    SegmentSummary::compute(index, patterns)
         .map_err(|e| e.to_string())?
         .write(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -15,6 +15,7 @@ mod handle;
 mod holds;
 pub mod metastore;
 pub mod object;
+pub mod patterns;
 mod runtime;
 mod schema;
 pub mod segment;
@@ -49,10 +50,11 @@ pub use handle::{IndexHandle, PartReader, Rewritten};
 pub use holds::HoldRecord;
 pub use metastore::{Metastore, PgMetastore};
 pub use object::{ObjectStorage, S3Options};
-pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER};
+pub use patterns::PatternBook;
+pub use schema::{stream_key, LogSchema, KEYWORD_TOKENIZER, PATTERN_FIELD};
 pub use store::{
     Applied, IndexOptions, Indexer, Layout, LegalHold, Prepared, Preparer, Store, StoreConfig,
     StoreError,
 };
-pub use summary::{KeywordCounts, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
+pub use summary::{KeywordCounts, PatternCount, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
 pub use verify::{list_segments, verify_index, VerifyReport};

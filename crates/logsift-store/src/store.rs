@@ -82,6 +82,9 @@ pub struct StoreConfig {
     pub metastore: crate::Metastore,
     /// How seals lay out the segments they write.
     pub layout: Layout,
+    /// Where the pattern miner's state is kept (`<data>/patterns.state`); `None`: records get
+    /// no pattern id. Only the `records` layout stores pattern ids (#19).
+    pub patterns_state: Option<PathBuf>,
 }
 
 /// How a seal lays out a segment. Segments of both layouts are read whatever the setting, so
@@ -125,6 +128,7 @@ impl StoreConfig {
             segments: crate::SegmentStorage::Local,
             metastore: crate::Metastore::Files,
             layout: Layout::Records,
+            patterns_state: None,
         }
     }
 
@@ -189,6 +193,8 @@ pub struct Store {
     indexes: RwLock<BTreeMap<IndexName, Arc<IndexHandle>>>,
     /// Holds placed through the API (the configured ones are in `cfg.index_options`).
     holds: Mutex<crate::holds::Holds>,
+    /// Filled by the [`Indexer`], which mines the patterns.
+    patterns: Arc<crate::PatternBook>,
 }
 
 impl Store {
@@ -214,6 +220,7 @@ impl Store {
                 fs::create_dir_all(&dir).map_err(io(&dir))?;
             }
         }
+        let patterns: Arc<crate::PatternBook> = Arc::default();
         let mut indexes = BTreeMap::new();
         for entry in fs::read_dir(&cfg.dir).map_err(io(&cfg.dir))? {
             let entry = entry.map_err(io(&cfg.dir))?;
@@ -234,6 +241,7 @@ impl Store {
                 &schema,
                 &query_index,
                 &cfg,
+                &patterns,
             )?;
             tracing::info!(index = %name, committed_lsn = handle.committed_lsn(), docs = handle.num_docs(), "opened index");
             indexes.insert(name, Arc::new(handle));
@@ -248,6 +256,7 @@ impl Store {
             max_rewrites: (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
             indexes: RwLock::new(indexes),
             holds: Mutex::new(holds),
+            patterns,
         })
     }
 
@@ -260,15 +269,9 @@ impl Store {
         self.cfg.parse_options(index, received_at_ns)
     }
 
-    /// The JSON hit of one stored document of `index`.
-    pub fn hit_json(
-        &self,
-        index: &str,
-        id: u64,
-        timestamp: i64,
-        doc: &tantivy::TantivyDocument,
-    ) -> serde_json::Value {
-        crate::document::hit_json(self, index, id, timestamp, doc)
+    /// The template text of each pattern id.
+    pub fn patterns(&self) -> &Arc<crate::PatternBook> {
+        &self.patterns
     }
 
     /// The JSON hit of one record of `index`, from what a segment stored of it.
@@ -305,6 +308,7 @@ impl Store {
             &self.schema,
             &self.query_index,
             &self.cfg,
+            &self.patterns,
         )?);
         tracing::info!(index = %name, "created index");
         indexes.insert(name.clone(), handle.clone());
@@ -597,6 +601,8 @@ pub struct Indexer {
     reapply_pending: bool,
     /// The last [`Indexer::truncatable_lsn`] computed while no failure was pending.
     truncatable: u64,
+    /// The pattern miner, when records get pattern ids.
+    mining: Option<crate::patterns::Mining>,
 }
 
 /// What one [`Indexer::apply`] did with its entry.
@@ -613,6 +619,12 @@ pub enum Applied {
 
 impl Indexer {
     pub fn new(store: Arc<Store>) -> Self {
+        let mining = match (&store.cfg.patterns_state, store.cfg.layout) {
+            (Some(path), Layout::Records) => {
+                Some(crate::patterns::Mining::open(path, store.patterns.clone()))
+            }
+            _ => None,
+        };
         Indexer {
             store,
             applied_lsn: 0,
@@ -620,6 +632,7 @@ impl Indexer {
             uncreated: std::collections::BTreeSet::new(),
             reapply_pending: false,
             truncatable: 0,
+            mining,
         }
     }
 
@@ -673,6 +686,9 @@ impl Indexer {
             }
         };
         if lsn <= handle.committed_lsn() {
+            if !self.reapply_pending {
+                self.learn_sealed(lsn, &entry);
+            }
             return Ok(Applied::AlreadyCommitted);
         }
         if !self.reapply_pending && !handle.writer_open() {
@@ -695,8 +711,22 @@ impl Indexer {
         }
     }
 
+    /// A replay meets a record its index has sealed, above what the saved miner state holds:
+    /// the miner learns from it as it did the first time, so later records get the ids they
+    /// had.
+    fn learn_sealed(&mut self, lsn: u64, entry: &Entry<'_>) {
+        let Some(mining) = self.mining.as_mut() else {
+            return;
+        };
+        if mining.needs(lsn, entry.index) {
+            let opts = self.store.parse_options(entry.index, entry.received_at);
+            let record = logsift_parse::parse(entry.format, entry.raw, &opts);
+            mining.assign(lsn, entry.index, &record.message);
+        }
+    }
+
     fn add(
-        &self,
+        &mut self,
         handle: &IndexHandle,
         lsn: u64,
         entry: &Entry<'_>,
@@ -708,7 +738,11 @@ impl Indexer {
         }
         let opts = self.store.parse_options(entry.index, entry.received_at);
         let record = logsift_parse::parse(entry.format, entry.raw, &opts);
-        handle.add_record(lsn, entry, &record)?;
+        let pattern = match self.mining.as_mut() {
+            Some(m) => m.assign(lsn, entry.index, &record.message),
+            None => 0,
+        };
+        handle.add_record(lsn, entry, &record, pattern)?;
         Ok(record
             .parse_error
             .as_deref()
@@ -746,6 +780,10 @@ impl Indexer {
         if self.reapply_pending {
             return Err(StoreError::Pending);
         }
+        // Before the records become visible: their hits name their patterns' templates.
+        if let Some(m) = self.mining.as_mut() {
+            m.publish();
+        }
         while let Some((name, handle)) = self.dirty.pop_first() {
             if let Err(e) = handle.commit(self.applied_lsn) {
                 self.dirty.insert(name, handle);
@@ -762,6 +800,9 @@ impl Indexer {
     pub fn maintain(&mut self) -> u64 {
         if self.reapply_pending || !self.dirty.is_empty() {
             return self.truncatable_lsn();
+        }
+        if let Some(m) = self.mining.as_mut() {
+            m.checkpoint(self.applied_lsn, false);
         }
         let policy = self.store.cfg.seal_policy();
         for handle in self.store.list() {
@@ -836,7 +877,22 @@ impl Indexer {
             .filter_map(|h| h.first_unsealed_lsn())
             .map(|first| first - 1)
             .fold(self.applied_lsn, u64::min);
+        // The records the saved miner state has not learnt from must be replayable.
+        if let Some(m) = &self.mining {
+            self.truncatable = self.truncatable.min(m.saved_lsn());
+        }
         self.truncatable
+    }
+
+    /// Saves the pattern miner's state now if it changed (a graceful stop), so that the WAL
+    /// need not keep records for it. Does nothing while a failure is pending.
+    pub fn save_patterns(&mut self) {
+        if self.reapply_pending || !self.dirty.is_empty() {
+            return;
+        }
+        if let Some(m) = self.mining.as_mut() {
+            m.checkpoint(self.applied_lsn, true);
+        }
     }
 
     /// Recovers from a failure: `scan` must feed every WAL entry in LSN order; those above
@@ -871,12 +927,15 @@ impl Indexer {
                 Ok(e) => e,
                 Err(_) => return,
             };
-            let Some(handle) = dirty.iter().find(|h| h.name().as_str() == entry.index) else {
+            let Some(handle) = dirty
+                .iter()
+                .find(|h| h.name().as_str() == entry.index && lsn > h.committed_lsn())
+            else {
+                // Not added again, but the miner may not have learnt from it yet (it was
+                // deferred or met during a pending replay): it learns in WAL order.
+                self.learn_sealed(lsn, &entry);
                 return;
             };
-            if lsn <= handle.committed_lsn() {
-                return;
-            }
             match self.add(handle, lsn, &entry, None) {
                 Ok(_) => added += 1,
                 Err(e) => failure = Some(e.to_string()),

@@ -19,6 +19,8 @@ const FORMAT_VERSION: u32 = 1;
 pub const SUMMARY_BUCKET_NS: i64 = 60_000_000_000;
 /// Past this many distinct values a keyword's counts are left out (terms then reads records).
 const MAX_VALUES: usize = 10_000;
+/// Template text one summary keeps, at most (the most frequent patterns' first).
+const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// Severity codes 0–7, then records without one.
 pub const SEVERITY_SLOTS: usize = 9;
 
@@ -33,6 +35,22 @@ pub struct SegmentSummary {
     /// `None` when there were more than `MAX_VALUES` values.
     pub hosts: Option<KeywordCounts>,
     pub apps: Option<KeywordCounts>,
+    /// Records per pattern id, ascending by id (records without one are not counted); `None`
+    /// for segments written before patterns were mined or without a pattern column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns: Option<Vec<PatternCount>>,
+}
+
+/// One pattern's records in a segment: the segment's dictionary entry for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternCount {
+    pub id: u32,
+    pub count: u64,
+    /// Timestamps of its first and last record, ns.
+    pub first: i64,
+    pub last: i64,
+    /// Its template when the segment was written (templates generalise later; ids stay).
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,15 +60,27 @@ pub struct KeywordCounts {
 }
 
 impl SegmentSummary {
-    /// Reads every record of a one-segment index (written, not yet bundled) from its columns.
-    pub fn compute(index: &Index) -> tantivy::Result<SegmentSummary> {
+    /// Reads every record of a one-segment index (written, not yet bundled) from its columns;
+    /// `patterns` spells the templates of the pattern ids found.
+    pub fn compute(
+        index: &Index,
+        patterns: &crate::PatternBook,
+    ) -> tantivy::Result<SegmentSummary> {
         let reader = index.reader()?;
         let searcher = reader.searcher();
         let mut b = SummaryBuilder::default();
+        let has_patterns = index.schema().get_field(crate::PATTERN_FIELD).is_ok();
+        let mut by_pattern: std::collections::HashMap<u32, (u64, i64, i64)> =
+            std::collections::HashMap::new();
         for segment in searcher.segment_readers() {
             let fast = segment.fast_fields();
             let ts = fast.i64("timestamp")?;
             let sev = fast.u64("severity_code")?;
+            let pattern = if has_patterns {
+                Some(fast.u64(crate::PATTERN_FIELD)?)
+            } else {
+                None
+            };
             let alive = segment.alive_bitset();
             for doc in 0..segment.max_doc() {
                 if alive.is_some_and(|a| a.is_deleted(doc)) {
@@ -59,12 +89,47 @@ impl SegmentSummary {
                 b.docs += 1;
                 let Some(t) = ts.first(doc) else { continue };
                 b.count_minute(t, sev.first(doc).map(|c| c.min(u64::from(u8::MAX)) as u8));
+                if let Some(id) = pattern.as_ref().and_then(|p| p.first(doc)) {
+                    let e = by_pattern.entry(id as u32).or_insert((0, t, t));
+                    e.0 += 1;
+                    e.1 = e.1.min(t);
+                    e.2 = e.2.max(t);
+                }
             }
             // Keyword values by ordinal, then one dictionary lookup per value (not per record).
             count_values(segment, "host", &mut b.hosts, &mut b.host_missing)?;
             count_values(segment, "app", &mut b.apps, &mut b.app_missing)?;
         }
-        Ok(b.finish())
+        let mut summary = b.finish();
+        if has_patterns {
+            let mut counts: Vec<PatternCount> = by_pattern
+                .into_iter()
+                .map(|(id, (count, first, last))| PatternCount {
+                    id,
+                    count,
+                    first,
+                    last,
+                    template: None,
+                })
+                .collect();
+            // Templates of the most frequent first, up to a budget: every served segment
+            // keeps its summary in memory, and the miner holds every template anyway.
+            counts.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
+            let mut budget = MAX_TEMPLATE_BYTES;
+            for c in &mut counts {
+                let Some(t) = patterns.template(c.id) else {
+                    continue;
+                };
+                if t.len() > budget {
+                    break;
+                }
+                budget -= t.len();
+                c.template = Some(t.to_string());
+            }
+            counts.sort_unstable_by_key(|c| c.id);
+            summary.patterns = Some(counts);
+        }
+        Ok(summary)
     }
 
     /// Writes the summary into `dir` (the segment's files before bundling).
@@ -182,6 +247,7 @@ impl SummaryBuilder {
             minutes: self.minutes.into_iter().collect(),
             hosts: finish(self.hosts, self.host_missing),
             apps: finish(self.apps, self.app_missing),
+            patterns: None,
         }
     }
 }
