@@ -217,7 +217,11 @@ enum Fast {
 impl Miner {
     pub fn new(config: MinerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self {
+        Ok(Self::empty(config))
+    }
+
+    fn empty(config: MinerConfig) -> Self {
+        Self {
             config,
             patterns: Vec::new(),
             variants: Vec::new(),
@@ -235,7 +239,7 @@ impl Miner {
             token_cache: HashMap::default(),
             scratch: String::new(),
             fast_taken: 0,
-        })
+        }
     }
 
     /// Counts changes that can alter the id a later message gets; counts of messages do not
@@ -697,23 +701,9 @@ impl Miner {
         variants: Vec<Variant>,
     ) -> Self {
         let mut miner = Self {
-            config,
             patterns,
             variants,
-            buckets: HashMap::new(),
-            families: HashMap::new(),
-            catch_alls: HashMap::new(),
-            learnt: 0,
-            learnt_bytes: 0,
-            masked: Masked::new(),
-            revision: 0,
-            changed: Vec::new(),
-            fast: Vec::new(),
-            raw: Vec::new(),
-            raw_masked: Vec::new(),
-            token_cache: HashMap::default(),
-            scratch: String::new(),
-            fast_taken: 0,
+            ..Self::empty(config)
         };
         let max_text = usize::from(miner.config.max_token_text_bytes);
         miner.fast = miner

@@ -51,6 +51,15 @@ impl Answer for ContextResponse {
 }
 const DEFAULT_CONTEXT: usize = 10;
 
+/// A bucket size parameter (`30s`, `5m`); absent or empty: automatic.
+fn interval_param(interval: Option<&str>) -> Result<Option<i64>, ApiError> {
+    interval
+        .filter(|s| !s.is_empty())
+        .map(agg::parse_interval)
+        .transpose()
+        .map_err(query_error)
+}
+
 fn params<T>(p: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     p.map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))
@@ -79,13 +88,7 @@ pub async fn histogram(
         indexes: read_scope(&state, &principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
-        interval_ms: p
-            .interval
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(agg::parse_interval)
-            .transpose()
-            .map_err(query_error)?,
+        interval_ms: interval_param(p.interval.as_deref())?,
         budget: Budget::default(),
     };
     let store = state.store.clone();
@@ -217,13 +220,7 @@ pub async fn patterns(
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         size: p.size.unwrap_or(DEFAULT_PATTERNS),
-        interval_ms: p
-            .interval
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(agg::parse_interval)
-            .transpose()
-            .map_err(query_error)?,
+        interval_ms: interval_param(p.interval.as_deref())?,
         budget: Budget::default(),
     };
     let store = state.store.clone();
