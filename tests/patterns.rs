@@ -131,6 +131,18 @@ fn hits_carry_their_pattern_and_patterns_count_the_matches() {
     }
     let (status, body) = get(&s, "/api/v1/patterns", &[("size", "0")]);
     assert_eq!(status, 400, "{body}");
+    // Each listed pattern keeps a counter per bucket while counting: few buckets, or 400.
+    let (status, body) = get(
+        &s,
+        "/api/v1/patterns",
+        &[
+            ("interval", "1s"),
+            ("start", "2026-03-01T00:00:00Z"),
+            ("end", "2026-03-02T00:00:00Z"),
+        ],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("at most 150"), "{body}");
 
     // Exports keep the id, not the template, which generalises as records arrive: an export
     // run again (or resumed) must be the same bytes.

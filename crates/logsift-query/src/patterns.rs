@@ -23,7 +23,7 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
-use crate::agg::{auto_interval_ms, terms, TermsRequest, MAX_BUCKETS};
+use crate::agg::{auto_interval_ms, terms, TermsRequest};
 use crate::blocks::{BlockQuery, Need};
 use crate::collector::SortKey;
 use crate::lang::Ast;
@@ -35,6 +35,11 @@ use crate::{
 
 /// Most patterns one answer lists.
 pub const MAX_PATTERNS: usize = 1_000;
+/// Most time buckets of each pattern's counts: every pattern met in a part keeps a counter per
+/// bucket while the part is counted (up to about 20,000 patterns, the miner's bound, times
+/// this times 4 bytes), so the bound is far below a histogram's. The automatic interval gives
+/// at most about 120.
+pub const MAX_PATTERN_BUCKETS: usize = 150;
 const NS_PER_MS: i64 = 1_000_000;
 /// Values of each of host, app and severity that `compare` weighs (the most frequent in each
 /// range).
@@ -122,10 +127,10 @@ pub fn patterns(store: &Store, req: &PatternsRequest) -> Result<PatternsResponse
     } else {
         0
     };
-    if n > MAX_BUCKETS as i128 {
+    if n > MAX_PATTERN_BUCKETS as i128 {
         return Err(QueryError::BadRequest(format!(
-            "an interval of {interval_ms} ms over this range makes {n} buckets; the maximum is \
-             {MAX_BUCKETS}: choose a larger interval or a shorter range"
+            "an interval of {interval_ms} ms over this range makes {n} buckets; patterns count \
+             at most {MAX_PATTERN_BUCKETS}: choose a larger interval or a shorter range"
         )));
     }
     let frame = Frame {
@@ -158,7 +163,7 @@ pub fn patterns(store: &Store, req: &PatternsRequest) -> Result<PatternsResponse
             }
             None => None,
         };
-        let mut counts = stat.buckets.clone();
+        let mut counts: Vec<u64> = stat.buckets.iter().map(|&c| u64::from(c)).collect();
         counts.resize(frame.buckets, 0);
         patterns.push(PatternRow {
             id: *id,
@@ -187,7 +192,7 @@ pub fn patterns(store: &Store, req: &PatternsRequest) -> Result<PatternsResponse
     })
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CompareRequest {
     pub query: String,
     pub indexes: Vec<String>,
@@ -199,7 +204,25 @@ pub struct CompareRequest {
     pub baseline_end: Option<i64>,
     /// Patterns listed; hosts, apps and severities list at most 10 each.
     pub size: usize,
+    /// Distinct hosts, apps or severities counted per range (`query.terms_max_values`).
+    pub max_values: usize,
     pub budget: Budget,
+}
+
+impl Default for CompareRequest {
+    fn default() -> Self {
+        CompareRequest {
+            query: String::new(),
+            indexes: Vec::new(),
+            start: 0,
+            end: 0,
+            baseline_start: None,
+            baseline_end: None,
+            size: 20,
+            max_values: crate::agg::DEFAULT_TERMS_MAX_VALUES,
+            budget: Budget::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -342,8 +365,8 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
                     end: Some(end),
                     field: field.to_string(),
                     size: COMPARE_VALUES,
+                    max_values: req.max_values,
                     budget: req.budget.clone(),
-                    ..TermsRequest::default()
                 },
             )?;
             exact &= t.total_exact && !t.partial;
@@ -509,8 +532,8 @@ struct Stat {
     count: u64,
     first: i64,
     last: i64,
-    /// Per bucket, empty until the first count (most patterns meet few segments).
-    buckets: Vec<u64>,
+    /// Per bucket, empty until the first count (most patterns meet few segments); saturating.
+    buckets: Vec<u32>,
     /// The newest record: its key, part (in the request's parts) and address there.
     newest: Option<(SortKey, usize, DocAddress)>,
 }
@@ -550,7 +573,7 @@ impl Acc {
                 .ok()
                 .and_then(|b| s.buckets.get_mut(b))
             {
-                *slot += 1;
+                *slot = slot.saturating_add(1);
             }
         }
         if let Some((key, addr)) = newest {
@@ -579,7 +602,7 @@ impl Acc {
                         s.buckets = o.buckets;
                     } else {
                         for (a, b) in s.buckets.iter_mut().zip(o.buckets) {
-                            *a += b;
+                            *a = a.saturating_add(b);
                         }
                     }
                     if o.newest

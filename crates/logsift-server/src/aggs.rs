@@ -262,6 +262,7 @@ pub async fn compare(
         baseline_start: time_param("baseline_start", p.baseline_start.as_deref(), now)?,
         baseline_end: time_param("baseline_end", p.baseline_end.as_deref(), now)?,
         size: p.size.unwrap_or(DEFAULT_PATTERNS),
+        max_values: limits.terms_max_values,
         budget: Budget::default(),
     };
     let store = state.store.clone();
