@@ -987,9 +987,13 @@ mod tests {
         // A needle reads its block (and the rare false positive), not the segment.
         assert_eq!(read("a1b2c30017").map(|r| r.0), Some(1));
         assert!(read("a1b2c30017").unwrap().1 <= 3, "{reads:?}");
-        // A word in every record is counted from the index: only the newest blocks are read.
+        // A word in every record is counted from the index: only the newest blocks are read
+        // (the newest of each stream's two severity classes, which here overlap in time).
         assert_eq!(read("GET"), Some((3000, read("GET").unwrap().1)));
-        assert!(read("GET").unwrap().1 <= 8, "{reads:?} of {blocks} blocks");
+        assert!(
+            read("GET").unwrap().1 <= blocks / 2,
+            "{reads:?} of {blocks} blocks"
+        );
         assert!(read("host:web-01").unwrap().1 <= 8, "{reads:?}");
         assert_eq!(read("nothing-here"), Some((0, 0)));
     }

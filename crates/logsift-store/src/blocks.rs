@@ -424,6 +424,22 @@ const DICT_TRAIN_BYTES: usize = 2 << 20;
 const DICT_MIN_BYTES: usize = 128 << 10;
 const DICT_MAX_BYTES: usize = 64 << 10;
 
+/// The stream part of an open block's key: [`crate::schema::stream_key`] is 16 bits wide.
+const STREAM_BITS: u64 = 0xffff_ffff;
+
+/// The key of the open block a record joins: its stream, and whether it is a warning or worse.
+/// A stream's warnings and errors fill blocks of their own: they are a few in a hundred of
+/// its records and what an incident searches for, and spread among its other records every
+/// search for them (a phrase, a word common to both) decompressed and checked blocks that
+/// held one or two each.
+fn open_key(stream: u64, severity: Option<u8>) -> u64 {
+    let alarming = severity.is_some_and(|code| code <= WARNING_CODE);
+    stream | (u64::from(alarming) << 32)
+}
+
+/// Syslog severity 4: warnings and worse have the lower codes.
+const WARNING_CODE: u8 = 4;
+
 /// Builds one block segment from records in any order: each stream's records fill its open
 /// block, which closes at [`BLOCK_RECORDS`].
 ///
@@ -736,7 +752,10 @@ impl BlockWriter {
 
     /// Adds a record; `a` is the analysis of `rec.raw` parsed with the index's options.
     pub fn add_analyzed(&mut self, rec: &BlockRecord<'_>, a: &Analysis<'_>) {
-        let key = crate::schema::stream_key(a.host, a.app);
+        let key = open_key(
+            crate::schema::stream_key(a.host, a.app),
+            a.severity.map(|s| s.code()),
+        );
         // A record far in time from its stream's open block starts a new block: a block of a
         // quiet stream would otherwise span hours, and every short time window would have
         // to open it.
@@ -805,7 +824,7 @@ impl BlockWriter {
         doc.add_u64(s.first_id, blk.first_id);
         doc.add_u64(s.last_id, blk.last_id);
         doc.add_u64(s.records, u64::from(blk.records));
-        doc.add_u64(s.stream, key);
+        doc.add_u64(s.stream, key & STREAM_BITS);
         // Header: the sources the records name, the stream, then the records' columns. The
         // lines go in a frame of their own, so that a time range, a count or a severity is
         // answered from the (small) header alone.

@@ -1297,8 +1297,9 @@ impl IndexHandle {
         Ok(())
     }
 
-    /// Hands every record of a (hot tier's) record index to `add`, in id order, so that each
-    /// stream's blocks follow one another in time.
+    /// Hands every record of a record index (a hot tier, or a record segment being rewritten
+    /// as blocks) to `add`, in id order, so that each stream's blocks follow one another in
+    /// time.
     fn feed_tier(
         &self,
         index: &Index,
@@ -1403,6 +1404,50 @@ impl IndexHandle {
             .map(|s| (s.entry.clone(), settings.clone()))
     }
 
+    /// A served record segment (oldest first) to rewrite as a block segment, once nothing was
+    /// added to the index for `idle` and its hot tier is sealed.
+    fn pick_upgrade(&self, idle: Duration) -> Option<CatalogEntry> {
+        if self.idle_for() < idle || self.writer_open() {
+            return None;
+        }
+        self.sealed
+            .read()
+            .iter()
+            .filter(|s| s.records().is_some())
+            .min_by_key(|s| s.entry.max_lsn)
+            .map(|s| s.entry.clone())
+    }
+
+    /// Rewrites record segment `source` (written by v1 or with `layout = "records"`) as a
+    /// block segment holding the same records, recording it in the catalog chain.
+    pub fn upgrade(&self, source: CatalogEntry) -> Result<Rewritten, StoreError> {
+        let (entry, data) = self.served(&source.segment)?;
+        let SealedData::Records(reader) = data else {
+            return Err(self.store_err(format!(
+                "segment {} is not a record segment",
+                source.segment
+            )));
+        };
+        // Held for the whole build, even if retention deletes the segment meanwhile.
+        let index = reader.searcher().index().clone();
+        let sources = [entry];
+        self.rewrite_with(
+            &sources,
+            "b",
+            "rewritten as blocks",
+            "rewritten as blocks into",
+            |work, id, max_lsn| {
+                let written = self.write_blocks(id, max_lsn, work, |add| {
+                    self.feed_tier(&index, add)?;
+                    crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
+                    self.check_not_abandoned()
+                })?;
+                let kept = written.as_ref().map_or(0, |(info, _)| info.docs);
+                Ok((written, kept))
+            },
+        )
+    }
+
     /// Whether a merge or recompression of this index is running.
     pub(crate) fn merge_running(&self) -> bool {
         running(&self.merge_thread.lock())
@@ -1420,6 +1465,14 @@ impl IndexHandle {
         let mut slot = self.merge_thread.lock();
         if running(&slot) {
             return false;
+        }
+        if self.layout == crate::Layout::Blocks {
+            // Record segments are rewritten as blocks rather than merged among themselves.
+            let idle = if idle.is_zero() { UPGRADE_IDLE } else { idle };
+            let Some(source) = self.pick_upgrade(idle) else {
+                return false;
+            };
+            return self.spawn_background(&mut slot, Background::Upgrade(Box::new(source)));
         }
         let live: Vec<CatalogEntry> = self.segments();
         // Segments by schema generation (folded ids, then pattern ids): tantivy merges only
@@ -1442,6 +1495,15 @@ impl IndexHandle {
                 None => return false,
             },
         };
+        self.spawn_background(&mut slot, work)
+    }
+
+    /// Runs `work` on a `logsift-merge` thread kept in `slot`; whether it started.
+    fn spawn_background(
+        self: &Arc<Self>,
+        slot: &mut Option<std::thread::JoinHandle<()>>,
+        work: Background,
+    ) -> bool {
         let handle = self.clone();
         let spawned = std::thread::Builder::new()
             .name("logsift-merge".into())
@@ -1463,6 +1525,15 @@ impl IndexHandle {
                             return;
                         }
                         tracing::error!(index = %handle.name, segment = %id, error = %e, "recompressing a segment failed; it stays as it is");
+                    }
+                }
+                Background::Upgrade(source) => {
+                    let id = source.segment.clone();
+                    if let Err(e) = handle.upgrade(*source) {
+                        if matches!(e, StoreError::Stopping) {
+                            return;
+                        }
+                        tracing::error!(index = %handle.name, segment = %id, error = %e, "rewriting a record segment as blocks failed; it stays as it is");
                     }
                 }
             });
@@ -2071,7 +2142,13 @@ impl Drop for RewriteOutput<'_> {
 enum Background {
     Merge(Vec<CatalogEntry>),
     Recompress(Box<(CatalogEntry, IndexSettings)>),
+    Upgrade(Box<CatalogEntry>),
 }
+
+/// How long an index of the `blocks` layout must have been quiet before its record segments
+/// are rewritten as block segments, when idle recompression is off (else its delay): a
+/// rewrite takes a core for seconds per million records, better spent on ingest meanwhile.
+const UPGRADE_IDLE: Duration = Duration::from_secs(5);
 
 /// The zstd level of a doc store's settings (`None`: not zstd, or tantivy's default).
 fn zstd_level(settings: &IndexSettings) -> Option<i32> {
