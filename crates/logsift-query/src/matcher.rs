@@ -28,6 +28,8 @@ pub struct Matcher {
     message_words: Words,
     message_done: bool,
     scratch: Words,
+    /// The pattern id of the record being checked.
+    pattern: u32,
 }
 
 /// The words of a text as the index analyses it, in one buffer that is reused from record to
@@ -142,9 +144,9 @@ enum Check {
         min: u8,
         max: u8,
     },
-    /// `pattern:<id>`: block segments, the only records checked here, store no pattern ids,
-    /// so like records stored without one they never match.
-    NoPattern,
+    /// `pattern:<id>`: the record's pattern id, when the caller knows it (a block segment's
+    /// header); records checked without one never match, like records stored without one.
+    Pattern(u32),
 }
 
 impl Matcher {
@@ -157,11 +159,23 @@ impl Matcher {
             message_words: Words::default(),
             message_done: false,
             scratch: Words::default(),
+            pattern: 0,
         }
     }
 
     /// Whether `record`, received through `source`, matches the query.
     pub fn matches(&mut self, record: &Record<'_>, source: &str) -> bool {
+        self.matches_with_pattern(record, source, 0)
+    }
+
+    /// [`Self::matches`] for a record of pattern id `pattern` (0: none).
+    pub fn matches_with_pattern(
+        &mut self,
+        record: &Record<'_>,
+        source: &str,
+        pattern: u32,
+    ) -> bool {
+        self.pattern = pattern;
         self.message_done = false;
         let root = std::mem::replace(&mut self.root, Node::All);
         let found = self.eval(&root, record, source);
@@ -281,7 +295,7 @@ impl Matcher {
             Check::Severity { min, max } => record
                 .severity
                 .is_some_and(|s| (*min..=*max).contains(&s.code())),
-            Check::NoPattern => false,
+            Check::Pattern(id) => self.pattern == *id,
         }
     }
 
@@ -495,7 +509,7 @@ fn leaf_node(leaf: &Leaf, analyzer: &mut TextAnalyzer) -> Node {
             min: *min,
             max: *max,
         },
-        Leaf::Pattern { .. } => Check::NoPattern,
+        Leaf::Pattern { id } => Check::Pattern(*id),
     };
     Node::Leaf(check)
 }

@@ -94,6 +94,13 @@ pub struct BlockRecord<'a> {
     pub format: Format,
     pub source: &'a str,
     pub raw: &'a [u8],
+    /// Its pattern id (`crate::patterns`); 0: none.
+    pub pattern: u32,
+}
+
+/// The block index word of pattern id `id`: `pattern:<id>` is answered like a keyword.
+pub fn pattern_word(id: u32) -> String {
+    format!("{KEYWORD_MARK}pattern\0{id}")
 }
 
 /// The tokenizer of the `words` field: each word followed by the number of records holding it
@@ -347,6 +354,9 @@ struct OpenBlock {
     /// Severity code per record, [`NO_SEVERITY`] for none.
     sev_col: Vec<u8>,
     len_col: Vec<u8>,
+    /// Pattern id per record (varints, 0 for none); written only if one has an id.
+    pattern_col: Vec<u8>,
+    patterned: bool,
     /// The stream's host and app (every record of the block has them).
     host: Option<String>,
     app: Option<String>,
@@ -391,6 +401,8 @@ impl OpenBlock {
         self.meta_col.clear();
         self.sev_col.clear();
         self.len_col.clear();
+        self.pattern_col.clear();
+        self.patterned = false;
         self.records = 0;
     }
 
@@ -801,6 +813,10 @@ impl BlockWriter {
             blk.word(h, word);
         }
         blk.ids.extend_from_slice(a.ids);
+        if rec.pattern != 0 {
+            let word = pattern_word(rec.pattern);
+            blk.word(hash_word(word.as_bytes()), &word);
+        }
         encode_record(blk, rec);
         blk.records += 1;
         if blk.records as usize >= self.block_records {
@@ -862,6 +878,10 @@ impl BlockWriter {
         plain.push(recv_unit);
         for column in columns {
             plain.extend_from_slice(column);
+        }
+        // Last and optional: headers written before pattern ids end with the lengths.
+        if blk.patterned {
+            plain.extend_from_slice(&blk.pattern_col);
         }
         let mut ids = blk.ids.clone();
         ids.sort_unstable();
@@ -1214,6 +1234,8 @@ fn encode_record(blk: &mut OpenBlock, rec: &BlockRecord<'_>) {
     blk.meta_col.push(rec.format.code());
     put_varint(&mut blk.meta_col, source as u64);
     put_varint(&mut blk.len_col, rec.raw.len() as u64);
+    put_varint(&mut blk.pattern_col, u64::from(rec.pattern));
+    blk.patterned |= rec.pattern != 0;
     blk.body.extend_from_slice(rec.raw);
 }
 
@@ -1274,6 +1296,8 @@ pub struct RecordMeta {
     pub severity: Option<u8>,
     pub source: usize,
     pub raw: std::ops::Range<usize>,
+    /// Its pattern id; 0: none (or a block written before pattern ids).
+    pub pattern: u32,
 }
 
 /// A block's records, decompressed; reused from block to block (with its zstd context). The
@@ -1719,6 +1743,11 @@ impl BlockSegment {
         let sevs = data.get(at..at + n).ok_or_else(short)?;
         at += n;
         let lens = column(&mut at)?;
+        let patterns = if at < data.len() {
+            column(&mut at)?
+        } else {
+            Vec::new()
+        };
         let (mut t, mut i, mut r) = (base_ts, base_id, base_recv);
         let mut end = 0usize;
         for k in 0..n {
@@ -1738,6 +1767,9 @@ impl BlockSegment {
                 severity: (sevs[k] < NO_SEVERITY).then_some(sevs[k]),
                 source: meta[k].1,
                 raw: start..end,
+                pattern: patterns
+                    .get(k)
+                    .map_or(0, |&p| p.min(u64::from(u32::MAX)) as u32),
             });
         }
         Ok(())
@@ -1780,6 +1812,7 @@ mod tests {
                     format: Format::Syslog,
                     source: if i % 2 == 0 { "tcp a" } else { "tcp b" },
                     raw: raw.as_bytes(),
+                    pattern: 0,
                 },
                 &record,
             );
@@ -1863,6 +1896,7 @@ mod tests {
                     format: Format::Syslog,
                     source: "tcp a",
                     raw: raw.as_bytes(),
+                    pattern: 0,
                 },
                 &record,
             );
@@ -1934,6 +1968,7 @@ mod tests {
                     format: Format::Syslog,
                     source: "test",
                     raw: raw.as_bytes(),
+                    pattern: 0,
                 },
                 &record,
             );

@@ -787,8 +787,9 @@ impl IndexHandle {
         lsn: u64,
         entry: &logsift_core::entry::Entry<'_>,
         analysis: &Analysis<'_>,
+        pattern: u32,
     ) -> Result<(), StoreError> {
-        self.add(lsn, entry, Parsed::Analysis(analysis), 0)
+        self.add(lsn, entry, Parsed::Analysis(analysis), pattern)
     }
 
     fn add(
@@ -808,6 +809,7 @@ impl IndexHandle {
             format: entry.format,
             source: entry.source,
             raw: entry.raw,
+            pattern,
         };
         match (slot.as_mut(), parsed) {
             (Some(HotWriter::Records(w)), Parsed::Record(record)) => {
@@ -821,7 +823,7 @@ impl IndexHandle {
                     ..self.parse
                 };
                 let record = logsift_parse::parse(entry.format, entry.raw, &opts);
-                let doc = crate::build_document(&self.schema, lsn, entry, &record, 0);
+                let doc = crate::build_document(&self.schema, lsn, entry, &record, pattern);
                 w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
             }
             (Some(HotWriter::Blocks(tier)), Parsed::Record(record)) => {
@@ -1244,7 +1246,9 @@ impl IndexHandle {
         max_lsn: u64,
         tier: BlockTier,
     ) -> Result<(SegmentInfo, u64), StoreError> {
-        let built = tier.finish().map_err(|e| self.store_err(e.to_string()))?;
+        let built = tier
+            .finish(&self.patterns)
+            .map_err(|e| self.store_err(e.to_string()))?;
         let out = built.dir.as_path();
         let metas = built
             .index
@@ -1291,6 +1295,7 @@ impl IndexHandle {
                     format: r.format,
                     source: block.source(r),
                     raw: block.raw(r),
+                    pattern: r.pattern,
                 });
             }
         }
@@ -1307,17 +1312,20 @@ impl IndexHandle {
     ) -> Result<(), StoreError> {
         let reader = reader_of(index).map_err(|e| self.tantivy_err(e))?;
         let searcher = reader.searcher();
-        let mut order: Vec<(u64, i64, u32, tantivy::DocId)> = Vec::new();
+        let mut order: Vec<(u64, i64, u32, tantivy::DocId, u32)> = Vec::new();
         let mut stores = Vec::new();
         for (ord, seg) in searcher.segment_readers().iter().enumerate() {
             let fast = seg.fast_fields();
             let ids = fast.u64("id").map_err(|e| self.tantivy_err(e))?;
             let ts = fast.i64("timestamp").map_err(|e| self.tantivy_err(e))?;
+            // Segments written before patterns were mined have no column: no pattern.
+            let patterns = fast.u64(crate::PATTERN_FIELD).ok();
             for doc in seg.doc_ids_alive() {
                 let (Some(id), Some(t)) = (ids.first(doc), ts.first(doc)) else {
                     continue;
                 };
-                order.push((id, t, ord as u32, doc));
+                let pattern = patterns.as_ref().and_then(|p| p.first(doc)).unwrap_or(0);
+                order.push((id, t, ord as u32, doc, pattern as u32));
             }
             // Each segment is read in doc order (ids rise within it): a few cached blocks each.
             stores.push(
@@ -1326,7 +1334,7 @@ impl IndexHandle {
             );
         }
         order.sort_unstable_by_key(|o| o.0);
-        for (id, timestamp, ord, doc) in order {
+        for (id, timestamp, ord, doc, pattern) in order {
             let stored: tantivy::TantivyDocument = stores[ord as usize]
                 .get(doc)
                 .map_err(|e| self.tantivy_err(e))?;
@@ -1338,6 +1346,7 @@ impl IndexHandle {
                 format: st.format,
                 source: st.source,
                 raw: st.raw,
+                pattern,
             });
         }
         Ok(())
@@ -1405,9 +1414,10 @@ impl IndexHandle {
     }
 
     /// A served record segment (oldest first) to rewrite as a block segment, once nothing was
-    /// added to the index for `idle` and its hot tier is sealed.
+    /// added to the index for `idle` (its hot tier may still be open: the audit index of a
+    /// server in use gets a record every few seconds and is never sealed for being idle).
     fn pick_upgrade(&self, idle: Duration) -> Option<CatalogEntry> {
-        if self.idle_for() < idle || self.writer_open() {
+        if self.idle_for() < idle {
             return None;
         }
         self.sealed

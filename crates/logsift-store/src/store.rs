@@ -83,7 +83,7 @@ pub struct StoreConfig {
     /// How seals lay out the segments they write.
     pub layout: Layout,
     /// Where the pattern miner's state is kept (`<data>/patterns.state`); `None`: records get
-    /// no pattern id. Only the `records` layout stores pattern ids (#19).
+    /// no pattern id.
     pub patterns_state: Option<PathBuf>,
 }
 
@@ -619,12 +619,11 @@ pub enum Applied {
 
 impl Indexer {
     pub fn new(store: Arc<Store>) -> Self {
-        let mining = match (&store.cfg.patterns_state, store.cfg.layout) {
-            (Some(path), Layout::Records) => {
-                Some(crate::patterns::Mining::open(path, store.patterns.clone()))
-            }
-            _ => None,
-        };
+        let mining = store
+            .cfg
+            .patterns_state
+            .as_ref()
+            .map(|path| crate::patterns::Mining::open(path, store.patterns.clone()));
         Indexer {
             store,
             applied_lsn: 0,
@@ -733,7 +732,11 @@ impl Indexer {
         analysis: Option<Analysis<'_>>,
     ) -> Result<Option<&'static str>, StoreError> {
         if let Some(a) = analysis {
-            handle.add_analyzed(lsn, entry, &a)?;
+            let pattern = match self.mining.as_mut() {
+                Some(m) => m.assign(lsn, entry.index, a.message),
+                None => 0,
+            };
+            handle.add_analyzed(lsn, entry, &a, pattern)?;
             return Ok(a.parse_error);
         }
         let opts = self.store.parse_options(entry.index, entry.received_at);
