@@ -207,8 +207,9 @@ fn check_golden(version: &str, layout: &str) {
             "record segments left: {:?}",
             segment_layouts(&s)
         );
-        // Each look is audited: the audit index must be left quiet for a while too.
-        std::thread::sleep(Duration::from_millis(1000));
+        // Each look is audited: the audit index must be left quiet for a while too (longer
+        // than the second between two starts of background work).
+        std::thread::sleep(Duration::from_millis(2500));
     }
     answers(&s, true);
     let rewritten = |c: &str| c.contains("rewritten as blocks");
