@@ -526,6 +526,7 @@ fn real_blocks(
             format: *format,
             source: "syslog-tcp 127.0.0.1:40112",
             raw,
+            pattern: 0,
         };
         writer.add(&rec, &record);
     }

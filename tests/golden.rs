@@ -1,11 +1,12 @@
 //! Data directories written by earlier versions of the on-disk format must stay readable.
 //!
 //! `tests/golden/v<N>/` holds a small data directory (WAL, sealed and merged segments,
-//! hash-chained catalog; v1 also an on-disk hot index, v2 segment summaries) written by the
-//! build that introduced format version N. Every later
-//! build must serve it with the same answers and pass `segments verify` on it. The directory
-//! is written once, by the ignored test below, and never rewritten: a format change adds a new
-//! version next to the old ones.
+//! hash-chained catalog; v1 also an on-disk hot index, v2 segment summaries, v3 block
+//! segments) written by the build that introduced format version N. Every later build must
+//! serve it with the same answers and pass `segments verify` on it, and a `blocks` server
+//! rewrites the record segments of v1 and v2 as blocks. The directory is written once, by the
+//! ignored tests below, and never rewritten: a format change adds a new version next to the
+//! old ones.
 
 mod common;
 
@@ -66,20 +67,37 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The layouts a golden directory is served with: each as written, and (records first,
+/// then rewritten once quiet) as block segments.
+const RECORDS: &str = "layout = \"records\"\n";
+const BLOCKS: &str = "layout = \"blocks\"\nidle_recompress_ms = 300\n";
+
 /// Writes `tests/golden/v2` with this build. Run once, by hand, when a format version is
 /// introduced: `cargo test --test golden -- --ignored write_golden_v2`. (v1 was written the
 /// same way by the v1 build.)
 #[test]
 #[ignore = "writes the golden data directory; run by hand once per format version"]
 fn write_golden_v2() {
-    let target = golden_dir("v2");
+    write_golden("v2", RECORDS);
+}
+
+/// `tests/golden/v3`: block segments (with pattern ids in their headers), written the same
+/// way with `layout = "blocks"`.
+#[test]
+#[ignore = "writes the golden data directory; run by hand once per format version"]
+fn write_golden_v3() {
+    write_golden("v3", BLOCKS);
+}
+
+fn write_golden(version: &str, layout: &str) {
+    let target = golden_dir(version);
     assert!(
         !target.exists(),
         "{} exists: golden data is never rewritten",
         target.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), GOLDEN_CONFIG);
+    let s = Server::start_in(dir.path(), &(GOLDEN_CONFIG.to_string() + layout));
     for batch in 0..3 {
         let (status, body) = s.ingest("logs", json_batch(batch), "application/x-ndjson");
         assert_eq!(status, 200, "{body}");
@@ -87,7 +105,9 @@ fn write_golden_v2() {
     }
     send_tcp(s.syslog_tcp, syslog_lines().as_bytes());
     s.wait_total("golden", &[("limit", "0")], 360);
-    // Wait for the three segments of 100 to become one of 200 and one of 100.
+    // Wait for the three segments of 100 to become one of 200 and one of 100 (block
+    // segments are not merged: three of 100).
+    let merged = layout == RECORDS;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, body) = s.get("/api/v1/segments");
@@ -97,7 +117,7 @@ fn write_golden_v2() {
             .iter()
             .map(|e| e["docs"].as_u64().unwrap())
             .collect();
-        if docs.contains(&200) && docs.iter().sum::<u64>() >= 300 {
+        if (docs.contains(&200) || !merged) && docs.iter().sum::<u64>() >= 300 {
             break;
         }
         assert!(Instant::now() < deadline, "{body}");
@@ -108,7 +128,24 @@ fn write_golden_v2() {
     copy_dir(&data, &target.join("data"));
 }
 
-fn check_golden(version: &str) {
+/// Every segment of every index of `s`, with its layout.
+fn segment_layouts(s: &Server) -> Vec<(String, String)> {
+    let (_, body) = s.get("/api/v1/segments");
+    body["indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["segments"].as_array().unwrap().iter())
+        .map(|e| {
+            (
+                e["segment"].as_str().unwrap().to_string(),
+                e["layout"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn check_golden(version: &str, layout: &str) {
     let source = golden_dir(version).join("data");
     assert!(
         source.exists(),
@@ -130,7 +167,63 @@ fn check_golden(version: &str) {
         + &String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success(), "{out}");
 
-    let s = Server::start_in(dir.path(), GOLDEN_CONFIG);
+    let config = GOLDEN_CONFIG.to_string() + layout;
+    let s = Server::start_in(dir.path(), &config);
+    answers(&s, false);
+    // New records go on top of the old ones.
+    let (status, _) = s.ingest(
+        "logs",
+        "{\"msg\":\"golden newcomer\"}\n",
+        "application/x-ndjson",
+    );
+    assert_eq!(status, 200);
+    s.wait_total("golden", &[("limit", "0")], 361);
+    // A v1 on-disk hot index was sealed at open, as a link of the catalog chain; after a
+    // graceful stop everything is in verified segments.
+    let had_hot = source.join("indexes/logs/hot").exists();
+    let data = s.data_dir.clone();
+    assert!(s.stop().success());
+    let index_dir = data.join("indexes/logs");
+    assert!(!index_dir.join("hot").exists());
+    let catalog = std::fs::read_to_string(index_dir.join("catalog.json")).unwrap();
+    assert_eq!(
+        catalog.contains("upgrade: v1 hot index sealed"),
+        had_hot,
+        "{catalog}"
+    );
+    let (ok, out) = segments_verify(&data);
+    assert!(ok, "{out}");
+    let s = Server::start_in(dir.path(), &config);
+    s.wait_total("golden", &[("limit", "0")], 361);
+    if layout != BLOCKS {
+        return;
+    }
+    // A quiet `blocks` server rewrites the record segments as blocks, one at a time, with
+    // the same answers, and the catalog chain says so.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while segment_layouts(&s).iter().any(|(_, l)| l != "blocks") {
+        assert!(
+            Instant::now() < deadline,
+            "record segments left: {:?}",
+            segment_layouts(&s)
+        );
+        // Each look is audited: the audit index must be left quiet for a while too (longer
+        // than the second between two starts of background work).
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    answers(&s, true);
+    let rewritten = |c: &str| c.contains("rewritten as blocks");
+    let catalog = std::fs::read_to_string(index_dir.join("catalog.json")).unwrap();
+    assert_eq!(rewritten(&catalog), version != "v3", "{catalog}");
+    assert!(s.stop().success());
+    let (ok, out) = segments_verify(&data);
+    assert!(ok, "{out}");
+}
+
+/// The answers every golden directory gives, whatever its layout; `newcomer`: with the
+/// record the check adds (received now, so the newest).
+fn answers(s: &Server, newcomer: bool) {
+    let golden = if newcomer { 361 } else { 360 };
     let total = |q: &str, params: &[(&str, &str)]| {
         let mut p = vec![("limit", "0")];
         p.extend_from_slice(params);
@@ -138,7 +231,7 @@ fn check_golden(version: &str) {
         assert_eq!(status, 200, "{q}: {body}");
         body["total"].as_u64().unwrap()
     };
-    assert_eq!(total("golden", &[]), 360);
+    assert_eq!(total("golden", &[]), golden);
     assert_eq!(total("host:gold-1", &[]), 100);
     assert_eq!(total("word3", &[]), 43);
     assert_eq!(total("\"golden syslog\"", &[]), 60);
@@ -163,49 +256,44 @@ fn check_golden(version: &str) {
     // Newest first across hot index and segments, and every record exactly once.
     let (_, all) = s.search("golden", &[("limit", "1000")]);
     let hits = all["hits"].as_array().unwrap();
-    assert_eq!(hits.len(), 360);
-    assert_eq!(hits[0]["message"], "golden syslog s59", "{all}");
+    assert_eq!(hits.len() as u64, golden);
+    let newest = if newcomer {
+        "golden newcomer"
+    } else {
+        "golden syslog s59"
+    };
+    assert_eq!(hits[0]["message"], newest, "{all}");
     let ids: std::collections::HashSet<&str> =
         hits.iter().map(|h| h["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 360);
+    assert_eq!(ids.len() as u64, golden);
     // Context from a merged segment, within the same host and app.
     let id = hit["id"].as_str().unwrap();
     let (status, context) = s.get(&format!("/api/v1/context?id={id}&before=2&after=2"));
     assert_eq!(status, 200, "{context}");
     assert_eq!(context["before"].as_array().unwrap().len(), 2, "{context}");
-    // New records go on top of the old ones.
-    let (status, _) = s.ingest(
-        "logs",
-        "{\"msg\":\"golden newcomer\"}\n",
-        "application/x-ndjson",
-    );
-    assert_eq!(status, 200);
-    s.wait_total("golden", &[("limit", "0")], 361);
-    // A v1 on-disk hot index was sealed at open, as a link of the catalog chain; after a
-    // graceful stop everything is in verified segments.
-    let had_hot = source.join("indexes/logs/hot").exists();
-    let data = s.data_dir.clone();
-    assert!(s.stop().success());
-    let index_dir = data.join("indexes/logs");
-    assert!(!index_dir.join("hot").exists());
-    let catalog = std::fs::read_to_string(index_dir.join("catalog.json")).unwrap();
-    assert_eq!(
-        catalog.contains("upgrade: v1 hot index sealed"),
-        had_hot,
-        "{catalog}"
-    );
-    let (ok, out) = segments_verify(&data);
-    assert!(ok, "{out}");
-    let s = Server::start_in(dir.path(), GOLDEN_CONFIG);
-    s.wait_total("golden", &[("limit", "0")], 361);
 }
 
 #[test]
 fn golden_v1_data_dir_is_served_and_verified() {
-    check_golden("v1");
+    check_golden("v1", RECORDS);
 }
 
 #[test]
 fn golden_v2_data_dir_is_served_and_verified() {
-    check_golden("v2");
+    check_golden("v2", RECORDS);
+}
+
+#[test]
+fn golden_v2_data_dir_is_rewritten_as_blocks() {
+    check_golden("v2", BLOCKS);
+}
+
+#[test]
+fn golden_v1_data_dir_is_rewritten_as_blocks() {
+    check_golden("v1", BLOCKS);
+}
+
+#[test]
+fn golden_v3_data_dir_is_served_and_verified() {
+    check_golden("v3", BLOCKS);
 }

@@ -1,4 +1,5 @@
-//! Merging sealed segments: every record stays exactly once, the catalog chain records the
+//! Merging sealed segments of the `records` layout (block segments are not merged): every
+//! record stays exactly once, the catalog chain records the
 //! merge, and a crash in the middle of one loses and duplicates nothing.
 
 mod common;
@@ -9,7 +10,8 @@ use common::{all_messages, segments_verify, wait_until, Server};
 use serde_json::Value;
 
 /// Segments of 100 records, merged two at a time.
-const MERGE_SMALL: &str = "[index]\nseal_docs = 100\nmerge_factor = 2\nmerge_max_docs = 100000\n";
+const MERGE_SMALL: &str =
+    "[index]\nlayout = \"records\"\nseal_docs = 100\nmerge_factor = 2\nmerge_max_docs = 100000\n";
 
 fn ingest_batch(s: &Server, batch: usize, size: usize) {
     let body: String = (0..size)
@@ -132,7 +134,7 @@ fn merges_keep_every_record_once_and_are_recorded_in_the_chain() {
 fn kill_9_during_merges_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Larger segments so that merges take long enough to be interrupted.
-    let config = "[index]\nseal_docs = 2000\nmerge_factor = 2\nmerge_max_docs = 1000000\n";
+    let config = "[index]\nlayout = \"records\"\nseal_docs = 2000\nmerge_factor = 2\nmerge_max_docs = 1000000\n";
     let mut sent = 0usize;
     let mut interrupted = 0;
     for _round in 0..8 {
@@ -192,7 +194,8 @@ fn kill_9_during_merges_loses_and_duplicates_nothing() {
 fn quiet_segments_are_recompressed_at_the_idle_level() {
     // Small doc store blocks, so that each segment has enough of them for tantivy's merge to
     // copy blocks as they are (which it does whatever the zstd level).
-    const RECOMPRESS: &str = "[index]\nseal_docs = 4000\nseal_idle_ms = 200\nmerge_factor = 0\n\
+    const RECOMPRESS: &str =
+        "[index]\nlayout = \"records\"\nseal_docs = 4000\nseal_idle_ms = 200\nmerge_factor = 0\n\
         docstore_block_bytes = 32768\nsealed_zstd_level = 1\nidle_zstd_level = 9\n\
         idle_recompress_ms = 500\n";
     let dir = tempfile::tempdir().unwrap();

@@ -77,9 +77,23 @@ fn ids_by_template(s: &Server, q: &str) -> HashMap<String, u64> {
     out
 }
 
+/// The `[index]` section that selects each layout; pattern ids work in both.
+const RECORDS: &str = "[index]\nlayout = \"records\"\n";
+const BLOCKS: &str = "[index]\nlayout = \"blocks\"\n";
+
 #[test]
 fn hits_carry_their_pattern_and_patterns_count_the_matches() {
-    let s = Server::start();
+    hits_carry_their_pattern(RECORDS);
+}
+
+#[test]
+fn hits_carry_their_pattern_and_patterns_count_the_matches_in_blocks() {
+    hits_carry_their_pattern(BLOCKS);
+}
+
+fn hits_carry_their_pattern(layout: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), layout);
     let (status, body) = s.ingest(
         "app",
         lines(30, "2026-03-01T10:00:00Z", &["web-1", "web-2"], "first"),
@@ -166,8 +180,17 @@ fn hits_carry_their_pattern_and_patterns_count_the_matches() {
 
 #[test]
 fn pattern_ids_stay_across_kill_9_graceful_restarts_and_seals() {
+    pattern_ids_stay(RECORDS);
+}
+
+#[test]
+fn pattern_ids_stay_across_kill_9_graceful_restarts_and_seals_in_blocks() {
+    pattern_ids_stay(BLOCKS);
+}
+
+fn pattern_ids_stay(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let config = "[index]\nseal_idle_ms = 500\n";
+    let config = &format!("{layout}seal_idle_ms = 500\n");
     let s = Server::start_in(dir.path(), config);
     let first = lines(20, "2026-03-01T10:00:00Z", &["web-1"], "before");
     let (status, _) = s.ingest("app", first, "application/x-ndjson");
@@ -221,8 +244,17 @@ fn pattern_ids_stay_across_kill_9_graceful_restarts_and_seals() {
 
 #[test]
 fn compare_puts_a_burst_of_a_new_error_on_a_few_hosts_first() {
+    compare_puts_a_burst_first(RECORDS);
+}
+
+#[test]
+fn compare_puts_a_burst_of_a_new_error_on_a_few_hosts_first_in_blocks() {
+    compare_puts_a_burst_first(BLOCKS);
+}
+
+fn compare_puts_a_burst_first(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), "[index]\nseal_idle_ms = 500\n");
+    let s = Server::start_in(dir.path(), &format!("{layout}seal_idle_ms = 500\n"));
     let hosts = ["web-1", "web-2", "web-3", "web-4", "web-5", "web-6"];
     // A quiet hour, then the same traffic with a burst of a new error on two hosts.
     let mut body = String::new();

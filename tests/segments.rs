@@ -9,7 +9,7 @@ use common::{segments_verify, Server, BIN};
 use serde_json::Value;
 
 /// Small segments, never merged, so the tests know which file holds what.
-const SEAL_SMALL: &str = "[index]\nseal_docs = 100\nmerge_factor = 0\n";
+const SEAL_SMALL: &str = "[index]\nlayout = \"records\"\nseal_docs = 100\nmerge_factor = 0\n";
 /// The same, sealed as block segments (#16).
 const SEAL_SMALL_BLOCKS: &str = "[index]\nseal_docs = 100\nmerge_factor = 0\nlayout = \"blocks\"\n";
 

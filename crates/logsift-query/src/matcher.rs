@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 
 use logsift_core::{FieldValue, Record};
-use tantivy::tokenizer::TextAnalyzer;
+use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 
 use crate::lang::{Ast, Keyword, Leaf, Target};
 
@@ -23,10 +23,66 @@ use crate::lang::{Ast, Keyword, Leaf, Target};
 pub struct Matcher {
     root: Node,
     analyzer: TextAnalyzer,
-    /// The message's words of the record being checked, made once per record on first use.
-    message_words: Vec<String>,
+    /// The message's words of the record being checked, made once per record on first use
+    /// (all of them when `message_done`, else up to where a phrase was found).
+    message_words: Words,
     message_done: bool,
-    scratch: Vec<String>,
+    scratch: Words,
+    /// The pattern id of the record being checked.
+    pattern: u32,
+}
+
+/// The words of a text as the index analyses it, in one buffer that is reused from record to
+/// record: a `String` per word cost two allocator calls per word of every record checked,
+/// which was half of a phrase search's time over block segments.
+#[derive(Clone, Debug, Default)]
+struct Words {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Words {
+    fn fill(&mut self, analyzer: &mut TextAnalyzer, text: &str) {
+        self.fill_until(analyzer, text, |_| false);
+    }
+
+    /// Fills with the words of `text` until `stop` (asked after each word) says so; whether
+    /// it did. A phrase is usually found a few words in: the rest need not be analysed.
+    fn fill_until(
+        &mut self,
+        analyzer: &mut TextAnalyzer,
+        text: &str,
+        mut stop: impl FnMut(&Words) -> bool,
+    ) -> bool {
+        self.text.clear();
+        self.ends.clear();
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            self.text.push_str(&stream.token().text);
+            self.ends.push(self.text.len());
+            if stop(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -88,9 +144,9 @@ enum Check {
         min: u8,
         max: u8,
     },
-    /// `pattern:<id>`: block segments, the only records checked here, store no pattern ids,
-    /// so like records stored without one they never match.
-    NoPattern,
+    /// `pattern:<id>`: the record's pattern id, when the caller knows it (a block segment's
+    /// header); records checked without one never match, like records stored without one.
+    Pattern(u32),
 }
 
 impl Matcher {
@@ -100,14 +156,26 @@ impl Matcher {
         Matcher {
             root,
             analyzer,
-            message_words: Vec::new(),
+            message_words: Words::default(),
             message_done: false,
-            scratch: Vec::new(),
+            scratch: Words::default(),
+            pattern: 0,
         }
     }
 
     /// Whether `record`, received through `source`, matches the query.
     pub fn matches(&mut self, record: &Record<'_>, source: &str) -> bool {
+        self.matches_with_pattern(record, source, 0)
+    }
+
+    /// [`Self::matches`] for a record of pattern id `pattern` (0: none).
+    pub fn matches_with_pattern(
+        &mut self,
+        record: &Record<'_>,
+        source: &str,
+        pattern: u32,
+    ) -> bool {
+        self.pattern = pattern;
         self.message_done = false;
         let root = std::mem::replace(&mut self.root, Node::All);
         let found = self.eval(&root, record, source);
@@ -125,9 +193,9 @@ impl Matcher {
         }
     }
 
-    fn message(&mut self, record: &Record<'_>) -> &[String] {
+    fn message(&mut self, record: &Record<'_>) -> &Words {
         if !self.message_done {
-            words_into(&mut self.analyzer, &record.message, &mut self.message_words);
+            self.message_words.fill(&mut self.analyzer, &record.message);
             self.message_done = true;
         }
         &self.message_words
@@ -135,7 +203,21 @@ impl Matcher {
 
     fn check(&mut self, check: &Check, record: &Record<'_>, source: &str) -> bool {
         match check {
-            Check::MessageWords { words, prefix } => in_a_row(self.message(record), words, *prefix),
+            Check::MessageWords { words, prefix } if self.message_done => {
+                in_a_row(&self.message_words, words, *prefix)
+            }
+            Check::MessageWords { words, prefix } => {
+                let n = words.len();
+                let found = n == 0
+                    || self
+                        .message_words
+                        .fill_until(&mut self.analyzer, &record.message, |w| {
+                            w.len() >= n && ends_with_phrase(w, words, *prefix)
+                        });
+                // Analysed to the end only if the phrase was not found.
+                self.message_done = !found;
+                found
+            }
             Check::MessageExists => !self.message(record).is_empty(),
             Check::MessageRange(range) => self
                 .message(record)
@@ -190,7 +272,7 @@ impl Matcher {
                     _ => return false,
                 };
                 let mut words = std::mem::take(&mut self.scratch);
-                words_into(&mut self.analyzer, text, &mut words);
+                words.fill(&mut self.analyzer, text);
                 let found = words.iter().any(|w| within_str(range, &as_term(w)));
                 self.scratch = words;
                 found
@@ -213,13 +295,13 @@ impl Matcher {
             Check::Severity { min, max } => record
                 .severity
                 .is_some_and(|s| (*min..=*max).contains(&s.code())),
-            Check::NoPattern => false,
+            Check::Pattern(id) => self.pattern == *id,
         }
     }
 
     fn text_holds(&mut self, text: &str, words: &[String], prefix: bool) -> bool {
         let mut tokens = std::mem::take(&mut self.scratch);
-        words_into(&mut self.analyzer, text, &mut tokens);
+        tokens.fill(&mut self.analyzer, text);
         let found = in_a_row(&tokens, words, prefix);
         self.scratch = tokens;
         found
@@ -233,33 +315,35 @@ impl Matcher {
     }
 }
 
-fn words_into(analyzer: &mut TextAnalyzer, text: &str, out: &mut Vec<String>) {
-    out.clear();
-    let mut stream = analyzer.token_stream(text);
-    stream.process(&mut |t| out.push(t.text.clone()));
-}
-
 fn words(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    words_into(analyzer, text, &mut out);
+    let mut stream = analyzer.token_stream(text);
+    stream.process(&mut |t| out.push(t.text.clone()));
     out
 }
 
 /// Whether `words` occur in `tokens` one after the other; no words match anything, as a
 /// query of only punctuation adds no constraint.
-fn in_a_row(tokens: &[String], words: &[String], prefix: bool) -> bool {
+fn in_a_row(tokens: &Words, words: &[String], prefix: bool) -> bool {
     let n = words.len();
-    if n == 0 {
-        return true;
-    }
-    tokens.windows(n).any(|w| {
-        w.iter().zip(words).enumerate().all(|(i, (t, q))| {
-            if prefix && i + 1 == n {
-                t.starts_with(q.as_str())
-            } else {
-                t == q
-            }
-        })
+    (n..=tokens.len()).any(|end| phrase_at(tokens, end - n, words, prefix))
+}
+
+/// Whether the last words of `tokens` are `words` (at least as many).
+fn ends_with_phrase(tokens: &Words, words: &[String], prefix: bool) -> bool {
+    phrase_at(tokens, tokens.len() - words.len(), words, prefix)
+}
+
+/// Whether `words` occur in `tokens` from word `start` on (which leaves room for them).
+fn phrase_at(tokens: &Words, start: usize, words: &[String], prefix: bool) -> bool {
+    let n = words.len();
+    words.iter().enumerate().all(|(i, q)| {
+        let t = tokens.get(start + i);
+        if prefix && i + 1 == n {
+            t.starts_with(q.as_str())
+        } else {
+            t == q
+        }
     })
 }
 
@@ -425,7 +509,7 @@ fn leaf_node(leaf: &Leaf, analyzer: &mut TextAnalyzer) -> Node {
             min: *min,
             max: *max,
         },
-        Leaf::Pattern { .. } => Check::NoPattern,
+        Leaf::Pattern { id } => Check::Pattern(*id),
     };
     Node::Leaf(check)
 }

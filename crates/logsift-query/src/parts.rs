@@ -150,7 +150,7 @@ pub(crate) fn hit_of(
                 received_at: Some(line.received_at),
                 source: &line.source,
                 format: line.format,
-                pattern: 0,
+                pattern: line.pattern,
             },
         )),
         (HitAt::Doc(_), PartReader::Blocks(_)) => Err(QueryError::BadRequest(

@@ -158,8 +158,20 @@ pub fn patterns(store: &Store, req: &PatternsRequest) -> Result<PatternsResponse
     let mut patterns = Vec::new();
     for (id, stat) in rows.into_iter().take(req.size) {
         let example = match stat.newest {
-            Some((key, part, addr)) => {
+            Some((key, part, Example::Doc(addr))) => {
                 Some(counted.parts[part].hit(store, &handles, key, &HitAt::Doc(addr))?)
+            }
+            Some((key, part, Example::Block)) => {
+                let p = &counted.parts[part];
+                match &p.reader {
+                    PartReader::Blocks(segment) => match block_hit(segment, key)? {
+                        Some(hit) => {
+                            Some(p.hit(store, &handles, key, &HitAt::Line(Box::new(hit)))?)
+                        }
+                        None => None,
+                    },
+                    PartReader::Records(_) => None,
+                }
             }
             None => None,
         };
@@ -504,6 +516,27 @@ fn g_squared(a: u64, b: u64, p: f64) -> f64 {
     (2.0 * (term(a as f64, n * p) + term(b as f64, n * (1.0 - p)))).max(0.0)
 }
 
+/// The record of block segment `segment` with key `key`, read again (an example kept by key
+/// while counting rather than copied each time a newer one came).
+fn block_hit(
+    segment: &logsift_store::blocks::BlockSegment,
+    key: SortKey,
+) -> Result<Option<crate::blocks::BlockHit>, QueryError> {
+    let mut block = logsift_store::blocks::DecodedBlock::default();
+    for (ord, b) in segment.blocks.iter().enumerate() {
+        let holds = (b.first_id..=b.last_id).contains(&key.id)
+            && (b.ts_min..=b.ts_max).contains(&key.timestamp);
+        if !holds {
+            continue;
+        }
+        segment.read_block(ord, &mut block)?;
+        if let Some(r) = block.records.iter().find(|r| r.id == key.id) {
+            return Ok(Some(crate::blocks::BlockHit::of(&block, r)));
+        }
+    }
+    Ok(None)
+}
+
 /// The template of `id`: this server's current one, else the one a segment's summary kept.
 fn template(store: &Store, parts: &[Part], id: u32) -> Option<String> {
     if let Some(t) = store.patterns().template(id) {
@@ -535,7 +568,15 @@ struct Stat {
     /// Per bucket, empty until the first count (most patterns meet few segments); saturating.
     buckets: Vec<u32>,
     /// The newest record: its key, part (in the request's parts) and address there.
-    newest: Option<(SortKey, usize, DocAddress)>,
+    newest: Option<(SortKey, usize, Example)>,
+}
+
+/// Where an example record is in its part.
+#[derive(Debug, Clone, Copy)]
+enum Example {
+    Doc(DocAddress),
+    /// In a block segment: found again by its key (its id is unique).
+    Block,
 }
 
 /// Matches by pattern id (0: stored without one).
@@ -546,13 +587,7 @@ struct Acc {
 }
 
 impl Acc {
-    fn count(
-        &mut self,
-        frame: &Frame,
-        pattern: u32,
-        ts: i64,
-        newest: Option<(SortKey, DocAddress)>,
-    ) {
+    fn count(&mut self, frame: &Frame, pattern: u32, ts: i64, newest: Option<(SortKey, Example)>) {
         self.total += 1;
         let s = self.by.entry(pattern).or_insert(Stat {
             count: 0,
@@ -701,14 +736,18 @@ fn count(
                         .map_err(search_error(&handles[part.handle]))
                 }
                 PartReader::Blocks(blocks) => {
-                    // Block segments store no pattern ids: their matches are counted as such.
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
                     let mut query =
                         BlockQuery::new(blocks, ast, &parse, Some(frame.start), Some(frame.end))?;
                     let mut acc = Acc::default();
                     query.scan(budget, Need::Header, |_, r, _| {
                         if r.timestamp >= frame.start && r.timestamp < frame.end {
-                            acc.count(&frame, 0, r.timestamp, None);
+                            let key = SortKey {
+                                timestamp: r.timestamp,
+                                id: r.id,
+                            };
+                            let example = examples.then_some((key, Example::Block));
+                            acc.count(&frame, r.pattern, r.timestamp, example);
                         }
                     })?;
                     Ok(acc)
@@ -810,7 +849,7 @@ impl SegmentCollector for PatternSegment {
                 timestamp: ts,
                 id: self.ids.first(doc).unwrap_or(0),
             };
-            (key, DocAddress::new(self.ord, doc))
+            (key, Example::Doc(DocAddress::new(self.ord, doc)))
         });
         self.acc.count(&self.frame, pattern, ts, newest);
     }

@@ -294,10 +294,35 @@ async fn segments(
             .into_iter()
             .map(|(id, why)| json!({"segment": id, "reason": why}))
             .collect();
+        // How each served segment lays out its records: record segments of a `blocks`
+        // server are rewritten as blocks once it is quiet.
+        let layouts: std::collections::HashMap<String, &str> = h
+            .sealed_parts(None, None)
+            .into_iter()
+            .map(|(entry, part)| {
+                let layout = match part {
+                    logsift_store::PartReader::Records(_) => "records",
+                    logsift_store::PartReader::Blocks(_) => "blocks",
+                };
+                (entry.segment, layout)
+            })
+            .collect();
+        let segments: Vec<serde_json::Value> = h
+            .segments()
+            .into_iter()
+            .map(|entry| {
+                let layout = layouts.get(&entry.segment).copied();
+                let mut v = serde_json::to_value(entry).unwrap_or_default();
+                if let (Some(layout), Some(map)) = (layout, v.as_object_mut()) {
+                    map.insert("layout".into(), json!(layout));
+                }
+                v
+            })
+            .collect();
         json!({
             "index": h.name().as_str(),
             "catalog_head": h.catalog_head(),
-            "segments": h.segments(),
+            "segments": segments,
             "quarantined": quarantined,
         })
     })

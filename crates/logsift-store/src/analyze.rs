@@ -32,6 +32,7 @@ struct Entry {
     ids_end: u32,
     host: Option<(u32, u32)>,
     app: Option<(u32, u32)>,
+    message: (u32, u32),
     severity: Option<logsift_core::Severity>,
     timestamp: Option<i64>,
     parse_error: Option<&'static str>,
@@ -41,6 +42,8 @@ struct Entry {
 pub struct Analysis<'a> {
     pub host: Option<&'a str>,
     pub app: Option<&'a str>,
+    /// The message, which the pattern miner reads on the indexer's thread.
+    pub message: &'a str,
     pub severity: Option<logsift_core::Severity>,
     /// From the line; `None`: use the receive time.
     pub timestamp: Option<i64>,
@@ -99,6 +102,7 @@ impl Analyzed {
         Analysis {
             host: span(e.host),
             app: span(e.app),
+            message: &self.text[e.message.0 as usize..e.message.1 as usize],
             severity: e.severity,
             timestamp: e.timestamp,
             parse_error: e.parse_error,
@@ -149,12 +153,14 @@ impl Analyzer {
     pub fn analyze(&mut self, parsed: &Record<'_>, source: &str, out: &mut Analyzed) {
         let host = parsed.host.as_deref().map(|h| out.put(h));
         let app = parsed.app.as_deref().map(|a| out.put(a));
+        let message = out.put(&parsed.message);
         self.words(parsed, source, out);
         out.records.push(Entry {
             words_end: out.words.len() as u32,
             ids_end: out.ids.len() as u32,
             host,
             app,
+            message,
             severity: parsed.severity,
             timestamp: parsed.timestamp,
             parse_error: parsed

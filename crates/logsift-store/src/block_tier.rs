@@ -43,7 +43,8 @@ impl BlockTier {
         };
         Ok(BlockTier {
             writer,
-            summary: SummaryBuilder::default(),
+            // Every record has its pattern id or 0 (mining off): the summary counts them.
+            summary: SummaryBuilder::default().with_patterns(),
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             docs: 0,
@@ -81,6 +82,7 @@ impl BlockTier {
     ) {
         self.summary
             .add(rec.timestamp, severity.map(|s| s.code()), host, app);
+        self.summary.count_pattern(rec.pattern, rec.timestamp);
         self.min_ts = self.min_ts.min(rec.timestamp);
         self.max_ts = self.max_ts.max(rec.timestamp);
         self.docs += 1;
@@ -97,12 +99,13 @@ impl BlockTier {
         Ok(self.writer.snapshot()?.into_iter().map(Arc::new).collect())
     }
 
-    /// Completes the segment and writes its summary beside it.
-    pub fn finish(self) -> Result<BuiltTier, BlockError> {
+    /// Completes the segment and writes its summary beside it (with the templates `patterns`
+    /// spells).
+    pub fn finish(self, patterns: &crate::PatternBook) -> Result<BuiltTier, BlockError> {
         let dir = self.writer.dir().to_path_buf();
         let index = self.writer.finish()?;
         self.summary
-            .finish()
+            .finish(patterns)
             .write(&dir)
             .map_err(|source| BlockError::Io {
                 path: dir.clone(),

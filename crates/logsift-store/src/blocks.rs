@@ -94,6 +94,13 @@ pub struct BlockRecord<'a> {
     pub format: Format,
     pub source: &'a str,
     pub raw: &'a [u8],
+    /// Its pattern id (`crate::patterns`); 0: none.
+    pub pattern: u32,
+}
+
+/// The block index word of pattern id `id`: `pattern:<id>` is answered like a keyword.
+pub fn pattern_word(id: u32) -> String {
+    format!("{KEYWORD_MARK}pattern\0{id}")
 }
 
 /// The tokenizer of the `words` field: each word followed by the number of records holding it
@@ -347,6 +354,9 @@ struct OpenBlock {
     /// Severity code per record, [`NO_SEVERITY`] for none.
     sev_col: Vec<u8>,
     len_col: Vec<u8>,
+    /// Pattern id per record (varints, 0 for none); written only if one has an id.
+    pattern_col: Vec<u8>,
+    patterned: bool,
     /// The stream's host and app (every record of the block has them).
     host: Option<String>,
     app: Option<String>,
@@ -391,6 +401,8 @@ impl OpenBlock {
         self.meta_col.clear();
         self.sev_col.clear();
         self.len_col.clear();
+        self.pattern_col.clear();
+        self.patterned = false;
         self.records = 0;
     }
 
@@ -423,6 +435,22 @@ const DICT_TRAIN_BYTES: usize = 2 << 20;
 /// At least this much to train on at all (a small segment compresses its blocks plainly).
 const DICT_MIN_BYTES: usize = 128 << 10;
 const DICT_MAX_BYTES: usize = 64 << 10;
+
+/// The stream part of an open block's key: [`crate::schema::stream_key`] is 16 bits wide.
+const STREAM_BITS: u64 = 0xffff_ffff;
+
+/// The key of the open block a record joins: its stream, and whether it is a warning or worse.
+/// A stream's warnings and errors fill blocks of their own: they are a few in a hundred of
+/// its records and what an incident searches for, and spread among its other records every
+/// search for them (a phrase, a word common to both) decompressed and checked blocks that
+/// held one or two each.
+fn open_key(stream: u64, severity: Option<u8>) -> u64 {
+    let alarming = severity.is_some_and(|code| code <= WARNING_CODE);
+    stream | (u64::from(alarming) << 32)
+}
+
+/// Syslog severity 4: warnings and worse have the lower codes.
+const WARNING_CODE: u8 = 4;
 
 /// Builds one block segment from records in any order: each stream's records fill its open
 /// block, which closes at [`BLOCK_RECORDS`].
@@ -736,7 +764,10 @@ impl BlockWriter {
 
     /// Adds a record; `a` is the analysis of `rec.raw` parsed with the index's options.
     pub fn add_analyzed(&mut self, rec: &BlockRecord<'_>, a: &Analysis<'_>) {
-        let key = crate::schema::stream_key(a.host, a.app);
+        let key = open_key(
+            crate::schema::stream_key(a.host, a.app),
+            a.severity.map(|s| s.code()),
+        );
         // A record far in time from its stream's open block starts a new block: a block of a
         // quiet stream would otherwise span hours, and every short time window would have
         // to open it.
@@ -782,6 +813,10 @@ impl BlockWriter {
             blk.word(h, word);
         }
         blk.ids.extend_from_slice(a.ids);
+        if rec.pattern != 0 {
+            let word = pattern_word(rec.pattern);
+            blk.word(hash_word(word.as_bytes()), &word);
+        }
         encode_record(blk, rec);
         blk.records += 1;
         if blk.records as usize >= self.block_records {
@@ -805,7 +840,7 @@ impl BlockWriter {
         doc.add_u64(s.first_id, blk.first_id);
         doc.add_u64(s.last_id, blk.last_id);
         doc.add_u64(s.records, u64::from(blk.records));
-        doc.add_u64(s.stream, key);
+        doc.add_u64(s.stream, key & STREAM_BITS);
         // Header: the sources the records name, the stream, then the records' columns. The
         // lines go in a frame of their own, so that a time range, a count or a severity is
         // answered from the (small) header alone.
@@ -843,6 +878,10 @@ impl BlockWriter {
         plain.push(recv_unit);
         for column in columns {
             plain.extend_from_slice(column);
+        }
+        // Last and optional: headers written before pattern ids end with the lengths.
+        if blk.patterned {
+            plain.extend_from_slice(&blk.pattern_col);
         }
         let mut ids = blk.ids.clone();
         ids.sort_unstable();
@@ -1195,6 +1234,8 @@ fn encode_record(blk: &mut OpenBlock, rec: &BlockRecord<'_>) {
     blk.meta_col.push(rec.format.code());
     put_varint(&mut blk.meta_col, source as u64);
     put_varint(&mut blk.len_col, rec.raw.len() as u64);
+    put_varint(&mut blk.pattern_col, u64::from(rec.pattern));
+    blk.patterned |= rec.pattern != 0;
     blk.body.extend_from_slice(rec.raw);
 }
 
@@ -1255,6 +1296,8 @@ pub struct RecordMeta {
     pub severity: Option<u8>,
     pub source: usize,
     pub raw: std::ops::Range<usize>,
+    /// Its pattern id; 0: none (or a block written before pattern ids).
+    pub pattern: u32,
 }
 
 /// A block's records, decompressed; reused from block to block (with its zstd context). The
@@ -1700,6 +1743,11 @@ impl BlockSegment {
         let sevs = data.get(at..at + n).ok_or_else(short)?;
         at += n;
         let lens = column(&mut at)?;
+        let patterns = if at < data.len() {
+            column(&mut at)?
+        } else {
+            Vec::new()
+        };
         let (mut t, mut i, mut r) = (base_ts, base_id, base_recv);
         let mut end = 0usize;
         for k in 0..n {
@@ -1719,6 +1767,9 @@ impl BlockSegment {
                 severity: (sevs[k] < NO_SEVERITY).then_some(sevs[k]),
                 source: meta[k].1,
                 raw: start..end,
+                pattern: patterns
+                    .get(k)
+                    .map_or(0, |&p| p.min(u64::from(u32::MAX)) as u32),
             });
         }
         Ok(())
@@ -1761,6 +1812,7 @@ mod tests {
                     format: Format::Syslog,
                     source: if i % 2 == 0 { "tcp a" } else { "tcp b" },
                     raw: raw.as_bytes(),
+                    pattern: 0,
                 },
                 &record,
             );
@@ -1844,6 +1896,7 @@ mod tests {
                     format: Format::Syslog,
                     source: "tcp a",
                     raw: raw.as_bytes(),
+                    pattern: 0,
                 },
                 &record,
             );
@@ -1915,6 +1968,7 @@ mod tests {
                     format: Format::Syslog,
                     source: "test",
                     raw: raw.as_bytes(),
+                    pattern: 0,
                 },
                 &record,
             );

@@ -787,8 +787,9 @@ impl IndexHandle {
         lsn: u64,
         entry: &logsift_core::entry::Entry<'_>,
         analysis: &Analysis<'_>,
+        pattern: u32,
     ) -> Result<(), StoreError> {
-        self.add(lsn, entry, Parsed::Analysis(analysis), 0)
+        self.add(lsn, entry, Parsed::Analysis(analysis), pattern)
     }
 
     fn add(
@@ -808,6 +809,7 @@ impl IndexHandle {
             format: entry.format,
             source: entry.source,
             raw: entry.raw,
+            pattern,
         };
         match (slot.as_mut(), parsed) {
             (Some(HotWriter::Records(w)), Parsed::Record(record)) => {
@@ -821,7 +823,7 @@ impl IndexHandle {
                     ..self.parse
                 };
                 let record = logsift_parse::parse(entry.format, entry.raw, &opts);
-                let doc = crate::build_document(&self.schema, lsn, entry, &record, 0);
+                let doc = crate::build_document(&self.schema, lsn, entry, &record, pattern);
                 w.add_document(doc).map_err(|e| self.tantivy_err(e))?;
             }
             (Some(HotWriter::Blocks(tier)), Parsed::Record(record)) => {
@@ -1244,7 +1246,9 @@ impl IndexHandle {
         max_lsn: u64,
         tier: BlockTier,
     ) -> Result<(SegmentInfo, u64), StoreError> {
-        let built = tier.finish().map_err(|e| self.store_err(e.to_string()))?;
+        let built = tier
+            .finish(&self.patterns)
+            .map_err(|e| self.store_err(e.to_string()))?;
         let out = built.dir.as_path();
         let metas = built
             .index
@@ -1291,14 +1295,16 @@ impl IndexHandle {
                     format: r.format,
                     source: block.source(r),
                     raw: block.raw(r),
+                    pattern: r.pattern,
                 });
             }
         }
         Ok(())
     }
 
-    /// Hands every record of a (hot tier's) record index to `add`, in id order, so that each
-    /// stream's blocks follow one another in time.
+    /// Hands every record of a record index (a hot tier, or a record segment being rewritten
+    /// as blocks) to `add`, in id order, so that each stream's blocks follow one another in
+    /// time.
     fn feed_tier(
         &self,
         index: &Index,
@@ -1306,17 +1312,20 @@ impl IndexHandle {
     ) -> Result<(), StoreError> {
         let reader = reader_of(index).map_err(|e| self.tantivy_err(e))?;
         let searcher = reader.searcher();
-        let mut order: Vec<(u64, i64, u32, tantivy::DocId)> = Vec::new();
+        let mut order: Vec<(u64, i64, u32, tantivy::DocId, u32)> = Vec::new();
         let mut stores = Vec::new();
         for (ord, seg) in searcher.segment_readers().iter().enumerate() {
             let fast = seg.fast_fields();
             let ids = fast.u64("id").map_err(|e| self.tantivy_err(e))?;
             let ts = fast.i64("timestamp").map_err(|e| self.tantivy_err(e))?;
+            // Segments written before patterns were mined have no column: no pattern.
+            let patterns = fast.u64(crate::PATTERN_FIELD).ok();
             for doc in seg.doc_ids_alive() {
                 let (Some(id), Some(t)) = (ids.first(doc), ts.first(doc)) else {
                     continue;
                 };
-                order.push((id, t, ord as u32, doc));
+                let pattern = patterns.as_ref().and_then(|p| p.first(doc)).unwrap_or(0);
+                order.push((id, t, ord as u32, doc, pattern as u32));
             }
             // Each segment is read in doc order (ids rise within it): a few cached blocks each.
             stores.push(
@@ -1325,7 +1334,7 @@ impl IndexHandle {
             );
         }
         order.sort_unstable_by_key(|o| o.0);
-        for (id, timestamp, ord, doc) in order {
+        for (id, timestamp, ord, doc, pattern) in order {
             let stored: tantivy::TantivyDocument = stores[ord as usize]
                 .get(doc)
                 .map_err(|e| self.tantivy_err(e))?;
@@ -1337,6 +1346,7 @@ impl IndexHandle {
                 format: st.format,
                 source: st.source,
                 raw: st.raw,
+                pattern,
             });
         }
         Ok(())
@@ -1403,6 +1413,51 @@ impl IndexHandle {
             .map(|s| (s.entry.clone(), settings.clone()))
     }
 
+    /// A served record segment (oldest first) to rewrite as a block segment, once nothing was
+    /// added to the index for `idle` (its hot tier may still be open: the audit index of a
+    /// server in use gets a record every few seconds and is never sealed for being idle).
+    fn pick_upgrade(&self, idle: Duration) -> Option<CatalogEntry> {
+        if self.idle_for() < idle {
+            return None;
+        }
+        self.sealed
+            .read()
+            .iter()
+            .filter(|s| s.records().is_some())
+            .min_by_key(|s| s.entry.max_lsn)
+            .map(|s| s.entry.clone())
+    }
+
+    /// Rewrites record segment `source` (written by v1 or with `layout = "records"`) as a
+    /// block segment holding the same records, recording it in the catalog chain.
+    pub fn upgrade(&self, source: CatalogEntry) -> Result<Rewritten, StoreError> {
+        let (entry, data) = self.served(&source.segment)?;
+        let SealedData::Records(reader) = data else {
+            return Err(self.store_err(format!(
+                "segment {} is not a record segment",
+                source.segment
+            )));
+        };
+        // Held for the whole build, even if retention deletes the segment meanwhile.
+        let index = reader.searcher().index().clone();
+        let sources = [entry];
+        self.rewrite_with(
+            &sources,
+            "b",
+            "rewritten as blocks",
+            "rewritten as blocks into",
+            |work, id, max_lsn| {
+                let written = self.write_blocks(id, max_lsn, work, |add| {
+                    self.feed_tier(&index, add)?;
+                    crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
+                    self.check_not_abandoned()
+                })?;
+                let kept = written.as_ref().map_or(0, |(info, _)| info.docs);
+                Ok((written, kept))
+            },
+        )
+    }
+
     /// Whether a merge or recompression of this index is running.
     pub(crate) fn merge_running(&self) -> bool {
         running(&self.merge_thread.lock())
@@ -1420,6 +1475,14 @@ impl IndexHandle {
         let mut slot = self.merge_thread.lock();
         if running(&slot) {
             return false;
+        }
+        if self.layout == crate::Layout::Blocks {
+            // Record segments are rewritten as blocks rather than merged among themselves.
+            let idle = if idle.is_zero() { UPGRADE_IDLE } else { idle };
+            let Some(source) = self.pick_upgrade(idle) else {
+                return false;
+            };
+            return self.spawn_background(&mut slot, Background::Upgrade(Box::new(source)));
         }
         let live: Vec<CatalogEntry> = self.segments();
         // Segments by schema generation (folded ids, then pattern ids): tantivy merges only
@@ -1442,6 +1505,15 @@ impl IndexHandle {
                 None => return false,
             },
         };
+        self.spawn_background(&mut slot, work)
+    }
+
+    /// Runs `work` on a `logsift-merge` thread kept in `slot`; whether it started.
+    fn spawn_background(
+        self: &Arc<Self>,
+        slot: &mut Option<std::thread::JoinHandle<()>>,
+        work: Background,
+    ) -> bool {
         let handle = self.clone();
         let spawned = std::thread::Builder::new()
             .name("logsift-merge".into())
@@ -1463,6 +1535,15 @@ impl IndexHandle {
                             return;
                         }
                         tracing::error!(index = %handle.name, segment = %id, error = %e, "recompressing a segment failed; it stays as it is");
+                    }
+                }
+                Background::Upgrade(source) => {
+                    let id = source.segment.clone();
+                    if let Err(e) = handle.upgrade(*source) {
+                        if matches!(e, StoreError::Stopping) {
+                            return;
+                        }
+                        tracing::error!(index = %handle.name, segment = %id, error = %e, "rewriting a record segment as blocks failed; it stays as it is");
                     }
                 }
             });
@@ -2071,7 +2152,13 @@ impl Drop for RewriteOutput<'_> {
 enum Background {
     Merge(Vec<CatalogEntry>),
     Recompress(Box<(CatalogEntry, IndexSettings)>),
+    Upgrade(Box<CatalogEntry>),
 }
+
+/// How long an index of the `blocks` layout must have been quiet before its record segments
+/// are rewritten as block segments, when idle recompression is off (else its delay): a
+/// rewrite takes a core for seconds per million records, better spent on ingest meanwhile.
+const UPGRADE_IDLE: Duration = Duration::from_secs(5);
 
 /// The zstd level of a doc store's settings (`None`: not zstd, or tantivy's default).
 fn zstd_level(settings: &IndexSettings) -> Option<i32> {

@@ -83,7 +83,7 @@ pub struct StoreConfig {
     /// How seals lay out the segments they write.
     pub layout: Layout,
     /// Where the pattern miner's state is kept (`<data>/patterns.state`); `None`: records get
-    /// no pattern id. Only the `records` layout stores pattern ids (#19).
+    /// no pattern id.
     pub patterns_state: Option<PathBuf>,
 }
 
@@ -619,12 +619,11 @@ pub enum Applied {
 
 impl Indexer {
     pub fn new(store: Arc<Store>) -> Self {
-        let mining = match (&store.cfg.patterns_state, store.cfg.layout) {
-            (Some(path), Layout::Records) => {
-                Some(crate::patterns::Mining::open(path, store.patterns.clone()))
-            }
-            _ => None,
-        };
+        let mining = store
+            .cfg
+            .patterns_state
+            .as_ref()
+            .map(|path| crate::patterns::Mining::open(path, store.patterns.clone()));
         Indexer {
             store,
             applied_lsn: 0,
@@ -733,7 +732,11 @@ impl Indexer {
         analysis: Option<Analysis<'_>>,
     ) -> Result<Option<&'static str>, StoreError> {
         if let Some(a) = analysis {
-            handle.add_analyzed(lsn, entry, &a)?;
+            let pattern = match self.mining.as_mut() {
+                Some(m) => m.assign(lsn, entry.index, a.message),
+                None => 0,
+            };
+            handle.add_analyzed(lsn, entry, &a, pattern)?;
             return Ok(a.parse_error);
         }
         let opts = self.store.parse_options(entry.index, entry.received_at);
@@ -1121,6 +1124,67 @@ mod tests {
             names.len() as u64,
             "everything is sealed once all is sealed"
         );
+    }
+
+    /// Record segments (written by v1, or with `layout = "records"`) are rewritten as block
+    /// segments once a `blocks` store is quiet: the same records, ids, times and lines, and
+    /// the catalog chain says so.
+    #[test]
+    fn record_segments_are_rewritten_as_blocks_when_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |layout| StoreConfig {
+            layout,
+            idle_recompress_ms: 1,
+            ..StoreConfig::manual(dir.path().to_path_buf())
+        };
+        let mut written = Vec::new();
+        {
+            let store = Arc::new(Store::open(config(Layout::Records)).unwrap());
+            let mut indexer = Indexer::new(store.clone());
+            for lsn in 1..=700u64 {
+                let raw = format!(
+                    r#"{{"message":"request {lsn} done","host":"h{}","level":"{}","time":"2026-12-02T12:{:02}:00Z"}}"#,
+                    lsn % 3,
+                    ["info", "error"][(lsn % 2) as usize],
+                    lsn % 60
+                );
+                indexer.apply(lsn, &entry("logs", &raw)).unwrap();
+                written.push(raw);
+            }
+            indexer.commit().unwrap();
+            store.seal_all_and_wait();
+            let h = store.get("logs").unwrap();
+            assert!(h
+                .sealed_parts(None, None)
+                .iter()
+                .all(|(_, p)| matches!(p, crate::PartReader::Records(_))));
+        }
+        let store = Arc::new(Store::open(config(Layout::Blocks)).unwrap());
+        let h = store.get("logs").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(store.start_merges(), 1);
+        store.wait_for_merges();
+        assert_eq!(store.start_merges(), 0, "nothing left to rewrite");
+        let parts = h.sealed_parts(None, None);
+        assert_eq!(parts.len(), 1);
+        let (entry, crate::PartReader::Blocks(segment)) = &parts[0] else {
+            panic!("still a record segment");
+        };
+        assert_eq!(entry.reason, "rewritten as blocks");
+        assert_eq!(entry.docs, 700);
+        let mut lines = Vec::new();
+        let mut block = crate::blocks::DecodedBlock::default();
+        for ord in 0..segment.blocks.len() {
+            segment.read_block(ord, &mut block).unwrap();
+            for r in &block.records {
+                let raw = String::from_utf8(block.raw(r).to_vec()).unwrap();
+                assert_eq!(written[r.id as usize - 1], raw, "record {}", r.id);
+                lines.push(r.id);
+            }
+        }
+        lines.sort_unstable();
+        assert_eq!(lines, (1..=700).collect::<Vec<u64>>());
+        assert!(h.chain_problems().is_empty());
     }
 
     /// Issue #17: an index-name flood left a thousand one-record indexes that all went quiet

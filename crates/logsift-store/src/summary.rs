@@ -6,7 +6,7 @@
 //! `format_version`; the bundle's per-file CRC and the segment's sha256 cover its bytes).
 //! Segments written before summaries existed have none, and are aggregated record by record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -68,10 +68,11 @@ impl SegmentSummary {
     ) -> tantivy::Result<SegmentSummary> {
         let reader = index.reader()?;
         let searcher = reader.searcher();
-        let mut b = SummaryBuilder::default();
         let has_patterns = index.schema().get_field(crate::PATTERN_FIELD).is_ok();
-        let mut by_pattern: std::collections::HashMap<u32, (u64, i64, i64)> =
-            std::collections::HashMap::new();
+        let mut b = SummaryBuilder::default();
+        if has_patterns {
+            b = b.with_patterns();
+        }
         for segment in searcher.segment_readers() {
             let fast = segment.fast_fields();
             let ts = fast.i64("timestamp")?;
@@ -90,46 +91,14 @@ impl SegmentSummary {
                 let Some(t) = ts.first(doc) else { continue };
                 b.count_minute(t, sev.first(doc).map(|c| c.min(u64::from(u8::MAX)) as u8));
                 if let Some(id) = pattern.as_ref().and_then(|p| p.first(doc)) {
-                    let e = by_pattern.entry(id as u32).or_insert((0, t, t));
-                    e.0 += 1;
-                    e.1 = e.1.min(t);
-                    e.2 = e.2.max(t);
+                    b.count_pattern(id as u32, t);
                 }
             }
             // Keyword values by ordinal, then one dictionary lookup per value (not per record).
             count_values(segment, "host", &mut b.hosts, &mut b.host_missing)?;
             count_values(segment, "app", &mut b.apps, &mut b.app_missing)?;
         }
-        let mut summary = b.finish();
-        if has_patterns {
-            let mut counts: Vec<PatternCount> = by_pattern
-                .into_iter()
-                .map(|(id, (count, first, last))| PatternCount {
-                    id,
-                    count,
-                    first,
-                    last,
-                    template: None,
-                })
-                .collect();
-            // Templates of the most frequent first, up to a budget: every served segment
-            // keeps its summary in memory, and the miner holds every template anyway.
-            counts.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
-            let mut budget = MAX_TEMPLATE_BYTES;
-            for c in &mut counts {
-                let Some(t) = patterns.template(c.id) else {
-                    continue;
-                };
-                if t.len() > budget {
-                    break;
-                }
-                budget -= t.len();
-                c.template = Some(t.to_string());
-            }
-            counts.sort_unstable_by_key(|c| c.id);
-            summary.patterns = Some(counts);
-        }
-        Ok(summary)
+        Ok(b.finish(patterns))
     }
 
     /// Writes the summary into `dir` (the segment's files before bundling).
@@ -168,7 +137,7 @@ impl SegmentSummary {
 /// segment is written, where a `BTreeMap` compares strings at each level (`memcmp` was about
 /// a tenth of the indexer thread's time in a perf of the e2e ingest); sorted once when the
 /// summary is finished.
-type Counts = std::collections::HashMap<String, u64>;
+type Counts = HashMap<String, u64>;
 
 /// Builds a summary one record at a time, for segments written from parsed records (block
 /// segments); [`SegmentSummary::compute`] fills one from a record index's columns.
@@ -180,6 +149,8 @@ pub(crate) struct SummaryBuilder {
     apps: Option<Counts>,
     host_missing: u64,
     app_missing: u64,
+    /// Pattern id → (records, first, last); `None`: the segment stores no pattern ids.
+    patterns: Option<HashMap<u32, (u64, i64, i64)>>,
 }
 
 impl Default for SummaryBuilder {
@@ -191,6 +162,7 @@ impl Default for SummaryBuilder {
             apps: Some(Counts::new()),
             host_missing: 0,
             app_missing: 0,
+            patterns: None,
         }
     }
 }
@@ -226,6 +198,22 @@ impl SummaryBuilder {
         }
     }
 
+    /// Says that the segment stores pattern ids: its summary counts them (none yet).
+    pub fn with_patterns(mut self) -> Self {
+        self.patterns = Some(HashMap::new());
+        self
+    }
+
+    /// Counts a record of pattern `id` (0: none, not counted) at `timestamp`.
+    pub fn count_pattern(&mut self, id: u32, timestamp: i64) {
+        if let (Some(by), true) = (self.patterns.as_mut(), id != 0) {
+            let e = by.entry(id).or_insert((0, timestamp, timestamp));
+            e.0 += 1;
+            e.1 = e.1.min(timestamp);
+            e.2 = e.2.max(timestamp);
+        }
+    }
+
     /// Counts a record of severity code `severity` (0–7) in the minute of `timestamp`.
     fn count_minute(&mut self, timestamp: i64, severity: Option<u8>) {
         let minute = timestamp.div_euclid(SUMMARY_BUCKET_NS) * SUMMARY_BUCKET_NS;
@@ -233,7 +221,8 @@ impl SummaryBuilder {
         self.minutes.entry(minute).or_insert([0; SEVERITY_SLOTS])[slot] += 1;
     }
 
-    pub fn finish(self) -> SegmentSummary {
+    /// The summary; `patterns` spells the templates of the pattern ids counted.
+    pub fn finish(self, patterns: &crate::PatternBook) -> SegmentSummary {
         let finish = |counts: Option<Counts>, missing: u64| {
             counts.map(|c| {
                 let mut values: Vec<(String, u64)> = c.into_iter().collect();
@@ -247,9 +236,42 @@ impl SummaryBuilder {
             minutes: self.minutes.into_iter().collect(),
             hosts: finish(self.hosts, self.host_missing),
             apps: finish(self.apps, self.app_missing),
-            patterns: None,
+            patterns: self.patterns.map(|by| pattern_counts(by, patterns)),
         }
     }
+}
+
+/// The summary's pattern counts, ascending by id, with the templates of the most frequent.
+fn pattern_counts(
+    by: HashMap<u32, (u64, i64, i64)>,
+    patterns: &crate::PatternBook,
+) -> Vec<PatternCount> {
+    let mut counts: Vec<PatternCount> = by
+        .into_iter()
+        .map(|(id, (count, first, last))| PatternCount {
+            id,
+            count,
+            first,
+            last,
+            template: None,
+        })
+        .collect();
+    // Templates of the most frequent first, up to a budget: every served segment keeps its
+    // summary in memory, and the miner holds every template anyway.
+    counts.sort_unstable_by(|a, b| b.count.cmp(&a.count).then(a.id.cmp(&b.id)));
+    let mut budget = MAX_TEMPLATE_BYTES;
+    for c in &mut counts {
+        let Some(t) = patterns.template(c.id) else {
+            continue;
+        };
+        if t.len() > budget {
+            break;
+        }
+        budget -= t.len();
+        c.template = Some(t.to_string());
+    }
+    counts.sort_unstable_by_key(|c| c.id);
+    counts
 }
 
 /// Adds the records of each value of the keyword column `field` to `counts` (by ordinal, then
