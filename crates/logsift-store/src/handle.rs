@@ -518,6 +518,13 @@ impl IndexHandle {
 
     /// Opens a catalogued segment for searching, or quarantines it.
     fn serve_segment(&self, entry: CatalogEntry) {
+        if let Some(s) = self.open_segment(entry) {
+            self.sealed.write().push(s);
+        }
+    }
+
+    /// A catalogued segment opened for searching; `None` (quarantined) if it cannot be.
+    fn open_segment(&self, entry: CatalogEntry) -> Option<Sealed> {
         let opened = self
             .files
             .open(&entry.segment)
@@ -536,7 +543,7 @@ impl IndexHandle {
                     .map_err(|e| e.to_string())
             });
         match opened {
-            Ok((data, summary)) => self.sealed.write().push(Sealed {
+            Ok((data, summary)) => Some(Sealed {
                 entry,
                 data,
                 summary,
@@ -544,6 +551,7 @@ impl IndexHandle {
             Err(why) => {
                 tracing::error!(index = %self.name, segment = %entry.segment, %why, "quarantining a segment that cannot be opened; the rest keeps serving");
                 self.quarantined.write().push((entry.segment, why));
+                None
             }
         }
     }
@@ -1910,12 +1918,13 @@ impl IndexHandle {
             entry
         };
         {
+            // Opened first, then swapped in one step: a search between the two saw neither
+            // the sources nor the rewrite (an export during idle recompression missed a
+            // window's records of the segment being replaced).
+            let opened = entry.as_ref().and_then(|e| self.open_segment(e.clone()));
             let mut sealed = self.sealed.write();
             sealed.retain(|s| !names.contains(&s.entry.segment.as_str()));
-            drop(sealed);
-            if let Some(e) = &entry {
-                self.serve_segment(e.clone());
-            }
+            sealed.extend(opened);
         }
         for src in &names {
             let removed = crate::fault("store::remove")

@@ -1227,8 +1227,32 @@ mod tests {
         };
         assert_eq!(level(&h), Some(1));
         std::thread::sleep(Duration::from_millis(20));
+        // Searches during the rewrite see every record: the segment or its rewrite, never
+        // neither.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (h, stop) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut looks = 0u64;
+                while !stop.load(Ordering::Relaxed) || looks == 0 {
+                    let seen: u64 = h
+                        .parts(None, None)
+                        .iter()
+                        .map(|(p, _)| match p {
+                            crate::PartReader::Blocks(b) => b.num_records(),
+                            crate::PartReader::Records(r) => r.num_docs(),
+                        })
+                        .sum();
+                    assert_eq!(seen, 500, "after {looks} looks");
+                    looks += 1;
+                }
+                looks
+            })
+        };
         assert_eq!(store.start_merges(), 1);
         store.wait_for_merges();
+        stop.store(true, Ordering::Relaxed);
+        assert!(watcher.join().expect("every look saw every record") > 0);
         assert_eq!(store.start_merges(), 0, "recompressed once");
         let parts = h.sealed_parts(None, None);
         let (entry, crate::PartReader::Blocks(segment)) = &parts[0] else {
