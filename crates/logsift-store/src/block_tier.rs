@@ -20,6 +20,8 @@ pub(crate) struct BlockTier {
     max_ts: i64,
     docs: u64,
     raw_bytes: u64,
+    /// The zstd level of its bodies.
+    level: i32,
 }
 
 /// A finished tier: its segment complete in `dir` (block index, bodies, filters, summary).
@@ -49,6 +51,7 @@ impl BlockTier {
             max_ts: i64::MIN,
             docs: 0,
             raw_bytes: 0,
+            level,
         })
     }
 
@@ -104,13 +107,12 @@ impl BlockTier {
     pub fn finish(self, patterns: &crate::PatternBook) -> Result<BuiltTier, BlockError> {
         let dir = self.writer.dir().to_path_buf();
         let index = self.writer.finish()?;
-        self.summary
-            .finish(patterns)
-            .write(&dir)
-            .map_err(|source| BlockError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+        let mut summary = self.summary.finish(patterns);
+        summary.body_zstd_level = Some(self.level);
+        summary.write(&dir).map_err(|source| BlockError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(BuiltTier {
             dir,
             index,

@@ -518,6 +518,13 @@ impl IndexHandle {
 
     /// Opens a catalogued segment for searching, or quarantines it.
     fn serve_segment(&self, entry: CatalogEntry) {
+        if let Some(s) = self.open_segment(entry) {
+            self.sealed.write().push(s);
+        }
+    }
+
+    /// A catalogued segment opened for searching; `None` (quarantined) if it cannot be.
+    fn open_segment(&self, entry: CatalogEntry) -> Option<Sealed> {
         let opened = self
             .files
             .open(&entry.segment)
@@ -536,7 +543,7 @@ impl IndexHandle {
                     .map_err(|e| e.to_string())
             });
         match opened {
-            Ok((data, summary)) => self.sealed.write().push(Sealed {
+            Ok((data, summary)) => Some(Sealed {
                 entry,
                 data,
                 summary,
@@ -544,6 +551,7 @@ impl IndexHandle {
             Err(why) => {
                 tracing::error!(index = %self.name, segment = %entry.segment, %why, "quarantining a segment that cannot be opened; the rest keeps serving");
                 self.quarantined.write().push((entry.segment, why));
+                None
             }
         }
     }
@@ -1440,22 +1448,48 @@ impl IndexHandle {
         };
         // Held for the whole build, even if retention deletes the segment meanwhile.
         let index = reader.searcher().index().clone();
-        let sources = [entry];
-        self.rewrite_with(
-            &sources,
-            "b",
-            "rewritten as blocks",
-            "rewritten as blocks into",
-            |work, id, max_lsn| {
-                let written = self.write_blocks(id, max_lsn, work, |add| {
-                    self.feed_tier(&index, add)?;
-                    crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
-                    self.check_not_abandoned()
-                })?;
-                let kept = written.as_ref().map_or(0, |(info, _)| info.docs);
-                Ok((written, kept))
-            },
+        self.rewrite_as_blocks(
+            entry,
+            ["b", "rewritten as blocks", "rewritten as blocks into"],
+            |add| self.feed_tier(&index, add),
         )
+    }
+
+    /// A served block segment (oldest first) whose bodies are at a lower zstd level than the
+    /// idle one, on the terms of [`Self::pick_recompress`]: the hot tier of blocks compresses
+    /// at the sealed level, paid while ingesting, and its seal keeps those bodies as they are.
+    fn pick_block_recompress(&self, idle: Duration) -> Option<CatalogEntry> {
+        let settings = self.idle_settings.as_ref()?;
+        let target = self.block_zstd_level;
+        if self.idle_for() < idle || self.writer_open() {
+            return None;
+        }
+        self.sealed
+            .read()
+            .iter()
+            .filter(|s| matches!(s.data, SealedData::Blocks(_)))
+            .filter(|s| s.entry.raw_bytes >= settings.docstore_blocksize as u64)
+            .filter(|s| {
+                // Unknown (written before levels were noted): once, to know it.
+                let level = s.summary.as_ref().and_then(|m| m.body_zstd_level);
+                level.is_none_or(|l| l < target)
+            })
+            .min_by_key(|s| s.entry.max_lsn)
+            .map(|s| s.entry.clone())
+    }
+
+    /// Rewrites block segment `source` with its bodies at the idle zstd level.
+    fn recompress_blocks(&self, source: CatalogEntry) -> Result<Rewritten, StoreError> {
+        let (entry, data) = self.served(&source.segment)?;
+        let SealedData::Blocks(segment) = data else {
+            return Err(
+                self.store_err(format!("segment {} is not a block segment", source.segment))
+            );
+        };
+        let reason = format!("recompressed at zstd level {}", self.block_zstd_level);
+        self.rewrite_as_blocks(entry, ["z", &reason, "recompressed into"], |add| {
+            self.feed_blocks(&segment, &|_| true, add)
+        })
     }
 
     /// Whether a merge or recompression of this index is running.
@@ -1478,11 +1512,15 @@ impl IndexHandle {
         }
         if self.layout == crate::Layout::Blocks {
             // Record segments are rewritten as blocks rather than merged among themselves.
-            let idle = if idle.is_zero() { UPGRADE_IDLE } else { idle };
-            let Some(source) = self.pick_upgrade(idle) else {
-                return false;
+            let upgrade_idle = if idle.is_zero() { UPGRADE_IDLE } else { idle };
+            let work = match self.pick_upgrade(upgrade_idle) {
+                Some(source) => Background::Upgrade(Box::new(source)),
+                None => match self.pick_block_recompress(idle) {
+                    Some(source) => Background::RecompressBlocks(Box::new(source)),
+                    None => return false,
+                },
             };
-            return self.spawn_background(&mut slot, Background::Upgrade(Box::new(source)));
+            return self.spawn_background(&mut slot, work);
         }
         let live: Vec<CatalogEntry> = self.segments();
         // Segments by schema generation (folded ids, then pattern ids): tantivy merges only
@@ -1544,6 +1582,15 @@ impl IndexHandle {
                             return;
                         }
                         tracing::error!(index = %handle.name, segment = %id, error = %e, "rewriting a record segment as blocks failed; it stays as it is");
+                    }
+                }
+                Background::RecompressBlocks(source) => {
+                    let id = source.segment.clone();
+                    if let Err(e) = handle.recompress_blocks(*source) {
+                        if matches!(e, StoreError::Stopping) {
+                            return;
+                        }
+                        tracing::error!(index = %handle.name, segment = %id, error = %e, "recompressing a block segment failed; it stays as it is");
                     }
                 }
             });
@@ -1769,16 +1816,35 @@ impl IndexHandle {
         let SealedData::Blocks(source) = data else {
             return Err(self.store_err(format!("segment {segment} is not a block segment")));
         };
-        let sources = [entry];
-        self.rewrite_with(&sources, "e", reason, "erased into", |work, id, max_lsn| {
-            let written = self.write_blocks(id, max_lsn, work, |add| {
-                self.feed_blocks(&source, &|id| !erased.contains(&id), add)?;
-                crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
-                self.check_not_abandoned()
-            })?;
-            let kept = written.as_ref().map_or(0, |(info, _)| info.docs);
-            Ok((written, kept))
+        self.rewrite_as_blocks(entry, ["e", reason, "erased into"], |add| {
+            self.feed_blocks(&source, &|id| !erased.contains(&id), add)
         })
+    }
+
+    /// Writes `source` (live, served) as one new block segment from the records `feed` hands
+    /// over, with [`Self::rewrite_with`]'s `[tag, add_reason, delete_reason]`.
+    fn rewrite_as_blocks(
+        &self,
+        source: CatalogEntry,
+        [tag, add_reason, delete_reason]: [&str; 3],
+        feed: impl FnOnce(&mut dyn FnMut(&BlockRecord<'_>)) -> Result<(), StoreError>,
+    ) -> Result<Rewritten, StoreError> {
+        let sources = [source];
+        self.rewrite_with(
+            &sources,
+            tag,
+            add_reason,
+            delete_reason,
+            |work, id, max_lsn| {
+                let written = self.write_blocks(id, max_lsn, work, |add| {
+                    feed(add)?;
+                    crate::fault("store::rewrite-bundle").map_err(io_err(work))?;
+                    self.check_not_abandoned()
+                })?;
+                let kept = written.as_ref().map_or(0, |(info, _)| info.docs);
+                Ok((written, kept))
+            },
+        )
     }
 
     /// Writes `sources` (live, served) as one new segment with `build`, which gets the work
@@ -1852,12 +1918,13 @@ impl IndexHandle {
             entry
         };
         {
+            // Opened first, then swapped in one step: a search between the two saw neither
+            // the sources nor the rewrite (an export during idle recompression missed a
+            // window's records of the segment being replaced).
+            let opened = entry.as_ref().and_then(|e| self.open_segment(e.clone()));
             let mut sealed = self.sealed.write();
             sealed.retain(|s| !names.contains(&s.entry.segment.as_str()));
-            drop(sealed);
-            if let Some(e) = &entry {
-                self.serve_segment(e.clone());
-            }
+            sealed.extend(opened);
         }
         for src in &names {
             let removed = crate::fault("store::remove")
@@ -2153,6 +2220,7 @@ enum Background {
     Merge(Vec<CatalogEntry>),
     Recompress(Box<(CatalogEntry, IndexSettings)>),
     Upgrade(Box<CatalogEntry>),
+    RecompressBlocks(Box<CatalogEntry>),
 }
 
 /// How long an index of the `blocks` layout must have been quiet before its record segments

@@ -1187,6 +1187,92 @@ mod tests {
         assert!(h.chain_problems().is_empty());
     }
 
+    /// The hot tier of blocks compresses at the sealed level, and its seal keeps those
+    /// bodies: a quiet index rewrites them at the idle level, once, with the same records.
+    #[test]
+    fn quiet_block_segments_are_recompressed_at_the_idle_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(StoreConfig {
+                layout: Layout::Blocks,
+                docstore_block_bytes: 4096,
+                sealed_zstd_level: 1,
+                idle_zstd_level: 9,
+                idle_recompress_ms: 1,
+                ..StoreConfig::manual(dir.path().to_path_buf())
+            })
+            .unwrap(),
+        );
+        let mut indexer = Indexer::new(store.clone());
+        let mut written = Vec::new();
+        for lsn in 1..=500u64 {
+            let raw = format!(
+                r#"{{"message":"request {lsn} done in {} ms","host":"h{}","level":"{}"}}"#,
+                lsn % 17,
+                lsn % 3,
+                ["info", "warning"][(lsn % 2) as usize]
+            );
+            indexer.apply(lsn, &entry("logs", &raw)).unwrap();
+            written.push(raw);
+        }
+        indexer.commit().unwrap();
+        store.seal_all_and_wait();
+        let h = store.get("logs").unwrap();
+        // The sealed segment's summary (the hot tier's parts have none).
+        let level = |h: &IndexHandle| {
+            h.parts(None, None)
+                .into_iter()
+                .find_map(|(_, summary)| summary)
+                .and_then(|s| s.body_zstd_level)
+        };
+        assert_eq!(level(&h), Some(1));
+        std::thread::sleep(Duration::from_millis(20));
+        // Searches during the rewrite see every record: the segment or its rewrite, never
+        // neither.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (h, stop) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut looks = 0u64;
+                while !stop.load(Ordering::Relaxed) || looks == 0 {
+                    let seen: u64 = h
+                        .parts(None, None)
+                        .iter()
+                        .map(|(p, _)| match p {
+                            crate::PartReader::Blocks(b) => b.num_records(),
+                            crate::PartReader::Records(r) => r.num_docs(),
+                        })
+                        .sum();
+                    assert_eq!(seen, 500, "after {looks} looks");
+                    looks += 1;
+                }
+                looks
+            })
+        };
+        assert_eq!(store.start_merges(), 1);
+        store.wait_for_merges();
+        stop.store(true, Ordering::Relaxed);
+        assert!(watcher.join().expect("every look saw every record") > 0);
+        assert_eq!(store.start_merges(), 0, "recompressed once");
+        let parts = h.sealed_parts(None, None);
+        let (entry, crate::PartReader::Blocks(segment)) = &parts[0] else {
+            panic!("not a block segment");
+        };
+        assert_eq!(entry.reason, "recompressed at zstd level 9");
+        assert_eq!(entry.docs, 500);
+        let mut block = crate::blocks::DecodedBlock::default();
+        let mut seen = 0;
+        for ord in 0..segment.blocks.len() {
+            segment.read_block(ord, &mut block).unwrap();
+            for r in &block.records {
+                assert_eq!(block.raw(r), written[r.id as usize - 1].as_bytes());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 500);
+        assert_eq!(level(&h), Some(9));
+    }
+
     /// Issue #17: an index-name flood left a thousand one-record indexes that all went quiet
     /// in the same second, and each started its own recompression thread with a tantivy
     /// writer (198 at once, 46 MiB of RSS kept afterwards). Rewrites now take turns across

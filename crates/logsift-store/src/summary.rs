@@ -39,6 +39,11 @@ pub struct SegmentSummary {
     /// for segments written before patterns were mined or without a pattern column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patterns: Option<Vec<PatternCount>>,
+    /// The zstd level of a block segment's bodies (`None`: a record segment, or a block
+    /// segment written before this was noted), so that a quiet index recompresses only what
+    /// was written at a lower level than its idle one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_zstd_level: Option<i32>,
 }
 
 /// One pattern's records in a segment: the segment's dictionary entry for it.
@@ -237,6 +242,7 @@ impl SummaryBuilder {
             hosts: finish(self.hosts, self.host_missing),
             apps: finish(self.apps, self.app_missing),
             patterns: self.patterns.map(|by| pattern_counts(by, patterns)),
+            body_zstd_level: None,
         }
     }
 }
