@@ -762,6 +762,15 @@ impl BlockWriter {
         }
     }
 
+    /// A writer whose blocks span at most `ns` nanoseconds instead of [`MAX_BLOCK_SPAN_NS`]
+    /// (the benchmark weighs spans with it).
+    pub fn with_max_span(self, ns: i64) -> Self {
+        BlockWriter {
+            max_span_ns: ns.max(1),
+            ..self
+        }
+    }
+
     /// A writer of the block segment in `dir` (created; it must not hold one already);
     /// `zstd_level` compresses each block's frames.
     pub fn new(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
