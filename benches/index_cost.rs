@@ -27,6 +27,8 @@
 //! what a 500 ms hot-tier commit holds at about 30 k records/s), `--only NAME` (variants
 //! whose name contains NAME), `--terms`, `--space` (bytes per raw byte of each file kind and
 //! field of the merged segment, for the `current` variant or the `--only` one).
+//! The block segment's shape comes from the environment: `BLOCK_RECORDS` (records per block),
+//! `BLOCK_ZSTD_LEVEL` (default 3) and `BLOCK_SPAN_SECS` (most time a block's records span).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
 
@@ -514,9 +516,14 @@ fn real_blocks(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    let span_secs: i64 = std::env::var("BLOCK_SPAN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(logsift_store::blocks::MAX_BLOCK_SPAN_NS / 1_000_000_000);
     let mut writer = BlockWriter::new(&dir.path().join("blocks"), level)
         .expect("block writer")
-        .with_block_records(block_records);
+        .with_block_records(block_records)
+        .with_max_span(span_secs.saturating_mul(1_000_000_000));
     for (lsn, (format, raw)) in lines.iter().enumerate() {
         let record = logsift_parse::parse(*format, raw, opts);
         let rec = BlockRecord {

@@ -13,13 +13,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use logsift_store::blocks::{
-    hash_word, pattern_word, BlockError, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK,
+    hash_word, pattern_word, BlockSegment, DecodedBlock, RecordMeta, FIELD_KEY_MARK,
     FIELD_TYPED_MARK, FIELD_WORD_MARK, KEYWORD_MARK, WORD_SEP,
 };
 use logsift_store::tokens;
-use tantivy::postings::Postings;
-use tantivy::schema::IndexRecordOption;
-use tantivy::{DocSet, Term, TERMINATED};
 
 use crate::lang::{Ast, Keyword, Leaf, Target};
 use crate::matcher::Matcher;
@@ -619,26 +616,7 @@ fn exact_word(ast: &Ast) -> bool {
 }
 
 fn word_freqs(segment: &BlockSegment, word: &str) -> Result<Vec<u32>, QueryError> {
-    let mut out = vec![0u32; segment.blocks.len()];
-    let term = Term::from_field_text(segment.schema.words, word);
-    for (seg_ord, reader) in segment.searcher.segment_readers().iter().enumerate() {
-        let inverted = reader
-            .inverted_index(segment.schema.words)
-            .map_err(BlockError::from)?;
-        if let Some(mut postings) = inverted
-            .read_postings(&term, IndexRecordOption::WithFreqs)
-            .map_err(|e| BlockError::from(tantivy::TantivyError::from(e)))?
-        {
-            let mut doc = postings.doc();
-            while doc != TERMINATED {
-                if let Some(slot) = out.get_mut(segment.ordinal(seg_ord, doc)) {
-                    *slot = postings.term_freq();
-                }
-                doc = postings.advance();
-            }
-        }
-    }
-    Ok(out)
+    Ok(segment.word_freqs(word)?)
 }
 
 fn eval(segment: &BlockSegment, plan: &Plan) -> Result<Vec<bool>, QueryError> {

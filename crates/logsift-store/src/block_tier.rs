@@ -99,7 +99,7 @@ impl BlockTier {
 
     /// Everything added so far, readable (see [`BlockWriter::snapshot`]).
     pub fn snapshot(&mut self) -> Result<Vec<Arc<BlockSegment>>, BlockError> {
-        Ok(self.writer.snapshot()?.into_iter().map(Arc::new).collect())
+        self.writer.snapshot()
     }
 
     /// Completes the segment and writes its summary beside it (with the templates `patterns`

@@ -5,9 +5,9 @@
 //! A block segment is a directory of three parts, side by side (so that a segment bundle
 //! holds them as one flat list of files, and a reader opens them through any tantivy
 //! `Directory`):
-//! - a tantivy index with one document per block: each distinct word of the block's records
-//!   once per record that holds it (so a word's term frequency is the number of the block's
-//!   records holding it, and a single word's total needs no record), and fast columns for the
+//! - a tantivy index with one document per block: each distinct word of the block's records,
+//!   its term frequency telling the number of the block's records holding it (see
+//!   [`block_freq`]; a single word's total needs no record), and fast columns for the
 //!   block's time range, ids, stream and where its body and filter are;
 //! - `body.dat`: each block's records, one zstd frame per block;
 //! - `filters.dat`: bloom filters of the high-entropy tokens (ids, hashes, long numbers;
@@ -41,8 +41,34 @@ pub const BLOCK_RECORDS: usize = 128;
 
 /// The version of the block segment layout, in `filters.dat`'s header. Version 2 (2026-12-04)
 /// sizes block filters at 16 bits and 11 probes per id; version 1's, 12 bits and 8 probes,
-/// are read as written.
-pub const BLOCKS_VERSION: u32 = 2;
+/// are read as written. Version 3 (2026-12-04) writes a word's frequency in a block as 1
+/// when every record of the block holds it, and as the count of records holding it plus one
+/// otherwise (see [`block_freq`]); versions 1 and 2 wrote the count.
+pub const BLOCKS_VERSION: u32 = 3;
+/// The first layout version whose frequencies are written by [`block_freq`].
+const SHIFTED_FREQS: u32 = 3;
+
+/// The frequency a word held by `count` of a block's `records` records is indexed with.
+/// Tantivy counts a frequency by a call per occurrence, and a word of a stream is mostly in
+/// all of its block's records (its host, app and format keywords; its fixed words): those
+/// calls were half of the block index writer's time (perf of the e2e ingest).
+fn block_freq(count: u32, records: u32) -> u32 {
+    if count >= records {
+        1
+    } else {
+        count + 1
+    }
+}
+
+/// The count of records that frequency `freq` of a block of `records` records stands for
+/// (layout version 3 on; see [`block_freq`]).
+fn records_holding(freq: u32, records: u32) -> u32 {
+    match freq {
+        0 => 0,
+        1 => records,
+        f => f - 1,
+    }
+}
 const FILTERS_MAGIC: &[u8; 8] = b"LSBLKF01";
 /// `filters.dat` starts with the magic, the version (u32) and the lengths (u64) of the segment
 /// filter and of the zstd dictionary.
@@ -67,12 +93,16 @@ const BLOCK_PROBES: u64 = 11;
 fn block_probes(version: u32) -> Option<u64> {
     match version {
         1 => Some(8),
-        BLOCKS_VERSION => Some(BLOCK_PROBES),
+        2..=BLOCKS_VERSION => Some(BLOCK_PROBES),
         _ => None,
     }
 }
-/// Most time the records of one block span (see [`BlockWriter::add`]).
-pub const MAX_BLOCK_SPAN_NS: i64 = 60 * 60 * 1_000_000_000;
+/// Most time the records of one block span (see [`BlockWriter::add`]). Four hours, not one:
+/// the e2e corpus's quiet streams then fill blocks of 69 records on average instead of 30, for
+/// 6 % fewer bytes; a 1-minute window's count reads about as many blocks (one per stream),
+/// each larger (1.4 → 2.0 ms at 300 MB), and the export, which reads by time windows,
+/// lost 16 % (106 → 89 MB/s).
+pub const MAX_BLOCK_SPAN_NS: i64 = 4 * 60 * 60 * 1_000_000_000;
 /// The block index writer's memory: what a seal holds for it at most, whatever the segment's
 /// size.
 const BLOCK_INDEX_ARENA: usize = 48 << 20;
@@ -115,9 +145,9 @@ pub fn pattern_word(id: u32) -> String {
     format!("{KEYWORD_MARK}pattern\0{id}")
 }
 
-/// The tokenizer of the `words` field: each word followed by the number of records holding it
-/// (in decimal), each ended by [`WORD_SEP`]. It yields the word that many times, so that its
-/// frequency in the block is that number. One string per block, split in place, instead of a
+/// The tokenizer of the `words` field: each word followed by its frequency (in decimal, see
+/// [`block_freq`]), each ended by [`WORD_SEP`]. It yields the word that many times, so that
+/// its frequency in the block is that number. One string per block, split in place, instead of a
 /// `String` per posting; the number, not the word repeated, as writing the repeats was 7 % of
 /// the indexer thread's time (perf of the e2e ingest). Only indexing reads this text: it is
 /// not stored, and queries look terms up whole.
@@ -426,6 +456,23 @@ struct OpenBlock {
     /// The stream's host and app (every record of the block has them).
     host: Option<String>,
     app: Option<String>,
+    /// What the last snapshot read of it, while no record has joined it since.
+    frozen: Option<std::sync::Arc<FrozenBlock>>,
+}
+
+/// A block of a hot tier as snapshots read it until its document is in the block index:
+/// plain header and lines, and its words and ids as lookups. A snapshot used to index and
+/// compress these blocks afresh at every commit (twice a second): a fifth of the server's
+/// CPU while ingesting (perf of the e2e ingest), for blocks that mostly had not changed.
+struct FrozenBlock {
+    /// Its header range is all of `head`, its body range all of `lines`.
+    info: BlockInfo,
+    head: Vec<u8>,
+    lines: Vec<u8>,
+    /// (word hash, records holding it), by hash; empty outside a hot tier.
+    words: Vec<(u64, u32)>,
+    /// Hashes of its high-entropy tokens, sorted and distinct (exact, not a filter).
+    ids: Vec<u64>,
 }
 
 /// Hashes a key that is already a hash ([`hash_word`]) as itself: SipHash over it took a
@@ -470,6 +517,7 @@ impl OpenBlock {
         self.pattern_col.clear();
         self.patterned = false;
         self.records = 0;
+        self.frozen = None;
     }
 
     /// Counts `word` (hashed to `h`) for the record being added, once however often it holds it.
@@ -530,16 +578,13 @@ pub struct BlockWriter {
     /// Analyses the records that [`BlockWriter::add`] is given parsed.
     analyzer: Analyzer,
     open: HashMap<u64, OpenBlock>,
-    /// Closed blocks as (document, plain header, plain lines) until the dictionary exists.
+    /// Closed blocks until the dictionary exists.
     pending: Vec<PlainBlock>,
     pending_bytes: usize,
     /// Whether the dictionary is decided (trained, or none): closed blocks then go straight
     /// to the compression thread.
     trained: bool,
     dictionary: Vec<u8>,
-    /// Compresses the blocks of [`BlockWriter::snapshot`]'s in-memory segment, fast, with the
-    /// dictionary once there is one.
-    fast: Option<zstd::bulk::Compressor<'static>>,
     /// `dictionary` digested for the snapshots' readers, once it is decided.
     ddict: SharedDict,
     /// Where the segment is written and its block index.
@@ -553,6 +598,19 @@ pub struct BlockWriter {
     worker: Option<Worker>,
     /// What [`BlockWriter::snapshot`] reads the block index through.
     reader: Option<tantivy::IndexReader>,
+    /// Whether snapshots are taken (a hot tier): closed blocks are then kept in `closed`
+    /// until the block index holds them.
+    hot: bool,
+    /// Closed blocks, in the order they closed (which is the order their documents reach the
+    /// block index), from the first one the block index may not hold yet.
+    closed: std::collections::VecDeque<std::sync::Arc<FrozenBlock>>,
+    /// Closed blocks dropped from the front of `closed`: the block index held them.
+    dropped: u64,
+    /// The last snapshot's segment of the block index and `body.dat`, with the number of
+    /// blocks it holds: the next snapshot reuses it when the index has not committed since.
+    written: Option<(u64, std::sync::Arc<BlockSegment>)>,
+    /// The first error of the compression thread, which reports nothing otherwise.
+    thread_failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// The first error (reported by `snapshot` and `finish`).
     failed: Option<BlockError>,
     filters: Vec<u8>,
@@ -570,9 +628,11 @@ pub struct BlockWriter {
 /// behind (the thread adding records then waits).
 const QUEUED_BLOCKS: usize = 64;
 
-/// The zstd level of the blocks a snapshot compresses afresh each time (they live until the
-/// next commit).
-const UNWRITTEN_LEVEL: i32 = 1;
+/// Blocks a hot tier's block index takes between commits: each commit is an index segment
+/// that snapshots read, and until it the blocks stay in memory, plain (a few MiB). A hot
+/// index is not merged before its seal: merging segments of a few hundred blocks as they
+/// came was a tenth of the server's CPU while ingesting.
+const HOT_BLOCKS_PER_COMMIT: usize = 2048;
 
 /// What a [`BlockWriter`]'s compression thread is asked to do.
 enum Work {
@@ -580,8 +640,6 @@ enum Work {
     Compressor(zstd::bulk::Compressor<'static>),
     /// Compress a closed block, append it to `body.dat` and index its document.
     Block(PlainBlock),
-    /// Flush `body.dat` and commit the block index; answer with the bytes written.
-    Commit(std::sync::mpsc::SyncSender<Result<u64, BlockError>>),
 }
 
 struct Worker {
@@ -605,6 +663,8 @@ struct Compressing {
     blocks_per_commit: usize,
     /// The first error, kept: everything after it is suspect.
     failed: Option<String>,
+    /// Where the writer's snapshots see that error.
+    shared_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Compressing {
@@ -612,13 +672,14 @@ impl Compressing {
         for work in rx {
             match work {
                 Work::Compressor(c) => self.compressor = Some(c),
-                Work::Block((doc, head, lines)) => {
-                    if let Err(e) = self.block(doc, &head, &lines) {
-                        self.failed.get_or_insert(e.to_string());
+                Work::Block((doc, block)) => {
+                    if let Err(e) = self.block(doc, &block.head, &block.lines) {
+                        let why = e.to_string();
+                        if let Ok(mut shared) = self.shared_failure.lock() {
+                            shared.get_or_insert_with(|| why.clone());
+                        }
+                        self.failed.get_or_insert(why);
                     }
-                }
-                Work::Commit(reply) => {
-                    let _ = reply.send(self.commit());
                 }
             }
         }
@@ -666,32 +727,15 @@ impl Compressing {
         self.indexed += 1;
         self.writer.add_document(doc)?;
         if self.indexed.is_multiple_of(self.blocks_per_commit) {
+            // Bodies first: a snapshot maps `body.dat` as long as it is once it sees a
+            // commit, and every block of that commit must lie within.
+            self.body.flush().map_err(|source| BlockError::Io {
+                path: self.dir.join(BODY_FILE),
+                source,
+            })?;
             self.writer.commit()?;
         }
         Ok(())
-    }
-
-    fn commit(&mut self) -> Result<u64, BlockError> {
-        if let Some(e) = self.error() {
-            return Err(e);
-        }
-        let done = self
-            .writer
-            .commit()
-            .map_err(BlockError::from)
-            .and_then(|_| {
-                self.body.flush().map_err(|source| BlockError::Io {
-                    path: self.dir.join(BODY_FILE),
-                    source,
-                })
-            });
-        match done {
-            Ok(()) => Ok(self.body_len),
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                Err(e)
-            }
-        }
     }
 }
 
@@ -708,9 +752,9 @@ fn digest(dictionary: &[u8]) -> Result<SharedDict, String> {
         .ok_or_else(|| "the zstd dictionary does not load".to_string())
 }
 
-/// A closed block before compression: its index document (without the body's place), its
-/// plain header and lines.
-type PlainBlock = (TantivyDocument, Vec<u8>, Vec<u8>);
+/// A closed block before compression: its index document (without the body's place), and the
+/// block.
+type PlainBlock = (TantivyDocument, std::sync::Arc<FrozenBlock>);
 
 impl BlockWriter {
     /// A writer whose blocks close at `block_records` records instead of [`BLOCK_RECORDS`]
@@ -722,17 +766,24 @@ impl BlockWriter {
         }
     }
 
+    /// A writer whose blocks span at most `ns` nanoseconds instead of [`MAX_BLOCK_SPAN_NS`]
+    /// (the benchmark weighs spans with it).
+    pub fn with_max_span(self, ns: i64) -> Self {
+        BlockWriter {
+            max_span_ns: ns.max(1),
+            ..self
+        }
+    }
+
     /// A writer of the block segment in `dir` (created; it must not hold one already);
     /// `zstd_level` compresses each block's frames.
     pub fn new(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
         Self::create(dir, zstd_level, false, 4096)
     }
 
-    /// A writer for a hot tier: its block index merges in the background, since a snapshot
-    /// at every commit would otherwise leave one index segment per commit for queries to
-    /// visit.
+    /// A writer for a hot tier, read through [`BlockWriter::snapshot`]s.
     pub fn hot(dir: &Path, zstd_level: i32) -> Result<Self, BlockError> {
-        Self::create(dir, zstd_level, true, 4096)
+        Self::create(dir, zstd_level, true, HOT_BLOCKS_PER_COMMIT)
     }
 
     /// A writer that commits its block index every `blocks` blocks (tests of the merge that
@@ -766,14 +817,10 @@ impl BlockWriter {
         // ordinals are document ids (a block's offsets are its own document's fields: the
         // order the merge gives them does not matter).
         let writer: IndexWriter = index.writer_with_num_threads(1, BLOCK_INDEX_ARENA)?;
-        if hot {
-            writer.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
-        } else {
-            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
-        }
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         let body_path = dir.join(BODY_FILE);
         let body = std::fs::File::create(&body_path).map_err(io(&body_path))?;
-        let state = Compressing {
+        let mut state = Compressing {
             schema: schema.clone(),
             dir: dir.to_path_buf(),
             compressor: None,
@@ -783,7 +830,10 @@ impl BlockWriter {
             indexed: 0,
             blocks_per_commit,
             failed: None,
+            shared_failure: Default::default(),
         };
+        let thread_failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        state.shared_failure = thread_failed.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BLOCKS);
         let thread = std::thread::Builder::new()
             .name("logsift-blocks".into())
@@ -794,6 +844,11 @@ impl BlockWriter {
             index,
             worker: Some(Worker { tx, thread }),
             reader: None,
+            hot,
+            closed: Default::default(),
+            dropped: 0,
+            written: None,
+            thread_failed,
             failed: None,
             schema,
             analyzer: Analyzer::default(),
@@ -802,7 +857,6 @@ impl BlockWriter {
             pending_bytes: 0,
             trained: false,
             dictionary: Vec::new(),
-            fast: None,
             ddict: None,
             filters: Vec::new(),
             segment_ids: Vec::new(),
@@ -875,6 +929,7 @@ impl BlockWriter {
         blk.ts_max = blk.ts_max.max(rec.timestamp);
         blk.first_id = blk.first_id.min(rec.id);
         blk.last_id = blk.last_id.max(rec.id);
+        blk.frozen = None;
         for (h, word) in a.words() {
             blk.word(h, word);
         }
@@ -892,13 +947,8 @@ impl BlockWriter {
         }
     }
 
-    /// The document (without the body's place or the filter's), plain header, filter and ids
-    /// of a block; its lines are `blk.body`.
-    fn block_parts(
-        &self,
-        key: u64,
-        blk: &OpenBlock,
-    ) -> (TantivyDocument, Vec<u8>, Vec<u8>, Vec<u64>) {
+    /// The document of a block (without the body's place or the filter's).
+    fn document(&self, key: u64, blk: &OpenBlock) -> TantivyDocument {
         let s = &self.schema;
         let mut doc = TantivyDocument::new();
         doc.add_i64(s.ts_min, blk.ts_min);
@@ -907,67 +957,26 @@ impl BlockWriter {
         doc.add_u64(s.last_id, blk.last_id);
         doc.add_u64(s.records, u64::from(blk.records));
         doc.add_u64(s.stream, key & STREAM_BITS);
-        // Header: the sources the records name, the stream, then the records' columns. The
-        // lines go in a frame of their own, so that a time range, a count or a severity is
-        // answered from the (small) header alone.
-        let (ts_col, ts_unit) = scaled_column(&blk.ts_deltas);
-        let (recv_col, recv_unit) = scaled_column(&blk.recv_deltas);
-        let columns = [
-            &ts_col,
-            &blk.id_col,
-            &recv_col,
-            &blk.meta_col,
-            &blk.sev_col,
-            &blk.len_col,
-        ];
-        let mut plain = Vec::with_capacity(columns.iter().map(|c| c.len()).sum::<usize>() + 64);
-        put_varint(&mut plain, blk.sources.len() as u64);
-        for src in &blk.sources {
-            put_varint(&mut plain, src.len() as u64);
-            plain.extend_from_slice(src.as_bytes());
-        }
-        for name in [&blk.host, &blk.app] {
-            // Length + 1; 0 for none.
-            match name {
-                Some(n) => {
-                    put_varint(&mut plain, n.len() as u64 + 1);
-                    plain.extend_from_slice(n.as_bytes());
-                }
-                None => put_varint(&mut plain, 0),
-            }
-        }
-        put_varint(&mut plain, u64::from(blk.records));
-        put_varint(&mut plain, blk.base_id);
-        plain.extend_from_slice(&blk.base_ts.to_le_bytes());
-        plain.extend_from_slice(&blk.base_recv.to_le_bytes());
-        plain.push(ts_unit);
-        plain.push(recv_unit);
-        for column in columns {
-            plain.extend_from_slice(column);
-        }
-        // Last and optional: headers written before pattern ids end with the lengths.
-        if blk.patterned {
-            plain.extend_from_slice(&blk.pattern_col);
-        }
-        let mut ids = blk.ids.clone();
-        ids.sort_unstable();
-        ids.dedup();
-        let filter = bloom_bytes(&ids, BLOCK_BITS_PER_ID, BLOCK_PROBES);
         let mut text = String::with_capacity(blk.word_text.len() + 6 * blk.words.len());
         for &(start, end, count) in &blk.words {
             let word = &blk.word_text[start as usize..end as usize];
             use std::fmt::Write as _;
             text.push_str(word);
             text.push(WORD_SEP);
-            let _ = write!(text, "{count}");
+            let _ = write!(text, "{}", block_freq(count, blk.records));
             text.push(WORD_SEP);
         }
         doc.add_text(s.words, &text);
-        (doc, plain, filter, ids)
+        doc
     }
 
     fn close(&mut self, key: u64, mut blk: OpenBlock) {
-        let (mut doc, head, filter, ids) = self.block_parts(key, &blk);
+        let mut doc = self.document(key, &blk);
+        let head = block_header(&blk);
+        let mut ids = std::mem::take(&mut blk.ids);
+        ids.sort_unstable();
+        ids.dedup();
+        let filter = bloom_bytes(&ids, BLOCK_BITS_PER_ID, BLOCK_PROBES);
         doc.add_u64(self.schema.filter_offset, self.filters.len() as u64);
         doc.add_u64(self.schema.filter_len, filter.len() as u64);
         self.filters.extend_from_slice(&filter);
@@ -975,17 +984,23 @@ impl BlockWriter {
         // The lines leave with the block; the next block's are sized like them.
         let sized = Vec::with_capacity(blk.body.len());
         let lines = std::mem::replace(&mut blk.body, sized);
+        let (plain_bytes, hot) = (head.len() + lines.len(), self.hot);
+        let ids = if hot { ids } else { Vec::new() };
+        let block = std::sync::Arc::new(freeze(key, &blk, head, lines, ids, hot));
         if self.spare.len() < SPARE_BLOCKS {
             // Its maps and columns keep their capacity for the next block: a new block's grew
             // from nothing, rehashing its word map over and over.
             blk.clear();
             self.spare.push(blk);
         }
+        if hot {
+            self.closed.push_back(block.clone());
+        }
         if self.trained {
-            self.send(Work::Block((doc, head, lines)));
+            self.send(Work::Block((doc, block)));
         } else {
-            self.pending_bytes += head.len() + lines.len();
-            self.pending.push((doc, head, lines));
+            self.pending_bytes += plain_bytes;
+            self.pending.push((doc, block));
             if self.pending_bytes >= DICT_TRAIN_BYTES {
                 self.train();
             }
@@ -1010,7 +1025,7 @@ impl BlockWriter {
             let samples: Vec<&[u8]> = self
                 .pending
                 .iter()
-                .flat_map(|(_, h, l)| [h.as_slice(), l.as_slice()])
+                .flat_map(|(_, b)| [b.head.as_slice(), b.lines.as_slice()])
                 .collect();
             // Training can fail on samples it finds too uniform; blocks then go without.
             match zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
@@ -1025,13 +1040,9 @@ impl BlockWriter {
             zstd::bulk::Compressor::with_dictionary(level, dictionary)
                 .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))
         };
-        match (
-            context(self.level, &self.dictionary),
-            context(UNWRITTEN_LEVEL, &self.dictionary),
-        ) {
-            (Ok(compressor), Ok(fast)) => match digest(&self.dictionary) {
+        match context(self.level, &self.dictionary) {
+            Ok(compressor) => match digest(&self.dictionary) {
                 Ok(ddict) => {
-                    self.fast = Some(fast);
                     self.ddict = ddict;
                     self.send(Work::Compressor(compressor));
                 }
@@ -1042,7 +1053,7 @@ impl BlockWriter {
                     });
                 }
             },
-            (Err(source), _) | (_, Err(source)) => {
+            Err(source) => {
                 self.failed.get_or_insert(BlockError::Io {
                     path: self.dir.clone(),
                     source,
@@ -1056,13 +1067,20 @@ impl BlockWriter {
         self.pending_bytes = 0;
     }
 
-    /// Makes every record added so far readable, the writer going on: the blocks written to
-    /// `body.dat` as one segment read from this writer's files, and the others (open blocks,
-    /// which still grow, and closed ones waiting for the dictionary) as a second one in
-    /// memory, compressed afresh at each snapshot, if there are any.
-    pub fn snapshot(&mut self) -> Result<Vec<BlockSegment>, BlockError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.send(Work::Commit(tx));
+    /// Makes every record added so far readable, the writer going on: the blocks the block
+    /// index has committed as one segment read from this writer's files, and the others
+    /// (closed blocks on their way there, and the open ones, which still grow) as a second
+    /// one, in memory, if there are any. Waits for nothing: the compression thread commits
+    /// on its own (every [`HOT_BLOCKS_PER_COMMIT`] blocks), and an open block that took no
+    /// record since the last snapshot is not copied again.
+    pub fn snapshot(&mut self) -> Result<Vec<std::sync::Arc<BlockSegment>>, BlockError> {
+        let thread_failed = self.thread_failed.lock().ok().and_then(|f| f.clone());
+        if let Some(why) = thread_failed {
+            self.failed.get_or_insert(BlockError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(why),
+            });
+        }
         if let Some(e) = &self.failed {
             // Kept: blocks may be missing from here on, so no later snapshot may pass either.
             return Err(BlockError::Io {
@@ -1070,11 +1088,6 @@ impl BlockWriter {
                 source: std::io::Error::other(e.to_string()),
             });
         }
-        let body_len = rx.recv().map_err(|_| BlockError::Io {
-            path: self.dir.clone(),
-            source: std::io::Error::other("the block compression thread stopped"),
-        })??;
-        let body_path = self.dir.join(BODY_FILE);
         let reader = match &self.reader {
             Some(r) => {
                 r.reload()?;
@@ -1090,121 +1103,80 @@ impl BlockWriter {
                 r
             }
         };
-        let body = if body_len == 0 {
+        let searcher = reader.searcher();
+        // Documents reach the index in the order their blocks closed, and a commit makes
+        // all of those before it visible: the index holds the first `indexed` closed blocks.
+        let indexed = searcher.num_docs();
+        let written = match &self.written {
+            Some((n, segment)) if *n == indexed => segment.clone(),
+            _ => {
+                let segment = std::sync::Arc::new(self.written_segment(searcher)?);
+                self.written = Some((indexed, segment.clone()));
+                segment
+            }
+        };
+        while self.dropped < indexed && self.closed.pop_front().is_some() {
+            self.dropped += 1;
+        }
+        let mut open: Vec<(u64, &mut OpenBlock)> =
+            self.open.iter_mut().map(|(k, b)| (*k, b)).collect();
+        open.sort_by_key(|(_, b)| b.first_id);
+        let mut blocks: Vec<std::sync::Arc<FrozenBlock>> = self.closed.iter().cloned().collect();
+        for (key, blk) in open {
+            let frozen = match &blk.frozen {
+                Some(f) => f.clone(),
+                None => {
+                    let mut ids = blk.ids.clone();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let head = block_header(blk);
+                    let f =
+                        std::sync::Arc::new(freeze(key, blk, head, blk.body.clone(), ids, true));
+                    blk.frozen = Some(f.clone());
+                    f
+                }
+            };
+            blocks.push(frozen);
+        }
+        let mut out = vec![written];
+        if !blocks.is_empty() {
+            out.push(std::sync::Arc::new(BlockSegment::in_memory(
+                &self.dir.join("unwritten"),
+                blocks,
+            )));
+        }
+        Ok(out)
+    }
+
+    /// What `searcher` sees of the block index, with the bodies of its blocks.
+    fn written_segment(&self, searcher: tantivy::Searcher) -> Result<BlockSegment, BlockError> {
+        let body_path = self.dir.join(BODY_FILE);
+        let io = |source| BlockError::Io {
+            path: body_path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&body_path).map_err(io)?;
+        // Taken after the index was read: the compression thread flushes a commit's bodies
+        // before it commits, so the file is at least as long as they need.
+        let len = file.metadata().map_err(io)?.len();
+        let body = if len == 0 {
             OwnedBytes::empty()
         } else {
-            let file = std::fs::File::open(&body_path).map_err(|source| BlockError::Io {
-                path: body_path.clone(),
-                source,
-            })?;
             // SAFETY: `body.dat` is this writer's own scratch file: it only grows (the map
-            // covers what was flushed above) and is never truncated or rewritten while a
-            // snapshot may read it; removing it leaves the mapping valid.
-            let map = unsafe {
-                memmap2::MmapOptions::new()
-                    .len(body_len as usize)
-                    .map(&file)
-            }
-            .map_err(|source| BlockError::Io {
-                path: body_path.clone(),
-                source,
-            })?;
+            // covers what was flushed before the commit read) and is never truncated or
+            // rewritten while a snapshot may read it; removing it leaves the mapping valid.
+            let map =
+                unsafe { memmap2::MmapOptions::new().len(len as usize).map(&file) }.map_err(io)?;
             OwnedBytes::new(map)
         };
-        let closed = BlockSegment::assemble(
+        BlockSegment::assemble(
             &self.dir,
-            self.index.clone(),
-            reader.searcher(),
+            searcher,
             body,
             OwnedBytes::new(self.filters.clone()),
             None,
             0,
             self.ddict.clone(),
-        )?;
-        let mut out = vec![closed];
-        if !self.open.is_empty() || !self.pending.is_empty() {
-            out.push(self.unwritten_segment()?);
-        }
-        Ok(out)
-    }
-
-    /// The blocks not in `body.dat` yet as a segment in memory (see [`BlockWriter::snapshot`]).
-    fn unwritten_segment(&mut self) -> Result<BlockSegment, BlockError> {
-        // Indexed on this thread into one segment: a writer's threads, started twice a second
-        // for a few hundred documents, would cost more than the indexing.
-        let tokenizers = tantivy::tokenizer::TokenizerManager::default();
-        tokenizers.register(WORDS_TOKENIZER, WordsTokenizer::default());
-        let mut writer: tantivy::SingleSegmentIndexWriter = Index::builder()
-            .schema(self.schema.schema.clone())
-            .tokenizers(tokenizers)
-            .single_segment_index_writer(
-                tantivy::directory::RamDirectory::create(),
-                UNWRITTEN_ARENA,
-            )?;
-        // Closed blocks waiting for the dictionary keep their filters in the writer's.
-        let mut filters = if self.pending.is_empty() {
-            Vec::new()
-        } else {
-            self.filters.clone()
-        };
-        let mut open: Vec<(u64, &OpenBlock)> = self.open.iter().map(|(k, b)| (*k, b)).collect();
-        open.sort_by_key(|(_, b)| b.first_id);
-        let mut blocks: Vec<PlainBlock> = self.pending.clone();
-        for (key, blk) in open {
-            let (mut doc, head, filter, _) = self.block_parts(key, blk);
-            doc.add_u64(self.schema.filter_offset, filters.len() as u64);
-            doc.add_u64(self.schema.filter_len, filter.len() as u64);
-            filters.extend_from_slice(&filter);
-            blocks.push((doc, head, blk.body.clone()));
-        }
-        let io = |source| BlockError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        // Before the dictionary: plainly.
-        let mut plain = match self.fast {
-            Some(_) => None,
-            None => Some(zstd::bulk::Compressor::new(UNWRITTEN_LEVEL).map_err(io)?),
-        };
-        let Some(compressor) = plain.as_mut().or(self.fast.as_mut()) else {
-            return Err(io(std::io::Error::other("no zstd context")));
-        };
-        let s = self.schema.clone();
-        let mut body = Vec::new();
-        for (mut doc, head, lines) in blocks {
-            let head_frame = compressor.compress(&head).map_err(io)?;
-            let lines_frame = compressor.compress(&lines).map_err(io)?;
-            s.place_body(
-                &mut doc,
-                body.len() as u64,
-                &head_frame,
-                &lines_frame,
-                &head,
-                &lines,
-            );
-            body.extend_from_slice(&head_frame);
-            body.extend_from_slice(&lines_frame);
-            writer.add_document(doc)?;
-        }
-        let index = writer.finalize()?;
-        let reader: tantivy::IndexReader = index
-            .reader_builder()
-            .reload_policy(tantivy::ReloadPolicy::Manual)
-            .try_into()?;
-        let ddict = if plain.is_some() {
-            None
-        } else {
-            self.ddict.clone()
-        };
-        BlockSegment::assemble(
-            &self.dir.join("unwritten"),
-            index,
-            reader.searcher(),
-            OwnedBytes::new(body),
-            OwnedBytes::new(filters),
-            None,
-            0,
-            ddict,
         )
     }
 
@@ -1276,9 +1248,92 @@ impl BlockWriter {
     }
 }
 
-/// Arena of the in-memory index of a snapshot's unwritten blocks: tantivy's least. Arena pages are
-/// taken as documents come, so a handful of open blocks takes far less.
-const UNWRITTEN_ARENA: usize = 15 << 20;
+/// A block's plain header: the sources its records name, the stream, then the records'
+/// columns. The lines go in a frame of their own, so that a time range, a count or a severity
+/// is answered from the (small) header alone.
+fn block_header(blk: &OpenBlock) -> Vec<u8> {
+    let (ts_col, ts_unit) = scaled_column(&blk.ts_deltas);
+    let (recv_col, recv_unit) = scaled_column(&blk.recv_deltas);
+    let columns = [
+        &ts_col,
+        &blk.id_col,
+        &recv_col,
+        &blk.meta_col,
+        &blk.sev_col,
+        &blk.len_col,
+    ];
+    let mut plain = Vec::with_capacity(columns.iter().map(|c| c.len()).sum::<usize>() + 64);
+    put_varint(&mut plain, blk.sources.len() as u64);
+    for src in &blk.sources {
+        put_varint(&mut plain, src.len() as u64);
+        plain.extend_from_slice(src.as_bytes());
+    }
+    for name in [&blk.host, &blk.app] {
+        // Length + 1; 0 for none.
+        match name {
+            Some(n) => {
+                put_varint(&mut plain, n.len() as u64 + 1);
+                plain.extend_from_slice(n.as_bytes());
+            }
+            None => put_varint(&mut plain, 0),
+        }
+    }
+    put_varint(&mut plain, u64::from(blk.records));
+    put_varint(&mut plain, blk.base_id);
+    plain.extend_from_slice(&blk.base_ts.to_le_bytes());
+    plain.extend_from_slice(&blk.base_recv.to_le_bytes());
+    plain.push(ts_unit);
+    plain.push(recv_unit);
+    for column in columns {
+        plain.extend_from_slice(column);
+    }
+    // Last and optional: headers written before pattern ids end with the lengths.
+    if blk.patterned {
+        plain.extend_from_slice(&blk.pattern_col);
+    }
+    plain
+}
+
+/// How a snapshot reads block `blk` (of open-block key `key`) with its header and lines;
+/// `ids` are its high-entropy tokens, sorted and distinct.
+/// Without `words`, its words are left out (nothing will read them).
+fn freeze(
+    key: u64,
+    blk: &OpenBlock,
+    head: Vec<u8>,
+    lines: Vec<u8>,
+    ids: Vec<u64>,
+    words: bool,
+) -> FrozenBlock {
+    let mut words: Vec<(u64, u32)> = if words {
+        blk.seen
+            .iter()
+            .map(|(h, (pos, _))| (*h, blk.words.get(*pos as usize).map_or(1, |w| w.2)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    words.sort_unstable_by_key(|w| w.0);
+    FrozenBlock {
+        info: BlockInfo {
+            ts_min: blk.ts_min,
+            ts_max: blk.ts_max,
+            first_id: blk.first_id,
+            last_id: blk.last_id,
+            records: blk.records,
+            stream: key & STREAM_BITS,
+            plain_len: lines.len(),
+            header_plain: head.len(),
+            header: 0..head.len(),
+            body: 0..lines.len(),
+            filter: 0..0,
+        },
+        head,
+        lines,
+        words,
+        ids,
+    }
+}
 
 fn encode_record(blk: &mut OpenBlock, rec: &BlockRecord<'_>) {
     let source = match blk.sources.iter().position(|s| s == rec.source) {
@@ -1394,25 +1449,15 @@ impl DecodedBlock {
     }
 }
 
-/// An open block segment: the block index searcher, the bodies (mapped) and the filters.
+/// An open block segment: the block index searcher, the bodies (mapped) and the filters; or
+/// a hot tier's blocks not written yet.
 pub struct BlockSegment {
     /// Where it was opened from, for messages.
     pub dir: PathBuf,
     pub schema: BlockSchema,
-    pub index: Index,
-    pub searcher: tantivy::Searcher,
-    body: OwnedBytes,
-    filters: OwnedBytes,
-    /// Where the whole segment's filter lies in `filters`; `None` for a hot tier's snapshot,
-    /// which has none (it could hold any id).
-    segment_filter: Option<std::ops::Range<usize>>,
-    /// The dictionary the bodies were compressed with, if any.
-    ddict: SharedDict,
+    parts: Parts,
     /// Per block: (ts_min, ts_max, records, body range, filter range), by block ordinal.
     pub blocks: Vec<BlockInfo>,
-    /// The ordinal of the first block of each index segment, in the searcher's order (a
-    /// sealed segment's index has one; a hot tier's snapshot several).
-    bases: Vec<usize>,
     /// The smallest and largest timestamps of its records (`None`: no records), for pruning
     /// without a pass over the blocks.
     pub time_range: Option<(i64, i64)>,
@@ -1420,6 +1465,27 @@ pub struct BlockSegment {
     /// snapshot's are this build's).
     block_probes: u64,
     probe_map: ProbeMap,
+    /// Whether its block index writes frequencies by [`block_freq`] (layout version 3 on).
+    shifted_freqs: bool,
+}
+
+/// Where a block segment's words, bodies and filters are.
+enum Parts {
+    Written {
+        searcher: tantivy::Searcher,
+        body: OwnedBytes,
+        filters: OwnedBytes,
+        /// Where the whole segment's filter lies in `filters`; `None` for a hot tier's
+        /// snapshot, which has none (it could hold any id).
+        segment_filter: Option<std::ops::Range<usize>>,
+        /// The dictionary the bodies were compressed with, if any.
+        ddict: SharedDict,
+        /// The ordinal of the first block of each index segment, in the searcher's order (a
+        /// sealed segment's index has one; a hot tier's snapshot several).
+        bases: Vec<usize>,
+    },
+    /// A hot tier's blocks that its block index does not hold yet, plain, by ordinal.
+    Memory(Vec<std::sync::Arc<FrozenBlock>>),
 }
 
 #[derive(Debug, Clone)]
@@ -1504,7 +1570,6 @@ impl BlockSegment {
         let ddict = digest(&filters[dict_at..base]).map_err(damaged)?;
         let mut segment = Self::assemble(
             dir,
-            index,
             searcher,
             body,
             filters.clone(),
@@ -1514,6 +1579,7 @@ impl BlockSegment {
         )?;
         segment.block_probes = probes;
         segment.probe_map = ProbeMap::of(version);
+        segment.shifted_freqs = version >= SHIFTED_FREQS;
         Ok(segment)
     }
 
@@ -1522,7 +1588,6 @@ impl BlockSegment {
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         dir: &Path,
-        index: Index,
         searcher: tantivy::Searcher,
         body: OwnedBytes,
         filters: OwnedBytes,
@@ -1581,32 +1646,100 @@ impl BlockSegment {
                 return Err(damaged(format!("block {ord} points past its files")));
             }
         }
-        let time_range = blocks.iter().fold(None, |acc: Option<(i64, i64)>, b| {
-            Some(acc.map_or((b.ts_min, b.ts_max), |(lo, hi)| {
-                (lo.min(b.ts_min), hi.max(b.ts_max))
-            }))
-        });
         Ok(BlockSegment {
-            time_range,
+            time_range: time_range_of(&blocks),
             block_probes: BLOCK_PROBES,
             probe_map: ProbeMap::of(BLOCKS_VERSION),
+            shifted_freqs: true,
             dir: dir.to_path_buf(),
             schema: BlockSchema::new(),
-            index,
-            searcher,
-            body,
-            filters,
-            segment_filter,
-            ddict,
+            parts: Parts::Written {
+                searcher,
+                body,
+                filters,
+                segment_filter,
+                ddict,
+                bases,
+            },
             blocks,
-            bases,
         })
+    }
+
+    /// A segment of a hot tier's blocks not written yet (see [`BlockWriter::snapshot`]).
+    fn in_memory(dir: &Path, frozen: Vec<std::sync::Arc<FrozenBlock>>) -> BlockSegment {
+        let blocks: Vec<BlockInfo> = frozen.iter().map(|b| b.info.clone()).collect();
+        BlockSegment {
+            time_range: time_range_of(&blocks),
+            block_probes: BLOCK_PROBES,
+            probe_map: ProbeMap::of(BLOCKS_VERSION),
+            shifted_freqs: true,
+            dir: dir.to_path_buf(),
+            schema: BlockSchema::new(),
+            parts: Parts::Memory(frozen),
+            blocks,
+        }
+    }
+
+    /// The block index, for a written segment.
+    pub fn searcher(&self) -> Option<&tantivy::Searcher> {
+        match &self.parts {
+            Parts::Written { searcher, .. } => Some(searcher),
+            Parts::Memory(_) => None,
+        }
+    }
+
+    /// Per block ordinal, the number of its records holding `word` (as the block index
+    /// spells it).
+    pub fn word_freqs(&self, word: &str) -> Result<Vec<u32>, BlockError> {
+        let mut out = vec![0u32; self.blocks.len()];
+        match &self.parts {
+            Parts::Written { searcher, .. } => {
+                let term = tantivy::Term::from_field_text(self.schema.words, word);
+                for (seg_ord, reader) in searcher.segment_readers().iter().enumerate() {
+                    let inverted = reader.inverted_index(self.schema.words)?;
+                    if let Some(mut postings) = inverted
+                        .read_postings(&term, IndexRecordOption::WithFreqs)
+                        .map_err(|e| BlockError::from(tantivy::TantivyError::from(e)))?
+                    {
+                        use tantivy::postings::Postings as _;
+                        use tantivy::DocSet as _;
+                        let mut doc = postings.doc();
+                        while doc != tantivy::TERMINATED {
+                            let ord = self.ordinal(seg_ord, doc);
+                            if let (Some(slot), Some(b)) = (out.get_mut(ord), self.blocks.get(ord))
+                            {
+                                let f = postings.term_freq();
+                                *slot = if self.shifted_freqs {
+                                    records_holding(f, b.records)
+                                } else {
+                                    f
+                                };
+                            }
+                            doc = postings.advance();
+                        }
+                    }
+                }
+            }
+            Parts::Memory(frozen) => {
+                let h = hash_word(word.as_bytes());
+                for (slot, b) in out.iter_mut().zip(frozen) {
+                    if let Ok(i) = b.words.binary_search_by_key(&h, |w| w.0) {
+                        *slot = b.words[i].1;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The block ordinal of document `doc` of the block index's segment `segment_ord` (as the
     /// searcher orders its segment readers).
     pub fn ordinal(&self, segment_ord: usize, doc: tantivy::DocId) -> usize {
-        self.bases.get(segment_ord).copied().unwrap_or(0) + doc as usize
+        let base = match &self.parts {
+            Parts::Written { bases, .. } => bases.get(segment_ord).copied().unwrap_or(0),
+            Parts::Memory(_) => 0,
+        };
+        base + doc as usize
     }
 
     pub fn num_records(&self) -> u64 {
@@ -1615,26 +1748,38 @@ impl BlockSegment {
 
     /// Whether any record of the segment may hold the high-entropy token hashed as `hash`.
     pub fn may_hold_id(&self, hash: u64) -> bool {
-        self.segment_filter.as_ref().is_none_or(|at| {
-            Bloom {
-                words: &self.filters[at.clone()],
-                probes: SEGMENT_PROBES,
-                map: self.probe_map,
-            }
-            .may_hold(hash)
-        })
+        match &self.parts {
+            Parts::Written {
+                filters,
+                segment_filter,
+                ..
+            } => segment_filter.as_ref().is_none_or(|at| {
+                Bloom {
+                    words: &filters[at.clone()],
+                    probes: SEGMENT_PROBES,
+                    map: self.probe_map,
+                }
+                .may_hold(hash)
+            }),
+            Parts::Memory(frozen) => frozen.iter().any(|b| b.ids.binary_search(&hash).is_ok()),
+        }
     }
 
     /// Whether block `ord` may hold the high-entropy token hashed as `hash`.
     pub fn block_may_hold_id(&self, ord: usize, hash: u64) -> bool {
-        self.blocks.get(ord).is_some_and(|b| {
-            Bloom {
-                words: &self.filters[b.filter.clone()],
-                probes: self.block_probes,
-                map: self.probe_map,
-            }
-            .may_hold(hash)
-        })
+        match &self.parts {
+            Parts::Written { filters, .. } => self.blocks.get(ord).is_some_and(|b| {
+                Bloom {
+                    words: &filters[b.filter.clone()],
+                    probes: self.block_probes,
+                    map: self.probe_map,
+                }
+                .may_hold(hash)
+            }),
+            Parts::Memory(frozen) => frozen
+                .get(ord)
+                .is_some_and(|b| b.ids.binary_search(&hash).is_ok()),
+        }
     }
 
     /// Decompresses block `ord` into `out`, header and lines (reusing its buffers).
@@ -1645,7 +1790,10 @@ impl BlockSegment {
 
     /// Names this segment while it is open (see [`DecodedBlock`]).
     fn key(&self) -> usize {
-        self.body.as_ptr() as usize
+        match &self.parts {
+            Parts::Written { body, .. } => body.as_ptr() as usize,
+            Parts::Memory(frozen) => frozen.as_ptr() as usize,
+        }
     }
 
     fn damaged(&self, ord: usize, why: String) -> BlockError {
@@ -1661,19 +1809,35 @@ impl BlockSegment {
             .ok_or_else(|| self.damaged(ord, "no such block".into()))
     }
 
-    /// Decompresses `frame` (of `plain_len` bytes) into `into`.
+    /// Decompresses block `ord`'s header (or its lines) into `into`.
     fn inflate(
         &self,
         ord: usize,
-        frame: &[u8],
-        plain_len: usize,
+        header: bool,
         into: &mut Vec<u8>,
         dctx: &mut Option<zstd::zstd_safe::DCtx<'static>>,
     ) -> Result<(), BlockError> {
+        let info = self.info(ord)?;
+        let (range, plain_len) = if header {
+            (info.header.clone(), info.header_plain)
+        } else {
+            (info.body.clone(), info.plain_len)
+        };
         into.clear();
+        let (body, ddict) = match &self.parts {
+            Parts::Written { body, ddict, .. } => (body, ddict),
+            Parts::Memory(frozen) => {
+                let block = frozen
+                    .get(ord)
+                    .ok_or_else(|| self.damaged(ord, "no such block".into()))?;
+                into.extend_from_slice(if header { &block.head } else { &block.lines });
+                return Ok(());
+            }
+        };
+        let frame = &body[range];
         into.reserve(plain_len);
         let dctx = dctx.get_or_insert_with(zstd::zstd_safe::DCtx::create);
-        let done = match &self.ddict {
+        let done = match ddict {
             Some(ddict) => dctx.decompress_using_ddict(into, frame, ddict.as_ref()),
             None => dctx.decompress(into, frame),
         };
@@ -1698,15 +1862,8 @@ impl BlockSegment {
         if out.lines_of == key {
             return Ok(());
         }
-        let info = self.info(ord)?;
         out.lines_of = None;
-        self.inflate(
-            ord,
-            &self.body[info.body.clone()],
-            info.plain_len,
-            &mut out.data,
-            &mut out.dctx,
-        )?;
+        self.inflate(ord, false, &mut out.data, &mut out.dctx)?;
         let end = out.records.last().map_or(0, |r| r.raw.end);
         if end != out.data.len() {
             return Err(self.damaged(
@@ -1725,19 +1882,12 @@ impl BlockSegment {
         if out.header_of == key {
             return Ok(());
         }
-        let info = self.info(ord)?;
         out.header_of = None;
         out.lines_of = None;
         out.records.clear();
         out.sources.clear();
         let mut head = std::mem::take(&mut out.head);
-        let inflated = self.inflate(
-            ord,
-            &self.body[info.header.clone()],
-            info.header_plain,
-            &mut head,
-            &mut out.dctx,
-        );
+        let inflated = self.inflate(ord, true, &mut head, &mut out.dctx);
         let parsed = inflated.and_then(|()| self.parse_header(ord, &head, out));
         out.head = head;
         parsed?;
@@ -1854,16 +2004,36 @@ impl BlockSegment {
 
     /// Bytes of each part: (index, body, filters).
     pub fn sizes(&self) -> (u64, u64, u64) {
-        let index_bytes = self
-            .searcher
-            .space_usage()
-            .map_or(0, |u| u.total().get_bytes());
-        (
-            index_bytes,
-            self.body.len() as u64,
-            self.filters.len() as u64,
-        )
+        match &self.parts {
+            Parts::Written {
+                searcher,
+                body,
+                filters,
+                ..
+            } => (
+                searcher.space_usage().map_or(0, |u| u.total().get_bytes()),
+                body.len() as u64,
+                filters.len() as u64,
+            ),
+            Parts::Memory(frozen) => (
+                0,
+                frozen
+                    .iter()
+                    .map(|b| (b.head.len() + b.lines.len()) as u64)
+                    .sum(),
+                0,
+            ),
+        }
     }
+}
+
+/// The smallest and largest timestamps of `blocks` (`None`: no blocks).
+fn time_range_of(blocks: &[BlockInfo]) -> Option<(i64, i64)> {
+    blocks.iter().fold(None, |acc: Option<(i64, i64)>, b| {
+        Some(acc.map_or((b.ts_min, b.ts_max), |(lo, hi)| {
+            (lo.min(b.ts_min), hi.max(b.ts_max))
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -1971,7 +2141,7 @@ mod tests {
     }
 
     /// The ids a set of segments holds, sorted, each read from its block.
-    fn ids_in(segments: &[BlockSegment]) -> Vec<u64> {
+    fn ids_in<S: std::ops::Deref<Target = BlockSegment>>(segments: &[S]) -> Vec<u64> {
         let mut ids = Vec::new();
         let mut block = DecodedBlock::default();
         for seg in segments {
@@ -1995,10 +2165,15 @@ mod tests {
             BlockWriter::committing_every(&dir.path().join("hot"), 3, true, 3).unwrap();
         let add = |writer: &mut BlockWriter, i: u64| {
             let raw = format!(
-                "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done",
+                "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done {}",
                 i / 60 % 60,
                 i % 60,
-                i % 5
+                i % 5,
+                if i.is_multiple_of(3) {
+                    "third"
+                } else {
+                    "other"
+                }
             );
             let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
             writer.add(
@@ -2022,41 +2197,47 @@ mod tests {
             }
             let snap = writer.snapshot().unwrap();
             assert_eq!(ids_in(&snap), (1..next).collect::<Vec<_>>(), "after {next}");
-            let records: u64 = snap.iter().map(BlockSegment::num_records).sum();
+            let records: u64 = snap.iter().map(|s| s.num_records()).sum();
             assert_eq!(records, next - 1);
-            // Words are counted through every index segment of the closed blocks.
-            let term = tantivy::Term::from_field_text(snap[0].schema.words, "request");
+            // Words are counted through every index segment of the closed blocks, and in
+            // the blocks not written yet; every id is found by its own block.
             let mut counted = 0u64;
-            for (seg_ord, reader) in snap[0].searcher.segment_readers().iter().enumerate() {
-                let inverted = reader.inverted_index(snap[0].schema.words).unwrap();
-                if let Some(mut postings) = inverted
-                    .read_postings(&term, IndexRecordOption::WithFreqs)
-                    .unwrap()
-                {
-                    use tantivy::postings::Postings;
-                    use tantivy::DocSet;
-                    while postings.doc() != tantivy::TERMINATED {
-                        let ord = snap[0].ordinal(seg_ord, postings.doc());
-                        assert_eq!(
-                            u64::from(postings.term_freq()),
-                            u64::from(snap[0].blocks[ord].records)
-                        );
-                        counted += u64::from(postings.term_freq());
-                        postings.advance();
+            let mut block = DecodedBlock::default();
+            for seg in &snap {
+                let freqs = seg.word_freqs("request").unwrap();
+                for (ord, f) in freqs.iter().enumerate() {
+                    assert_eq!(
+                        *f,
+                        seg.blocks[ord].records,
+                        "block {ord} of {}",
+                        seg.dir.display()
+                    );
+                    counted += u64::from(*f);
+                    seg.read_block(ord, &mut block).unwrap();
+                    for r in &block.records {
+                        let h = hash_word(format!("{:08}", r.id).as_bytes());
+                        assert!(seg.may_hold_id(h) && seg.block_may_hold_id(ord, h));
                     }
                 }
+                assert!(seg.word_freqs("absent").unwrap().iter().all(|f| *f == 0));
             }
-            let open: u64 = snap[1..].iter().map(BlockSegment::num_records).sum();
-            assert_eq!(counted + open, next - 1);
+            assert_eq!(counted, next - 1);
+            // A word in some of a block's records is counted exactly too.
+            let total = |word: &str| -> u64 {
+                snap.iter()
+                    .flat_map(|seg| seg.word_freqs(word).unwrap())
+                    .map(u64::from)
+                    .sum()
+            };
+            assert_eq!(total("third"), (next - 1) / 3);
+            assert_eq!(total("other"), next - 1 - (next - 1) / 3);
+            assert!(snap.len() <= 2);
         }
         writer.finish().unwrap();
         let seg = BlockSegment::open(&dir.path().join("hot")).unwrap();
-        assert_eq!(
-            ids_in(std::slice::from_ref(&seg)),
-            (1..next).collect::<Vec<_>>()
-        );
+        assert_eq!(ids_in(&[&seg]), (1..next).collect::<Vec<_>>());
         assert!(
-            seg.ddict.is_some(),
+            matches!(&seg.parts, Parts::Written { ddict: Some(_), .. }),
             "the dictionary is trained on the tier's first blocks"
         );
     }
@@ -2089,7 +2270,12 @@ mod tests {
         writer.finish().unwrap();
         let seg = BlockSegment::open(&dir.path().join("s")).unwrap();
         assert_eq!(seg.num_records(), 86);
-        assert!(seg.blocks.len() >= 10, "{} blocks", seg.blocks.len());
+        let span = 85 * 7 * minute;
+        assert!(
+            seg.blocks.len() as i64 > span / MAX_BLOCK_SPAN_NS,
+            "{} blocks",
+            seg.blocks.len()
+        );
         for b in &seg.blocks {
             assert!(b.ts_max - b.ts_min <= MAX_BLOCK_SPAN_NS, "{b:?}");
         }
