@@ -21,7 +21,8 @@
 //! on the `current` index side by side (`logsift_query::blocks::search`: total and the 100
 //! newest hits with their lines; warm, in this process).
 //! With `--terms` it also prints, for the `current` variant, the unique terms and postings per
-//! field and JSON path, and how many terms occur in one record only (ids, numbers).
+//! field and JSON path, and how many terms occur in one record only (ids, numbers). With
+//! `--pairs` it only prints the (block, word) pairs of a block segment by kind of word.
 //!
 //! Flags (after `--`): `--size 100MB` (default; decimal units), `--commit N` (default 15000:
 //! what a 500 ms hot-tier commit holds at about 30 k records/s), `--only NAME` (variants
@@ -55,6 +56,7 @@ struct Args {
     commit: usize,
     only: Option<String>,
     terms: bool,
+    pairs: bool,
     space: bool,
 }
 
@@ -65,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         commit: 15_000,
         only: None,
         terms: false,
+        pairs: false,
         space: false,
     };
     let mut it = std::env::args().skip(1);
@@ -73,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--bench" => a.bench = true,
             "--terms" => a.terms = true,
+            "--pairs" => a.pairs = true,
             "--space" => a.space = true,
             "--size" => {
                 let v = value()?;
@@ -347,6 +351,10 @@ fn main() {
         default_offset_secs: 0,
         logfmt: true,
     };
+    if args.pairs {
+        block_word_pairs(&lines, &opts);
+        return;
+    }
     let mut terms_of = None;
     let mut current = None;
     for (name, schema) in variants {
@@ -735,6 +743,106 @@ fn query_suite(
             p(rec_ms, 0.5),
             p(blk_ms.clone(), 0.5),
             p(blk_ms, 0.99)
+        );
+    }
+}
+
+/// `--pairs`: the (block, distinct word) pairs the block index takes, by kind of word. The
+/// block index writer's work is a hash lookup per pair, so these are what its cost follows.
+/// Blocks are cut as the writer cuts them: per stream and warning-or-worse, at 128 records
+/// or [`logsift_store::blocks::MAX_BLOCK_SPAN_NS`].
+fn block_word_pairs(lines: &[(Format, Vec<u8>)], opts: &logsift_parse::ParseOptions) {
+    use std::collections::{HashMap, HashSet};
+    let kind = |w: &str| -> String {
+        let digits = |t: &str| {
+            if t.bytes().all(|b| b.is_ascii_digit()) {
+                format!("number of {} digits", t.len().min(6))
+            } else if t.bytes().any(|b| b.is_ascii_digit()) {
+                "letters and digits".to_string()
+            } else {
+                "letters".to_string()
+            }
+        };
+        match w.chars().next() {
+            Some('\u{2}') => format!("keyword {}", w[1..].split('\0').next().unwrap_or("")),
+            Some('\u{3}') => format!("field word, {}", digits(w.split('\0').nth(1).unwrap_or(""))),
+            Some('\u{4}') => format!(
+                "typed field value {}",
+                w.split('\0').nth(1).unwrap_or("").get(..2).unwrap_or("")
+            ),
+            Some('\u{5}') => "field key".to_string(),
+            _ => format!("message word, {}", digits(w)),
+        }
+    };
+    struct Open {
+        records: usize,
+        ts_min: i64,
+        words: HashSet<String>,
+    }
+    let mut analyzer = logsift_store::analyze::Analyzer::default();
+    let mut analyzed = logsift_store::analyze::Analyzed::default();
+    let mut open: HashMap<u64, Open> = HashMap::new();
+    let mut pairs: HashMap<String, u64> = HashMap::new();
+    let mut occurrences: HashMap<String, u64> = HashMap::new();
+    let mut blocks = 0u64;
+    let close = |b: Open, pairs: &mut HashMap<String, u64>| {
+        for w in b.words {
+            *pairs.entry(kind(&w)).or_default() += 1;
+        }
+    };
+    for (format, raw) in lines {
+        let record = logsift_parse::parse(*format, raw, opts);
+        analyzed.clear();
+        analyzer.analyze(&record, "syslog-tcp 127.0.0.1:40112", &mut analyzed);
+        let a = analyzed.get(0);
+        let alarming = a.severity.is_some_and(|s| s.code() <= 4);
+        let key = logsift_store::stream_key(a.host, a.app) | (u64::from(alarming) << 32);
+        let ts = record.timestamp.unwrap_or(0);
+        if let Some(b) = open.get(&key) {
+            if (ts - b.ts_min).abs() > logsift_store::blocks::MAX_BLOCK_SPAN_NS {
+                if let Some(b) = open.remove(&key) {
+                    blocks += 1;
+                    close(b, &mut pairs);
+                }
+            }
+        }
+        let b = open.entry(key).or_insert_with(|| Open {
+            records: 0,
+            ts_min: ts,
+            words: HashSet::new(),
+        });
+        for (_, w) in a.words() {
+            *occurrences.entry(kind(w)).or_default() += 1;
+            b.words.insert(w.to_string());
+        }
+        b.records += 1;
+        if b.records >= logsift_store::blocks::BLOCK_RECORDS {
+            if let Some(b) = open.remove(&key) {
+                blocks += 1;
+                close(b, &mut pairs);
+            }
+        }
+    }
+    for (_, b) in open.drain() {
+        blocks += 1;
+        close(b, &mut pairs);
+    }
+    let total: u64 = pairs.values().sum();
+    println!(
+        "\n{} blocks, {total} (block, word) pairs, {:.2} per record\n",
+        blocks,
+        total as f64 / lines.len() as f64
+    );
+    println!("| kind of word | pairs | share | occurrences | occurrences per pair |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut rows: Vec<(String, u64)> = pairs.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (k, n) in rows {
+        let occ = occurrences.get(&k).copied().unwrap_or(0);
+        println!(
+            "| {k} | {n} | {:.1} % | {occ} | {:.1} |",
+            n as f64 * 100.0 / total as f64,
+            occ as f64 / n as f64
         );
     }
 }

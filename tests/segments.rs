@@ -135,7 +135,18 @@ fn searched_survive_restart_and_verify(config: &str) {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&list.stdout).lines().count() > 3);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.lines().count() > 3, "{list}");
+    // Each segment's layout, read from its file.
+    let layout = if config.contains("\"blocks\"") {
+        "blocks"
+    } else {
+        "records"
+    };
+    for line in list.lines().filter(|l| l.starts_with("logs ")) {
+        assert_eq!(line.split_whitespace().nth(2), Some(layout), "{list}");
+    }
+    assert!(list.lines().any(|l| l.starts_with("logs ")), "{list}");
 
     let s = Server::start_in(dir.path(), config);
     s.wait_total("sealed", &[("limit", "0")], 450);

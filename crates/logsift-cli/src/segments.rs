@@ -94,18 +94,20 @@ pub fn run(args: SegmentsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         SegmentsCommand::List(t) => {
             println!(
-                "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} sha256",
-                "index", "segment", "docs", "raw bytes", "file bytes", "from", "to"
+                "{:<16} {:<22} {:<7} {:>10} {:>12} {:>12}  {:<30} {:<30} sha256",
+                "index", "segment", "layout", "docs", "raw bytes", "file bytes", "from", "to"
             );
             let at = place(&t)?;
             for dir in index_dirs(&t, &at.data_dir)? {
                 for e in
                     logsift_store::list_segments(&dir, &at.metastore).map_err(anyhow::Error::msg)?
                 {
+                    let layout = logsift_store::segment_layout(&dir, &at.segments, &e.segment);
                     println!(
-                        "{:<16} {:<22} {:>10} {:>12} {:>12}  {:<30} {:<30} {}",
+                        "{:<16} {:<22} {:<7} {:>10} {:>12} {:>12}  {:<30} {:<30} {}",
                         name_of(&dir),
                         e.segment,
+                        layout.unwrap_or("-"),
                         e.docs,
                         e.raw_bytes,
                         e.file_bytes,

@@ -57,4 +57,4 @@ pub use store::{
     StoreError,
 };
 pub use summary::{KeywordCounts, PatternCount, SegmentSummary, SEVERITY_SLOTS, SUMMARY_BUCKET_NS};
-pub use verify::{list_segments, verify_index, VerifyReport};
+pub use verify::{list_segments, segment_layout, verify_index, VerifyReport};

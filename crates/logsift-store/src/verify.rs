@@ -26,6 +26,21 @@ pub fn list_segments(dir: &Path, metastore: &Metastore) -> Result<Vec<CatalogEnt
     Ok(catalog.live().into_iter().cloned().collect())
 }
 
+/// How segment `id` of the index in `dir` lays out its records, `"blocks"` or `"records"`,
+/// read from its bundle's list of files. `None` when the segments are not local (a listing
+/// must not download every segment) or the bundle does not open (`verify` says why).
+pub fn segment_layout(dir: &Path, storage: &SegmentStorage, id: &str) -> Option<&'static str> {
+    if !matches!(storage, SegmentStorage::Local) {
+        return None;
+    }
+    let bundle = LocalSegments::at(&dir.join(SEGMENTS_DIR)).open(id).ok()?;
+    let blocks = bundle
+        .file_sizes()
+        .iter()
+        .any(|(name, _)| name == crate::blocks::BODY_FILE);
+    Some(if blocks { "blocks" } else { "records" })
+}
+
 fn index_name(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())
