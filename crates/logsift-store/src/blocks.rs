@@ -97,12 +97,8 @@ fn block_probes(version: u32) -> Option<u64> {
         _ => None,
     }
 }
-/// Most time the records of one block span (see [`BlockWriter::add`]). Four hours, not one:
-/// the e2e corpus's quiet streams then fill blocks of 69 records on average instead of 30, for
-/// 6 % fewer bytes; a 1-minute window's count reads about as many blocks (one per stream),
-/// each larger (1.4 → 2.0 ms at 300 MB), and the export, which reads by time windows,
-/// lost 16 % (106 → 89 MB/s).
-pub const MAX_BLOCK_SPAN_NS: i64 = 4 * 60 * 60 * 1_000_000_000;
+/// Most time the records of one block span (see [`BlockWriter::add`]).
+pub const MAX_BLOCK_SPAN_NS: i64 = 60 * 60 * 1_000_000_000;
 /// The block index writer's memory: what a seal holds for it at most, whatever the segment's
 /// size.
 const BLOCK_INDEX_ARENA: usize = 48 << 20;
@@ -2169,11 +2165,7 @@ mod tests {
                 i / 60 % 60,
                 i % 60,
                 i % 5,
-                if i.is_multiple_of(3) {
-                    "third"
-                } else {
-                    "other"
-                }
+                if i % 3 == 0 { "third" } else { "other" }
             );
             let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
             writer.add(
@@ -2270,12 +2262,7 @@ mod tests {
         writer.finish().unwrap();
         let seg = BlockSegment::open(&dir.path().join("s")).unwrap();
         assert_eq!(seg.num_records(), 86);
-        let span = 85 * 7 * minute;
-        assert!(
-            seg.blocks.len() as i64 > span / MAX_BLOCK_SPAN_NS,
-            "{} blocks",
-            seg.blocks.len()
-        );
+        assert!(seg.blocks.len() >= 10, "{} blocks", seg.blocks.len());
         for b in &seg.blocks {
             assert!(b.ts_max - b.ts_min <= MAX_BLOCK_SPAN_NS, "{b:?}");
         }
