@@ -2123,10 +2123,15 @@ mod tests {
             BlockWriter::committing_every(&dir.path().join("hot"), 3, true, 3).unwrap();
         let add = |writer: &mut BlockWriter, i: u64| {
             let raw = format!(
-                "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done",
+                "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done {}",
                 i / 60 % 60,
                 i % 60,
-                i % 5
+                i % 5,
+                if i.is_multiple_of(3) {
+                    "third"
+                } else {
+                    "other"
+                }
             );
             let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
             writer.add(
@@ -2175,6 +2180,15 @@ mod tests {
                 assert!(seg.word_freqs("absent").unwrap().iter().all(|f| *f == 0));
             }
             assert_eq!(counted, next - 1);
+            // A word in some of a block's records is counted exactly too.
+            let total = |word: &str| -> u64 {
+                snap.iter()
+                    .flat_map(|seg| seg.word_freqs(word).unwrap())
+                    .map(u64::from)
+                    .sum()
+            };
+            assert_eq!(total("third"), (next - 1) / 3);
+            assert_eq!(total("other"), next - 1 - (next - 1) / 3);
             assert!(snap.len() <= 2);
         }
         writer.finish().unwrap();
