@@ -1431,6 +1431,9 @@ pub struct BlockSegment {
     /// The smallest and largest timestamps of its records (`None`: no records), for pruning
     /// without a pass over the blocks.
     pub time_range: Option<(i64, i64)>,
+    /// Records in all its blocks: counted once, since index listings and progress polls ask
+    /// for it over every block of every segment.
+    records: u64,
     /// The probes of its block filters and how they map to bits (by layout version; a
     /// snapshot's are this build's).
     block_probes: u64,
@@ -1615,6 +1618,7 @@ impl BlockSegment {
         }
         Ok(BlockSegment {
             time_range: time_range_of(&blocks),
+            records: blocks.iter().map(|b| u64::from(b.records)).sum(),
             block_probes: BLOCK_PROBES,
             probe_map: ProbeMap::of(BLOCKS_VERSION),
             dir: dir.to_path_buf(),
@@ -1636,6 +1640,7 @@ impl BlockSegment {
         let blocks: Vec<BlockInfo> = frozen.iter().map(|b| b.info.clone()).collect();
         BlockSegment {
             time_range: time_range_of(&blocks),
+            records: blocks.iter().map(|b| u64::from(b.records)).sum(),
             block_probes: BLOCK_PROBES,
             probe_map: ProbeMap::of(BLOCKS_VERSION),
             dir: dir.to_path_buf(),
@@ -1701,7 +1706,7 @@ impl BlockSegment {
     }
 
     pub fn num_records(&self) -> u64 {
-        self.blocks.iter().map(|b| u64::from(b.records)).sum()
+        self.records
     }
 
     /// Whether any record of the segment may hold the high-entropy token hashed as `hash`.
