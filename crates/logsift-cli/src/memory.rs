@@ -98,7 +98,7 @@ pub fn spawn_trimmer(indexed: Counter, searches: Counter, store: Arc<logsift_sto
                         let released = unsafe { libc::malloc_trim(0) } == 1;
                         tracing::debug!(released, "heap trimmed after a seal or merge");
                     } else if let Some((free, used)) =
-                        (polls % HOARD_POLLS == 0).then(hoarded).flatten()
+                        polls.is_multiple_of(HOARD_POLLS).then(hoarded).flatten()
                     {
                         // SAFETY: as above.
                         let released = unsafe { libc::malloc_trim(0) } == 1;
