@@ -658,6 +658,10 @@ pub struct Ingest {
     pub http_accepted: u64,
     pub http_rejected: u64,
     pub polls: u64,
+    /// Per 10-s window of ingest, as the progress lines print it: its end (seconds after the
+    /// first byte), records made searchable per second, and server CPU per record (µs),
+    /// which shows whether ingest gets dearer per record as data grows.
+    pub windows: Vec<(f64, f64, f64)>,
     /// Average cores used during ingest: by the server process (all its threads, including
     /// exited ones), by this benchmark process (senders, polling), by the whole machine, and
     /// by everything else on the machine (other users' work skews the result).
@@ -764,6 +768,9 @@ fn ship_corpus(
     let mut last_total = 0u64;
     let mut last_change = Instant::now();
     let mut last_print = Instant::now();
+    let server_pid = srv.pid.to_string();
+    let ticks = server::clock_ticks();
+    let mut window_start = (0.0f64, 0u64, server::process_cpu(&server_pid));
     let mut sent_done = false;
     loop {
         // Collect finished senders.
@@ -826,13 +833,26 @@ fn ship_corpus(
         if last_print.elapsed() > Duration::from_secs(10) {
             last_print = Instant::now();
             let secs = t0.elapsed().as_secs_f64();
+            let cpu = server::process_cpu(&server_pid);
+            let (w_secs, w_total, w_cpu) = window_start;
+            let records = total.saturating_sub(w_total) as f64;
+            let per_sec = records / (secs - w_secs).max(1e-3);
+            let us_per_record = if records > 0.0 {
+                cpu.saturating_sub(w_cpu) as f64 / ticks / records * 1e6
+            } else {
+                0.0
+            };
+            window_start = (secs, total, cpu);
+            res.windows.push((secs, per_sec, us_per_record));
             eprintln!(
-                "e2e: {:>5.1} s  {:>10} / {} searchable ({:.0}%), {:.1} MB/s so far",
+                "e2e: {:>5.1} s  {:>10} / {} searchable ({:.0}%), {:.1} MB/s so far; last window {:.0} records/s, server CPU {:.2} µs per record",
                 secs,
                 total,
                 exp.records,
                 100.0 * total as f64 / exp.records as f64,
-                mb(exp.bytes) * (total as f64 / exp.records as f64) / secs
+                mb(exp.bytes) * (total as f64 / exp.records as f64) / secs,
+                per_sec,
+                us_per_record
             );
         }
         std::thread::sleep(if sent_done {

@@ -191,6 +191,7 @@ pub fn json(r: &Results) -> Value {
             "http_accepted": i.http_accepted,
             "http_rejected": i.http_rejected,
             "count_polls": i.polls,
+            "windows": i.windows.iter().map(|w| json!({"end_secs": w.0, "records_per_sec": w.1, "server_cpu_us_per_record": w.2})).collect::<Vec<_>>(),
             "server_cpu_cores": i.server_cores,
             "bench_process_cpu_cores": i.bench_cores,
             "machine_busy_cores": i.machine_busy_cores,
@@ -395,6 +396,20 @@ pub fn markdown(r: &Results) -> String {
             .saturating_sub(i.sent_after)
             .as_secs_f64()
     );
+    if !i.windows.is_empty() {
+        let per_record: Vec<String> = i.windows.iter().map(|w| format!("{:.1}", w.2)).collect();
+        let per_sec: Vec<String> = i
+            .windows
+            .iter()
+            .map(|w| format!("{:.0}k", w.1 / 1000.0))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| by 10-s window of ingest: server CPU per record, µs (records/s) | {} ({}) |",
+            per_record.join(", "),
+            per_sec.join(", ")
+        );
+    }
     let live: f64 = r.threads.iter().map(|t| t.1).sum();
     let mut busiest: Vec<String> = r
         .threads
@@ -403,7 +418,7 @@ pub fn markdown(r: &Results) -> String {
         .map(|(n, c)| format!("`{n}` {c:.2}"))
         .collect();
     busiest.push(format!(
-        "unattributed (the last ≤ 50 ms of threads that exited) {:.2}",
+        "unattributed (threads that exited between two 50 ms samples, such as tantivy's indexing threads) {:.2}",
         (i.server_cores - live).max(0.0)
     ));
     let _ = writeln!(

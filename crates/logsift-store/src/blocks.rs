@@ -407,6 +407,8 @@ struct OpenBlock {
     first_id: u64,
     last_id: u64,
     records: u32,
+    /// The writer's count of records joined when the last of its own joined it.
+    joined: u64,
     /// The first record's timestamp and id: the body stores the others as deltas from them.
     base_ts: i64,
     base_id: u64,
@@ -528,10 +530,28 @@ const STREAM_BITS: u64 = 0xffff_ffff;
 /// its records and what an incident searches for, and spread among its other records every
 /// search for them (a phrase, a word common to both) decompressed and checked blocks that
 /// held one or two each.
-fn open_key(stream: u64, severity: Option<u8>) -> u64 {
+///
+/// And the span of time the record falls in (`timestamp` divided by the blocks' longest span):
+/// a stream whose records arrive out of time order keeps a block per span instead of closing
+/// one at every jump. The e2e senders each replay a slice of the corpus, so every stream's
+/// records came hours apart in turn; closing the open block at each jump cut them into blocks
+/// of 5 records on average (5 GB: 180,000 blocks per million records, 20 MiB of block list
+/// per segment resident for good, and a tantivy document, a header and a zstd frame each).
+fn open_key(stream: u64, severity: Option<u8>, timestamp: i64, span_ns: i64) -> u64 {
     let alarming = severity.is_some_and(|code| code <= WARNING_CODE);
-    stream | (u64::from(alarming) << 32)
+    let span = (timestamp.div_euclid(span_ns.max(1)) as u64) & SPAN_KEY_MASK;
+    stream | (u64::from(alarming) << 32) | (span << 33)
 }
+
+/// The bits of a block's time span that its open key keeps (above the stream and the
+/// severity bit); spans that differ only above them share a key, which only closes a block
+/// early.
+const SPAN_KEY_MASK: u64 = (1 << 31) - 1;
+
+/// Most blocks open at once. Past it the least recently joined quarter of them is closed:
+/// streams jumping in time would otherwise keep a block open per span they ever touched
+/// until the seal (a block is a few KiB to tens of KiB of buffers).
+const MAX_OPEN_BLOCKS: usize = 4_096;
 
 /// Syslog severity 4: warnings and worse have the lower codes.
 const WARNING_CODE: u8 = 4;
@@ -590,8 +610,11 @@ pub struct BlockWriter {
     spare: Vec<OpenBlock>,
     level: i32,
     block_records: usize,
-    /// Most time a block's records span.
+    /// Most time a block's records span: each block holds one span of this length, aligned
+    /// on multiples of it.
     max_span_ns: i64,
+    /// Records joined to blocks so far (which open blocks were joined least recently).
+    joined: u64,
 }
 
 /// Blocks the compression thread may have queued: bounds the memory they hold when it falls
@@ -603,6 +626,10 @@ const QUEUED_BLOCKS: usize = 64;
 /// index is not merged before its seal: merging segments of a few hundred blocks as they
 /// came was a tenth of the server's CPU while ingesting.
 const HOT_BLOCKS_PER_COMMIT: usize = 2048;
+/// Plain bytes (headers and lines) a hot tier's block index takes between commits, whichever
+/// comes first with [`HOT_BLOCKS_PER_COMMIT`]: blocks of a hundred records each would
+/// otherwise keep tens of MiB plain in memory until the next commit.
+const HOT_PLAIN_BYTES_PER_COMMIT: usize = 16 << 20;
 
 /// What a [`BlockWriter`]'s compression thread is asked to do.
 enum Work {
@@ -631,6 +658,10 @@ struct Compressing {
     /// Blocks indexed between commits of the block index (each commit a segment, merged
     /// into one at the end): bounds the writer's memory along with its arena.
     blocks_per_commit: usize,
+    /// Plain bytes between commits (a hot tier keeps its uncommitted blocks in memory), and
+    /// those indexed since the last commit.
+    bytes_per_commit: usize,
+    bytes_since_commit: usize,
     /// The first error, kept: everything after it is suspect.
     failed: Option<String>,
     /// Where the writer's snapshots see that error.
@@ -695,8 +726,12 @@ impl Compressing {
             })?;
         self.body_len += (head_frame.len() + lines_frame.len()) as u64;
         self.indexed += 1;
+        self.bytes_since_commit += head.len() + lines.len();
         self.writer.add_document(doc)?;
-        if self.indexed.is_multiple_of(self.blocks_per_commit) {
+        if self.indexed.is_multiple_of(self.blocks_per_commit)
+            || self.bytes_since_commit >= self.bytes_per_commit
+        {
+            self.bytes_since_commit = 0;
             // Bodies first: a snapshot maps `body.dat` as long as it is once it sees a
             // commit, and every block of that commit must lie within.
             self.body.flush().map_err(|source| BlockError::Io {
@@ -799,6 +834,12 @@ impl BlockWriter {
             body_len: 0,
             indexed: 0,
             blocks_per_commit,
+            bytes_per_commit: if hot {
+                HOT_PLAIN_BYTES_PER_COMMIT
+            } else {
+                usize::MAX
+            },
+            bytes_since_commit: 0,
             failed: None,
             shared_failure: Default::default(),
         };
@@ -835,6 +876,7 @@ impl BlockWriter {
             level: zstd_level,
             block_records: BLOCK_RECORDS,
             max_span_ns: MAX_BLOCK_SPAN_NS,
+            joined: 0,
         })
     }
 
@@ -854,25 +896,18 @@ impl BlockWriter {
 
     /// Adds a record; `a` is the analysis of `rec.raw` parsed with the index's options.
     pub fn add_analyzed(&mut self, rec: &BlockRecord<'_>, a: &Analysis<'_>) {
+        // Keyed by the span of time too: a block of a quiet stream would otherwise span
+        // hours, and every short time window would have to open it.
         let key = open_key(
             crate::schema::stream_key(a.host, a.app),
             a.severity.map(|s| s.code()),
+            rec.timestamp,
+            self.max_span_ns,
         );
-        // A record far in time from its stream's open block starts a new block: a block of a
-        // quiet stream would otherwise span hours, and every short time window would have
-        // to open it.
-        let far = self.open.get(&key).is_some_and(|blk| {
-            let t = rec.timestamp;
-            blk.records > 0
-                && t.saturating_sub(blk.ts_min)
-                    .max(blk.ts_max.saturating_sub(t))
-                    > self.max_span_ns
-        });
-        if far {
-            if let Some(blk) = self.open.remove(&key) {
-                self.close(key, blk);
-            }
+        if self.open.len() >= MAX_OPEN_BLOCKS && !self.open.contains_key(&key) {
+            self.close_least_recent(MAX_OPEN_BLOCKS / 4);
         }
+        self.joined += 1;
         // In place: a block is a few hundred bytes of fields, moved twice per record when it
         // was taken out of the map and put back.
         let blk = match self.open.entry(key) {
@@ -897,6 +932,7 @@ impl BlockWriter {
             .push(a.severity.map_or(NO_SEVERITY, |s| s.code()));
         blk.ts_min = blk.ts_min.min(rec.timestamp);
         blk.ts_max = blk.ts_max.max(rec.timestamp);
+        blk.joined = self.joined;
         blk.first_id = blk.first_id.min(rec.id);
         blk.last_id = blk.last_id.max(rec.id);
         blk.frozen = None;
@@ -911,6 +947,21 @@ impl BlockWriter {
         encode_record(blk, rec);
         blk.records += 1;
         if blk.records as usize >= self.block_records {
+            if let Some(blk) = self.open.remove(&key) {
+                self.close(key, blk);
+            }
+        }
+    }
+
+    /// Closes the `n` open blocks that were joined least recently.
+    fn close_least_recent(&mut self, n: usize) {
+        let mut by_age: Vec<(u64, u64)> = self.open.iter().map(|(k, b)| (b.joined, *k)).collect();
+        let n = n.min(by_age.len());
+        by_age.select_nth_unstable(n.saturating_sub(1));
+        let mut keys: Vec<(u64, u64)> = by_age[..n].to_vec();
+        // In the order they were opened, as the seal closes them.
+        keys.sort_unstable_by_key(|&(_, k)| self.open.get(&k).map_or(0, |b| b.first_id));
+        for (_, key) in keys {
             if let Some(blk) = self.open.remove(&key) {
                 self.close(key, blk);
             }
@@ -1431,6 +1482,9 @@ pub struct BlockSegment {
     /// The smallest and largest timestamps of its records (`None`: no records), for pruning
     /// without a pass over the blocks.
     pub time_range: Option<(i64, i64)>,
+    /// Records in all its blocks: counted once, since index listings and progress polls ask
+    /// for it over every block of every segment.
+    records: u64,
     /// The probes of its block filters and how they map to bits (by layout version; a
     /// snapshot's are this build's).
     block_probes: u64,
@@ -1615,6 +1669,7 @@ impl BlockSegment {
         }
         Ok(BlockSegment {
             time_range: time_range_of(&blocks),
+            records: blocks.iter().map(|b| u64::from(b.records)).sum(),
             block_probes: BLOCK_PROBES,
             probe_map: ProbeMap::of(BLOCKS_VERSION),
             dir: dir.to_path_buf(),
@@ -1636,6 +1691,7 @@ impl BlockSegment {
         let blocks: Vec<BlockInfo> = frozen.iter().map(|b| b.info.clone()).collect();
         BlockSegment {
             time_range: time_range_of(&blocks),
+            records: blocks.iter().map(|b| u64::from(b.records)).sum(),
             block_probes: BLOCK_PROBES,
             probe_map: ProbeMap::of(BLOCKS_VERSION),
             dir: dir.to_path_buf(),
@@ -1701,7 +1757,7 @@ impl BlockSegment {
     }
 
     pub fn num_records(&self) -> u64 {
-        self.blocks.iter().map(|b| u64::from(b.records)).sum()
+        self.records
     }
 
     /// Whether any record of the segment may hold the high-entropy token hashed as `hash`.
@@ -2198,6 +2254,76 @@ mod tests {
             matches!(&seg.parts, Parts::Written { ddict: Some(_), .. }),
             "the dictionary is trained on the tier's first blocks"
         );
+    }
+
+    /// One stream's records arriving from two places hours apart in turn (two senders
+    /// replaying different hours, or a backlog shipped beside live records) fill one block per
+    /// hour, not a block per jump.
+    #[test]
+    fn a_stream_jumping_back_and_forth_in_time_fills_a_block_per_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = logsift_parse::ParseOptions::default();
+        let mut writer = BlockWriter::new(&dir.path().join("s"), 3).unwrap();
+        let (minute, hour) = (60_000_000_000i64, 3_600_000_000_000i64);
+        for i in 0..100i64 {
+            // Minute i/2 of hour 0 or of hour 6, alternately.
+            let t = (i % 2) * 6 * hour + (i / 2) * minute / 2;
+            let raw = format!("<13>1 - web nginx - - - request {i}");
+            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+            writer.add(
+                &BlockRecord {
+                    id: i as u64 + 1,
+                    timestamp: t,
+                    received_at: t,
+                    format: Format::Syslog,
+                    source: "test",
+                    raw: raw.as_bytes(),
+                    pattern: 0,
+                },
+                &record,
+            );
+        }
+        writer.finish().unwrap();
+        let seg = BlockSegment::open(&dir.path().join("s")).unwrap();
+        assert_eq!(seg.num_records(), 100);
+        assert_eq!(seg.blocks.len(), 2, "{:?}", seg.blocks);
+        assert_eq!(ids_in(&[&seg]), (1..=100).collect::<Vec<_>>());
+        for b in &seg.blocks {
+            assert!(b.ts_max - b.ts_min < hour, "{b:?}");
+        }
+    }
+
+    /// Past the most blocks open at once, the least recently joined close: memory stays
+    /// bounded and every record is kept.
+    #[test]
+    fn open_blocks_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = logsift_parse::ParseOptions::default();
+        let mut writer = BlockWriter::new(&dir.path().join("s"), 3).unwrap();
+        let hour = 3_600_000_000_000i64;
+        let n = MAX_OPEN_BLOCKS as i64 + 10;
+        for i in 0..n {
+            // Every record in an hour of its own: each opens a block.
+            let raw = format!("<13>1 - web nginx - - - request {i}");
+            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+            writer.add(
+                &BlockRecord {
+                    id: i as u64 + 1,
+                    timestamp: i * hour,
+                    received_at: i * hour,
+                    format: Format::Syslog,
+                    source: "test",
+                    raw: raw.as_bytes(),
+                    pattern: 0,
+                },
+                &record,
+            );
+            assert!(writer.open.len() <= MAX_OPEN_BLOCKS);
+        }
+        writer.finish().unwrap();
+        let seg = BlockSegment::open(&dir.path().join("s")).unwrap();
+        assert_eq!(seg.num_records(), n as u64);
+        assert_eq!(ids_in(&[&seg]), (1..=n as u64).collect::<Vec<_>>());
     }
 
     /// A quiet stream's records far apart in time go to different blocks, so that a short
