@@ -2256,31 +2256,40 @@ mod tests {
         );
     }
 
+    /// Adds one syslog line at `timestamp` (also its receive time) as record `id`.
+    fn add_syslog(writer: &mut BlockWriter, id: u64, timestamp: i64, raw: &str) {
+        let opts = logsift_parse::ParseOptions::default();
+        let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+        writer.add(
+            &BlockRecord {
+                id,
+                timestamp,
+                received_at: timestamp,
+                format: Format::Syslog,
+                source: "test",
+                raw: raw.as_bytes(),
+                pattern: 0,
+            },
+            &record,
+        );
+    }
+
     /// One stream's records arriving from two places hours apart in turn (two senders
     /// replaying different hours, or a backlog shipped beside live records) fill one block per
     /// hour, not a block per jump.
     #[test]
     fn a_stream_jumping_back_and_forth_in_time_fills_a_block_per_hour() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = logsift_parse::ParseOptions::default();
         let mut writer = BlockWriter::new(&dir.path().join("s"), 3).unwrap();
         let (minute, hour) = (60_000_000_000i64, 3_600_000_000_000i64);
         for i in 0..100i64 {
             // Minute i/2 of hour 0 or of hour 6, alternately.
             let t = (i % 2) * 6 * hour + (i / 2) * minute / 2;
-            let raw = format!("<13>1 - web nginx - - - request {i}");
-            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
-            writer.add(
-                &BlockRecord {
-                    id: i as u64 + 1,
-                    timestamp: t,
-                    received_at: t,
-                    format: Format::Syslog,
-                    source: "test",
-                    raw: raw.as_bytes(),
-                    pattern: 0,
-                },
-                &record,
+            add_syslog(
+                &mut writer,
+                i as u64 + 1,
+                t,
+                &format!("<13>1 - web nginx - - - request {i}"),
             );
         }
         writer.finish().unwrap();
@@ -2298,25 +2307,16 @@ mod tests {
     #[test]
     fn open_blocks_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = logsift_parse::ParseOptions::default();
         let mut writer = BlockWriter::new(&dir.path().join("s"), 3).unwrap();
         let hour = 3_600_000_000_000i64;
         let n = MAX_OPEN_BLOCKS as i64 + 10;
         for i in 0..n {
             // Every record in an hour of its own: each opens a block.
-            let raw = format!("<13>1 - web nginx - - - request {i}");
-            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
-            writer.add(
-                &BlockRecord {
-                    id: i as u64 + 1,
-                    timestamp: i * hour,
-                    received_at: i * hour,
-                    format: Format::Syslog,
-                    source: "test",
-                    raw: raw.as_bytes(),
-                    pattern: 0,
-                },
-                &record,
+            add_syslog(
+                &mut writer,
+                i as u64 + 1,
+                i * hour,
+                &format!("<13>1 - web nginx - - - request {i}"),
             );
             assert!(writer.open.len() <= MAX_OPEN_BLOCKS);
         }
@@ -2331,24 +2331,15 @@ mod tests {
     #[test]
     fn a_block_spans_at_most_its_time_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = logsift_parse::ParseOptions::default();
         let mut writer = BlockWriter::new(&dir.path().join("s"), 3).unwrap();
         let minute = 60_000_000_000i64;
         // One record every 7 minutes for 10 hours: 86 records, one stream.
         for i in 0..86i64 {
-            let raw = format!("<13>1 - quiet app - - - tick {i}");
-            let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
-            writer.add(
-                &BlockRecord {
-                    id: i as u64 + 1,
-                    timestamp: i * 7 * minute,
-                    received_at: i * 7 * minute,
-                    format: Format::Syslog,
-                    source: "test",
-                    raw: raw.as_bytes(),
-                    pattern: 0,
-                },
-                &record,
+            add_syslog(
+                &mut writer,
+                i as u64 + 1,
+                i * 7 * minute,
+                &format!("<13>1 - quiet app - - - tick {i}"),
             );
         }
         writer.finish().unwrap();
