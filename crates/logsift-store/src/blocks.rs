@@ -42,7 +42,7 @@ pub const BLOCK_RECORDS: usize = 128;
 /// The version of the block segment layout, in `filters.dat`'s header. Version 2 (2026-12-04)
 /// sizes block filters at 16 bits and 11 probes per id; version 1's, 12 bits and 8 probes,
 /// are read as written.
-pub const BLOCKS_VERSION: u32 = 2;
+pub const BLOCKS_VERSION: u32 = 3;
 const FILTERS_MAGIC: &[u8; 8] = b"LSBLKF01";
 /// `filters.dat` starts with the magic, the version (u32) and the lengths (u64) of the segment
 /// filter and of the zstd dictionary.
@@ -67,7 +67,9 @@ const BLOCK_PROBES: u64 = 11;
 fn block_probes(version: u32) -> Option<u64> {
     match version {
         1 => Some(8),
-        BLOCKS_VERSION => Some(BLOCK_PROBES),
+        // Version 3 only adds the timestamp columns of block headers (`timetext`), which
+        // version 2 headers do not have.
+        2 | BLOCKS_VERSION => Some(BLOCK_PROBES),
         _ => None,
     }
 }
@@ -422,9 +424,15 @@ struct OpenBlock {
     /// Severity code per record, [`NO_SEVERITY`] for none.
     sev_col: Vec<u8>,
     len_col: Vec<u8>,
-    /// Pattern id per record (varints, 0 for none); written only if one has an id.
+    /// Pattern id per record (varints, 0 for none); written only if one has an id (or the
+    /// timestamp columns follow).
     pattern_col: Vec<u8>,
     patterned: bool,
+    /// Where each record's line spelled its timestamp and in what style (varints; style 0:
+    /// it did not, see `timetext`), written only if one did: `body` holds the lines without it.
+    spelled_at_col: Vec<u8>,
+    spelled_style_col: Vec<u8>,
+    spelled: bool,
     /// The stream's host and app (every record of the block has them).
     host: Option<String>,
     app: Option<String>,
@@ -488,6 +496,9 @@ impl OpenBlock {
         self.len_col.clear();
         self.pattern_col.clear();
         self.patterned = false;
+        self.spelled_at_col.clear();
+        self.spelled_style_col.clear();
+        self.spelled = false;
         self.records = 0;
         self.frozen = None;
     }
@@ -1058,8 +1069,12 @@ impl BlockWriter {
         }
         tracing::debug!(dir = %self.dir.display(), blocks = self.pending.len(), bytes = self.pending_bytes, dictionary = self.dictionary.len(), "block segment dictionary");
         let context = |level: i32, dictionary: &[u8]| {
-            zstd::bulk::Compressor::with_dictionary(level, dictionary)
-                .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))
+            let mut c = zstd::bulk::Compressor::with_dictionary(level, dictionary)
+                .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))?;
+            // 4 bytes a frame: a flipped byte that still decompresses to the right length
+            // fails the read instead of answering a query with altered text.
+            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+            Ok::<_, std::io::Error>(c)
         };
         match context(self.level, &self.dictionary) {
             Ok(compressor) => match digest(&self.dictionary) {
@@ -1308,9 +1323,14 @@ fn block_header(blk: &OpenBlock) -> Vec<u8> {
     for column in columns {
         plain.extend_from_slice(column);
     }
-    // Last and optional: headers written before pattern ids end with the lengths.
-    if blk.patterned {
+    // Last and optional: headers written before pattern ids end with the lengths, those
+    // written before layout version 3 with the patterns.
+    if blk.patterned || blk.spelled {
         plain.extend_from_slice(&blk.pattern_col);
+    }
+    if blk.spelled {
+        plain.extend_from_slice(&blk.spelled_at_col);
+        plain.extend_from_slice(&blk.spelled_style_col);
     }
     plain
 }
@@ -1378,7 +1398,20 @@ fn encode_record(blk: &mut OpenBlock, rec: &BlockRecord<'_>) {
     put_varint(&mut blk.len_col, rec.raw.len() as u64);
     put_varint(&mut blk.pattern_col, u64::from(rec.pattern));
     blk.patterned |= rec.pattern != 0;
-    blk.body.extend_from_slice(rec.raw);
+    match crate::timetext::find(rec.raw, rec.timestamp) {
+        Some(t) => {
+            blk.body.extend_from_slice(&rec.raw[..t.at]);
+            blk.body.extend_from_slice(&rec.raw[t.at + t.len..]);
+            put_varint(&mut blk.spelled_at_col, t.at as u64);
+            put_varint(&mut blk.spelled_style_col, t.style);
+            blk.spelled = true;
+        }
+        None => {
+            blk.body.extend_from_slice(rec.raw);
+            put_varint(&mut blk.spelled_at_col, 0);
+            put_varint(&mut blk.spelled_style_col, 0);
+        }
+    }
 }
 
 /// A column of time deltas as varints in the largest power of ten that divides them all (its
@@ -1454,6 +1487,11 @@ pub struct DecodedBlock {
     pub records: Vec<RecordMeta>,
     pub data: Vec<u8>,
     head: Vec<u8>,
+    /// Per record, where its line spelled its timestamp and the style (0: it did not);
+    /// empty when no line of the block did. `data` holds the lines with it put back.
+    spelled: Vec<(usize, u64)>,
+    /// The lines as stored, without the timestamps (only for blocks with `spelled`).
+    packed: Vec<u8>,
     /// Which block's header and lines the buffers hold: (segment, ordinal), the segment named
     /// by where its body is mapped, so that a buffer reused across segments is never stale.
     header_of: Option<(usize, usize)>,
@@ -1877,7 +1915,15 @@ impl BlockSegment {
             return Ok(());
         }
         out.lines_of = None;
-        self.inflate(ord, false, &mut out.data, &mut out.dctx)?;
+        if out.spelled.is_empty() {
+            self.inflate(ord, false, &mut out.data, &mut out.dctx)?;
+        } else {
+            let mut packed = std::mem::take(&mut out.packed);
+            let inflated = self.inflate(ord, false, &mut packed, &mut out.dctx);
+            let spelled = inflated.and_then(|()| self.spell_out(ord, &packed, out));
+            out.packed = packed;
+            spelled?;
+        }
         let end = out.records.last().map_or(0, |r| r.raw.end);
         if end != out.data.len() {
             return Err(self.damaged(
@@ -1886,6 +1932,64 @@ impl BlockSegment {
             ));
         }
         out.lines_of = key;
+        Ok(())
+    }
+
+    /// Puts each record's timestamp back into its line: `packed` (the lines as stored) into
+    /// `out.data`.
+    fn spell_out(
+        &self,
+        ord: usize,
+        packed: &[u8],
+        out: &mut DecodedBlock,
+    ) -> Result<(), BlockError> {
+        let end = out.records.last().map_or(0, |r| r.raw.end);
+        out.data.clear();
+        out.data.reserve(end);
+        let mut p = 0usize;
+        let short = || self.damaged(ord, format!("{} bytes of lines are too few", packed.len()));
+        for (rec, &(at, style)) in out.records.iter().zip(&out.spelled) {
+            let len = rec.raw.len();
+            if style == 0 {
+                out.data
+                    .extend_from_slice(packed.get(p..p + len).ok_or_else(short)?);
+                p += len;
+                continue;
+            }
+            // parse_header checked that the style renders and fits in the line.
+            let kept = len - crate::timetext::rendered_len(style).unwrap_or(0);
+            let line = packed.get(p..p + kept).ok_or_else(short)?;
+            out.data.extend_from_slice(&line[..at]);
+            let before = out.data.len();
+            crate::timetext::render(rec.timestamp, style, &mut out.data).ok_or_else(|| {
+                self.damaged(
+                    ord,
+                    format!(
+                        "record {}: its time cannot be spelled in style {style}",
+                        rec.id
+                    ),
+                )
+            })?;
+            if out.data.len() - before != len - kept {
+                return Err(self.damaged(
+                    ord,
+                    format!(
+                        "record {}: its time spelled in {} bytes, not {}",
+                        rec.id,
+                        out.data.len() - before,
+                        len - kept
+                    ),
+                ));
+            }
+            out.data.extend_from_slice(&line[at..]);
+            p += kept;
+        }
+        if p != packed.len() {
+            return Err(self.damaged(
+                ord,
+                format!("{} bytes of lines, the header says {p}", packed.len()),
+            ));
+        }
         Ok(())
     }
 
@@ -1900,6 +2004,7 @@ impl BlockSegment {
         out.lines_of = None;
         out.records.clear();
         out.sources.clear();
+        out.spelled.clear();
         let mut head = std::mem::take(&mut out.head);
         let inflated = self.inflate(ord, true, &mut head, &mut out.dctx);
         let parsed = inflated.and_then(|()| self.parse_header(ord, &head, out));
@@ -1989,6 +2094,11 @@ impl BlockSegment {
         } else {
             Vec::new()
         };
+        let (spelled_at, styles) = if at < data.len() {
+            (column(&mut at)?, column(&mut at)?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let (mut t, mut i, mut r) = (base_ts, base_id, base_recv);
         let mut end = 0usize;
         for k in 0..n {
@@ -2000,6 +2110,18 @@ impl BlockSegment {
                 .checked_add(lens[k] as usize)
                 .filter(|e| *e <= MAX_PLAIN)
                 .ok_or_else(short)?;
+            if let (Some(&spelled_at), Some(&style)) = (spelled_at.get(k), styles.get(k)) {
+                let fits = style == 0
+                    || crate::timetext::rendered_len(style)
+                        .and_then(|n| (lens[k] as usize).checked_sub(n))
+                        .is_some_and(|kept| spelled_at as usize <= kept);
+                if !fits {
+                    return Err(damaged(format!(
+                        "record {k}: timestamp style {style} at {spelled_at} does not fit its line"
+                    )));
+                }
+                out.spelled.push((spelled_at as usize, style));
+            }
             out.records.push(RecordMeta {
                 id: i,
                 timestamp: t,
@@ -2090,21 +2212,29 @@ mod tests {
         }
     }
 
+    /// Record `i` of [`segment`]: its line spells its timestamp, except every fifth, whose
+    /// timestamp is a millisecond off (so the line is kept whole).
+    fn segment_line(i: u64) -> String {
+        format!(
+            "<13>1 2026-12-02T12:00:{:02}.{:03}Z host{} app - - - request {i:08} done",
+            i % 60,
+            i % 7,
+            i % 3
+        )
+    }
+
     fn segment(dir: &Path) -> BlockSegment {
         let opts = logsift_parse::ParseOptions::default();
         // Several block index segments, merged into one at the end.
         let mut writer = BlockWriter::committing_every(dir, 3, false, 2).unwrap();
         for i in 0..900u64 {
-            let raw = format!(
-                "<13>1 2026-12-02T12:00:{:02}Z host{} app - - - request {i:08} done",
-                i % 60,
-                i % 3
-            );
+            let raw = segment_line(i);
             let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
             writer.add(
                 &BlockRecord {
                     id: 1000 + i,
-                    timestamp: record.timestamp.unwrap_or(0),
+                    timestamp: record.timestamp.unwrap_or(0)
+                        + 1_000_000 * i64::from(i.is_multiple_of(5)),
                     received_at: 7,
                     format: Format::Syslog,
                     source: if i % 2 == 0 { "tcp a" } else { "tcp b" },
@@ -2133,7 +2263,7 @@ mod tests {
             for r in &block.records {
                 let i = r.id - 1000;
                 let raw = String::from_utf8_lossy(block.raw(r)).into_owned();
-                assert!(raw.ends_with(&format!("request {i:08} done")), "{raw}");
+                assert_eq!(raw, segment_line(i));
                 assert_eq!(block.source(r), if i % 2 == 0 { "tcp a" } else { "tcp b" });
                 assert_eq!(r.received_at, 7);
                 assert!(r.timestamp >= seg.blocks[ord].ts_min);
@@ -2143,6 +2273,10 @@ mod tests {
         }
         ids.sort_unstable();
         assert_eq!(ids, (1000..1900).collect::<Vec<_>>());
+        // The lines are stored without the 24 bytes of the timestamps they spell.
+        let stored: usize = seg.blocks.iter().map(|b| b.plain_len).sum();
+        let raw: usize = (0..900).map(|i| segment_line(i).len()).sum();
+        assert_eq!(stored, raw - 720 * 24);
         // Every id is found by the filters of its own block.
         for ord in 0..seg.blocks.len() {
             seg.read_block(ord, &mut block).unwrap();
@@ -2177,8 +2311,8 @@ mod tests {
         let opts = logsift_parse::ParseOptions::default();
         let mut writer =
             BlockWriter::committing_every(&dir.path().join("hot"), 3, true, 3).unwrap();
-        let add = |writer: &mut BlockWriter, i: u64| {
-            let raw = format!(
+        let line = |i: u64| {
+            format!(
                 "<13>1 2026-12-02T12:{:02}:{:02}Z host{} app - - - request {i:08} done {}",
                 i / 60 % 60,
                 i % 60,
@@ -2188,7 +2322,10 @@ mod tests {
                 } else {
                     "other"
                 }
-            );
+            )
+        };
+        let add = |writer: &mut BlockWriter, i: u64| {
+            let raw = line(i);
             let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
             writer.add(
                 &BlockRecord {
@@ -2229,6 +2366,7 @@ mod tests {
                     counted += u64::from(*f);
                     seg.read_block(ord, &mut block).unwrap();
                     for r in &block.records {
+                        assert_eq!(block.raw(r), line(r.id).as_bytes());
                         let h = hash_word(format!("{:08}", r.id).as_bytes());
                         assert!(seg.may_hold_id(h) && seg.block_may_hold_id(ord, h));
                     }
@@ -2357,13 +2495,13 @@ mod tests {
         let path = dir.path().join("s");
         let seg = segment(&path);
         let blocks = seg.blocks.len();
+        let middle = seg.blocks[blocks / 2].body.clone();
         drop(seg);
         // A flipped byte inside a block's zstd frame: that block fails, with its name.
         let body = path.join(BODY_FILE);
         let mut bytes = std::fs::read(&body).unwrap();
-        let at = bytes.len() / 2;
+        let at = (middle.start + middle.end) / 2;
         bytes[at] ^= 0xff;
-        bytes[at + 1] ^= 0xff;
         std::fs::write(&body, &bytes).unwrap();
         let seg = BlockSegment::open(&path).unwrap();
         let mut block = DecodedBlock::default();
