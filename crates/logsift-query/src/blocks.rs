@@ -80,6 +80,12 @@ pub struct BlockQuery<'s> {
     segment: &'s BlockSegment,
     matcher: Matcher,
     required: Vec<memchr::memmem::Finder<'static>>,
+    /// Whether no required word can be in a timestamp a line spelled, so that lines are
+    /// checked for them as blocks store them (without it), and only those that hold them all
+    /// are spelled out whole (`BlockSegment::read_lines_where`).
+    on_stored_lines: bool,
+    /// Per record of the block being read, whether its line holds every required word.
+    kept: Vec<bool>,
     parse: logsift_parse::ParseOptions,
     start: Option<i64>,
     end: Option<i64>,
@@ -118,14 +124,21 @@ impl<'s> BlockQuery<'s> {
             (Plan::All, true) => vec![true; n],
             _ => eval(segment, &plan)?,
         };
-        let required = required_words(ast, &mut analyzer)
+        let words = required_words(ast, &mut analyzer);
+        let required = words
             .iter()
             .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
             .collect();
+        let on_stored_lines = !words.is_empty()
+            && words
+                .iter()
+                .all(|w| !logsift_store::timetext::word_may_be_in_spelling(w.as_bytes()));
         Ok(BlockQuery {
             segment,
             matcher: Matcher::new(ast),
             required,
+            on_stored_lines,
+            kept: Vec::new(),
             parse: *parse,
             start,
             end,
@@ -212,18 +225,40 @@ impl<'s> BlockQuery<'s> {
             }
             return Ok(());
         }
-        self.segment.read_lines(ord, &mut self.block)?;
-        let block = &self.block;
-        if !self.required.is_empty() {
-            self.lower.clear();
-            self.lower
-                .extend(block.data.iter().map(u8::to_ascii_lowercase));
-        }
-        for r in block.records.iter().filter(|r| in_range(r)) {
-            if !self.required.is_empty() && lacks_words(&self.required, &self.lower[r.raw.clone()])
-            {
-                continue;
+        if self.on_stored_lines {
+            let (required, lower, kept) = (&self.required, &mut self.lower, &mut self.kept);
+            kept.clear();
+            self.segment
+                .read_lines_where(ord, &mut self.block, |line| {
+                    lower.clear();
+                    lower.extend(line.iter().map(u8::to_ascii_lowercase));
+                    let keep = !lacks_words(required, lower);
+                    kept.push(keep);
+                    keep
+                })?;
+        } else {
+            self.segment.read_lines(ord, &mut self.block)?;
+            let block = &self.block;
+            self.kept.clear();
+            if self.required.is_empty() {
+                self.kept.resize(block.records.len(), true);
+            } else {
+                self.lower.clear();
+                self.lower
+                    .extend(block.data.iter().map(u8::to_ascii_lowercase));
+                for r in &block.records {
+                    let lacks = lacks_words(&self.required, &self.lower[r.raw.clone()]);
+                    self.kept.push(!lacks);
+                }
             }
+        }
+        let block = &self.block;
+        for (r, _) in block
+            .records
+            .iter()
+            .zip(&self.kept)
+            .filter(|(r, kept)| **kept && in_range(r))
+        {
             let opts = logsift_parse::ParseOptions {
                 received_at_ns: r.received_at,
                 ..self.parse

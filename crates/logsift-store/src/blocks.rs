@@ -1920,7 +1920,7 @@ impl BlockSegment {
         } else {
             let mut packed = std::mem::take(&mut out.packed);
             let inflated = self.inflate(ord, false, &mut packed, &mut out.dctx);
-            let spelled = inflated.and_then(|()| self.spell_out(ord, &packed, out));
+            let spelled = inflated.and_then(|()| self.spell_out(ord, &packed, out, None));
             out.packed = packed;
             spelled?;
         }
@@ -1935,54 +1935,103 @@ impl BlockSegment {
         Ok(())
     }
 
+    /// Decompresses block `ord`'s lines into `out` (whose header must be that block's) like
+    /// [`Self::read_lines`], but puts back the timestamps their lines spelled (see
+    /// `timetext`) only in the records for which `keep` is true when shown the line as
+    /// stored: with such a timestamp left out. The others' bytes in `out.data` are left
+    /// unspecified. `keep` is called once per record, in order. For a search that skips most
+    /// records of the blocks it reads, and whose words cannot be in a spelled timestamp
+    /// (`word_may_be_in_spelling`), so that the stored line can decide.
+    pub fn read_lines_where(
+        &self,
+        ord: usize,
+        out: &mut DecodedBlock,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), BlockError> {
+        let key = Some((self.key(), ord));
+        if out.header_of != key {
+            self.read_header(ord, out)?;
+        }
+        if out.lines_of == key || out.spelled.is_empty() {
+            self.read_lines(ord, out)?;
+            for r in &out.records {
+                keep(&out.data[r.raw.clone()]);
+            }
+            return Ok(());
+        }
+        out.lines_of = None;
+        let mut packed = std::mem::take(&mut out.packed);
+        let inflated = self.inflate(ord, false, &mut packed, &mut out.dctx);
+        let spelled = inflated.and_then(|()| self.spell_out(ord, &packed, out, Some(&mut keep)));
+        out.packed = packed;
+        spelled
+    }
+
     /// Puts each record's timestamp back into its line: `packed` (the lines as stored) into
-    /// `out.data`.
+    /// `out.data`; with `keep`, only in the lines it keeps (see [`Self::read_lines_where`]).
     fn spell_out(
         &self,
         ord: usize,
         packed: &[u8],
         out: &mut DecodedBlock,
+        mut keep: Option<&mut dyn FnMut(&[u8]) -> bool>,
     ) -> Result<(), BlockError> {
         let end = out.records.last().map_or(0, |r| r.raw.end);
         out.data.clear();
-        out.data.reserve(end);
+        if keep.is_some() {
+            out.data.resize(end, 0);
+        } else {
+            out.data.reserve(end);
+        }
         let mut p = 0usize;
         let short = || self.damaged(ord, format!("{} bytes of lines are too few", packed.len()));
         for (rec, &(at, style)) in out.records.iter().zip(&out.spelled) {
             let len = rec.raw.len();
-            if style == 0 {
-                out.data
-                    .extend_from_slice(packed.get(p..p + len).ok_or_else(short)?);
-                p += len;
-                continue;
-            }
             // parse_header checked that the style renders and fits in the line.
-            let kept = len - crate::timetext::rendered_len(style).unwrap_or(0);
+            let kept = match style {
+                0 => len,
+                _ => len - crate::timetext::rendered_len(style).unwrap_or(0),
+            };
             let line = packed.get(p..p + kept).ok_or_else(short)?;
-            out.data.extend_from_slice(&line[..at]);
-            let before = out.data.len();
-            crate::timetext::render(rec.timestamp, style, &mut out.data).ok_or_else(|| {
-                self.damaged(
-                    ord,
-                    format!(
-                        "record {}: its time cannot be spelled in style {style}",
-                        rec.id
-                    ),
-                )
-            })?;
-            if out.data.len() - before != len - kept {
-                return Err(self.damaged(
-                    ord,
-                    format!(
-                        "record {}: its time spelled in {} bytes, not {}",
-                        rec.id,
-                        out.data.len() - before,
-                        len - kept
-                    ),
-                ));
-            }
-            out.data.extend_from_slice(&line[at..]);
             p += kept;
+            let at = at.min(kept);
+            let put_back = |data: &mut Vec<u8>| -> Result<(), BlockError> {
+                let before = data.len();
+                data.extend_from_slice(&line[..at]);
+                if style != 0 {
+                    crate::timetext::render(rec.timestamp, style, data).ok_or_else(|| {
+                        self.damaged(
+                            ord,
+                            format!(
+                                "record {}: its time cannot be spelled in style {style}",
+                                rec.id
+                            ),
+                        )
+                    })?;
+                }
+                data.extend_from_slice(&line[at..]);
+                if data.len() - before != len {
+                    return Err(self.damaged(
+                        ord,
+                        format!(
+                            "record {}: {} bytes spelled out, not {len}",
+                            rec.id,
+                            data.len() - before
+                        ),
+                    ));
+                }
+                Ok(())
+            };
+            match keep.as_mut() {
+                None => put_back(&mut out.data)?,
+                Some(keep) => {
+                    if keep(line) {
+                        let mut one = Vec::with_capacity(len);
+                        put_back(&mut one)?;
+                        out.data[rec.raw.clone()].copy_from_slice(&one);
+                    }
+                }
+            }
         }
         if p != packed.len() {
             return Err(self.damaged(

@@ -21,7 +21,7 @@ mod schema;
 pub mod segment;
 mod store;
 mod summary;
-mod timetext;
+pub mod timetext;
 pub mod tokens;
 mod verify;
 

@@ -55,8 +55,33 @@ pub struct Spelled {
 
 /// Finds where `line` spells `ts` (ns since the epoch) in a form [`render`] gives back exactly:
 /// right after a syslog PRI (and RFC 5424's version), else the first ISO 8601 date-time in
-/// the line that is `ts`.
+/// the line that is `ts`. The spelling is never next to a letter or digit, so that a word
+/// search can skip the rest of the line without it (see [`word_may_be_in_spelling`]).
 pub fn find(line: &[u8], ts: i64) -> Option<Spelled> {
+    find_any(line, ts).filter(|s| {
+        let alnum = |i: Option<usize>| {
+            i.and_then(|i| line.get(i))
+                .is_some_and(u8::is_ascii_alphanumeric)
+        };
+        !alnum(s.at.checked_sub(1)) && !alnum(Some(s.at + s.len))
+    })
+}
+
+/// Whether `word` (ASCII, lower case, letters and digits) could occur in a line only where
+/// that line spelled its timestamp: a search for words that cannot may look at the lines
+/// as blocks store them. A spelling is bounded by other characters ([`find`]), so a word
+/// found in it lies wholly inside one of its runs of letters and digits: digits with a `t`
+/// or `z`, or a month's name.
+pub fn word_may_be_in_spelling(word: &[u8]) -> bool {
+    word.iter()
+        .all(|c| c.is_ascii_digit() || *c == b't' || *c == b'z')
+        || MONTHS.iter().any(|m| {
+            let m = m.to_ascii_lowercase();
+            m.windows(word.len()).any(|w| w == word)
+        })
+}
+
+fn find_any(line: &[u8], ts: i64) -> Option<Spelled> {
     let head = &line[..line.len().min(SCAN_BYTES)];
     let mut start = 0;
     if head.first() == Some(&b'<') {
@@ -411,6 +436,8 @@ mod tests {
     fn other_spellings_stay_in_the_line() {
         let t = ns("2026-12-03T00:00:00Z");
         for line in [
+            "<34>1 2026-12-03T00:00:00Zh a - - - a letter right after",
+            r#"{"t":"x2026-12-03T00:00:00Z"}"#,
             "<34>1 2026-12-03T00:00:01Z h a - - - another second",
             "<34>1 2026-12-03t00:00:00z h a - - - lower case",
             "<34>1 2026-12-03T00:00:00-00:00 h a - - - unknown offset",
@@ -423,6 +450,18 @@ mod tests {
         }
         // Digits the timestamp does not have.
         assert_eq!(find(b"<34>1 2026-12-03T00:00:00.100Z h", t + 1), None);
+    }
+
+    #[test]
+    fn words_that_may_be_in_a_spelling() {
+        for w in [
+            "2026", "03t00", "000627z", "t", "z", "dec", "ec", "a", "jun",
+        ] {
+            assert!(word_may_be_in_spelling(w.as_bytes()), "{w}");
+        }
+        for w in ["upstream", "timed", "decimal", "x2026", "web", "zt9q"] {
+            assert!(!word_may_be_in_spelling(w.as_bytes()), "{w}");
+        }
     }
 
     #[test]
