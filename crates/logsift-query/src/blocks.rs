@@ -229,10 +229,15 @@ impl<'s> BlockQuery<'s> {
             let (required, lower, kept) = (&self.required, &mut self.lower, &mut self.kept);
             kept.clear();
             self.segment
-                .read_lines_where(ord, &mut self.block, |line| {
-                    lower.clear();
-                    lower.extend(line.iter().map(u8::to_ascii_lowercase));
-                    let keep = !lacks_words(required, lower);
+                .read_lines_where(ord, &mut self.block, |lines, range| {
+                    // The block's lines are lowered in one pass, at its first record.
+                    if range.start == 0 {
+                        lower.clear();
+                        lower.extend(lines.iter().map(u8::to_ascii_lowercase));
+                    }
+                    let keep = lower
+                        .get(range)
+                        .is_none_or(|line| !lacks_words(required, line));
                     kept.push(keep);
                     keep
                 })?;

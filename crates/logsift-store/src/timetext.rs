@@ -132,13 +132,45 @@ pub fn rendered_len(style: u64) -> Option<usize> {
 /// Appends `ts` spelled in `style` to `out`; `None` (and nothing appended) for a style this
 /// build does not know or a time it cannot spell in it.
 pub fn render(ts: i64, style: u64, out: &mut Vec<u8>) -> Option<()> {
-    let mut buf = [0u8; 40];
-    let n = render_into(ts, style, &mut buf)?;
-    out.extend_from_slice(&buf[..n]);
+    out.extend_from_slice(spell(ts, style)?.as_bytes());
     Some(())
 }
 
-fn render_into(ts: i64, style: u64, buf: &mut [u8; 40]) -> Option<usize> {
+/// `ts` spelled in `style` (see [`render`]).
+pub fn spell(ts: i64, style: u64) -> Option<Spelling> {
+    let mut w = Spelling {
+        buf: [0; 40],
+        len: 0,
+    };
+    render_into(ts, style, &mut w)?;
+    Some(w)
+}
+
+/// A spelled timestamp, on the stack: searches spell out one per record they keep.
+pub struct Spelling {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Spelling {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    #[inline]
+    fn put(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn two(&mut self, v: i64) {
+        self.put(b'0' + (v / 10) as u8);
+        self.put(b'0' + (v % 10) as u8);
+    }
+}
+
+fn render_into(ts: i64, style: u64, w: &mut Spelling) -> Option<()> {
     let off_min = unzigzag(style >> OFFSET_SHIFT);
     if off_min.abs() > MAX_OFFSET_MIN {
         return None;
@@ -149,15 +181,6 @@ fn render_into(ts: i64, style: u64, buf: &mut [u8; 40]) -> Option<usize> {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
     let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
-    let mut n = 0;
-    let mut put = |b: u8| {
-        buf[n] = b;
-        n += 1;
-    };
-    let two = |v: i64, put: &mut dyn FnMut(u8)| {
-        put(b'0' + (v / 10) as u8);
-        put(b'0' + (v % 10) as u8);
-    };
     match style & 3 {
         KIND_ISO => {
             if !(0..=9999).contains(&y) {
@@ -167,28 +190,26 @@ fn render_into(ts: i64, style: u64, buf: &mut [u8; 40]) -> Option<usize> {
             if frac > 9 {
                 return None;
             }
-            two(y / 100, &mut put);
-            two(y % 100, &mut put);
-            put(b'-');
-            two(i64::from(m), &mut put);
-            put(b'-');
-            two(i64::from(d), &mut put);
-            put(if style & ALT != 0 { b' ' } else { b'T' });
-            two(h, &mut put);
-            put(b':');
-            two(mi, &mut put);
-            put(b':');
-            two(s, &mut put);
+            w.two(y / 100);
+            w.two(y % 100);
+            w.put(b'-');
+            w.two(i64::from(m));
+            w.put(b'-');
+            w.two(i64::from(d));
+            w.put(if style & ALT != 0 { b' ' } else { b'T' });
+            w.two(h);
+            w.put(b':');
+            w.two(mi);
+            w.put(b':');
+            w.two(s);
             if frac > 0 {
-                put(b'.');
+                w.put(b'.');
                 let mut digits = nanos / 10i64.pow(9 - frac);
-                let mut tmp = [0u8; 9];
-                for slot in tmp[..frac as usize].iter_mut().rev() {
+                let end = w.len + frac as usize;
+                w.len = end;
+                for slot in w.buf[end - frac as usize..end].iter_mut().rev() {
                     *slot = b'0' + (digits % 10) as u8;
                     digits /= 10;
-                }
-                for b in &tmp[..frac as usize] {
-                    put(*b);
                 }
             }
             let zone = (style >> ZONE_SHIFT) & 3;
@@ -198,45 +219,44 @@ fn render_into(ts: i64, style: u64, buf: &mut [u8; 40]) -> Option<usize> {
                     if off_min != 0 {
                         return None;
                     }
-                    put(b'Z');
+                    w.put(b'Z');
                 }
                 _ => {
-                    put(if off_min < 0 { b'-' } else { b'+' });
-                    two(off_min.abs() / 60, &mut put);
+                    w.put(if off_min < 0 { b'-' } else { b'+' });
+                    w.two(off_min.abs() / 60);
                     if zone == ZONE_COLON {
-                        put(b':');
+                        w.put(b':');
                     }
-                    two(off_min.abs() % 60, &mut put);
+                    w.two(off_min.abs() % 60);
                 }
             }
         }
         KIND_BSD => {
             for b in MONTHS[(m - 1) as usize] {
-                put(*b);
+                w.put(*b);
             }
-            put(b' ');
+            w.put(b' ');
             if d < 10 {
-                put(if style & ALT != 0 { b'0' } else { b' ' });
-                put(b'0' + d as u8);
+                w.put(if style & ALT != 0 { b'0' } else { b' ' });
+                w.put(b'0' + d as u8);
             } else {
-                two(i64::from(d), &mut put);
+                w.two(i64::from(d));
             }
-            put(b' ');
-            two(h, &mut put);
-            put(b':');
-            two(mi, &mut put);
-            put(b':');
-            two(s, &mut put);
+            w.put(b' ');
+            w.two(h);
+            w.put(b':');
+            w.two(mi);
+            w.put(b':');
+            w.two(s);
         }
         _ => return None,
     }
-    Some(n)
+    Some(())
 }
 
 /// Whether `style` renders `ts` as exactly `text`.
 fn renders_as(ts: i64, style: u64, text: &[u8]) -> bool {
-    let mut buf = [0u8; 40];
-    render_into(ts, style, &mut buf).is_some_and(|n| &buf[..n] == text)
+    spell(ts, style).is_some_and(|w| w.as_bytes() == text)
 }
 
 fn digits(b: &[u8]) -> Option<i64> {
