@@ -41,7 +41,10 @@ impl BlockTier {
         let writer = if hot {
             BlockWriter::hot(dir, level)?
         } else {
-            BlockWriter::new(dir, level)?
+            // Rewrites (idle recompression, upgrades, erasure) run when an index is quiet:
+            // blocks twice as large compress 4 % smaller at zstd 9 and make a smaller block
+            // index, for twice the lines read per block a search opens.
+            BlockWriter::new(dir, level)?.with_block_records(crate::blocks::BLOCK_RECORDS * 2)
         };
         Ok(BlockTier {
             writer,

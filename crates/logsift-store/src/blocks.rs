@@ -755,6 +755,10 @@ impl Compressing {
     }
 }
 
+/// Whether a search keeps a record, shown the block's lines as stored and the record's range
+/// in them (see [`BlockSegment::read_lines_where`]).
+type KeepLine<'a> = dyn FnMut(&[u8], std::ops::Range<usize>) -> bool + 'a;
+
 /// A decompression dictionary, digested once and shared by every snapshot made with it.
 type SharedDict = Option<std::sync::Arc<zstd::zstd_safe::DDict<'static>>>;
 
@@ -1970,7 +1974,7 @@ impl BlockSegment {
         ord: usize,
         packed: &[u8],
         out: &mut DecodedBlock,
-        mut keep: Option<&mut dyn FnMut(&[u8], std::ops::Range<usize>) -> bool>,
+        mut keep: Option<&mut KeepLine<'_>>,
     ) -> Result<(), BlockError> {
         let end = out.records.last().map_or(0, |r| r.raw.end);
         if keep.is_some() {
@@ -2198,6 +2202,21 @@ impl BlockSegment {
             });
         }
         Ok(())
+    }
+
+    /// Bytes of the blocks' frames: (headers compressed, headers plain, lines compressed,
+    /// lines plain as stored).
+    pub fn frame_bytes(&self) -> (u64, u64, u64, u64) {
+        self.blocks
+            .iter()
+            .fold((0, 0, 0, 0), |(hz, hp, lz, lp), b| {
+                (
+                    hz + b.header.len() as u64,
+                    hp + b.header_plain as u64,
+                    lz + b.body.len() as u64,
+                    lp + b.plain_len as u64,
+                )
+            })
     }
 
     /// Bytes of each part: (index, body, filters).
