@@ -43,8 +43,11 @@ impl BlockTier {
         } else {
             // Rewrites (idle recompression, upgrades, erasure) run when an index is quiet:
             // blocks twice as large compress 4 % smaller at zstd 9 and make a smaller block
-            // index, for twice the lines read per block a search opens.
-            BlockWriter::new(dir, level)?.with_block_records(crate::blocks::BLOCK_RECORDS * 2)
+            // index, for twice the lines read per block a search opens; a 256 KiB dictionary
+            // trained on 8 MiB takes about a second more and saves about 3 % more.
+            BlockWriter::new(dir, level)?
+                .with_block_records(crate::blocks::BLOCK_RECORDS * 2)
+                .with_dictionary(8 << 20, 256 << 10)
         };
         Ok(BlockTier {
             writer,

@@ -621,6 +621,9 @@ pub struct BlockWriter {
     spare: Vec<OpenBlock>,
     level: i32,
     block_records: usize,
+    /// Plain bytes of blocks the dictionary is trained on, and its most bytes.
+    dict_train_bytes: usize,
+    dict_max_bytes: usize,
     /// Most time a block's records span: each block holds one span of this length, aligned
     /// on multiples of it.
     max_span_ns: i64,
@@ -786,6 +789,16 @@ impl BlockWriter {
         }
     }
 
+    /// A writer whose dictionary holds up to `max_bytes`, trained on the first `train_bytes` of
+    /// plain blocks (held in memory until then) instead of 64 KiB on 2 MiB.
+    pub fn with_dictionary(self, train_bytes: usize, max_bytes: usize) -> Self {
+        BlockWriter {
+            dict_train_bytes: train_bytes.max(DICT_MIN_BYTES),
+            dict_max_bytes: max_bytes.max(1024),
+            ..self
+        }
+    }
+
     /// A writer whose blocks span at most `ns` nanoseconds instead of [`MAX_BLOCK_SPAN_NS`]
     /// (the benchmark weighs spans with it).
     pub fn with_max_span(self, ns: i64) -> Self {
@@ -890,6 +903,8 @@ impl BlockWriter {
             spare: Vec::new(),
             level: zstd_level,
             block_records: BLOCK_RECORDS,
+            dict_train_bytes: DICT_TRAIN_BYTES,
+            dict_max_bytes: DICT_MAX_BYTES,
             max_span_ns: MAX_BLOCK_SPAN_NS,
             joined: 0,
         })
@@ -1037,7 +1052,7 @@ impl BlockWriter {
         } else {
             self.pending_bytes += plain_bytes;
             self.pending.push((doc, block));
-            if self.pending_bytes >= DICT_TRAIN_BYTES {
+            if self.pending_bytes >= self.dict_train_bytes {
                 self.train();
             }
         }
@@ -1064,7 +1079,7 @@ impl BlockWriter {
                 .flat_map(|(_, b)| [b.head.as_slice(), b.lines.as_slice()])
                 .collect();
             // Training can fail on samples it finds too uniform; blocks then go without.
-            match zstd::dict::from_samples(&samples, DICT_MAX_BYTES) {
+            match zstd::dict::from_samples(&samples, self.dict_max_bytes) {
                 Ok(dict) => self.dictionary = dict,
                 Err(e) => {
                     tracing::info!(dir = %self.dir.display(), error = %e, "no zstd dictionary for a block segment: training failed")
