@@ -2,20 +2,9 @@
 //! parsers: they run once per line on the hot path, must report how many bytes they consumed
 //! (the timestamp is a prefix of the rest of the line), and must not allocate.
 
-use logsift_core::time::NANOS_PER_SEC;
+use logsift_core::time::{civil_from_days, days_from_civil, NANOS_PER_SEC};
 
 const SECS_PER_DAY: i64 = 86_400;
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
 
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
@@ -34,15 +23,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 /// The civil year of a UTC instant shifted by `offset_secs`.
 fn year_of(ns: i64, offset_secs: i32) -> i64 {
     let days = (ns.div_euclid(NANOS_PER_SEC) + i64::from(offset_secs)).div_euclid(SECS_PER_DAY);
-    // Inverse of days_from_civil, year part only.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    yoe + era * 400 + i64::from(month <= 2)
+    civil_from_days(days).0
 }
 
 /// A wall-clock time as written in a log line; the zone offset is applied by [`Civil::to_ns`].
