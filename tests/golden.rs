@@ -2,7 +2,7 @@
 //!
 //! `tests/golden/v<N>/` holds a small data directory (WAL, sealed and merged segments,
 //! hash-chained catalog; v1 also an on-disk hot index, v2 segment summaries, v3 block
-//! segments, v4 block segments of layout version 2) written by the build that introduced format version N. Every later build must
+//! segments, v4 block segments of layout version 2, v5 of layout version 3) written by the build that introduced format version N. Every later build must
 //! serve it with the same answers and pass `segments verify` on it, and a `blocks` server
 //! rewrites the record segments of v1 and v2 as blocks. The directory is written once, by the
 //! ignored tests below, and never rewritten: a format change adds a new version next to the
@@ -95,6 +95,14 @@ fn write_golden_v3() {
 #[ignore = "writes the golden data directory; run by hand once per format version"]
 fn write_golden_v4() {
     write_golden("v4", BLOCKS);
+}
+
+/// `tests/golden/v5`: block segments of layout version 3, whose lines are stored without the
+/// timestamps they spell (two more header columns say where and how, `timetext.rs`).
+#[test]
+#[ignore = "writes the golden data directory; run by hand once per format version"]
+fn write_golden_v5() {
+    write_golden("v5", BLOCKS);
 }
 
 fn write_golden(version: &str, layout: &str) {
@@ -314,4 +322,9 @@ fn golden_v3_data_dir_is_served_and_verified() {
 #[test]
 fn golden_v4_data_dir_is_served_and_verified() {
     check_golden("v4", BLOCKS);
+}
+
+#[test]
+fn golden_v5_data_dir_is_served_and_verified() {
+    check_golden("v5", BLOCKS);
 }
