@@ -2,7 +2,8 @@
 //!
 //! `tests/golden/v<N>/` holds a small data directory (WAL, sealed and merged segments,
 //! hash-chained catalog; v1 also an on-disk hot index, v2 segment summaries, v3 block
-//! segments, v4 block segments of layout version 2, v5 of layout version 3) written by the build that introduced format version N. Every later build must
+//! segments, v4 block segments of layout version 2, v5 of layout version 3, v6 of layout
+//! version 4) written by the build that introduced format version N. Every later build must
 //! serve it with the same answers and pass `segments verify` on it, and a `blocks` server
 //! rewrites the record segments of v1 and v2 as blocks. The directory is written once, by the
 //! ignored tests below, and never rewritten: a format change adds a new version next to the
@@ -103,6 +104,14 @@ fn write_golden_v4() {
 #[ignore = "writes the golden data directory; run by hand once per format version"]
 fn write_golden_v5() {
     write_golden("v5", BLOCKS);
+}
+
+/// `tests/golden/v6`: block segments of layout version 4, whose block index counts the words
+/// most records of a block hold in a `most` field, by the records that lack them.
+#[test]
+#[ignore = "writes the golden data directory; run by hand once per format version"]
+fn write_golden_v6() {
+    write_golden("v6", BLOCKS);
 }
 
 fn write_golden(version: &str, layout: &str) {
@@ -327,4 +336,9 @@ fn golden_v4_data_dir_is_served_and_verified() {
 #[test]
 fn golden_v5_data_dir_is_served_and_verified() {
     check_golden("v5", BLOCKS);
+}
+
+#[test]
+fn golden_v6_data_dir_is_served_and_verified() {
+    check_golden("v6", BLOCKS);
 }

@@ -42,7 +42,7 @@ pub const BLOCK_RECORDS: usize = 128;
 /// The version of the block segment layout, in `filters.dat`'s header. Version 2 (2026-12-04)
 /// sizes block filters at 16 bits and 11 probes per id; version 1's, 12 bits and 8 probes,
 /// are read as written.
-pub const BLOCKS_VERSION: u32 = 3;
+pub const BLOCKS_VERSION: u32 = 4;
 const FILTERS_MAGIC: &[u8; 8] = b"LSBLKF01";
 /// `filters.dat` starts with the magic, the version (u32) and the lengths (u64) of the segment
 /// filter and of the zstd dictionary.
@@ -68,8 +68,8 @@ fn block_probes(version: u32) -> Option<u64> {
     match version {
         1 => Some(8),
         // Version 3 only adds the timestamp columns of block headers (`timetext`), which
-        // version 2 headers do not have.
-        2 | BLOCKS_VERSION => Some(BLOCK_PROBES),
+        // version 2 headers do not have; version 4 the block index's `most` field.
+        2 | 3 | BLOCKS_VERSION => Some(BLOCK_PROBES),
         _ => None,
     }
 }
@@ -117,9 +117,11 @@ pub fn pattern_word(id: u32) -> String {
     format!("{KEYWORD_MARK}pattern\0{id}")
 }
 
-/// The tokenizer of the `words` field: each word followed by the number of records holding it
-/// (in decimal), each ended by [`WORD_SEP`]. It yields the word that many times, so that its
-/// frequency in the block is that number. One string per block, split in place, instead of a
+/// The tokenizer of the `words` and `most` fields: each word followed by a number (in
+/// decimal), each ended by [`WORD_SEP`]. It yields the word that many times, so that its
+/// frequency in the block is that number: in `words` the number of the block's records holding
+/// it, in `most` (a word more than half of them hold) one more than the number of those that
+/// do not (see [`word_field`]). One string per block, split in place, instead of a
 /// `String` per posting; the number, not the word repeated, as writing the repeats was 7 % of
 /// the indexer thread's time (perf of the e2e ingest). Only indexing reads this text: it is
 /// not stored, and queries look terms up whole.
@@ -201,6 +203,9 @@ fn register_words_tokenizer(index: &Index) {
 pub struct BlockSchema {
     pub schema: Schema,
     pub words: Field,
+    /// Since layout version 4: the words most of a block's records hold, counted by the
+    /// records that do not (see [`word_field`]).
+    pub most: Field,
     pub ts_min: Field,
     pub ts_max: Field,
     pub first_id: Field,
@@ -242,9 +247,20 @@ impl BlockSchema {
         let header_plain_len = b.add_u64_field("header_plain_len", FAST);
         let filter_offset = b.add_u64_field("filter_offset", FAST);
         let filter_len = b.add_u64_field("filter_len", FAST);
+        // Last, so that the fields before it keep the ids they have in earlier segments.
+        let most = b.add_text_field(
+            "most",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(WORDS_TOKENIZER)
+                    .set_index_option(IndexRecordOption::WithFreqs)
+                    .set_fieldnorms(false),
+            ),
+        );
         BlockSchema {
             schema: b.build(),
             words,
+            most,
             ts_min,
             ts_max,
             first_id,
@@ -286,6 +302,31 @@ impl Default for BlockSchema {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Where a block's document indexes a word `count` of its `records` hold, and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WordField {
+    Words(u32),
+    Most(u32),
+}
+
+/// Each time a word is yielded to tantivy costs a hash lookup, so a word most of the block's
+/// records hold (its host and app, a JSON stream's keys) is counted by the records that lack
+/// it, plus one so that a word all of them hold still appears: yielding every word as often
+/// as records hold it was nine tenths of the block index's indexing time (perf of the e2e
+/// ingest). Either way a word is yielded at most about half the block's records times.
+fn word_field(count: u32, records: u32) -> WordField {
+    if u64::from(count) * 2 > u64::from(records) + 1 {
+        WordField::Most(records - count + 1)
+    } else {
+        WordField::Words(count)
+    }
+}
+
+/// The number of a block's `records` holding a word indexed in `most` with frequency `freq`.
+fn count_from_most(freq: u32, records: u32) -> u32 {
+    (records + 1).saturating_sub(freq)
 }
 
 /// FNV-1a, 64 bits: stable across builds (filters written today are read by later builds) and
@@ -1008,16 +1049,24 @@ impl BlockWriter {
         doc.add_u64(s.last_id, blk.last_id);
         doc.add_u64(s.records, u64::from(blk.records));
         doc.add_u64(s.stream, key & STREAM_BITS);
-        let mut text = String::with_capacity(blk.word_text.len() + 6 * blk.words.len());
+        let mut words = String::with_capacity(blk.word_text.len() + 6 * blk.words.len());
+        let mut most = String::new();
         for &(start, end, count) in &blk.words {
             let word = &blk.word_text[start as usize..end as usize];
+            let (text, n) = match word_field(count, blk.records) {
+                WordField::Words(n) => (&mut words, n),
+                WordField::Most(n) => (&mut most, n),
+            };
             use std::fmt::Write as _;
             text.push_str(word);
             text.push(WORD_SEP);
-            let _ = write!(text, "{count}");
+            let _ = write!(text, "{n}");
             text.push(WORD_SEP);
         }
-        doc.add_text(s.words, &text);
+        doc.add_text(s.words, &words);
+        if !most.is_empty() {
+            doc.add_text(s.most, &most);
+        }
         doc
     }
 
@@ -1768,19 +1817,31 @@ impl BlockSegment {
         let mut out = vec![0u32; self.blocks.len()];
         match &self.parts {
             Parts::Written { searcher, .. } => {
-                let term = tantivy::Term::from_field_text(self.schema.words, word);
-                for (seg_ord, reader) in searcher.segment_readers().iter().enumerate() {
-                    let inverted = reader.inverted_index(self.schema.words)?;
-                    if let Some(mut postings) = inverted
-                        .read_postings(&term, IndexRecordOption::WithFreqs)
-                        .map_err(|e| BlockError::from(tantivy::TantivyError::from(e)))?
-                    {
+                // Segments of layout versions before 4 have no `most` field.
+                let most = searcher.schema().get_field("most").is_ok();
+                let fields = [(self.schema.words, false), (self.schema.most, true)];
+                for (field, complement) in fields.into_iter().take(if most { 2 } else { 1 }) {
+                    let term = tantivy::Term::from_field_text(field, word);
+                    for (seg_ord, reader) in searcher.segment_readers().iter().enumerate() {
+                        let inverted = reader.inverted_index(field)?;
+                        let Some(mut postings) = inverted
+                            .read_postings(&term, IndexRecordOption::WithFreqs)
+                            .map_err(|e| BlockError::from(tantivy::TantivyError::from(e)))?
+                        else {
+                            continue;
+                        };
                         use tantivy::postings::Postings as _;
                         use tantivy::DocSet as _;
                         let mut doc = postings.doc();
                         while doc != tantivy::TERMINATED {
-                            if let Some(slot) = out.get_mut(self.ordinal(seg_ord, doc)) {
-                                *slot = postings.term_freq();
+                            let ord = self.ordinal(seg_ord, doc);
+                            if let (Some(slot), Some(b)) = (out.get_mut(ord), self.blocks.get(ord))
+                            {
+                                *slot = if complement {
+                                    count_from_most(postings.term_freq(), b.records)
+                                } else {
+                                    postings.term_freq()
+                                };
                             }
                             doc = postings.advance();
                         }
@@ -2271,6 +2332,23 @@ fn time_range_of(blocks: &[BlockInfo]) -> Option<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_count_of_a_word_in_a_block_reads_back_and_costs_at_most_half_its_records() {
+        for records in 1..=300u32 {
+            for count in 1..=records {
+                let (got, yielded) = match word_field(count, records) {
+                    WordField::Words(n) => (n, n),
+                    WordField::Most(n) => (count_from_most(n, records), n),
+                };
+                assert_eq!(got, count, "{count} of {records}");
+                assert!(
+                    yielded >= 1 && yielded <= records / 2 + 1,
+                    "{count} of {records}"
+                );
+            }
+        }
+    }
 
     /// Block filters keep their design's false positives for ids like the corpus's (FNV
     /// hashes of hex strings, which version 1's probing let cluster), at every filter size.
