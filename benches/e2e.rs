@@ -379,6 +379,16 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     ingest.machine_busy_cores = busy / total * cores;
     ingest.other_cores =
         (ingest.machine_busy_cores - ingest.server_cores - ingest.bench_cores).max(0.0);
+    eprintln!(
+        "e2e: ingest done: {} records, {:.1} MB in {:.2} s: {:.1} MB/s, {:.0} records/s; server {:.2} cores, {:.2} µs CPU per record",
+        exp.records,
+        mb(exp.bytes),
+        wall,
+        mb(exp.bytes) / wall,
+        exp.records as f64 / wall,
+        ingest.server_cores,
+        ingest.server_cores * wall * 1e6 / exp.records.max(1) as f64
+    );
     let peak_ingest = sampler.peak();
     let mut threads: Vec<(String, f64)> = cpu_used
         .iter()

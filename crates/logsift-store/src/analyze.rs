@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 
 use logsift_core::{FieldValue, Record};
-use tantivy::tokenizer::TextAnalyzer;
 
 use crate::blocks::{
     hash_word, FIELD_KEY_MARK, FIELD_TYPED_MARK, FIELD_WORD_MARK, KEYWORD_MARK, WORD_SEP,
@@ -128,24 +127,23 @@ impl Analyzed {
         self.words.push((hash_word(word.as_bytes()), s, e));
     }
 
+    /// A word of letters and digits only, which cannot hold the separator.
+    fn plain_word(&mut self, word: &str) {
+        let (s, e) = self.put(word);
+        self.words.push((hash_word(word.as_bytes()), s, e));
+    }
+
     fn id(&mut self, token: &str) {
         self.ids.push(hash_word(token.as_bytes()));
     }
 }
 
-/// Finds records' words: the word analyzer and a scratch buffer, reused from record to record.
+/// Finds records' words ([`tokens::for_each_word`]): scratch buffers reused from record to
+/// record.
+#[derive(Default)]
 pub struct Analyzer {
-    analyzer: TextAnalyzer,
     word: String,
-}
-
-impl Default for Analyzer {
-    fn default() -> Self {
-        Analyzer {
-            analyzer: tokens::word_analyzer(),
-            word: String::new(),
-        }
-    }
+    token: String,
 }
 
 impl Analyzer {
@@ -172,16 +170,13 @@ impl Analyzer {
 
     fn words(&mut self, parsed: &Record<'_>, source: &str, out: &mut Analyzed) {
         let word = &mut self.word;
-        let mut stream = self.analyzer.token_stream(&parsed.message);
-        while stream.advance() {
-            let t = &stream.token().text;
+        tokens::for_each_word(&parsed.message, &mut self.token, |t| {
             if tokens::is_high_entropy(t) {
                 out.id(t);
             } else {
-                out.word(t);
+                out.plain_word(t);
             }
-        }
-        drop(stream);
+        });
         for (name, value) in [
             ("host", &parsed.host),
             ("app", &parsed.app),
@@ -248,9 +243,7 @@ impl Analyzer {
                 }
                 FieldValue::Null => continue,
             };
-            let mut stream = self.analyzer.token_stream(text);
-            while stream.advance() {
-                let t = &stream.token().text;
+            tokens::for_each_word(text, &mut self.token, |t| {
                 marked(word, FIELD_WORD_MARK, name, t, false);
                 // Ids of a field are filtered under their key: a trace id shared by a thousand
                 // records' fields must not send a message needle to every one of their blocks.
@@ -259,7 +252,7 @@ impl Analyzer {
                 } else {
                     out.word(word);
                 }
-            }
+            });
         }
     }
 }
