@@ -3,9 +3,14 @@
 //! glibc's allocator keeps what indexing, merges and queries freed in its arenas (one per
 //! thread that allocated, up to 8 per core): after an ingest burst the server's resident heap
 //! stays near its peak although little of it is in use. Three measures, all glibc-only:
-//! - fewer arenas (`M_ARENA_MAX` = cores, at least 2, unless the environment sets
+//! - fewer arenas (`M_ARENA_MAX` = twice the cores, at least 4, unless the environment sets
 //!   `MALLOC_ARENA_MAX`), so that freed memory is shared by the threads instead of stranded in
-//!   one arena each;
+//!   one arena each. Not as few as the cores: the ingest pipeline's threads (listeners, WAL,
+//!   prepare, indexer, block compression, tantivy's) allocate and free at once, and with two
+//!   arenas on two cores the indexer spent a third of its time asleep, a quarter of its
+//!   switches waiting for an arena's lock (`perf sched`, `perf record -e sched:sched_switch`
+//!   of the e2e ingest); four took e2e ingest at 1.1 GB from 44.1 to 47.0–49.3 MB/s, eight to
+//!   45.9–47.8 (alternating runs, one sitting);
 //! - a fixed mmap threshold of 4 MiB (`M_MMAP_THRESHOLD`, unless the environment sets
 //!   `MALLOC_MMAP_THRESHOLD_`). glibc raises its threshold to the size of each large block
 //!   freed (up to 32 MiB), after which decompression buffers of many MiB come from the
@@ -62,7 +67,7 @@ pub fn tune_allocator() {
             // SAFETY: mallopt only changes allocator parameters; it is called before the
             // runtime's threads exist.
             unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, cores.max(2) as libc::c_int);
+                libc::mallopt(libc::M_ARENA_MAX, (cores * 2).max(4) as libc::c_int);
             }
         }
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
