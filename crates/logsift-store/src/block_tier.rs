@@ -98,6 +98,17 @@ impl BlockTier {
         self.raw_bytes += rec.raw.len() as u64;
     }
 
+    /// Compresses with `dictionary` from the first block instead of training one.
+    pub fn with_trained_dictionary(mut self, dictionary: Vec<u8>) -> Self {
+        self.writer = self.writer.with_trained_dictionary(dictionary);
+        self
+    }
+
+    /// The dictionary its bodies are compressed with, once decided (empty before, or if none).
+    pub fn dictionary(&self) -> &[u8] {
+        self.writer.dictionary()
+    }
+
     /// Records added.
     pub fn docs(&self) -> u64 {
         self.docs

@@ -1118,6 +1118,25 @@ impl BlockWriter {
         }
     }
 
+    /// A writer that compresses with `dictionary` (one an earlier segment of the same data
+    /// trained) from its first block, instead of training its own.
+    pub fn with_trained_dictionary(mut self, dictionary: Vec<u8>) -> Self {
+        if !self.trained && self.pending.is_empty() {
+            self.dictionary = dictionary;
+            self.decide_dictionary();
+        }
+        self
+    }
+
+    /// The dictionary this writer compresses with, once decided (empty before, or if none).
+    pub fn dictionary(&self) -> &[u8] {
+        if self.trained {
+            &self.dictionary
+        } else {
+            &[]
+        }
+    }
+
     /// Trains the segment's dictionary on the pending blocks (when there are enough of them)
     /// and sends them to be compressed.
     fn train(&mut self) {
@@ -1136,6 +1155,12 @@ impl BlockWriter {
             }
         }
         tracing::debug!(dir = %self.dir.display(), blocks = self.pending.len(), bytes = self.pending_bytes, dictionary = self.dictionary.len(), "block segment dictionary");
+        self.decide_dictionary();
+    }
+
+    /// Compresses with `self.dictionary` from now on: the compression thread gets its
+    /// compressor, snapshots its digest, and the pending blocks go.
+    fn decide_dictionary(&mut self) {
         let context = |level: i32, dictionary: &[u8]| {
             zstd::bulk::Compressor::with_dictionary(level, dictionary)
                 .or_else(|_| zstd::bulk::Compressor::with_dictionary(0, dictionary))
@@ -2420,6 +2445,64 @@ mod tests {
         }
         writer.finish().unwrap();
         BlockSegment::open(dir).unwrap()
+    }
+
+    #[test]
+    fn a_dictionary_trained_for_one_segment_compresses_the_next_from_its_first_block() {
+        let opts = logsift_parse::ParseOptions::default();
+        let write = |dir: &Path, dictionary: Option<Vec<u8>>| -> Vec<u8> {
+            // Trained on the first 200 KB of blocks (of about 450 KB).
+            let mut writer = BlockWriter::new(dir, 3)
+                .unwrap()
+                .with_dictionary(200 << 10, 16 << 10);
+            if let Some(d) = dictionary {
+                writer = writer.with_trained_dictionary(d);
+                assert!(!writer.dictionary().is_empty(), "decided at once");
+            }
+            let mut trained = Vec::new();
+            for i in 0..6000u64 {
+                let raw = segment_line(i);
+                let record = logsift_parse::parse(Format::Syslog, raw.as_bytes(), &opts);
+                let rec = BlockRecord {
+                    id: 1000 + i,
+                    timestamp: record.timestamp.unwrap_or(0),
+                    received_at: 7,
+                    format: Format::Syslog,
+                    source: "tcp a",
+                    raw: raw.as_bytes(),
+                    pattern: 0,
+                };
+                writer.add(&rec, &record);
+                if trained.is_empty() {
+                    trained = writer.dictionary().to_vec();
+                }
+            }
+            writer.finish().unwrap();
+            trained
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let trained = write(&dir.path().join("a"), None);
+        assert!(!trained.is_empty(), "the first segment trains a dictionary");
+        let reused = write(&dir.path().join("b"), Some(trained.clone()));
+        assert_eq!(reused, trained);
+        let filters = std::fs::read(dir.path().join("b").join(FILTERS_FILE)).unwrap();
+        let dict_len = u64::from_le_bytes(filters[20..28].try_into().unwrap()) as usize;
+        assert_eq!(
+            dict_len,
+            trained.len(),
+            "the segment carries the dictionary it used"
+        );
+        let seg = BlockSegment::open(&dir.path().join("b")).unwrap();
+        let mut block = DecodedBlock::default();
+        let mut n = 0;
+        for ord in 0..seg.blocks.len() {
+            seg.read_block(ord, &mut block).unwrap();
+            for r in &block.records {
+                assert_eq!(block.raw(r), segment_line(r.id - 1000).as_bytes());
+                n += 1;
+            }
+        }
+        assert_eq!(n, 6000);
     }
 
     #[test]

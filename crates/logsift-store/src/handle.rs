@@ -225,6 +225,13 @@ impl PartReader {
 
 /// One named index: the hot tier the indexer writes, tiers being sealed, the sealed segments,
 /// and the catalog.
+/// How many hot tiers in a row compress with the dictionary an earlier one trained before
+/// one trains anew. Training (zstd's `from_samples` on 2 MiB of blocks) ran on the indexer
+/// thread once per tier, a tenth of that thread's time in a perf of the e2e ingest; a tier's
+/// records are like the one's before, and a new one every few tiers follows the data as it
+/// changes. Segments rewritten when quiet train their own.
+const HOT_DICTIONARY_REUSES: u32 = 7;
+
 pub struct IndexHandle {
     name: IndexName,
     dir: PathBuf,
@@ -270,6 +277,9 @@ pub struct IndexHandle {
     block_zstd_level: i32,
     /// zstd level of the hot tier's blocks, paid while ingesting: the sealed level.
     hot_zstd_level: i32,
+    /// The zstd dictionary the last hot tier that trained one trained, and how many tiers
+    /// have used it since: see [`HOT_DICTIONARY_REUSES`].
+    hot_dictionary: Mutex<Option<(Vec<u8>, u32)>>,
     /// How sealed and merged segments are written.
     sealed_settings: IndexSettings,
     /// How quiet segments are rewritten (a higher zstd level), if they are; see
@@ -389,6 +399,7 @@ impl IndexHandle {
                 cfg.sealed_zstd_level
             },
             hot_zstd_level: cfg.sealed_zstd_level,
+            hot_dictionary: Mutex::new(None),
             sealed_settings: zstd_settings(cfg, cfg.sealed_zstd_level),
             idle_settings: (cfg.idle_zstd_level > 0 && cfg.idle_recompress_ms > 0)
                 .then(|| zstd_settings(cfg, cfg.idle_zstd_level)),
@@ -767,10 +778,18 @@ impl IndexHandle {
                     if dir.exists() {
                         fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
                     }
-                    HotWriter::Blocks(
-                        BlockTier::new(&dir, self.hot_zstd_level, true)
-                            .map_err(|e| self.store_err(e.to_string()))?,
-                    )
+                    let mut tier = BlockTier::new(&dir, self.hot_zstd_level, true)
+                        .map_err(|e| self.store_err(e.to_string()))?;
+                    let mut kept = self.hot_dictionary.lock();
+                    match kept.as_mut() {
+                        Some((dictionary, uses)) if *uses < HOT_DICTIONARY_REUSES => {
+                            *uses += 1;
+                            tier = tier.with_trained_dictionary(dictionary.clone());
+                        }
+                        // This tier trains one, kept when it is sealed.
+                        _ => *kept = None,
+                    }
+                    HotWriter::Blocks(tier)
                 }
             });
         }
@@ -1000,7 +1019,13 @@ impl IndexHandle {
             // Dropping the old writer stops its merges on the old tier (a tier of blocks goes
             // with it, to be completed); the next record opens a writer on the fresh one.
             let blocks = match slot.take() {
-                Some(HotWriter::Blocks(tier)) => Some(Box::new(tier)),
+                Some(HotWriter::Blocks(tier)) => {
+                    let mut kept = self.hot_dictionary.lock();
+                    if kept.is_none() && !tier.dictionary().is_empty() {
+                        *kept = Some((tier.dictionary().to_vec(), 0));
+                    }
+                    Some(Box::new(tier))
+                }
                 _ => None,
             };
             let old = std::mem::replace(&mut *hot, fresh);
