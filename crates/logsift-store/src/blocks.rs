@@ -114,7 +114,20 @@ pub struct BlockRecord<'a> {
 
 /// The block index word of pattern id `id`: `pattern:<id>` is answered like a keyword.
 pub fn pattern_word(id: u32) -> String {
-    format!("{KEYWORD_MARK}pattern\0{id}")
+    let mut word = String::with_capacity(PATTERN_WORD_BYTES);
+    push_pattern_word(&mut word, id);
+    word
+}
+
+/// Longest [`pattern_word`]: the mark, `pattern`, NUL and ten digits.
+const PATTERN_WORD_BYTES: usize = 1 + 7 + 1 + 10;
+
+/// Appends [`pattern_word`]`(id)` to `out`.
+fn push_pattern_word(out: &mut String, id: u32) {
+    use std::fmt::Write as _;
+    out.push(KEYWORD_MARK);
+    out.push_str("pattern\0");
+    let _ = write!(out, "{id}");
 }
 
 /// The tokenizer of the `words` and `most` fields: each word followed by a number (in
@@ -617,6 +630,8 @@ const WARNING_CODE: u8 = 4;
 /// segment is already written by then: closed blocks went to `body.dat` as they closed).
 pub struct BlockWriter {
     schema: BlockSchema,
+    /// A record's pattern word, written here rather than allocated per record.
+    pattern_word: String,
     /// Analyses the records that [`BlockWriter::add`] is given parsed.
     analyzer: Analyzer,
     open: HashMap<u64, OpenBlock>,
@@ -920,6 +935,7 @@ impl BlockWriter {
             .spawn(move || state.run(rx))
             .map_err(io(dir))?;
         Ok(BlockWriter {
+            pattern_word: String::with_capacity(PATTERN_WORD_BYTES),
             dir: dir.to_path_buf(),
             index,
             worker: Some(Worker { tx, thread }),
@@ -1012,8 +1028,13 @@ impl BlockWriter {
         }
         blk.ids.extend_from_slice(a.ids);
         if rec.pattern != 0 {
-            let word = pattern_word(rec.pattern);
-            blk.word(hash_word(word.as_bytes()), &word);
+            // In a buffer kept from record to record: glibc's realloc (which `format!` ends
+            // with) always takes its arena's lock, and the indexer slept on that lock more
+            // than on anything else (`perf record -e sched:sched_switch` of the e2e ingest).
+            let word = &mut self.pattern_word;
+            word.clear();
+            push_pattern_word(word, rec.pattern);
+            blk.word(hash_word(word.as_bytes()), word);
         }
         encode_record(blk, rec);
         blk.records += 1;
@@ -1073,7 +1094,8 @@ impl BlockWriter {
     fn close(&mut self, key: u64, mut blk: OpenBlock) {
         let mut doc = self.document(key, &blk);
         let head = block_header(&blk);
-        let mut ids = std::mem::take(&mut blk.ids);
+        let sized = Vec::with_capacity(blk.ids.len());
+        let mut ids = std::mem::replace(&mut blk.ids, sized);
         ids.sort_unstable();
         ids.dedup();
         let filter = bloom_bytes(&ids, BLOCK_BITS_PER_ID, BLOCK_PROBES);
@@ -1081,7 +1103,7 @@ impl BlockWriter {
         doc.add_u64(self.schema.filter_len, filter.len() as u64);
         self.filters.extend_from_slice(&filter);
         self.segment_ids.extend_from_slice(&ids);
-        // The lines leave with the block; the next block's are sized like them.
+        // The lines (and ids) leave with the block; the next block's are sized like them.
         let sized = Vec::with_capacity(blk.body.len());
         let lines = std::mem::replace(&mut blk.body, sized);
         let (plain_bytes, hot) = (head.len() + lines.len(), self.hot);
