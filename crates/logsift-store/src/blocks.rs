@@ -237,16 +237,15 @@ pub struct BlockSchema {
 impl BlockSchema {
     pub fn new() -> Self {
         let mut b = Schema::builder();
-        // Frequencies count the block's records holding a word; positions are never needed.
-        let words = b.add_text_field(
-            "words",
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(WORDS_TOKENIZER)
-                    .set_index_option(IndexRecordOption::WithFreqs)
-                    .set_fieldnorms(false),
-            ),
+        // Frequencies count the block's records holding a word (or lacking it, in `most`);
+        // positions are never needed.
+        let counted = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(WORDS_TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqs)
+                .set_fieldnorms(false),
         );
+        let words = b.add_text_field("words", counted.clone());
         let ts_min = b.add_i64_field("ts_min", FAST);
         let ts_max = b.add_i64_field("ts_max", FAST);
         let first_id = b.add_u64_field("first_id", FAST);
@@ -261,15 +260,7 @@ impl BlockSchema {
         let filter_offset = b.add_u64_field("filter_offset", FAST);
         let filter_len = b.add_u64_field("filter_len", FAST);
         // Last, so that the fields before it keep the ids they have in earlier segments.
-        let most = b.add_text_field(
-            "most",
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(WORDS_TOKENIZER)
-                    .set_index_option(IndexRecordOption::WithFreqs)
-                    .set_fieldnorms(false),
-            ),
-        );
+        let most = b.add_text_field("most", counted);
         BlockSchema {
             schema: b.build(),
             words,
