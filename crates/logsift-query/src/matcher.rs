@@ -18,11 +18,10 @@ use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 use crate::lang::{Ast, Keyword, Leaf, Target};
 
 /// A query compiled for checking records one at a time. Cheap to clone: each thread that
-/// checks records keeps its own (the analyzer holds a token buffer).
+/// checks records keeps its own (it holds word buffers).
 #[derive(Clone)]
 pub struct Matcher {
     root: Node,
-    analyzer: TextAnalyzer,
     /// The message's words of the record being checked, made once per record on first use
     /// (all of them when `message_done`, else up to where a phrase was found).
     message_words: Words,
@@ -39,32 +38,30 @@ pub struct Matcher {
 struct Words {
     text: String,
     ends: Vec<usize>,
+    /// The scanner's buffer for the word being found.
+    word: String,
 }
 
 impl Words {
-    fn fill(&mut self, analyzer: &mut TextAnalyzer, text: &str) {
-        self.fill_until(analyzer, text, |_| false);
+    fn fill(&mut self, text: &str) {
+        self.fill_until(text, |_| false);
     }
 
-    /// Fills with the words of `text` until `stop` (asked after each word) says so; whether
-    /// it did. A phrase is usually found a few words in: the rest need not be analysed.
-    fn fill_until(
-        &mut self,
-        analyzer: &mut TextAnalyzer,
-        text: &str,
-        mut stop: impl FnMut(&Words) -> bool,
-    ) -> bool {
+    /// Fills with the words of `text` (as the word analyzer finds them:
+    /// `logsift_store::tokens::for_each_word`) until `stop` (asked after each word) says so;
+    /// whether it did. A phrase is usually found a few words in: the rest need not be
+    /// analysed.
+    fn fill_until(&mut self, text: &str, mut stop: impl FnMut(&Words) -> bool) -> bool {
         self.text.clear();
         self.ends.clear();
-        let mut stream = analyzer.token_stream(text);
-        while stream.advance() {
-            self.text.push_str(&stream.token().text);
+        let mut word = std::mem::take(&mut self.word);
+        let stopped = logsift_store::tokens::for_each_word_until(text, &mut word, |w| {
+            self.text.push_str(w);
             self.ends.push(self.text.len());
-            if stop(self) {
-                return true;
-            }
-        }
-        false
+            stop(self)
+        });
+        self.word = word;
+        stopped
     }
 
     fn len(&self) -> usize {
@@ -155,7 +152,6 @@ impl Matcher {
         let root = node(ast, &mut analyzer);
         Matcher {
             root,
-            analyzer,
             message_words: Words::default(),
             message_done: false,
             scratch: Words::default(),
@@ -195,7 +191,7 @@ impl Matcher {
 
     fn message(&mut self, record: &Record<'_>) -> &Words {
         if !self.message_done {
-            self.message_words.fill(&mut self.analyzer, &record.message);
+            self.message_words.fill(&record.message);
             self.message_done = true;
         }
         &self.message_words
@@ -209,11 +205,9 @@ impl Matcher {
             Check::MessageWords { words, prefix } => {
                 let n = words.len();
                 let found = n == 0
-                    || self
-                        .message_words
-                        .fill_until(&mut self.analyzer, &record.message, |w| {
-                            w.len() >= n && ends_with_phrase(w, words, *prefix)
-                        });
+                    || self.message_words.fill_until(&record.message, |w| {
+                        w.len() >= n && ends_with_phrase(w, words, *prefix)
+                    });
                 // Analysed to the end only if the phrase was not found.
                 self.message_done = !found;
                 found
@@ -272,7 +266,7 @@ impl Matcher {
                     _ => return false,
                 };
                 let mut words = std::mem::take(&mut self.scratch);
-                words.fill(&mut self.analyzer, text);
+                words.fill(text);
                 let found = words.iter().any(|w| within_str(range, &as_term(w)));
                 self.scratch = words;
                 found
@@ -301,16 +295,16 @@ impl Matcher {
 
     fn text_holds(&mut self, text: &str, words: &[String], prefix: bool) -> bool {
         let mut tokens = std::mem::take(&mut self.scratch);
-        tokens.fill(&mut self.analyzer, text);
+        tokens.fill(text);
         let found = in_a_row(&tokens, words, prefix);
         self.scratch = tokens;
         found
     }
 
     fn has_words(&mut self, text: &str) -> bool {
-        let mut any = false;
-        let mut stream = self.analyzer.token_stream(text);
-        stream.process(&mut |_| any = true);
+        let mut word = std::mem::take(&mut self.scratch.word);
+        let any = logsift_store::tokens::for_each_word_until(text, &mut word, |_| true);
+        self.scratch.word = word;
         any
     }
 }

@@ -86,6 +86,14 @@ const LONG_TOKEN_BYTES: usize = 40;
 /// (tantivy's `SimpleTokenizer`, then `LowerCaser`, each token a `String`) was 45 % of the
 /// prepare thread in a perf of the e2e ingest.
 pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str)) {
+    for_each_word_until(text, buf, |w| {
+        f(w);
+        false
+    });
+}
+
+/// [`for_each_word`] until `f` returns `true` (then `true`; `false` if it never did).
+pub fn for_each_word_until(text: &str, buf: &mut String, mut f: impl FnMut(&str) -> bool) -> bool {
     let bytes = text.as_bytes();
     // The character at `i` (a char boundary) and its length, when it is alphanumeric.
     let alnum_at = |i: usize| -> Option<usize> {
@@ -128,8 +136,11 @@ pub fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str)) {
                 buf.extend(c.to_lowercase());
             }
         }
-        f(buf);
+        if f(buf) {
+            return true;
+        }
     }
+    false
 }
 
 #[derive(Clone)]
