@@ -3,7 +3,7 @@
 //! `tests/golden/v<N>/` holds a small data directory (WAL, sealed and merged segments,
 //! hash-chained catalog; v1 also an on-disk hot index, v2 segment summaries, v3 block
 //! segments, v4 block segments of layout version 2, v5 of layout version 3, v6 of layout
-//! version 4) written by the build that introduced format version N. Every later build must
+//! version 4, v7 of layout version 5) written by the build that introduced format version N. Every later build must
 //! serve it with the same answers and pass `segments verify` on it, and a `blocks` server
 //! rewrites the record segments of v1 and v2 as blocks. The directory is written once, by the
 //! ignored tests below, and never rewritten: a format change adds a new version next to the
@@ -112,6 +112,14 @@ fn write_golden_v5() {
 #[ignore = "writes the golden data directory; run by hand once per format version"]
 fn write_golden_v6() {
     write_golden("v6", BLOCKS);
+}
+
+/// `tests/golden/v7`: block segments of layout version 5, whose block index splits a word's
+/// frequency into two digits (`high` field) and may keep the hot tier's index segments.
+#[test]
+#[ignore = "writes the golden data directory; run by hand once per format version"]
+fn write_golden_v7() {
+    write_golden("v7", BLOCKS);
 }
 
 fn write_golden(version: &str, layout: &str) {
@@ -341,4 +349,9 @@ fn golden_v5_data_dir_is_served_and_verified() {
 #[test]
 fn golden_v6_data_dir_is_served_and_verified() {
     check_golden("v6", BLOCKS);
+}
+
+#[test]
+fn golden_v7_data_dir_is_served_and_verified() {
+    check_golden("v7", BLOCKS);
 }
