@@ -727,11 +727,11 @@ const QUEUED_BLOCKS: usize = 64;
 /// that snapshots read, and until it the blocks stay in memory, plain (a few MiB). A hot
 /// index is not merged before its seal: merging segments of a few hundred blocks as they
 /// came was a tenth of the server's CPU while ingesting.
-const HOT_BLOCKS_PER_COMMIT: usize = 2048;
+const HOT_BLOCKS_PER_COMMIT: usize = 4096;
 /// Plain bytes (headers and lines) a hot tier's block index takes between commits, whichever
 /// comes first with [`HOT_BLOCKS_PER_COMMIT`]: blocks of a hundred records each would
 /// otherwise keep tens of MiB plain in memory until the next commit.
-const HOT_PLAIN_BYTES_PER_COMMIT: usize = 16 << 20;
+const HOT_PLAIN_BYTES_PER_COMMIT: usize = 32 << 20;
 
 /// Segments of a hot tier's block index its seal keeps as they are (since layout version 5);
 /// a tier with more is merged into one. Merging them into one at every seal was a tenth of

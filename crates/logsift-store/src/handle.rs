@@ -302,8 +302,11 @@ pub struct IndexHandle {
     committed_lsn: AtomicU64,
     /// The lowest LSN in the hot tier, committed or not; 0 when it is empty.
     hot_first_lsn: AtomicU64,
-    /// When a record was last added: an idle hot tier is sealed.
-    last_add: Mutex<Instant>,
+    /// When a record was last added, in ns after `clock_base` (when the handle was made): an
+    /// idle hot tier is sealed.
+    /// An atomic, not a lock: it is set for every record.
+    last_add: AtomicU64,
+    clock_base: Instant,
     /// Documents added since the last commit.
     pub(crate) uncommitted: AtomicU64,
     /// Raw bytes in the hot tier, committed or not.
@@ -408,7 +411,8 @@ impl IndexHandle {
             rewrite_output: Mutex::new(None),
             rewrites_abandoned: AtomicBool::new(false),
             hot_first_lsn: AtomicU64::new(0),
-            last_add: Mutex::new(Instant::now()),
+            last_add: AtomicU64::new(0),
+            clock_base: Instant::now(),
             uncommitted: AtomicU64::new(0),
             hot_raw_bytes: AtomicU64::new(0),
             committed_raw_bytes: AtomicU64::new(0),
@@ -745,10 +749,16 @@ impl IndexHandle {
     pub(crate) fn note_added(&self, lsn: u64, raw_bytes: u64) {
         self.hot_raw_bytes.fetch_add(raw_bytes, Ordering::Relaxed);
         self.uncommitted.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .hot_first_lsn
-            .compare_exchange(0, lsn, Ordering::AcqRel, Ordering::Acquire);
-        *self.last_add.lock() = Instant::now();
+        // Loaded first: a failing compare-exchange still takes the cache line for writing.
+        if self.hot_first_lsn.load(Ordering::Acquire) == 0 {
+            let _ =
+                self.hot_first_lsn
+                    .compare_exchange(0, lsn, Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.last_add.store(
+            self.clock_base.elapsed().as_nanos() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// The lowest LSN of this index that is not in a sealed segment yet (in the hot tier or a
@@ -964,9 +974,14 @@ impl IndexHandle {
         self.writer.lock().is_some()
     }
 
+    fn since_last_add(&self) -> Duration {
+        let last = Duration::from_nanos(self.last_add.load(Ordering::Relaxed));
+        self.clock_base.elapsed().saturating_sub(last)
+    }
+
     /// How long since a record was last added.
     pub(crate) fn idle_for(&self) -> Duration {
-        self.last_add.lock().elapsed()
+        self.since_last_add()
     }
 
     /// Why the hot tier is due to be sealed now, if it is: it holds `seal_docs` records, it
@@ -985,7 +1000,7 @@ impl IndexHandle {
             return None;
         }
         let first = self.hot_first_lsn.load(Ordering::Acquire);
-        let idle = self.last_add.lock().elapsed();
+        let idle = self.since_last_add();
         if docs >= policy.docs {
             Some("size")
         } else if hot.opened.elapsed() >= policy.after {

@@ -95,16 +95,30 @@ fn fill_bundle(
     };
     let mut directory = Vec::new();
     directory.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    // Each file passes through one reused buffer: reading a block segment's `body.dat` whole
+    // (tens of MiB) faulted fresh pages in at every seal, 1.6 % of the server's CPU while
+    // ingesting (perf of the e2e ingest).
+    let mut chunk = vec![0u8; 1 << 20];
     for name in names {
         let path = src.join(name);
-        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let mut file = File::open(&path).map_err(io_err(&path))?;
         let offset = out.written;
-        out.write_all(&bytes).map_err(io_err(tmp))?;
+        let mut crc = 0u32;
+        loop {
+            let n = match io::Read::read(&mut file, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            crc = crc32c::crc32c_append(crc, &chunk[..n]);
+            out.write_all(&chunk[..n]).map_err(io_err(tmp))?;
+        }
         directory.extend_from_slice(&(name.len() as u16).to_le_bytes());
         directory.extend_from_slice(name.as_bytes());
         directory.extend_from_slice(&offset.to_le_bytes());
-        directory.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        directory.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+        directory.extend_from_slice(&(out.written - offset).to_le_bytes());
+        directory.extend_from_slice(&crc.to_le_bytes());
     }
     let directory_offset = out.written;
     out.write_all(&directory).map_err(io_err(tmp))?;
