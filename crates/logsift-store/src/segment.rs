@@ -13,7 +13,7 @@
 //! and the file's sha256 (kept in the catalog) are checked by `verify`.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
