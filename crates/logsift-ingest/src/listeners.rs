@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use logsift_core::entry::Entry;
+use logsift_core::entry::{Entries, Entry};
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
 use logsift_parse::framing::{Framer, Step};
@@ -165,7 +165,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
         let eof = n == 0;
         bytes_counter.inc_by(n as u64);
         let received_at = now_ns();
-        let mut entries = Vec::new();
+        let mut entries = Entries::new();
         loop {
             match framer.next(&buf) {
                 Step::Frame {
@@ -173,7 +173,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
                     end,
                     consumed,
                 } => {
-                    entries.push(encode(cfg, &source, received_at, &buf[start..end]));
+                    entries.push(&entry(cfg, &source, received_at, &buf[start..end]));
                     buf.advance(consumed);
                 }
                 Step::Error { error, consumed } => {
@@ -189,7 +189,7 @@ async fn serve_stream<S: AsyncRead + Unpin>(
         }
         if eof {
             if let Some(range) = framer.finish(&buf) {
-                entries.push(encode(cfg, &source, received_at, &buf[range]));
+                entries.push(&entry(cfg, &source, received_at, &buf[range]));
             }
         }
         let lines = entries.len() as u64;
@@ -214,7 +214,12 @@ async fn serve_stream<S: AsyncRead + Unpin>(
     }
 }
 
-fn encode(cfg: &StreamListenerConfig, source: &str, received_at: i64, raw: &[u8]) -> Vec<u8> {
+fn entry<'a>(
+    cfg: &'a StreamListenerConfig,
+    source: &'a str,
+    received_at: i64,
+    raw: &'a [u8],
+) -> Entry<'a> {
     Entry {
         format: cfg.format,
         received_at,
@@ -222,7 +227,6 @@ fn encode(cfg: &StreamListenerConfig, source: &str, received_at: i64, raw: &[u8]
         source,
         raw,
     }
-    .encode()
 }
 
 /// Binds a UDP socket: one datagram is one message.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use logsift_core::entry::Entries;
 use logsift_store::{Indexer, Store, StoreError};
 use logsift_wal::{Wal, WalError, WalOptions};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -68,8 +69,8 @@ pub enum AppendError {
 pub const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// The in-flight cost of `entries`: their bytes plus [`ENTRY_OVERHEAD_BYTES`] each.
-pub fn entries_cost(entries: &[Vec<u8>]) -> usize {
-    entries.iter().map(|e| e.len() + ENTRY_OVERHEAD_BYTES).sum()
+pub fn entries_cost(entries: &Entries) -> usize {
+    entries.total_bytes() + entries.len() * ENTRY_OVERHEAD_BYTES
 }
 
 /// What the sender waits for.
@@ -93,7 +94,7 @@ pub enum Admission {
 }
 
 struct Request {
-    entries: Vec<Vec<u8>>,
+    entries: Entries,
     /// Held until the indexer has applied the entries: this is what bounds memory.
     permit: OwnedSemaphorePermit,
     /// Present when the sender waits for fsync.
@@ -106,8 +107,23 @@ enum Message {
 }
 
 struct IndexBatch {
-    entries: Vec<(u64, Vec<u8>)>,
+    /// The entries of each request of a WAL round, with the LSN of its first: a request's
+    /// entries have consecutive LSNs.
+    chunks: Vec<(u64, Entries)>,
     _permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl IndexBatch {
+    /// Each entry with its LSN, in LSN order.
+    fn entries(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|(first, entries)| (*first..).zip(entries.iter()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.iter().all(|(_, e)| e.is_empty())
+    }
 }
 
 /// A batch with what the prepare thread worked out for it.
@@ -161,9 +177,9 @@ impl IndexAdmission {
     }
 
     /// Admits the index of every entry; consecutive entries mostly share one, looked at once.
-    fn admit_all(&self, entries: &[Vec<u8>]) -> Result<(), AppendError> {
+    fn admit_all(&self, entries: &Entries) -> Result<(), AppendError> {
         let mut last: Option<&str> = None;
-        for payload in entries {
+        for payload in entries.iter() {
             // An undecodable entry is the indexer's to count and skip, not a reason to refuse.
             let Ok(entry) = logsift_core::entry::Entry::decode(payload) else {
                 continue;
@@ -192,10 +208,11 @@ impl PipelineHandle {
     /// Appends encoded entries; see [`Ack`] and [`Admission`] for when it returns.
     pub async fn append(
         &self,
-        entries: Vec<Vec<u8>>,
+        entries: impl Into<Entries>,
         ack: Ack,
         admission: Admission,
     ) -> Result<(), AppendError> {
+        let entries = entries.into();
         if entries.is_empty() {
             return Ok(());
         }
@@ -238,11 +255,12 @@ impl PipelineHandle {
     /// the entries do not need.
     pub async fn append_reserved(
         &self,
-        entries: Vec<Vec<u8>>,
+        entries: impl Into<Entries>,
         mut reservation: Reservation,
         ack: Ack,
         admission: Admission,
     ) -> Result<(), AppendError> {
+        let entries = entries.into();
         if entries.is_empty() {
             return Ok(());
         }
@@ -603,7 +621,7 @@ impl WalWriter {
             let mut round_bytes = 0;
             match first {
                 Ok(Message::Append(req)) => {
-                    round_bytes += req.entries.iter().map(Vec::len).sum::<usize>();
+                    round_bytes += req.entries.total_bytes();
                     round.push(req);
                 }
                 Ok(Message::Shutdown) | Err(flume::RecvTimeoutError::Disconnected) => {
@@ -615,7 +633,7 @@ impl WalWriter {
             while !shutting_down && round_bytes < MAX_ROUND_BYTES {
                 match rx.try_recv() {
                     Ok(Message::Append(req)) => {
-                        round_bytes += req.entries.iter().map(Vec::len).sum::<usize>();
+                        round_bytes += req.entries.total_bytes();
                         round.push(req);
                     }
                     Ok(Message::Shutdown) => shutting_down = true,
@@ -640,25 +658,24 @@ impl WalWriter {
                 ),
             };
             match outcome {
-                Ok(batch) => {
+                Ok(firsts) => {
                     if self.refusing.swap(false, Ordering::Relaxed) {
                         tracing::info!("WAL writes succeed again; ingest resumed");
                     }
-                    let mut permits = Vec::with_capacity(round.len());
-                    for req in round.drain(..) {
+                    let mut batch = IndexBatch {
+                        chunks: Vec::with_capacity(round.len()),
+                        _permits: Vec::with_capacity(round.len()),
+                    };
+                    for (req, first) in round.drain(..).zip(firsts) {
                         if let Some(reply) = req.reply {
                             let _ = reply.send(Ok(()));
                         }
-                        permits.push(req.permit);
+                        if let Some(first) = first {
+                            batch.chunks.push((first, req.entries));
+                        }
+                        batch._permits.push(req.permit);
                     }
-                    if !batch.is_empty()
-                        && index_tx
-                            .send(IndexBatch {
-                                entries: batch,
-                                _permits: permits,
-                            })
-                            .is_err()
-                    {
+                    if !batch.is_empty() && index_tx.send(batch).is_err() {
                         tracing::error!(
                             "indexer stopped; records will be replayed from the WAL at next start"
                         );
@@ -703,15 +720,21 @@ impl WalWriter {
         last_sync: &mut Instant,
         interval: Duration,
         shutting_down: bool,
-    ) -> Result<Vec<(u64, Vec<u8>)>, String> {
-        let mut batch = Vec::new();
+    ) -> Result<Vec<Option<u64>>, String> {
+        let mut firsts = Vec::with_capacity(round.len());
+        let mut appended = 0u64;
         let mut result = Ok(());
-        'append: for req in round.iter_mut() {
-            for payload in req.entries.drain(..) {
-                match self.wal.append(&payload) {
+        'append: for req in round.iter() {
+            let mut first = None;
+            for (i, payload) in req.entries.iter().enumerate() {
+                match self.wal.append(payload) {
                     Ok(lsn) => {
+                        // The WAL numbers entries one after the other: the request's are
+                        // `first..first + len`, which the indexer relies on.
+                        debug_assert!(first.is_none_or(|f: u64| lsn == f + i as u64));
+                        first.get_or_insert(lsn);
                         self.metrics.wal_bytes.inc_by(payload.len() as u64);
-                        batch.push((lsn, payload));
+                        appended += 1;
                     }
                     Err(e) => {
                         result = Err(e.to_string());
@@ -719,8 +742,9 @@ impl WalWriter {
                     }
                 }
             }
+            firsts.push(first);
         }
-        if !batch.is_empty() {
+        if appended > 0 {
             *dirty = true;
         }
         let someone_waits = round.iter().any(|r| r.reply.is_some());
@@ -751,8 +775,8 @@ impl WalWriter {
                     *dirty = false;
                     *last_sync = Instant::now();
                 }
-                self.metrics.wal_entries.inc_by(batch.len() as u64);
-                Ok(batch)
+                self.metrics.wal_entries.inc_by(appended);
+                Ok(firsts)
             }
             Err(e) => {
                 self.metrics.wal_errors.inc();
@@ -826,10 +850,7 @@ fn prepare_loop(
         // The indexer hands applied batches' buffers back: fresh ones, grown anew for every
         // batch, had this thread spend a third of its time having the kernel zero pages.
         let mut prepared = spare.try_recv().unwrap_or_default();
-        preparer.prepare(
-            batch.entries.iter().map(|(_, p)| p.as_slice()),
-            &mut prepared,
-        );
+        preparer.prepare(batch.entries().map(|(_, p)| p), &mut prepared);
         if tx.send(PreparedBatch { batch, prepared }).is_err() {
             return;
         }
@@ -870,8 +891,8 @@ fn index_loop(
         };
         let done = match next {
             Ok(PreparedBatch { batch, prepared }) => {
-                for (i, (lsn, payload)) in batch.entries.iter().enumerate() {
-                    match indexer.apply_prepared(*lsn, payload, &prepared, i) {
+                for (i, (lsn, payload)) in batch.entries().enumerate() {
+                    match indexer.apply_prepared(lsn, payload, &prepared, i) {
                         Ok(logsift_store::Applied::Indexed { parse_error }) => {
                             metrics.indexed_records.inc();
                             if let Some(reason) = parse_error {

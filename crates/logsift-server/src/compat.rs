@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Extension;
 use logsift_compat::{Budget, DecodeError, ShipperDecoder};
-use logsift_core::entry::Entry;
+use logsift_core::entry::{Entries, Entry};
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
 use logsift_ingest::Ack;
@@ -155,24 +155,21 @@ pub fn encode_records(
     source: &str,
     received_at: i64,
     cfg: &ServerConfig,
-) -> (Vec<Vec<u8>>, usize) {
-    let mut entries = Vec::with_capacity(records.len());
+) -> (Entries, usize) {
+    let mut entries = Entries::new();
     let mut rejected = 0;
     for raw in records {
         if raw.len() > cfg.max_line_bytes {
             rejected += 1;
             continue;
         }
-        entries.push(
-            Entry {
-                format: Format::Json,
-                received_at,
-                index: index.as_str(),
-                source,
-                raw,
-            }
-            .encode(),
-        );
+        entries.push(&Entry {
+            format: Format::Json,
+            received_at,
+            index: index.as_str(),
+            source,
+            raw,
+        });
     }
     (entries, rejected)
 }

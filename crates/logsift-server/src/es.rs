@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use logsift_compat::es::{check_document, index_name, OpType};
 use logsift_compat::{EsBulk, ShipperDecoder, Unbounded};
-use logsift_core::entry::Entry;
+use logsift_core::entry::{Entries, Entry};
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
 use logsift_ingest::Ack;
@@ -284,7 +284,7 @@ async fn bulk(
         // entries made of them are charged by `ingest_body`.
         let items = EsBulk.decode(body, &mut Unbounded)?;
         let received_at = now_ns();
-        let mut entries = Vec::with_capacity(items.len());
+        let mut entries = Entries::new();
         let mut answer = Vec::with_capacity(items.len());
         for item in items {
             let es_index = item
@@ -389,16 +389,13 @@ async fn bulk(
                     }
                 }
             }
-            entries.push(
-                Entry {
-                    format: Format::Json,
-                    received_at,
-                    index: index.as_str(),
-                    source: &source,
-                    raw: doc,
-                }
-                .encode(),
-            );
+            entries.push(&Entry {
+                format: Format::Json,
+                received_at,
+                index: index.as_str(),
+                source: &source,
+                raw: doc,
+            });
             let id = item.id.clone().unwrap_or_else(|| {
                 format!(
                     "{:016x}{:06x}",

@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
-use logsift_core::entry::Entry;
+use logsift_core::entry::{Entries, Entry};
 use logsift_core::time::now_ns;
 use logsift_core::{Format, IndexName};
 use logsift_ingest::{
@@ -173,7 +173,7 @@ impl Charge {
 }
 
 struct Prepared {
-    entries: Vec<Vec<u8>>,
+    entries: Entries,
     rejected: usize,
     errors: Vec<LineError>,
 }
@@ -193,7 +193,7 @@ fn prepare(
         ..Default::default()
     };
     let mut out = Prepared {
-        entries: Vec::new(),
+        entries: Entries::new(),
         rejected: 0,
         errors: Vec::new(),
     };
@@ -229,16 +229,13 @@ fn prepare(
         if let Some(err) = logsift_parse::parse(format, line, &opts).parse_error {
             report(&mut out.errors, i + 1, err.into_owned(), true);
         }
-        out.entries.push(
-            Entry {
-                format,
-                received_at,
-                index,
-                source,
-                raw: line,
-            }
-            .encode(),
-        );
+        out.entries.push(&Entry {
+            format,
+            received_at,
+            index,
+            source,
+            raw: line,
+        });
     }
     out
 }
@@ -345,7 +342,7 @@ pub(crate) fn source_of(
 /// What a route makes of a decompressed request body: the encoded entries to append and
 /// whatever else its answer needs.
 pub(crate) struct Decoded<T> {
-    pub entries: Vec<Vec<u8>>,
+    pub entries: Entries,
     pub answer: T,
 }
 
