@@ -413,6 +413,9 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
     eprintln!("e2e: settling {:?} before reading idle RSS", args.settle);
     std::thread::sleep(args.settle);
     let idle_rss = server::rss(srv.pid).map(|r| r.0).unwrap_or(0);
+    // The disk while running: everything under the data directory (WAL, hot tiers, catalog)
+    // at least `settle` after the last record, before the stop seals and truncates.
+    let running_disk_bytes = server::dir_bytes(&srv.data_dir);
     let idle_parts = server::rss_parts(srv.pid);
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -505,6 +508,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         senders: args.senders,
         reps: args.reps,
         rg_reps: args.rg_reps,
+        settle_secs: args.settle.as_secs(),
         gen_secs,
         expected: exp,
         needle: corpus.needle.clone(),
@@ -520,6 +524,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         peak_ingest,
         idle_rss,
         idle_parts,
+        running_disk_bytes,
         rss_after_queries,
         peak_total,
         indexes_bytes,
