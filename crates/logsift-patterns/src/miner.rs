@@ -189,14 +189,19 @@ pub struct Miner {
     changed: Vec<PatternId>,
     /// Per variant, whether [`Miner::fast_match`] may decide on it ([`Fast`]).
     fast: Vec<Fast>,
-    /// The fast path's scratch: each raw token's start and end offsets and hash, the hash of
-    /// its masking on its own once a template needed it (0: not yet), and one masked token.
+    /// The fast path's scratch: each raw token's start and end offsets and hash (0: not yet
+    /// computed: a token in a template's slot is never looked at), the hash of its masking on
+    /// its own once a template needed it, and one masked token.
     raw: Vec<(u32, u32, u64)>,
     raw_masked: Vec<Option<u64>>,
     /// Slot-holding tokens masked on their own, by the hash of their raw text: the hash of
     /// the masked token, or `None` for a unit (masked in context). Tokens like `HTTP/1.1"`
     /// recur on most lines of a log; cleared past [`TOKEN_CACHE_MAX`] entries.
     token_cache: HashMap<u64, Option<u64>, BuildHasherDefault<PassThrough>>,
+    /// Raw token hash → whether masking leaves that plain word a constant, for the fast path's
+    /// bucket key: the first words of a log's lines are few, and masking one anew on every
+    /// line was 7 % of the indexer thread's time (perf of the e2e ingest). Cleared as above.
+    const_cache: HashMap<u64, bool, BuildHasherDefault<PassThrough>>,
     scratch: String,
     /// Messages the fast path took.
     fast_taken: u64,
@@ -237,6 +242,7 @@ impl Miner {
             raw: Vec::new(),
             raw_masked: Vec::new(),
             token_cache: HashMap::default(),
+            const_cache: HashMap::default(),
             scratch: String::new(),
             fast_taken: 0,
         }
@@ -381,8 +387,7 @@ impl Miner {
             }
             let start = word.as_ptr() as usize - base;
             let end = start + word.len();
-            self.raw
-                .push((start as u32, end as u32, hash_bytes(word.as_bytes())));
+            self.raw.push((start as u32, end as u32, 0));
         }
         if self.raw.is_empty() {
             return None;
@@ -399,10 +404,13 @@ impl Miner {
                 Fast::No => return None,
             }
             let tokens = &self.variants[vi as usize].tokens;
-            for (i, (t, &(start, end, hash))) in tokens.iter().zip(&self.raw).enumerate() {
+            for (i, t) in tokens.iter().enumerate() {
                 if t.hash == slot {
                     continue;
                 }
+                let Some((start, end, hash)) = raw_hash(&mut self.raw, message, i) else {
+                    continue 'variants;
+                };
                 if !t.var {
                     // A constant: the message's token must be it as written (masking leaves a
                     // constant as it is, and anything else would hold a slot).
@@ -451,7 +459,8 @@ impl Miner {
     /// not masked at all). A unit among them (masked as a slot after a value) is left to the
     /// whole masking of the first tokens.
     fn raw_first_word_key(&mut self, message: &str) -> u64 {
-        for (i, &(start, end, hash)) in self.raw.iter().take(KEY_TOKENS).enumerate() {
+        for i in 0..self.raw.len().min(KEY_TOKENS) {
+            let (start, end) = (self.raw[i].0, self.raw[i].1);
             let word = &message[start as usize..end as usize];
             if !is_plain_word(word) {
                 continue;
@@ -463,8 +472,22 @@ impl Miner {
                 self.masked = masked;
                 return key;
             }
-            self.scratch.clear();
-            if mask_token(word, &mut self.scratch) == TokenKind::Const {
+            let Some((_, _, hash)) = raw_hash(&mut self.raw, message, i) else {
+                return 0;
+            };
+            let constant = match self.const_cache.get(&hash) {
+                Some(&c) => c,
+                None => {
+                    self.scratch.clear();
+                    let c = mask_token(word, &mut self.scratch) == TokenKind::Const;
+                    if self.const_cache.len() >= TOKEN_CACHE_MAX {
+                        self.const_cache.clear();
+                    }
+                    self.const_cache.insert(hash, c);
+                    c
+                }
+            };
+            if constant {
                 return hash.rotate_left(i as u32 * 8) | 1;
             }
         }
@@ -827,6 +850,17 @@ fn cut_text(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// Token `i` of the fast path's scratch with its hash, computed on first use (`None` past the
+/// message's tokens). A hash that comes out 0 is taken as 1: the token then matches no
+/// template's constant on the fast path, and the whole path decides.
+fn raw_hash(raw: &mut [(u32, u32, u64)], message: &str, i: usize) -> Option<(u32, u32, u64)> {
+    let t = raw.get_mut(i)?;
+    if t.2 == 0 {
+        t.2 = hash_bytes(&message.as_bytes()[t.0 as usize..t.1 as usize]).max(1);
+    }
+    Some(*t)
 }
 
 #[cfg(test)]
