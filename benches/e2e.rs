@@ -11,7 +11,8 @@
 //!    all bytes are sent) and confirms with the exact `GET /api/v1/search?q=*&limit=0` total
 //!    (also every 20th poll), because a `q=*` count visits every document and polling it
 //!    would slow the server it measures.
-//! 4. Lets the server settle, reads its idle RSS, runs the query suite (whole corpus and a
+//! 4. Lets the server settle, reads its idle RSS and the bytes of its whole data directory
+//!    (the disk while running), runs the query suite (whole corpus and a
 //!    1-minute window, `--reps` timed repetitions after one first call), then stops it with
 //!    SIGTERM and measures the data directory (`indexes/` + `wal/`).
 //! 5. Writes `target/bench/report.json` and `target/bench/report.md` and prints the table.
