@@ -529,9 +529,13 @@ fn block_hit(
         if !holds {
             continue;
         }
-        segment.read_block(ord, &mut block)?;
-        if let Some(r) = block.records.iter().find(|r| r.id == key.id) {
-            return Ok(Some(crate::blocks::BlockHit::of(&block, r)));
+        // Blocks of streams that interleave cover each other's id and time ranges: the
+        // header says whether the record is here, and only its block's lines are read (reading
+        // every candidate whole was nine tenths of a pattern list's time).
+        segment.read_header(ord, &mut block)?;
+        if let Some(i) = block.records.iter().position(|r| r.id == key.id) {
+            segment.read_lines(ord, &mut block)?;
+            return Ok(Some(crate::blocks::BlockHit::of(&block, &block.records[i])));
         }
     }
     Ok(None)
