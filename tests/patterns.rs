@@ -385,3 +385,77 @@ fn compare_puts_a_burst_first(layout: &str) {
     );
     assert_eq!(status, 400, "{body}");
 }
+
+/// A sealed segment answers a match-everything listing or comparison from its summary; a
+/// query that matches the same records (every line carries `summed`) reads the records. The
+/// answers must be the same, whole or cut by a range, at any interval.
+#[test]
+fn segment_summaries_answer_patterns_and_compare_like_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), &format!("{BLOCKS}seal_idle_ms = 500\n"));
+    let mut body = String::new();
+    let mut expected = 0;
+    for hour in 8..11 {
+        for minute in (0..60).step_by(7) {
+            let ts = format!("2026-03-01T{hour:02}:{minute:02}:{:02}Z", minute % 50);
+            body += &lines(1 + minute % 3, &ts, &["web-1", "web-2", "web-3"], "summed");
+            expected += 3 * (1 + minute % 3);
+            if hour == 10 && minute < 30 {
+                body += &format!(
+                    "{{\"ts\":\"{ts}\",\"host\":\"web-2\",\"level\":\"error\",\"msg\":\"disk /dev/sd{} is full summed\"}}\n",
+                    ["a", "b"][minute % 2]
+                );
+                expected += 1;
+            }
+        }
+    }
+    let (status, answer) = s.ingest("app", body, "application/x-ndjson");
+    assert_eq!(status, 200, "{answer}");
+    s.wait_sealed("app", expected as u64);
+    let same = |path: &str, params: &[(&str, &str)]| {
+        let answer = |q: &str| {
+            let mut with_q = params.to_vec();
+            with_q.push(("q", q));
+            let (status, mut body) = get(&s, path, &with_q);
+            assert_eq!(status, 200, "{path} {with_q:?}: {body}");
+            body.as_object_mut().unwrap().remove("took_ms");
+            body
+        };
+        let (summed, read) = (answer(""), answer("summed"));
+        assert_eq!(summed, read, "{path} {params:?}");
+        summed
+    };
+    let whole = same("/api/v1/patterns", &[("size", "10")]);
+    assert_eq!(whole["total"], expected, "{whole}");
+    assert_eq!(whole["distinct"], 4, "{whole}");
+    assert!(whole["patterns"][0]["example"]["id"].is_string(), "{whole}");
+    for params in [
+        &[("size", "10"), ("interval", "5m")][..],
+        &[("size", "10"), ("interval", "90s")],
+        &[
+            ("start", "2026-03-01T09:30:00Z"),
+            ("end", "2026-03-01T10:15:00Z"),
+        ],
+        &[
+            ("start", "2026-03-01T09:30:20Z"),
+            ("end", "2026-03-01T10:15:00Z"),
+            ("interval", "1m"),
+        ],
+    ] {
+        same("/api/v1/patterns", params);
+    }
+    for (start, end) in [
+        ("2026-03-01T10:00:00Z", "2026-03-01T10:30:00Z"),
+        ("2026-03-01T10:00:30Z", "2026-03-01T10:21:00Z"),
+    ] {
+        let body = same("/api/v1/compare", &[("start", start), ("end", end)]);
+        assert_eq!(
+            body["patterns"][0]["value"], "disk <*> is full summed",
+            "{body}"
+        );
+        if start == "2026-03-01T10:00:00Z" {
+            assert_eq!(body["patterns"][0]["kind"], "new", "{body}");
+            assert_eq!(body["patterns"][0]["count"], 5, "{body}");
+        }
+    }
+}

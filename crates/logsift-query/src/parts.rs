@@ -46,6 +46,13 @@ impl Part {
             .then_some(summary)
     }
 
+    /// The part's summary when a match-everything query may take counts from it: one that
+    /// counts as many records as the part holds (none erased since).
+    pub(crate) fn summary_of_all(&self, match_all: bool) -> Option<&logsift_store::SegmentSummary> {
+        let summary = self.summary.as_deref()?;
+        (match_all && summary.docs == self.reader.num_docs()).then_some(summary)
+    }
+
     /// Whether every record of the part lies in `[start, end)` (`None`: open).
     pub(crate) fn inside(&self, start: Option<i64>, end: Option<i64>) -> bool {
         start.is_none_or(|s| self.min_ts >= s) && end.is_none_or(|e| self.max_ts < e)

@@ -4,10 +4,12 @@
 //! severities whose share of the matches changed most between a window and its baseline.
 //!
 //! Both read columns only (pattern id, timestamp, record id), never stored records (but for
-//! the one example per listed pattern). `compare` over a match-everything query takes a sealed
-//! segment that lies wholly inside a range from its summary's per-pattern counts, so it costs
-//! O(segments + patterns) there, and reads columns only for the segments a range cuts and the
-//! hot tier.
+//! the one example per listed pattern). Over a match-everything query both take a sealed
+//! segment from its summary's per-pattern counts (count, first and last seen, newest record,
+//! records per bucket of a minute or more) when the summary answers exactly: the segment lies
+//! wholly inside the range, or the range's edges (and a listing's interval) are whole buckets
+//! of the summary's. That costs O(segments + patterns × buckets); columns are read only for
+//! the segments a range cuts elsewhere and the hot tier.
 //!
 //! Records stored without a pattern id (segments written before patterns were mined, block
 //! segments, built-in indexes) are counted as `without_pattern` and listed by neither.
@@ -140,16 +142,7 @@ pub fn patterns(store: &Store, req: &PatternsRequest) -> Result<PatternsResponse
         interval,
         buckets: n as usize,
     };
-    let counted = count(
-        store,
-        &handles,
-        &ast,
-        parts,
-        frame,
-        true,
-        false,
-        &req.budget,
-    )?;
+    let counted = count(store, &handles, &ast, parts, frame, true, &req.budget)?;
     let mut rows: Vec<(&u32, &Stat)> = counted.acc.by.iter().filter(|(id, _)| **id != 0).collect();
     rows.sort_unstable_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(b.0)));
     let distinct = rows.len() as u64;
@@ -316,16 +309,7 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
             interval: 1,
             buckets: 0,
         };
-        let counted = count(
-            store,
-            &handles,
-            &ast,
-            parts,
-            frame,
-            false,
-            true,
-            &req.budget,
-        )?;
+        let counted = count(store, &handles, &ast, parts, frame, false, &req.budget)?;
         exact &= counted.coverage == Coverage::Complete;
         by_range.push(counted);
     }
@@ -655,31 +639,106 @@ impl Acc {
         }
     }
 
-    /// A whole segment's counts from its summary (no buckets or examples), if it has them.
-    fn of_summary(summary: &SegmentSummary) -> Option<Acc> {
+    /// A part's counts in `frame` from its summary, when the summary has what they need:
+    /// `inside` (every record of the part lies in the frame) or frame edges on whole pattern
+    /// buckets of the summary; bucket counts when the frame's interval is a whole number of
+    /// them; and, for `examples`, each pattern's newest record (only whole parts: the newest
+    /// in a cut range is not known).
+    fn of_summary(
+        summary: &SegmentSummary,
+        frame: &Frame,
+        inside: bool,
+        examples: bool,
+    ) -> Option<Acc> {
         let counts = summary.patterns.as_ref()?;
+        if examples && !inside {
+            return None;
+        }
+        let bucket_ms = summary.pattern_bucket_ms;
+        if frame.buckets > 0 || !inside {
+            let size = bucket_ms?.saturating_mul(NS_PER_MS);
+            // The frame's origin is a multiple of its interval, so whole-bucket intervals
+            // start on bucket edges too.
+            if size <= 0
+                || (frame.buckets > 0 && frame.interval % size != 0)
+                || (!inside && (frame.start % size != 0 || frame.end % size != 0))
+            {
+                return None;
+            }
+        }
+        let total = if inside {
+            summary.docs
+        } else {
+            summary
+                .minutes
+                .iter()
+                .filter(|(m, _)| *m >= frame.start && *m < frame.end)
+                .map(|(_, by)| by.iter().sum::<u64>())
+                .sum()
+        };
         let mut acc = Acc {
             by: rustc_hash::FxHashMap::with_capacity_and_hasher(
                 counts.len() + 1,
                 Default::default(),
             ),
-            total: summary.docs,
+            total,
         };
         let mut with = 0;
         for c in counts {
-            with += c.count;
-            acc.by.insert(
-                c.id,
-                Stat {
-                    count: c.count,
-                    first: c.first,
-                    last: c.last,
-                    buckets: Vec::new(),
-                    newest: None,
-                },
-            );
+            let newest = if examples {
+                Some((
+                    SortKey {
+                        timestamp: c.last,
+                        id: c.last_id?,
+                    },
+                    0,
+                    Example::Block,
+                ))
+            } else {
+                None
+            };
+            let mut stat = Stat {
+                count: c.count,
+                first: c.first,
+                last: c.last,
+                buckets: Vec::new(),
+                newest,
+            };
+            if let Some(ms) = bucket_ms.filter(|_| frame.buckets > 0 || !inside) {
+                let size = ms * NS_PER_MS;
+                let mut n = 0;
+                let (mut first, mut last) = (i64::MAX, i64::MIN);
+                for (at, records) in c.bucket_counts(ms) {
+                    if !inside && (at < frame.start || at >= frame.end) {
+                        continue;
+                    }
+                    n += records;
+                    first = first.min(at);
+                    last = last.max(at.saturating_add(size - 1));
+                    if frame.buckets > 0 {
+                        if stat.buckets.is_empty() {
+                            stat.buckets.resize(frame.buckets, 0);
+                        }
+                        let bucket = at.saturating_sub(frame.origin).div_euclid(frame.interval);
+                        if let Some(slot) = usize::try_from(bucket)
+                            .ok()
+                            .and_then(|b| stat.buckets.get_mut(b))
+                        {
+                            *slot = slot.saturating_add(u32::try_from(records).unwrap_or(u32::MAX));
+                        }
+                    }
+                }
+                if n == 0 {
+                    continue;
+                }
+                stat.count = n;
+                stat.first = stat.first.max(first);
+                stat.last = stat.last.min(last);
+            }
+            with += stat.count;
+            acc.by.insert(c.id, stat);
         }
-        if summary.docs > with {
+        if acc.total > with {
             let (lo, hi) = summary
                 .minutes
                 .first()
@@ -688,9 +747,9 @@ impl Acc {
             acc.by.insert(
                 0,
                 Stat {
-                    count: summary.docs - with,
-                    first: lo,
-                    last: hi,
+                    count: acc.total - with,
+                    first: lo.max(if inside { lo } else { frame.start }),
+                    last: hi.min(if inside { hi } else { frame.end - 1 }),
                     buckets: Vec::new(),
                     newest: None,
                 },
@@ -707,7 +766,6 @@ struct Counted {
 }
 
 /// Counts the matches of `ast` in `frame` by pattern over `parts`.
-#[allow(clippy::too_many_arguments)]
 fn count(
     store: &Store,
     handles: &[std::sync::Arc<logsift_store::IndexHandle>],
@@ -715,7 +773,6 @@ fn count(
     mut parts: Vec<Part>,
     frame: Frame,
     examples: bool,
-    summaries: bool,
     budget: &Budget,
 ) -> Result<Counted, QueryError> {
     parts.retain(|p| p.max_ts >= frame.start && p.min_ts < frame.end);
@@ -728,10 +785,11 @@ fn count(
         budget,
         Acc::default(),
         |part, budget| {
-            if summaries {
-                if let Some(acc) = part
-                    .whole_summary(match_all, Some(frame.start), Some(frame.end))
-                    .and_then(Acc::of_summary)
+            if let Some(summary) = part.summary_of_all(match_all) {
+                let inside = part.inside(Some(frame.start), Some(frame.end));
+                let blocks = matches!(part.reader, PartReader::Blocks(_));
+                if let Some(acc) = Acc::of_summary(summary, &frame, inside, examples && blocks)
+                    .filter(|_| blocks || !examples)
                 {
                     return Ok(acc);
                 }

@@ -91,7 +91,8 @@ impl BlockTier {
     ) {
         self.summary
             .add(rec.timestamp, severity.map(|s| s.code()), host, app);
-        self.summary.count_pattern(rec.pattern, rec.timestamp);
+        self.summary
+            .count_pattern(rec.pattern, rec.timestamp, rec.id);
         self.min_ts = self.min_ts.min(rec.timestamp);
         self.max_ts = self.max_ts.max(rec.timestamp);
         self.docs += 1;
