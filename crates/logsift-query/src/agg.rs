@@ -572,8 +572,15 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
                             (field, Some(record)) => record_value(record, field),
                             (_, None) => None,
                         };
+                        // Looked up before an owned key is made: most records repeat a
+                        // value already counted.
                         match value {
-                            Some(v) => *counts.entry(v.into_owned()).or_insert(0) += 1,
+                            Some(v) => match counts.get_mut(v.as_ref()) {
+                                Some(n) => *n += 1,
+                                None => {
+                                    counts.insert(v.into_owned(), 1);
+                                }
+                            },
                             None => fruit.missing += 1,
                         }
                     })?;
