@@ -522,3 +522,22 @@ fn indexes_beyond_max_indexes_are_refused_before_acknowledging() {
     s.wait_total("limited", &[("index", "two")], 1);
     assert_eq!(s.search("limited", &[]).1["total"], 3);
 }
+
+/// The binary allocates with jemalloc, whose options `src/main.rs` sets at build time: a
+/// background thread returns freed pages after a second (the e2e benchmark's idle RSS rests on
+/// it). Were the options no longer read (a renamed symbol, another allocator), no such thread
+/// would run.
+#[test]
+fn the_allocator_returns_freed_memory_from_a_background_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t == "jemalloc_bg_thd"),
+        "threads: {threads:?}"
+    );
+}

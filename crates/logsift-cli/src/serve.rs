@@ -70,7 +70,6 @@ fn init_logging(format: crate::config::LogFormat) {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::memory::tune_allocator();
     let mut cfg = Config::load(args.config.as_deref())?;
     init_logging(args.log_format.unwrap_or(cfg.log_format));
     if let Some(d) = args.data_dir {
