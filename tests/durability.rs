@@ -168,7 +168,12 @@ fn everything_sent_over_tcp_before_sigterm_is_stored() {
 #[test]
 fn overload_answers_429_keeps_memory_bounded_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_in(dir.path(), "[ingest]\ninflight_bytes = 4194304\n");
+    // Requests wait 100 ms for room before the 429, not the default second: eight senders
+    // must overrun that.
+    let s = Server::start_in(
+        dir.path(),
+        "[ingest]\ninflight_bytes = 4194304\n[http]\nadmission_wait_ms = 100\n",
+    );
     let rss_before_kb = s.proc_status_kb("VmRSS");
     let acked = Arc::new(AtomicU64::new(0));
     let throttled = Arc::new(AtomicU64::new(0));

@@ -541,3 +541,80 @@ fn the_allocator_returns_freed_memory_from_a_background_thread() {
         "threads: {threads:?}"
     );
 }
+
+/// A request that finds the in-flight budget full waits up to `http.admission_wait_ms` for
+/// room (its body unread), and is admitted once room is made; with no wait it is refused at
+/// once with 429 and `Retry-After`.
+#[test]
+fn a_request_waits_for_room_in_a_full_budget_before_it_is_refused() {
+    /// A chunked body that takes most of the budget, holds it for a while, then breaks off
+    /// (a whole one would not fit the budget once decoded, which takes more than its bytes).
+    struct Holder {
+        left: Vec<u8>,
+    }
+    impl Read for Holder {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left.len() <= 1000 {
+                std::thread::sleep(Duration::from_millis(1500));
+                return Err(std::io::Error::other("the holder gives up"));
+            }
+            let n = buf.len().min(self.left.len() - 1000).min(64 * 1024);
+            buf[..n].copy_from_slice(&self.left[..n]);
+            self.left.drain(..n);
+            Ok(n)
+        }
+    }
+    for wait_ms in [5000, 0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Server::start_in(
+            tmp.path(),
+            &format!(
+                "[ingest]\ninflight_bytes = 1048576\nmax_line_bytes = 65536\n\
+                 [http]\nadmission_wait_ms = {wait_ms}\n"
+            ),
+        );
+        let url = format!("{}/api/v1/waits/ingest", s.http);
+        let holder = {
+            let url = url.clone();
+            let line = format!("{{\"msg\":\"holder {}\"}}\n", "h".repeat(200));
+            let left = line.repeat(700_000 / line.len()).into_bytes();
+            std::thread::spawn(move || {
+                client()
+                    .post(url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(reqwest::blocking::Body::new(Holder { left }))
+                    .send()
+                    .map(|r| r.status().as_u16())
+            })
+        };
+        common::wait_until(10, || {
+            let held = s.metric("logsift_ingest_inflight_bytes");
+            (held < 690_000.0).then(|| format!("{held} bytes in flight, not the holder's"))
+        });
+        // 380 KB do not fit beside the holder's 700, and fit the budget decoded.
+        let line = format!("{{\"msg\":\"waiter {}\"}}\n", "w".repeat(200));
+        let lines = 380_000 / line.len();
+        let started = Instant::now();
+        let resp = client()
+            .post(&url)
+            .header("content-type", "application/x-ndjson")
+            .body(line.repeat(lines))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").is_some();
+        let text = resp.text().unwrap_or_default();
+        let _ = holder.join().unwrap();
+        if wait_ms > 0 {
+            assert_eq!(status, 200, "{text}");
+            assert!(
+                started.elapsed() >= Duration::from_millis(500),
+                "it had to wait"
+            );
+            s.wait_total("waiter", &[("index", "waits")], lines as u64);
+        } else {
+            assert_eq!(status, 429, "{text}");
+            assert!(retry_after, "{text}");
+        }
+    }
+}

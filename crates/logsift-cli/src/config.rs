@@ -189,6 +189,7 @@ pub struct HttpConfig {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
+    pub admission_wait_ms: u64,
     pub tls: bool,
     pub client_cert: String,
 }

@@ -92,47 +92,47 @@ fn purge() -> bool {
 /// Purges the heap each time activity stops, on a thread of its own. Activity is what the
 /// counters `indexed` (records) and `searches` (requests) count.
 pub fn spawn_trimmer(indexed: Counter, searches: Counter, store: Arc<logsift_store::Store>) {
-        let activity = move || indexed.get() + searches.get();
-        let spawned = std::thread::Builder::new()
-            .name("memory-trim".into())
-            .spawn(move || {
-                let mut last = activity();
-                let mut quiet_since = std::time::Instant::now();
-                let mut last_segments = store.segments_written();
-                let mut trimmed = true;
-                let mut polls: u32 = 0;
-                loop {
-                    std::thread::sleep(POLL);
-                    polls = polls.wrapping_add(1);
-                    let segments = store.segments_written();
-                    if segments != last_segments {
-                        last_segments = segments;
-                        let purged = purge();
-                        tracing::debug!(purged, "heap purged after a seal or merge");
-                    } else if let Some((resident, allocated)) =
-                        polls.is_multiple_of(HOARD_POLLS).then(hoarded).flatten()
-                    {
-                        let purged = purge();
-                        tracing::debug!(
-                            purged,
-                            resident,
-                            allocated,
-                            "heap purged: too much of it unused"
-                        );
-                    }
-                    let now = activity();
-                    if now != last {
-                        last = now;
-                        quiet_since = std::time::Instant::now();
-                        trimmed = false;
-                    } else if !trimmed && quiet_since.elapsed() >= QUIET {
-                        let purged = purge();
-                        tracing::debug!(purged, "heap purged after activity stopped");
-                        trimmed = true;
-                    }
+    let activity = move || indexed.get() + searches.get();
+    let spawned = std::thread::Builder::new()
+        .name("memory-trim".into())
+        .spawn(move || {
+            let mut last = activity();
+            let mut quiet_since = std::time::Instant::now();
+            let mut last_segments = store.segments_written();
+            let mut trimmed = true;
+            let mut polls: u32 = 0;
+            loop {
+                std::thread::sleep(POLL);
+                polls = polls.wrapping_add(1);
+                let segments = store.segments_written();
+                if segments != last_segments {
+                    last_segments = segments;
+                    let purged = purge();
+                    tracing::debug!(purged, "heap purged after a seal or merge");
+                } else if let Some((resident, allocated)) =
+                    polls.is_multiple_of(HOARD_POLLS).then(hoarded).flatten()
+                {
+                    let purged = purge();
+                    tracing::debug!(
+                        purged,
+                        resident,
+                        allocated,
+                        "heap purged: too much of it unused"
+                    );
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the memory trimming thread");
-        }
+                let now = activity();
+                if now != last {
+                    last = now;
+                    quiet_since = std::time::Instant::now();
+                    trimmed = false;
+                } else if !trimmed && quiet_since.elapsed() >= QUIET {
+                    let purged = purge();
+                    tracing::debug!(purged, "heap purged after activity stopped");
+                    trimmed = true;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the memory trimming thread");
+    }
 }

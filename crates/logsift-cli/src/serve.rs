@@ -431,6 +431,7 @@ async fn serve(
             max_concurrent_exports: cfg.query.max_concurrent_exports,
             shutdown: life.shutdown.clone(),
             body_read_timeout_ms: cfg.http.body_read_timeout_ms,
+            admission_wait_ms: cfg.http.admission_wait_ms,
         }),
         start,
     };

@@ -89,8 +89,11 @@ pub enum Ack {
 pub enum Admission {
     /// Wait for room (TCP: while we wait we do not read, and the kernel slows the sender).
     Wait,
-    /// Fail at once with [`AppendError::Full`] (HTTP answers 429, UDP drops).
+    /// Fail at once with [`AppendError::Full`] (UDP drops).
     Try,
+    /// Wait this long for room, then fail with [`AppendError::Full`] (HTTP: while a request
+    /// waits its body is not read; then it is answered 429 with `Retry-After`).
+    Within(std::time::Duration),
 }
 
 struct Request {
@@ -247,6 +250,14 @@ impl PipelineHandle {
                         tokio::sync::TryAcquireError::Closed => AppendError::Closed,
                     })?
             }
+            Admission::Within(wait) => {
+                tokio::time::timeout(wait, self.budget.clone().acquire_many_owned(kib))
+                    .await
+                    .map_err(|_| AppendError::Full {
+                        budget_bytes: self.budget_bytes(),
+                    })?
+                    .map_err(|_| AppendError::Closed)?
+            }
         };
         Ok(Reservation { permit })
     }
@@ -265,7 +276,7 @@ impl PipelineHandle {
             return Ok(());
         }
         let cost = entries_cost(&entries);
-        if admission == Admission::Try && cost > self.budget_bytes() {
+        if admission != Admission::Wait && cost > self.budget_bytes() {
             return Err(AppendError::TooLarge {
                 what: "the request's records",
                 bytes: cost,

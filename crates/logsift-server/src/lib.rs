@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The longest an ingest body may take to arrive (a slow upload answers 408).
     pub body_read_timeout_ms: u64,
+    /// How long an ingest request waits for room in a full in-flight budget before it is
+    /// answered 429 (0: at once).
+    pub admission_wait_ms: u64,
 }
 
 #[derive(Clone)]
