@@ -513,97 +513,155 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
             "max_values (query.terms_max_values) must be at least 1".into(),
         ));
     }
+    let mut answers = terms_of_fields(store, req, &[req.field.as_str()])?;
+    let mut answer = answers.pop().expect("one answer per field");
+    answer.took_ms = started.elapsed().as_millis() as u64;
+    Ok(answer)
+}
+
+/// The terms of each of `fields` (of [`TERMS_FIELDS`]; `req.field` is not looked at) among
+/// the matches of `req`, counted in one pass over the records: `compare` weighs three fields
+/// in each of two ranges, and reading each block's header once for the three took a third of
+/// the time of three passes.
+pub(crate) fn terms_of_fields(
+    store: &Store,
+    req: &TermsRequest,
+    fields: &[&str],
+) -> Result<Vec<TermsResponse>, QueryError> {
     check_range(req.start, req.end)?;
     let ast = parse_query(&req.query)?;
     let handles = resolve_indexes(store, &req.indexes)?;
     req.budget.check()?;
     let queries = Compiled::new(store, &handles, &ast, req.start, req.end)?;
     let parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
-    let collector = TermsCollector {
-        field: req.field.clone(),
-        max_values: req.max_values,
-    };
+    let collectors: Vec<TermsCollector> = fields
+        .iter()
+        .map(|field| TermsCollector {
+            field: field.to_string(),
+            max_values: req.max_values,
+        })
+        .collect();
     let match_all = ast == Ast::All;
+    let fresh = || -> Vec<TermsFruit> { fields.iter().map(|_| TermsFruit::default()).collect() };
     let (counted, done) = parts::run(
         &parts,
         &req.budget,
-        TermsFruit::default(),
+        fresh(),
         |part, budget| {
-            let summarised = part
-                .whole_summary(match_all, req.start, req.end)
-                .and_then(|s| match req.field.as_str() {
-                    "host" => s.hosts.as_ref(),
-                    "app" => s.apps.as_ref(),
-                    _ => None,
-                });
+            let summary = part.whole_summary(match_all, req.start, req.end);
+            let summarised: Option<Vec<&KeywordCounts>> = summary.and_then(|s| {
+                fields
+                    .iter()
+                    .map(|field| match *field {
+                        "host" => s.hosts.as_ref(),
+                        "app" => s.apps.as_ref(),
+                        _ => None,
+                    })
+                    .collect()
+            });
             if let Some(values) = summarised {
-                return Ok(terms_of_summary(
-                    values,
-                    part.reader.num_docs(),
-                    req.max_values,
-                ));
+                return Ok(values
+                    .into_iter()
+                    .map(|v| terms_of_summary(v, part.reader.num_docs(), req.max_values))
+                    .collect::<Vec<TermsFruit>>());
             }
             match &part.reader {
-                PartReader::Records(searcher) => {
-                    let query = budget.wrap(queries.get(part.handle).box_clone());
-                    searcher
-                        .search(&*query, &collector)
-                        .map_err(search_error(&handles[part.handle]))
-                }
+                PartReader::Records(searcher) => collectors
+                    .iter()
+                    .map(|collector| {
+                        let query = budget.wrap(queries.get(part.handle).box_clone());
+                        searcher
+                            .search(&*query, collector)
+                            .map_err(search_error(&handles[part.handle]))
+                    })
+                    .collect(),
                 PartReader::Blocks(blocks) => {
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
                     let mut query = BlockQuery::new(blocks, &ast, &parse, req.start, req.end)?;
-                    let mut fruit = TermsFruit::default();
-                    let mut counts: HashMap<String, u64> = HashMap::new();
+                    let mut total = 0u64;
+                    let mut missing = vec![0u64; fields.len()];
+                    let mut counts: Vec<HashMap<String, u64>> =
+                        fields.iter().map(|_| HashMap::new()).collect();
                     // The stream and severity are in a block's header; other fields are not.
-                    let need = match req.field.as_str() {
-                        "host" | "app" | "severity" => Need::Header,
-                        _ => Need::Record,
+                    let need = if fields
+                        .iter()
+                        .all(|f| matches!(*f, "host" | "app" | "severity"))
+                    {
+                        Need::Header
+                    } else {
+                        Need::Record
                     };
                     query.scan(budget, need, |block, r, record| {
-                        fruit.total += 1;
-                        let value = match (req.field.as_str(), record) {
-                            ("host", _) => block.host.as_deref().map(Cow::Borrowed),
-                            ("app", _) => block.app.as_deref().map(Cow::Borrowed),
-                            ("severity", _) => r
-                                .severity
-                                .and_then(Severity::from_code)
-                                .map(|s| Cow::Borrowed(s.name())),
-                            (field, Some(record)) => record_value(record, field),
-                            (_, None) => None,
-                        };
-                        // Looked up before an owned key is made: most records repeat a
-                        // value already counted.
-                        match value {
-                            Some(v) => match counts.get_mut(v.as_ref()) {
-                                Some(n) => *n += 1,
-                                None => {
-                                    counts.insert(v.into_owned(), 1);
-                                }
-                            },
-                            None => fruit.missing += 1,
+                        total += 1;
+                        for (i, field) in fields.iter().enumerate() {
+                            let value = match (*field, record) {
+                                ("host", _) => block.host.as_deref().map(Cow::Borrowed),
+                                ("app", _) => block.app.as_deref().map(Cow::Borrowed),
+                                ("severity", _) => r
+                                    .severity
+                                    .and_then(Severity::from_code)
+                                    .map(|s| Cow::Borrowed(s.name())),
+                                (field, Some(record)) => record_value(record, field),
+                                (_, None) => None,
+                            };
+                            // Looked up before an owned key is made: most records repeat a
+                            // value already counted.
+                            match value {
+                                Some(v) => match counts[i].get_mut(v.as_ref()) {
+                                    Some(n) => *n += 1,
+                                    None => {
+                                        counts[i].insert(v.into_owned(), 1);
+                                    }
+                                },
+                                None => missing[i] += 1,
+                            }
                         }
                     })?;
-                    let values = KeywordCounts {
-                        values: counts.into_iter().collect(),
-                        missing: fruit.missing,
-                    };
-                    Ok(terms_of_summary(&values, fruit.total, req.max_values))
+                    Ok(counts
+                        .into_iter()
+                        .zip(missing)
+                        .map(|(counts, missing)| {
+                            let values = KeywordCounts {
+                                values: counts.into_iter().collect(),
+                                missing,
+                            };
+                            terms_of_summary(&values, total, req.max_values)
+                        })
+                        .collect())
                 }
             }
         },
-        |into, _, fruit| into.absorb(fruit, req.max_values),
+        |into, _, fruits| {
+            for (into, fruit) in into.iter_mut().zip(fruits) {
+                into.absorb(fruit, req.max_values);
+            }
+        },
     )?;
     let coverage = Coverage::of(&parts, &done, SortOrder::Desc, req.start, req.end);
     if coverage == Coverage::Nothing {
         return Err(QueryError::Timeout);
     }
+    Ok(fields
+        .iter()
+        .zip(counted)
+        .map(|(field, counted)| terms_answer(field, counted, &coverage, &parts, req))
+        .collect())
+}
+
+/// The answer of a terms count of `field` over `parts` (`counted`, as far as `coverage`).
+fn terms_answer(
+    field: &str,
+    counted: TermsFruit,
+    coverage: &Coverage,
+    parts: &[parts::Part],
+    req: &TermsRequest,
+) -> TermsResponse {
     let mut all: Vec<(String, u64)> = counted.counts.into_iter().collect();
     all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let other_count = all.iter().skip(req.size).map(|(_, n)| n).sum::<u64>() + counted.overflow;
     all.truncate(req.size);
     let mut partial_reasons = Vec::new();
-    if coverage != Coverage::Complete {
+    if *coverage != Coverage::Complete {
         partial_reasons.push("time_limit");
     }
     if counted.capped {
@@ -627,8 +685,8 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
         }
         _ => None,
     };
-    Ok(TermsResponse {
-        field: req.field.clone(),
+    TermsResponse {
+        field: field.to_string(),
         buckets: all
             .into_iter()
             .map(|(value, count)| TermsBucket { value, count })
@@ -636,12 +694,12 @@ pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryEr
         other_count,
         missing: counted.missing,
         total: counted.total,
-        total_exact: coverage == Coverage::Complete,
+        total_exact: *coverage == Coverage::Complete,
         partial: !partial_reasons.is_empty(),
         partial_reasons,
         covered,
-        took_ms: started.elapsed().as_millis() as u64,
-    })
+        took_ms: 0,
+    }
 }
 
 /// The value of keyword field `field` (one of [`TERMS_FIELDS`]) of a parsed record, as the

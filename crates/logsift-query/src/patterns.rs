@@ -25,7 +25,7 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
-use crate::agg::{auto_interval_ms, terms, TermsRequest};
+use crate::agg::{auto_interval_ms, terms_of_fields, TermsRequest};
 use crate::blocks::{BlockQuery, Need};
 use crate::collector::SortKey;
 use crate::lang::Ast;
@@ -349,34 +349,43 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
         .filter(|c| c.score > 0.0)
         .collect();
     rank(&mut patterns, req.size);
-    let mut dimension = |field: &str| -> Result<Vec<Change>, QueryError> {
-        let mut counts = Vec::new();
-        for (start, end) in [(req.start, req.end), (b_start, b_end)] {
-            let t = terms(
-                store,
-                &TermsRequest {
-                    query: req.query.clone(),
-                    indexes: req.indexes.clone(),
-                    start: Some(start),
-                    end: Some(end),
-                    field: field.to_string(),
-                    size: COMPARE_VALUES,
-                    max_values: req.max_values,
-                    budget: req.budget.clone(),
-                },
-            )?;
-            exact &= t.total_exact && !t.partial;
-            counts.push(
-                t.buckets
-                    .into_iter()
-                    .map(|b| (b.value, b.count))
-                    .collect::<HashMap<String, u64>>(),
-            );
-        }
-        let mut out: Vec<Change> = counts[0]
+    // Hosts, apps and severities of each range, counted in one pass over its records.
+    const DIMENSIONS: [&str; 3] = ["host", "app", "severity"];
+    let mut by_range: Vec<Vec<HashMap<String, u64>>> = Vec::new();
+    for (start, end) in [(req.start, req.end), (b_start, b_end)] {
+        let answers = terms_of_fields(
+            store,
+            &TermsRequest {
+                query: req.query.clone(),
+                indexes: req.indexes.clone(),
+                start: Some(start),
+                end: Some(end),
+                field: String::new(),
+                size: COMPARE_VALUES,
+                max_values: req.max_values,
+                budget: req.budget.clone(),
+            },
+            &DIMENSIONS,
+        )?;
+        by_range.push(
+            answers
+                .into_iter()
+                .map(|t| {
+                    exact &= t.total_exact && !t.partial;
+                    t.buckets
+                        .into_iter()
+                        .map(|b| (b.value, b.count))
+                        .collect::<HashMap<String, u64>>()
+                })
+                .collect(),
+        );
+    }
+    let dimension = |d: usize| -> Vec<Change> {
+        let (window, baseline) = (&by_range[0][d], &by_range[1][d]);
+        let mut out: Vec<Change> = window
             .iter()
             .map(|(value, &a)| {
-                let b = counts[1].get(value).copied().unwrap_or(0);
+                let b = baseline.get(value).copied().unwrap_or(0);
                 Change {
                     value: Some(value.clone()),
                     ..change(a, n_w, b, n_b, scale)
@@ -386,11 +395,11 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
             .filter(|c| c.score > 0.0 && matches!(c.kind, "new" | "rose"))
             .collect();
         rank(&mut out, 10);
-        Ok(out)
+        out
     };
-    let hosts = dimension("host")?;
-    let apps = dimension("app")?;
-    let severities = dimension("severity")?;
+    let hosts = dimension(0);
+    let apps = dimension(1);
+    let severities = dimension(2);
     Ok(CompareResponse {
         window: Range {
             start: format_rfc3339(req.start),
