@@ -331,19 +331,6 @@ impl PipelineHandle {
         bytes: usize,
         what: &'static str,
     ) -> Result<(), AppendError> {
-        self.cover_until(reservation, bytes, what, None)
-    }
-
-    /// Like [`Self::try_cover`], but when the budget is full, blocks the calling thread until
-    /// room is made or `deadline` passes ([`AppendError::Full`] then). Only off the runtime's
-    /// worker threads (on the blocking pool, where HTTP bodies are decoded).
-    pub fn cover_until(
-        &self,
-        reservation: &mut Reservation,
-        bytes: usize,
-        what: &'static str,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(), AppendError> {
         if bytes > self.budget_bytes() {
             return Err(AppendError::TooLarge {
                 what,
@@ -354,29 +341,16 @@ impl PipelineHandle {
         let needed = self.kib(bytes) as usize;
         let held = reservation.permit.num_permits();
         if needed > held {
-            let more = (needed - held) as u32;
-            let full = || AppendError::Full {
-                budget_bytes: self.budget_bytes(),
-            };
-            let extra = match self.budget.clone().try_acquire_many_owned(more) {
-                Ok(extra) => extra,
-                Err(tokio::sync::TryAcquireError::Closed) => return Err(AppendError::Closed),
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    let waited = deadline
-                        .filter(|d| *d > std::time::Instant::now())
-                        .zip(tokio::runtime::Handle::try_current().ok());
-                    let Some((deadline, runtime)) = waited else {
-                        return Err(full());
-                    };
-                    runtime
-                        .block_on(tokio::time::timeout_at(
-                            deadline.into(),
-                            self.budget.clone().acquire_many_owned(more),
-                        ))
-                        .map_err(|_| full())?
-                        .map_err(|_| AppendError::Closed)?
-                }
-            };
+            let extra = self
+                .budget
+                .clone()
+                .try_acquire_many_owned((needed - held) as u32)
+                .map_err(|e| match e {
+                    tokio::sync::TryAcquireError::NoPermits => AppendError::Full {
+                        budget_bytes: self.budget_bytes(),
+                    },
+                    tokio::sync::TryAcquireError::Closed => AppendError::Closed,
+                })?;
             reservation.permit.merge(extra);
         } else if needed < held {
             drop(reservation.permit.split(held - needed));
