@@ -16,7 +16,7 @@ use logsift_ingest::Ack;
 
 use logsift_ingest::ENTRY_OVERHEAD_BYTES;
 
-use crate::ingest::{ingest_body, source_of, Charge, Decoded, Ingested};
+use crate::ingest::{ingest_body, source_of, Charge, Decoded, Held, Ingested};
 use crate::{ApiError, AppState, Principal, Role, ServerConfig};
 
 /// The header that picks the index for Loki and OTLP requests, whose protocols name none.
@@ -201,6 +201,7 @@ where
         headers,
         body,
         Ack::Durable,
+        Held::Body,
         move |body, charge| {
             let mut budget = RecordBudget::new(charge, &index, &source, &cfg);
             let records = decoder.decode(body, &mut budget)?;

@@ -24,7 +24,7 @@ use logsift_core::{Format, IndexName};
 use logsift_ingest::Ack;
 use serde_json::{json, Value};
 
-use crate::ingest::{ingest_body, source_of, Decoded};
+use crate::ingest::{ingest_body, source_of, Decoded, Held};
 use crate::{ApiError, AppState, Principal, Role};
 use logsift_compat::es_ids::{self, Claim, Claims};
 
@@ -279,7 +279,7 @@ async fn bulk(
     let scope = principal.clone();
     let claims = Claims::new(state.es_ids.clone());
     let claimed = claims.clone();
-    let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, move |body, _charge| {
+    let outcome = ingest_body(&state, &principal, "es-bulk", headers, body, Ack::Durable, Held::Body, move |body, _charge| {
         // The actions borrow their documents from the body, which is charged already; the
         // entries made of them are charged by `ingest_body`.
         let items = EsBulk.decode(body, &mut Unbounded)?;
