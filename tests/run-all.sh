@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+# jemalloc, the server's allocator, is built from C sources with configure and make.
+command -v make >/dev/null 2>&1 || need+=(make)
 command -v logger >/dev/null 2>&1 || need+=(bsdutils)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
