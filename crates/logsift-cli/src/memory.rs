@@ -7,9 +7,9 @@
 //! than leaving them to `MADV_FREE`, which keeps them in the RSS until the kernel is short),
 //! so resident memory follows what is in use within about a second. Against glibc with the
 //! tuning it needed (4 arenas, a fixed 4 MiB mmap threshold, `malloc_trim`), e2e ingest at
-//! 1.1 GB went 49.6/48.7 → 56.0/51.5 MB/s in alternating runs, at a peak RSS of 716–760
-//! instead of about 800 MiB; jemalloc's default 10 s decay was as fast but peaked at
-//! 978–993 MiB (README, performance).
+//! 1.1 GB went 49.6/48.7 → 56.0/51.5 MB/s in alternating runs one day and 58.8/55.7/59.0 →
+//! 59.8/60.0/59.9 the next, at a peak RSS of 716–817 instead of 800–922 MiB; jemalloc's
+//! default 10 s decay was as fast but peaked at 978–993 MiB (README, performance).
 //!
 //! On top of that decay, every arena is purged at once:
 //! - when activity stops (no record indexed and no search answered for a few seconds);
