@@ -117,6 +117,10 @@ pub(crate) struct Variant {
 pub(crate) struct Pattern {
     pub(crate) count: u64,
     pub(crate) catch_all: bool,
+    /// Some message was given this id without a template of the pattern matching it token
+    /// for token (see [`Miner::constant_runs`]): at a limit, by its skeleton alone, or in a
+    /// replay that found the pattern by similarity.
+    pub(crate) loose: bool,
     /// The variants of this pattern, indexes into `Miner::variants`; the first gives the text.
     pub(crate) variants: Vec<u32>,
     pub(crate) template: String,
@@ -274,6 +278,83 @@ impl Miner {
             let vi = *self.catch_alls.get(&len)?;
             Some(self.variants[vi as usize].pattern)
         })
+    }
+
+    /// Whether `message` fits a template of pattern `id` token for token: its token count, and
+    /// at every constant position the same token (a slot takes anything).
+    pub fn fits(&self, id: PatternId, message: &str) -> bool {
+        let Some(p) = (id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.patterns.get(i))
+        else {
+            return false;
+        };
+        let mut m = Masked::new();
+        m.mask(message, usize::from(self.config.max_tokens));
+        let slot = slot_hash();
+        p.variants.iter().any(|&vi| {
+            let v = &self.variants[vi as usize];
+            v.tokens.len() == m.tokens().len()
+                && v.tokens
+                    .iter()
+                    .zip(m.tokens())
+                    .all(|(t, mt)| t.hash == slot || t.hash == mt.hash)
+        })
+    }
+
+    /// Notes that a message was given `id` without fitting one of its templates
+    /// ([`Miner::fits`]), so that [`Miner::constant_runs`] no longer vouches for it.
+    pub fn mark_loose(&mut self, id: PatternId) {
+        if let Some(p) = (id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.patterns.get_mut(i))
+        {
+            if !p.loose {
+                p.loose = true;
+                self.revision += 1;
+                self.changed.push(id);
+            }
+        }
+    }
+
+    /// What every message given `id` holds for certain: per template of the pattern, its runs
+    /// of constant tokens (whole tokens as written, joined by single spaces). A message of the
+    /// pattern holds one template's runs, each as consecutive whitespace-separated tokens of
+    /// its text; a search that every template's runs satisfy matches every record of the
+    /// pattern without reading it. Templates only generalise, so runs read later are never
+    /// more than what a message given the id earlier holds. `None` for an unknown id and for a
+    /// pattern that some message joined without fitting ([`Miner::mark_loose`]). Tokens cut
+    /// for display and tokens holding a slot end a run.
+    pub fn constant_runs(&self, id: PatternId) -> Option<Vec<Vec<String>>> {
+        let p = self.patterns.get((id as usize).checked_sub(1)?)?;
+        if p.loose {
+            return None;
+        }
+        let runs = p
+            .variants
+            .iter()
+            .map(|&vi| {
+                let mut runs = Vec::new();
+                let mut run = String::new();
+                for t in &self.variants[vi as usize].tokens {
+                    if t.var || t.text.ends_with('…') {
+                        if !run.is_empty() {
+                            runs.push(std::mem::take(&mut run));
+                        }
+                        continue;
+                    }
+                    if !run.is_empty() {
+                        run.push(' ');
+                    }
+                    run.push_str(&t.text);
+                }
+                if !run.is_empty() {
+                    runs.push(run);
+                }
+                runs
+            })
+            .collect();
+        Some(runs)
     }
 
     pub fn config(&self) -> &MinerConfig {
@@ -508,7 +589,10 @@ impl Miner {
                     // At a limit a message still gets the pattern its skeleton names, if any,
                     // without a template being stored for its token count.
                     None => match sibling {
-                        Some(pid) => pid,
+                        Some(pid) => {
+                            self.mark_loose(pid);
+                            pid
+                        }
                         None => {
                             let vi = self.catch_all(key.0);
                             self.variants[vi as usize].pattern
@@ -663,6 +747,7 @@ impl Miner {
                 self.patterns.push(Pattern {
                     count: 0,
                     catch_all: false,
+                    loose: false,
                     variants: vec![vi],
                     template: String::new(),
                 });
@@ -709,6 +794,7 @@ impl Miner {
         self.patterns.push(Pattern {
             count: 0,
             catch_all: true,
+            loose: false,
             variants: vec![vi],
             template: String::new(),
         });

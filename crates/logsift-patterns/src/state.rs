@@ -37,7 +37,12 @@ impl Miner {
         body.extend_from_slice(&c.max_token_text_bytes.to_le_bytes());
         body.extend_from_slice(&(self.patterns.len() as u32).to_le_bytes());
         for p in &self.patterns {
-            body.push(u8::from(p.catch_all));
+            // Bit 0: catch-all; bit 1: loose (a later addition: older states have it clear).
+            body.push(if p.catch_all {
+                1
+            } else {
+                u8::from(p.loose) << 1
+            });
             body.extend_from_slice(&p.count.to_le_bytes());
         }
         body.extend_from_slice(&(self.variants.len() as u32).to_le_bytes());
@@ -115,14 +120,16 @@ fn decode_body(body: &[u8]) -> Result<Miner, StateError> {
     }
     let mut patterns = Vec::with_capacity(n_patterns);
     for _ in 0..n_patterns {
-        let catch_all = match r.u8()? {
-            0 => false,
-            1 => true,
+        let (catch_all, loose) = match r.u8()? {
+            0 => (false, false),
+            1 => (true, false),
+            2 => (false, true),
             _ => return Err(StateError::Damaged("unknown pattern flags")),
         };
         patterns.push(Pattern {
             count: r.u64()?,
             catch_all,
+            loose,
             variants: Vec::new(),
             template: String::new(),
         });

@@ -145,3 +145,50 @@ fn the_fast_path_changes_no_id_and_no_state() {
         .collect();
     check("all systems interleaved", &shared);
 }
+
+/// What searches rely on (`Miner::constant_runs`): after a whole log is learnt, every message
+/// holds the constant runs of one template of its pattern, as consecutive whitespace-separated
+/// tokens, unless the pattern is marked loose. Checked with the default limits and with limits
+/// so small that messages are sent by skeleton to patterns without a template of their length
+/// (which must then be loose), and again after a restore.
+#[test]
+fn every_message_holds_the_constant_runs_of_its_pattern() {
+    let Some(systems) = systems() else {
+        return;
+    };
+    let tight = MinerConfig {
+        max_templates: 8,
+        max_bucket_patterns: 1,
+        ..MinerConfig::default()
+    };
+    let mut vouched = 0usize;
+    let mut loose = 0usize;
+    for config in [MinerConfig::default(), tight] {
+        for sys in &systems {
+            let mut miner = Miner::new(config).expect("valid");
+            let ids: Vec<PatternId> = sys.rows.iter().map(|r| miner.ingest(&r.0)).collect();
+            let restored = Miner::from_bytes(&miner.to_bytes()).expect("state restores");
+            for m in [&miner, &restored] {
+                for (row, &id) in sys.rows.iter().zip(&ids) {
+                    let Some(runs) = m.constant_runs(id) else {
+                        loose += 1;
+                        continue;
+                    };
+                    let tokens: Vec<&str> = row.0.split_ascii_whitespace().collect();
+                    let held = |run: &String| {
+                        let words: Vec<&str> = run.split(' ').collect();
+                        tokens.windows(words.len()).any(|w| w == words.as_slice())
+                    };
+                    assert!(
+                        runs.iter().any(|variant| variant.iter().all(held)),
+                        "{}: {:?} (pattern {id}) holds no template's runs {runs:?}",
+                        sys.name,
+                        row.0
+                    );
+                    vouched += 1;
+                }
+            }
+        }
+    }
+    assert!(vouched > 0 && loose > 0, "vouched {vouched}, loose {loose}");
+}

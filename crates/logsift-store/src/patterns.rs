@@ -20,9 +20,13 @@ use parking_lot::RwLock;
 
 /// The miner's state file, beside the `indexes` directory.
 pub const STATE_FILE: &str = "patterns.state";
-const MAGIC: &[u8; 8] = b"LSPATLSN";
-/// magic (8) | LSN u64 | crc32c u32 of the LSN's bytes and the miner state
-const HEADER_BYTES: usize = 20;
+/// Version 1: magic (8) | LSN u64 | crc32c u32 of the LSN's bytes and the miner state.
+const MAGIC_V1: &[u8; 8] = b"LSPATLSN";
+/// Version 2 (written now): magic (8) | LSN u64 | trusted-after LSN u64 | crc32c u32 of both
+/// LSNs' bytes and the miner state.
+const MAGIC: &[u8; 8] = b"LSPATLS2";
+const HEADER_V1_BYTES: usize = 20;
+const HEADER_BYTES: usize = 28;
 /// A changed state is saved at most this often: each save rewrites the whole state, and the
 /// WAL keeps the records since the last one meanwhile.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -32,13 +36,36 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct PatternBook {
     templates: RwLock<Vec<Option<Arc<str>>>>,
+    /// Per pattern id, [`Miner::constant_runs`]: what every record of the pattern holds.
+    runs: RwLock<Vec<Option<Arc<Runs>>>>,
+    /// Records with ids (LSNs) at or below this got their pattern ids from an earlier miner
+    /// whose state was lost (see [`Mining::open`]): their ids name other templates.
+    trusted_after: std::sync::atomic::AtomicU64,
 }
+
+/// Per template of a pattern, its runs of constant tokens ([`Miner::constant_runs`]).
+pub type Runs = Vec<Vec<String>>;
 
 impl PatternBook {
     /// The current template of `id` (templates generalise as records arrive; ids stay).
     pub fn template(&self, id: PatternId) -> Option<Arc<str>> {
         let i = (id as usize).checked_sub(1)?;
         self.templates.read().get(i).cloned().flatten()
+    }
+
+    /// What every record given pattern `id` holds for certain ([`Miner::constant_runs`]), if
+    /// its id came from this miner (a record id above [`PatternBook::trusted_after`]).
+    /// `None` for an unknown or loose pattern.
+    pub fn runs(&self, id: PatternId) -> Option<Arc<Runs>> {
+        let i = (id as usize).checked_sub(1)?;
+        self.runs.read().get(i).cloned().flatten()
+    }
+
+    /// Records with ids at or below this have pattern ids that [`PatternBook::runs`] cannot
+    /// vouch for.
+    pub fn trusted_after(&self) -> u64 {
+        self.trusted_after
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Pattern ids handed out so far (1 to this).
@@ -54,6 +81,17 @@ impl PatternBook {
         if ids.is_empty() {
             return;
         }
+        // Runs first: a reader that sees a new template also sees what its records hold.
+        let mut runs = self.runs.write();
+        if runs.len() < miner.len() {
+            runs.resize(miner.len(), None);
+        }
+        for &id in ids {
+            if let Some(slot) = runs.get_mut(id as usize - 1) {
+                *slot = miner.constant_runs(id).map(Arc::new);
+            }
+        }
+        drop(runs);
         let mut templates = self.templates.write();
         if templates.len() < miner.len() {
             templates.resize(miner.len(), None);
@@ -92,25 +130,33 @@ pub(crate) struct Mining {
     saved_lsn: u64,
     saved_revision: u64,
     last_save: Option<Instant>,
+    /// See [`PatternBook::trusted_after`]; saved with the state.
+    trusted_after: u64,
 }
 
 impl Mining {
     /// Loads the state saved at `path`, or starts empty. A damaged state is set aside as
     /// `<path>.damaged` and mining starts again: ids handed out from then on are new numbers
-    /// for the same patterns, which the error says.
-    pub(crate) fn open(path: &Path, book: Arc<PatternBook>) -> Mining {
+    /// for the same patterns, which the error says. `committed_lsn` is the highest record id
+    /// the store holds: when mining starts again over stored records, their ids are no longer
+    /// vouched for ([`PatternBook::trusted_after`]).
+    pub(crate) fn open(path: &Path, book: Arc<PatternBook>, committed_lsn: u64) -> Mining {
         let path = path.to_path_buf();
         let fresh = || Miner::new(MinerConfig::default()).expect("the default config is valid");
-        let (miner, lsn) = match read_state(&path) {
-            Ok(Some((miner, lsn))) => {
+        let (miner, lsn, trusted_after) = match read_state(&path) {
+            Ok(Some(State {
+                miner,
+                lsn,
+                trusted_after,
+            })) => {
                 tracing::info!(
                     patterns = miner.len(),
                     lsn,
                     "loaded the pattern miner's state"
                 );
-                (miner, lsn)
+                (miner, lsn, trusted_after)
             }
-            Ok(None) => (fresh(), 0),
+            Ok(None) => (fresh(), 0, committed_lsn),
             Err(e) => {
                 let mut aside = path.clone().into_os_string();
                 aside.push(".damaged");
@@ -119,9 +165,11 @@ impl Mining {
                 tracing::error!(error = %e, set_aside = %aside.display(), moved = moved.is_ok(),
                     "cannot use the pattern miner's state; mining starts again, and pattern ids \
                      of records stored before now do not match the new ones");
-                (fresh(), 0)
+                (fresh(), 0, committed_lsn)
             }
         };
+        book.trusted_after
+            .store(trusted_after, std::sync::atomic::Ordering::Release);
         let mining = Mining {
             miner,
             book,
@@ -130,6 +178,7 @@ impl Mining {
             saved_lsn: lsn,
             saved_revision: 0,
             last_save: None,
+            trusted_after,
         };
         let all: Vec<PatternId> = (1..=mining.miner.len() as PatternId).collect();
         mining.book.refresh(&mining.miner, &all);
@@ -146,7 +195,13 @@ impl Mining {
             self.mined_lsn = lsn;
             self.miner.ingest(message)
         } else {
-            self.miner.assigned(message).unwrap_or(0)
+            let id = self.miner.assigned(message).unwrap_or(0);
+            // Found by similarity, it may differ from every template of its pattern where
+            // they hold constants: the pattern no longer vouches for its records' text.
+            if id != 0 && !self.miner.fits(id, message) {
+                self.miner.mark_loose(id);
+            }
+            id
         }
     }
 
@@ -183,7 +238,8 @@ impl Mining {
         let mut bytes = Vec::with_capacity(HEADER_BYTES + state.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&applied_lsn.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&applied_lsn.to_le_bytes()), &state);
+        bytes.extend_from_slice(&self.trusted_after.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[8..HEADER_BYTES - 4]), &state);
         bytes.extend_from_slice(&crc.to_le_bytes());
         bytes.extend_from_slice(&state);
         self.last_save = Some(Instant::now());
@@ -200,8 +256,16 @@ impl Mining {
     }
 }
 
-/// The state in `path` and the LSN it holds everything through; `None` when there is none.
-fn read_state(path: &Path) -> Result<Option<(Miner, u64)>, PatternStateError> {
+/// A saved state: the miner, the LSN it holds everything through, and
+/// [`PatternBook::trusted_after`].
+struct State {
+    miner: Miner,
+    lsn: u64,
+    trusted_after: u64,
+}
+
+/// The state in `path`; `None` when there is none.
+fn read_state(path: &Path) -> Result<Option<State>, PatternStateError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -216,19 +280,36 @@ fn read_state(path: &Path) -> Result<Option<(Miner, u64)>, PatternStateError> {
         path: path.to_path_buf(),
         why,
     };
-    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
-        return Err(damaged(
-            "not a pattern state file (bad magic or too short)".into(),
-        ));
+    let header = match bytes.get(..8) {
+        Some(m) if m == MAGIC => HEADER_BYTES,
+        Some(m) if m == MAGIC_V1 => HEADER_V1_BYTES,
+        _ => {
+            return Err(damaged(
+                "not a pattern state file (bad magic or too short)".into(),
+            ))
+        }
+    };
+    if bytes.len() < header {
+        return Err(damaged("header cut short".into()));
     }
-    let lsn_bytes: [u8; 8] = bytes[8..16].try_into().expect("8 bytes");
-    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
-    let state = &bytes[HEADER_BYTES..];
-    if crc32c::crc32c_append(crc32c::crc32c(&lsn_bytes), state) != crc {
+    let lsns = &bytes[8..header - 4];
+    let crc = u32::from_le_bytes(bytes[header - 4..header].try_into().expect("4 bytes"));
+    let state = &bytes[header..];
+    if crc32c::crc32c_append(crc32c::crc32c(lsns), state) != crc {
         return Err(damaged("checksum mismatch".into()));
     }
     let miner = Miner::from_bytes(state).map_err(|e| damaged(e.to_string()))?;
-    Ok(Some((miner, u64::from_le_bytes(lsn_bytes))))
+    let lsn = u64::from_le_bytes(lsns[..8].try_into().expect("8 bytes"));
+    // Version 1 predates the trust line: its ids were never restarted under stored records
+    // as far as this build can tell.
+    let trusted_after = lsns
+        .get(8..16)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    Ok(Some(State {
+        miner,
+        lsn,
+        trusted_after,
+    }))
 }
 
 #[cfg(test)]
@@ -239,7 +320,7 @@ mod tests {
     fn a_saved_state_gives_replayed_and_new_records_their_ids() {
         let dir = tempfile::tempdir().unwrap();
         let book = Arc::new(PatternBook::default());
-        let mut m = Mining::open(&dir.path().join(STATE_FILE), book.clone());
+        let mut m = Mining::open(&dir.path().join(STATE_FILE), book.clone(), 0);
         let a = m.assign(1, "app", "disk sda1 is 91% full");
         assert_eq!(m.assign(2, "_audit", "disk sda1 is 91% full"), 0);
         let b = m.assign(3, "app", "user bob logged in");
@@ -251,7 +332,7 @@ mod tests {
         let c = m.assign(4, "app", "fan 2 stopped");
 
         let book2 = Arc::new(PatternBook::default());
-        let mut again = Mining::open(&dir.path().join(STATE_FILE), book2.clone());
+        let mut again = Mining::open(&dir.path().join(STATE_FILE), book2.clone(), 0);
         assert_eq!(book2.template(b).as_deref(), Some("user bob logged in"));
         // A record the state holds (still in a hot tier) is looked up...
         assert!(!again.needs(3, "app"));
@@ -267,6 +348,7 @@ mod tests {
         let mut m = Mining::open(
             &dir.path().join(STATE_FILE),
             Arc::new(PatternBook::default()),
+            0,
         );
         m.checkpoint(10, false);
         assert_eq!(m.saved_lsn(), 10);
@@ -289,6 +371,7 @@ mod tests {
         let mut m = Mining::open(
             &dir.path().join(STATE_FILE),
             Arc::new(PatternBook::default()),
+            0,
         );
         m.assign(1, "app", "link eth0 up");
         m.checkpoint(1, true);
@@ -304,10 +387,69 @@ mod tests {
         let again = Mining::open(
             &dir.path().join(STATE_FILE),
             Arc::new(PatternBook::default()),
+            0,
         );
         assert_eq!(again.saved_lsn(), 0);
         assert!(again.needs(1, "app"));
         assert!(dir.path().join("patterns.state.damaged").exists());
+    }
+
+    #[test]
+    fn runs_vouch_only_for_records_that_fit_their_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = Arc::new(PatternBook::default());
+        let mut m = Mining::open(&dir.path().join(STATE_FILE), book.clone(), 0);
+        let id = m.assign(1, "app", "job state:ok after 3 tries on node");
+        m.publish();
+        let runs = book.runs(id).expect("a learnt pattern vouches");
+        assert_eq!(
+            *runs,
+            vec![vec![
+                "job state:ok after".to_string(),
+                "tries on node".into()
+            ]]
+        );
+        // A replay finds the pattern by similarity although `state:bad` is not `state:ok`.
+        assert_eq!(
+            m.assign(1, "app", "job state:bad after 3 tries on node"),
+            id
+        );
+        m.publish();
+        assert!(
+            book.runs(id).is_none(),
+            "a loose pattern vouches for nothing"
+        );
+        // Saved and loaded, it stays loose.
+        m.checkpoint(1, true);
+        let book2 = Arc::new(PatternBook::default());
+        let _again = Mining::open(&dir.path().join(STATE_FILE), book2.clone(), 1);
+        assert!(book2.runs(id).is_none());
+        assert_eq!(book2.trusted_after(), 0);
+    }
+
+    #[test]
+    fn mining_again_over_stored_records_stops_trusting_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut m = Mining::open(&path, Arc::new(PatternBook::default()), 0);
+        m.assign(1, "app", "link eth0 up");
+        m.checkpoint(1, true);
+        std::fs::write(&path, b"LSPATLS2 damaged").unwrap();
+        // The store holds records through 40: their ids came from the lost state.
+        let book = Arc::new(PatternBook::default());
+        let mut again = Mining::open(&path, book.clone(), 40);
+        assert_eq!(book.trusted_after(), 40);
+        again.assign(41, "app", "power supply 1 lost");
+        again.checkpoint(41, true);
+        // The line is kept by the state saved from then on.
+        let book = Arc::new(PatternBook::default());
+        let _third = Mining::open(&path, book.clone(), 41);
+        assert_eq!(book.trusted_after(), 40);
+        // A store that starts empty trusts every id.
+        let fresh = tempfile::tempdir().unwrap();
+        let book = Arc::new(PatternBook::default());
+        let _m = Mining::open(&fresh.path().join(STATE_FILE), book.clone(), 0);
+        assert_eq!(book.trusted_after(), 0);
     }
 
     /// The messages of the golden state file (`Mining::assign` at LSNs 1–3 with a default
@@ -326,7 +468,7 @@ mod tests {
         let path = dir.path().join(STATE_FILE);
         std::fs::copy(&golden, &path).expect("the golden file is committed");
         let book = Arc::new(PatternBook::default());
-        let mut m = Mining::open(&path, book.clone());
+        let mut m = Mining::open(&path, book.clone(), 0);
         assert_eq!(m.saved_lsn(), 3);
         assert_eq!(
             book.template(1).as_deref(),
@@ -339,10 +481,7 @@ mod tests {
         assert_eq!(m.assign(4, "app", "Connection from 10.9.9.9 closed"), 1);
     }
 
-    fn read_state_bytes(
-        path: &Path,
-        bytes: &[u8],
-    ) -> Result<Option<(Miner, u64)>, PatternStateError> {
+    fn read_state_bytes(path: &Path, bytes: &[u8]) -> Result<Option<State>, PatternStateError> {
         std::fs::write(path, bytes).unwrap();
         read_state(path)
     }

@@ -619,11 +619,9 @@ pub enum Applied {
 
 impl Indexer {
     pub fn new(store: Arc<Store>) -> Self {
-        let mining = store
-            .cfg
-            .patterns_state
-            .as_ref()
-            .map(|path| crate::patterns::Mining::open(path, store.patterns.clone()));
+        let mining = store.cfg.patterns_state.as_ref().map(|path| {
+            crate::patterns::Mining::open(path, store.patterns.clone(), store.max_committed_lsn())
+        });
         Indexer {
             store,
             applied_lsn: 0,
