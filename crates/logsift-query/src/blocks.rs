@@ -73,6 +73,8 @@ pub struct BlockHits {
     pub hits: Vec<BlockHit>,
     /// Blocks read and checked.
     pub blocks_read: usize,
+    /// What the records' patterns answered.
+    pub vouched: Vouched,
 }
 
 /// A query prepared for one block segment: its candidate blocks and the record check.
@@ -97,6 +99,52 @@ pub struct BlockQuery<'s> {
     block: DecodedBlock,
     lower: Vec<u8>,
     pub blocks_read: usize,
+    pub vouched: Vouched,
+    /// Words of the block index that every match holds (the plan's own words).
+    must: Vec<String>,
+    vouch: Option<Vouch>,
+}
+
+/// Records that match because of their log pattern: the constant text of every template of
+/// the pattern satisfies the query (`Matcher::vouched_by`), so the record need not be read.
+/// When as many records of a block hold one of the query's words as there are vouched-for
+/// records (the block index counts records per word exactly, and every match holds each
+/// word), the block's other records cannot match, and the block is answered from its header.
+struct Vouch {
+    book: std::sync::Arc<logsift_store::PatternBook>,
+    trusted_after: u64,
+    matcher: Matcher,
+    known: std::collections::HashMap<u32, bool>,
+    /// Per word of `must`, its frequency in each block.
+    freqs: Vec<Vec<u32>>,
+    /// Per record of the block read last, whether its pattern vouches for it.
+    sure: Vec<bool>,
+}
+
+impl Vouch {
+    fn vouches(&mut self, id: u64, pattern: u32) -> bool {
+        if pattern == 0 || id <= self.trusted_after {
+            return false;
+        }
+        if let Some(&known) = self.known.get(&pattern) {
+            return known;
+        }
+        let sure = self
+            .book
+            .runs(pattern)
+            .is_some_and(|runs| self.matcher.vouched_by(&runs));
+        self.known.insert(pattern, sure);
+        sure
+    }
+}
+
+/// How many records a search found through their patterns, without reading them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Vouched {
+    /// Records counted or kept because their pattern vouched for them.
+    pub records: u64,
+    /// Blocks whose other records the word counts ruled out.
+    pub blocks: u64,
 }
 
 impl<'s> BlockQuery<'s> {
@@ -124,6 +172,17 @@ impl<'s> BlockQuery<'s> {
             (Plan::All, true) => vec![true; n],
             _ => eval(segment, &plan)?,
         };
+        let must = match &plan {
+            Plan::Word(w) => vec![w.clone()],
+            Plan::And(items) => items
+                .iter()
+                .filter_map(|p| match p {
+                    Plan::Word(w) => Some(w.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let words = required_words(ast, &mut analyzer);
         let required = words
             .iter()
@@ -149,7 +208,54 @@ impl<'s> BlockQuery<'s> {
             block: DecodedBlock::default(),
             lower: Vec::new(),
             blocks_read: 0,
+            must,
+            vouch: None,
+            vouched: Vouched::default(),
         })
+    }
+
+    /// Lets records whose log pattern vouches for a match (see [`Vouch`]) skip the record
+    /// check, with the templates of `book`. Nothing changes for queries that a pattern cannot
+    /// vouch for, or that the block index answers exactly already.
+    pub fn with_patterns(
+        mut self,
+        book: &std::sync::Arc<logsift_store::PatternBook>,
+    ) -> Result<Self, QueryError> {
+        if self.exact || self.header_test.is_some() || !self.matcher.vouchable() {
+            return Ok(self);
+        }
+        let freqs = self
+            .must
+            .iter()
+            .map(|w| word_freqs(self.segment, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.vouch = Some(Vouch {
+            book: book.clone(),
+            trusted_after: book.trusted_after(),
+            matcher: self.matcher.clone(),
+            known: std::collections::HashMap::new(),
+            freqs,
+            sure: Vec::new(),
+        });
+        Ok(self)
+    }
+
+    /// Marks the records of the block just read whose pattern vouches for them; whether the
+    /// block's other records are ruled out.
+    fn vouch_for_block(&mut self, ord: usize) -> bool {
+        let Some(v) = self.vouch.as_mut() else {
+            return false;
+        };
+        v.sure.clear();
+        let mut n = 0u32;
+        for r in &self.block.records {
+            let sure = v.vouches(r.id, r.pattern);
+            v.sure.push(sure);
+            n += u32::from(sure);
+        }
+        let ruled_out = v.freqs.iter().any(|f| f.get(ord) == Some(&n));
+        self.vouched.blocks += u64::from(ruled_out);
+        ruled_out
     }
 
     /// Calls `visit` with every match, block by block (see [`Self::matches_in`] for what
@@ -225,6 +331,40 @@ impl<'s> BlockQuery<'s> {
             }
             return Ok(());
         }
+        let ruled_out = self.vouch_for_block(ord);
+        let no_sure = Vec::new();
+        let sure = self.vouch.as_ref().map_or(&no_sure, |v| &v.sure);
+        if ruled_out {
+            // Only the vouched-for records match: their lines are read only if needed.
+            if need != Need::Header {
+                let mut i = 0;
+                self.segment
+                    .read_lines_where(ord, &mut self.block, |_, _| {
+                        i += 1;
+                        sure[i - 1]
+                    })?;
+            }
+            let block = &self.block;
+            for (r, _) in block
+                .records
+                .iter()
+                .zip(sure)
+                .filter(|(r, sure)| **sure && in_range(r))
+            {
+                self.vouched.records += 1;
+                if need == Need::Record {
+                    let opts = logsift_parse::ParseOptions {
+                        received_at_ns: r.received_at,
+                        ..self.parse
+                    };
+                    let record = logsift_parse::parse(r.format, block.raw(r), &opts);
+                    visit(block, r, Some(&record));
+                } else {
+                    visit(block, r, None);
+                }
+            }
+            return Ok(());
+        }
         if self.on_stored_lines {
             let (required, lower, kept) = (&self.required, &mut self.lower, &mut self.kept);
             kept.clear();
@@ -234,6 +374,10 @@ impl<'s> BlockQuery<'s> {
                     if range.start == 0 {
                         lower.clear();
                         lower.extend(lines.iter().map(u8::to_ascii_lowercase));
+                    }
+                    if sure.get(kept.len()).copied().unwrap_or(false) {
+                        kept.push(true);
+                        return need != Need::Header;
                     }
                     let keep = lower
                         .get(range)
@@ -251,28 +395,38 @@ impl<'s> BlockQuery<'s> {
                 self.lower.clear();
                 self.lower
                     .extend(block.data.iter().map(u8::to_ascii_lowercase));
-                for r in &block.records {
-                    let lacks = lacks_words(&self.required, &self.lower[r.raw.clone()]);
+                for (i, r) in block.records.iter().enumerate() {
+                    let sure = sure.get(i).copied().unwrap_or(false);
+                    let lacks = !sure && lacks_words(&self.required, &self.lower[r.raw.clone()]);
                     self.kept.push(!lacks);
                 }
             }
         }
         let block = &self.block;
-        for (r, _) in block
+        for (i, (r, _)) in block
             .records
             .iter()
             .zip(&self.kept)
-            .filter(|(r, kept)| **kept && in_range(r))
+            .enumerate()
+            .filter(|(_, (r, kept))| **kept && in_range(r))
         {
+            let vouched = sure.get(i).copied().unwrap_or(false);
+            if vouched && need != Need::Record {
+                self.vouched.records += 1;
+                visit(block, r, None);
+                continue;
+            }
             let opts = logsift_parse::ParseOptions {
                 received_at_ns: r.received_at,
                 ..self.parse
             };
             let record = logsift_parse::parse(r.format, block.raw(r), &opts);
-            if self
-                .matcher
-                .matches_with_pattern(&record, block.source(r), r.pattern)
+            if vouched
+                || self
+                    .matcher
+                    .matches_with_pattern(&record, block.source(r), r.pattern)
             {
+                self.vouched.records += u64::from(vouched);
                 visit(block, r, Some(&record));
             }
         }
@@ -338,6 +492,9 @@ pub struct Page {
     pub stream: Option<u64>,
     /// Stops (and marks the answer cut short) when this runs out.
     pub budget: Option<crate::Budget>,
+    /// The store's pattern templates: records whose pattern vouches for a match are not read
+    /// ([`BlockQuery::with_patterns`]).
+    pub patterns: Option<std::sync::Arc<logsift_store::PatternBook>>,
 }
 
 /// The first `limit` records of `segment` that match `ast` on `page`, and their exact totals:
@@ -350,6 +507,9 @@ pub fn search(
 ) -> Result<BlockHits, QueryError> {
     let (order, limit, ids, stream) = (page.order, page.limit, page.ids, page.stream);
     let mut query = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
+    if let Some(book) = &page.patterns {
+        query = query.with_patterns(book)?;
+    }
     let mut order_of = query.candidates();
     order_of.retain(|&o| {
         let b = &segment.blocks[o];
@@ -436,8 +596,11 @@ pub fn search(
         let (mine, theirs) = std::thread::scope(|scope| {
             let theirs = scope.spawn(|| {
                 let mut other = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
+                if let Some(book) = &page.patterns {
+                    other = other.with_patterns(book)?;
+                }
                 let counted = count(&mut other, 1)?;
-                Ok::<_, QueryError>((counted, other.blocks_read))
+                Ok::<_, QueryError>((counted, other.blocks_read, other.vouched))
             });
             let mine = count(&mut query, 0);
             let theirs = theirs
@@ -445,8 +608,11 @@ pub fn search(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (mine, theirs)
         });
-        let ((total, after), ((other_total, other_after), other_read)) = (mine?, theirs?);
+        let ((total, after), ((other_total, other_after), other_read, other_vouched)) =
+            (mine?, theirs?);
         query.blocks_read += other_read;
+        query.vouched.records += other_vouched.records;
+        query.vouched.blocks += other_vouched.blocks;
         (total + other_total, after + other_after)
     } else {
         count_matches(&mut query, rest.iter().copied(), page)?
@@ -454,6 +620,7 @@ pub fn search(
     out.total += total;
     out.after_cursor += after;
     out.blocks_read = query.blocks_read;
+    out.vouched = query.vouched;
     let mut ranked = top.into_vec();
     ranked.sort();
     out.hits = ranked

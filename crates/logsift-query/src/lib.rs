@@ -25,6 +25,8 @@ pub mod matcher;
 mod parts;
 mod patterns;
 pub mod tail;
+#[cfg(test)]
+mod vouch_tests;
 
 use std::ops::Bound;
 use std::sync::Arc;

@@ -293,6 +293,51 @@ impl Matcher {
         }
     }
 
+    /// Whether every record whose message holds the runs of one of `templates` (each run as
+    /// whole consecutive whitespace-separated tokens) matches: what a log pattern's constant
+    /// text vouches for (`logsift_store::patterns::PatternBook::runs`). Words never span
+    /// whitespace, so a run's words are words of the message in a row. Only message words,
+    /// phrases and prefixes are vouched for; a negation, a keyword or a field needs the record.
+    pub fn vouched_by(&mut self, templates: &[Vec<String>]) -> bool {
+        if templates.is_empty() {
+            return false;
+        }
+        let root = std::mem::replace(&mut self.root, Node::All);
+        let sure = templates.iter().all(|runs| self.sure(&root, runs));
+        self.root = root;
+        sure
+    }
+
+    /// Whether some record's pattern could vouch for a match ([`Self::vouched_by`]).
+    pub fn vouchable(&self) -> bool {
+        fn of(node: &Node) -> bool {
+            match node {
+                Node::All => true,
+                Node::And(items) => items.iter().all(of),
+                Node::Or(items) => items.iter().any(of),
+                Node::Not(_) => false,
+                Node::Leaf(check) => {
+                    matches!(check, Check::MessageWords { .. } | Check::MessageExists)
+                }
+            }
+        }
+        of(&self.root)
+    }
+
+    fn sure(&mut self, node: &Node, runs: &[String]) -> bool {
+        match node {
+            Node::All => true,
+            Node::And(items) => items.iter().all(|n| self.sure(n, runs)),
+            Node::Or(items) => items.iter().any(|n| self.sure(n, runs)),
+            Node::Not(_) => false,
+            Node::Leaf(Check::MessageWords { words, prefix }) => {
+                words.is_empty() || runs.iter().any(|run| self.text_holds(run, words, *prefix))
+            }
+            Node::Leaf(Check::MessageExists) => runs.iter().any(|run| self.has_words(run)),
+            Node::Leaf(_) => false,
+        }
+    }
+
     fn text_holds(&mut self, text: &str, words: &[String], prefix: bool) -> bool {
         let mut tokens = std::mem::take(&mut self.scratch);
         tokens.fill(text);

@@ -98,7 +98,11 @@ pub(crate) fn blocks_page(
     page: &crate::blocks::Page,
 ) -> Result<PartPage, QueryError> {
     let parse = store.parse_options(handle.name().as_str(), 0);
-    let found = crate::blocks::search(blocks, ast, &parse, page)?;
+    let page = crate::blocks::Page {
+        patterns: Some(store.patterns().clone()),
+        ..page.clone()
+    };
+    let found = crate::blocks::search(blocks, ast, &parse, &page)?;
     Ok(PartPage {
         total: found.total,
         after_cursor: found.after_cursor,
