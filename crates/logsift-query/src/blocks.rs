@@ -109,32 +109,61 @@ pub struct BlockQuery<'s> {
 /// the pattern satisfies the query (`Matcher::vouched_by`), so the record need not be read.
 /// When as many records of a block hold one of the query's words as there are vouched-for
 /// records (the block index counts records per word exactly, and every match holds each
-/// word), the block's other records cannot match, and the block is answered from its header.
+/// word), the block's other records cannot match: the block is answered from its header, or,
+/// when the block index also counts the vouching patterns' records in it (few enough
+/// patterns), from the index alone.
+#[derive(Clone)]
 struct Vouch {
-    book: std::sync::Arc<logsift_store::PatternBook>,
     trusted_after: u64,
-    matcher: Matcher,
-    known: std::collections::HashMap<u32, bool>,
+    vouchers: std::sync::Arc<Vouchers>,
     /// Per word of `must`, its frequency in each block.
     freqs: Vec<Vec<u32>>,
+    /// Per block, the records of vouching patterns, when `vouchers.ids` is known.
+    counts: Option<Vec<u32>>,
     /// Per record of the block read last, whether its pattern vouches for it.
+    marks: Vec<bool>,
+}
+
+/// The patterns that vouch for one query, over every template of the store.
+struct Vouchers {
+    /// By pattern id.
     sure: Vec<bool>,
+    /// Those ids, when at most [`MAX_COUNTED_PATTERNS`].
+    ids: Option<Vec<u32>>,
+}
+
+/// Past this many vouching patterns, their records per block are not summed from the index.
+const MAX_COUNTED_PATTERNS: usize = 64;
+
+impl Vouchers {
+    fn of(book: &logsift_store::PatternBook, ast: &Ast) -> std::sync::Arc<Vouchers> {
+        book.derived(&format!("vouch {ast:?}"), |book| {
+            let mut matcher = Matcher::new(ast);
+            let n = book.len();
+            let mut sure = vec![false; n + 1];
+            for id in 1..=n as u32 {
+                if let Some(runs) = book.runs(id) {
+                    sure[id as usize] = matcher.vouched_by(&runs);
+                }
+            }
+            let ids: Vec<u32> = (1..=n as u32).filter(|&id| sure[id as usize]).collect();
+            Vouchers {
+                sure,
+                ids: (ids.len() <= MAX_COUNTED_PATTERNS).then_some(ids),
+            }
+        })
+    }
 }
 
 impl Vouch {
-    fn vouches(&mut self, id: u64, pattern: u32) -> bool {
-        if pattern == 0 || id <= self.trusted_after {
-            return false;
-        }
-        if let Some(&known) = self.known.get(&pattern) {
-            return known;
-        }
-        let sure = self
-            .book
-            .runs(pattern)
-            .is_some_and(|runs| self.matcher.vouched_by(&runs));
-        self.known.insert(pattern, sure);
-        sure
+    fn vouches(&self, id: u64, pattern: u32) -> bool {
+        id > self.trusted_after
+            && self
+                .vouchers
+                .sure
+                .get(pattern as usize)
+                .copied()
+                .unwrap_or(false)
     }
 }
 
@@ -145,6 +174,8 @@ pub struct Vouched {
     pub records: u64,
     /// Blocks whose other records the word counts ruled out.
     pub blocks: u64,
+    /// Blocks counted from the block index alone (their patterns' records and word counts).
+    pub indexed: u64,
 }
 
 impl<'s> BlockQuery<'s> {
@@ -215,13 +246,19 @@ impl<'s> BlockQuery<'s> {
     }
 
     /// Lets records whose log pattern vouches for a match (see [`Vouch`]) skip the record
-    /// check, with the templates of `book`. Nothing changes for queries that a pattern cannot
-    /// vouch for, or that the block index answers exactly already.
+    /// check, with the templates of `book`; `ast` is the query this was made for. Nothing
+    /// changes for queries that a pattern cannot vouch for, or that the block index answers
+    /// exactly already.
     pub fn with_patterns(
         mut self,
-        book: &std::sync::Arc<logsift_store::PatternBook>,
+        book: &logsift_store::PatternBook,
+        ast: &Ast,
     ) -> Result<Self, QueryError> {
         if self.exact || self.header_test.is_some() || !self.matcher.vouchable() {
+            return Ok(self);
+        }
+        let vouchers = Vouchers::of(book, ast);
+        if !vouchers.sure.contains(&true) {
             return Ok(self);
         }
         let freqs = self
@@ -229,15 +266,38 @@ impl<'s> BlockQuery<'s> {
             .iter()
             .map(|w| word_freqs(self.segment, w))
             .collect::<Result<Vec<_>, _>>()?;
+        let counts = match (&vouchers.ids, freqs.is_empty()) {
+            (Some(ids), false) => {
+                let mut counts = vec![0u32; self.segment.blocks.len()];
+                for &id in ids {
+                    let f = word_freqs(self.segment, &pattern_word(id))?;
+                    for (c, f) in counts.iter_mut().zip(f) {
+                        *c += f;
+                    }
+                }
+                Some(counts)
+            }
+            _ => None,
+        };
         self.vouch = Some(Vouch {
-            book: book.clone(),
             trusted_after: book.trusted_after(),
-            matcher: self.matcher.clone(),
-            known: std::collections::HashMap::new(),
+            vouchers,
             freqs,
-            sure: Vec::new(),
+            counts,
+            marks: Vec::new(),
         });
         Ok(self)
+    }
+
+    /// The matches of block `ord` when its vouching patterns' records are all of them, from
+    /// the block index alone (see [`Vouch`]).
+    fn vouched_count(&self, ord: usize) -> Option<u32> {
+        let v = self.vouch.as_ref()?;
+        let counts = v.counts.as_ref()?;
+        let n = *counts.get(ord)?;
+        (self.segment.blocks[ord].first_id > v.trusted_after
+            && v.freqs.iter().any(|f| f.get(ord) == Some(&n)))
+        .then_some(n)
     }
 
     /// Marks the records of the block just read whose pattern vouches for them; whether the
@@ -246,13 +306,15 @@ impl<'s> BlockQuery<'s> {
         let Some(v) = self.vouch.as_mut() else {
             return false;
         };
-        v.sure.clear();
+        let mut marks = std::mem::take(&mut v.marks);
+        marks.clear();
         let mut n = 0u32;
         for r in &self.block.records {
             let sure = v.vouches(r.id, r.pattern);
-            v.sure.push(sure);
+            marks.push(sure);
             n += u32::from(sure);
         }
+        v.marks = marks;
         let ruled_out = v.freqs.iter().any(|f| f.get(ord) == Some(&n));
         self.vouched.blocks += u64::from(ruled_out);
         ruled_out
@@ -294,8 +356,11 @@ impl<'s> BlockQuery<'s> {
         let b = &self.segment.blocks[ord];
         let inside =
             self.start.is_none_or(|s| b.ts_min >= s) && self.end.is_none_or(|e| b.ts_max < e);
-        if !inside || !self.exact {
+        if !inside {
             return None;
+        }
+        if !self.exact {
+            return self.vouched_count(ord).map(u64::from);
         }
         Some(match &self.freqs {
             Some(f) => u64::from(f[ord]),
@@ -333,7 +398,7 @@ impl<'s> BlockQuery<'s> {
         }
         let ruled_out = self.vouch_for_block(ord);
         let no_sure = Vec::new();
-        let sure = self.vouch.as_ref().map_or(&no_sure, |v| &v.sure);
+        let sure = self.vouch.as_ref().map_or(&no_sure, |v| &v.marks);
         if ruled_out {
             // Only the vouched-for records match: their lines are read only if needed.
             if need != Need::Header {
@@ -508,7 +573,7 @@ pub fn search(
     let (order, limit, ids, stream) = (page.order, page.limit, page.ids, page.stream);
     let mut query = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
     if let Some(book) = &page.patterns {
-        query = query.with_patterns(book)?;
+        query = query.with_patterns(book, ast)?;
     }
     let mut order_of = query.candidates();
     order_of.retain(|&o| {
@@ -547,6 +612,7 @@ pub fn search(
             .known_count(ord)
             .filter(|_| (all_past || none_past) && ids.is_none());
         if let Some(k) = known {
+            query.vouched.indexed += u64::from(!query.exact);
             out.total += k;
             if all_past {
                 out.after_cursor += k;
@@ -593,12 +659,11 @@ pub fn search(
         let count = |query: &mut BlockQuery, half: usize| {
             count_matches(query, rest.iter().skip(half).step_by(2).copied(), page)
         };
+        let vouch = query.vouch.clone();
         let (mine, theirs) = std::thread::scope(|scope| {
             let theirs = scope.spawn(|| {
                 let mut other = BlockQuery::new(segment, ast, parse, page.start, page.end)?;
-                if let Some(book) = &page.patterns {
-                    other = other.with_patterns(book)?;
-                }
+                other.vouch = vouch;
                 let counted = count(&mut other, 1)?;
                 Ok::<_, QueryError>((counted, other.blocks_read, other.vouched))
             });
@@ -613,6 +678,7 @@ pub fn search(
         query.blocks_read += other_read;
         query.vouched.records += other_vouched.records;
         query.vouched.blocks += other_vouched.blocks;
+        query.vouched.indexed += other_vouched.indexed;
         (total + other_total, after + other_after)
     } else {
         count_matches(&mut query, rest.iter().copied(), page)?
@@ -665,6 +731,7 @@ fn count_matches(
             .known_count(ord)
             .filter(|_| (all_past || none_past) && page.ids.is_none());
         if let Some(k) = known {
+            query.vouched.indexed += u64::from(!query.exact);
             total += k;
             if all_past {
                 after += k;

@@ -159,6 +159,7 @@ fn patterns_vouch_for_exactly_the_records_the_check_finds() {
                     }
                     vouched.records += found.vouched.records;
                     vouched.blocks += found.vouched.blocks;
+                    vouched.indexed += found.vouched.indexed;
                     checked += 1;
                 }
             }
@@ -170,7 +171,7 @@ fn patterns_vouch_for_exactly_the_records_the_check_finds() {
     );
     // The shortcut was taken, both ways, or this test shows nothing.
     assert!(
-        vouched.records > 1000 && vouched.blocks > 10,
+        vouched.records > 1000 && vouched.blocks > 10 && vouched.indexed > 10,
         "{vouched:?} over {checked} searches"
     );
 }

@@ -41,7 +41,16 @@ pub struct PatternBook {
     /// Records with ids (LSNs) at or below this got their pattern ids from an earlier miner
     /// whose state was lost (see [`Mining::open`]): their ids name other templates.
     trusted_after: std::sync::atomic::AtomicU64,
+    /// Bumped after every change of templates or runs.
+    generation: std::sync::atomic::AtomicU64,
+    /// [`PatternBook::derived`]'s answers: key, the generation they were made at, value.
+    derived: parking_lot::Mutex<Vec<Derived>>,
 }
+
+type Derived = (String, u64, Arc<dyn std::any::Any + Send + Sync>);
+
+/// How many [`PatternBook::derived`] answers are kept (the most recent).
+const DERIVED_KEPT: usize = 16;
 
 /// Per template of a pattern, its runs of constant tokens ([`Miner::constant_runs`]).
 pub type Runs = Vec<Vec<String>>;
@@ -66,6 +75,35 @@ impl PatternBook {
     pub fn trusted_after(&self) -> u64 {
         self.trusted_after
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Something computed from every template (such as the patterns that vouch for a query),
+    /// by `key`: made by `make` once, and again after any template changes.
+    pub fn derived<T: std::any::Any + Send + Sync>(
+        &self,
+        key: &str,
+        make: impl FnOnce(&PatternBook) -> T,
+    ) -> Arc<T> {
+        use std::sync::atomic::Ordering;
+        // Read before making: an answer made while templates change is kept under the older
+        // generation, so it is never used after the change.
+        let generation = self.generation.load(Ordering::Acquire);
+        {
+            let mut kept = self.derived.lock();
+            kept.retain(|(_, g, _)| *g == generation);
+            if let Some(found) = kept.iter().find(|(k, _, _)| k == key) {
+                if let Ok(value) = found.2.clone().downcast::<T>() {
+                    return value;
+                }
+            }
+        }
+        let value = Arc::new(make(self));
+        let mut kept = self.derived.lock();
+        if kept.len() >= DERIVED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key.to_string(), generation, value.clone()));
+        value
     }
 
     /// Pattern ids handed out so far (1 to this).
@@ -103,6 +141,9 @@ impl PatternBook {
                 *slot = Some(Arc::from(text));
             }
         }
+        drop(templates);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
