@@ -226,7 +226,8 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
                 PartReader::Blocks(blocks) => {
                     let mut counts = collector.counter();
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
-                    let mut query = BlockQuery::new(blocks, &ast, &parse, Some(start), Some(end))?;
+                    let mut query = BlockQuery::new(blocks, &ast, &parse, Some(start), Some(end))?
+                        .with_patterns(store.patterns(), &ast)?;
                     query.scan(budget, Need::Header, |_, r, _| {
                         counts.count(Some(r.timestamp), r.severity.map(u64::from));
                     })?;
@@ -577,7 +578,8 @@ pub(crate) fn terms_of_fields(
                     .collect(),
                 PartReader::Blocks(blocks) => {
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
-                    let mut query = BlockQuery::new(blocks, &ast, &parse, req.start, req.end)?;
+                    let mut query = BlockQuery::new(blocks, &ast, &parse, req.start, req.end)?
+                        .with_patterns(store.patterns(), &ast)?;
                     let mut total = 0u64;
                     let mut missing = vec![0u64; fields.len()];
                     let mut counts: Vec<HashMap<String, u64>> =

@@ -34,6 +34,9 @@ fn store(
         Store::open(StoreConfig {
             layout,
             index_options,
+            // Patterns mined: block searches take the records their pattern vouches for
+            // without reading them, and must still answer as the record index does.
+            patterns_state: Some(dir.join("patterns.state")),
             ..StoreConfig::manual(dir.join("indexes"))
         })
         .unwrap(),
@@ -137,7 +140,11 @@ fn records_and_blocks_answer_alike() {
         .iter()
         .map(|(f, raw)| logsift_parse::parse(*f, raw, &opts))
         .collect();
-    let all = queries(&parsed);
+    let mut all = queries(&parsed);
+    // Phrases from the templates of the patterns mined: what patterns vouch for.
+    let phrases = crate::vouch_tests::template_queries(&blocks, 29);
+    assert!(phrases.len() > 20, "{} template phrases", phrases.len());
+    all.extend(phrases);
     // Every seventh query keeps the debug build's run short.
     let picked: Vec<&String> = all.iter().step_by(7).collect();
     let mid = RECEIVED + 300 * 1_000_000_000;

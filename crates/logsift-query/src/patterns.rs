@@ -813,7 +813,8 @@ fn count(
                 PartReader::Blocks(blocks) => {
                     let parse = store.parse_options(handles[part.handle].name().as_str(), 0);
                     let mut query =
-                        BlockQuery::new(blocks, ast, &parse, Some(frame.start), Some(frame.end))?;
+                        BlockQuery::new(blocks, ast, &parse, Some(frame.start), Some(frame.end))?
+                            .with_patterns(store.patterns(), ast)?;
                     let mut acc = Acc::default();
                     query.scan(budget, Need::Header, |_, r, _| {
                         if r.timestamp >= frame.start && r.timestamp < frame.end {

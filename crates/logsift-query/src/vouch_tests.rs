@@ -60,7 +60,7 @@ fn store(dir: &std::path::Path, lines: &[(logsift_core::Format, Vec<u8>)]) -> Ar
 
 /// Phrases of two and three words in a row from the constant runs of the store's patterns,
 /// every `step`-th one, and a few queries built around them.
-fn template_queries(store: &Store, step: usize) -> Vec<String> {
+pub(crate) fn template_queries(store: &Store, step: usize) -> Vec<String> {
     let book = store.patterns();
     let mut phrases = BTreeSet::new();
     for id in 1..=book.len() as u32 {
