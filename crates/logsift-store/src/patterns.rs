@@ -522,6 +522,47 @@ mod tests {
         assert_eq!(m.assign(4, "app", "Connection from 10.9.9.9 closed"), 1);
     }
 
+    /// Version 2 as this build writes it: the golden messages at LSNs 8–10, mined from
+    /// nothing over a store that held records through 7. `LOGSIFT_WRITE_GOLDEN=1` writes the
+    /// file anew (for a deliberate format change, which also adds a version).
+    #[test]
+    fn the_golden_version_2_state_is_what_this_build_writes_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut m = Mining::open(&path, Arc::new(PatternBook::default()), 7);
+        for (i, message) in GOLDEN_MESSAGES.iter().enumerate() {
+            m.assign(8 + i as u64, "app", message);
+        }
+        m.checkpoint(10, true);
+        let written = std::fs::read(&path).unwrap();
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/patterns-v2.state");
+        if std::env::var_os("LOGSIFT_WRITE_GOLDEN").is_some() {
+            std::fs::write(&golden, &written).unwrap();
+        }
+        assert_eq!(
+            written,
+            std::fs::read(&golden).expect("the golden file is committed")
+        );
+        assert_eq!(&written[..8], MAGIC);
+
+        let copy = dir.path().join("copy.state");
+        std::fs::copy(&golden, &copy).unwrap();
+        let book = Arc::new(PatternBook::default());
+        let mut m = Mining::open(&copy, book.clone(), 10);
+        assert_eq!(m.saved_lsn(), 10);
+        assert_eq!(book.trusted_after(), 7);
+        assert_eq!(
+            book.template(1).as_deref(),
+            Some("Connection from <*> closed")
+        );
+        assert_eq!(
+            book.runs(1).as_deref(),
+            Some(&vec![vec!["Connection from".to_string(), "closed".into()]])
+        );
+        assert_eq!(m.assign(11, "app", "Connection from 10.9.9.9 closed"), 1);
+    }
+
     fn read_state_bytes(path: &Path, bytes: &[u8]) -> Result<Option<State>, PatternStateError> {
         std::fs::write(path, bytes).unwrap();
         read_state(path)
