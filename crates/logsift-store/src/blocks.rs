@@ -723,12 +723,13 @@ pub struct BlockWriter {
 }
 
 /// Blocks the compression thread may have queued, and their plain bytes: bound the memory
-/// they hold when it falls behind (the thread adding records then waits). The thread stops
-/// for the block index's commits (a few hundred ms every few thousand blocks); with 64 blocks
-/// queued the indexer then stopped too, and the server used 1.66–1.69 of its 2 cores while
-/// ingesting; with room for 512 (a quarter of a second of ingest), 1.74–1.76.
-const QUEUED_BLOCKS: usize = 512;
-const QUEUED_BYTES: usize = 32 << 20;
+/// they hold when it falls behind (the thread adding records then waits). By count alone, 64
+/// blocks of long lines could hold hundreds of MiB. Room for 512 blocks and 32 MiB was tried:
+/// the indexer then no longer stopped at the block index's commits (the server used 1.75 of
+/// its 2 cores while ingesting instead of 1.66–1.69), but CPU per record rose as much, ingest
+/// was no faster, and the hostile soak's peak RSS went from 333 to 365 MiB (bound 384).
+const QUEUED_BLOCKS: usize = 64;
+const QUEUED_BYTES: usize = 8 << 20;
 
 /// Plain bytes of the blocks queued for the compression thread.
 #[derive(Default)]
