@@ -20,5 +20,5 @@ pub mod mask;
 mod miner;
 mod state;
 
-pub use miner::{ConfigError, Miner, MinerConfig, PatternId, PatternInfo};
+pub use miner::{constant_runs_of, ConfigError, Miner, MinerConfig, PatternId, PatternInfo};
 pub use state::{StateError, STATE_MAGIC, STATE_VERSION};

@@ -318,43 +318,31 @@ impl Miner {
     }
 
     /// What every message given `id` holds for certain: per template of the pattern, its runs
-    /// of constant tokens (whole tokens as written, joined by single spaces). A message of the
+    /// of constant tokens ([`constant_runs_of`] of the template's text). A message of the
     /// pattern holds one template's runs, each as consecutive whitespace-separated tokens of
     /// its text; a search that every template's runs satisfy matches every record of the
     /// pattern without reading it. Templates only generalise, so runs read later are never
     /// more than what a message given the id earlier holds. `None` for an unknown id and for a
-    /// pattern that some message joined without fitting ([`Miner::mark_loose`]). Tokens cut
-    /// for display and tokens holding a slot end a run.
+    /// pattern that some message joined without fitting ([`Miner::mark_loose`]).
     pub fn constant_runs(&self, id: PatternId) -> Option<Vec<Vec<String>>> {
+        let texts = self.template_texts(id)?;
+        Some(texts.iter().map(|t| constant_runs_of(t)).collect())
+    }
+
+    /// The text of every template of pattern `id` (the first is [`Miner::template`]), from
+    /// which [`constant_runs_of`] gives what its messages hold; `None` for an unknown id and
+    /// for a loose pattern.
+    pub fn template_texts(&self, id: PatternId) -> Option<Vec<String>> {
         let p = self.patterns.get((id as usize).checked_sub(1)?)?;
         if p.loose {
             return None;
         }
-        let runs = p
-            .variants
-            .iter()
-            .map(|&vi| {
-                let mut runs = Vec::new();
-                let mut run = String::new();
-                for t in &self.variants[vi as usize].tokens {
-                    if t.var || t.text.ends_with('…') {
-                        if !run.is_empty() {
-                            runs.push(std::mem::take(&mut run));
-                        }
-                        continue;
-                    }
-                    if !run.is_empty() {
-                        run.push(' ');
-                    }
-                    run.push_str(&t.text);
-                }
-                if !run.is_empty() {
-                    runs.push(run);
-                }
-                runs
-            })
-            .collect();
-        Some(runs)
+        Some(
+            p.variants
+                .iter()
+                .map(|&vi| render(&self.variants[vi as usize].tokens))
+                .collect(),
+        )
     }
 
     pub fn config(&self) -> &MinerConfig {
@@ -914,6 +902,31 @@ fn same_skeleton(template: &[TemplateToken], m: &Masked) -> bool {
         anchors.next() == Some(t.hash)
     }) && any
         && anchors.next().is_none()
+}
+
+/// The runs of constant tokens of a template's text (tokens joined by single spaces, as
+/// [`Miner::template`] gives it), each run joined by single spaces: a token holding a slot
+/// (`<*>`, as the miner marks them) or cut for display (ending in `…`) ends a run. Tokens of
+/// a template never hold whitespace, so splitting at spaces gives them back.
+pub fn constant_runs_of(template: &str) -> Vec<String> {
+    let mut runs = Vec::new();
+    let mut run = String::new();
+    for token in template.split(' ') {
+        if token.is_empty() || token.contains(SLOT) || token.ends_with('…') {
+            if !run.is_empty() {
+                runs.push(std::mem::take(&mut run));
+            }
+            continue;
+        }
+        if !run.is_empty() {
+            run.push(' ');
+        }
+        run.push_str(token);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
 }
 
 fn render(tokens: &[TemplateToken]) -> String {

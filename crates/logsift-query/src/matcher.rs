@@ -302,40 +302,37 @@ impl Matcher {
         if templates.is_empty() {
             return false;
         }
-        let root = std::mem::replace(&mut self.root, Node::All);
-        let sure = templates.iter().all(|runs| self.sure(&root, runs));
-        self.root = root;
-        sure
+        templates.iter().all(|runs| {
+            // Each run analysed once, whatever the number of leaves.
+            let words: Vec<Words> = runs
+                .iter()
+                .map(|run| {
+                    let mut w = Words::default();
+                    w.fill(run);
+                    w
+                })
+                .collect();
+            sure(&self.root, &words)
+        })
     }
 
-    /// Whether some record's pattern could vouch for a match ([`Self::vouched_by`]).
+    /// Whether some record's pattern could vouch for a match ([`Self::vouched_by`]): a query
+    /// of message words, phrases and prefixes joined by `AND` and `OR`, of at most
+    /// [`MAX_VOUCHED_LEAVES`] leaves (deciding costs a pass over every template per leaf).
     pub fn vouchable(&self) -> bool {
-        fn of(node: &Node) -> bool {
+        fn of(node: &Node, leaves: &mut usize) -> bool {
             match node {
                 Node::All => true,
-                Node::And(items) => items.iter().all(of),
-                Node::Or(items) => items.iter().any(of),
+                Node::And(items) | Node::Or(items) => items.iter().all(|n| of(n, leaves)),
                 Node::Not(_) => false,
                 Node::Leaf(check) => {
+                    *leaves += 1;
                     matches!(check, Check::MessageWords { .. } | Check::MessageExists)
                 }
             }
         }
-        of(&self.root)
-    }
-
-    fn sure(&mut self, node: &Node, runs: &[String]) -> bool {
-        match node {
-            Node::All => true,
-            Node::And(items) => items.iter().all(|n| self.sure(n, runs)),
-            Node::Or(items) => items.iter().any(|n| self.sure(n, runs)),
-            Node::Not(_) => false,
-            Node::Leaf(Check::MessageWords { words, prefix }) => {
-                words.is_empty() || runs.iter().any(|run| self.text_holds(run, words, *prefix))
-            }
-            Node::Leaf(Check::MessageExists) => runs.iter().any(|run| self.has_words(run)),
-            Node::Leaf(_) => false,
-        }
+        let mut leaves = 0;
+        of(&self.root, &mut leaves) && leaves <= MAX_VOUCHED_LEAVES
     }
 
     fn text_holds(&mut self, text: &str, words: &[String], prefix: bool) -> bool {
@@ -351,6 +348,24 @@ impl Matcher {
         let any = logsift_store::tokens::for_each_word_until(text, &mut word, |_| true);
         self.scratch.word = word;
         any
+    }
+}
+
+/// Queries with more leaves are not vouched for by patterns ([`Matcher::vouchable`]).
+pub const MAX_VOUCHED_LEAVES: usize = 16;
+
+/// Whether every message holding `runs` (their words, each run's in a row) matches `node`.
+fn sure(node: &Node, runs: &[Words]) -> bool {
+    match node {
+        Node::All => true,
+        Node::And(items) => items.iter().all(|n| sure(n, runs)),
+        Node::Or(items) => items.iter().any(|n| sure(n, runs)),
+        Node::Not(_) => false,
+        Node::Leaf(Check::MessageWords { words, prefix }) => {
+            words.is_empty() || runs.iter().any(|w| in_a_row(w, words, *prefix))
+        }
+        Node::Leaf(Check::MessageExists) => runs.iter().any(|w| !w.is_empty()),
+        Node::Leaf(_) => false,
     }
 }
 

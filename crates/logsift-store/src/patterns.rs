@@ -36,8 +36,10 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct PatternBook {
     templates: RwLock<Vec<Option<Arc<str>>>>,
-    /// Per pattern id, [`Miner::constant_runs`]: what every record of the pattern holds.
-    runs: RwLock<Vec<Option<Arc<Runs>>>>,
+    /// Per pattern id, the texts of its templates ([`Miner::template_texts`]; the first is
+    /// the same allocation as its entry in `templates`), from which [`PatternBook::runs`]
+    /// derives what every record of the pattern holds; `None` for a loose pattern.
+    variants: RwLock<Vec<Option<Arc<[Arc<str>]>>>>,
     /// Records with ids (LSNs) at or below this got their pattern ids from an earlier miner
     /// whose state was lost (see [`Mining::open`]): their ids name other templates.
     trusted_after: std::sync::atomic::AtomicU64,
@@ -65,9 +67,15 @@ impl PatternBook {
     /// What every record given pattern `id` holds for certain ([`Miner::constant_runs`]), if
     /// its id came from this miner (a record id above [`PatternBook::trusted_after`]).
     /// `None` for an unknown or loose pattern.
-    pub fn runs(&self, id: PatternId) -> Option<Arc<Runs>> {
+    pub fn runs(&self, id: PatternId) -> Option<Runs> {
         let i = (id as usize).checked_sub(1)?;
-        self.runs.read().get(i).cloned().flatten()
+        let texts = self.variants.read().get(i).cloned().flatten()?;
+        Some(
+            texts
+                .iter()
+                .map(|t| logsift_patterns::constant_runs_of(t))
+                .collect(),
+        )
     }
 
     /// Records with ids at or below this have pattern ids that [`PatternBook::runs`] cannot
@@ -119,28 +127,32 @@ impl PatternBook {
         if ids.is_empty() {
             return;
         }
-        // Runs first: a reader that sees a new template also sees what its records hold.
-        let mut runs = self.runs.write();
-        if runs.len() < miner.len() {
-            runs.resize(miner.len(), None);
-        }
-        for &id in ids {
-            if let Some(slot) = runs.get_mut(id as usize - 1) {
-                *slot = miner.constant_runs(id).map(Arc::new);
-            }
-        }
-        drop(runs);
+        // Both under their locks at once, so that a reader never sees a template without
+        // the texts its records were given under.
         let mut templates = self.templates.write();
+        let mut variants = self.variants.write();
         if templates.len() < miner.len() {
             templates.resize(miner.len(), None);
         }
-        for &id in ids {
-            if let (Some(slot), Some(text)) =
-                (templates.get_mut(id as usize - 1), miner.template(id))
-            {
-                *slot = Some(Arc::from(text));
-            }
+        if variants.len() < miner.len() {
+            variants.resize(miner.len(), None);
         }
+        for &id in ids {
+            let i = id as usize - 1;
+            let Some(text) = miner.template(id) else {
+                continue;
+            };
+            let first: Arc<str> = Arc::from(text);
+            variants[i] = miner.template_texts(id).map(|texts| {
+                texts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, t)| if n == 0 { first.clone() } else { Arc::from(t) })
+                    .collect()
+            });
+            templates[i] = Some(first);
+        }
+        drop(variants);
         drop(templates);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -557,8 +569,8 @@ mod tests {
             Some("Connection from <*> closed")
         );
         assert_eq!(
-            book.runs(1).as_deref(),
-            Some(&vec![vec!["Connection from".to_string(), "closed".into()]])
+            book.runs(1),
+            Some(vec![vec!["Connection from".to_string(), "closed".into()]])
         );
         assert_eq!(m.assign(11, "app", "Connection from 10.9.9.9 closed"), 1);
     }
