@@ -13,11 +13,11 @@ use crate::agg::{self, ContextRequest, HistogramRequest, TermsRequest, TERMS_FIE
 use crate::matcher::tests::{corpus_dir, lines, queries};
 use crate::{search, SearchRequest, SortOrder};
 
-const RECEIVED: i64 = 1_764_547_200_000_000_000;
+pub(crate) const RECEIVED: i64 = 1_764_547_200_000_000_000;
 
-/// A store of `layout` holding `lines` in index `main` (logfmt on): the first two thirds
-/// sealed, the rest committed to the hot tier.
-fn store(
+/// A store of `layout` holding `lines` in index `main` (logfmt on), mining patterns: the
+/// first two thirds sealed, the rest committed to the hot tier.
+pub(crate) fn store(
     dir: &std::path::Path,
     layout: Layout,
     lines: &[(logsift_core::Format, Vec<u8>)],

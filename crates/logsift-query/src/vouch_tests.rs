@@ -4,59 +4,15 @@
 //! hits must agree for phrases taken from the templates themselves (the queries the shortcut
 //! is for), for words, prefixes and negations around them, and for the matcher's own queries.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
-use logsift_core::entry::Entry;
-use logsift_store::{IndexOptions, Indexer, Layout, PartReader, Store, StoreConfig};
+use logsift_store::{Layout, PartReader, Store};
 
 use crate::blocks::{search, Page, Vouched};
 use crate::matcher::tests::{corpus_dir, lines};
 use crate::SortOrder;
 
-const RECEIVED: i64 = 1_764_547_200_000_000_000;
-
-/// A block store mining patterns, holding `lines` in index `main`: the first two thirds
-/// sealed, the rest in the hot tier.
-fn store(dir: &std::path::Path, lines: &[(logsift_core::Format, Vec<u8>)]) -> Arc<Store> {
-    let mut index_options = BTreeMap::new();
-    index_options.insert(
-        "main".to_string(),
-        IndexOptions {
-            logfmt: true,
-            ..IndexOptions::default()
-        },
-    );
-    let store = Arc::new(
-        Store::open(StoreConfig {
-            layout: Layout::Blocks,
-            index_options,
-            patterns_state: Some(dir.join("patterns.state")),
-            ..StoreConfig::manual(dir.join("indexes"))
-        })
-        .unwrap(),
-    );
-    let mut indexer = Indexer::new(store.clone());
-    let sealed = lines.len() * 2 / 3;
-    for (i, (format, raw)) in lines.iter().enumerate() {
-        let entry = Entry {
-            format: *format,
-            received_at: RECEIVED + (i as i64 % 600) * 1_000_000_000,
-            index: "main",
-            source: "tcp 10.0.0.1",
-            raw,
-        };
-        indexer.apply(i as u64 + 1, &entry.encode()).unwrap();
-        if i + 1 == sealed {
-            indexer.commit().unwrap();
-            store.seal_all_and_wait();
-        } else if i > sealed && i % 97 == 0 {
-            indexer.commit().unwrap();
-        }
-    }
-    indexer.commit().unwrap();
-    store
-}
+const RECEIVED: i64 = crate::layout_tests::RECEIVED;
 
 /// Phrases of two and three words in a row from the constant runs of the store's patterns,
 /// every `step`-th one, and a few queries built around them.
@@ -103,7 +59,7 @@ fn patterns_vouch_for_exactly_the_records_the_check_finds() {
     };
     let lines = lines(&dir);
     let tmp = tempfile::tempdir().unwrap();
-    let store = store(tmp.path(), &lines);
+    let store = crate::layout_tests::store(tmp.path(), Layout::Blocks, &lines);
     let book = store.patterns().clone();
     assert!(book.len() > 50, "{} patterns", book.len());
     let mut queries = template_queries(&store, 7);

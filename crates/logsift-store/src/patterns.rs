@@ -39,7 +39,7 @@ pub struct PatternBook {
     /// Per pattern id, the texts of its templates ([`Miner::template_texts`]; the first is
     /// the same allocation as its entry in `templates`), from which [`PatternBook::runs`]
     /// derives what every record of the pattern holds; `None` for a loose pattern.
-    variants: RwLock<Vec<Option<Arc<[Arc<str>]>>>>,
+    variants: RwLock<Vec<Option<TemplateTexts>>>,
     /// Records with ids (LSNs) at or below this got their pattern ids from an earlier miner
     /// whose state was lost (see [`Mining::open`]): their ids name other templates.
     trusted_after: std::sync::atomic::AtomicU64,
@@ -56,6 +56,9 @@ const DERIVED_KEPT: usize = 16;
 
 /// Per template of a pattern, its runs of constant tokens ([`Miner::constant_runs`]).
 pub type Runs = Vec<Vec<String>>;
+
+/// The texts of a pattern's templates, shared with readers.
+type TemplateTexts = Arc<[Arc<str>]>;
 
 impl PatternBook {
     /// The current template of `id` (templates generalise as records arrive; ids stay).
