@@ -78,6 +78,13 @@ pub fn json(data: &[u8]) {
     // The single-pass fast path and the serde_json path give the same record, always.
     let reference = parse_json_reference(line, &opts);
     assert_eq!(r, reference, "{:?}", String::from_utf8_lossy(line));
+    // The error check that scans instead of parsing gives the parse's verdict.
+    assert_eq!(
+        logsift_parse::parse_error(Format::Json, line, &opts),
+        r.parse_error,
+        "{:?}",
+        String::from_utf8_lossy(line)
+    );
     // What we accept is JSON.
     if r.parse_error.is_none() {
         let raw = std::str::from_utf8(trimmed(line))

@@ -45,6 +45,12 @@ pub(crate) fn parse<'a>(line: &'a [u8], opts: &ParseOptions) -> Record<'a> {
     parse_serde(line, text, opts)
 }
 
+/// Whether `line` is a JSON object that [`parse`] reads without a `parse_error`, found by
+/// scanning it only; `false` decides nothing.
+pub(crate) fn parses_cleanly(line: &[u8]) -> bool {
+    std::str::from_utf8(line).is_ok_and(crate::jsonfast::is_object)
+}
+
 /// The line read by serde_json only; `text` is `line` as checked UTF-8.
 fn parse_serde<'a>(line: &'a [u8], text: &'a str, opts: &ParseOptions) -> Record<'a> {
     match build_record_serde(text, opts) {

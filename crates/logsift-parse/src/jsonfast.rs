@@ -40,6 +40,24 @@ pub(crate) fn build_record<'a>(text: &'a str, opts: &ParseOptions) -> Result<Rec
     Ok(builder.finish())
 }
 
+/// Whether `text` is one JSON object the fast path reads (whitespace around it allowed),
+/// scanned without building a record. `true` means [`build_record`] succeeds on it; `false`
+/// decides nothing (serde_json may still accept it). Nesting is checked a level more strictly
+/// than in `build_record`, so that `true` never says more than it would.
+pub(crate) fn is_object(text: &str) -> bool {
+    let mut p = Reader {
+        s: text,
+        b: text.as_bytes(),
+        pos: 0,
+    };
+    p.ws();
+    if p.b.get(p.pos) != Some(&b'{') || p.skip(1).is_err() {
+        return false;
+    }
+    p.ws();
+    p.pos == p.b.len()
+}
+
 struct Reader<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -430,8 +448,12 @@ mod tests {
             r#"{"a":[1 2]}"#,
             r#"[1]"#,
         ];
+        for line in agree {
+            assert!(is_object(line), "{line}");
+        }
         for line in give_up {
             assert!(build_record(line, &OPTS).is_err(), "{line}");
+            assert!(!is_object(line), "{line}");
         }
         let deep = format!(
             "{}1{}",
@@ -439,5 +461,19 @@ mod tests {
             "]".repeat(MAX_DEPTH + 5)
         );
         assert!(build_record(&format!("{{\"a\":{deep}}}"), &OPTS).is_err());
+        assert!(!is_object(&format!("{{\"a\":{deep}}}")));
+        // At the fast path's depth limit, the scan is as strict or stricter.
+        for n in MAX_DEPTH - 3..MAX_DEPTH + 3 {
+            let line = format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+            assert!(
+                !is_object(&line) || build_record(&line, &OPTS).is_ok(),
+                "{n}"
+            );
+            let line = format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+            assert!(
+                !is_object(&line) || build_record(&line, &OPTS).is_ok(),
+                "{n}"
+            );
+        }
     }
 }

@@ -439,6 +439,12 @@ fn json_corpus() {
             let r = parse_json(line, &OPTS);
             let auto = parse(Format::Auto, line, &OPTS);
             assert_eq!(r, auto, "{name}");
+            // The error check of the HTTP routes, which scans valid lines only.
+            assert_eq!(
+                logsift_parse::parse_error(Format::Json, line, &OPTS),
+                r.parse_error,
+                "{name}"
+            );
             if let Some(e) = &r.parse_error {
                 errors += 1;
                 assert_eq!(r.message, String::from_utf8_lossy(line).trim_end(), "{e}");

@@ -185,7 +185,7 @@ impl Charge {
         index: &str,
         source: &str,
     ) -> Result<(), ApiError> {
-        let lines = body.iter().filter(|&&b| b == b'\n').count() + 1;
+        let lines = memchr::memchr_iter(b'\n', body).count() + 1;
         let per_line = Held::line_bytes(index, source);
         let bytes = lines
             .saturating_mul(per_line)
@@ -200,8 +200,9 @@ struct Prepared {
     errors: Vec<LineError>,
 }
 
-/// Splits a body into lines and encodes the accepted ones. Lines are parsed once here only to
-/// tell the sender which ones did not parse; the indexer parses them again from the WAL.
+/// Splits a body into lines and encodes the accepted ones. Lines are checked here only to tell
+/// the sender which ones did not parse (a valid JSON line is scanned, not parsed); the
+/// indexer parses them from the WAL.
 fn prepare(
     body: &[u8],
     index: &str,
@@ -228,7 +229,14 @@ fn prepare(
             });
         }
     };
-    for (i, mut line) in body.split(|&b| b == b'\n').enumerate() {
+    // memchr, not `split` with a closure: that went byte by byte (a fifth of this function).
+    let ends = memchr::memchr_iter(b'\n', body).chain([body.len()]);
+    let lines = ends.scan(0, |start, end| {
+        let line = &body[*start..end];
+        *start = end + 1;
+        Some(line)
+    });
+    for (i, mut line) in lines.enumerate() {
         while let [rest @ .., b'\r' | 0] = line {
             line = rest;
         }
@@ -248,7 +256,7 @@ fn prepare(
             );
             continue;
         }
-        if let Some(err) = logsift_parse::parse(format, line, &opts).parse_error {
+        if let Some(err) = logsift_parse::parse_error(format, line, &opts) {
             report(&mut out.errors, i + 1, err.into_owned(), true);
         }
         out.entries.push(&Entry {
