@@ -731,7 +731,8 @@ pub struct BlockWriter {
 const QUEUED_BLOCKS: usize = 64;
 const QUEUED_BYTES: usize = 8 << 20;
 
-/// Plain bytes of the blocks queued for the compression thread.
+/// Bytes queued for a thread: plain blocks for the compression thread, block documents for
+/// the block index's.
 #[derive(Default)]
 struct Queued {
     bytes: std::sync::Mutex<usize>,
@@ -740,7 +741,7 @@ struct Queued {
 
 impl Queued {
     /// Waits until `n` more bytes fit (a block larger than the bound goes alone), unless
-    /// `gone` says the compression thread has stopped.
+    /// `gone` says the thread taking them has stopped.
     fn take(&self, n: usize, gone: impl Fn() -> bool) {
         let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
         while *bytes > 0 && *bytes + n > QUEUED_BYTES && !gone() {
@@ -800,7 +801,9 @@ struct Compressing {
     schema: BlockSchema,
     dir: PathBuf,
     compressor: Option<zstd::bulk::Compressor<'static>>,
-    writer: IndexWriter,
+    /// The block index's writer, on a thread of its own while blocks come (see
+    /// [`BlockIndexing`]); back here once the thread has ended.
+    indexing: Indexer,
     /// `body.dat`, written as blocks are compressed: a seal of a large tier does not hold its
     /// bodies in memory, and a hot tier's snapshots read them from the file.
     body: std::io::BufWriter<std::fs::File>,
@@ -819,25 +822,118 @@ struct Compressing {
     shared_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// Where the block index's writer is: on its indexing thread, or back.
+enum Indexer {
+    Running {
+        tx: std::sync::mpsc::SyncSender<IndexWork>,
+        thread: std::thread::JoinHandle<BlockIndexing>,
+        /// Bytes of the documents queued for it.
+        queued: std::sync::Arc<Queued>,
+    },
+    Done(Box<IndexWriter>),
+    Gone,
+}
+
+/// What the block index's thread is asked to do.
+enum IndexWork {
+    /// Add a block's document (whose text holds this many bytes).
+    Document(TantivyDocument, usize),
+    /// Commit what was added: the bodies of every block before it are in `body.dat`.
+    Commit,
+}
+
+/// The block index's writer on a thread of its own, fed by the compression thread. Its
+/// commits wait for tantivy's indexing thread to write a segment; done by the compression
+/// thread, they stopped it, its queue filled, and the indexer thread waited in turn: then
+/// one core idled, a third of all the time the server left a core idle while ingesting
+/// (`perf record -e sched:sched_switch -a` of the e2e ingest, threads' states at each idle).
+struct BlockIndexing {
+    writer: IndexWriter,
+    queued: std::sync::Arc<Queued>,
+    failed: Option<String>,
+    shared_failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl BlockIndexing {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<IndexWork>) -> Self {
+        for work in rx {
+            let result = match work {
+                IndexWork::Document(doc, bytes) => {
+                    let added = match self.failed {
+                        None => self.writer.add_document(doc).map(drop),
+                        Some(_) => Ok(()),
+                    };
+                    self.queued.give(bytes);
+                    added
+                }
+                IndexWork::Commit if self.failed.is_none() => self.writer.commit().map(drop),
+                IndexWork::Commit => Ok(()),
+            };
+            if let Err(e) = result {
+                let why = e.to_string();
+                if let Ok(mut shared) = self.shared_failure.lock() {
+                    shared.get_or_insert_with(|| why.clone());
+                }
+                self.failed.get_or_insert(why);
+            }
+        }
+        self
+    }
+}
+
 impl Compressing {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) -> Self {
         for work in rx {
             match work {
                 Work::Compressor(c) => self.compressor = Some(c),
-                Work::Block((doc, block)) => {
-                    let result = self.block(doc, &block.head, &block.lines);
+                Work::Block((doc, doc_bytes, block)) => {
+                    let result = self.block(doc, doc_bytes, &block.head, &block.lines);
                     self.queued.give(block.head.len() + block.lines.len());
                     if let Err(e) = result {
-                        let why = e.to_string();
-                        if let Ok(mut shared) = self.shared_failure.lock() {
-                            shared.get_or_insert_with(|| why.clone());
-                        }
-                        self.failed.get_or_insert(why);
+                        self.fail(e.to_string());
                     }
                 }
             }
         }
+        // The indexing thread ends with its queue; its writer comes back for the last commit.
+        match std::mem::replace(&mut self.indexing, Indexer::Gone) {
+            Indexer::Running { tx, thread, .. } => {
+                drop(tx);
+                match thread.join() {
+                    Ok(indexing) => {
+                        if let Some(why) = indexing.failed {
+                            self.failed.get_or_insert(why);
+                        }
+                        self.indexing = Indexer::Done(Box::new(indexing.writer));
+                    }
+                    Err(_) => self.fail("the block index thread panicked".into()),
+                }
+            }
+            other => self.indexing = other,
+        }
         self
+    }
+
+    fn fail(&mut self, why: String) {
+        if let Ok(mut shared) = self.shared_failure.lock() {
+            shared.get_or_insert_with(|| why.clone());
+        }
+        self.failed.get_or_insert(why);
+    }
+
+    /// Hands `work` to the block index's thread.
+    fn index(&mut self, work: IndexWork) -> Result<(), BlockError> {
+        let gone = || BlockError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other("the block index thread stopped"),
+        };
+        let Indexer::Running { tx, thread, queued } = &self.indexing else {
+            return Err(gone());
+        };
+        if let IndexWork::Document(_, bytes) = &work {
+            queued.take(*bytes, || thread.is_finished());
+        }
+        tx.send(work).map_err(|_| gone())
     }
 
     fn error(&self) -> Option<BlockError> {
@@ -850,6 +946,7 @@ impl Compressing {
     fn block(
         &mut self,
         mut doc: TantivyDocument,
+        doc_bytes: usize,
         head: &[u8],
         lines: &[u8],
     ) -> Result<(), BlockError> {
@@ -880,7 +977,7 @@ impl Compressing {
         self.body_len += (head_frame.len() + lines_frame.len()) as u64;
         self.indexed += 1;
         self.bytes_since_commit += head.len() + lines.len();
-        self.writer.add_document(doc)?;
+        self.index(IndexWork::Document(doc, doc_bytes))?;
         if self.indexed.is_multiple_of(self.blocks_per_commit)
             || self.bytes_since_commit >= self.bytes_per_commit
         {
@@ -891,7 +988,7 @@ impl Compressing {
                 path: self.dir.join(BODY_FILE),
                 source,
             })?;
-            self.writer.commit()?;
+            self.index(IndexWork::Commit)?;
         }
         Ok(())
     }
@@ -914,9 +1011,10 @@ fn digest(dictionary: &[u8]) -> Result<SharedDict, String> {
         .ok_or_else(|| "the zstd dictionary does not load".to_string())
 }
 
-/// A closed block before compression: its index document (without the body's place), and the
+/// A closed block before compression: its index document (without the body's place), the
+/// bytes of that document's text (what it holds while queued for the block index), and the
 /// block.
-type PlainBlock = (TantivyDocument, std::sync::Arc<FrozenBlock>);
+type PlainBlock = (TantivyDocument, usize, std::sync::Arc<FrozenBlock>);
 
 impl BlockWriter {
     /// A writer whose blocks close at `block_records` records instead of [`BLOCK_RECORDS`]
@@ -993,12 +1091,32 @@ impl BlockWriter {
         let body_path = dir.join(BODY_FILE);
         let body = std::fs::File::create(&body_path).map_err(io(&body_path))?;
         let queued = std::sync::Arc::new(Queued::default());
+        let thread_failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        // Documents hold a block's words (a few KiB); while a commit stops the thread for a
+        // fraction of a second, blocks keep coming. Bounded like the plain blocks.
+        let documents = std::sync::Arc::new(Queued::default());
+        let indexing = BlockIndexing {
+            writer,
+            queued: documents.clone(),
+            failed: None,
+            shared_failure: thread_failed.clone(),
+        };
+        // By bytes (`documents`); the count only keeps tiny documents from piling up.
+        let (index_tx, index_rx) = std::sync::mpsc::sync_channel(4 * QUEUED_BLOCKS);
+        let index_thread = std::thread::Builder::new()
+            .name("logsift-bindex".into())
+            .spawn(move || indexing.run(index_rx))
+            .map_err(io(dir))?;
         let mut state = Compressing {
             queued: queued.clone(),
             schema: schema.clone(),
             dir: dir.to_path_buf(),
             compressor: None,
-            writer,
+            indexing: Indexer::Running {
+                tx: index_tx,
+                thread: index_thread,
+                queued: documents,
+            },
             body: std::io::BufWriter::with_capacity(1 << 20, body),
             body_len: 0,
             indexed: 0,
@@ -1012,7 +1130,6 @@ impl BlockWriter {
             failed: None,
             shared_failure: Default::default(),
         };
-        let thread_failed = std::sync::Arc::new(std::sync::Mutex::new(None));
         state.shared_failure = thread_failed.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BLOCKS);
         let thread = std::thread::Builder::new()
@@ -1146,8 +1263,9 @@ impl BlockWriter {
         }
     }
 
-    /// The document of a block (without the body's place or the filter's).
-    fn document(&mut self, key: u64, blk: &OpenBlock) -> TantivyDocument {
+    /// The document of a block (without the body's place or the filter's), and the bytes of
+    /// its text.
+    fn document(&mut self, key: u64, blk: &OpenBlock) -> (TantivyDocument, usize) {
         let s = &self.schema;
         let mut doc = TantivyDocument::new();
         doc.add_i64(s.ts_min, blk.ts_min);
@@ -1188,16 +1306,18 @@ impl BlockWriter {
                 push(high, word, hi);
             }
         }
+        let mut bytes = 0;
         for (field, text) in [(s.words, &*words), (s.most, &*most), (s.high, &*high)] {
             if !text.is_empty() {
                 doc.add_text(field, text);
+                bytes += text.len();
             }
         }
-        doc
+        (doc, bytes)
     }
 
     fn close(&mut self, key: u64, mut blk: OpenBlock) {
-        let mut doc = self.document(key, &blk);
+        let (mut doc, doc_bytes) = self.document(key, &blk);
         let head = block_header(&blk);
         // Sized like this block's, with an eighth to spare: a block that outgrew its buffer by
         // a byte was copied whole by realloc (a tenth of the indexer thread's time, perf of
@@ -1227,10 +1347,10 @@ impl BlockWriter {
             self.closed.push_back(block.clone());
         }
         if self.trained {
-            self.send(Work::Block((doc, block)));
+            self.send(Work::Block((doc, doc_bytes, block)));
         } else {
             self.pending_bytes += plain_bytes;
-            self.pending.push((doc, block));
+            self.pending.push((doc, doc_bytes, block));
             if self.pending_bytes >= self.dict_train_bytes {
                 self.train();
             }
@@ -1240,7 +1360,7 @@ impl BlockWriter {
     /// Hands `work` to the compression thread (noting it if that thread is gone).
     fn send(&mut self, work: Work) {
         let sent = self.worker.as_ref().map(|w| {
-            if let Work::Block((_, block)) = &work {
+            if let Work::Block((_, _, block)) = &work {
                 let n = block.head.len() + block.lines.len();
                 w.queued.take(n, || w.thread.is_finished());
             }
@@ -1280,7 +1400,7 @@ impl BlockWriter {
             let samples: Vec<&[u8]> = self
                 .pending
                 .iter()
-                .flat_map(|(_, b)| [b.head.as_slice(), b.lines.as_slice()])
+                .flat_map(|(_, _, b)| [b.head.as_slice(), b.lines.as_slice()])
                 .collect();
             // Training can fail on samples it finds too uniform; blocks then go without.
             match zstd::dict::from_samples(&samples, self.dict_max_bytes) {
@@ -1474,7 +1594,15 @@ impl BlockWriter {
         if let Some(e) = state.error() {
             return Err(e);
         }
-        let mut writer = state.writer;
+        let Indexer::Done(writer) = std::mem::replace(&mut state.indexing, Indexer::Gone) else {
+            return Err(BlockError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(
+                    "the block index thread did not hand its writer back",
+                ),
+            });
+        };
+        let mut writer = *writer;
         // Merges a hot writer started end first; none starts after this commit.
         writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         writer.commit()?;
