@@ -136,10 +136,11 @@ fn parse_action(
 }
 
 /// Checks that a document line is what logsift stores from a bulk request: one JSON object.
-/// The error is worded for Elasticsearch's `document_parsing_exception`.
+/// The error is worded for Elasticsearch's `document_parsing_exception`. A valid document is
+/// scanned, not parsed (`logsift_parse::parse_error`): the indexer parses it from the WAL.
 pub fn check_document(doc: &[u8]) -> Result<(), String> {
-    let record = logsift_parse::parse_json(doc, &logsift_parse::ParseOptions::default());
-    match record.parse_error {
+    let opts = logsift_parse::ParseOptions::default();
+    match logsift_parse::parse_error(logsift_core::Format::Json, doc, &opts) {
         None => Ok(()),
         Some(err) => Err(format!("failed to parse document: {err}")),
     }
