@@ -136,13 +136,21 @@ impl Server {
             Some(a) => format!("https://{a}"),
             None => format!("http://{}", addr("http")),
         };
+        // A searcher binds no ingest listener: its addresses stay unspecified (port 0).
+        let searcher = extra_config.contains("role = \"searcher\"");
+        let listener = |key: &str| -> SocketAddr {
+            match find(key) {
+                None if searcher => SocketAddr::from(([0, 0, 0, 0], 0)),
+                _ => addr(key).parse().unwrap(),
+            }
+        };
         Server {
             http,
             syslog_tls: find("syslog-tls").map(|a| a.parse().unwrap()),
-            otlp_grpc: addr("otlp-grpc").parse().unwrap(),
-            syslog_tcp: addr("syslog-tcp").parse().unwrap(),
-            syslog_udp: addr("syslog-udp").parse().unwrap(),
-            json_tcp: addr("json-tcp").parse().unwrap(),
+            otlp_grpc: listener("otlp-grpc"),
+            syslog_tcp: listener("syslog-tcp"),
+            syslog_udp: listener("syslog-udp"),
+            json_tcp: listener("json-tcp"),
             child: Some(child),
             data_dir,
             log,

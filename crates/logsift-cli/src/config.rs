@@ -47,9 +47,42 @@ pub struct Config {
     pub storage: StorageSection,
     #[serde(default)]
     pub metastore: MetastoreSection,
+    #[serde(default)]
+    pub node: NodeSection,
     /// Alert rules and where notifications go (`[alerts]`, `[[alerts.rules]]`).
     #[serde(default)]
     pub alerts: logsift_server::alerts::AlertsConfig,
+}
+
+/// What this process does (`[node]`, or `logsift serve --role`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    pub role: Role,
+    /// How often a searcher reads the metastore for segments published since.
+    pub refresh_ms: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            role: Role::All,
+            refresh_ms: 1000,
+        }
+    }
+}
+
+/// The part a process plays with others sharing one metastore and one object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ingest, seal, publish and answer queries: one process does everything.
+    All,
+    /// The same work as `all`; named for deployments that add searchers beside it.
+    Indexer,
+    /// Answers queries over the published segments only: no WAL, no listeners, nothing
+    /// written but audit records (to the metastore's outbox) and its segment cache.
+    Searcher,
 }
 
 /// Where each index's catalog is kept: `catalog.json` in its directory (`url` empty), or
@@ -80,6 +113,17 @@ pub struct StorageSection {
 }
 
 impl Config {
+    /// A searcher reads what indexers publish: without a shared metastore it would serve
+    /// nothing.
+    pub fn check_role(&self) -> anyhow::Result<()> {
+        if self.node.role == Role::Searcher && self.metastore.url.is_empty() {
+            bail!(
+                "a searcher (node.role = \"searcher\") needs a shared metastore: set [metastore] url = \"postgres://...\", the one the indexers publish to"
+            );
+        }
+        Ok(())
+    }
+
     /// The metastore the config names, connected; a `writer` (the server) takes the writer
     /// lease, offline commands only read.
     pub fn metastore(&self, writer: bool) -> anyhow::Result<logsift_store::Metastore> {
@@ -340,6 +384,10 @@ impl Config {
             bail!(
                 "metastore.url must be empty (catalogs in data_dir) or postgres://..., not {m:?}"
             );
+        }
+        self.check_role()?;
+        if self.node.refresh_ms == 0 {
+            bail!("node.refresh_ms must be positive");
         }
         if !(self.storage.url.is_empty() || self.storage.url.starts_with("s3://")) {
             bail!(

@@ -11,12 +11,14 @@ use logsift_identity::TOKENS_FILE;
 use logsift_ingest::listeners::{spawn_tcp, spawn_udp, StreamListenerConfig};
 use logsift_ingest::tls::TlsFiles;
 use logsift_ingest::{IngestMetrics, Lifecycle, Pipeline, PipelineConfig, StartReport};
+use logsift_server::audit::AuditSink;
 use logsift_server::{
     AppState, Auth, AuthConfig, HttpLimits, Protocol, ServerConfig, ServerMetrics,
 };
 use logsift_store::{Store, StoreConfig};
 use prometheus_client::registry::Registry;
 
+use crate::config::Role;
 use crate::Config;
 
 #[derive(Debug, Args)]
@@ -48,6 +50,10 @@ pub struct ServeArgs {
     /// The server's log on stderr: text, or JSON lines for log shippers [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<crate::config::LogFormat>,
+    /// What this process does: all, indexer, or searcher (queries over what the metastore
+    /// lists) [default: node.role, "all"].
+    #[arg(long, value_name = "ROLE")]
+    role: Option<Role>,
 }
 
 /// Logs to stderr in `format`. Text gets ANSI colours only when `anstream` says stderr wants
@@ -94,6 +100,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cfg.syslog.tls = Some(a);
         cfg.syslog_tls()?;
     }
+    if let Some(role) = args.role {
+        cfg.node.role = role;
+        cfg.check_role()?;
+    }
+    let searcher = cfg.node.role == Role::Searcher;
 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
@@ -134,12 +145,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         seal_idle_ms: cfg.index.seal_idle_ms,
         index_options: cfg.index_options()?,
         segments: cfg.segment_storage()?,
-        metastore: cfg.metastore(true)?,
+        metastore: cfg.metastore(!searcher)?,
         layout: cfg.layout()?,
-        patterns_state: cfg
-            .index
-            .patterns
+        // A searcher mines nothing: pattern ids come with the segments.
+        patterns_state: (cfg.index.patterns && !searcher)
             .then(|| cfg.data_dir.join(logsift_store::patterns::STATE_FILE)),
+        read_only: searcher,
     })?);
     store.spawn_integrity_check();
     crate::memory::spawn_trimmer(
@@ -147,20 +158,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         server_metrics.search_requests.clone(),
         store.clone(),
     );
-    let (pipeline, start_report) = Pipeline::start(
-        PipelineConfig {
-            wal_dir: cfg.data_dir.join("wal"),
-            wal_max_file_bytes: cfg.wal.max_file_bytes,
-            fsync: cfg.fsync_policy()?,
-            group_commit_interval_ms: cfg.wal.group_commit_interval_ms,
-            commit_interval_ms: cfg.index.commit_interval_ms,
-            inflight_bytes: cfg.ingest.inflight_bytes,
-            min_free_bytes: cfg.ingest.min_free_bytes,
-            max_indexes: cfg.index.max_indexes,
-        },
-        store.clone(),
-        metrics.clone(),
-    )?;
+    let (pipeline, start_report) = if searcher {
+        spawn_refresher(store.clone(), Duration::from_millis(cfg.node.refresh_ms))?;
+        (None, StartReport::default())
+    } else {
+        let (pipeline, report) = Pipeline::start(
+            PipelineConfig {
+                wal_dir: cfg.data_dir.join("wal"),
+                wal_max_file_bytes: cfg.wal.max_file_bytes,
+                fsync: cfg.fsync_policy()?,
+                group_commit_interval_ms: cfg.wal.group_commit_interval_ms,
+                commit_interval_ms: cfg.index.commit_interval_ms,
+                inflight_bytes: cfg.ingest.inflight_bytes,
+                min_free_bytes: cfg.ingest.min_free_bytes,
+                max_indexes: cfg.index.max_indexes,
+            },
+            store.clone(),
+            metrics.clone(),
+        )?;
+        (Some(pipeline), report)
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -178,7 +195,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             auth,
             tls,
         },
-        &pipeline,
+        pipeline.as_ref(),
         Arc::new(start_report),
         &life,
         &signalled,
@@ -186,7 +203,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = served {
         life.shutdown.cancel();
         drop(runtime);
-        pipeline.shutdown();
+        if let Some(pipeline) = pipeline {
+            pipeline.shutdown();
+        }
         return Err(e);
     }
 
@@ -203,7 +222,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_millis(100));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        pipeline.shutdown();
+        if let Some(pipeline) = pipeline {
+            pipeline.shutdown();
+        }
         let _ = done_tx.send(());
     });
     let flushed = done_rx
@@ -221,6 +242,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// A searcher's view follows the metastore: every `every`, segments published since are
+/// opened and those deleted or replaced are dropped. A failed refresh (the metastore or the
+/// object store unreachable) keeps serving what was served and is tried again.
+fn spawn_refresher(store: Arc<Store>, every: Duration) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("logsift-refresh".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                std::thread::sleep(every);
+                match store.refresh() {
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!("refreshing from the metastore works again");
+                    }
+                    Ok(_) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot refresh the served segments from the metastore; serving what was served, trying again");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+        .context("starting the metastore refresh thread")?;
+    Ok(())
 }
 
 /// Without tokens anyone who reaches the HTTP port reads and writes everything, and anyone
@@ -286,7 +335,7 @@ type TlsConfig = Option<Arc<rustls::ServerConfig>>;
 async fn serve(
     cfg: &Config,
     shared: Shared,
-    pipeline: &Pipeline,
+    pipeline: Option<&Pipeline>,
     start: Arc<StartReport>,
     life: &Lifecycle,
     signalled: &Arc<OnceLock<Instant>>,
@@ -309,7 +358,8 @@ async fn serve(
     let scheme = if http_tls.is_some() { "https" } else { "http" };
     ready.push(format!("{scheme}={}", http.local_addr()?));
     let http_url = format!("{scheme}://{}", http.local_addr()?);
-    let grpc = match cfg.otlp.grpc {
+    // A searcher takes no records: none of the ingest listeners is bound.
+    let grpc = match cfg.otlp.grpc.filter(|_| pipeline.is_some()) {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -348,7 +398,9 @@ async fn serve(
         ),
     ];
     for (name, what, format, index, addr, tls) in streams {
-        let Some(addr) = addr else { continue };
+        let (Some(addr), Some(pipeline)) = (addr, pipeline) else {
+            continue;
+        };
         let lc = StreamListenerConfig {
             name,
             format,
@@ -363,7 +415,7 @@ async fn serve(
             .with_context(|| format!("binding {what} on {addr}"))?;
         ready.push(format!("{name}={local}"));
     }
-    if let Some(addr) = cfg.syslog.udp {
+    if let (Some(addr), Some(pipeline)) = (cfg.syslog.udp, pipeline) {
         let local = spawn_udp(
             addr,
             IndexName::new(&cfg.syslog.index)?,
@@ -379,8 +431,26 @@ async fn serve(
     let exports =
         logsift_server::export::ExportState::open(&cfg.data_dir, cfg.audit.signing_key.as_deref())
             .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
+    let audit_sink = match (pipeline, &store.config().metastore) {
+        (Some(pipeline), metastore) => {
+            if let logsift_store::Metastore::Postgres(pg) = metastore {
+                // Searchers' audit records, into this process's `_audit` index.
+                tokio::spawn(logsift_server::audit::drain_outbox(
+                    pg.clone(),
+                    pipeline.handle(),
+                    server_metrics.clone(),
+                    life.shutdown.clone(),
+                ));
+            }
+            AuditSink::Wal(pipeline.handle())
+        }
+        (None, logsift_store::Metastore::Postgres(pg)) => AuditSink::Outbox(pg.clone()),
+        (None, logsift_store::Metastore::Files) => {
+            anyhow::bail!("a searcher needs a PostgreSQL metastore for its audit records")
+        }
+    };
     let audit = Arc::new(logsift_server::audit::Audit::new(
-        pipeline.handle(),
+        audit_sink,
         server_metrics.clone(),
     ));
     let es_ids = logsift_compat::es_ids::IdWindow::open(
@@ -404,7 +474,11 @@ async fn serve(
     );
     let saved = logsift_server::saved::SavedSearches::open(&cfg.data_dir)
         .map_err(|e| anyhow::anyhow!("saved searches: {e}"))?;
-    alerts.start(&http_url, life.shutdown.clone());
+    // Rules are evaluated where records arrive: a searcher sees them only once sealed, and
+    // several searchers would each notify.
+    if pipeline.is_some() {
+        alerts.start(&http_url, life.shutdown.clone());
+    }
     // Each set is registered by the crate that counts it.
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -416,7 +490,7 @@ async fn serve(
         exports: Arc::new(exports),
         audit: audit.clone(),
         store,
-        pipeline: pipeline.handle(),
+        pipeline: pipeline.map(Pipeline::handle),
         metrics: server_metrics.clone(),
         registry: Arc::new(registry),
         auth: auth.clone(),

@@ -99,9 +99,19 @@ struct RefusalWindow {
     other_queries: u64,
 }
 
+/// Where audit records go.
+#[derive(Clone)]
+pub enum AuditSink {
+    /// This process's WAL, into its `_audit` index.
+    Wal(PipelineHandle),
+    /// A process without a WAL (a searcher): the metastore's audit outbox, which an indexer
+    /// takes into its `_audit` index (see [`drain_outbox`]).
+    Outbox(Arc<logsift_store::PgMetastore>),
+}
+
 /// Writes audit records without making the audited request wait for them.
 pub struct Audit {
-    pipeline: PipelineHandle,
+    sink: AuditSink,
     metrics: Arc<ServerMetrics>,
     runtime: tokio::runtime::Handle,
     refusals: Arc<Mutex<HashMap<RefusalKey, RefusalWindow>>>,
@@ -109,15 +119,15 @@ pub struct Audit {
 
 impl Audit {
     /// Starts the task that writes a summary record for each refusal window once it closes.
-    pub fn new(pipeline: PipelineHandle, metrics: Arc<ServerMetrics>) -> Self {
+    pub fn new(sink: AuditSink, metrics: Arc<ServerMetrics>) -> Self {
         let audit = Audit {
-            pipeline,
+            sink,
             metrics,
             runtime: tokio::runtime::Handle::current(),
             refusals: Arc::default(),
         };
         let flusher = Audit {
-            pipeline: audit.pipeline.clone(),
+            sink: audit.sink.clone(),
             metrics: audit.metrics.clone(),
             runtime: audit.runtime.clone(),
             refusals: audit.refusals.clone(),
@@ -271,28 +281,114 @@ impl Audit {
 
     /// Queues one encoded entry without waiting for it.
     fn append(&self, entry: Vec<u8>) {
-        let pipeline = self.pipeline.clone();
+        let sink = self.sink.clone();
         let metrics = self.metrics.clone();
         self.runtime
-            .spawn(async move { append_to(&pipeline, &metrics, entry).await });
+            .spawn(async move { append_to(&sink, &metrics, entry).await });
     }
 
     async fn append_now(&self, entry: Vec<u8>) {
-        append_to(&self.pipeline, &self.metrics, entry).await
+        append_to(&self.sink, &self.metrics, entry).await
     }
 }
 
-async fn append_to(pipeline: &PipelineHandle, metrics: &ServerMetrics, entry: Vec<u8>) {
-    match pipeline
-        .append(vec![entry], Ack::Received, Admission::Wait)
-        .await
-    {
+async fn append_to(sink: &AuditSink, metrics: &ServerMetrics, entry: Vec<u8>) {
+    let appended = match sink {
+        AuditSink::Wal(pipeline) => pipeline
+            .append(vec![entry], Ack::Received, Admission::Wait)
+            .await
+            .map_err(|e| e.to_string()),
+        AuditSink::Outbox(metastore) => {
+            let metastore = metastore.clone();
+            tokio::task::spawn_blocking(move || {
+                let e = Entry::decode(&entry).map_err(|e| e.to_string())?;
+                let record = String::from_utf8_lossy(e.raw).into_owned();
+                metastore
+                    .push_audit(&[(e.received_at, record)])
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
+    match appended {
         Ok(()) => metrics.audit_records.inc(),
         Err(e) => {
             tracing::warn!(error = %e, "an audit record could not be written");
             metrics.audit_dropped.inc()
         }
     };
+}
+
+/// Takes the audit records that searchers left in the metastore's outbox into this process's
+/// `_audit` index, every second until `shutdown`: each batch is removed from the outbox only
+/// once the WAL has it durably. A crash between the two leaves the batch in the outbox, and
+/// it is appended again after the restart: the outbox is delivered at least once, so an
+/// audit record is never lost but may, after a crash at that instant, appear twice.
+pub async fn drain_outbox(
+    metastore: Arc<logsift_store::PgMetastore>,
+    pipeline: PipelineHandle,
+    metrics: Arc<ServerMetrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    const BATCH: i64 = 1000;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        loop {
+            let m = metastore.clone();
+            let pending = tokio::task::spawn_blocking(move || m.pending_audit(BATCH)).await;
+            let rows = match pending {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the audit outbox; trying again");
+                    break;
+                }
+                Err(_) => break,
+            };
+            if rows.is_empty() {
+                break;
+            }
+            let mut entries = Vec::with_capacity(rows.len());
+            for (_, received_at, record) in &rows {
+                entries.push(
+                    Entry {
+                        format: Format::Json,
+                        received_at: *received_at,
+                        index: AUDIT_INDEX,
+                        source: "audit",
+                        raw: record.as_bytes(),
+                    }
+                    .encode(),
+                );
+            }
+            if let Err(e) = pipeline
+                .append(entries, Ack::Durable, Admission::Wait)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot append the audit outbox's records; trying again");
+                break;
+            }
+            metrics.audit_records.inc_by(rows.len() as u64);
+            let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let m = metastore.clone();
+            match tokio::task::spawn_blocking(move || m.remove_audit(&ids)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot remove appended records from the audit outbox; they will be appended again");
+                    break;
+                }
+                Err(_) => break,
+            }
+            if (rows.len() as i64) < BATCH {
+                break;
+            }
+        }
+    }
 }
 
 fn encode(record: Value) -> Vec<u8> {

@@ -16,6 +16,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// 421: this process serves searches only (`--role searcher`); records, exports, holds
+    /// and erasure go to a process that owns a WAL (`all` or `indexer`).
+    pub fn not_here() -> Self {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "searcher",
+            "this logsift process is a searcher (--role searcher): it answers queries only; send records, exports, holds and erasure to an indexer",
+        )
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,

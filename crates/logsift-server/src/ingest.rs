@@ -411,6 +411,9 @@ where
     T: Send + 'static,
     F: FnOnce(&[u8], &mut Charge) -> Result<Decoded<T>, ApiError> + Send + 'static,
 {
+    let Some(pipeline) = state.pipeline.clone() else {
+        return Err(ApiError::not_here());
+    };
     let cfg = state.cfg.clone();
     let metrics = &state.metrics;
     let counted = |e: ApiError| {
@@ -429,7 +432,7 @@ where
     if declared.is_some_and(|len| len > cfg.max_body_bytes) {
         return Err(counted(body_too_large(cfg.max_body_bytes)));
     }
-    let budget_bytes = state.pipeline.budget_bytes();
+    let budget_bytes = pipeline.budget_bytes();
     if let Some(bytes) = declared.filter(|&len| len > budget_bytes) {
         // It could never be admitted: refused before any of it is read, not after.
         discard(body, &cfg).await;
@@ -467,7 +470,7 @@ where
             .clamp(len, budget_bytes),
         (declared, _) => declared.unwrap_or(cfg.max_line_bytes),
     };
-    let reservation = match state.pipeline.reserve(first, admission).await {
+    let reservation = match pipeline.reserve(first, admission).await {
         Ok(r) => r,
         Err(e) => {
             // Read and discard the body without keeping it, so the client gets to read our
@@ -477,7 +480,7 @@ where
         }
     };
     let mut charge = Charge {
-        pipeline: state.pipeline.clone(),
+        pipeline: pipeline.clone(),
         reservation,
         metrics: metrics.clone(),
         covered: first,
@@ -518,8 +521,7 @@ where
 
     metrics.http_bytes.inc_by(bytes);
     let accepted = entries.len();
-    state
-        .pipeline
+    pipeline
         .append_reserved(entries, reservation, ack, Admission::Try)
         .await
         .map_err(|e| counted(append_error(e, metrics)))?;

@@ -77,7 +77,9 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
-    pub pipeline: PipelineHandle,
+    /// The way into the WAL; `None` in a searcher (`--role searcher`), which has none and
+    /// answers every route that writes with 421.
+    pub pipeline: Option<PipelineHandle>,
     pub metrics: Arc<ServerMetrics>,
     /// Every metric set (ingest's, the server's, alerting's), encoded at `/metrics`.
     pub registry: Arc<Registry>,
@@ -101,12 +103,16 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.max_body_bytes;
     let auth = state.auth.clone();
     let role = |r: Role| from_fn_with_state(r, auth::require_role);
+    // A searcher has no WAL: no records, and no export (it would miss the indexers' hot tiers),
+    // holds or erasure (they change what indexers keep).
+    let with_wal = || from_fn_with_state(state.clone(), needs_wal);
     let ingest = Router::new()
         .route("/api/v1/{index}/ingest", post(ingest::ingest))
         .route("/loki/api/v1/push", post(loki::push))
         .route("/v1/logs", post(otlp::logs))
         .route(grpc::EXPORT_PATH, post(grpc::export))
         .merge(es::routes())
+        .route_layer(with_wal())
         .route_layer(role(Role::Ingest));
     let read = Router::new()
         .route("/api/v1/search", get(search::search))
@@ -138,11 +144,13 @@ pub fn router(state: AppState) -> Router {
     let exports = Router::new()
         .route("/api/v1/export", post(export::start_export))
         .route("/api/v1/exports/{id}/manifest", get(export::manifest))
+        .route_layer(with_wal())
         .route_layer(role(Role::Export));
     let admin = Router::new()
         .route("/api/v1/holds", get(holds::list).post(holds::place))
         .route("/api/v1/holds/{id}", axum::routing::delete(holds::release))
         .route("/api/v1/delete", post(delete::delete))
+        .route_layer(with_wal())
         .route_layer(role(Role::Admin));
     // `/` is the UI for browsers and cluster info for Elasticsearch clients (see `es::root`).
     let mut open = Router::new()
@@ -206,7 +214,12 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         .map(|h| h.name().to_string())
         .collect();
     let start = &state.start;
-    let refusing = state.pipeline.is_refusing();
+    let refusing = state.pipeline.as_ref().is_some_and(|p| p.is_refusing());
+    let ingest = match (&state.pipeline, refusing) {
+        (None, _) => "none",
+        (Some(_), true) => "refusing",
+        (Some(_), false) => "accepting",
+    };
     // Damage found in the WAL at start: replay kept every valid entry, but some acknowledged
     // ones may be lost, and an operator must look at the files set aside.
     let wal = if start.damaged_files.is_empty() {
@@ -218,7 +231,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         // Open to load balancers without a token: say whether we serve, not what we hold.
         return Json(json!({
             "status": "ready",
-            "ingest": if refusing { "refusing" } else { "accepting" },
+            "ingest": ingest,
             "wal": wal,
         }));
     }
@@ -331,8 +344,22 @@ async fn segments(
     })
 }
 
+/// 421 from routes that write, in a process without a WAL (a searcher).
+async fn needs_wal(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.pipeline.is_none() {
+        return ApiError::not_here().into_response();
+    }
+    next.run(request).await
+}
+
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.pipeline.refresh_metrics();
+    if let Some(pipeline) = &state.pipeline {
+        pipeline.refresh_metrics();
+    }
     state.alerts.refresh_metrics();
     let mut out = String::with_capacity(16 << 10);
     // Writing into a String cannot fail.

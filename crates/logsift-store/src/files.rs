@@ -97,6 +97,12 @@ pub trait SegmentFiles: Send + Sync {
     }
     /// Removes segment `id`; one that is not there is not an error.
     fn remove(&self, id: &str) -> Result<(), SegmentError>;
+    /// Drops whatever this process keeps of segment `id` besides the stored segment (a
+    /// cached copy), once it no longer serves it; the stored segment stays. Nothing, locally.
+    fn forget(&self, id: &str) -> Result<(), SegmentError> {
+        let _ = id;
+        Ok(())
+    }
     /// The ids of the segments stored, catalogued or not.
     fn list(&self) -> Result<Vec<String>, SegmentError>;
     /// The ids of stored segments that no write can still be publishing: what recovery may

@@ -257,8 +257,12 @@ pub struct IndexHandle {
     quarantined: RwLock<Vec<(String, String)>>,
     /// Broken links of the catalog's hash chain found when it was loaded: the segments are
     /// still served (they pass their own checks), but the history that proves nothing was
-    /// removed or altered does not hold, and `/health/ready` says so.
-    chain_problems: Vec<String>,
+    /// removed or altered does not hold, and `/health/ready` says so. A searcher finds them
+    /// again at each refresh.
+    chain_problems: RwLock<Vec<String>>,
+    /// A searcher's view: segments are only served, never written, removed or cleaned up;
+    /// the catalog comes from the shared metastore at each [`Self::refresh`].
+    read_only: bool,
     catalog: Mutex<Catalog>,
     /// The hot tier's writer, opened by the first record after open, a seal or a reset. An
     /// idle index holds none: a writer costs megabytes (its hash table, its worker and merge
@@ -380,7 +384,8 @@ impl IndexHandle {
             sealing: RwLock::new(Vec::new()),
             sealed: RwLock::new(Vec::new()),
             quarantined: RwLock::new(Vec::new()),
-            chain_problems,
+            chain_problems: RwLock::new(chain_problems),
+            read_only: cfg.read_only,
             seal_thread: Mutex::new(None),
             seal_failed_at: Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -430,6 +435,11 @@ impl IndexHandle {
         let live: Vec<CatalogEntry> = self.lock_catalog().live().into_iter().cloned().collect();
         for entry in &live {
             self.serve_segment(entry.clone());
+        }
+        if self.read_only {
+            // What looks orphaned to a searcher may be an indexer's upload about to be
+            // published, and work directories are the indexers' own.
+            return Ok(());
         }
         let files_err = |e: crate::segment::SegmentError| self.store_err(e.to_string());
         for name in self.files.leftovers().map_err(files_err)? {
@@ -673,6 +683,63 @@ impl IndexHandle {
         failed
     }
 
+    /// A searcher's refresh: serves what `catalog` (the metastore's newer chain of this index)
+    /// lists. Segments it adds are opened first (downloaded into the cache if need be), then
+    /// swapped in together with the removal of those it no longer lists, in one step: a
+    /// search sees a merge's output or its sources, never both or neither. Searches already
+    /// running on a removed segment finish on its memory map; its cached copy is dropped.
+    /// Returns how many segments were opened and how many dropped.
+    pub(crate) fn refresh(&self, catalog: Catalog) -> (usize, usize) {
+        let problems = catalog.verify_chain();
+        {
+            let known = self.chain_problems.read();
+            for problem in problems.iter().filter(|p| !known.contains(p)) {
+                tracing::error!(index = %self.name, %problem, "the metastore's catalog chain is broken: its history no longer proves that no segment was removed or altered");
+            }
+        }
+        let live: Vec<CatalogEntry> = catalog.live().into_iter().cloned().collect();
+        let live_ids: std::collections::HashSet<&str> =
+            live.iter().map(|e| e.segment.as_str()).collect();
+        let held: std::collections::HashSet<String> = self
+            .sealed
+            .read()
+            .iter()
+            .map(|s| s.entry.segment.clone())
+            .chain(self.quarantined.read().iter().map(|(id, _)| id.clone()))
+            .collect();
+        let opened: Vec<Sealed> = live
+            .iter()
+            .filter(|e| !held.contains(&e.segment))
+            .filter_map(|e| self.open_segment(e.clone()))
+            .collect();
+        let added = opened.len();
+        let mut dropped = Vec::new();
+        {
+            let mut sealed = self.sealed.write();
+            sealed.retain(|s| {
+                let keep = live_ids.contains(s.entry.segment.as_str());
+                if !keep {
+                    dropped.push(s.entry.segment.clone());
+                }
+                keep
+            });
+            sealed.extend(opened);
+        }
+        self.quarantined
+            .write()
+            .retain(|(id, _)| live_ids.contains(id.as_str()));
+        for id in &dropped {
+            if let Err(e) = self.files.forget(id) {
+                tracing::warn!(index = %self.name, segment = %id, error = %e, "cannot drop the cached copy of a segment no longer served");
+            }
+        }
+        self.committed_lsn
+            .fetch_max(catalog.max_lsn(), Ordering::AcqRel);
+        *self.chain_problems.write() = problems;
+        *self.lock_catalog() = catalog;
+        (added, dropped.len())
+    }
+
     /// Segments written by seals, merges and rewrites since open.
     pub fn segments_written(&self) -> u64 {
         self.segments_written.load(Ordering::Relaxed)
@@ -689,8 +756,8 @@ impl IndexHandle {
     }
 
     /// The broken links of the catalog's hash chain found at open (empty: it holds).
-    pub fn chain_problems(&self) -> &[String] {
-        &self.chain_problems
+    pub fn chain_problems(&self) -> Vec<String> {
+        self.chain_problems.read().clone()
     }
 
     pub fn catalog_head(&self) -> String {

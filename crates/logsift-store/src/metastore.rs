@@ -56,6 +56,36 @@ impl Metastore {
         }
     }
 
+    /// Each index's catalog and, where the metastore can tell it cheaply, the hash of its last
+    /// entry: what a searcher compares with the chain it holds before loading a catalog
+    /// again. Catalog files are listed from `dir` (the store's `indexes/`), without heads.
+    pub fn heads(&self, dir: &Path) -> Result<Vec<(String, Option<String>)>, CatalogError> {
+        match self {
+            Metastore::Files => {
+                let io = |source| CatalogError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                };
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(dir).map_err(io)? {
+                    let entry = entry.map_err(io)?;
+                    if entry.file_type().map_err(io)?.is_dir() {
+                        if let Some(name) = entry.file_name().to_str() {
+                            names.push((name.to_string(), None));
+                        }
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
+            Metastore::Postgres(pg) => Ok(pg
+                .heads()?
+                .into_iter()
+                .map(|(name, head)| (name, Some(head)))
+                .collect()),
+        }
+    }
+
     /// Saves `catalog` of index `name` durably: after `Ok`, a restart loads it.
     pub fn save(&self, dir: &Path, name: &str, catalog: &Catalog) -> Result<(), CatalogError> {
         match self {
@@ -96,6 +126,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS logsift_catalog (
     seq bigint NOT NULL,
     entry jsonb NOT NULL,
     PRIMARY KEY (index_name, seq)
+);
+CREATE TABLE IF NOT EXISTS logsift_audit_outbox (
+    id bigserial PRIMARY KEY,
+    received_at_ns bigint NOT NULL,
+    record text NOT NULL
 );
 CREATE TABLE IF NOT EXISTS logsift_meta (
     key text PRIMARY KEY,
@@ -229,7 +264,8 @@ impl PgMetastore {
         }
         drop(busy);
         let mut catalog = Catalog::new();
-        if entries.is_empty() {
+        // Only the writer imports: a searcher's directories hold no catalog of their own.
+        if entries.is_empty() && self.writer {
             // A data directory from before the metastore: its catalog moves to the table.
             let local = Catalog::load(dir)?;
             if !local.entries.is_empty() {
@@ -240,6 +276,77 @@ impl PgMetastore {
         }
         catalog.entries = entries;
         Ok(catalog)
+    }
+
+    fn heads(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let rows = self.run(async move {
+            client
+                .query(
+                    "SELECT DISTINCT ON (index_name) index_name, entry->>'hash' FROM logsift_catalog ORDER BY index_name, seq DESC",
+                    &[],
+                )
+                .await
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect())
+    }
+
+    /// Keeps audit records of a process that has no WAL (a searcher) until an indexer takes
+    /// them into its `_audit` index: `(received_at_ns, JSON record)` each, in one statement.
+    pub fn push_audit(&self, records: &[(i64, String)]) -> Result<(), CatalogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let (times, texts): (Vec<i64>, Vec<String>) = records.iter().cloned().unzip();
+        self.run(async move {
+            client
+                .execute(
+                    "INSERT INTO logsift_audit_outbox (received_at_ns, record) SELECT * FROM unnest($1::bigint[], $2::text[])",
+                    &[&times, &texts],
+                )
+                .await
+        })?;
+        Ok(())
+    }
+
+    /// The oldest `limit` audit records waiting in the outbox: `(id, received_at_ns, record)`.
+    pub fn pending_audit(&self, limit: i64) -> Result<Vec<(i64, i64, String)>, CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let rows = self.run(async move {
+            client
+                .query(
+                    "SELECT id, received_at_ns, record FROM logsift_audit_outbox ORDER BY id LIMIT $1",
+                    &[&limit],
+                )
+                .await
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Removes audit records an indexer has made durable in its WAL.
+    pub fn remove_audit(&self, ids: &[i64]) -> Result<(), CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let ids = ids.to_vec();
+        self.run(async move {
+            client
+                .execute(
+                    "DELETE FROM logsift_audit_outbox WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+        })?;
+        Ok(())
     }
 
     /// Appends the entries of `entries` past the table's last one, in one transaction. The

@@ -10,8 +10,9 @@
 //! Requests run on the store's [`IoRuntime`]. Requests retry briefly and then fail: a seal that fails is retried by the store every few
 //! seconds with its records kept in memory and the WAL, which is the back-off.
 //!
-//! Not yet: a bounded cache (an indexer keeps a copy of every segment it serves), reading only
-//! the byte ranges a query needs, and the catalog in PostgreSQL (the catalog stays local).
+//! A searcher (`crate::StoreConfig::read_only`) drops the cached copy of a segment the
+//! catalog no longer lists. Not yet: a cache bounded in bytes (a process keeps a copy of
+//! every segment it serves), and reading only the byte ranges a query needs.
 
 use std::fs::{self, File};
 use std::future::Future;
@@ -405,6 +406,11 @@ impl SegmentFiles for ObjectSegments {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.err(id)(e)),
         }
+        self.forget(id)
+    }
+
+    /// The cached copy goes; a search still reading it keeps its memory map.
+    fn forget(&self, id: &str) -> Result<(), SegmentError> {
         match fs::remove_file(self.cached(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SegmentError::Io {
                 path: self.cached(id),

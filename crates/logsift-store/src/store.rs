@@ -85,6 +85,11 @@ pub struct StoreConfig {
     /// Where the pattern miner's state is kept (`<data>/patterns.state`); `None`: records get
     /// no pattern id.
     pub patterns_state: Option<PathBuf>,
+    /// A searcher's store (`logsift serve --role searcher`): it serves the segments the
+    /// shared metastore lists, refreshed by [`Store::refresh`], and writes nothing: no records,
+    /// seals, merges, retention or clean-up of files it does not know (an indexer may be
+    /// publishing them).
+    pub read_only: bool,
 }
 
 /// How a seal lays out a segment. Segments of both layouts are read whatever the setting, so
@@ -129,6 +134,7 @@ impl StoreConfig {
             metastore: crate::Metastore::Files,
             layout: Layout::Records,
             patterns_state: None,
+            read_only: false,
         }
     }
 
@@ -423,6 +429,54 @@ impl Store {
             }
         }
         started
+    }
+
+    /// A searcher's refresh (see [`StoreConfig::read_only`]): every index serves the
+    /// segments its catalog in the metastore lists now; an index that appeared is opened.
+    /// A catalog whose head is the one held is not loaded again. Returns how many segments
+    /// were opened and how many dropped.
+    pub fn refresh(&self) -> Result<(usize, usize), StoreError> {
+        let catalog_err = |e: crate::CatalogError| StoreError::Catalog(e.to_string());
+        let (mut opened, mut dropped) = (0, 0);
+        for (name, head) in self
+            .cfg
+            .metastore
+            .heads(&self.cfg.dir)
+            .map_err(catalog_err)?
+        {
+            let Ok(index) = IndexName::new_builtin(&name) else {
+                continue;
+            };
+            let dir = self.cfg.dir.join(&name);
+            let Some(handle) = self.get(&name) else {
+                let handle = IndexHandle::open_or_create(
+                    &dir,
+                    index.clone(),
+                    &self.schema,
+                    &self.query_index,
+                    &self.cfg,
+                    &self.patterns,
+                )?;
+                opened += handle.segments().len();
+                tracing::info!(index = %index, segments = handle.segments().len(), "serving a new index from the metastore");
+                self.indexes.write().insert(index, Arc::new(handle));
+                continue;
+            };
+            if head.as_ref() == Some(&handle.catalog_head()) {
+                continue;
+            }
+            let catalog = self.cfg.metastore.load(&dir, &name).map_err(catalog_err)?;
+            if catalog.head() == handle.catalog_head() {
+                continue;
+            }
+            let (o, d) = handle.refresh(catalog);
+            if o + d > 0 {
+                tracing::info!(index = %index, opened = o, dropped = d, "refreshed the served segments from the metastore");
+            }
+            opened += o;
+            dropped += d;
+        }
+        Ok((opened, dropped))
     }
 
     /// Rehashes every sealed segment of every index on a background thread, quarantining
@@ -1122,6 +1176,71 @@ mod tests {
             names.len() as u64,
             "everything is sealed once all is sealed"
         );
+    }
+
+    /// A read-only store (a searcher's) follows the catalog another store writes: it serves
+    /// segments sealed after it opened and stops serving deleted ones, and it removes
+    /// nothing, not even a segment file the catalog does not list (a writer may be about to
+    /// publish it).
+    #[test]
+    fn a_read_only_store_follows_the_writers_catalog_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index_options = BTreeMap::new();
+        index_options.insert(
+            "logs".to_string(),
+            IndexOptions {
+                retention_bytes: Some(1),
+                ..IndexOptions::default()
+            },
+        );
+        let writer = Arc::new(
+            Store::open(StoreConfig {
+                layout: Layout::Blocks,
+                index_options,
+                ..StoreConfig::manual(dir.path().to_path_buf())
+            })
+            .unwrap(),
+        );
+        let mut indexer = Indexer::new(writer.clone());
+        let mut lsn = 0;
+        let mut seal_batch = |n: u64| {
+            for _ in 0..n {
+                lsn += 1;
+                let raw = format!(r#"{{"msg":"followed {lsn}"}}"#);
+                indexer.apply(lsn, &entry("logs", &raw)).unwrap();
+            }
+            indexer.commit().unwrap();
+            writer.seal_all_and_wait();
+        };
+        seal_batch(10);
+        let stray = dir.path().join("logs/segments/99999999999999999999.lsseg");
+        fs::write(&stray, b"an upload not yet published").unwrap();
+        let reader = Store::open(StoreConfig {
+            read_only: true,
+            ..StoreConfig::manual(dir.path().to_path_buf())
+        })
+        .unwrap();
+        assert!(stray.exists(), "a read-only store removed an unlisted file");
+        let followed = reader.get("logs").unwrap();
+        assert_eq!(followed.num_docs(), 10);
+        assert_eq!(reader.refresh().unwrap(), (0, 0), "nothing moved");
+
+        seal_batch(15);
+        assert_eq!(followed.num_docs(), 10, "served before the refresh");
+        assert_eq!(reader.refresh().unwrap(), (1, 0));
+        assert_eq!(followed.num_docs(), 25);
+        assert_eq!(
+            followed.catalog_head(),
+            writer.get("logs").unwrap().catalog_head()
+        );
+        assert_eq!(followed.committed_lsn(), 25);
+
+        assert_eq!(writer.enforce_retention(logsift_core::time::now_ns()), 2);
+        assert_eq!(reader.refresh().unwrap(), (0, 2));
+        assert_eq!(followed.num_docs(), 0);
+        assert!(followed.segments().is_empty());
+        assert!(followed.chain_problems().is_empty());
+        assert!(stray.exists());
     }
 
     /// Record segments (written by v1, or with `layout = "records"`) are rewritten as block

@@ -1,0 +1,189 @@
+//! Searchers (`logsift serve --role searcher`, issue #18): processes without a WAL that answer
+//! queries over the segments an indexer publishes to a shared PostgreSQL metastore and
+//! S3-protocol store, both real and started by the test (`common::pg`, `common::s3`).
+
+mod common;
+
+use common::pg::Pg;
+use common::s3::S3;
+use common::{all_messages, client, wait_until, Server};
+use serde_json::{json, Value};
+
+const SEAL_QUICKLY: &str = "[index]\nseal_idle_ms = 300\n";
+const SEARCHER: &str = "[node]\nrole = \"searcher\"\nrefresh_ms = 200\n";
+
+fn ingest_batch(s: &Server, batch: u32, n: u32) {
+    let body: String = (0..n)
+        .map(|i| format!("{{\"msg\":\"published b{batch}r{i} user=u{}\"}}\n", i % 7))
+        .collect();
+    let (status, resp) = s.ingest("logs", body, "application/x-ndjson");
+    assert_eq!(status, 200, "{resp}");
+}
+
+fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{}{path}", s.http))
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+fn total(s: &Server, q: &str) -> u64 {
+    let (status, body) = s.search(q, &[("limit", "0")]);
+    assert_eq!(status, 200, "{body}");
+    body["total"].as_u64().unwrap()
+}
+
+/// A terms query's answer without its timings: what an aggregation answers.
+fn terms(s: &Server, field: &str) -> Value {
+    let (status, mut body) = s.get(&format!("/api/v1/terms?q=published&field={field}"));
+    assert_eq!(status, 200, "{body}");
+    if let Some(map) = body.as_object_mut() {
+        map.retain(|k, _| !k.contains("took"));
+    }
+    body
+}
+
+fn cached_segments(node: &std::path::Path) -> Vec<String> {
+    let dir = node.join("data/segment-cache/logs");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".lsseg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Pg::start(&dir.path().join("pg"));
+    let s3 = S3::start(&dir.path().join("s3"), "segments");
+    let shared = format!(
+        "{SEAL_QUICKLY}[metastore]\nurl = \"{}\"\n{}",
+        pg.url(),
+        s3.storage_config("segments", "roles")
+    );
+    let (indexer_dir, searcher_dir) = (dir.path().join("indexer"), dir.path().join("searcher"));
+    std::fs::create_dir_all(&indexer_dir).unwrap();
+    std::fs::create_dir_all(&searcher_dir).unwrap();
+
+    let indexer = Server::start_in(&indexer_dir, &shared);
+    ingest_batch(&indexer, 0, 300);
+    indexer.wait_sealed("logs", 300);
+
+    // A searcher starts beside a running indexer (which holds the writer lease): it takes no
+    // lease, binds no listener, and serves what was published.
+    let searcher = Server::start_in(&searcher_dir, &format!("{shared}{SEARCHER}"));
+    assert_eq!(searcher.syslog_tcp.port(), 0, "a searcher bound a listener");
+    let found = all_messages(&searcher, "published");
+    assert_eq!(found.len(), 300);
+    assert!(found.values().all(|&c| c == 1), "a record was found twice");
+    for q in [
+        "b0r299",
+        "user=u3",
+        "published AND NOT u1",
+        "\"published b0r1\"",
+    ] {
+        assert_eq!(total(&searcher, q), total(&indexer, q), "{q}");
+    }
+    assert_eq!(terms(&searcher, "host"), terms(&indexer, "host"));
+
+    // What the indexer publishes next is served within a refresh or so; nothing unsealed is.
+    ingest_batch(&indexer, 1, 200);
+    indexer.wait_sealed("logs", 500);
+    searcher.wait_total("published", &[("limit", "0")], 500);
+    assert_eq!(total(&searcher, "b1r199"), 1);
+
+    // Everything that writes is refused by name.
+    let (status, body) = searcher.ingest("logs", "{\"msg\":\"x\"}\n", "application/x-ndjson");
+    assert_eq!(status, 421, "{body}");
+    assert!(body.to_string().contains("searcher"), "{body}");
+    let (status, body) = post(&searcher, "/api/v1/export", json!({"q": "published"}));
+    assert_eq!(status, 421, "{body}");
+    let (status, body) = post(
+        &searcher,
+        "/api/v1/delete",
+        json!({"q": "b0r1", "index": "logs"}),
+    );
+    assert_eq!(status, 421, "{body}");
+    let (status, ready) = searcher.get("/health/ready");
+    assert_eq!(status, 200);
+    assert_eq!(ready["ingest"], "none", "{ready}");
+
+    // The searcher's searches are audited: through the metastore's outbox into the indexer's
+    // _audit index, and the outbox is emptied.
+    let (status, _) = searcher.search("b1r42", &[]);
+    assert_eq!(status, 200);
+    wait_until(30, || {
+        let (_, body) = indexer.search(
+            "fields.action:search AND b1r42",
+            &[("index", "_audit"), ("limit", "10")],
+        );
+        (body["total"].as_u64() != Some(1)).then(|| format!("audit: {body}"))
+    });
+    wait_until(30, || {
+        let left = pg.sql("SELECT count(*) FROM logsift_audit_outbox");
+        (left != "0").then(|| format!("{left} records still in the outbox"))
+    });
+
+    // An erasure on the indexer replaces segments: the searcher swaps them in one step,
+    // stops finding the erased records, and drops the replaced copies from its cache.
+    let before = cached_segments(&searcher_dir);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let (status, report) = post(
+        &indexer,
+        "/api/v1/delete",
+        json!({"q": "b0r7", "index": "logs"}),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["erased"], 1, "{report}");
+    wait_until(30, || {
+        let t = total(&searcher, "published");
+        (t != 499).then(|| format!("searcher total {t}"))
+    });
+    assert_eq!(total(&searcher, "b0r7"), 0);
+    assert_eq!(total(&searcher, "b0r8"), 1);
+    wait_until(10, || {
+        let now = cached_segments(&searcher_dir);
+        let kept = now.iter().filter(|n| before.contains(n)).count();
+        (kept != 1).then(|| format!("cache {now:?}, before {before:?}"))
+    });
+    // The searcher removed nothing from the store: the indexer's segments are all there.
+    assert_eq!(s3.segments("segments", "roles", "logs").len(), 2);
+
+    // A searcher killed and started again on an empty directory serves the same.
+    searcher.kill9();
+    let fresh = dir.path().join("searcher-2");
+    std::fs::create_dir_all(&fresh).unwrap();
+    let searcher = Server::start_in(&fresh, &format!("{shared}{SEARCHER}"));
+    assert_eq!(total(&searcher, "published"), 499);
+    assert_eq!(searcher.stop().code(), Some(0));
+    assert_eq!(indexer.stop().code(), Some(0));
+}
+
+#[test]
+fn a_searcher_without_a_shared_metastore_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--role",
+            "searcher",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a shared metastore"), "{stderr}");
+}
