@@ -237,7 +237,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
     Json(json!({
         "status": "ready",
-        "ingest": if refusing { "refusing" } else { "accepting" },
+        "ingest": ingest,
         "wal": wal,
         "indexes": indexes,
         "quarantined_segments": state.store.list().iter().flat_map(|h| {
