@@ -197,3 +197,93 @@ fn a_searcher_without_a_shared_metastore_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs a shared metastore"), "{stderr}");
 }
+
+/// Pages through `q` on `s` with `limit` hits a page in `order`: each message and its place.
+fn paged(s: &Server, q: &str, limit: &str, order: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", limit), ("sort", order)];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let (status, body) = s.search(q, &params);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["partial"], false, "{body}");
+        out.extend(common::messages(&body));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// A root with two searchers: sealed segments are read by the searchers (rendezvous-hashed),
+/// the hot tier by the root; pages merge in order across cursors; with a searcher killed,
+/// the root reads its share itself and the answers stay whole.
+#[test]
+fn searches_fan_out_over_searchers_and_survive_one_dying() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Pg::start(&dir.path().join("pg"));
+    let s3 = S3::start(&dir.path().join("s3"), "segments");
+    let shared = format!(
+        "[metastore]\nurl = \"{}\"\n{}",
+        pg.url(),
+        s3.storage_config("segments", "fanout")
+    );
+    let node = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let a = Server::start_in(&node("a"), &format!("{shared}{SEARCHER}"));
+    let b = Server::start_in(&node("b"), &format!("{shared}{SEARCHER}"));
+    // Seals by size only: the last 50 records stay in the root's hot tier.
+    let root = Server::start_in(
+        &node("root"),
+        &format!(
+            "{shared}[index]\nseal_docs = 100\nseal_idle_ms = 0\n[node]\nsearchers = [\"{}\", \"{}\"]\n",
+            a.http, b.http
+        ),
+    );
+    for batch in 0..4 {
+        ingest_batch(&root, batch, 100);
+        root.wait_sealed("logs", u64::from(batch + 1) * 100);
+    }
+    ingest_batch(&root, 4, 50);
+    root.wait_total("published", &[("limit", "0")], 450);
+    assert_eq!(root.sealed_docs("logs"), 400);
+    for s in [&a, &b] {
+        s.wait_total("published", &[("limit", "0")], 400);
+    }
+
+    let expected: Vec<String> = paged(&root, "published", "1000", "desc");
+    assert_eq!(expected.len(), 450);
+    let unique: std::collections::HashSet<&String> = expected.iter().collect();
+    assert_eq!(unique.len(), 450, "a record was found twice");
+    assert!(root.metric("logsift_fanout_shares_total") >= 1.0);
+    // Pages of 37 meet across the parts of every process in the same order, both ways.
+    assert_eq!(paged(&root, "published", "37", "desc"), expected);
+    let mut ascending = paged(&root, "published", "37", "asc");
+    ascending.reverse();
+    assert_eq!(ascending, expected);
+    assert_eq!(total(&root, "b4r7"), 1, "the hot tier is read by the root");
+    assert_eq!(total(&root, "b1r7"), 1);
+    assert_eq!(total(&root, "u3"), 63);
+    // The searchers answered their shares, audited as such.
+    wait_until(30, || {
+        let (_, body) = root.search(
+            "fields.action:\"search part\"",
+            &[("index", "_audit"), ("limit", "0")],
+        );
+        (body["total"].as_u64().unwrap_or(0) == 0).then(|| format!("{body}"))
+    });
+
+    a.kill9();
+    let failures = root.metric("logsift_fanout_failures_total");
+    assert_eq!(paged(&root, "published", "37", "desc"), expected);
+    assert_eq!(total(&root, "published"), 450);
+    assert!(root.metric("logsift_fanout_failures_total") > failures);
+    assert_eq!(b.stop().code(), Some(0));
+    assert_eq!(root.stop().code(), Some(0));
+}

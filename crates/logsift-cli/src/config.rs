@@ -61,6 +61,9 @@ pub struct NodeSection {
     pub role: Role,
     /// How often a searcher reads the metastore for segments published since.
     pub refresh_ms: u64,
+    /// Base URLs (`http://host:port`) of searchers that share this process's searches: each
+    /// reads the sealed segments rendezvous hashing gives it.
+    pub searchers: Vec<String>,
 }
 
 impl Default for NodeSection {
@@ -68,6 +71,7 @@ impl Default for NodeSection {
         NodeSection {
             role: Role::All,
             refresh_ms: 1000,
+            searchers: Vec::new(),
         }
     }
 }
@@ -388,6 +392,11 @@ impl Config {
         self.check_role()?;
         if self.node.refresh_ms == 0 {
             bail!("node.refresh_ms must be positive");
+        }
+        for url in &self.node.searchers {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("node.searchers must be http(s)://host:port URLs, not {url:?}");
+            }
         }
         if !(self.storage.url.is_empty() || self.storage.url.starts_with("s3://")) {
             bail!(

@@ -506,8 +506,10 @@ async fn serve(
             shutdown: life.shutdown.clone(),
             body_read_timeout_ms: cfg.http.body_read_timeout_ms,
             admission_wait_ms: cfg.http.admission_wait_ms,
+            searchers: cfg.node.searchers.clone(),
         }),
         start,
+        searcher_client: logsift_server::fanout::client(),
     };
     let app = logsift_server::router(state);
     // Handlers go in before "ready" is printed: a SIGTERM sent right after it must drain, not

@@ -84,9 +84,28 @@ pub struct SearchRequest {
     /// Continue after this position (from a previous answer's `next_cursor`).
     pub cursor: Option<String>,
     pub budget: Budget,
+    /// Which parts to read, when processes share a search (see [`Segments`]).
+    pub segments: Segments,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A sealed segment by its index and id.
+pub type SegmentRef = (String, String);
+
+/// Which parts a search reads when it is split between processes (issue #18): the root keeps
+/// what is in memory and some sealed segments, and asks searchers for the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Segments {
+    /// Everything this process serves.
+    #[default]
+    All,
+    /// Only these sealed segments, nothing in memory: a searcher's share. The answer names
+    /// the ones not served here (`missing`), and gives its hits' sort keys (`keys`).
+    Only(std::collections::BTreeSet<SegmentRef>),
+    /// Everything but these sealed segments: the root's share while searchers read them.
+    Except(std::collections::BTreeSet<SegmentRef>),
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SearchResponse {
     pub hits: Vec<Value>,
     /// Number of matches in the time range (independent of cursor and limit): exact when
@@ -100,6 +119,13 @@ pub struct SearchResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub covered: Option<Covered>,
     pub took_ms: u64,
+    /// With [`Segments::Only`]: each hit's sort key, in cursor form, for the root to merge by.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub keys: Vec<String>,
+    /// With [`Segments::Only`]: the asked segments this process does not serve (not yet
+    /// refreshed, or deleted since), which the root reads itself.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub missing: Vec<SegmentRef>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +350,8 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     req.budget.check()?;
     let ((query_start, query_end), (start, end)) = range_split(&ast, req.start, req.end);
     let queries = Compiled::new(store, &handles, &ast, query_start, query_end)?;
-    let parts = parts::collect(&handles, req.start, req.end, req.order)?;
+    let mut parts = parts::collect(&handles, req.start, req.end, req.order)?;
+    let missing = select_segments(&mut parts, &handles, &req.segments);
     let count_only = ast == Ast::All && req.limit == 0 && after.is_none();
     let collector = TopByTime {
         limit: req.limit,
@@ -427,6 +454,13 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         _ => None,
     };
     let partial = coverage != Coverage::Complete;
+    let keys = match req.segments {
+        Segments::All => Vec::new(),
+        _ => candidates
+            .iter()
+            .map(|(key, _, _)| format_cursor(*key))
+            .collect(),
+    };
     Ok(SearchResponse {
         hits,
         total: found.total,
@@ -435,7 +469,53 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         partial,
         covered: coverage.covered(),
         took_ms: started.elapsed().as_millis() as u64,
+        keys,
+        missing,
     })
+}
+
+/// Keeps the parts `segments` selects. Returns the segments it names that this process does
+/// not serve: for [`Segments::Only`], what the asker must read elsewhere; for
+/// [`Segments::Except`], segments given away that were replaced or deleted meanwhile.
+fn select_segments(
+    parts: &mut Vec<parts::Part>,
+    handles: &[Arc<logsift_store::IndexHandle>],
+    segments: &Segments,
+) -> Vec<SegmentRef> {
+    let named = |p: &parts::Part| {
+        p.segment
+            .as_ref()
+            .map(|id| (handles[p.handle].name().to_string(), id.clone()))
+    };
+    let set = match segments {
+        Segments::All => return Vec::new(),
+        Segments::Except(set) => {
+            parts.retain(|p| named(p).is_none_or(|r| !set.contains(&r)));
+            set
+        }
+        Segments::Only(set) => {
+            parts.retain(|p| named(p).is_some_and(|r| set.contains(&r)));
+            set
+        }
+    };
+    // Served, whatever the range: a segment outside it has no part but is not missing.
+    let served: std::collections::BTreeSet<SegmentRef> = handles
+        .iter()
+        .flat_map(|h| {
+            h.sealed_parts(None, None)
+                .into_iter()
+                .map(|(e, _)| (h.name().to_string(), e.segment))
+        })
+        .collect();
+    set.iter()
+        .filter(|r| !served.contains(*r))
+        .cloned()
+        .collect()
+}
+
+/// Cursor form of a sort key, for merging answers of several processes.
+pub fn parse_sort_key(s: &str) -> Result<(i64, u64), QueryError> {
+    parse_cursor(s).map(|k| (k.timestamp, k.id))
 }
 
 #[cfg(test)]

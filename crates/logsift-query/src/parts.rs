@@ -29,6 +29,8 @@ pub(crate) struct Part {
     pub max_ts: i64,
     /// The sealed segment's summary, for aggregations that need no record.
     pub summary: Option<Arc<logsift_store::SegmentSummary>>,
+    /// The sealed segment's id; `None` for what is in memory.
+    pub segment: Option<String>,
 }
 
 impl Part {
@@ -180,7 +182,7 @@ pub(crate) fn collect(
 ) -> Result<Vec<Part>, QueryError> {
     let mut parts = Vec::new();
     for (pos, handle) in handles.iter().enumerate() {
-        for (reader, summary) in handle.parts(start, end) {
+        for (reader, summary, segment) in handle.parts_named(start, end) {
             let mut range: Option<(i64, i64)> = None;
             let mut widen = |lo: i64, hi: i64| {
                 range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
@@ -219,6 +221,7 @@ pub(crate) fn collect(
                 min_ts,
                 max_ts,
                 summary,
+                segment,
             });
         }
     }
@@ -308,7 +311,7 @@ pub(crate) enum Coverage {
 }
 
 /// The range of a partial answer, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Covered {
     /// RFC 3339, inclusive.
     pub start: String,
@@ -399,6 +402,7 @@ mod tests {
             min_ts,
             max_ts,
             summary: None,
+            segment: None,
         }
     }
 

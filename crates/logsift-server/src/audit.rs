@@ -482,6 +482,8 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<String> {
     let rest = path.strip_prefix("/api/v1/")?;
     let first = rest.split('/').next().unwrap_or("");
     let action = match first {
+        // A share of a search another process fanned out (see `crate::fanout`).
+        "search" if rest == "search/part" => "search part".to_string(),
         "search" | "histogram" | "terms" | "context" | "patterns" | "compare" | "tail"
         | "indexes" | "segments" | "keys" | "holds" | "delete" => first.to_string(),
         "exports" => "export manifest".to_string(),
@@ -491,7 +493,7 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<String> {
         _ => return None,
     };
     Some(
-        if *method == axum::http::Method::GET || action == "delete" {
+        if *method == axum::http::Method::GET || action == "delete" || action == "search part" {
             action
         } else {
             format!("{action} {}", method.as_str().to_ascii_lowercase())

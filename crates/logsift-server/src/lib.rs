@@ -15,6 +15,7 @@ mod delete;
 mod error;
 mod es;
 pub mod export;
+pub mod fanout;
 mod grpc;
 mod holds;
 mod ingest;
@@ -72,6 +73,9 @@ pub struct ServerConfig {
     /// How long an ingest request waits for room in a full in-flight budget before it is
     /// answered 429 (0: at once).
     pub admission_wait_ms: u64,
+    /// Base URLs of searchers that share this process's searches (`[node] searchers`);
+    /// empty: it searches alone.
+    pub searchers: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -94,6 +98,8 @@ pub struct AppState {
     /// Alert rules, their state and delivery.
     pub alerts: Arc<alerts::Alerts>,
     pub saved: Arc<saved::SavedSearches>,
+    /// Connections to the searchers (see [`fanout`]).
+    pub searcher_client: reqwest::Client,
 }
 
 /// The routes, each behind what it needs: the UI page and `/health/*` are open; the rest
@@ -116,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(role(Role::Ingest));
     let read = Router::new()
         .route("/api/v1/search", get(search::search))
+        .route("/api/v1/search/part", post(search::search_part))
         .route("/api/v1/histogram", get(aggs::histogram))
         .route("/api/v1/terms", get(aggs::terms))
         .route("/api/v1/context", get(aggs::context))

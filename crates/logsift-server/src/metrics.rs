@@ -57,6 +57,9 @@ logsift_ingest::metric_set! {
         audit_dropped: Counter => "logsift_audit_dropped", "Audit entries that could not be written (ingest refusing or shutting down)";
         audit_refusals_folded: Counter => "logsift_audit_refusals_folded", "Refused calls folded into a summary audit record (repeats of one kind from one caller within the window) instead of one record each";
         erased_records: Counter => "logsift_erased_records", "Records removed by erasure requests";
+        // Searches shared with searchers ([node] searchers).
+        fanout_shares: Counter => "logsift_fanout_shares", "Shares of searches answered by searchers";
+        fanout_failures: Counter => "logsift_fanout_failures", "Shares of searches a searcher did not answer (down, timed out, refused), read by this process instead";
         @shared {
             /// Ingest's: one count for the HTTP and the syslog TLS handshakes.
             tls_handshake_failures: Counter,

@@ -261,13 +261,56 @@ pub async fn search(
     State(state): State<AppState>,
     Extension(limits): Extension<QueryLimits>,
     Extension(principal): Extension<Principal>,
+    headers: axum::http::HeaderMap,
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
+    let req = search_request(&state, &principal, params)?;
+    state.metrics.search_requests.inc();
+    let answer = if state.cfg.searchers.is_empty() {
+        let store = state.store.clone();
+        run_query(&limits, move |budget| {
+            logsift_query::search(&store, &SearchRequest { budget, ..req })
+        })
+        .await?
+    } else {
+        crate::fanout::search(&state, &limits, &headers, req).await?
+    };
+    let total = answer.total;
+    Ok(crate::audit::audited(Json(answer), total))
+}
+
+/// A root's share for this process (`POST /api/v1/search/part`, see [`crate::fanout`]): the
+/// search's parameters as `/api/v1/search` takes them, the sealed segments to read in the
+/// body. The answer carries its hits' sort keys and the segments not served here.
+pub async fn search_part(
+    State(state): State<AppState>,
+    Extension(limits): Extension<QueryLimits>,
+    Extension(principal): Extension<Principal>,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+    body: Result<Json<crate::fanout::PartBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let req = search_request(&state, &principal, params)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
+    let req = crate::fanout::part_request(req, body);
+    let store = state.store.clone();
+    let answer = run_query(&limits, move |budget| {
+        logsift_query::search(&store, &SearchRequest { budget, ..req })
+    })
+    .await?;
+    let total = answer.total;
+    Ok(crate::audit::audited(Json(answer), total))
+}
+
+fn search_request(
+    state: &AppState,
+    principal: &Principal,
+    params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<SearchRequest, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("bad_parameter", e.body_text()))?;
     let now = now_ns();
     let req = SearchRequest {
         query: p.q.unwrap_or_default(),
-        indexes: read_scope(&state, &principal, p.index)?,
+        indexes: read_scope(state, principal, p.index)?,
         start: time_param("start", p.start.as_deref(), now)?,
         end: time_param("end", p.end.as_deref(), now)?,
         limit: p.limit.unwrap_or(DEFAULT_LIMIT),
@@ -280,15 +323,9 @@ pub async fn search(
             .unwrap_or_default(),
         cursor: p.cursor.filter(|c| !c.is_empty()),
         budget: Budget::default(),
+        segments: logsift_query::Segments::All,
     };
-    let store = state.store.clone();
-    state.metrics.search_requests.inc();
-    let answer = run_query(&limits, move |budget| {
-        logsift_query::search(&store, &SearchRequest { budget, ..req })
-    })
-    .await?;
-    let total = answer.total;
-    Ok(crate::audit::audited(Json(answer), total))
+    Ok(req)
 }
 
 pub(crate) fn query_error(e: QueryError) -> ApiError {

@@ -613,22 +613,40 @@ impl IndexHandle {
         start: Option<i64>,
         end: Option<i64>,
     ) -> Vec<(PartReader, Option<Arc<SegmentSummary>>)> {
+        self.parts_named(start, end)
+            .into_iter()
+            .map(|(reader, summary, _)| (reader, summary))
+            .collect()
+    }
+
+    /// [`Self::parts`], each sealed segment with its id (`None` for what is in memory): what
+    /// a search split between processes assigns by.
+    #[allow(clippy::type_complexity)]
+    pub fn parts_named(
+        &self,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Vec<(PartReader, Option<Arc<SegmentSummary>>, Option<String>)> {
         // All three locks at once, in the order sealing takes them (hot, sealing, sealed), so
         // a search sees the parts either before or after a seal moves records between them,
         // never a mix that would count them twice or not at all.
         let hot = self.hot.read();
         let sealing = self.sealing.read();
         let sealed = self.sealed.read();
-        let mut out: Vec<(PartReader, Option<Arc<SegmentSummary>>)> =
-            hot.data.parts().into_iter().map(|p| (p, None)).collect();
+        let mut out: Vec<(PartReader, Option<Arc<SegmentSummary>>, Option<String>)> = hot
+            .data
+            .parts()
+            .into_iter()
+            .map(|p| (p, None, None))
+            .collect();
         for t in sealing.iter() {
-            out.extend(t.data.parts().into_iter().map(|p| (p, None)));
+            out.extend(t.data.parts().into_iter().map(|p| (p, None, None)));
         }
         for s in sealed.iter() {
             let after_start = start.is_none_or(|st| s.entry.max_timestamp >= st);
             let before_end = end.is_none_or(|en| s.entry.min_timestamp < en);
             if after_start && before_end {
-                out.push((s.part(), s.summary.clone()));
+                out.push((s.part(), s.summary.clone(), Some(s.entry.segment.clone())));
             }
         }
         out

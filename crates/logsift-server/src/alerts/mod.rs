@@ -726,6 +726,7 @@ impl Alerts {
             order: SortOrder::default(),
             cursor: None,
             budget: Budget::with_deadline(Instant::now() + self.query_timeout),
+            ..SearchRequest::default()
         };
         match logsift_query::search(&self.store, &req) {
             Ok(answer) => answer
