@@ -246,8 +246,8 @@ fn merge(answers: Vec<SearchResponse>, req: &SearchRequest) -> Result<SearchResp
         hits.retain(|((ts, _), _)| *ts >= s && *ts < e);
     }
     match req.order {
-        SortOrder::Desc => hits.sort_by(|a, b| b.0.cmp(&a.0)),
-        SortOrder::Asc => hits.sort_by(|a, b| a.0.cmp(&b.0)),
+        SortOrder::Desc => hits.sort_by_key(|h| std::cmp::Reverse(h.0)),
+        SortOrder::Asc => hits.sort_by_key(|h| h.0),
     }
     let cut = hits.len() > req.limit;
     hits.truncate(req.limit);
