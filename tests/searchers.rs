@@ -14,7 +14,13 @@ const SEARCHER: &str = "[node]\nrole = \"searcher\"\nrefresh_ms = 200\n";
 
 fn ingest_batch(s: &Server, batch: u32, n: u32) {
     let body: String = (0..n)
-        .map(|i| format!("{{\"msg\":\"published b{batch}r{i} user=u{}\"}}\n", i % 7))
+        .map(|i| {
+            format!(
+                "{{\"msg\":\"published b{batch}r{i} user=u{}\",\"host\":\"h{}\"}}\n",
+                i % 7,
+                i % 7
+            )
+        })
         .collect();
     let (status, resp) = s.ingest("logs", body, "application/x-ndjson");
     assert_eq!(status, 200, "{resp}");
@@ -279,10 +285,53 @@ fn searches_fan_out_over_searchers_and_survive_one_dying() {
         (body["total"].as_u64().unwrap_or(0) == 0).then(|| format!("{body}"))
     });
 
+    // Histograms and terms are shared too, the hot tier counted by the root.
+    let (status, h) = root.get("/api/v1/histogram?q=published&interval=1m");
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["total"], 450, "{h}");
+    let summed: u64 = h["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summed, 450, "{h}");
+    let t = terms(&root, "host");
+    assert_eq!(t["total"], 450, "{t}");
+    let mut by_host = std::collections::BTreeMap::new();
+    for (batch, n) in [(0, 100), (1, 100), (2, 100), (3, 100), (4, 50)] {
+        let _ = batch;
+        for i in 0..n {
+            *by_host.entry(format!("h{}", i % 7)).or_insert(0u64) += 1;
+        }
+    }
+    for b in t["buckets"].as_array().unwrap() {
+        let host = b["value"].as_str().unwrap();
+        assert_eq!(b["count"].as_u64(), by_host.get(host).copied(), "{t}");
+    }
+    assert_eq!(t["buckets"].as_array().unwrap().len(), 7, "{t}");
+    // Once everything is sealed, the root's shared answers are a searcher's own, whole.
+    ingest_batch(&root, 5, 50);
+    root.wait_sealed("logs", 500);
+    a.wait_total("published", &[("limit", "0")], 500);
+    b.wait_total("published", &[("limit", "0")], 500);
+    assert_eq!(terms(&root, "host"), terms(&a, "host"));
+    for interval in ["", "&interval=1m", "&interval=1s"] {
+        let path = format!("/api/v1/histogram?q=published{interval}");
+        let (mut one, mut shared) = (a.get(&path).1, root.get(&path).1);
+        for v in [&mut one, &mut shared] {
+            v.as_object_mut().unwrap().remove("took_ms");
+        }
+        assert_eq!(shared, one, "{path}");
+    }
+
     a.kill9();
     let failures = root.metric("logsift_fanout_failures_total");
+    let expected = paged(&b, "published", "1000", "desc");
+    assert_eq!(expected.len(), 500);
     assert_eq!(paged(&root, "published", "37", "desc"), expected);
-    assert_eq!(total(&root, "published"), 450);
+    assert_eq!(total(&root, "published"), 500);
+    assert_eq!(root.get("/api/v1/histogram?q=published").1["total"], 500);
     assert!(root.metric("logsift_fanout_failures_total") > failures);
     assert_eq!(b.stop().code(), Some(0));
     assert_eq!(root.stop().code(), Some(0));

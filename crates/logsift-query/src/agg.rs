@@ -37,7 +37,7 @@ use crate::lang::Ast;
 use crate::parts::{self, blocks_page, hit_of, Coverage, Covered, HitAt, PartPage};
 use crate::{
     check_range, parse_query, range_split, resolve_indexes, search_error, Budget, Compiled,
-    QueryError, SortOrder,
+    QueryError, SegmentRef, Segments, SortOrder,
 };
 
 /// Most buckets one histogram may have.
@@ -119,6 +119,8 @@ pub struct HistogramRequest {
     /// Bucket size; automatic (about 60-120 buckets of a round size) when absent.
     pub interval_ms: Option<i64>,
     pub budget: Budget,
+    /// Which parts to count, when processes share the count (see [`Segments`]).
+    pub segments: Segments,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +145,9 @@ pub struct HistogramResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub covered: Option<Covered>,
     pub took_ms: u64,
+    /// With [`Segments::Only`] or [`Segments::Except`]: named segments not served here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_segments: Vec<SegmentRef>,
 }
 
 pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramResponse, QueryError> {
@@ -152,6 +157,7 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
     let handles = resolve_indexes(store, &req.indexes)?;
     req.budget.check()?;
     let mut parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
+    let missing_segments = crate::select_segments(&mut parts, &handles, &req.segments);
     // Without a range, the data's own (of every document, deleted or not: only used to place
     // buckets).
     let bounds = parts.iter().fold(None, |b: Option<(i64, i64)>, p| {
@@ -184,6 +190,7 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
             partial: false,
             covered: None,
             took_ms: started.elapsed().as_millis() as u64,
+            missing_segments,
         });
     }
     let origin = start.div_euclid(interval).saturating_mul(interval);
@@ -281,6 +288,7 @@ pub fn histogram(store: &Store, req: &HistogramRequest) -> Result<HistogramRespo
         partial,
         covered: coverage.covered(),
         took_ms: started.elapsed().as_millis() as u64,
+        missing_segments,
     })
 }
 
@@ -444,6 +452,8 @@ pub struct TermsRequest {
     /// Most distinct values counted per segment and per request: the memory bound.
     pub max_values: usize,
     pub budget: Budget,
+    /// Which parts to count, when processes share the count (see [`Segments`]).
+    pub segments: Segments,
 }
 
 impl Default for TermsRequest {
@@ -457,6 +467,7 @@ impl Default for TermsRequest {
             size: 10,
             max_values: DEFAULT_TERMS_MAX_VALUES,
             budget: Budget::default(),
+            segments: Segments::All,
         }
     }
 }
@@ -492,6 +503,9 @@ pub struct TermsResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub covered: Option<Covered>,
     pub took_ms: u64,
+    /// With [`Segments::Only`] or [`Segments::Except`]: named segments not served here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_segments: Vec<SegmentRef>,
 }
 
 pub fn terms(store: &Store, req: &TermsRequest) -> Result<TermsResponse, QueryError> {
@@ -534,7 +548,8 @@ pub(crate) fn terms_of_fields(
     let handles = resolve_indexes(store, &req.indexes)?;
     req.budget.check()?;
     let queries = Compiled::new(store, &handles, &ast, req.start, req.end)?;
-    let parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
+    let mut parts = parts::collect(&handles, req.start, req.end, SortOrder::Desc)?;
+    let missing_segments = crate::select_segments(&mut parts, &handles, &req.segments);
     let collectors: Vec<TermsCollector> = fields
         .iter()
         .map(|field| TermsCollector {
@@ -646,7 +661,10 @@ pub(crate) fn terms_of_fields(
     Ok(fields
         .iter()
         .zip(counted)
-        .map(|(field, counted)| terms_answer(field, counted, &coverage, &parts, req))
+        .map(|(field, counted)| TermsResponse {
+            missing_segments: missing_segments.clone(),
+            ..terms_answer(field, counted, &coverage, &parts, req)
+        })
         .collect())
 }
 
@@ -701,6 +719,7 @@ fn terms_answer(
         partial_reasons,
         covered,
         took_ms: 0,
+        missing_segments: Vec::new(),
     }
 }
 

@@ -125,7 +125,7 @@ pub struct SearchResponse {
     /// With [`Segments::Only`]: the asked segments this process does not serve (not yet
     /// refreshed, or deleted since), which the root reads itself.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub missing: Vec<SegmentRef>,
+    pub missing_segments: Vec<SegmentRef>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +351,7 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
     let ((query_start, query_end), (start, end)) = range_split(&ast, req.start, req.end);
     let queries = Compiled::new(store, &handles, &ast, query_start, query_end)?;
     let mut parts = parts::collect(&handles, req.start, req.end, req.order)?;
-    let missing = select_segments(&mut parts, &handles, &req.segments);
+    let missing_segments = select_segments(&mut parts, &handles, &req.segments);
     let count_only = ast == Ast::All && req.limit == 0 && after.is_none();
     let collector = TopByTime {
         limit: req.limit,
@@ -470,14 +470,14 @@ pub fn search(store: &Store, req: &SearchRequest) -> Result<SearchResponse, Quer
         covered: coverage.covered(),
         took_ms: started.elapsed().as_millis() as u64,
         keys,
-        missing,
+        missing_segments,
     })
 }
 
 /// Keeps the parts `segments` selects. Returns the segments it names that this process does
 /// not serve: for [`Segments::Only`], what the asker must read elsewhere; for
 /// [`Segments::Except`], segments given away that were replaced or deleted meanwhile.
-fn select_segments(
+pub(crate) fn select_segments(
     parts: &mut Vec<parts::Part>,
     handles: &[Arc<logsift_store::IndexHandle>],
     segments: &Segments,
@@ -511,6 +511,23 @@ fn select_segments(
         .filter(|r| !served.contains(*r))
         .cloned()
         .collect()
+}
+
+/// The smallest and largest timestamps (ns) of what `indexes` hold in `[start, end)`, as a
+/// histogram without a range places its buckets: a root fixes them before it shares one.
+pub fn data_bounds(
+    store: &Store,
+    indexes: &[String],
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<Option<(i64, i64)>, QueryError> {
+    let handles = resolve_indexes(store, indexes)?;
+    let parts = parts::collect(&handles, start, end, SortOrder::Desc)?;
+    Ok(parts.iter().fold(None, |b: Option<(i64, i64)>, p| {
+        Some(b.map_or((p.min_ts, p.max_ts), |(lo, hi)| {
+            (lo.min(p.min_ts), hi.max(p.max_ts))
+        }))
+    }))
 }
 
 /// Cursor form of a sort key, for merging answers of several processes.

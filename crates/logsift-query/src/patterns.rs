@@ -364,6 +364,7 @@ pub fn compare(store: &Store, req: &CompareRequest) -> Result<CompareResponse, Q
                 size: COMPARE_VALUES,
                 max_values: req.max_values,
                 budget: req.budget.clone(),
+                segments: Default::default(),
             },
             &DIMENSIONS,
         )?;

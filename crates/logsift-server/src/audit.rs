@@ -483,7 +483,7 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<String> {
     let first = rest.split('/').next().unwrap_or("");
     let action = match first {
         // A share of a search another process fanned out (see `crate::fanout`).
-        "search" if rest == "search/part" => "search part".to_string(),
+        "search" | "histogram" | "terms" if rest.ends_with("/part") => format!("{first} part"),
         "search" | "histogram" | "terms" | "context" | "patterns" | "compare" | "tail"
         | "indexes" | "segments" | "keys" | "holds" | "delete" => first.to_string(),
         "exports" => "export manifest".to_string(),
@@ -493,7 +493,7 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<String> {
         _ => return None,
     };
     Some(
-        if *method == axum::http::Method::GET || action == "delete" || action == "search part" {
+        if *method == axum::http::Method::GET || action == "delete" || action.ends_with(" part") {
             action
         } else {
             format!("{action} {}", method.as_str().to_ascii_lowercase())

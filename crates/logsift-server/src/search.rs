@@ -291,7 +291,10 @@ pub async fn search_part(
 ) -> Result<axum::response::Response, ApiError> {
     let req = search_request(&state, &principal, params)?;
     let Json(body) = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
-    let req = crate::fanout::part_request(req, body);
+    let req = SearchRequest {
+        segments: body.only(),
+        ..req
+    };
     let store = state.store.clone();
     let answer = run_query(&limits, move |budget| {
         logsift_query::search(&store, &SearchRequest { budget, ..req })

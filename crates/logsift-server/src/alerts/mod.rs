@@ -604,6 +604,7 @@ impl Alerts {
                         end: Some(k.end),
                         interval_ms: Some(((k.end - k.start) / NS_PER_MS).max(1)),
                         budget,
+                        segments: Default::default(),
                     },
                 )
                 .map_err(|e| e.to_string())?;
@@ -624,6 +625,7 @@ impl Alerts {
                         size: MAX_GROUPS,
                         max_values: self.terms_max_values,
                         budget,
+                        segments: Default::default(),
                     },
                 )
                 .map_err(|e| e.to_string())?;
