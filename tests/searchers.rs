@@ -336,3 +336,120 @@ fn searches_fan_out_over_searchers_and_survive_one_dying() {
     assert_eq!(b.stop().code(), Some(0));
     assert_eq!(root.stop().code(), Some(0));
 }
+
+/// Ids of every hit of `q` on `s`, page by page.
+fn all_ids(s: &Server, q: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", "1000")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let (status, body) = s.search(q, &params);
+        assert_eq!(status, 200, "{body}");
+        for h in body["hits"].as_array().unwrap() {
+            ids.push(h["id"].to_string());
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return ids,
+        }
+    }
+}
+
+/// Two indexers ([node] indexer = 1 and 2) take records for one index at once and publish to
+/// one catalog chain: ids never collide, each sees the other's segments, a searcher sees
+/// all; an indexer killed with -9 right after an acknowledgement replays its own WAL on
+/// restart and every record is found exactly once; a second process with a taken number is
+/// refused.
+#[test]
+fn two_indexers_share_one_catalog_and_a_kill9_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Pg::start(&dir.path().join("pg"));
+    let s3 = S3::start(&dir.path().join("s3"), "segments");
+    let shared = format!(
+        "{SEAL_QUICKLY}[metastore]\nurl = \"{}\"\n{}",
+        pg.url(),
+        s3.storage_config("segments", "two")
+    );
+    let node = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    // Indexers refresh rarely here, so that each seal meets a chain the other moved: it
+    // takes the other's entries in and appends on top.
+    let indexer = |n: u16| format!("{shared}[node]\nindexer = {n}\nrefresh_ms = 600000\n");
+    let one = Server::start_in(&node("one"), &indexer(1));
+    let two = Server::start_in(&node("two"), &indexer(2));
+    let searcher = Server::start_in(&node("searcher"), &format!("{shared}{SEARCHER}"));
+    let caught_up = |s: &Server| s.log().contains("another indexer appended");
+
+    // Both open the index before either seals; whichever seals second meets a moved chain.
+    ingest_batch(&one, 0, 100);
+    ingest_batch(&two, 100, 100);
+    searcher.wait_total("published", &[("limit", "0")], 200);
+    // Then one after the other: each seal meets the other's last one.
+    ingest_batch(&one, 1, 100);
+    searcher.wait_total("published", &[("limit", "0")], 300);
+    ingest_batch(&two, 101, 100);
+    searcher.wait_total("published", &[("limit", "0")], 400);
+    assert!(caught_up(&one), "{}", one.log());
+    assert!(caught_up(&two), "{}", two.log());
+    // What each took in, it serves.
+    two.wait_total("b1r5", &[("limit", "0")], 1);
+    one.wait_total("b100r5", &[("limit", "0")], 1);
+    // And at once.
+    std::thread::scope(|scope| {
+        scope.spawn(|| (2..4).for_each(|b| ingest_batch(&one, b, 100)));
+        scope.spawn(|| (102..104).for_each(|b| ingest_batch(&two, b, 100)));
+    });
+    searcher.wait_total("published", &[("limit", "0")], 800);
+    let found = all_messages(&searcher, "published");
+    assert_eq!(found.len(), 800);
+    assert!(found.values().all(|&c| c == 1), "a record was found twice");
+    let ids = all_ids(&searcher, "published");
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 800, "two records share an id");
+    let (_, ready) = searcher.get("/health/ready");
+    assert_eq!(ready["broken_catalog_chains"], json!([]), "{ready}");
+
+    // A third process as indexer 1 is refused while the first holds the number.
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("one/test-config.toml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("third"))
+        .args(["--http", "127.0.0.1:0", "--syslog-tcp", "127.0.0.1:0"])
+        .args(["--syslog-udp", "127.0.0.1:0", "--json-tcp", "127.0.0.1:0"])
+        .args(["--otlp-grpc", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("as indexer 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Acknowledged, then killed before it could seal: the restart replays its WAL.
+    ingest_batch(&one, 10, 100);
+    one.kill9();
+    ingest_batch(&two, 110, 100);
+    // Back with its usual refresh: it follows the other's seals by itself.
+    let one = Server::start_in(
+        &node("one"),
+        &format!("{shared}[node]\nindexer = 1\nrefresh_ms = 200\n"),
+    );
+    searcher.wait_total("published", &[("limit", "0")], 1000);
+    let found = all_messages(&searcher, "published");
+    assert_eq!(found.len(), 1000);
+    assert!(found.values().all(|&c| c == 1), "a record was found twice");
+    // Its restart loaded the whole chain: it serves everything sealed.
+    one.wait_total("published", &[("limit", "0")], 1000);
+    assert_eq!(one.stop().code(), Some(0));
+    assert_eq!(two.stop().code(), Some(0));
+    let (ok, text) = common::segments_verify_config(&dir.path().join("two"));
+    assert!(ok, "{text}");
+}

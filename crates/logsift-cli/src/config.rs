@@ -64,6 +64,9 @@ pub struct NodeSection {
     /// Base URLs (`http://host:port`) of searchers that share this process's searches: each
     /// reads the sealed segments rendezvous hashing gives it.
     pub searchers: Vec<String>,
+    /// This indexer's number among several writing through one metastore (1 to 127), which
+    /// gives its records ids of their own; 0, the default, for a lone writer.
+    pub indexer: u16,
 }
 
 impl Default for NodeSection {
@@ -72,6 +75,7 @@ impl Default for NodeSection {
             role: Role::All,
             refresh_ms: 1000,
             searchers: Vec::new(),
+            indexer: 0,
         }
     }
 }
@@ -134,8 +138,11 @@ impl Config {
         if self.metastore.url.is_empty() {
             return Ok(logsift_store::Metastore::Files);
         }
-        let pg = logsift_store::PgMetastore::connect(&self.metastore.url, writer)
-            .map_err(|e| anyhow::anyhow!("metastore: {e}"))?;
+        let pg = logsift_store::PgMetastore::connect_as(
+            &self.metastore.url,
+            writer.then_some(self.node.indexer),
+        )
+        .map_err(|e| anyhow::anyhow!("metastore: {e}"))?;
         Ok(logsift_store::Metastore::Postgres(std::sync::Arc::new(pg)))
     }
 
@@ -390,6 +397,16 @@ impl Config {
             );
         }
         self.check_role()?;
+        if self.node.indexer > logsift_store::MAX_INDEXER {
+            bail!(
+                "node.indexer must be 0 (a lone writer) to {}, not {}",
+                logsift_store::MAX_INDEXER,
+                self.node.indexer
+            );
+        }
+        if self.node.indexer > 0 && self.metastore.url.is_empty() {
+            bail!("node.indexer > 0 (several indexers) needs a shared metastore: set [metastore] url = \"postgres://...\"");
+        }
         if self.node.refresh_ms == 0 {
             bail!("node.refresh_ms must be positive");
         }

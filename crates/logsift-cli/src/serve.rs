@@ -151,6 +151,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         patterns_state: (cfg.index.patterns && !searcher)
             .then(|| cfg.data_dir.join(logsift_store::patterns::STATE_FILE)),
         read_only: searcher,
+        lsn_base: if searcher {
+            0
+        } else {
+            logsift_store::lsn_base(cfg.node.indexer)
+        },
     })?);
     store.spawn_integrity_check();
     crate::memory::spawn_trimmer(
@@ -158,8 +163,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         server_metrics.search_requests.clone(),
         store.clone(),
     );
-    let (pipeline, start_report) = if searcher {
+    // Searchers, and indexers beside others, follow what the others publish.
+    if searcher || cfg.node.indexer > 0 {
         spawn_refresher(store.clone(), Duration::from_millis(cfg.node.refresh_ms))?;
+    }
+    let (pipeline, start_report) = if searcher {
         (None, StartReport::default())
     } else {
         let (pipeline, report) = Pipeline::start(

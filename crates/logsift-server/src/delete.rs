@@ -32,6 +32,15 @@ pub async fn delete(
     body: Result<Json<DeleteParams>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(p) = body.map_err(|e| ApiError::bad_request("bad_body", e.body_text()))?;
+    if state.store.config().lsn_base > 0 {
+        // Records still in another indexer's hot tier would outlive the erasure, and a
+        // report of "erased" must be the whole truth.
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "several_indexers",
+            "erasure is not supported yet on an indexer beside others ([node] indexer > 0): another indexer's unsealed records would be missed; run it on a lone writer ([node] indexer = 0)",
+        ));
+    }
     if p.q.trim().is_empty() {
         return Err(ApiError::bad_request(
             "bad_parameter",

@@ -96,6 +96,23 @@ pub enum CatalogError {
     /// caller must keep whatever the entries point to.
     #[error("metastore: a catalog save could not be confirmed: {0}")]
     Unconfirmed(String),
+    /// Another indexer appended to the chain since this process loaded it: load it again and
+    /// apply the change on top.
+    #[error("metastore {0}")]
+    Moved(String),
+}
+
+/// Bits of a record id that count within one indexer: an indexer's ids (its WAL positions)
+/// start at `indexer << LSN_BITS`, so that several indexers of one index never give two
+/// records one id. 2^46 ids each (22 years at 100,000 records a second); ids stay below
+/// 2^53, exact in JSON numbers, for indexers up to [`MAX_INDEXER`].
+pub const LSN_BITS: u32 = 46;
+/// The highest indexer number (`[node] indexer`).
+pub const MAX_INDEXER: u16 = 127;
+
+/// The first id of indexer `indexer`'s range (0 for a lone writer).
+pub fn lsn_base(indexer: u16) -> u64 {
+    u64::from(indexer) << LSN_BITS
 }
 
 /// Fields of a new entry; `seq`, the hashes and the action are filled in by the catalog.
@@ -256,6 +273,18 @@ impl Catalog {
         self.entries
             .iter()
             .filter(|e| e.action == Action::Add)
+            .map(|e| e.max_lsn)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// [`Self::max_lsn`] among the ids of the indexer whose range starts at `base` (see
+    /// [`LSN_BITS`]): what that indexer has sealed.
+    pub fn max_lsn_from(&self, base: u64) -> u64 {
+        let end = base.saturating_add(1 << LSN_BITS);
+        self.entries
+            .iter()
+            .filter(|e| e.action == Action::Add && e.max_lsn >= base && e.max_lsn < end)
             .map(|e| e.max_lsn)
             .max()
             .unwrap_or(0)

@@ -232,6 +232,10 @@ impl PartReader {
 /// changes. Segments rewritten when quiet train their own.
 const HOT_DICTIONARY_REUSES: u32 = 7;
 
+/// How many times one catalog change is applied again on top of other indexers' appends
+/// before it fails like any failed save (and is retried later).
+const MAX_CATCH_UPS: u32 = 8;
+
 pub struct IndexHandle {
     name: IndexName,
     dir: PathBuf,
@@ -263,6 +267,9 @@ pub struct IndexHandle {
     /// A searcher's view: segments are only served, never written, removed or cleaned up;
     /// the catalog comes from the shared metastore at each [`Self::refresh`].
     read_only: bool,
+    /// See [`StoreConfig::lsn_base`]: the catalog's highest id in this range is what this
+    /// process has sealed.
+    lsn_base: u64,
     catalog: Mutex<Catalog>,
     /// The hot tier's writer, opened by the first record after open, a seal or a reset. An
     /// idle index holds none: a writer costs megabytes (its hash table, its worker and merge
@@ -386,10 +393,11 @@ impl IndexHandle {
             quarantined: RwLock::new(Vec::new()),
             chain_problems: RwLock::new(chain_problems),
             read_only: cfg.read_only,
+            lsn_base: cfg.lsn_base,
             seal_thread: Mutex::new(None),
             seal_failed_at: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            committed_lsn: AtomicU64::new(catalog.max_lsn()),
+            committed_lsn: AtomicU64::new(catalog.max_lsn_from(cfg.lsn_base)),
             catalog: Mutex::new(catalog),
             writer: Mutex::new(None),
             schema: schema.clone(),
@@ -510,7 +518,7 @@ impl IndexHandle {
                     why,
                 })?
         };
-        if docs == 0 || lsn <= self.lock_catalog().max_lsn() {
+        if docs == 0 || lsn <= self.lock_catalog().max_lsn_from(self.lsn_base) {
             tracing::info!(index = %self.name, dir = %path.display(), docs, "removing a v1 hot index with nothing left to seal");
             drop(reader);
             drop(index);
@@ -701,24 +709,37 @@ impl IndexHandle {
         failed
     }
 
-    /// A searcher's refresh: serves what `catalog` (the metastore's newer chain of this index)
-    /// lists. Segments it adds are opened first (downloaded into the cache if need be), then
-    /// swapped in together with the removal of those it no longer lists, in one step: a
-    /// search sees a merge's output or its sources, never both or neither. Searches already
-    /// running on a removed segment finish on its memory map; its cached copy is dropped.
+    /// A refresh from the metastore (a searcher's, or an indexer's beside others): serves what
+    /// `catalog` (the metastore's chain of this index, loaded before the call) lists, unless
+    /// the chain held here has moved past it meanwhile (a seal here saved after the load).
     /// Returns how many segments were opened and how many dropped.
     pub(crate) fn refresh(&self, catalog: Catalog) -> (usize, usize) {
-        let problems = catalog.verify_chain();
+        let mut held = self.lock_catalog();
+        let head = held.entries.last().map(|e| e.hash.clone());
+        if head.is_some_and(|h| !catalog.entries.iter().any(|e| e.hash == h)) {
+            return (0, 0);
+        }
+        self.adopt(&mut held, catalog)
+    }
+
+    /// Makes `loaded` (the metastore's chain) the catalog held in `held` (this handle's,
+    /// locked by the caller) and serves what it lists. Segments it adds are opened first
+    /// (downloaded into the cache if need be), then swapped in together with the removal of
+    /// those it no longer lists, in one step: a search sees a merge's output or its sources,
+    /// never both or neither. Searches already running on a removed segment finish on its
+    /// memory map; its cached copy is dropped. Returns how many were opened and dropped.
+    fn adopt(&self, held: &mut Catalog, loaded: Catalog) -> (usize, usize) {
+        let problems = loaded.verify_chain();
         {
             let known = self.chain_problems.read();
             for problem in problems.iter().filter(|p| !known.contains(p)) {
                 tracing::error!(index = %self.name, %problem, "the metastore's catalog chain is broken: its history no longer proves that no segment was removed or altered");
             }
         }
-        let live: Vec<CatalogEntry> = catalog.live().into_iter().cloned().collect();
+        let live: Vec<CatalogEntry> = loaded.live().into_iter().cloned().collect();
         let live_ids: std::collections::HashSet<&str> =
             live.iter().map(|e| e.segment.as_str()).collect();
-        let held: std::collections::HashSet<String> = self
+        let served: std::collections::HashSet<String> = self
             .sealed
             .read()
             .iter()
@@ -727,7 +748,7 @@ impl IndexHandle {
             .collect();
         let opened: Vec<Sealed> = live
             .iter()
-            .filter(|e| !held.contains(&e.segment))
+            .filter(|e| !served.contains(&e.segment))
             .filter_map(|e| self.open_segment(e.clone()))
             .collect();
         let added = opened.len();
@@ -752,10 +773,23 @@ impl IndexHandle {
             }
         }
         self.committed_lsn
-            .fetch_max(catalog.max_lsn(), Ordering::AcqRel);
+            .fetch_max(loaded.max_lsn_from(self.lsn_base), Ordering::AcqRel);
         *self.chain_problems.write() = problems;
-        *self.lock_catalog() = catalog;
+        *held = loaded;
         (added, dropped.len())
+    }
+
+    /// After a save that another indexer's append refused ([`crate::CatalogError::Moved`]):
+    /// takes the metastore's chain into `held` (this handle's, locked by the caller), so
+    /// that the caller can apply its change again on top.
+    fn catch_up(&self, held: &mut Catalog) -> Result<(), StoreError> {
+        let loaded = self
+            .metastore
+            .load(&self.dir, self.name.as_str())
+            .map_err(|e| StoreError::Catalog(e.to_string()))?;
+        let (opened, dropped) = self.adopt(held, loaded);
+        tracing::info!(index = %self.name, opened, dropped, "another indexer appended to the catalog; applying this change on top");
+        Ok(())
     }
 
     /// Segments written by seals, merges and rewrites since open.
@@ -805,7 +839,7 @@ impl IndexHandle {
         let mut slot = self.writer.lock();
         self.uncommitted.store(0, Ordering::Release);
         if matches!(&*slot, Some(HotWriter::Blocks(_))) {
-            let catalogued = self.lock_catalog().max_lsn();
+            let catalogued = self.lock_catalog().max_lsn_from(self.lsn_base);
             let mut hot = self.hot.write();
             let sealing = self.sealing.read();
             let kept = sealing
@@ -1036,11 +1070,20 @@ impl IndexHandle {
         if doomed.is_empty() {
             return Ok(0);
         }
+        let before = catalog.entries.len();
         for (segment, reason) in &doomed {
             catalog.delete(segment, reason);
         }
-        self.save_catalog(&catalog)
-            .map_err(|e| StoreError::Catalog(e.to_string()))?;
+        match self.save_catalog(&catalog) {
+            Ok(()) => {}
+            Err(crate::CatalogError::Moved(_)) => {
+                // Another indexer's chain is taken in; retention looks again next time.
+                catalog.entries.truncate(before);
+                self.catch_up(&mut catalog)?;
+                return Ok(0);
+            }
+            Err(e) => return Err(StoreError::Catalog(e.to_string())),
+        }
         drop(catalog);
         self.sealed
             .write()
@@ -1300,14 +1343,30 @@ impl IndexHandle {
             },
         };
         let written = info.file_bytes;
-        let entry = {
+        let entry = 'saved: {
             let mut catalog = self.lock_catalog();
-            let entry = catalog.add_with_reason(info.clone(), tier.reason).clone();
-            if let Err(e) = self.save_catalog(&catalog) {
-                // Not recorded: take the entry back so the next attempt starts clean. A save
-                // that may have been recorded keeps the file it would point to (an unlisted
-                // one is removed at the next start).
-                catalog.entries.pop();
+            let mut catch_ups = 0;
+            let e = loop {
+                let entry = catalog.add_with_reason(info.clone(), tier.reason).clone();
+                match self.save_catalog(&catalog) {
+                    Ok(()) => break 'saved entry,
+                    Err(crate::CatalogError::Moved(why)) if catch_ups < MAX_CATCH_UPS => {
+                        catalog.entries.pop();
+                        catch_ups += 1;
+                        if let Err(e) = self.catch_up(&mut catalog) {
+                            break crate::CatalogError::Metastore(format!("{why}; {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        catalog.entries.pop();
+                        break e;
+                    }
+                }
+            };
+            {
+                // Not recorded: the entry was taken back so the next attempt starts clean. A
+                // save that may have been recorded keeps the file it would point to (an
+                // unlisted one is removed at the next start).
                 if matches!(e, crate::CatalogError::Unconfirmed(_)) {
                     // Trying again would write a different file under the same id, which
                     // the entry (if it was recorded) does not describe. The records stay in
@@ -1321,7 +1380,6 @@ impl IndexHandle {
                 }
                 return Err(StoreError::Catalog(e.to_string()));
             }
-            entry
         };
         {
             // Swap under the sealing lock: a search sees the records in one place or the other.
@@ -2001,7 +2059,13 @@ impl IndexHandle {
         // The next catalog sequence number makes the id unique even if the same LSNs are
         // rewritten again later.
         let seq = self.lock_catalog().entries.last().map_or(1, |e| e.seq + 1);
-        let id = format!("{max_lsn:020}-{tag}{seq}");
+        // Indexers beside others mark their rewrites: two may rewrite the same sources at
+        // once, and the one whose save comes second removes its output, which must not be
+        // the other's.
+        let id = match self.lsn_base >> crate::catalog::LSN_BITS {
+            0 => format!("{max_lsn:020}-{tag}{seq}"),
+            n => format!("{max_lsn:020}-{tag}{seq}x{n}"),
+        };
         let mut output = RewriteOutput::new(self, &id);
         let work = output.work.clone();
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
@@ -2011,36 +2075,51 @@ impl IndexHandle {
             // Under the catalog lock: `abandon_rewrite` takes it after raising the flag, so
             // a rewrite either is recorded before it looks or sees the flag here.
             self.check_not_abandoned()?;
-            let live = catalog.live();
-            if !sources
-                .iter()
-                .all(|src| live.iter().any(|l| l.segment == src.segment))
-            {
-                tracing::info!(index = %self.name, "a rewrite's source was deleted meanwhile; dropping the rewrite");
-                return Ok(Rewritten::SourcesGone);
+            let mut catch_ups = 0;
+            loop {
+                let live = catalog.live();
+                let sources_live = sources
+                    .iter()
+                    .all(|src| live.iter().any(|l| l.segment == src.segment));
+                if !sources_live {
+                    tracing::info!(index = %self.name, "a rewrite's source was deleted meanwhile; dropping the rewrite");
+                    return Ok(Rewritten::SourcesGone);
+                }
+                let before = catalog.entries.len();
+                let entry = written
+                    .as_ref()
+                    .map(|(info, _)| catalog.add_with_reason(info.clone(), add_reason).clone());
+                for src in &names {
+                    let why = match &entry {
+                        Some(_) => format!("{delete_reason} {id}"),
+                        None => format!("{add_reason}: nothing left"),
+                    };
+                    catalog.delete(src, &why);
+                }
+                match self.save_catalog(&catalog) {
+                    Ok(()) => {
+                        output.recorded = true;
+                        break entry;
+                    }
+                    Err(crate::CatalogError::Moved(_)) if catch_ups < MAX_CATCH_UPS => {
+                        // Another indexer appended: on top of its chain, if the sources are
+                        // still there.
+                        catalog.entries.truncate(before);
+                        catch_ups += 1;
+                        self.catch_up(&mut catalog)?;
+                    }
+                    Err(e) => {
+                        // Not recorded: the sources stay live and served. Kept in memory, the
+                        // entries would be saved by the next catalog update while the segment
+                        // is not served (and its file may be gone by then).
+                        catalog.entries.truncate(before);
+                        // A save that may have been recorded keeps the new file (see
+                        // finish_seal).
+                        output.recorded = matches!(e, crate::CatalogError::Unconfirmed(_));
+                        return Err(StoreError::Catalog(e.to_string()));
+                    }
+                }
             }
-            let before = catalog.entries.len();
-            let entry = written
-                .as_ref()
-                .map(|(info, _)| catalog.add_with_reason(info.clone(), add_reason).clone());
-            for src in &names {
-                let why = match &entry {
-                    Some(_) => format!("{delete_reason} {id}"),
-                    None => format!("{add_reason}: nothing left"),
-                };
-                catalog.delete(src, &why);
-            }
-            if let Err(e) = self.save_catalog(&catalog) {
-                // Not recorded: the sources stay live and served. Kept in memory, the entries
-                // would be saved by the next catalog update while the segment is not served
-                // (and its file may be gone by then).
-                catalog.entries.truncate(before);
-                // A save that may have been recorded keeps the new file (see finish_seal).
-                output.recorded = matches!(e, crate::CatalogError::Unconfirmed(_));
-                return Err(StoreError::Catalog(e.to_string()));
-            }
-            output.recorded = true;
-            entry
         };
         {
             // Opened first, then swapped in one step: a search between the two saw neither

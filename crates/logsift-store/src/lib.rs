@@ -44,7 +44,9 @@ pub fn faults_fired() -> usize {
     FAULTS_FIRED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-pub use catalog::{Action, Catalog, CatalogEntry, CatalogError, SegmentInfo};
+pub use catalog::{
+    lsn_base, Action, Catalog, CatalogEntry, CatalogError, SegmentInfo, LSN_BITS, MAX_INDEXER,
+};
 pub use document::{build_document, Stored};
 pub use files::{LocalSegments, SegmentFiles, SegmentStorage};
 pub use handle::{IndexHandle, PartReader, Rewritten};

@@ -103,18 +103,27 @@ pub struct PgMetastore {
     runtime: IoRuntime,
     /// Whether this process writes catalogs: it then holds the writer lease (below).
     writer: bool,
+    /// The indexer number whose lease a writer holds.
+    indexer: u16,
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
     /// Held for a whole load or save: statements of two callers on one connection would
     /// interleave, and a save is a transaction.
     busy: Mutex<()>,
 }
 
-/// The writer lease: a session-level advisory lock that the one process writing catalogs
-/// holds on its connection. Record ids are LSNs of that process's WAL, and the catalog's
-/// highest LSN tells replay what is sealed, so a second writer's records could be taken for
-/// sealed ones; until indexers get ids of their own (issue #18), a second writer is refused at
-/// start. The lock goes with the connection, so a stopped or killed writer frees it.
-const WRITER_LEASE: &str = "SELECT pg_try_advisory_lock(hashtext('logsift_catalog_writer'))";
+/// The writer lease: a session-level advisory lock that each process writing catalogs holds
+/// on its connection, one per indexer number (`[node] indexer`). Record ids are positions in
+/// that indexer's WAL within its own range (see [`crate::catalog::LSN_BITS`]), and the
+/// catalog's highest id in the range tells its replay what is sealed, so two processes with
+/// one number would take each other's records for sealed ones: the second is refused at
+/// start. The lock goes with the connection, so a stopped or killed writer frees it. Number 0
+/// (a lone writer, the default) keeps the lease name it always had.
+fn writer_lease(indexer: u16) -> String {
+    match indexer {
+        0 => "SELECT pg_try_advisory_lock(hashtext('logsift_catalog_writer'))".into(),
+        n => format!("SELECT pg_try_advisory_lock(hashtext('logsift_catalog_writer:{n}'))"),
+    }
+}
 
 /// The version of the catalog's layout in PostgreSQL (the tables and the entry objects), kept
 /// in `logsift_meta`: a database written by a later layout is refused, as a `catalog.json`
@@ -148,6 +157,11 @@ impl PgMetastore {
     /// table if needed. A `writer` takes the writer lease. Fails if the database cannot be
     /// reached now, or another writer holds the lease.
     pub fn connect(url: &str, writer: bool) -> Result<Self, String> {
+        Self::connect_as(url, writer.then_some(0))
+    }
+
+    /// [`Self::connect`] for indexer number `writer` (`None`: a reader, which takes no lease).
+    pub fn connect_as(url: &str, writer: Option<u16>) -> Result<Self, String> {
         let shown = match url.split_once('@') {
             Some((creds, rest)) => match creds.split_once("//") {
                 Some((scheme, user)) => {
@@ -164,7 +178,8 @@ impl PgMetastore {
             url: url.to_string(),
             shown,
             runtime,
-            writer,
+            writer: writer.is_some(),
+            indexer: writer.unwrap_or(0),
             client: Mutex::new(None),
             busy: Mutex::new(()),
         };
@@ -178,7 +193,7 @@ impl PgMetastore {
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let (url, writer) = (self.url.clone(), self.writer);
+        let (url, writer, lease) = (self.url.clone(), self.writer, writer_lease(self.indexer));
         let connected = self.runtime.run(async move {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(async move {
@@ -194,7 +209,11 @@ impl PgMetastore {
                 )
                 .await?
                 .get(0);
-            let leased = !writer || client.query_one(WRITER_LEASE, &[]).await?.get::<_, bool>(0);
+            let leased = !writer
+                || client
+                    .query_one(lease.as_str(), &[])
+                    .await?
+                    .get::<_, bool>(0);
             Ok::<_, tokio_postgres::Error>((client, leased, version))
         });
         let client = match connected {
@@ -208,7 +227,7 @@ impl PgMetastore {
             Some(Ok((_, false, _))) => {
                 return Err(pg_err(
                     &self.shown,
-                    "another logsift process writes catalogs to this metastore (it holds the writer lease); one writer at a time is supported for now",
+                    format!("another logsift process writes catalogs to this metastore as indexer {} (it holds that writer lease); give each indexer its own [node] indexer number", self.indexer),
                 ))
             }
             Some(Err(e)) => return Err(pg_err(&self.shown, e)),
@@ -408,12 +427,10 @@ impl PgMetastore {
         });
         match outcome {
             Ok(None) => Ok(()),
-            Ok(Some(seq)) => Err(pg_err(
-                &self.shown,
-                format!(
-                    "index {name}: the metastore's chain ends at entry {seq}, which this process does not hold: another process writes this index, or an earlier save here was not confirmed; restart to load the metastore's chain"
-                ),
-            )),
+            Ok(Some(seq)) => Err(CatalogError::Moved(format!(
+                "{}: index {name}: the metastore's chain ends at entry {seq}, which this process does not hold: another indexer appended to it",
+                self.shown
+            ))),
             Err(e) => {
                 // The connection may have failed after the commit reached the server: look.
                 let last = entries.last().map(|e| (e.seq as i64, e.hash.clone()));

@@ -90,6 +90,10 @@ pub struct StoreConfig {
     /// seals, merges, retention or clean-up of files it does not know (an indexer may be
     /// publishing them).
     pub read_only: bool,
+    /// The first record id of this process's range (`crate::lsn_base` of its indexer number;
+    /// 0 for a lone writer): its WAL's positions start there, and what it has sealed is the
+    /// highest id in its range that the catalog lists.
+    pub lsn_base: u64,
 }
 
 /// How a seal lays out a segment. Segments of both layouts are read whatever the setting, so
@@ -135,6 +139,7 @@ impl StoreConfig {
             layout: Layout::Records,
             patterns_state: None,
             read_only: false,
+            lsn_base: 0,
         }
     }
 
@@ -431,8 +436,9 @@ impl Store {
         started
     }
 
-    /// A searcher's refresh (see [`StoreConfig::read_only`]): every index serves the
-    /// segments its catalog in the metastore lists now; an index that appeared is opened.
+    /// A refresh from the metastore (a searcher's, see [`StoreConfig::read_only`], or an
+    /// indexer's beside others): every index serves the segments its catalog in the
+    /// metastore lists now; an index that appeared is opened.
     /// A catalog whose head is the one held is not loaded again. Returns how many segments
     /// were opened and how many dropped.
     pub fn refresh(&self) -> Result<(usize, usize), StoreError> {
@@ -449,6 +455,11 @@ impl Store {
             };
             let dir = self.cfg.dir.join(&name);
             let Some(handle) = self.get(&name) else {
+                // Under the lock: the indexer may be creating the same index for a record.
+                let mut indexes = self.indexes.write();
+                if indexes.contains_key(&index) {
+                    continue;
+                }
                 let handle = IndexHandle::open_or_create(
                     &dir,
                     index.clone(),
@@ -459,7 +470,7 @@ impl Store {
                 )?;
                 opened += handle.segments().len();
                 tracing::info!(index = %index, segments = handle.segments().len(), "serving a new index from the metastore");
-                self.indexes.write().insert(index, Arc::new(handle));
+                indexes.insert(index, Arc::new(handle));
                 continue;
             };
             if head.as_ref() == Some(&handle.catalog_head()) {
@@ -550,13 +561,15 @@ impl Store {
         self.list().iter().map(|h| h.segments_written()).sum()
     }
 
-    /// The highest LSN any index has committed: new LSNs must start above it.
+    /// The highest LSN any index has committed (in this process's range, and at least its
+    /// base): new LSNs must start above it.
     pub fn max_committed_lsn(&self) -> u64 {
         self.list()
             .iter()
             .map(|h| h.committed_lsn())
             .max()
             .unwrap_or(0)
+            .max(self.cfg.lsn_base)
     }
 }
 
