@@ -1343,17 +1343,20 @@ impl IndexHandle {
             },
         };
         let written = info.file_bytes;
+        // Held until the segment is served: a refresh in between would serve it from the
+        // catalog while its tier is still searched (records counted twice), and then again.
+        let mut held = self.lock_catalog();
         let entry = 'saved: {
-            let mut catalog = self.lock_catalog();
+            let catalog = &mut *held;
             let mut catch_ups = 0;
             let e = loop {
                 let entry = catalog.add_with_reason(info.clone(), tier.reason).clone();
-                match self.save_catalog(&catalog) {
+                match self.save_catalog(catalog) {
                     Ok(()) => break 'saved entry,
                     Err(crate::CatalogError::Moved(why)) if catch_ups < MAX_CATCH_UPS => {
                         catalog.entries.pop();
                         catch_ups += 1;
-                        if let Err(e) = self.catch_up(&mut catalog) {
+                        if let Err(e) = self.catch_up(catalog) {
                             break crate::CatalogError::Metastore(format!("{why}; {e}"));
                         }
                     }
@@ -1387,6 +1390,7 @@ impl IndexHandle {
             self.serve_segment(entry.clone());
             sealing.retain(|t| t.id != tier.id);
         }
+        drop(held);
         match fs::remove_dir_all(&out) {
             // A retry that only catalogued may find no work directory left.
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&out)(e)),
@@ -2070,8 +2074,11 @@ impl IndexHandle {
         let work = output.work.clone();
         let names: Vec<&str> = sources.iter().map(|e| e.segment.as_str()).collect();
         let (written, kept) = build(&work, &id, max_lsn)?;
+        // Held until the output is swapped in: a refresh in between would serve it and drop
+        // its sources first, and the swap would then serve it twice.
+        let mut held = self.lock_catalog();
         let entry = {
-            let mut catalog = self.lock_catalog();
+            let catalog = &mut *held;
             // Under the catalog lock: `abandon_rewrite` takes it after raising the flag, so
             // a rewrite either is recorded before it looks or sees the flag here.
             self.check_not_abandoned()?;
@@ -2096,7 +2103,7 @@ impl IndexHandle {
                     };
                     catalog.delete(src, &why);
                 }
-                match self.save_catalog(&catalog) {
+                match self.save_catalog(catalog) {
                     Ok(()) => {
                         output.recorded = true;
                         break entry;
@@ -2106,7 +2113,7 @@ impl IndexHandle {
                         // still there.
                         catalog.entries.truncate(before);
                         catch_ups += 1;
-                        self.catch_up(&mut catalog)?;
+                        self.catch_up(catalog)?;
                     }
                     Err(e) => {
                         // Not recorded: the sources stay live and served. Kept in memory, the
@@ -2130,6 +2137,7 @@ impl IndexHandle {
             sealed.retain(|s| !names.contains(&s.entry.segment.as_str()));
             sealed.extend(opened);
         }
+        drop(held);
         for src in &names {
             let removed = crate::fault("store::remove")
                 .map_err(|e| e.to_string())
