@@ -441,8 +441,10 @@ async fn serve(
             .map_err(|e| anyhow::anyhow!("export signing key: {e}"))?;
     let audit_sink = match (pipeline, &store.config().metastore) {
         (Some(pipeline), metastore) => {
-            if let logsift_store::Metastore::Postgres(pg) = metastore {
-                // Searchers' audit records, into this process's `_audit` index.
+            // Searchers' audit records, into this process's `_audit` index: by one indexer
+            // only (the lone writer, or number 1), or two would append the same records.
+            let drains = cfg.node.indexer <= 1;
+            if let (logsift_store::Metastore::Postgres(pg), true) = (metastore, drains) {
                 tokio::spawn(logsift_server::audit::drain_outbox(
                     pg.clone(),
                     pipeline.handle(),
