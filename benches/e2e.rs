@@ -28,7 +28,9 @@
 //! (TOML appended to the server's configuration, to compare settings), `--object-store` (keep
 //! segments in an S3-protocol server, `s3s-fs` from `tests/run-all.sh`, then report upload
 //! times, the store's bytes, and a cold start without the segment cache followed by the query
-//! suite again). `LOGSIFT_E2E_BINARY=PATH`
+//! suite again), `--searchers N` (with `--object-store`: then the catalog moved into a
+//! PostgreSQL the bench starts, N searchers beside the server, and the query suite through the
+//! server sharing its queries with them, against one searcher alone). `LOGSIFT_E2E_BINARY=PATH`
 //! measures another `logsift` build (an older version) instead of the one just built.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints how to run it.
@@ -47,6 +49,10 @@ mod ship;
 #[allow(dead_code)]
 #[path = "../tests/common/s3.rs"]
 mod s3;
+// The PostgreSQL the metastore tests start (initdb in a temporary directory); only std inside.
+#[allow(dead_code)]
+#[path = "../tests/common/pg.rs"]
+mod pg;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -72,6 +78,8 @@ pub struct Args {
     import: bool,
     /// Keep segments in an S3-protocol server (s3s-fs) and measure publishing and a cold start.
     object_store: bool,
+    /// With `object_store`: searchers to start beside the server, sharing its queries.
+    searchers: usize,
     /// TOML appended to the server's configuration.
     server_config: String,
 }
@@ -144,6 +152,7 @@ fn parse_args() -> Result<Args, String> {
         gen_only: None,
         import: false,
         object_store: false,
+        searchers: 0,
         server_config: String::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -191,6 +200,7 @@ fn parse_args() -> Result<Args, String> {
             "--keep" => a.keep = true,
             "--import" => a.import = true,
             "--object-store" => a.object_store = true,
+            "--searchers" => a.searchers = num(value()?)?.clamp(1, 8) as usize,
             "--server-config" => {
                 let path = value()?;
                 a.server_config = std::fs::read_to_string(&path)
@@ -482,6 +492,17 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         )?),
         None => None,
     };
+    let searchers_report = match &s3 {
+        Some(_) if args.searchers > 0 => Some(searchers_report(
+            args,
+            &corpus,
+            &cases,
+            &root,
+            &server_dir,
+            &overlay,
+        )?),
+        _ => None,
+    };
 
     // 6. Optionally, the same files through `logsift import` into a fresh server.
     let import = if args.import {
@@ -551,7 +572,9 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
-    let md = md + object_report.as_deref().unwrap_or_default();
+    let md = md
+        + object_report.as_deref().unwrap_or_default()
+        + searchers_report.as_deref().unwrap_or_default();
     std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
     println!("\n{md}");
     eprintln!(
@@ -656,6 +679,90 @@ fn object_store_report(
         ready.as_secs_f64(),
         fetched,
         mb(downloaded),
+    ))
+}
+
+/// With `--searchers N`, after the object store report: a PostgreSQL started here takes the
+/// server's catalog (imported as the server opens), N searchers start beside it on empty
+/// directories and download what it lists, and the query suite runs through the server
+/// (its searches, histograms and terms shared with the searchers) and through one searcher
+/// alone, which serves everything sealed from its own cache.
+fn searchers_report(
+    args: &Args,
+    corpus: &gen::Corpus,
+    cases: &[queries::Case],
+    root: &std::path::Path,
+    server_dir: &std::path::Path,
+    overlay: &str,
+) -> Result<String, String> {
+    let pg = pg::Pg::start(&root.join("pg"));
+    let shared = format!("{overlay}\n[metastore]\nurl = \"{}\"\n", pg.url());
+    eprintln!("e2e: {} searchers beside the server", args.searchers);
+    let started = Instant::now();
+    let mut searchers = Vec::new();
+    for i in 0..args.searchers {
+        let dir = root.join(format!("searcher-{i}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let config = format!("{shared}[node]\nrole = \"searcher\"\nrefresh_ms = 500\n");
+        searchers.push(server::Server::start(&dir, &config)?);
+    }
+    let urls: Vec<String> = searchers.iter().map(|s| format!("{:?}", s.http)).collect();
+    let root_config = format!("{shared}[node]\nsearchers = [{}]\n", urls.join(", "));
+    let mut srv = server::Server::start(server_dir, &root_config)?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let total = |http: &str| -> Option<u64> {
+        let v: serde_json::Value = client
+            .get(format!("{http}/api/v1/search?q=*&limit=0"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        v["total"].as_u64()
+    };
+    let want = corpus.expected.records;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for s in &searchers {
+        while total(&s.http) != Some(want) {
+            if Instant::now() > deadline {
+                return Err(format!("a searcher never served the {want} records"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let caught_up = started.elapsed();
+    let mut rows = String::new();
+    for case in cases {
+        for scope in [queries::Scope::Whole, queries::Scope::Window] {
+            let shared = queries::run_case(&client, &srv.http, case, scope, corpus, args.reps);
+            let alone =
+                queries::run_case(&client, &searchers[0].http, case, scope, corpus, args.reps);
+            rows += &format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+                case.name,
+                scope.name(),
+                shared.p50_ms,
+                shared.p99_ms,
+                alone.p50_ms,
+                alone.p99_ms,
+                shared.status
+            );
+        }
+    }
+    srv.stop(Duration::from_secs(300))?;
+    for mut s in searchers {
+        s.stop(Duration::from_secs(60))?;
+    }
+    Ok(format!(
+        "\n## Queries shared with {n} searchers (PostgreSQL catalog, s3s-fs, one machine)\n\n\
+         Searchers started on empty directories served every record after {:.2} s (catalog \
+         imported into PostgreSQL by the server, every segment downloaded by each searcher).\n\n\
+         | query | scope | shared p50 | shared p99 | one searcher p50 | one searcher p99 | status (shared) |\n\
+         |---|---|---:|---:|---:|---:|---|\n{rows}",
+        caught_up.as_secs_f64(),
+        n = args.searchers,
     ))
 }
 

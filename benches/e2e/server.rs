@@ -102,8 +102,11 @@ impl Server {
             s.parse().map_err(|e| format!("bad address {s}: {e}"))
         };
         server.http = format!("http://{}", addr("http")?);
-        server.syslog_tcp = parse(addr("syslog-tcp")?)?;
-        server.json_tcp = parse(addr("json-tcp")?)?;
+        // A searcher binds no listener but HTTP: its addresses stay port 0.
+        if !overlay.contains("role = \"searcher\"") {
+            server.syslog_tcp = parse(addr("syslog-tcp")?)?;
+            server.json_tcp = parse(addr("json-tcp")?)?;
+        }
         Ok(server)
     }
 
