@@ -497,7 +497,7 @@ fn run_in(args: &Args, root: &std::path::Path, started_at: SystemTime) -> Result
             args,
             &corpus,
             &cases,
-            &root,
+            root,
             &server_dir,
             &overlay,
         )?),
