@@ -415,6 +415,29 @@ fn two_indexers_share_one_catalog_and_a_kill9_loses_nothing() {
     let (_, ready) = searcher.get("/health/ready");
     assert_eq!(ready["broken_catalog_chains"], json!([]), "{ready}");
 
+    // Legal holds live in PostgreSQL: placed through one indexer, the other keeps them too
+    // (its retention reads them), and a release through it ends them for both.
+    let (status, hold) = post(
+        &two,
+        "/api/v1/holds",
+        json!({"index": "logs", "start": "2020-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z", "reason": "case 7"}),
+    );
+    assert_eq!(status, 201, "{hold}");
+    let (status, listed) = one.get("/api/v1/holds");
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["holds"][0]["reason"], "case 7", "{listed}");
+    assert_eq!(pg.sql("SELECT count(*) FROM logsift_holds"), "1");
+    let released = client()
+        .delete(format!(
+            "{}/api/v1/holds/{}",
+            one.http,
+            hold["id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(released.status(), 200);
+    assert_eq!(two.get("/api/v1/holds").1["holds"], json!([]));
+
     // A third process as indexer 1 is refused while the first holds the number.
     let out = std::process::Command::new(common::BIN)
         .args(["serve", "--config"])

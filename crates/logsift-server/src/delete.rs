@@ -75,6 +75,7 @@ pub async fn delete(
         if let Some(h) = state
             .store
             .holds_of(name)
+            .map_err(|e| ApiError::unavailable(format!("the legal holds cannot be read: {e}")))?
             .into_iter()
             .find(|h| h.start < hi && lo < h.end)
         {

@@ -26,6 +26,11 @@ impl ApiError {
         )
     }
 
+    /// 503: something this answer depends on (the metastore) cannot be reached now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(5)
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,

@@ -40,8 +40,12 @@ fn hold_json(h: &HoldRecord) -> serde_json::Value {
     })
 }
 
-pub async fn list(State(state): State<AppState>) -> Response {
-    let mut holds: Vec<serde_json::Value> = state.store.api_holds().iter().map(hold_json).collect();
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let placed = state
+        .store
+        .api_holds()
+        .map_err(|e| ApiError::unavailable(format!("the legal holds cannot be read: {e}")))?;
+    let mut holds: Vec<serde_json::Value> = placed.iter().map(hold_json).collect();
     for (index, opts) in &state.store.config().index_options {
         for h in &opts.legal_holds {
             holds.push(json!({
@@ -54,7 +58,7 @@ pub async fn list(State(state): State<AppState>) -> Response {
         }
     }
     let n = holds.len() as u64;
-    crate::audit::audited(Json(json!({ "holds": holds })), n)
+    Ok(crate::audit::audited(Json(json!({ "holds": holds })), n))
 }
 
 pub async fn place(

@@ -81,6 +81,21 @@ fn decode(bytes: &[u8]) -> Result<Vec<HoldRecord>, String> {
 pub(crate) struct Holds {
     path: PathBuf,
     holds: Vec<HoldRecord>,
+    /// With a PostgreSQL metastore the holds live there (`logsift_holds`), shared by every
+    /// process, and `holds` is what was last read.
+    shared: Option<std::sync::Arc<crate::PgMetastore>>,
+}
+
+fn pg_err(e: crate::CatalogError) -> StoreError {
+    StoreError::Catalog(format!("holds: {e}"))
+}
+
+fn parse(texts: Vec<String>) -> Result<Vec<HoldRecord>, StoreError> {
+    texts
+        .iter()
+        .map(|t| serde_json::from_str(t))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Catalog(format!("holds in the metastore: {e}")))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -91,18 +106,53 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl Holds {
-    pub(crate) fn load(path: PathBuf) -> Result<Holds, StoreError> {
-        let holds = match fs::read(&path) {
+    /// The holds of `path`, or of the metastore `shared`, into which a `writer` moves the
+    /// file's holds the first time it finds none there.
+    pub(crate) fn load(
+        path: PathBuf,
+        shared: Option<std::sync::Arc<crate::PgMetastore>>,
+        writer: bool,
+    ) -> Result<Holds, StoreError> {
+        let local = match fs::read(&path) {
             Ok(bytes) => decode(&bytes)
                 .map_err(|e| StoreError::Catalog(format!("holds {}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        Ok(Holds { path, holds })
+        let Some(pg) = shared else {
+            return Ok(Holds {
+                path,
+                holds: local,
+                shared: None,
+            });
+        };
+        let mut holds = parse(pg.holds().map_err(pg_err)?)?;
+        if holds.is_empty() && writer && !local.is_empty() {
+            for h in &local {
+                let json =
+                    serde_json::to_string(h).map_err(|e| StoreError::Catalog(e.to_string()))?;
+                pg.put_hold(&h.id, &json).map_err(pg_err)?;
+            }
+            tracing::info!(
+                holds = local.len(),
+                "imported holds.json into the metastore"
+            );
+            holds = local;
+        }
+        Ok(Holds {
+            path,
+            holds,
+            shared: Some(pg),
+        })
     }
 
-    pub(crate) fn list(&self) -> &[HoldRecord] {
-        &self.holds
+    /// The holds as they are now: read again from the metastore when they live there (an
+    /// error then: retention and erasure must not go on without knowing them).
+    pub(crate) fn current(&mut self) -> Result<&[HoldRecord], StoreError> {
+        if let Some(pg) = &self.shared {
+            self.holds = parse(pg.holds().map_err(pg_err)?)?;
+        }
+        Ok(&self.holds)
     }
 
     fn save(&self, holds: &[HoldRecord]) -> Result<(), StoreError> {
@@ -118,6 +168,13 @@ impl Holds {
 
     /// Saved before it takes effect: a hold acknowledged is a hold that survives a crash.
     pub(crate) fn add(&mut self, hold: HoldRecord) -> Result<(), StoreError> {
+        if let Some(pg) = &self.shared {
+            let json =
+                serde_json::to_string(&hold).map_err(|e| StoreError::Catalog(e.to_string()))?;
+            pg.put_hold(&hold.id, &json).map_err(pg_err)?;
+            self.holds.push(hold);
+            return Ok(());
+        }
         let mut next = self.holds.clone();
         next.push(hold);
         self.save(&next)?;
@@ -126,6 +183,11 @@ impl Holds {
     }
 
     pub(crate) fn release(&mut self, id: &str) -> Result<Option<HoldRecord>, StoreError> {
+        if let Some(pg) = &self.shared {
+            let released = pg.drop_hold(id).map_err(pg_err)?;
+            self.holds.retain(|h| h.id != id);
+            return Ok(parse(released.into_iter().collect())?.pop());
+        }
         let Some(pos) = self.holds.iter().position(|h| h.id == id) else {
             return Ok(None);
         };
@@ -182,14 +244,17 @@ mod tests {
     fn what_this_build_writes_is_version_1() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("holds.json");
-        let mut holds = Holds::load(path.clone()).unwrap();
+        let mut holds = Holds::load(path.clone(), None, true).unwrap();
         for hold in expected() {
             holds.add(hold).unwrap();
         }
         let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert_eq!(written["format"], FORMAT);
         assert_eq!(written["version"], 1);
-        assert_eq!(Holds::load(path).unwrap().list(), expected());
+        assert_eq!(
+            Holds::load(path, None, true).unwrap().current().unwrap(),
+            expected()
+        );
     }
 
     #[test]
@@ -211,7 +276,7 @@ mod tests {
             r#"{"format":"logsift-holds","version":2,"holds":[]}"#,
         )
         .unwrap();
-        let err = Holds::load(path).err().unwrap().to_string();
+        let err = Holds::load(path, None, true).err().unwrap().to_string();
         assert!(
             err.contains("holds.json") && err.contains("version 2"),
             "{err}"

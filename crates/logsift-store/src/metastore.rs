@@ -141,6 +141,10 @@ CREATE TABLE IF NOT EXISTS logsift_audit_outbox (
     received_at_ns bigint NOT NULL,
     record text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS logsift_holds (
+    id text PRIMARY KEY,
+    hold jsonb NOT NULL
+);
 CREATE TABLE IF NOT EXISTS logsift_meta (
     key text PRIMARY KEY,
     value text NOT NULL
@@ -312,6 +316,51 @@ impl PgMetastore {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
             .collect())
+    }
+
+    /// The legal holds placed through the API, as JSON objects: shared by every process, so
+    /// that whichever indexer runs retention keeps what any of them was told to hold.
+    pub fn holds(&self) -> Result<Vec<String>, CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let rows = self.run(async move {
+            client
+                .query("SELECT hold::text FROM logsift_holds ORDER BY id", &[])
+                .await
+        })?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    /// Places hold `id` (a JSON object); one already there is refused.
+    pub fn put_hold(&self, id: &str, hold: &str) -> Result<(), CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let (id, hold) = (id.to_string(), hold.to_string());
+        self.run(async move {
+            client
+                .execute(
+                    "INSERT INTO logsift_holds (id, hold) VALUES ($1, $2::text::jsonb)",
+                    &[&id, &hold],
+                )
+                .await
+        })?;
+        Ok(())
+    }
+
+    /// Releases hold `id`: the hold it was, or `None` if there was none.
+    pub fn drop_hold(&self, id: &str) -> Result<Option<String>, CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let id = id.to_string();
+        let row = self.run(async move {
+            client
+                .query_opt(
+                    "DELETE FROM logsift_holds WHERE id = $1 RETURNING hold::text",
+                    &[&id],
+                )
+                .await
+        })?;
+        Ok(row.map(|r| r.get::<_, String>(0)))
     }
 
     /// Keeps audit records of a process that has no WAL (a searcher) until an indexer takes

@@ -258,7 +258,11 @@ impl Store {
             indexes.insert(name, Arc::new(handle));
         }
         let holds_path = cfg.dir.parent().unwrap_or(&cfg.dir).join("holds.json");
-        let holds = crate::holds::Holds::load(holds_path)?;
+        let shared = match &cfg.metastore {
+            crate::Metastore::Postgres(pg) => Some(pg.clone()),
+            crate::Metastore::Files => None,
+        };
+        let holds = crate::holds::Holds::load(holds_path, shared, !cfg.read_only)?;
         Ok(Store {
             cfg,
             schema,
@@ -355,7 +359,14 @@ impl Store {
                 continue;
             }
             let mut opts = opts.clone();
-            opts.legal_holds = self.holds_of(handle.name().as_str());
+            opts.legal_holds = match self.holds_of(handle.name().as_str()) {
+                Ok(holds) => holds,
+                Err(e) => {
+                    // Nothing is deleted without knowing what is held.
+                    tracing::warn!(index = %handle.name(), error = %e, "retention waits: the holds cannot be read");
+                    continue;
+                }
+            };
             match handle.enforce_retention(now_ns, &opts) {
                 Ok(n) => deleted += n,
                 Err(e) => {
@@ -366,28 +377,29 @@ impl Store {
         deleted
     }
 
-    /// Every hold on `index`: configured and placed through the API.
-    pub fn holds_of(&self, index: &str) -> Vec<LegalHold> {
+    /// Every hold on `index`: configured and placed through the API (read again from the
+    /// metastore when holds live there; an error when it cannot be read).
+    pub fn holds_of(&self, index: &str) -> Result<Vec<LegalHold>, StoreError> {
         let mut out = self
             .cfg
             .index_options
             .get(index)
             .map(|o| o.legal_holds.clone())
             .unwrap_or_default();
-        let holds = self.holds.lock();
+        let mut holds = self.holds.lock();
         out.extend(
             holds
-                .list()
+                .current()?
                 .iter()
                 .filter(|h| h.covers_index(index))
                 .map(|h| h.as_legal_hold()),
         );
-        out
+        Ok(out)
     }
 
     /// The holds placed through the API.
-    pub fn api_holds(&self) -> Vec<crate::HoldRecord> {
-        self.holds.lock().list().to_vec()
+    pub fn api_holds(&self) -> Result<Vec<crate::HoldRecord>, StoreError> {
+        Ok(self.holds.lock().current()?.to_vec())
     }
 
     pub fn add_hold(&self, hold: crate::HoldRecord) -> Result<(), StoreError> {
