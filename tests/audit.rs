@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, Server, BIN};
+use common::{client, post_json as post, Server, BIN};
 use serde_json::{json, Value};
 
 /// Segments of 2000 records, never merged, so that exports cross sealed and hot parts.
@@ -444,16 +444,6 @@ fn retention_spares_what_a_hold_covers_until_it_is_released() {
     }
     let placed = wait_audit(&s, "fields.action:\"holds delete\"", 1);
     assert_eq!(placed[0]["fields"]["reason"], "case 42");
-}
-
-fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{}{path}", s.http))
-        .json(&body)
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
 }
 
 #[test]

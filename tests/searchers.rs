@@ -6,7 +6,7 @@ mod common;
 
 use common::pg::Pg;
 use common::s3::S3;
-use common::{all_messages, client, wait_until, Server};
+use common::{all_hits, all_messages, client, post_json, wait_until, Server};
 use serde_json::{json, Value};
 
 const SEAL_QUICKLY: &str = "[index]\nseal_idle_ms = 300\n";
@@ -24,16 +24,6 @@ fn ingest_batch(s: &Server, batch: u32, n: u32) {
         .collect();
     let (status, resp) = s.ingest("logs", body, "application/x-ndjson");
     assert_eq!(status, 200, "{resp}");
-}
-
-fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{}{path}", s.http))
-        .json(&body)
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
 }
 
 fn total(s: &Server, q: &str) -> u64 {
@@ -66,19 +56,31 @@ fn cached_segments(node: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A PostgreSQL cluster and an S3-protocol server under `dir`, and the configuration that
+/// shares both (segments under `prefix`), after `first`.
+fn stores(dir: &std::path::Path, prefix: &str, first: &str) -> (Pg, S3, String) {
+    let pg = Pg::start(&dir.join("pg"));
+    let s3 = S3::start(&dir.join("s3"), "segments");
+    let shared = format!(
+        "{first}[metastore]\nurl = \"{}\"\n{}",
+        pg.url(),
+        s3.storage_config("segments", prefix)
+    );
+    (pg, s3, shared)
+}
+
+/// A node's directory `name` under `dir`, made.
+fn node(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 #[test]
 fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Pg::start(&dir.path().join("pg"));
-    let s3 = S3::start(&dir.path().join("s3"), "segments");
-    let shared = format!(
-        "{SEAL_QUICKLY}[metastore]\nurl = \"{}\"\n{}",
-        pg.url(),
-        s3.storage_config("segments", "roles")
-    );
-    let (indexer_dir, searcher_dir) = (dir.path().join("indexer"), dir.path().join("searcher"));
-    std::fs::create_dir_all(&indexer_dir).unwrap();
-    std::fs::create_dir_all(&searcher_dir).unwrap();
+    let (pg, s3, shared) = stores(dir.path(), "roles", SEAL_QUICKLY);
+    let (indexer_dir, searcher_dir) = (node(dir.path(), "indexer"), node(dir.path(), "searcher"));
 
     let indexer = Server::start_in(&indexer_dir, &shared);
     ingest_batch(&indexer, 0, 300);
@@ -111,9 +113,9 @@ fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_noth
     let (status, body) = searcher.ingest("logs", "{\"msg\":\"x\"}\n", "application/x-ndjson");
     assert_eq!(status, 421, "{body}");
     assert!(body.to_string().contains("searcher"), "{body}");
-    let (status, body) = post(&searcher, "/api/v1/export", json!({"q": "published"}));
+    let (status, body) = post_json(&searcher, "/api/v1/export", json!({"q": "published"}));
     assert_eq!(status, 421, "{body}");
-    let (status, body) = post(
+    let (status, body) = post_json(
         &searcher,
         "/api/v1/delete",
         json!({"q": "b0r1", "index": "logs"}),
@@ -153,7 +155,7 @@ fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_noth
     // stops finding the erased records, and drops the replaced copies from its cache.
     let before = cached_segments(&searcher_dir);
     assert_eq!(before.len(), 2, "{before:?}");
-    let (status, report) = post(
+    let (status, report) = post_json(
         &indexer,
         "/api/v1/delete",
         json!({"q": "b0r7", "index": "logs"}),
@@ -176,9 +178,10 @@ fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_noth
 
     // A searcher killed and started again on an empty directory serves the same.
     searcher.kill9();
-    let fresh = dir.path().join("searcher-2");
-    std::fs::create_dir_all(&fresh).unwrap();
-    let searcher = Server::start_in(&fresh, &format!("{shared}{SEARCHER}"));
+    let searcher = Server::start_in(
+        &node(dir.path(), "searcher-2"),
+        &format!("{shared}{SEARCHER}"),
+    );
     assert_eq!(total(&searcher, "published"), 499);
     assert_eq!(searcher.stop().code(), Some(0));
     assert_eq!(indexer.stop().code(), Some(0));
@@ -204,24 +207,12 @@ fn a_searcher_without_a_shared_metastore_is_refused_at_start() {
     assert!(stderr.contains("needs a shared metastore"), "{stderr}");
 }
 
-/// Pages through `q` on `s` with `limit` hits a page in `order`: each message and its place.
+/// Pages through `q` on `s` with `limit` hits a page in `order`: the messages in order.
 fn paged(s: &Server, q: &str, limit: &str, order: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut params = vec![("limit", limit), ("sort", order)];
-        if let Some(c) = &cursor {
-            params.push(("cursor", c.as_str()));
-        }
-        let (status, body) = s.search(q, &params);
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["partial"], false, "{body}");
-        out.extend(common::messages(&body));
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
+    all_hits(s, q, &[("limit", limit), ("sort", order)])
+        .iter()
+        .map(|h| h["message"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// A root with two searchers: sealed segments are read by the searchers (rendezvous-hashed),
@@ -230,18 +221,8 @@ fn paged(s: &Server, q: &str, limit: &str, order: &str) -> Vec<String> {
 #[test]
 fn searches_fan_out_over_searchers_and_survive_one_dying() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Pg::start(&dir.path().join("pg"));
-    let s3 = S3::start(&dir.path().join("s3"), "segments");
-    let shared = format!(
-        "[metastore]\nurl = \"{}\"\n{}",
-        pg.url(),
-        s3.storage_config("segments", "fanout")
-    );
-    let node = |name: &str| {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    };
+    let (_pg, _s3, shared) = stores(dir.path(), "fanout", "");
+    let node = |name: &str| node(dir.path(), name);
     let a = Server::start_in(&node("a"), &format!("{shared}{SEARCHER}"));
     let b = Server::start_in(&node("b"), &format!("{shared}{SEARCHER}"));
     // Seals by size only: the last 50 records stay in the root's hot tier.
@@ -339,23 +320,10 @@ fn searches_fan_out_over_searchers_and_survive_one_dying() {
 
 /// Ids of every hit of `q` on `s`, page by page.
 fn all_ids(s: &Server, q: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut params = vec![("limit", "1000")];
-        if let Some(c) = &cursor {
-            params.push(("cursor", c.as_str()));
-        }
-        let (status, body) = s.search(q, &params);
-        assert_eq!(status, 200, "{body}");
-        for h in body["hits"].as_array().unwrap() {
-            ids.push(h["id"].to_string());
-        }
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
-        }
-    }
+    all_hits(s, q, &[("limit", "1000")])
+        .iter()
+        .map(|h| h["id"].to_string())
+        .collect()
 }
 
 /// Two indexers ([node] indexer = 1 and 2) take records for one index at once and publish to
@@ -366,18 +334,8 @@ fn all_ids(s: &Server, q: &str) -> Vec<String> {
 #[test]
 fn two_indexers_share_one_catalog_and_a_kill9_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Pg::start(&dir.path().join("pg"));
-    let s3 = S3::start(&dir.path().join("s3"), "segments");
-    let shared = format!(
-        "{SEAL_QUICKLY}[metastore]\nurl = \"{}\"\n{}",
-        pg.url(),
-        s3.storage_config("segments", "two")
-    );
-    let node = |name: &str| {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    };
+    let (pg, _s3, shared) = stores(dir.path(), "two", SEAL_QUICKLY);
+    let node = |name: &str| node(dir.path(), name);
     // Indexers refresh rarely here, so that each seal meets a chain the other moved: it
     // takes the other's entries in and appends on top.
     let indexer = |n: u16| format!("{shared}[node]\nindexer = {n}\nrefresh_ms = 600000\n");
@@ -417,7 +375,7 @@ fn two_indexers_share_one_catalog_and_a_kill9_loses_nothing() {
 
     // Legal holds live in PostgreSQL: placed through one indexer, the other keeps them too
     // (its retention reads them), and a release through it ends them for both.
-    let (status, hold) = post(
+    let (status, hold) = post_json(
         &two,
         "/api/v1/holds",
         json!({"index": "logs", "start": "2020-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z", "reason": "case 7"}),

@@ -471,22 +471,43 @@ pub fn messages(body: &Value) -> Vec<String> {
 /// each record is found exactly once.
 pub fn all_messages(s: &Server, q: &str) -> std::collections::HashMap<String, u32> {
     let mut counts = std::collections::HashMap::new();
+    for hit in all_hits(s, q, &[("limit", "10000")]) {
+        let m = hit["message"].as_str().unwrap_or("").to_string();
+        *counts.entry(m).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every hit of `q`, following `next_cursor` page by page with `params` (`limit`, `sort`);
+/// each page must be whole (not `partial`).
+pub fn all_hits(s: &Server, q: &str, params: &[(&str, &str)]) -> Vec<Value> {
+    let mut hits = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut params = vec![("limit", "10000")];
+        let mut page = params.to_vec();
         if let Some(c) = &cursor {
-            params.push(("cursor", c.as_str()));
+            page.push(("cursor", c.as_str()));
         }
-        let (status, body) = s.search(q, &params);
+        let (status, body) = s.search(q, &page);
         assert_eq!(status, 200, "{body}");
-        for m in messages(&body) {
-            *counts.entry(m).or_insert(0) += 1;
-        }
+        assert_ne!(body["partial"], true, "{body}");
+        hits.extend(body["hits"].as_array().expect("hits").iter().cloned());
         match body["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
-            None => return counts,
+            None => return hits,
         }
     }
+}
+
+/// POSTs `body` as JSON to `path`: the status and the JSON answer (null if none).
+pub fn post_json(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{}{path}", s.http))
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
 }
 
 /// `logsift segments verify --data-dir DATA`: whether it passed, and what it printed.

@@ -50,11 +50,27 @@ pub(crate) trait Share:
     fn missing_segments(&self) -> &[SegmentRef];
 }
 
-impl Share for SearchResponse {
-    fn missing_segments(&self) -> &[SegmentRef] {
-        &self.missing_segments
-    }
+macro_rules! shares {
+    ($($t:ty),*) => {$(
+        impl Share for $t {
+            fn missing_segments(&self) -> &[SegmentRef] {
+                &self.missing_segments
+            }
+        }
+    )*};
 }
+shares!(SearchResponse, HistogramShare, TermsShare);
+
+macro_rules! answers {
+    ($($t:ty),*) => {$(
+        impl crate::search::Answer for $t {
+            fn partial(&self) -> bool {
+                self.partial
+            }
+        }
+    )*};
+}
+answers!(HistogramShare, TermsShare);
 
 /// What a query shared out is: where searchers answer their share, its parameters as that
 /// route reads them, what it covers, and how this process answers a share itself.
@@ -272,25 +288,14 @@ fn merge(answers: Vec<SearchResponse>, req: &SearchRequest) -> Result<SearchResp
     let mut total = 0;
     let mut exact = true;
     let mut more = false;
+    let partial = answers.iter().any(|a| a.partial);
     // The narrowest covered range of the partial answers, ns.
-    let mut covered: Option<(i64, i64)> = None;
-    let mut partial = false;
+    let covered = narrowest(answers.iter().map(|a| a.covered.clone()));
     let mut hits: Vec<((i64, u64), Value)> = Vec::new();
     for a in answers {
         total += a.total;
         exact &= a.total_exact;
         more |= a.next_cursor.is_some();
-        if a.partial {
-            partial = true;
-            let range = a.covered.as_ref().and_then(|c| {
-                let start = logsift_core::time::parse_rfc3339(&c.start)?;
-                let end = logsift_core::time::parse_rfc3339(&c.end)?;
-                Some((start, end))
-            });
-            if let Some((s, e)) = range {
-                covered = Some(covered.map_or((s, e), |(cs, ce)| (cs.max(s), ce.min(e))));
-            }
-        }
         if a.keys.len() != a.hits.len() {
             return Err(ApiError::internal(format!(
                 "a share answered {} hits but {} sort keys",
@@ -311,20 +316,23 @@ fn merge(answers: Vec<SearchResponse>, req: &SearchRequest) -> Result<SearchResp
     }
     let cut = hits.len() > req.limit;
     hits.truncate(req.limit);
-    let next_cursor = if (cut || more) && !hits.is_empty() {
-        hits.last().map(|((ts, id), _)| format!("{ts}_{id}"))
-    } else {
-        None
+    let next_cursor = match (hits.last(), covered) {
+        (Some(((ts, id), _)), _) if cut || more => Some(format!("{ts}_{id}")),
+        // As one process answers: the covered range holds no more matches, so go on from
+        // its edge, where the unsearched parts begin.
+        (_, Some((s, e))) if partial && hits.len() < req.limit => Some(match req.order {
+            SortOrder::Desc => format!("{s}_0"),
+            SortOrder::Asc => format!("{}_{}", e.saturating_sub(1), u64::MAX),
+        }),
+        (Some(((ts, id), _)), Some(_)) if partial => Some(format!("{ts}_{id}")),
+        _ => None,
     };
     Ok(SearchResponse {
         total,
         total_exact: exact && !partial,
         next_cursor,
         partial,
-        covered: covered.map(|(s, e)| logsift_query::Covered {
-            start: logsift_core::time::format_rfc3339(s),
-            end: logsift_core::time::format_rfc3339(e),
-        }),
+        covered: covered_of(covered),
         hits: hits.into_iter().map(|(_, h)| h).collect(),
         took_ms: 0,
         keys: Vec::new(),
@@ -355,18 +363,6 @@ pub(crate) struct HistogramShareBucket {
     pub by_severity: BTreeMap<String, u64>,
 }
 
-impl crate::search::Answer for HistogramShare {
-    fn partial(&self) -> bool {
-        self.partial
-    }
-}
-
-impl Share for HistogramShare {
-    fn missing_segments(&self) -> &[SegmentRef] {
-        &self.missing_segments
-    }
-}
-
 /// A terms count's answer as a share of one.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TermsShare {
@@ -391,18 +387,6 @@ pub(crate) struct TermsShare {
 pub(crate) struct TermsShareBucket {
     pub value: String,
     pub count: u64,
-}
-
-impl crate::search::Answer for TermsShare {
-    fn partial(&self) -> bool {
-        self.partial
-    }
-}
-
-impl Share for TermsShare {
-    fn missing_segments(&self) -> &[SegmentRef] {
-        &self.missing_segments
-    }
 }
 
 /// This process's answer in a share's form.
