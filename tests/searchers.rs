@@ -79,7 +79,7 @@ fn node(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
 #[test]
 fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (pg, s3, shared) = stores(dir.path(), "roles", SEAL_QUICKLY);
+    let (mut pg, s3, shared) = stores(dir.path(), "roles", SEAL_QUICKLY);
     let (indexer_dir, searcher_dir) = (node(dir.path(), "indexer"), node(dir.path(), "searcher"));
 
     let indexer = Server::start_in(&indexer_dir, &shared);
@@ -176,13 +176,35 @@ fn a_searcher_answers_like_the_indexer_follows_what_it_publishes_and_writes_noth
     // The searcher removed nothing from the store: the indexer's segments are all there.
     assert_eq!(s3.segments("segments", "roles", "logs").len(), 2);
 
+    // PostgreSQL down for a while: the searcher keeps answering from what it serves, the
+    // indexer keeps the new records in memory and the WAL, and once it is back both catch up
+    // by themselves.
+    pg.pause();
+    ingest_batch(&indexer, 2, 100);
+    indexer.wait_total("published", &[("limit", "0")], 599);
+    assert_eq!(total(&searcher, "published"), 499);
+    wait_until(60, || {
+        (!searcher
+            .log()
+            .contains("cannot refresh the served segments"))
+        .then(|| "no failed refresh logged yet".to_string())
+    });
+    pg.resume();
+    wait_until(60, || {
+        let t = total(&searcher, "published");
+        (t != 599).then(|| format!("searcher total {t} after PostgreSQL came back"))
+    });
+    assert!(searcher
+        .log()
+        .contains("refreshing from the metastore works again"));
+
     // A searcher killed and started again on an empty directory serves the same.
     searcher.kill9();
     let searcher = Server::start_in(
         &node(dir.path(), "searcher-2"),
         &format!("{shared}{SEARCHER}"),
     );
-    assert_eq!(total(&searcher, "published"), 499);
+    assert_eq!(total(&searcher, "published"), 599);
     assert_eq!(searcher.stop().code(), Some(0));
     assert_eq!(indexer.stop().code(), Some(0));
 }
