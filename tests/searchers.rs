@@ -456,3 +456,56 @@ fn two_indexers_share_one_catalog_and_a_kill9_loses_nothing() {
     let (ok, text) = common::segments_verify_config(&dir.path().join("two"));
     assert!(ok, "{text}");
 }
+
+/// With a PostgreSQL metastore, API tokens live there: `logsift tokens create --config`
+/// stores one, every node (indexer and searcher) copies it into its own tokens file and
+/// requires it within a couple of seconds, and a revocation reaches them all the same way.
+#[test]
+fn tokens_in_the_metastore_reach_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, _s3, shared) = stores(dir.path(), "tokens", "");
+    let indexer_dir = node(dir.path(), "indexer");
+    let indexer = Server::start_in(&indexer_dir, &shared);
+    let searcher = Server::start_in(
+        &node(dir.path(), "searcher"),
+        &format!("{shared}{SEARCHER}"),
+    );
+    let tokens = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .arg("tokens")
+            .args(args)
+            .arg("--config")
+            .arg(indexer_dir.join("test-config.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let token = tokens(&["create", "--role", "search", "--name", "oncall"])
+        .trim()
+        .to_string();
+    assert_eq!(pg.sql("SELECT count(*) FROM logsift_tokens"), "1");
+    for s in [&indexer, &searcher] {
+        wait_until(15, || {
+            let (status, _) = s.search("x", &[]);
+            (status != 401).then(|| format!("{}: {status} without a token", s.http))
+        });
+        assert_eq!(s.search_as(&token, "x", &[]).0, 200);
+    }
+    let listed = tokens(&["list", "--json"]);
+    let id = serde_json::from_str::<Value>(listed.lines().next().unwrap()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokens(&["revoke", &id]);
+    for s in [&indexer, &searcher] {
+        wait_until(15, || {
+            let (status, _) = s.search_as(&token, "x", &[]);
+            (status != 401).then(|| format!("{}: {status} with a revoked token", s.http))
+        });
+    }
+}

@@ -108,6 +108,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let metastore = cfg.metastore(!searcher)?;
+    if let logsift_store::Metastore::Postgres(pg) = &metastore {
+        // Before tokens are loaded: a new node must know them to start (and to bind other
+        // than loopback).
+        let path = cfg.data_dir.join(TOKENS_FILE);
+        let mut last = None;
+        crate::tokens::sync_from_metastore(pg, &path, !searcher, &mut last)
+            .context("API tokens from the metastore")?;
+        spawn_token_sync(pg.clone(), path, last)?;
+    }
     let metrics = Arc::new(IngestMetrics::default());
     let server_metrics = Arc::new(ServerMetrics::new(&metrics));
     let auth = Arc::new(
@@ -145,7 +155,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         seal_idle_ms: cfg.index.seal_idle_ms,
         index_options: cfg.index_options()?,
         segments: cfg.segment_storage()?,
-        metastore: cfg.metastore(!searcher)?,
+        metastore,
         layout: cfg.layout()?,
         // A searcher mines nothing: pattern ids come with the segments.
         patterns_state: (cfg.index.patterns && !searcher)
@@ -277,6 +287,37 @@ fn spawn_refresher(store: Arc<Store>, every: Duration) -> anyhow::Result<()> {
             }
         })
         .context("starting the metastore refresh thread")?;
+    Ok(())
+}
+
+/// With a PostgreSQL metastore the tokens live there for every process: copied into this
+/// node's tokens file whenever they change (within a second), which the server reloads.
+fn spawn_token_sync(
+    pg: Arc<logsift_store::PgMetastore>,
+    path: std::path::PathBuf,
+    mut last: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("logsift-tokens".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                match crate::tokens::sync_from_metastore(&pg, &path, false, &mut last) {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("API tokens are read from the metastore again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the API tokens from the metastore; the last ones stay in force");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+        .context("starting the token sync thread")?;
     Ok(())
 }
 

@@ -187,7 +187,9 @@ impl Tokens {
         Self::parse(path, &text)
     }
 
-    fn parse(path: &Path, text: &[u8]) -> Result<Tokens, TokenError> {
+    /// The tokens in `text`, the file's contents kept elsewhere (a metastore's copy, named
+    /// `path` in errors).
+    pub fn parse(path: &Path, text: &[u8]) -> Result<Tokens, TokenError> {
         let corrupt = |reason: String| TokenError::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -213,13 +215,8 @@ impl Tokens {
         })
     }
 
-    /// Replaces `path` atomically (temporary file, fsync, rename, directory fsync); the file
-    /// is readable by its owner only.
-    pub fn save(&self, path: &Path) -> Result<(), TokenError> {
-        let write_err = |source| TokenError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
+    /// The file's contents for these tokens.
+    pub fn to_text(&self) -> Vec<u8> {
         let body = FileBody {
             format: FORMAT.to_string(),
             version: VERSION,
@@ -227,11 +224,26 @@ impl Tokens {
         };
         let mut text = serde_json::to_vec_pretty(&body).expect("tokens serialize");
         text.push(b'\n');
+        text
+    }
+
+    /// Replaces `path` atomically (temporary file, fsync, rename, directory fsync); the file
+    /// is readable by its owner only.
+    pub fn save(&self, path: &Path) -> Result<(), TokenError> {
+        Self::save_text(path, &self.to_text())
+    }
+
+    /// [`Self::save`] of a file's contents as they are (a metastore's copy).
+    pub fn save_text(path: &Path, text: &[u8]) -> Result<(), TokenError> {
+        let write_err = |source| TokenError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_err)?;
         logsift_core::fsutil::Replace::new()
             .mode(0o600)
-            .write(path, &text)
+            .write(path, text)
             .map_err(|e| write_err(e.source))?;
         Ok(())
     }

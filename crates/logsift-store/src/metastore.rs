@@ -145,6 +145,11 @@ CREATE TABLE IF NOT EXISTS logsift_holds (
     id text PRIMARY KEY,
     hold jsonb NOT NULL
 );
+CREATE TABLE IF NOT EXISTS logsift_tokens (
+    id int PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL,
+    file text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS logsift_meta (
     key text PRIMARY KEY,
     value text NOT NULL
@@ -361,6 +366,48 @@ impl PgMetastore {
                 .await
         })?;
         Ok(row.map(|r| r.get::<_, String>(0)))
+    }
+
+    /// The API tokens file as the metastore keeps it for every process (its version, its
+    /// contents), or `None` before the first is stored.
+    pub fn tokens_file(&self) -> Result<Option<(i64, String)>, CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let row = self.run(async move {
+            client
+                .query_opt("SELECT version, file FROM logsift_tokens WHERE id = 1", &[])
+                .await
+        })?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Stores `file` as the tokens file if the stored one is still version `seen` (`None`:
+    /// none stored yet). `false` when another writer got there first: read and apply again.
+    pub fn replace_tokens_file(&self, seen: Option<i64>, file: &str) -> Result<bool, CatalogError> {
+        let _busy = self.busy.lock();
+        let client = self.client()?;
+        let file = file.to_string();
+        let changed = self.run(async move {
+            match seen {
+                None => {
+                    client
+                        .execute(
+                            "INSERT INTO logsift_tokens (id, version, file) VALUES (1, 1, $1) ON CONFLICT (id) DO NOTHING",
+                            &[&file],
+                        )
+                        .await
+                }
+                Some(v) => {
+                    client
+                        .execute(
+                            "UPDATE logsift_tokens SET version = version + 1, file = $1 WHERE id = 1 AND version = $2",
+                            &[&file, &v],
+                        )
+                        .await
+                }
+            }
+        })?;
+        Ok(changed == 1)
     }
 
     /// Keeps audit records of a process that has no WAL (a searcher) until an indexer takes

@@ -19,10 +19,3 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 [{{ join ", " $urls }}]
 {{- end -}}
-
-{{/* The tokens Secret, mounted as DATA_DIR/tokens.json. */}}
-{{- define "logsift.tokensMount" -}}
-{{- if .Values.tokensSecret }}
-- {name: tokens, mountPath: /var/lib/logsift/tokens.json, subPath: tokens.json}
-{{- end }}
-{{- end -}}
